@@ -1,0 +1,173 @@
+"""Input checking and backend choice shared by every numeric entry point.
+
+A call is served by NumPy when every array it receives is a NumPy array (or a
+nested list of numbers), and by JAX as soon as one of them is a JAX array or a
+tracer; the result then comes back in the same library.  Shapes are checked
+always (they are static under ``jax.jit``); NaN and inf are checked only for
+concrete arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+try:  # JAX is a default dependency, but keep NumPy-only use working without it.
+    import jax
+    import jax.numpy as jnp
+except ImportError:  # pragma: no cover - exercised only without JAX installed
+    jax = None
+    jnp = None
+
+
+def is_jax(x: Any) -> bool:
+    """True for a JAX array or a tracer (inside ``jit``/``vmap``/``grad``)."""
+    return jax is not None and isinstance(x, jax.Array)
+
+
+def is_tracer(x: Any) -> bool:
+    return jax is not None and isinstance(x, jax.core.Tracer)
+
+
+def backend(*arrays: Any):
+    """``jnp`` if any argument is a JAX array, else ``np``."""
+    return jnp if any(is_jax(a) for a in arrays) else np
+
+
+def _check_dtype(name: str, x: Any) -> None:
+    dtype = np.dtype(x.dtype)
+    if dtype.kind not in "fiub":
+        raise TypeError(
+            f"{name}: expected a real numeric array (float, int or bool), "
+            f"got dtype {dtype}"
+        )
+
+
+def as_array(name: str, x: Any, xp) -> Any:
+    """Convert ``x`` to an array of ``xp`` without copying JAX arrays; check its dtype."""
+    if is_jax(x):
+        _check_dtype(name, x)
+        return x
+    if isinstance(x, np.ndarray):
+        _check_dtype(name, x)
+        return x if xp is np else jnp.asarray(x)
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name}: expected an array of numbers, got {type(x).__name__}") from err
+    if arr.dtype == object:
+        raise TypeError(f"{name}: expected an array of numbers, got {type(x).__name__} of objects")
+    _check_dtype(name, arr)
+    return arr if xp is np else jnp.asarray(arr)
+
+
+def check_finite(name: str, x: Any) -> None:
+    """Raise ``ValueError`` when a concrete array holds NaN or inf (skipped for tracers)."""
+    if is_tracer(x):
+        return
+    if np.dtype(x.dtype).kind in "iub":
+        return
+    if is_jax(x):
+        ok = bool(jnp.all(jnp.isfinite(x)))
+    else:
+        ok = bool(np.isfinite(x).all())
+    if not ok:
+        raise ValueError(f"{name}: contains NaN or inf; expected finite values")
+
+
+def result_dtype(xp, arrays: Sequence[Any]):
+    """Common floating dtype: float64 for NumPy integers, JAX's default float for JAX."""
+    dtype = np.result_type(*[a.dtype for a in arrays])
+    if dtype.kind != "f":
+        dtype = np.dtype(np.float64) if xp is np else jnp.zeros(()).dtype
+    return dtype
+
+
+def check_params(params: Any, xp=None):
+    """Validate ``[(B1, b1), ..., (B_{L+1}, b_{L+1})]``; return (params as arrays, widths, xp).
+
+    ``B^(l)`` must have shape ``(d_l, d_{l-1})`` and ``b^(l)`` shape ``(d_l,)``.
+    """
+    if isinstance(params, (str, bytes)) or not isinstance(params, Sequence):
+        raise TypeError(
+            "params: expected a list of (B, b) pairs, one per layer, "
+            f"got {type(params).__name__}"
+        )
+    if len(params) == 0:
+        raise ValueError("params: empty parameter list; expected at least one (B, b) pair")
+    flat = []
+    for l, pair in enumerate(params, start=1):
+        if not isinstance(pair, Sequence) or isinstance(pair, (str, bytes)) or len(pair) != 2:
+            raise TypeError(f"params[{l - 1}] (layer {l}): expected a pair (B, b), got {pair!r:.80}")
+        flat.extend(pair)
+    if xp is None:
+        xp = backend(*flat)
+    out = []
+    widths: list[int] = []
+    for l, (B, b) in enumerate(params, start=1):
+        B = as_array(f"B^({l}) (params[{l - 1}][0])", B, xp)
+        b = as_array(f"b^({l}) (params[{l - 1}][1])", b, xp)
+        if B.ndim != 2:
+            raise ValueError(
+                f"B^({l}) (params[{l - 1}][0]): expected a 2-d array (d_{l}, d_{l - 1}), "
+                f"got shape {tuple(B.shape)}"
+            )
+        if l == 1:
+            widths.append(int(B.shape[1]))
+        elif B.shape[1] != widths[-1]:
+            raise ValueError(
+                f"B^({l}) (params[{l - 1}][0]): has {B.shape[1]} columns but layer {l - 1} has "
+                f"width d_{l - 1} = {widths[-1]}; expected shape ({B.shape[0]}, {widths[-1]}), "
+                f"got {tuple(B.shape)}"
+            )
+        if 0 in B.shape:
+            raise ValueError(
+                f"B^({l}) (params[{l - 1}][0]): widths must be >= 1, got shape {tuple(B.shape)}"
+            )
+        widths.append(int(B.shape[0]))
+        if b.shape != (B.shape[0],):
+            raise ValueError(
+                f"b^({l}) (params[{l - 1}][1]): expected shape ({B.shape[0]},) to match "
+                f"B^({l}) of shape {tuple(B.shape)}, got {tuple(b.shape)}"
+            )
+        check_finite(f"B^({l}) (params[{l - 1}][0])", B)
+        check_finite(f"b^({l}) (params[{l - 1}][1])", b)
+        out.append((B, b))
+    return out, widths, xp
+
+
+def check_inputs(name: str, X: Any, d0: int, xp):
+    """Validate ``X`` of shape ``(N, d_0)`` or ``(d_0,)``; return (X as 2-d, was_single)."""
+    X = as_array(name, X, xp)
+    if X.ndim not in (1, 2):
+        raise ValueError(
+            f"{name}: expected shape (N, {d0}) or ({d0},), got a {X.ndim}-d array of shape "
+            f"{tuple(X.shape)}"
+        )
+    if X.shape[-1] != d0:
+        raise ValueError(
+            f"{name}: has {X.shape[-1]} features but B^(1) expects d_0 = {d0}; "
+            f"expected shape (N, {d0}), got {tuple(X.shape)}"
+        )
+    check_finite(name, X)
+    single = X.ndim == 1
+    return (X[None, :] if single else X), single
+
+
+def check_widths(widths: Any) -> list[int]:
+    """Validate a width list ``[d_0, d_1, ..., d_{L+1}]`` (at least two entries, each >= 1)."""
+    if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence):
+        raise TypeError(f"widths: expected a list of ints [d_0, ..., d_(L+1)], got {widths!r}")
+    if len(widths) < 2:
+        raise ValueError(
+            f"widths: expected at least two entries [d_0, ..., d_(L+1)], got {list(widths)!r}"
+        )
+    out = []
+    for i, w in enumerate(widths):
+        if isinstance(w, bool) or not isinstance(w, (int, np.integer)):
+            raise TypeError(f"widths[{i}]: expected an int, got {w!r} ({type(w).__name__})")
+        if w < 1:
+            raise ValueError(f"widths[{i}]: expected a width >= 1, got {w}")
+        out.append(int(w))
+    return out

@@ -1,0 +1,185 @@
+"""The backward recursion of the lecture's bonus question, and the Jacobian it gives.
+
+For widths ``d_0, ..., d_{L+1}``::
+
+    z^(l) = B^(l) a^(l-1) + b^(l),      a^(l) = max(0, z^(l)),     a^(0) = x
+    D^(l) = diag(1[z^(l) > 0])
+    V^(L+1) = I_K,   V^(l) = V^(l+1) B^(l+1) D^(l)         (= d z^(L+1) / d b^(l)')
+    U^(l) = V^(l) (I_{d_l} kron a^(l-1)')                    (= d z^(L+1) / d beta^(l)')
+
+Batched, one example per row, ``U^(l)[n, k, i*d_{l-1} + j] = V^(l)[n, k, i] * a^(l-1)[n, j]``.
+No autodiff is used here; the tests compare against ``jax.jacrev``.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ._arrays import check_inputs, check_params, result_dtype
+
+
+class LayerFactors(NamedTuple):
+    """The factors of layer ``l`` (record ``l-1`` of :func:`jacobian_factors`).
+
+    Shapes are batched; with a single example ``x`` of shape ``(d_0,)`` the leading
+    ``N`` axis is dropped.
+    """
+
+    V: Any
+    """``V^(l) = d z^(L+1) / d b^(l)'``, shape ``(N, K, d_l)``."""
+    a_prev: Any
+    """``a^(l-1)``, the layer's input, shape ``(N, d_{l-1})``."""
+    D: Any
+    """The diagonal of ``D^(l) = diag(1[z^(l) > 0])``, shape ``(N, d_l)``; all ones for
+    the output layer ``l = L+1``, which has no activation."""
+    z: Any
+    """The pre-activation ``z^(l)``, shape ``(N, d_l)``."""
+
+
+def _prepare(params, X):
+    params, widths, xp = check_params(params)
+    X2, single = check_inputs("X", X, widths[0], xp)
+    dtype = result_dtype(xp, [X2] + [t for pair in params for t in pair])
+    X2 = X2.astype(dtype)
+    params = [(B.astype(dtype), b.astype(dtype)) for B, b in params]
+    return params, widths, X2, single, xp
+
+
+def _forward_layers(params, X, xp):
+    """Pre-activations ``z^(l)`` and inputs ``a^(l-1)`` for every layer, plus masks."""
+    a = X
+    a_prevs, zs, masks = [], [], []
+    last = len(params) - 1
+    for l, (B, b) in enumerate(params):
+        z = a @ B.T + b
+        a_prevs.append(a)
+        zs.append(z)
+        if l < last:
+            mask = (z > 0).astype(z.dtype)
+            masks.append(mask)
+            a = z * mask
+        else:
+            masks.append(xp.ones_like(z))
+    return a_prevs, zs, masks
+
+
+def forward(params: Any, X: Any):
+    """Network outputs ``z^(L+1)``.
+
+    ``params``: ``[(B^(1), b^(1)), ..., (B^(L+1), b^(L+1))]``, ``B^(l)`` of shape
+    ``(d_l, d_{l-1})``.  ``X``: inputs, shape ``(N, d_0)`` or ``(d_0,)``.  Returns shape
+    ``(N, K)`` (or ``(K,)``), in NumPy or JAX following the inputs.
+    """
+    params, _, X2, single, xp = _prepare(params, X)
+    a = X2
+    for B, b in params[:-1]:
+        z = a @ B.T + b
+        a = z * (z > 0).astype(z.dtype)
+    B, b = params[-1]
+    out = a @ B.T + b
+    return out[0] if single else out
+
+
+def _backward(params, masks, N, xp, dtype):
+    """``V^(l)`` for ``l = L+1, ..., 1``: ``V^(l) = V^(l+1) B^(l+1) D^(l)`` from ``V^(L+1) = I``."""
+    K = params[-1][0].shape[0]
+    V = xp.broadcast_to(xp.eye(K, dtype=dtype), (N, K, K))
+    Vs = [V]
+    for l in range(len(params) - 2, -1, -1):
+        B_next = params[l + 1][0]
+        d_next, d = B_next.shape
+        V = (V.reshape(N * K, d_next) @ B_next).reshape(N, K, d) * masks[l][:, None, :]
+        Vs.append(V)
+    Vs.reverse()
+    if xp is np:
+        Vs[-1] = np.array(Vs[-1])  # a writable I, not a broadcast view
+    return Vs
+
+
+def jacobian_factors(params: Any, X: Any) -> list[LayerFactors]:
+    """Per-layer factors of the Jacobian, by the backward recursion (no autodiff).
+
+    ``params``: ``[(B^(l), b^(l))]``, ``B^(l)`` of shape ``(d_l, d_{l-1})``.
+    ``X``: inputs, shape ``(N, d_0)`` or a single example ``(d_0,)``.
+
+    Returns ``L+1`` :class:`LayerFactors`; record ``l-1`` holds ``V`` = ``V^(l)``
+    ``(N, K, d_l)``, ``a_prev`` = ``a^(l-1)`` ``(N, d_{l-1})``, ``D`` (the diagonal of
+    ``D^(l)``) and ``z`` = ``z^(l)``, both ``(N, d_l)``.  ``V^(l) = V^(l+1) B^(l+1) D^(l)``
+    with ``V^(L+1) = I_K``.  NumPy in, NumPy out; JAX in, JAX out (jit/vmap-able).
+    """
+    params, _, X2, single, xp = _prepare(params, X)
+    a_prevs, zs, masks = _forward_layers(params, X2, xp)
+    Vs = _backward(params, masks, X2.shape[0], xp, X2.dtype)
+    records = [LayerFactors(V, a, m, z) for V, a, m, z in zip(Vs, a_prevs, masks, zs)]
+    if single:
+        records = [LayerFactors(*(t[0] for t in r)) for r in records]
+    return records
+
+
+def _fill_numpy(out, factors, n0, n1):
+    """Write rows ``n0:n1`` of the Jacobian in place, block by block, in ``beta`` order."""
+    off = 0
+    for f in factors:
+        V, a = f.V[n0:n1], f.a_prev[n0:n1]
+        n, K, d = V.shape
+        dp = a.shape[1]
+        block = out[n0:n1, :, off:off + d * dp]
+        s = block.strides
+        view = np.lib.stride_tricks.as_strided(
+            block, shape=(n, K, d, dp), strides=(s[0], s[1], s[2] * dp, s[2])
+        )
+        np.multiply(V[:, :, :, None], a[:, None, None, :], out=view)
+        off += d * dp
+        out[n0:n1, :, off:off + d] = V
+        off += d
+
+
+_THREADS = max(1, min(os.cpu_count() or 1, 8))
+
+
+def _assemble_numpy(factors):
+    N, K, _ = factors[0].V.shape
+    P = sum(f.V.shape[2] * (f.a_prev.shape[1] + 1) for f in factors)
+    out = np.empty((N, K, P), dtype=factors[0].V.dtype)
+    threads = min(_THREADS, N) if N * K * P >= 1 << 20 else 1
+    if threads == 1:
+        _fill_numpy(out, factors, 0, N)
+    else:
+        bounds = np.linspace(0, N, threads + 1).astype(int)
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda i: _fill_numpy(out, factors, bounds[i], bounds[i + 1]),
+                          range(threads)))
+    return out
+
+
+def _assemble_jax(factors):
+    import jax.numpy as jnp
+
+    N, K, _ = factors[0].V.shape
+    blocks = []
+    for f in factors:
+        V, a = f.V, f.a_prev
+        blocks.append((V[:, :, :, None] * a[:, None, None, :]).reshape(N, K, -1))
+        blocks.append(V)
+    return jnp.concatenate(blocks, axis=2)
+
+
+def jacobian(params: Any, X: Any):
+    """The per-example Jacobian ``d z^(L+1) / d beta'``, assembled from the factors.
+
+    ``X``: inputs, shape ``(N, d_0)`` (or ``(d_0,)``).  Returns ``(N, K, P)`` (or
+    ``(K, P)``), columns in ``beta`` order ``[vec(B^(1)'), b^(1), ...]``; the block of
+    ``vec(B^(l)')`` is ``U^(l) = V^(l) (I kron a^(l-1)')`` and that of ``b^(l)`` is
+    ``V^(l)``.  NumPy inputs: written once, in place, by all cores.  JAX inputs: a
+    traceable expression, usable under ``jax.jit`` and ``jax.vmap``.
+    """
+    params, _, X2, single, xp = _prepare(params, X)
+    a_prevs, zs, masks = _forward_layers(params, X2, xp)
+    Vs = _backward(params, masks, X2.shape[0], xp, X2.dtype)
+    factors = [LayerFactors(V, a, m, z) for V, a, m, z in zip(Vs, a_prevs, masks, zs)]
+    J = _assemble_numpy(factors) if xp is np else _assemble_jax(factors)
+    return J[0] if single else J

@@ -1,0 +1,100 @@
+"""Results of a verification run: parts with a table each, rendered as text, JSON or Markdown.
+
+Every checker (numeric, symbolic, refutation controls) returns a :class:`Part`; the
+``verify`` command prints each part's table and one verdict line for the whole run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Part:
+    """One section of a verification report.
+
+    ``columns`` name the table's columns; each row is a list of plain values (str,
+    int, float, bool).  ``passed`` is the part's verdict, decided by the checker that
+    built it; ``notes`` are lines printed under the table (kinks redrawn, failures
+    explained).  ``latex`` optionally maps a row label to LaTeX for the Markdown report.
+    """
+
+    title: str
+    columns: list[str]
+    rows: list[list[Any]] = field(default_factory=list)
+    passed: bool = False
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    latex: dict[str, str] = field(default_factory=dict)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, float):
+        return f"{value:.2e}" if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5) \
+            else f"{value:.4g}"
+    return str(value)
+
+
+def render_text(parts: list[Part]) -> str:
+    out = []
+    for part in parts:
+        status = "PASS" if part.passed else "FAIL"
+        out.append(f"== {part.title} [{status}, {part.seconds:.2f} s]")
+        cells = [part.columns] + [[_fmt(v) for v in row] for row in part.rows]
+        widths = [max(len(r[i]) for r in cells) for i in range(len(part.columns))]
+        for j, row in enumerate(cells):
+            out.append("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+            if j == 0:
+                out.append("  " + "  ".join("-" * w for w in widths))
+        out.extend(f"  note: {n}" for n in part.notes)
+        out.append("")
+    out.append(verdict_line(parts))
+    return "\n".join(out)
+
+
+def verdict_line(parts: list[Part]) -> str:
+    failed = [p.title for p in parts if not p.passed]
+    if not parts:
+        return "VERDICT: FAIL (nothing was checked)"
+    if failed:
+        return f"VERDICT: FAIL ({len(failed)} of {len(parts)} parts failed: {'; '.join(failed)})"
+    return f"VERDICT: PASS (all {len(parts)} parts hold)"
+
+
+def render_json(parts: list[Part], meta: dict[str, Any]) -> str:
+    doc = {
+        "passed": bool(parts) and all(p.passed for p in parts),
+        "verdict": verdict_line(parts),
+        **meta,
+        "parts": [asdict(p) for p in parts],
+    }
+    return json.dumps(doc, indent=2, default=float)
+
+
+def render_markdown(parts: list[Part], meta: dict[str, Any]) -> str:
+    out = ["# bpcheck verification report", ""]
+    for k, v in meta.items():
+        out.append(f"- {k}: `{v}`")
+    out.append("")
+    for part in parts:
+        status = "PASS" if part.passed else "FAIL"
+        out.append(f"## {part.title} ({status})")
+        out.append("")
+        for label, tex in part.latex.items():
+            out.append(f"**{label}**")
+            out.append("")
+            out.append(f"$$ {tex} $$")
+            out.append("")
+        out.append("| " + " | ".join(part.columns) + " |")
+        out.append("|" + "---|" * len(part.columns))
+        for row in part.rows:
+            out.append("| " + " | ".join(_fmt(v).replace("|", "\\|") for v in row) + " |")
+        out.append("")
+        out.extend(f"- {n}" for n in part.notes)
+        out.append("")
+    out.append(f"**{verdict_line(parts)}**")
+    return "\n".join(out) + "\n"
