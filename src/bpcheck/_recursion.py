@@ -59,9 +59,9 @@ def _forward_layers(params, X, xp):
         a_prevs.append(a)
         zs.append(z)
         if l < last:
-            mask = (z > 0).astype(z.dtype)
-            masks.append(mask)
-            a = z * mask
+            on = z > 0
+            masks.append(on.astype(z.dtype))
+            a = xp.where(on, z, 0)  # max(0, z) without -0.0
         else:
             masks.append(xp.ones_like(z))
     return a_prevs, zs, masks
@@ -78,7 +78,7 @@ def forward(params: Any, X: Any):
     a = X2
     for B, b in params[:-1]:
         z = a @ B.T + b
-        a = z * (z > 0).astype(z.dtype)
+        a = xp.where(z > 0, z, 0)
     B, b = params[-1]
     out = a @ B.T + b
     return out[0] if single else out
@@ -92,7 +92,8 @@ def _backward(params, masks, N, xp, dtype):
     for l in range(len(params) - 2, -1, -1):
         B_next = params[l + 1][0]
         d_next, d = B_next.shape
-        V = (V.reshape(N * K, d_next) @ B_next).reshape(N, K, d) * masks[l][:, None, :]
+        VB = (V.reshape(N * K, d_next) @ B_next).reshape(N, K, d)
+        V = xp.where(masks[l][:, None, :] > 0, VB, 0)  # times D^(l), without -0.0
         Vs.append(V)
     Vs.reverse()
     if xp is np:
@@ -157,15 +158,26 @@ def _assemble_numpy(factors):
 
 
 def _assemble_jax(factors):
+    """The Jacobian as one buffer updated in place, block by block, in ``beta`` order.
+
+    ``dynamic_update_slice`` into a fresh buffer lets XLA write each block once in its
+    final place; a ``concatenate`` of the blocks measured 1.5-2.5x slower on the CPU.
+    """
     import jax.numpy as jnp
+    from jax import lax
 
     N, K, _ = factors[0].V.shape
-    blocks = []
+    P = sum(f.V.shape[2] * (f.a_prev.shape[1] + 1) for f in factors)
+    out = jnp.zeros((N, K, P), dtype=factors[0].V.dtype)
+    off = 0
     for f in factors:
         V, a = f.V, f.a_prev
-        blocks.append((V[:, :, :, None] * a[:, None, None, :]).reshape(N, K, -1))
-        blocks.append(V)
-    return jnp.concatenate(blocks, axis=2)
+        U = (V[:, :, :, None] * a[:, None, None, :]).reshape(N, K, -1)
+        out = lax.dynamic_update_slice(out, U, (0, 0, off))
+        off += U.shape[2]
+        out = lax.dynamic_update_slice(out, V, (0, 0, off))
+        off += V.shape[2]
+    return out
 
 
 def jacobian(params: Any, X: Any):

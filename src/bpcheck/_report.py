@@ -7,6 +7,7 @@ Every checker (numeric, symbolic, refutation controls) returns a :class:`Part`; 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -65,6 +66,17 @@ def verdict_line(parts: list[Part]) -> str:
     return f"VERDICT: PASS (all {len(parts)} parts hold)"
 
 
+def _plain(value: Any) -> Any:
+    """JSON-safe copy: non-finite floats become the strings "inf", "-inf", "nan"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def render_json(parts: list[Part], meta: dict[str, Any]) -> str:
     doc = {
         "passed": bool(parts) and all(p.passed for p in parts),
@@ -72,7 +84,7 @@ def render_json(parts: list[Part], meta: dict[str, Any]) -> str:
         **meta,
         "parts": [asdict(p) for p in parts],
     }
-    return json.dumps(doc, indent=2, default=float)
+    return json.dumps(_plain(doc), indent=2, default=float, allow_nan=False)
 
 
 def render_markdown(parts: list[Part], meta: dict[str, Any]) -> str:

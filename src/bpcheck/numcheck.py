@@ -1,0 +1,339 @@
+"""The numeric check: ``bpcheck.jacobian`` against ``jax.jacrev`` and finite differences.
+
+On random deep ReLU networks (float64) the Jacobian from the V/U recursion is compared
+with two independent references:
+
+* ``jax.jacrev`` of a forward pass written here from scratch as a function of the flat
+  ``beta`` (its own slicing of ``beta``, ``jax.nn.relu`` whose derivative at 0 is 0, as
+  in the lecture's ``dhidden[hidden_layer <= 0] = 0``);
+* centred finite differences ``(f(beta + h e_p) - f(beta - h e_p)) / 2h`` with
+  ``h = 1e-5`` (CS231n "Gradient checks") on a random sample of columns ``p``.
+
+Relative error follows the CS231n assignments, ``|a - r| / max(|a| + |r|, floor)``, with
+``floor = 1e-8 * max(1, max |r|)`` so that entries that are exactly zero in both do not
+divide by zero.  Pass thresholds: 1e-10 against ``jacrev``, 1e-6 against finite
+differences.
+
+Kinks: the derivative of ReLU at ``z = 0`` is a convention.  An input whose
+pre-activation lies within rounding of 0 is detected, reported and redrawn; a
+finite-difference column whose ``+-h`` step flips an activation is detected, reported
+and replaced by another column.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ._params import flatten_params, param_count
+from ._recursion import jacobian
+
+JACREV_TOL = 1e-10
+FD_TOL = 1e-6
+FD_STEP = 1e-5
+
+
+def rel_error(actual: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Entrywise ``|a - r| / max(|a| + |r|, 1e-8 * max(1, max |r|))``."""
+    actual = np.asarray(actual, dtype=np.float64)
+    reference = np.asarray(reference, dtype=np.float64)
+    scale = max(1.0, float(np.max(np.abs(reference), initial=0.0)))
+    denom = np.maximum(np.abs(actual) + np.abs(reference), 1e-8 * scale)
+    return np.abs(actual - reference) / denom
+
+
+# --- an independent forward pass, as a function of the flat beta --------------------
+
+def _split_beta(beta, widths):
+    """Slices of ``beta`` per layer, written without ``unflatten_params`` on purpose."""
+    layers, start = [], 0
+    for i in range(1, len(widths)):
+        rows, cols = widths[i], widths[i - 1]
+        W = beta[start:start + rows * cols].reshape(rows, cols)
+        start += rows * cols
+        layers.append((W, beta[start:start + rows]))
+        start += rows
+    return layers
+
+
+def reference_forward_jax(beta, x, widths):
+    """``z^(L+1)`` for one example ``x`` ``(d_0,)`` as a JAX function of ``beta`` ``(P,)``."""
+    import jax
+
+    h = x
+    layers = _split_beta(beta, widths)
+    for W, c in layers[:-1]:
+        h = jax.nn.relu(W @ h + c)
+    W, c = layers[-1]
+    return W @ h + c
+
+
+def reference_forward_numpy(beta, X, widths):
+    """``z^(L+1)`` for a batch ``X`` ``(N, d_0)`` in NumPy, and the activation pattern.
+
+    Works in the dtype of ``beta``; the finite differences use ``np.longdouble`` so that
+    the rounding error of the quotient, about ``eps |f| / h``, stays far below the
+    tolerance even for Jacobian entries near 1e-7 (in float64 it would be about 1e-11
+    absolute, i.e. 1e-4 relative for such entries).
+    """
+    h = X.astype(beta.dtype)
+    pattern = []
+    layers = _split_beta(beta, widths)
+    for W, c in layers[:-1]:
+        z = h @ W.T + c
+        pattern.append(z > 0)
+        h = np.where(z > 0, z, 0.0)
+    W, c = layers[-1]
+    return h @ W.T + c, pattern
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_jacrev(widths: tuple[int, ...]):
+    import jax
+
+    f = jax.jacrev(lambda bt, x: reference_forward_jax(bt, x, widths))
+    return jax.jit(jax.vmap(f, in_axes=(None, 0)))
+
+
+def jacrev_jacobian(params, X) -> np.ndarray:
+    """``(N, K, P)`` Jacobian by ``jax.vmap(jax.jacrev(...))`` of the independent forward pass.
+
+    Needs float64 in JAX (``jax_enable_x64``); compiled once per architecture.
+    """
+    import jax.numpy as jnp
+
+    if not jnp.zeros((), dtype=jnp.float64).dtype == np.float64:
+        raise RuntimeError("jacrev_jacobian needs jax_enable_x64 (float64); "
+                           "run under jax.enable_x64(True)")
+    widths = tuple(_widths_of(params))
+    beta = jnp.asarray(flatten_params(params), dtype=jnp.float64)
+    return np.asarray(_compiled_jacrev(widths)(beta, jnp.asarray(X, dtype=jnp.float64)))
+
+
+# --- kinks ---------------------------------------------------------------------------
+
+def kink_margin(params, x) -> float:
+    """Smallest ``|z_i^(l)|`` over hidden units, in units of its rounding-error bound.
+
+    The bound for ``z = B a + b`` computed in float64 is ``d * eps * (|B| |a| + |b|)``;
+    a margin below 1 means the sign of ``z_i`` (and so ``D^(l)``) is not determined by
+    the arithmetic: the ReLU derivative there is a convention.
+    """
+    eps = np.finfo(np.float64).eps
+    a = np.asarray(x, dtype=np.float64)
+    margin = np.inf
+    for B, b in params[:-1]:
+        z = B @ a + b
+        bound = (B.shape[1] + 1) * eps * (np.abs(B) @ np.abs(a) + np.abs(b))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(bound > 0, np.abs(z) / bound, np.where(z == 0, 0.0, np.inf))
+        margin = min(margin, float(ratio.min()))
+        a = np.maximum(z, 0.0)
+    return margin
+
+
+# --- one network ---------------------------------------------------------------------
+
+@dataclass
+class NetworkResult:
+    """Worst errors for one network; ``passed`` is decided against the module thresholds."""
+
+    widths: list[int]
+    N: int
+    P: int
+    jacrev_error: float
+    fd_error: float
+    fd_columns: int
+    kinks_redrawn: int = 0
+    fd_kinks_skipped: int = 0
+    message: str = ""
+    passed: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def _widths_of(params):
+    return [int(params[0][0].shape[1])] + [int(B.shape[0]) for B, _ in params]
+
+
+def check_network(
+    params,
+    X,
+    *,
+    jacobian_fn: Callable[[Any, Any], Any] = jacobian,
+    fd_columns: int = 12,
+    rng: np.random.Generator | None = None,
+) -> NetworkResult:
+    """Compare ``jacobian_fn(params, X)`` with ``jax.jacrev`` and finite differences.
+
+    ``params``: NumPy float64 ``[(B^(l), b^(l))]``; ``X``: ``(N, d_0)`` inputs, assumed
+    away from kinks (see :func:`draw_inputs`).  ``jacobian_fn`` defaults to
+    ``bpcheck.jacobian``; tests pass deliberately wrong versions to show the check fails.
+    """
+    rng = np.random.default_rng(0) if rng is None else rng
+    widths = _widths_of(params)
+    X = np.asarray(X, dtype=np.float64)
+    N, K, P = X.shape[0], widths[-1], param_count(widths)
+    result = NetworkResult(widths, N, P, np.inf, np.inf, 0)
+    try:
+        J = np.asarray(jacobian_fn(params, X), dtype=np.float64)
+    except Exception as err:  # a wrong implementation must be reported, not crash the check
+        result.message = f"jacobian raised {type(err).__name__}: {err}"
+        return result
+    if J.shape != (N, K, P):
+        result.message = f"jacobian has shape {J.shape}, expected (N, K, P) = {(N, K, P)}"
+        return result
+    at_kink = [n for n in range(N) if kink_margin(params, X[n]) <= 1.0]
+    if at_kink:
+        result.notes.append(
+            f"example(s) {at_kink} sit within rounding of a ReLU kink, where the derivative "
+            "is a convention (0 here), not a fact; they are left out of the comparison"
+        )
+        keep = [n for n in range(N) if n not in at_kink]
+        if not keep:
+            result.message = "every example sits at a ReLU kink; nothing left to compare"
+            return result
+        X, J, N = X[keep], J[keep], len(keep)
+    J_ref = jacrev_jacobian(params, X)
+    err = rel_error(J, J_ref)
+    result.jacrev_error = float(err.max())
+    if result.jacrev_error >= JACREV_TOL:
+        n, k, p = np.unravel_index(int(err.argmax()), err.shape)
+        result.notes.append(
+            f"worst vs jacrev at example {n}, output {k}, beta[{p}]: "
+            f"recursion {J[n, k, p]:.6g}, jacrev {J_ref[n, k, p]:.6g}"
+        )
+
+    beta = flatten_params(params).astype(np.longdouble)
+    _, base_pattern = reference_forward_numpy(beta, X, widths)
+    worst, used, skipped = 0.0, 0, 0
+    for p in rng.permutation(P):
+        if used == min(fd_columns, P):
+            break
+        step = np.zeros(P, dtype=np.longdouble)
+        step[p] = FD_STEP
+        f_plus, pat_plus = reference_forward_numpy(beta + step, X, widths)
+        f_minus, pat_minus = reference_forward_numpy(beta - step, X, widths)
+        if any((pp != bp).any() or (pm != bp).any()
+               for pp, pm, bp in zip(pat_plus, pat_minus, base_pattern)):
+            skipped += 1  # the +-h step crosses a ReLU kink: a difference quotient is wrong there
+            continue
+        fd = ((f_plus - f_minus) / (2 * step[p])).astype(np.float64)  # (N, K): column p
+        e = rel_error(J[:, :, p], fd)
+        if e.max() > worst:
+            worst = float(e.max())
+            if worst >= FD_TOL:
+                n, k = np.unravel_index(int(e.argmax()), e.shape)
+                result.notes.append(
+                    f"worst vs finite differences at example {n}, output {k}, beta[{p}]: "
+                    f"recursion {J[n, k, p]:.6g}, difference quotient {fd[n, k]:.6g}"
+                )
+        used += 1
+    result.fd_error, result.fd_columns, result.fd_kinks_skipped = worst, used, skipped
+    if skipped:
+        result.notes.append(
+            f"{skipped} finite-difference column(s) straddled a ReLU kink and were replaced"
+        )
+    result.passed = result.jacrev_error < JACREV_TOL and result.fd_error < FD_TOL and used > 0
+    if not result.passed and not result.message:
+        result.message = (
+            f"jacrev error {result.jacrev_error:.2e} (limit {JACREV_TOL:g}), finite-difference "
+            f"error {result.fd_error:.2e} (limit {FD_TOL:g})"
+        )
+    return result
+
+
+# --- random networks -------------------------------------------------------------------
+
+def random_network(rng: np.random.Generator, *, max_depth: int = 12, max_width: int = 64,
+                   max_outputs: int = 10):
+    """Random widths (depth ``L`` in ``0..max_depth``, hidden widths ``1..max_width``,
+    ``K`` in ``1..max_outputs``) and He-scaled parameters with random biases, float64."""
+    L = int(rng.integers(0, max_depth + 1))
+    widths = [int(w) for w in rng.integers(1, max_width + 1, size=L + 1)]
+    widths.append(int(rng.integers(1, max_outputs + 1)))
+    params = []
+    for d_prev, d in zip(widths[:-1], widths[1:]):
+        B = rng.standard_normal((d, d_prev)) * np.sqrt(2.0 / d_prev)
+        params.append((B, 0.1 * rng.standard_normal(d)))
+    return widths, params
+
+
+def draw_inputs(rng: np.random.Generator, params, N: int, *, max_tries: int = 1000):
+    """``N`` standard-normal inputs, each redrawn while it sits within rounding of a kink.
+
+    Returns ``(X, redrawn)``, ``redrawn`` the number of inputs that were replaced.
+    """
+    d0 = params[0][0].shape[1]
+    rows, redrawn = [], 0
+    while len(rows) < N:
+        for _ in range(max_tries):
+            x = rng.standard_normal(d0)
+            if kink_margin(params, x) > 1.0:
+                break
+            redrawn += 1
+        else:
+            raise RuntimeError(f"no input away from the kinks after {max_tries} draws")
+        rows.append(x)
+    return np.stack(rows), redrawn
+
+
+def run_random_checks(seed: int = 0, networks: int = 30, *, examples: int = 4,
+                      fd_columns: int = 12, jacobian_fn=jacobian, max_depth: int = 12):
+    """Check ``networks`` random networks; returns a list of :class:`NetworkResult`.
+
+    The first networks pin the corners (``L = 0``, ``K = 1``, widths 1 and 64, the
+    deepest ``L``); the rest are drawn at random.
+    """
+    rng = np.random.default_rng(seed)
+    corners = [[3, 1], [5, 7, 1], [1, 1, 1, 1], [64, 64, 10],
+               [8] + [16] * max_depth + [4]]
+    results = []
+    for i in range(networks):
+        if i < len(corners):
+            widths = corners[i]
+            params = [(rng.standard_normal((d, dp)) * np.sqrt(2.0 / dp),
+                       0.1 * rng.standard_normal(d))
+                      for dp, d in zip(widths[:-1], widths[1:])]
+        else:
+            widths, params = random_network(rng, max_depth=max_depth)
+        X, redrawn = draw_inputs(rng, params, examples)
+        res = check_network(params, X, jacobian_fn=jacobian_fn, fd_columns=fd_columns, rng=rng)
+        res.kinks_redrawn = redrawn
+        if redrawn:
+            res.notes.insert(0, f"{redrawn} input(s) sat within rounding of a ReLU kink; redrawn")
+        results.append(res)
+    return results
+
+
+def numeric_part(seed: int = 0, networks: int = 30, **kwargs):
+    """The numeric check as a report :class:`~bpcheck._report.Part` for ``bpcheck verify``."""
+    from ._report import Part
+
+    t0 = time.perf_counter()
+    results = run_random_checks(seed, networks, **kwargs)
+    part = Part(
+        title=f"Numeric: bpcheck.jacobian vs jax.jacrev and finite differences "
+              f"({networks} random networks, seed {seed}, float64)",
+        columns=["#", "widths", "N", "P", "err vs jacrev", "err vs FD", "FD cols",
+                 "kinks redrawn", "ok"],
+    )
+    for i, r in enumerate(results):
+        w = "-".join(map(str, r.widths))
+        part.rows.append([i, w if len(w) <= 40 else w[:37] + "...", r.N, r.P, r.jacrev_error,
+                          r.fd_error, r.fd_columns, r.kinks_redrawn + r.fd_kinks_skipped,
+                          r.passed])
+        part.notes.extend(f"network {i}: {n}" for n in r.notes)
+        if r.message and not r.passed:
+            part.notes.append(f"network {i} FAILED: {r.message}")
+    worst_j = max(r.jacrev_error for r in results)
+    worst_f = max(r.fd_error for r in results)
+    part.notes.insert(0, f"worst relative error overall: {worst_j:.2e} vs jacrev "
+                         f"(limit {JACREV_TOL:g}), {worst_f:.2e} vs finite differences "
+                         f"(limit {FD_TOL:g})")
+    part.passed = bool(results) and all(r.passed for r in results)
+    part.seconds = time.perf_counter() - t0
+    return part

@@ -1,0 +1,190 @@
+"""The numeric checker: it passes the recursion and says no to planted errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+import bpcheck
+from bpcheck.numcheck import (
+    check_network,
+    draw_inputs,
+    kink_margin,
+    run_random_checks,
+)
+from bpcheck.verify import main as verify_main
+
+WIDTHS = [4, 5, 5, 5, 3]  # equal hidden widths, so an off-by-one mask still has the right shape
+
+
+def _network(widths=WIDTHS, seed=0):
+    rng = np.random.default_rng(seed)
+    params = [(rng.standard_normal((d, dp)) * np.sqrt(2.0 / dp), 0.1 * rng.standard_normal(d))
+              for dp, d in zip(widths[:-1], widths[1:])]
+    X, _ = draw_inputs(rng, params, 4)
+    return params, X
+
+
+def _assemble(factors, block):
+    """A Jacobian from per-layer records, with ``block(V, a_prev)`` giving the weight block."""
+    cols = []
+    for f in factors:
+        cols.append(block(f.V, f.a_prev))
+        cols.append(f.V)
+    return np.concatenate(cols, axis=2)
+
+
+def _kron_I_a(V, a):  # correct: U[n, k, i*d_prev + j] = V[n, k, i] a[n, j]
+    return np.einsum("nki,nj->nkij", V, a).reshape(V.shape[0], V.shape[1], -1)
+
+
+def _kron_a_I(V, a):  # wrong: (a' kron I), index j*d + i
+    return np.einsum("nki,nj->nkji", V, a).reshape(V.shape[0], V.shape[1], -1)
+
+
+def swapped_kronecker(params, X):
+    return _assemble(bpcheck.jacobian_factors(params, X), _kron_a_I)
+
+
+def column_stacked_vec(params, X):
+    """Columns of vec(B) ordered as B.T.reshape(-1) would put them (column-stacking)."""
+    J = bpcheck.jacobian(params, X)
+    out = J.copy()
+    off = 0
+    for B, _ in params:
+        d, dp = B.shape
+        order = np.arange(d * dp).reshape(d, dp).T.reshape(-1)
+        out[:, :, off:off + d * dp] = J[:, :, off:off + d * dp][:, :, order]
+        off += d * dp + d
+    return out
+
+
+def _factors_without_masks(params, X):
+    """V^(l) = V^(l+1) B^(l+1): the recursion with D^(l) dropped."""
+    f = bpcheck.jacobian_factors(params, X)
+    V = f[-1].V
+    out = [f[-1]]
+    for l in range(len(params) - 2, -1, -1):
+        V = V @ params[l + 1][0]
+        out.append(f[l]._replace(V=V))
+    return out[::-1]
+
+
+def dropped_mask(params, X):
+    return _assemble(_factors_without_masks(params, X), _kron_I_a)
+
+
+def off_by_one_mask(params, X):
+    """V^(l) = V^(l+1) B^(l+1) D^(l+1): the next layer's mask used one layer too early."""
+    f = bpcheck.jacobian_factors(params, X)
+    V = f[-1].V
+    out = [f[-1]]
+    for l in range(len(params) - 2, -1, -1):
+        mask = f[l + 1].D if l + 1 < len(params) - 1 else f[l].D  # output layer has no mask
+        V = (V @ params[l + 1][0]) * mask[:, None, :]
+        out.append(f[l]._replace(V=V))
+    return _assemble(out[::-1], _kron_I_a)
+
+
+def off_by_one_input(params, X):
+    """U^(l) = V^(l) (I kron a^(l)'): the layer's output used in place of its input."""
+    f = bpcheck.jacobian_factors(params, X)
+    shifted = [r._replace(a_prev=f[i + 1].a_prev) if 0 < i < len(f) - 1 else r
+               for i, r in enumerate(f)]
+    return _assemble(shifted, _kron_I_a)
+
+
+def test_checker_passes_the_recursion():
+    params, X = _network()
+    result = check_network(params, X)
+    assert result.passed, result.message
+    assert result.jacrev_error < 1e-12 and result.fd_error < 1e-8 and result.fd_columns == 12
+
+
+@pytest.mark.parametrize("planted", [swapped_kronecker, column_stacked_vec, dropped_mask,
+                                     off_by_one_mask, off_by_one_input])
+def test_checker_catches_planted_error(planted):
+    params, X = _network()
+    assert not np.allclose(planted(params, X), bpcheck.jacobian(params, X))  # it is really wrong
+    result = check_network(params, X, jacobian_fn=planted, fd_columns=200)
+    assert not result.passed
+    assert result.jacrev_error > 1e-3
+    assert result.fd_error > 1e-3
+    assert "jacrev error" in result.message
+
+
+def test_checker_reports_a_jacobian_that_raises_or_has_the_wrong_shape():
+    params, X = _network()
+
+    def raises(p, x):
+        raise RuntimeError("boom")
+
+    r = check_network(params, X, jacobian_fn=raises)
+    assert not r.passed and "RuntimeError: boom" in r.message
+    r = check_network(params, X, jacobian_fn=lambda p, x: bpcheck.jacobian(p, x)[:, :, :-1])
+    assert not r.passed and "shape" in r.message
+
+
+def test_random_checks_fail_when_the_implementation_is_wrong():
+    results = run_random_checks(seed=3, networks=6, jacobian_fn=dropped_mask)
+    assert not all(r.passed for r in results)
+
+
+def test_kink_margin_flags_a_pre_activation_at_zero():
+    B1 = np.array([[1.0, -1.0], [1.0, 1.0]])
+    params = [(B1, np.zeros(2)), (np.ones((1, 2)), np.zeros(1))]
+    assert kink_margin(params, np.array([0.3, 0.3])) < 1.0  # z_1 = 0 exactly
+    assert kink_margin(params, np.array([0.3, 0.3 + 1e-17])) < 1.0  # within rounding
+    assert kink_margin(params, np.array([0.3, 0.2])) > 1.0
+
+
+def test_inputs_at_a_kink_are_detected_and_left_out():
+    B1 = np.array([[1.0, -1.0], [1.0, 1.0]])
+    params = [(B1, np.zeros(2)), (np.array([[1.0, 2.0]]), np.zeros(1))]
+    X = np.array([[0.3, 0.3], [0.5, -0.2]])
+    result = check_network(params, X)
+    assert result.passed
+    assert any("kink" in n and "[0]" in n for n in result.notes)
+
+
+def test_draw_inputs_redraws_near_kinks_and_says_so():
+    # z^(1) = x_1 rounded: a one-unit layer whose pre-activation is tiny everywhere
+    params = [(np.array([[1e-300]]), np.zeros(1)), (np.ones((1, 1)), np.zeros(1))]
+
+    class Grid:
+        """An rng that first offers an input exactly at the kink."""
+
+        def __init__(self):
+            self.values = iter([0.0, 0.7])
+
+        def standard_normal(self, n):
+            return np.full(n, next(self.values))
+
+    X, redrawn = draw_inputs(Grid(), params, 1)
+    assert redrawn == 1 and X[0, 0] == 0.7
+
+
+def test_finite_difference_columns_straddling_a_kink_are_replaced():
+    # z^(1) = x - 1 + 3e-6: a +-1e-5 step on the bias flips the unit
+    params = [(np.array([[1.0]]), np.array([-1.0 + 3e-6])), (np.array([[2.0]]), np.zeros(1))]
+    result = check_network(params, np.array([[1.0]]))
+    assert result.fd_kinks_skipped >= 1 and result.passed
+    assert any("straddled a ReLU kink" in n for n in result.notes)
+
+
+def test_verify_numeric_writes_json_and_exits_zero(tmp_path, capsys):
+    out = tmp_path / "v.json"
+    code = verify_main(["--numeric-only", "--networks", "3", "--seed", "5", "--json", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert "VERDICT: PASS" in text
+    doc = json.loads(out.read_text())
+    assert doc["passed"] is True and doc["seed"] == 5
+    assert len(doc["parts"][0]["rows"]) == 3
+
+
+def test_verify_rejects_a_bad_network_count(capsys):
+    with pytest.raises(SystemExit) as exc:
+        verify_main(["--networks", "0"])
+    assert exc.value.code == 2
+    assert "expected a positive integer" in capsys.readouterr().err

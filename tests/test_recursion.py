@@ -1,0 +1,214 @@
+"""The V/U recursion and the Jacobian it assembles, against jax.jacrev and by hand."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import bpcheck
+from bpcheck.numcheck import jacrev_jacobian, rel_error
+
+
+def _network(widths, seed=0, bias=0.1):
+    rng = np.random.default_rng(seed)
+    params = [(rng.standard_normal((d, dp)) * np.sqrt(2.0 / dp), bias * rng.standard_normal(d))
+              for dp, d in zip(widths[:-1], widths[1:])]
+    X = rng.standard_normal((5, widths[0]))
+    return params, X
+
+
+def _to_jax(params):
+    return [(jnp.asarray(B), jnp.asarray(b)) for B, b in params]
+
+
+architectures = st.lists(st.integers(1, 9), min_size=2, max_size=8)
+
+
+@settings(max_examples=25, deadline=None)
+@given(widths=architectures, seed=st.integers(0, 2**31 - 1))
+def test_jacobian_equals_jacrev_on_random_architectures(widths, seed):
+    params, X = _network(widths, seed)
+    J = bpcheck.jacobian(params, X)
+    assert J.shape == (5, widths[-1], bpcheck.param_count(widths))
+    assert rel_error(J, jacrev_jacobian(params, X)).max() < 1e-10
+
+
+def test_V_recursion_matches_definition_by_hand_for_one_hidden_layer():
+    params, X = _network([3, 4, 2], seed=1)
+    (B1, b1), (B2, b2) = params
+    f = bpcheck.jacobian_factors(params, X)
+    for n, x in enumerate(X):
+        D1 = np.diag((B1 @ x + b1 > 0).astype(float))
+        np.testing.assert_allclose(f[1].V[n], np.eye(2))
+        np.testing.assert_allclose(f[0].V[n], B2 @ D1)
+        a1 = np.maximum(B1 @ x + b1, 0)
+        np.testing.assert_allclose(f[1].a_prev[n], a1)
+        U2 = np.eye(2) @ np.kron(np.eye(2), a1[None, :])
+        np.testing.assert_allclose(bpcheck.jacobian(params, x)[:, 16:24], U2)
+
+
+def test_factor_records_have_the_documented_shapes():
+    widths = [3, 5, 4, 2]
+    params, X = _network(widths)
+    f = bpcheck.jacobian_factors(params, X)
+    assert len(f) == 3
+    for l in range(1, 4):
+        assert f[l - 1].V.shape == (5, 2, widths[l])
+        assert f[l - 1].a_prev.shape == (5, widths[l - 1])
+        assert f[l - 1].D.shape == f[l - 1].z.shape == (5, widths[l])
+    np.testing.assert_array_equal(f[-1].D, 1.0)
+
+
+def test_softmax_case_L0_jacobian_is_identity_kron_x():
+    params, X = _network([4, 3])
+    J = bpcheck.jacobian(params, X)
+    for n, x in enumerate(X):
+        np.testing.assert_array_equal(J[n], np.hstack([np.kron(np.eye(3), x[None, :]), np.eye(3)]))
+
+
+def test_single_example_drops_the_batch_axis():
+    params, X = _network([3, 4, 2])
+    assert bpcheck.forward(params, X[0]).shape == (2,)
+    np.testing.assert_array_equal(bpcheck.jacobian(params, X[0]), bpcheck.jacobian(params, X)[0])
+    f = bpcheck.jacobian_factors(params, X[0])
+    assert f[0].V.shape == (2, 4) and f[0].a_prev.shape == (3,)
+
+
+def test_relu_derivative_at_exactly_zero_is_zero():
+    B1 = np.array([[1.0, -1.0]])
+    params = [(B1, np.zeros(1)), (np.array([[2.0]]), np.zeros(1))]
+    x = np.array([1.0, 1.0])  # z^(1) = 0 exactly
+    f = bpcheck.jacobian_factors(params, x)
+    assert f[0].D[0] == 0.0 and f[0].V[0, 0] == 0.0
+
+
+def test_forward_matches_jacobian_linearisation():
+    params, X = _network([3, 6, 6, 2], seed=4)
+    beta = bpcheck.flatten_params(params)
+    J = bpcheck.jacobian(params, X)
+    v = 1e-7 * np.random.default_rng(0).standard_normal(beta.shape)
+    moved = bpcheck.forward(bpcheck.unflatten_params(beta + v, [3, 6, 6, 2]), X)
+    np.testing.assert_allclose(moved - bpcheck.forward(params, X), J @ v, rtol=1e-5, atol=1e-12)
+
+
+def test_jax_inputs_give_jax_outputs_equal_to_numpy():
+    params, X = _network([4, 7, 5, 3], seed=2)
+    J_np = bpcheck.jacobian(params, X)
+    J_jx = bpcheck.jacobian(_to_jax(params), jnp.asarray(X))
+    assert isinstance(J_jx, jax.Array) and isinstance(J_np, np.ndarray)
+    np.testing.assert_allclose(np.asarray(J_jx), J_np, rtol=1e-13, atol=1e-15)
+    f = bpcheck.jacobian_factors(_to_jax(params), jnp.asarray(X))
+    assert all(isinstance(r.V, jax.Array) for r in f)
+
+
+def test_jacobian_works_under_jit_and_vmap():
+    params, X = _network([4, 7, 5, 3], seed=2)
+    jp, jX = _to_jax(params), jnp.asarray(X)
+    J = bpcheck.jacobian(params, X)
+    np.testing.assert_allclose(np.asarray(jax.jit(bpcheck.jacobian)(jp, jX)), J, rtol=1e-13)
+    per_example = jax.vmap(bpcheck.jacobian, in_axes=(None, 0))(jp, jX)
+    np.testing.assert_allclose(np.asarray(per_example), J, rtol=1e-13)
+    Vs = jax.jit(lambda p, x: [r.V for r in bpcheck.jacobian_factors(p, x)])(jp, jX)
+    np.testing.assert_allclose(np.asarray(Vs[0]), bpcheck.jacobian_factors(params, X)[0].V)
+
+
+def test_float32_inputs_stay_float32():
+    params, X = _network([4, 5, 3])
+    p32 = [(B.astype(np.float32), b.astype(np.float32)) for B, b in params]
+    J = bpcheck.jacobian(p32, X.astype(np.float32))
+    assert J.dtype == np.float32
+    np.testing.assert_allclose(J, bpcheck.jacobian(params, X), rtol=1e-4, atol=1e-5)
+
+
+def test_integer_inputs_are_promoted_to_float64():
+    params, _ = _network([2, 3, 1])
+    assert bpcheck.forward(params, np.array([[1, 2]])).dtype == np.float64
+
+
+def test_jacobian_uses_threads_for_large_outputs_and_matches_small_path():
+    params, _ = _network([64, 256, 10])
+    X = np.random.default_rng(0).standard_normal((100, 64))
+    J = bpcheck.jacobian(params, X)  # N K P = 100 * 10 * 19210 > 2^20: threaded path
+    for n in (0, 57, 99):
+        np.testing.assert_allclose(J[n], bpcheck.jacobian(params, X[n]), rtol=1e-12, atol=1e-14)
+
+
+def test_bias_columns_are_V_and_weight_columns_are_U():
+    params, X = _network([3, 4, 2])
+    f = bpcheck.jacobian_factors(params, X)
+    J = bpcheck.jacobian(params, X)
+    np.testing.assert_array_equal(J[:, :, 12:16], f[0].V)
+    U1 = np.einsum("nki,nj->nkij", f[0].V, f[0].a_prev).reshape(5, 2, 12)
+    np.testing.assert_array_equal(J[:, :, :12], U1)
+
+
+# --- bad input ---------------------------------------------------------------------
+
+def test_wrong_column_count_names_the_layer_and_shapes():
+    params, X = _network([3, 4, 2])
+    params[1] = (np.ones((2, 5)), np.ones(2))
+    with pytest.raises(ValueError, match=r"B\^\(2\).*5 columns.*d_1 = 4.*\(2, 5\)"):
+        bpcheck.jacobian(params, X)
+
+
+def test_wrong_bias_length_names_the_layer():
+    params, X = _network([3, 4, 2])
+    params[0] = (params[0][0], np.ones(3))
+    with pytest.raises(ValueError, match=r"b\^\(1\).*expected shape \(4,\).*got \(3,\)"):
+        bpcheck.forward(params, X)
+
+
+@pytest.mark.parametrize("X, message", [
+    (np.ones((5, 4)), r"X: has 4 features.*d_0 = 3"),
+    (np.ones((2, 5, 3)), r"X: expected shape \(N, 3\) or \(3,\), got a 3-d array"),
+    (np.ones(()), r"X: expected shape .*0-d"),
+])
+def test_wrong_input_shape_is_rejected(X, message):
+    params, _ = _network([3, 4, 2])
+    with pytest.raises(ValueError, match=message):
+        bpcheck.jacobian_factors(params, X)
+
+
+def test_empty_parameter_list_is_rejected():
+    with pytest.raises(ValueError, match="params: empty"):
+        bpcheck.jacobian([], np.ones((1, 2)))
+
+
+@pytest.mark.parametrize("where", ["X", "B", "b"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_and_inf_are_rejected(where, bad):
+    params, X = _network([3, 4, 2])
+    if where == "X":
+        X[1, 2] = bad
+    elif where == "B":
+        params[1][0][0, 0] = bad
+    else:
+        params[0][1][2] = bad
+    with pytest.raises(ValueError, match="NaN or inf"):
+        bpcheck.jacobian(params, X)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        bpcheck.jacobian(_to_jax(params), jnp.asarray(X))
+
+
+def test_non_numeric_dtypes_are_rejected():
+    params, X = _network([3, 4, 2])
+    with pytest.raises(TypeError, match="X: .*got dtype <U1|X: .*dtype"):
+        bpcheck.forward(params, np.array([["a", "b", "c"]]))
+    with pytest.raises(TypeError, match="complex"):
+        bpcheck.forward(params, X.astype(complex))
+    with pytest.raises(TypeError, match="params"):
+        bpcheck.forward("not params", X)
+
+
+def test_shape_checks_still_apply_under_jit():
+    params, X = _network([3, 4, 2])
+    with pytest.raises(ValueError, match="X: has 4 features"):
+        jax.jit(bpcheck.jacobian)(_to_jax(params), jnp.ones((5, 4)))
+
+
+def test_nan_check_is_skipped_under_jit_but_shapes_pass():
+    params, X = _network([3, 4, 2])
+    out = jax.jit(bpcheck.forward)(_to_jax(params), jnp.asarray(X))
+    np.testing.assert_allclose(np.asarray(out), bpcheck.forward(params, X))
