@@ -1,0 +1,82 @@
+"""Candidate rules for ``V`` and ``U``, and the one place that calls them.
+
+A rule is a plain Python callable on SymPy ``Matrix`` objects:
+
+``v_rule(V_next, B_next, D) -> V``
+    ``V_next`` = ``V^(l+1)`` ``K x d_{l+1}``, ``B_next`` = ``B^(l+1)`` ``d_{l+1} x d_l``,
+    ``D`` = ``D^(l)`` diagonal ``d_l x d_l``; returns ``V^(l)``, ``K x d_l``.
+``u_rule(V, a_prev) -> U``
+    ``V`` = ``V^(l)`` ``K x d_l``, ``a_prev`` = ``a^(l-1)`` a column ``d_{l-1} x 1``;
+    returns ``U^(l)``, ``K x d_l d_{l-1}``, column ``i*d_{l-1} + j`` holding the
+    derivative with respect to ``B^(l)_{ij}`` (``vec(B^(l)')`` order).
+
+Extra context, by name.  A rule may declare *keyword-only* parameters named in
+:data:`CONTEXT` (``l``, ``B``, ``b``, ``a_prev``, ``D``, ``widths``); the checker passes
+those, and only those.  This is how a candidate can use the wrong layer's matrix, the
+student's off-by-one mistake ``V^(l) = V^(l+1) B^(l) D^(l)``, written
+``def rule(V_next, B_next, D, *, B): return V_next * B * D``: the positional contract
+of the issue stays as it is, and a rule sees more only when it asks for it by name.
+
+Whatever a rule does, :func:`call_rule` returns a Matrix of the expected shape or
+raises :class:`RuleError` with a message that says what went wrong; the checker turns
+that into a refutation, never a crash.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import sympy as sp
+
+CONTEXT = ("l", "B", "b", "a_prev", "D", "widths")
+"""Names a rule may ask for as keyword-only parameters."""
+
+
+def lecture_v_rule(V_next: sp.Matrix, B_next: sp.Matrix, D: sp.Matrix) -> sp.Matrix:
+    """The lecture's ``V^(l) = V^(l+1) B^(l+1) D^(l)``: ``(K x d_{l+1})(d_{l+1} x d_l)(d_l x d_l)``."""
+    return V_next * B_next * D
+
+
+def lecture_u_rule(V: sp.Matrix, a_prev: sp.Matrix) -> sp.Matrix:
+    """The lecture's ``U^(l) = V^(l) (I_{d_l} kron a^(l-1)')``: ``K x d_l d_{l-1}``."""
+    return V * sp.kronecker_product(sp.eye(V.shape[1]), a_prev.T)
+
+
+class RuleError(Exception):
+    """A rule raised, or returned something other than a SymPy Matrix of the right shape."""
+
+
+def _extras(rule: Callable, context: dict[str, Any]) -> dict[str, Any]:
+    try:
+        params = inspect.signature(rule).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: context[p.name] for p in params
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name in context}
+
+
+def call_rule(rule: Callable, name: str, args: tuple, context: dict[str, Any],
+              shape: tuple[int, int]) -> sp.Matrix:
+    """Call ``rule(*args, **extras)`` and check it returned a SymPy matrix of ``shape``.
+
+    Returns a fresh mutable ``Matrix`` copy (the rule's object is not used further).
+    Raises :class:`RuleError` naming the rule, the layer and what was wrong.
+    """
+    where = f"{name} at layer l = {context['l']}"
+    try:
+        extras = _extras(rule, context)
+        result = rule(*args, **extras)
+    except (Exception, SystemExit) as exc:  # noqa: BLE001  (refuted, never a crash)
+        raise RuleError(f"{where} raised {type(exc).__name__}: {exc}") from None
+    if not isinstance(result, sp.MatrixBase):
+        raise RuleError(f"{where} returned {type(result).__name__}; expected a SymPy Matrix "
+                        f"of shape {shape}")
+    if tuple(result.shape) != tuple(shape):
+        raise RuleError(f"{where} returned shape {tuple(result.shape)}; expected {shape}")
+    entries = list(result)
+    bad = [e for e in entries if not isinstance(e, sp.Basic)]
+    if bad:
+        raise RuleError(f"{where} returned an entry {bad[0]!r} that is not a SymPy expression")
+    return sp.Matrix(shape[0], shape[1], entries)

@@ -1,0 +1,41 @@
+"""verify_parts gives the tables of `bpcheck verify`, and its controls can fail."""
+
+import pytest
+
+from bpcheck._report import Part, render_markdown, render_text
+from bpcheck.symbolic import parts as parts_module
+from bpcheck.symbolic import verify_parts
+from bpcheck.symbolic.wrong_rules import PlantedRule
+
+
+@pytest.fixture(scope="module")
+def quick_parts():
+    return verify_parts(quick=True)
+
+
+def test_quick_parts_all_pass_with_tables_and_latex(quick_parts):
+    assert [type(p) for p in quick_parts] == [Part] * 3
+    for p in quick_parts:
+        assert p.passed is True, render_text([p])
+        assert p.rows and all(len(r) == len(p.columns) for r in p.rows)
+        assert p.latex and p.seconds > 0
+    md = render_markdown(quick_parts, {})
+    assert "$$ V^{(l)} =" in md
+
+
+def test_grid_covers_L_0_to_6_square_non_square_and_K_1(quick_parts):
+    grid = parts_module.GRID
+    assert {len(w) - 2 for w in grid} == set(range(7))
+    assert any(w[-1] == 1 for w in grid)
+    assert any(len(set(w)) == 1 for w in grid) and any(len(set(w)) > 1 for w in grid)
+    models = {row[3] for row in quick_parts[1].rows}
+    assert models == {"relu", "sigma"}
+
+
+def test_refutation_part_fails_when_a_planted_rule_is_not_refuted(monkeypatch):
+    correct = PlantedRule("not a mistake", "the lecture's rule", lambda V, B, D: V * B * D,
+                          None, (2, 3, 2))
+    monkeypatch.setattr(parts_module, "PLANTED", parts_module.PLANTED + (correct,))
+    part = parts_module.refutation_part()
+    assert part.passed is False
+    assert any(row[0] == "not a mistake" and row[5] is False for row in part.rows)
