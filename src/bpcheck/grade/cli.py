@@ -1,0 +1,184 @@
+"""``bpcheck grade``, ``bpcheck grade-batch`` and ``bpcheck gradescope-zip``.
+
+``main(argv)`` receives the command word as ``argv[0]`` (one module serves three
+commands).  Exit status 0 whenever grading completed, whatever the score; 1 when the
+grader itself failed (a results file saying so is still written); 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+GRADE_EXAMPLE = """\
+example:
+  bpcheck grade hw.py --results results.json --seed 7
+    prints one line per test ('1.1  passed      5 / 5     N = 5, D = 3, K = 4, ...',
+    feedback under failed ones) and 'Total: 100 / 100'; writes results.json for Gradescope.
+  bpcheck grade --template hw.py        # writes the student template
+"""
+
+BATCH_EXAMPLE = """\
+example:
+  bpcheck grade-batch submissions/ --jobs 2 --csv grades.csv
+    shows a progress bar '[#####...] 7/20 graded' and writes one row per submission:
+    submission,score,max_score,exercise_1,...,error
+"""
+
+ZIP_EXAMPLE = """\
+example:
+  bpcheck gradescope-zip autograder.zip --config grading.toml
+    writes autograder.zip (setup.sh, run_autograder, grading.toml) for Gradescope's
+    'Zip file upload' autograder.
+"""
+
+
+def _common(p):
+    p.add_argument("--config", metavar="TOML", help="instructor config: points per exercise, "
+                   "test visibility, tolerance, sandbox limits")
+    p.add_argument("--seed", type=int, help="seed of the test inputs (default: the config's, "
+                   "else fresh); recorded in the results so a failure can be replayed")
+
+
+def _load_cfg(args):
+    from .config import ConfigError, load_config
+
+    try:
+        return load_config(args.config)
+    except ConfigError as err:
+        print(f"bpcheck {args.command}: {err}", file=sys.stderr)
+        return None
+
+
+def _grade(argv) -> int:
+    p = argparse.ArgumentParser(
+        prog="bpcheck grade", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Grade one homework submission (.py or .ipynb) in a sandboxed child "
+                    "process: a readable report on stdout and a Gradescope results.json.",
+        epilog=GRADE_EXAMPLE)
+    p.add_argument("submission", nargs="?", help="the student's .py file or .ipynb notebook")
+    p.add_argument("--results", default="results.json", metavar="PATH",
+                   help="where to write Gradescope's results.json (default: ./results.json)")
+    _common(p)
+    p.add_argument("--template", metavar="PATH", help="write the student template to PATH "
+                   "and exit")
+    p.add_argument("--template-config", metavar="PATH", help="write a sample grading.toml "
+                   "to PATH and exit")
+    p.add_argument("--quiet", action="store_true", help="print only the total")
+    args = p.parse_args(argv)
+    args.command = "grade"
+    if args.template or args.template_config:
+        from .config import TEMPLATE_CONFIG
+        from .template import TEMPLATE
+
+        for path, text in ((args.template, TEMPLATE), (args.template_config, TEMPLATE_CONFIG)):
+            if path:
+                Path(path).write_text(text)
+                print(f"wrote {path}")
+        return 0
+    if not args.submission:
+        p.error("the following argument is required: submission (or --template PATH)")
+    if not Path(args.submission).is_file():
+        from .results import failure_results, write_results
+
+        msg = f"submission {args.submission!r}: no such file"
+        write_results(failure_results(msg), args.results)
+        print(f"bpcheck grade: {msg}", file=sys.stderr)
+        return 2
+    cfg = _load_cfg(args)
+    if cfg is None:
+        return 2
+    from .grader import grade
+    from .results import failure_results, render_text, results_json, write_results
+
+    t0 = time.monotonic()
+    try:
+        report = grade(args.submission, cfg, args.seed)
+    except Exception as err:  # noqa: BLE001 - the results file is written whatever happens
+        write_results(failure_results(f"{type(err).__name__}: {err}", time.monotonic() - t0),
+                      args.results)
+        print(f"bpcheck grade: the grader failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    write_results(results_json(report), args.results)
+    if args.quiet:
+        print(f"{report.score:g} / {report.max_score:g}")
+    else:
+        sys.stdout.write(render_text(report))
+        print(f"results written to {args.results}")
+    return 0
+
+
+def _batch(argv) -> int:
+    p = argparse.ArgumentParser(
+        prog="bpcheck grade-batch", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Grade a folder of submissions (.py/.ipynb files, or one per sub-folder) "
+                    "in parallel; one broken submission never stops the batch.",
+        epilog=BATCH_EXAMPLE)
+    p.add_argument("folder")
+    p.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default 1)")
+    p.add_argument("--csv", default="grades.csv", metavar="PATH",
+                   help="where to write the grades (default: ./grades.csv)")
+    p.add_argument("--results-dir", metavar="DIR",
+                   help="also write each submission's results.json into DIR")
+    _common(p)
+    args = p.parse_args(argv)
+    args.command = "grade-batch"
+    if not Path(args.folder).is_dir():
+        print(f"bpcheck grade-batch: folder {args.folder!r}: not a directory", file=sys.stderr)
+        return 2
+    if args.jobs < 1:
+        print(f"bpcheck grade-batch: --jobs {args.jobs}: expected at least 1", file=sys.stderr)
+        return 2
+    cfg = _load_cfg(args)
+    if cfg is None:
+        return 2
+    from .batch import grade_batch
+
+    t0 = time.monotonic()
+    rows = grade_batch(args.folder, cfg, args.jobs, args.csv, args.seed, args.results_dir)
+    dt = time.monotonic() - t0
+    errors = sum(1 for r in rows if r["error"])
+    print(f"graded {len(rows)} submissions in {dt:.1f} s with {args.jobs} job(s); "
+          f"{errors} grader error(s); grades written to {args.csv}")
+    return 0
+
+
+def _zip(argv) -> int:
+    p = argparse.ArgumentParser(
+        prog="bpcheck gradescope-zip", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Build a Gradescope autograder zip (setup.sh, run_autograder and the "
+                    "config).", epilog=ZIP_EXAMPLE)
+    p.add_argument("out", help="the zip to write")
+    p.add_argument("--config", metavar="TOML", help="grading config to include")
+    p.add_argument("--wheel", metavar="WHL", help="bundle this bpcheck wheel instead of "
+                   "the running bpcheck's own source")
+    args = p.parse_args(argv)
+    from .config import ConfigError
+    from .gradescope import build_zip
+
+    try:
+        names = build_zip(args.out, args.config, args.wheel)
+    except (ConfigError, OSError) as err:
+        print(f"bpcheck gradescope-zip: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}: {', '.join(names)}")
+    return 0
+
+
+COMMANDS = {"grade": _grade, "grade-batch": _batch, "gradescope-zip": _zip}
+
+
+def main(argv=None) -> int:
+    """Entry point; ``argv[0]`` is the command word (``grade``, ``grade-batch``,
+    ``gradescope-zip``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        print(f"bpcheck: expected one of {', '.join(COMMANDS)} as the command",
+              file=sys.stderr)
+        return 2
+    try:
+        return COMMANDS[argv[0]](argv[1:])
+    except SystemExit as exc:  # argparse: --help exits 0, bad arguments 2
+        return int(exc.code or 0)

@@ -1,0 +1,205 @@
+"""Grade one submission: draw the tests, run each exercise in its own child, score here.
+
+Nothing the child says is a score: the child returns plain arrays, and every verdict is
+computed in this process from bpcheck's reference.  An exercise whose child hangs or
+dies loses the test in progress; a fresh child (up to ``restarts`` times) runs the
+remaining tests, so one bad test costs one test.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from . import exercises as exs
+from .config import GradingConfig
+from .sandbox import run_child
+from .source import SubmissionError, forbidden_uses, read_submission
+
+
+@dataclass
+class TestResult:
+    """One Gradescope test: ``number`` is ``"E.T"``."""
+
+    number: str
+    name: str
+    score: float
+    max_score: float
+    lines: list[str]
+    visibility: str = "visible"
+
+    @property
+    def passed(self) -> bool:
+        return self.score >= self.max_score - 1e-9
+
+
+@dataclass
+class GradeReport:
+    """Everything the report and ``results.json`` are built from."""
+
+    submission: str
+    seed: int
+    tests: list[TestResult] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    isolation: list[str] = field(default_factory=list)
+    student_output: dict[int, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def score(self) -> float:
+        return round(sum(t.score for t in self.tests), 6)
+
+    @property
+    def max_score(self) -> float:
+        return round(sum(t.max_score for t in self.tests), 6)
+
+    def exercise_score(self, e: int) -> float:
+        return round(sum(t.score for t in self.tests if t.number.startswith(f"{e}.")), 6)
+
+
+def _zero_all(report, cfg, cases_by_ex, message):
+    for e, cases in cases_by_ex.items():
+        for c in cases:
+            _add(report, cfg, c, 0.0, [message])
+
+
+def _add(report, cfg, case, fraction, lines):
+    ex = cfg.exercises[case.exercise]
+    n = len(exs.EXERCISES[case.exercise].sizes)
+    points = ex.points / n
+    name = f"{exs.EXERCISES[case.exercise].functions[0] if case.exercise != 4 else 'v_rule, u_rule'}: {case.label}"
+    report.tests.append(TestResult(case.number, name, round(points * fraction, 6),
+                                   round(points, 6), list(lines),
+                                   cfg.visibility(case.exercise, case.number)))
+
+
+def _run_exercise(source, e, cases, cfg: GradingConfig, report: GradeReport):
+    """Run exercise ``e``'s tests in children; returns ``{index: (fraction, lines)}``."""
+    ex = exs.EXERCISES[e]
+    tests, inputs = exs.child_plan(e, cases)
+    limits = cfg.limits
+    hide = [cfg.path] if cfg.path else []
+    pending = [c.index for c in cases]
+    outcome: dict[int, tuple[float, list[str]]] = {}
+    attempts = 0
+    while pending:
+        run = run_child(source, e, list(ex.functions), tests, pending, inputs, limits, hide=hide)
+        for note in run.notes:
+            if note not in report.isolation:
+                report.isolation.append(note)
+        if run.stdout.strip():
+            report.student_output[e] = report.student_output.get(e, "") + run.stdout
+        loaded = run.loaded
+        if loaded is None:
+            why = run.failure or "the grading process ended before the submission loaded"
+            for i in pending:
+                outcome[i] = (0.0, [f"the submission could not be loaded: {why}"])
+            break
+        if loaded.get("forbidden"):
+            libs = ", ".join(map(str, loaded["forbidden"]))
+            for i in pending:
+                outcome[i] = (0.0, [f"the submission uses {libs}, which is not allowed "
+                                    "(numpy, sympy and the standard library only)"])
+            break
+        if loaded.get("error"):
+            for i in pending:
+                outcome[i] = (0.0, ["loading the submission failed: " + str(loaded["error"])])
+            break
+        if loaded.get("missing"):
+            names = ", ".join(map(str, loaded["missing"]))
+            for i in pending:
+                outcome[i] = (0.0, [f"{names} is not defined (expected a function named "
+                                    f"{names})"])
+            break
+        for i in list(pending):
+            msg = run.tests.get(i)
+            if msg is None:
+                continue
+            pending.remove(i)
+            outcome[i] = _score(cases[i], msg, cfg)
+        if pending:
+            first = pending.pop(0)
+            outcome[first] = (0.0, [run.failure or "no result came back"])
+            attempts += 1
+            if attempts > limits.restarts:
+                for i in pending:
+                    outcome[i] = (0.0, [f"not run: the submission's process failed {attempts} "
+                                        "times in this exercise"])
+                break
+    return outcome
+
+
+def _score(case, msg, cfg):
+    header, arrays = msg.header, msg.arrays
+    if header.get("forbidden"):
+        libs = ", ".join(map(str, header["forbidden"]))
+        return 0.0, [f"uses {libs}, which is not allowed (numpy, sympy and the standard "
+                     "library only)"]
+    if header.get("error"):
+        return 0.0, ["raised " + str(header["error"])]
+    meta = header.get("meta")
+    if not isinstance(meta, dict):
+        return 0.0, ["no result came back"]
+    try:
+        if case.exercise == 4:
+            s = exs.score_rules(case, meta, arrays)
+        else:
+            s = exs.SCORERS[case.exercise](case, meta, arrays, cfg.tolerance)
+    except (ValueError, TypeError, KeyError) as err:
+        return 0.0, [f"the returned value could not be checked ({type(err).__name__}: {err})"]
+    return s.fraction, s.lines
+
+
+def grade(path, cfg: GradingConfig | None = None, seed: int | None = None) -> GradeReport:
+    """Grade the submission at ``path`` (``.py`` or ``.ipynb``).
+
+    ``seed``: the tests' seed (default: the config's, else a fresh random one); it is
+    recorded in the report so that any failure can be replayed with ``--seed``.
+    """
+    cfg = cfg or GradingConfig()
+    t0 = time.monotonic()
+    if seed is None:
+        seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2 ** 31)
+    report = GradeReport(str(path), int(seed))
+    graded = [e for e in (1, 2, 3, 4) if cfg.exercises[e].points > 0]
+    cases_by_ex = {e: exs.draw_cases(e, seed) for e in graded}
+    try:
+        source = read_submission(path)
+        uses = forbidden_uses(source)
+    except (SubmissionError, OSError) as err:
+        report.messages.append(str(err))
+        _zero_all(report, cfg, cases_by_ex, f"the submission could not be read: {err}")
+        report.seconds = time.monotonic() - t0
+        return report
+    except (SyntaxError, ValueError) as err:
+        where = f" (line {err.lineno})" if getattr(err, "lineno", None) else ""
+        msg = f"the submission does not parse as Python: {err.__class__.__name__}{where}: " \
+              f"{getattr(err, 'msg', err)}"
+        report.messages.append(msg)
+        _zero_all(report, cfg, cases_by_ex, msg)
+        report.seconds = time.monotonic() - t0
+        return report
+    for e in graded:
+        cases = cases_by_ex[e]
+        if e in uses:
+            libs = ", ".join(uses[e])
+            for c in cases:
+                _add(report, cfg, c, 0.0, [f"{', '.join(exs.EXERCISES[e].functions)} uses {libs}, "
+                                           "which is not allowed (numpy, sympy and the standard "
+                                           "library only); found in the source"])
+            continue
+        if e == 4:
+            try:
+                from ..symbolic import check_recursion  # noqa: F401
+            except ImportError as err:
+                for c in cases:
+                    _add(report, cfg, c, 0.0, [f"not graded: the grader lacks "
+                                               f"bpcheck.symbolic.check_recursion ({err})"])
+                continue
+        outcome = _run_exercise(source, e, cases, cfg, report)
+        for c in cases:
+            fraction, lines = outcome.get(c.index, (0.0, ["not run"]))
+            _add(report, cfg, c, fraction, lines)
+    report.seconds = time.monotonic() - t0
+    return report

@@ -1,0 +1,138 @@
+"""The Gradescope autograder zip: ``setup.sh``, ``run_autograder`` and the config.
+
+Gradescope unpacks the zip in ``/autograder/source``, runs ``setup.sh`` once as root
+when it builds the image, and runs ``run_autograder`` for each submission, which must
+write ``/autograder/results/results.json``.  Here ``run_autograder`` calls ``bpcheck
+grade`` on the first ``.py`` or ``.ipynb`` in ``/autograder/submission``; the root
+``/autograder`` can be moved with the ``BPCHECK_AUTOGRADER_ROOT`` environment variable
+(the test suite does so).  If grading itself fails, it still writes a results file.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import zipfile
+from pathlib import Path
+
+from .. import __version__
+
+SETUP_SH = """\
+#!/usr/bin/env bash
+# Runs once, as root, when Gradescope builds the autograder image (Ubuntu).
+set -euo pipefail
+apt-get update
+apt-get install -y python3 python3-pip python3-venv
+python3 -m venv /opt/bpcheck
+/opt/bpcheck/bin/pip install --upgrade pip
+/opt/bpcheck/bin/pip install {install}
+# The submission runs as an unprivileged uid: make sure it cannot read the grader's files,
+# bpcheck (the reference) or the autodiff libraries, even where mount namespaces are refused.
+chmod -R o-rwx /autograder/source
+SITE="$(/opt/bpcheck/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+for pkg in bpcheck jax jaxlib torch functorch; do
+  if [ -e "$SITE/$pkg" ]; then chmod -R o-rwx "$SITE/$pkg"; fi
+done
+"""
+
+RUN_AUTOGRADER = """\
+#!/usr/bin/env bash
+# Runs for each submission; must write $ROOT/results/results.json whatever happens.
+ROOT="${BPCHECK_AUTOGRADER_ROOT:-/autograder}"
+PYTHON="${BPCHECK_PYTHON:-/opt/bpcheck/bin/python}"
+mkdir -p "$ROOT/results"
+chmod 700 "$ROOT/results" 2>/dev/null || true
+SUB=""
+for f in "$ROOT"/submission/*.py "$ROOT"/submission/*.ipynb; do
+  if [ -f "$f" ]; then SUB="$f"; break; fi
+done
+CONFIG=()
+if [ -f "$ROOT/source/grading.toml" ]; then CONFIG=(--config "$ROOT/source/grading.toml"); fi
+if [ -z "$SUB" ]; then
+  "$PYTHON" -c 'import json,sys; json.dump({"score": 0.0, "output": "No .py or .ipynb file was submitted.", "tests": []}, open(sys.argv[1], "w"))' "$ROOT/results/results.json"
+  exit 0
+fi
+"$PYTHON" -m bpcheck grade "$SUB" --results "$ROOT/results/results.json" "${CONFIG[@]}"
+status=$?
+if [ ! -s "$ROOT/results/results.json" ]; then
+  "$PYTHON" -c 'import json,sys; json.dump({"score": 0.0, "output": "The autograder failed (status " + sys.argv[2] + "); please tell your instructor.", "tests": []}, open(sys.argv[1], "w"))' "$ROOT/results/results.json" "$status"
+fi
+exit 0
+"""
+
+
+_SOURCE_DIR = "bpcheck-src"
+
+_PYPROJECT = """\
+[build-system]
+requires = ["setuptools>=77"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "bpcheck"
+version = "{version}"
+requires-python = ">=3.10"
+dependencies = {dependencies}
+
+[tool.setuptools.packages.find]
+where = ["src"]
+"""
+
+
+def _bundle_source(zf: zipfile.ZipFile) -> list[str]:
+    """Put this very bpcheck (the grader and its references) in the zip as a source tree.
+
+    The grader in the image is then the one the instructor tested, whatever is or is not
+    published on PyPI.  Dependencies are copied from the installed distribution.
+    """
+    from importlib import metadata
+
+    package = Path(__file__).resolve().parents[1]
+    try:
+        requires = metadata.requires("bpcheck") or []
+    except metadata.PackageNotFoundError:  # running from a bare source tree
+        requires = ["numpy", "jax", "sympy", "symengine", "nbformat"]
+    dependencies = [r for r in requires if "extra ==" not in r]
+    names = []
+    pyproject = _PYPROJECT.format(version=__version__, dependencies=json.dumps(dependencies))
+    zf.writestr(f"{_SOURCE_DIR}/pyproject.toml", pyproject)  # a JSON array is a TOML array
+    names.append(f"{_SOURCE_DIR}/pyproject.toml")
+    for path in sorted(package.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+            name = f"{_SOURCE_DIR}/src/bpcheck/{path.relative_to(package).as_posix()}"
+            zf.write(path, name)
+            names.append(name)
+    return names
+
+
+def build_zip(out, config_path=None, wheel=None) -> list[str]:
+    """Write the autograder zip to ``out``; returns the names it holds.
+
+    ``config_path``: a grading TOML copied in as ``grading.toml`` (validated first).
+    ``wheel``: a bpcheck wheel to bundle and install; by default the running bpcheck's
+    own source is bundled (``bpcheck-src/``) and installed from there.
+    """
+    from .config import load_config
+
+    names = []
+    out = Path(out)
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        if wheel is not None:
+            install = f'"/autograder/source/{Path(wheel).name}"'
+            zf.write(wheel, Path(wheel).name)
+            names.append(Path(wheel).name)
+        else:
+            install = f'"/autograder/source/{_SOURCE_DIR}"'
+            names.extend(_bundle_source(zf))
+        for name, text in (("setup.sh", SETUP_SH.format(install=install)),
+                           ("run_autograder", RUN_AUTOGRADER)):
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFREG | 0o755) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, text)
+            names.append(name)
+        if config_path is not None:
+            load_config(config_path)  # fail now, not on Gradescope
+            zf.write(config_path, "grading.toml")
+            names.append("grading.toml")
+    return names

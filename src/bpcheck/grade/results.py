@@ -1,0 +1,116 @@
+"""The readable report and Gradescope's ``results.json``, both built from a GradeReport.
+
+The results file is built in memory and written once, atomically (a temporary file in
+the same folder, then ``os.replace``), by the grader's process.  Student output is shown
+only as quoted text (each line prefixed with ``| ``), never parsed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from .exercises import EXERCISES
+from .grader import GradeReport
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.2f}".rstrip("0").rstrip(".") if x != int(x) else str(int(x))
+
+
+def _quoted(text: str) -> list[str]:
+    return ["  | " + ln for ln in text.rstrip("\n").splitlines()]
+
+
+def render_text(report: GradeReport, *, show_output: bool = True,
+                show_isolation: bool = True) -> str:
+    """The report printed by ``bpcheck grade``: per exercise, per test, with feedback."""
+    out = [f"bpcheck grade: {Path(report.submission).name} (seed {report.seed}; "
+           f"replay with --seed {report.seed})", ""]
+    out += [f"note: {m}" for m in report.messages]
+    for e, ex in EXERCISES.items():
+        tests = [t for t in report.tests if t.number.startswith(f"{e}.")]
+        if not tests:
+            continue
+        got = sum(t.score for t in tests)
+        total = sum(t.max_score for t in tests)
+        out.append(f"Exercise {e}: {ex.title}  [{_fmt(got)} / {_fmt(total)}]")
+        for t in tests:
+            status = "passed" if t.passed else "FAILED"
+            label = t.name.split(": ", 1)[-1]
+            out.append(f"  {t.number}  {status:<6}  {_fmt(t.score):>5} / {_fmt(t.max_score):<5} "
+                       f"{label}")
+            if not t.passed or len(t.lines) == 1:
+                out += [f"        {ln}" for ln in t.lines]
+        out.append("")
+    out.append(f"Total: {_fmt(report.score)} / {_fmt(report.max_score)}   "
+               f"({report.seconds:.1f} s)")
+    if show_isolation and report.isolation:
+        out += ["", "Sandbox:"] + [f"  {n}" for n in report.isolation]
+    if show_output and report.student_output:
+        out += ["", "Output printed by the submission (capped, never parsed):"]
+        for e, text in sorted(report.student_output.items()):
+            out.append(f"  exercise {e}:")
+            out += _quoted(text)
+    return "\n".join(out) + "\n"
+
+
+def results_json(report: GradeReport) -> dict:
+    """Gradescope's results document (see FACTS.md for the schema)."""
+    tests = []
+    for t in report.tests:
+        tests.append({
+            "name": t.name,
+            "number": t.number,
+            "score": t.score,
+            "max_score": t.max_score,
+            "status": "passed" if t.passed else "failed",
+            "output": "\n".join(t.lines),
+            "output_format": "text",
+            "visibility": t.visibility,
+            "tags": [f"exercise {t.number.split('.')[0]}"],
+        })
+    summary = render_text(report, show_output=False, show_isolation=False)
+    if report.student_output:
+        summary += "\nOutput printed by the submission (capped, never parsed):\n"
+        for e, text in sorted(report.student_output.items()):
+            summary += f"  exercise {e}:\n" + "\n".join(_quoted(text)) + "\n"
+    return {
+        "score": report.score,
+        "execution_time": round(report.seconds, 3),
+        "output": summary,
+        "output_format": "text",
+        "visibility": "visible",
+        "stdout_visibility": "hidden",
+        "extra_data": {"seed": report.seed, "sandbox": list(report.isolation),
+                       "exercise_scores": {str(e): report.exercise_score(e) for e in EXERCISES}},
+        "tests": tests,
+    }
+
+
+def failure_results(message: str, seconds: float = 0.0) -> dict:
+    """The document written when the grader itself failed: score 0 and the reason."""
+    return {"score": 0.0, "execution_time": round(seconds, 3),
+            "output": f"The autograder failed; please tell your instructor.\n{message}\n",
+            "output_format": "text", "visibility": "visible", "tests": []}
+
+
+def write_results(doc: dict, path) -> None:
+    """Write ``doc`` to ``path`` once, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".results-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, indent=2)
+            f.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

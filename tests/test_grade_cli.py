@@ -1,0 +1,207 @@
+"""The commands: `bpcheck grade` (report + results.json), `--template`, notebooks, the
+config, `grade-batch` (parallel, CSV, survives broken submissions) and `gradescope-zip`
+(run_autograder against a temporary /autograder)."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from bpcheck.cli import main as bpcheck_main
+from bpcheck.grade.config import ConfigError, load_config, parse_config
+from bpcheck.grade.grader import grade
+from bpcheck.grade.source import forbidden_uses, read_submission
+
+HERE = Path(__file__).parent / "grade_submissions"
+CORRECT = (HERE / "correct.py").read_text()
+FAST = """\
+[exercises.3]
+points = 0
+[exercises.4]
+points = 0
+[sandbox]
+test_timeout_s = 5
+"""
+
+
+def test_grade_command_writes_gradescope_results_with_E_T_numbers(tmp_path, capsys):
+    results = tmp_path / "results.json"
+    assert bpcheck_main(["grade", str(HERE / "correct.py"), "--results", str(results),
+                         "--seed", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "Total: 100 / 100" in out and "--seed 5" in out
+    doc = json.loads(results.read_text())
+    assert doc["score"] == 100 and doc["extra_data"]["seed"] == 5
+    numbers = [t["number"] for t in doc["tests"]]
+    assert numbers[0] == "1.1" and all(n.split(".")[0] in "1234" for n in numbers)
+    for t in doc["tests"]:
+        assert set(t) >= {"name", "number", "score", "max_score", "status", "output", "visibility"}
+        assert t["status"] == "passed"
+
+
+def test_same_seed_replays_the_same_grade(tmp_path):
+    sub = tmp_path / "sub.py"
+    sub.write_text(CORRECT.replace("dscores /= N\n    return loss", "return loss"))
+    cfg = parse_config({"exercises": {"2": {"points": 0}, "3": {"points": 0},
+                                      "4": {"points": 0}}})
+    a, b = grade(sub, cfg, seed=9), grade(sub, cfg, seed=9)
+    assert [(t.score, t.lines) for t in a.tests] == [(t.score, t.lines) for t in b.tests]
+
+
+def test_template_writes_stubs_that_score_zero_with_messages(tmp_path, capsys):
+    tpl = tmp_path / "hw.py"
+    assert bpcheck_main(["grade", "--template", str(tpl)]) == 0
+    text = tpl.read_text()
+    for name in ("softmax_loss(W, b, X, y, reg)", "two_layer_loss(W1, b1, W2, b2, X, y, reg)",
+                 "backprop_factors(Bs, bs, x)", "v_rule(V_next, B_next, D)", "u_rule(V, a_prev)"):
+        assert f"def {name}" in text
+    cfg = tmp_path / "grading.toml"
+    cfg.write_text(FAST)
+    results = tmp_path / "r.json"
+    assert bpcheck_main(["grade", str(tpl), "--results", str(results), "--config", str(cfg)]) == 0
+    doc = json.loads(results.read_text())
+    assert doc["score"] == 0
+    assert "raised NotImplementedError" in doc["tests"][0]["output"]
+
+
+def test_notebook_submissions_count_only_code_cells(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("def softmax_loss(): pass  # markdown, ignored"),
+                nbformat.v4.new_code_cell("%matplotlib inline\n" + CORRECT)]
+    path = tmp_path / "hw.ipynb"
+    nbformat.write(nb, str(path))
+    assert "markdown" not in read_submission(path)
+    cfg = parse_config({"exercises": {"3": {"points": 0}, "4": {"points": 0}}})
+    assert grade(path, cfg, seed=1).score == 50
+
+
+def test_unreadable_or_unparsable_submission_scores_zero_with_the_reason(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("def softmax_loss(:\n")
+    r = grade(bad, parse_config({}), seed=1)
+    assert r.score == 0 and "does not parse" in r.tests[0].lines[0] and "line 1" in r.tests[0].lines[0]
+    txt = tmp_path / "hw.txt"
+    txt.write_text("x")
+    assert "expected a .py file" in grade(txt, parse_config({}), seed=1).tests[0].lines[0]
+
+
+def test_config_sets_points_and_visibility(tmp_path):
+    cfg = tmp_path / "g.toml"
+    cfg.write_text('[exercises.1]\npoints = 10\nvisibility = "hidden"\ntests = { "1.2" = '
+                   '"after_due_date" }\n[exercises.2]\npoints = 0\n[exercises.3]\npoints = 0\n'
+                   '[exercises.4]\npoints = 0\n')
+    r = grade(HERE / "correct.py", load_config(cfg), seed=1)
+    assert r.max_score == 10 and len(r.tests) == 5
+    assert [t.visibility for t in r.tests[:2]] == ["hidden", "after_due_date"]
+
+
+@pytest.mark.parametrize("text,message", [
+    ("tolerance = 'x'", "tolerance = 'x': expected a number"),
+    ("[exercises.5]\npoints = 1", "exercises.5"),
+    ("[exercises.1]\nvisibility = 'secret'", "expected one of visible, hidden"),
+    ("[sandbox]\nmemory = 1", "sandbox.memory: unknown key"),
+    ("nonsense = 1", "nonsense: unknown key"),
+])
+def test_config_errors_name_the_key_the_value_and_the_expectation(tmp_path, text, message):
+    p = tmp_path / "g.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        load_config(p)
+
+
+def test_static_scan_attributes_forbidden_libraries_to_the_exercises_that_use_them():
+    src = ("import numpy as np\n"
+           "def helper():\n    import torch\n    return torch\n"
+           "def softmax_loss(W, b, X, y, reg):\n    return helper()\n"
+           "def two_layer_loss(*a):\n    return 'jax.numpy'\n"
+           "def backprop_factors(Bs, bs, x):\n    return np.zeros(1)\n")
+    assert forbidden_uses(src) == {1: ["torch"], 2: ["jax"]}
+    assert forbidden_uses("import bpcheck\ndef softmax_loss(): pass\n") == \
+        {1: ["bpcheck"], 2: ["bpcheck"], 3: ["bpcheck"], 4: ["bpcheck"]}
+
+
+def test_grade_batch_grades_in_parallel_and_survives_broken_submissions(tmp_path):
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    (subs / "alice.py").write_text(CORRECT)
+    (subs / "bob.py").write_text("import os\nos._exit(3)\n")
+    (subs / "carol.py").write_text("def softmax_loss(:\n")
+    (subs / "dave").mkdir()
+    (subs / "dave" / "hw.py").write_text(CORRECT.replace("dhidden[hidden <= 0] = 0", ""))
+    cfg = tmp_path / "g.toml"
+    cfg.write_text(FAST)
+    grades = tmp_path / "grades.csv"
+    assert bpcheck_main(["grade-batch", str(subs), "--jobs", "2", "--csv", str(grades),
+                         "--config", str(cfg), "--seed", "3"]) == 0
+    with grades.open() as f:
+        rows = {Path(r["submission"]).stem if Path(r["submission"]).parent == subs
+                else Path(r["submission"]).parent.name: r for r in csv.DictReader(f)}
+    assert set(rows) == {"alice", "bob", "carol", "dave"}
+    assert float(rows["alice"]["score"]) == 50 and float(rows["alice"]["exercise_1"]) == 25
+    assert float(rows["bob"]["score"]) == 0 and float(rows["carol"]["score"]) == 0
+    assert 25 <= float(rows["dave"]["score"]) < 50
+    assert all(r["error"] == "" for r in rows.values())
+
+
+def test_gradescope_zip_run_autograder_writes_results_in_a_mock_autograder_root(tmp_path):
+    cfg = tmp_path / "g.toml"
+    cfg.write_text(FAST)
+    out = tmp_path / "autograder.zip"
+    assert bpcheck_main(["gradescope-zip", str(out), "--config", str(cfg)]) == 0
+    root = tmp_path / "autograder"
+    with zipfile.ZipFile(out) as zf:
+        assert {"setup.sh", "run_autograder", "grading.toml"} <= set(zf.namelist())
+        assert zf.getinfo("run_autograder").external_attr >> 16 & 0o111
+        zf.extractall(root / "source")
+    (root / "submission").mkdir()
+    (root / "submission" / "hw.py").write_text(CORRECT)
+    script = root / "source" / "run_autograder"
+    script.chmod(0o755)
+    env = {**os.environ, "BPCHECK_AUTOGRADER_ROOT": str(root), "BPCHECK_PYTHON": sys.executable}
+    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads((root / "results" / "results.json").read_text())
+    assert doc["score"] == 50  # exercises 3 and 4 switched off by the bundled config
+    # an empty submission folder still gives a results file
+    (root / "submission" / "hw.py").unlink()
+    (root / "results" / "results.json").unlink()
+    subprocess.run(["bash", str(script)], env=env, capture_output=True, timeout=120, check=True)
+    assert json.loads((root / "results" / "results.json").read_text())["score"] == 0
+
+
+def test_help_explains_each_command_with_an_example(capsys):
+    for cmd in ("grade", "grade-batch", "gradescope-zip"):
+        assert bpcheck_main([cmd, "--help"]) == 0
+        assert "example:" in capsys.readouterr().out
+
+
+def test_missing_submission_is_an_argument_error_but_still_writes_results(tmp_path):
+    results = tmp_path / "r.json"
+    assert bpcheck_main(["grade", str(tmp_path / "nope.py"), "--results", str(results)]) == 2
+    assert json.loads(results.read_text())["score"] == 0
+
+
+def test_gradescope_zip_bundles_an_installable_copy_of_this_bpcheck(tmp_path):
+    out = tmp_path / "autograder.zip"
+    assert bpcheck_main(["gradescope-zip", str(out)]) == 0
+    with zipfile.ZipFile(out) as zf:
+        names = set(zf.namelist())
+        setup = zf.read("setup.sh").decode()
+        zf.extractall(tmp_path / "source")
+    assert "bpcheck-src/src/bpcheck/grade/harness.py" in names
+    assert '"/autograder/source/bpcheck-src"' in setup and "bpcheck==" not in setup
+    target = tmp_path / "site"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q",
+         "--target", str(target), str(tmp_path / "source" / "bpcheck-src")],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (target / "bpcheck" / "grade" / "harness.py").is_file()
+    assert (target / "bpcheck" / "symbolic" / "check.py").is_file()

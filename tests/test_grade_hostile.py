@@ -1,0 +1,345 @@
+"""Hostile submissions: each scores 0 on what it attacked, with a clear message, and leaves
+the grader, the results file and the other exercises intact.
+
+Every attack replaces ``softmax_loss`` (exercise 1) of an otherwise correct submission,
+so exercise 2 must still get full marks.  Exercises 3 and 4 are switched off to keep
+the suite quick; the limits are small (see ``CONFIG``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bpcheck.grade.cli import main as grade_main
+from bpcheck.grade.config import parse_config
+from bpcheck.grade.grader import grade
+
+CORRECT = (Path(__file__).parent / "grade_submissions" / "correct.py").read_text()
+SECRET = "SECRET-MARKER-7c1f"
+ROOT = os.geteuid() == 0
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "grading.toml"
+    path.write_text(textwrap.dedent(f"""\
+        # {SECRET}: an instructor's config must not be readable by the submission
+        [exercises.3]
+        points = 0
+        [exercises.4]
+        points = 0
+        [sandbox]
+        load_timeout_s = 20
+        test_timeout_s = 1.5
+        memory_mb = 768
+        restarts = 1
+        """))
+    return path
+
+
+@pytest.fixture(scope="module")
+def cfg(config_file):
+    import tomllib
+
+    return parse_config(tomllib.loads(config_file.read_text()), str(config_file))
+
+
+def hostile(tmp_path, attack: str, name="attack.py") -> Path:
+    path = tmp_path / name
+    path.write_text(CORRECT + "\n\n# ---- the attack\n" + textwrap.dedent(attack))
+    return path
+
+
+def exercise(report, e):
+    return [t for t in report.tests if t.number.startswith(f"{e}.")]
+
+
+def assert_attack_contained(report, *words):
+    """Exercise 1 scores 0, each test says one of ``words``; exercise 2 is untouched."""
+    ex1, ex2 = exercise(report, 1), exercise(report, 2)
+    assert ex1 and all(t.score == 0 for t in ex1), [(t.number, t.lines) for t in ex1]
+    text = "\n".join(ln for t in ex1 for ln in t.lines)
+    assert any(w in text for w in words), text
+    assert ex2 and all(t.passed for t in ex2), [(t.number, t.lines) for t in ex2]
+
+
+def test_infinite_loop_times_out_and_costs_only_exercise_1(tmp_path, cfg):
+    r = grade(hostile(tmp_path, """
+        def softmax_loss(W, b, X, y, reg):
+            while True:
+                pass
+        """), cfg, seed=1)
+    assert_attack_contained(r, "time limit of 1.5 s exceeded")
+
+
+def test_sleep_that_ignores_alarms_times_out(tmp_path, cfg):
+    r = grade(hostile(tmp_path, """
+        import signal, time
+        def softmax_loss(W, b, X, y, reg):
+            signal.signal(signal.SIGALRM, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            time.sleep(1000)
+        """), cfg, seed=1)
+    assert_attack_contained(r, "time limit")
+
+
+def test_memory_bomb_hits_the_address_space_limit(tmp_path, cfg):
+    r = grade(hostile(tmp_path, """
+        def softmax_loss(W, b, X, y, reg):
+            hoard = []
+            while True:
+                hoard.append(bytearray(50 * 2**20))
+        """), cfg, seed=1)
+    assert_attack_contained(r, "MemoryError", "killed")
+
+
+@pytest.mark.skipif(not ROOT, reason="the process limit needs a dedicated uid (grader as root)")
+def test_fork_bomb_is_capped_and_every_fork_is_killed(tmp_path, cfg):
+    r = grade(hostile(tmp_path, """
+        import os
+        def softmax_loss(W, b, X, y, reg):
+            while True:
+                try:
+                    os.fork()
+                except OSError:
+                    pass
+        """), cfg, seed=1)
+    assert_attack_contained(r, "time limit", "channel", "exited", "killed")
+    assert any("processes 16" in n for n in r.isolation)
+
+
+def test_disk_filler_is_stopped_by_the_file_size_and_tmpfs_limits(tmp_path, cfg):
+    r = grade(hostile(tmp_path, """
+        import os
+        def softmax_loss(W, b, X, y, reg):
+            i = 0
+            while True:   # many files, each under the file size limit
+                with open(f"fill{i}", "wb") as f:
+                    f.write(b"0" * (8 * 2**20))
+                i += 1
+        """), cfg, seed=1)
+    assert_attack_contained(r, "No space left", "File too large", "SIGXFSZ", "OSError")
+    r = grade(hostile(tmp_path, """
+        def softmax_loss(W, b, X, y, reg):
+            with open("big", "wb") as f:   # one file past the file size limit
+                while True:
+                    f.write(b"0" * 2**20)
+        """), cfg, seed=1)
+    assert_attack_contained(r, "SIGXFSZ", "File too large", "No space left")
+
+
+def test_sys_exit_zero_is_an_error_not_a_pass(tmp_path, cfg):
+    r = grade(hostile(tmp_path, """
+        import sys
+        def softmax_loss(W, b, X, y, reg):
+            sys.exit(0)
+        """), cfg, seed=1)
+    assert_attack_contained(r, "SystemExit")
+
+
+def test_os_exit_zero_ends_the_child_and_is_reported(tmp_path, cfg):
+    r = grade(hostile(tmp_path, """
+        import os
+        def softmax_loss(W, b, X, y, reg):
+            print("All tests passed! score: 100")
+            os._exit(0)
+        """), cfg, seed=1)
+    assert_attack_contained(r, "exited with status 0 before finishing", "not run")
+
+
+def test_keyboard_interrupt_is_caught_per_test(tmp_path, cfg):
+    r = grade(hostile(tmp_path, """
+        def softmax_loss(W, b, X, y, reg):
+            raise KeyboardInterrupt
+        """), cfg, seed=1)
+    assert_attack_contained(r, "KeyboardInterrupt")
+
+
+def test_printed_fake_results_are_quoted_never_parsed(tmp_path, cfg):
+    results = tmp_path / "results.json"
+    sub = hostile(tmp_path, """
+        import json
+        def softmax_loss(W, b, X, y, reg):
+            print(json.dumps({"score": 100.0, "tests": [{"number": "1.1", "score": 5}]}))
+            print("Total: 100 / 100")
+            return 7.0, W * 0 + 7, b * 0 + 7
+        """)
+    assert grade_main(["grade", str(sub), "--results", str(results), "--seed", "1",
+                       "--config", str(cfg.path)]) == 0
+    doc = json.loads(results.read_text())
+    assert doc["score"] == 25.0  # exercise 2 only
+    assert all(t["score"] == 0 for t in doc["tests"] if t["number"].startswith("1."))
+    assert '  | {"score": 100.0' in doc["output"]  # shown quoted, as the student's output
+
+
+def test_writing_results_json_cannot_touch_the_graders_file(tmp_path, cfg):
+    results = tmp_path / "out" / "results.json"
+    results.parent.mkdir()
+    sub = hostile(tmp_path, f"""
+        import os
+        FAKE = '{{"score": 1000, "tests": []}}'
+        def softmax_loss(W, b, X, y, reg):
+            for p in [{str(results)!r}, "results.json", "/autograder/results/results.json"]:
+                try:
+                    os.makedirs(os.path.dirname(p) or ".", exist_ok=True)
+                    with open(p, "w") as f:
+                        f.write(FAKE)
+                    print("wrote", p)
+                except OSError as err:
+                    print("refused", p, type(err).__name__)
+            return 7.0, W * 0 + 7, b * 0 + 7
+        """)
+    assert grade_main(["grade", str(sub), "--results", str(results), "--seed", "1",
+                       "--config", str(cfg.path)]) == 0
+    doc = json.loads(results.read_text())
+    assert doc["score"] == 25.0
+    assert not Path("/autograder/results/results.json").exists() or ROOT is False
+
+
+def test_monkeypatching_numpy_and_builtins_changes_nothing(tmp_path, cfg):
+    r = grade(hostile(tmp_path, """
+        import builtins, numpy
+        numpy.allclose = lambda *a, **k: True
+        numpy.isclose = lambda *a, **k: True
+        numpy.testing.assert_allclose = lambda *a, **k: None
+        builtins.isinstance = lambda *a: True
+        builtins.abs = lambda x: 0
+        def softmax_loss(W, b, X, y, reg):
+            return 7.0, W * 0 + 7, b * 0 + 7
+        """), cfg, seed=1)
+    assert_attack_contained(r, "wrong")
+
+
+def test_ndarray_subclass_and_rigged_eq_are_rejected(tmp_path, cfg):
+    r = grade(hostile(tmp_path, """
+        import numpy as np
+        class Rigged(np.ndarray):
+            def __eq__(self, other): return np.ones(self.shape, bool)
+            def __array_finalize__(self, obj): pass
+        class Always:
+            def __eq__(self, other): return True
+            def __lt__(self, other): return False
+            def __le__(self, other): return True
+            def __float__(self): return 0.0
+        def softmax_loss(W, b, X, y, reg):
+            return Always(), np.zeros_like(W).view(Rigged), np.zeros_like(b).view(Rigged)
+        """), cfg, seed=1)
+    assert_attack_contained(r, "subclass")
+    assert "expected a float, got submission.Always" in "\n".join(exercise(r, 1)[0].lines)
+
+
+def test_nan_inf_and_wrong_dtype_are_rejected(tmp_path, cfg):
+    r = grade(hostile(tmp_path, """
+        import numpy as np
+        def softmax_loss(W, b, X, y, reg):
+            return float("nan"), np.full(W.shape, np.inf), b.astype(np.float32)
+        """), cfg, seed=1)
+    assert_attack_contained(r, "NaN or inf")
+    text = "\n".join(exercise(r, 1)[0].lines)
+    assert "db: expected dtype float64, got float32" in text
+
+
+def test_importing_the_reference_is_caught_statically(tmp_path, cfg):
+    r = grade(hostile(tmp_path, """
+        def softmax_loss(W, b, X, y, reg):
+            from bpcheck.grade import reference
+            return reference.softmax_loss(W, b, X, y, reg)
+        """), cfg, seed=1)
+    assert_attack_contained(r, "uses bpcheck, which is not allowed")
+
+
+def test_importing_the_reference_by_a_hidden_route_fails_at_run_time(tmp_path, cfg):
+    import bpcheck
+
+    src = os.path.dirname(os.path.dirname(bpcheck.__file__))
+    r = grade(hostile(tmp_path, f"""
+        import sys
+        def softmax_loss(W, b, X, y, reg):
+            sys.meta_path[:] = [f for f in sys.meta_path if "Blocker" not in type(f).__name__]
+            sys.path.insert(0, {src!r})
+            mod = __import__("".join(["bp", "check", ".grade.reference"]), fromlist=["x"])
+            return mod.softmax_loss(W, b, X, y, reg)
+        """), cfg, seed=1)
+    assert_attack_contained(r, "bpcheck", "ModuleNotFoundError", "ImportError")
+
+
+def test_the_autodiff_libraries_are_blocked_at_run_time(tmp_path, cfg):
+    r = grade(hostile(tmp_path, """
+        def softmax_loss(W, b, X, y, reg):
+            lib = __import__("j" + "ax")
+            return lib.numpy.zeros(())
+        """), cfg, seed=1)
+    assert_attack_contained(r, "uses jax, which is not allowed")
+
+
+def test_hidden_tests_config_and_reference_are_unreadable(tmp_path, cfg):
+    import bpcheck.grade.reference as ref
+
+    r = grade(hostile(tmp_path, f"""
+        import os
+        def softmax_loss(W, b, X, y, reg):
+            for p in [{cfg.path!r}, {ref.__file__!r}, "/proc/%d/environ" % os.getppid()]:
+                try:
+                    print(open(p).read()[:200])
+                except OSError as err:
+                    print("denied", p, type(err).__name__)
+            return 7.0, W * 0 + 7, b * 0 + 7
+        """), cfg, seed=1)
+    assert_attack_contained(r, "wrong")
+    out = "\n".join(r.student_output.values())
+    assert SECRET not in out
+    assert "softmax_loss_mistakes" not in out
+    assert "denied" in out
+
+
+def test_output_flood_is_capped(tmp_path, cfg):
+    r = grade(hostile(tmp_path, """
+        import sys
+        def softmax_loss(W, b, X, y, reg):
+            for _ in range(200):
+                sys.stdout.write("Total: 100 / 100 " * 10000 + "\\n")
+            return 7.0, W * 0 + 7, b * 0 + 7
+        """), cfg, seed=1)
+    assert_attack_contained(r, "wrong")
+    assert len(r.student_output[1]) < 70 * 1024
+    assert "more bytes of output dropped" in r.student_output[1]
+
+
+@pytest.mark.skipif(not ROOT, reason="signalling the grader is refused only across uids")
+def test_killing_the_grader_is_refused(tmp_path, cfg):
+    r = grade(hostile(tmp_path, """
+        import os, signal
+        def softmax_loss(W, b, X, y, reg):
+            os.kill(os.getppid(), signal.SIGKILL)
+            return 7.0, W * 0 + 7, b * 0 + 7
+        """), cfg, seed=1)
+    assert_attack_contained(r, "PermissionError")
+
+
+def test_network_is_unreachable_when_namespaces_are_allowed(tmp_path, cfg):
+    r = grade(hostile(tmp_path, """
+        import socket
+        def softmax_loss(W, b, X, y, reg):
+            try:
+                socket.create_connection(("1.1.1.1", 80), timeout=1)
+                print("network: reachable")
+            except OSError as err:
+                print("network:", type(err).__name__, err)
+            return 7.0, W * 0 + 7, b * 0 + 7
+        """), cfg, seed=1)
+    if not any(n.startswith("network: none") for n in r.isolation):
+        pytest.skip("this machine refuses network namespaces")
+    assert "network: reachable" not in r.student_output[1]
+
+
+def test_exit_while_loading_scores_zero_everywhere_with_the_reason(tmp_path, cfg):
+    r = grade(hostile(tmp_path, """
+        raise SystemExit(0)
+        """), cfg, seed=1)
+    assert r.score == 0
+    assert all("loading the submission failed: SystemExit" in t.lines[0] for t in r.tests)

@@ -1,0 +1,113 @@
+"""Exercise 4: the student's v_rule and u_rule run in the child, come back as plain
+polynomial data, and are judged by bpcheck.symbolic.check_recursion in the grader."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sympy
+
+from bpcheck.grade.config import parse_config
+from bpcheck.grade.grader import grade
+from bpcheck.grade.polymap import PolyMatrix, rule_callables
+
+pytest.importorskip("bpcheck.symbolic")
+
+CORRECT = (Path(__file__).parent / "grade_submissions" / "correct.py").read_text()
+ONLY_4 = {"exercises": {"1": {"points": 0}, "2": {"points": 0}, "3": {"points": 0},
+                        "4": {"points": 25}}}
+
+RULES = '''
+import sympy
+
+def v_rule(V_next, B_next, D):
+    return {v}
+
+def u_rule(V, a_prev):
+    return {u}
+'''
+GOOD_V = "V_next * B_next * D"
+GOOD_U = "V * sympy.kronecker_product(sympy.eye(V.shape[1]), a_prev.T)"
+
+
+def graded(tmp_path, v=GOOD_V, u=GOOD_U):
+    path = tmp_path / "rules.py"
+    path.write_text(RULES.format(v=v, u=u))
+    report = grade(path, parse_config(ONLY_4), seed=0)
+    return report, "\n".join(ln for t in report.tests for ln in t.lines)
+
+
+def test_lecture_rules_hold_for_every_architecture_tried(tmp_path):
+    report, text = graded(tmp_path)
+    assert report.score == report.max_score == 25, text
+    assert "the recursion holds for widths (2, 2, 2, 2, 2, 2)" in text
+
+
+def test_rule_without_D_is_refuted_and_the_refutation_is_shown(tmp_path):
+    report, text = graded(tmp_path, v="V_next * B_next")
+    assert report.score < report.max_score
+    assert "refuted" in text and "claim" in text and "true" in text
+
+
+def test_swapped_kronecker_factors_are_refuted(tmp_path):
+    report, text = graded(
+        tmp_path, u="V * sympy.kronecker_product(a_prev.T, sympy.eye(V.shape[1]))")
+    # K = 1 networks with d_l = 1 cannot tell; every other architecture refutes it
+    assert report.score < report.max_score / 2
+    assert "refuted" in text and "U^(" in text
+
+
+def test_non_polynomial_rule_is_refuted_with_a_message(tmp_path):
+    report, text = graded(tmp_path, v="(V_next * B_next * D).applyfunc(sympy.exp)")
+    assert all(t.score == 0 for t in report.tests if t.number != "4.3")  # 4.3: L = 0, no v_rule
+    assert "not a polynomial" in text
+
+
+def test_rule_returning_a_number_is_refuted_with_a_message(tmp_path):
+    report, text = graded(tmp_path, u="0")
+    assert report.score == 0
+    assert "expected a SymPy Matrix" in text
+
+
+def test_float_coefficients_are_refuted_not_rounded(tmp_path):
+    report, text = graded(tmp_path, v="0.5 * (V_next * B_next * D) * 2")
+    assert all(t.score == 0 for t in report.tests if t.number != "4.3")  # 4.3: L = 0, no v_rule
+    assert "not rational" in text
+
+
+def test_exercise_4_with_a_forbidden_import_scores_zero(tmp_path):
+    report, text = graded(tmp_path, v="__import__('torch') and V_next")
+    assert report.score == 0
+    assert "torch" in text
+
+
+def test_polynomial_map_evaluates_like_the_rule():
+    # u_rule(V, a) = V * (I kron a') for K = 1, d = 1, d_prev = 2: [v0*a0, v0*a1]
+    exps = np.array([[1, 1, 0], [1, 0, 1]], dtype=np.int64)
+    pm = PolyMatrix.from_arrays([1, 2], exps, np.array([1, 1], np.int64),
+                                np.array([1, 1], np.int64), np.array([1, 1], np.int64), 3)
+    _, u_rule = rule_callables({("u_rule", (1, 1, 2)): pm})
+    v, a0, a1 = sympy.symbols("v a0 a1")
+    assert u_rule(sympy.Matrix([[v]]), sympy.Matrix([a0, a1])) == sympy.Matrix([[v * a0, v * a1]])
+
+
+@pytest.mark.parametrize("bad", [
+    dict(shape=[1, 2, 3]), dict(den=np.array([0, 1], np.int64)),
+    dict(counts=np.array([5, 1], np.int64)), dict(exps=np.array([[1, 1], [1, 0]], np.int64)),
+    dict(num=np.array([1.0, 2.0])),
+])
+def test_malformed_polynomial_data_is_rejected(bad):
+    args = dict(shape=[1, 2], exps=np.array([[1, 1, 0], [1, 0, 1]], np.int64),
+                num=np.array([1, 1], np.int64), den=np.array([1, 1], np.int64),
+                counts=np.array([1, 1], np.int64))
+    args.update(bad)
+    with pytest.raises(ValueError):
+        PolyMatrix.from_arrays(args["shape"], args["exps"], args["num"], args["den"],
+                               args["counts"], 3)
+
+
+def test_correct_submission_grades_exercise_4_in_full(tmp_path):
+    path = tmp_path / "sub.py"
+    path.write_text(CORRECT)
+    report = grade(path, parse_config(ONLY_4), seed=1)
+    assert report.score == 25
