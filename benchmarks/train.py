@@ -1,0 +1,115 @@
+"""Side-by-side timings of the spiral trainers: NumPy, JAX (compiled), JAX vmap, PyTorch.
+
+    python benchmarks/train.py            # 10,000 iterations, 64 networks (about 2 minutes)
+    python benchmarks/train.py --iters 1000 --nets 16
+
+Two-layer net 2-100-3 on the seed-0 spiral, step 1.0, reg 1e-3.  Times are the best of a
+few runs of the trained loop alone; JAX compile time is reported separately.  Targets
+(issue 4): JAX >= 8x faster than NumPy for one network; 64 networks in < 4x the time of one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import jax
+import numpy as np
+
+jax.config.update("jax_enable_x64", True)  # this process only: lets float64 be measured too
+
+import jax.numpy as jnp
+
+from bpcheck.spiral import make_spiral
+from bpcheck.train import lecture_init, train_jax_many, train_two_layer
+from bpcheck.train.jax_loop import _train_compiled, _train_many_compiled
+
+
+def best_of(repeats, fn):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iters", type=int, default=10_000)
+    parser.add_argument("--nets", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    iters, M = args.iters, args.nets
+
+    rng = np.random.RandomState(0)
+    X, y = make_spiral(seed=rng)
+    params = lecture_init([2, 100, 3], rng)
+    Y = np.eye(3)[y]
+    rows = []  # (label, seconds, note)
+
+    numpy_s = best_of(args.repeats, lambda: train_two_layer(X, y, params, iters=iters))
+    rows.append(("NumPy, lecture code (float64)", numpy_s, ""))
+
+    single = {}
+    for dtype in ("float32", "float64"):
+        jp = [(jnp.asarray(B, dtype), jnp.asarray(b, dtype)) for B, b in params]
+        jX, jY = jnp.asarray(X, dtype), jnp.asarray(Y, dtype)
+        start = time.perf_counter()
+        compiled = _train_compiled.lower(jp, jX, jY, 1.0, 1e-3, iters=iters).compile()
+        compile_s = time.perf_counter() - start
+        run_s = best_of(args.repeats, lambda c=compiled, a=(jp, jX, jY, 1.0, 1e-3):
+                        jax.block_until_ready(c(*a)))
+        single[dtype] = run_s
+        rows.append((f"JAX jit(lax.scan), 1 net ({dtype})", run_s, f"compile {compile_s:.2f} s"))
+
+    nets = [lecture_init([2, 100, 3], seed) for seed in range(M)]
+    stacked = [(jnp.asarray(np.stack([p[l][0] for p in nets]), "float32"),
+                jnp.asarray(np.stack([p[l][1] for p in nets]), "float32")) for l in range(2)]
+    jX, jY = jnp.asarray(X, "float32"), jnp.asarray(Y, "float32")
+    steps = jnp.ones(M, "float32")
+    for group in (None, 16):
+        start = time.perf_counter()
+        compiled = _train_many_compiled.lower(stacked, jX, jY, steps, 1e-3, iters=iters,
+                                              group_size=group).compile()
+        compile_s = time.perf_counter() - start
+        run_s = best_of(1, lambda c=compiled: jax.block_until_ready(c(stacked, jX, jY, steps, 1e-3)))
+        how = "all at once" if group is None else f"{group} at a time"
+        rows.append((f"JAX vmap, {M} nets, {how} (float32)", run_s,
+                     f"compile {compile_s:.2f} s; {run_s / single['float32']:.1f}x one net"))
+    # the public entry point agrees with what was timed
+    check = train_jax_many(X, y, nets[:2], iters=10, dtype="float32")
+    assert np.isfinite(check.losses).all()
+
+    try:
+        import torch
+
+        from bpcheck.train import train_torch
+
+        torch_s = best_of(1, lambda: train_torch(X, y, widths=[2, 100, 3], iters=iters, seed=0))
+        rows.append(("PyTorch, lecture's SimpleNN loop (float32)", torch_s,
+                     f"{torch.get_num_threads()} threads"))
+    except ImportError:
+        rows.append(("PyTorch", float("nan"), "not installed (pip install 'bpcheck[torch]')"))
+
+    print(f"two-layer net 2-100-3, spiral N=300, {iters} iterations; "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"jax {jax.__version__} on {jax.default_backend()}")
+    print(f"{'trainer':<46} {'time (s)':>9} {'vs NumPy':>9}  note")
+    for label, seconds, note in rows:
+        ratio = numpy_s / seconds if np.isfinite(seconds) else float("nan")
+        print(f"{label:<46} {seconds:>9.3f} {ratio:>8.1f}x  {note}")
+    print()
+    best = min(single.values())
+    print(f"target JAX >= 8x NumPy for one net: {numpy_s / best:.1f}x "
+          f"({'met' if numpy_s / best >= 8 else 'missed'})")
+    many = min(s for label, s, _ in rows if label.startswith("JAX vmap"))
+    print(f"target {M} nets < 4x one net: {many / single['float32']:.1f}x "
+          f"({'met' if many / single['float32'] < 4 else 'missed'})")
+
+
+if __name__ == "__main__":
+    main()

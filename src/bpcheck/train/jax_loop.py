@@ -1,0 +1,239 @@
+"""JAX trainers: the whole loop compiled (``jax.jit`` over one ``lax.scan``), and ``vmap``.
+
+The step is pure, ``(params, loss) = jax_step(params, X, Y, step_size, reg)``, with the
+gradient from ``jax.value_and_grad`` of the lecture's loss.  :func:`train_jax` scans it
+``iters`` times inside one compiled function; :func:`train_jax_many` ``vmap``s that
+function over a stack of networks (different seeds, different step sizes, or both), so
+64 networks run as one compiled program.
+
+Speed notes (2-core CPU, spiral, 2-100-3 net; ``benchmarks/train.py`` prints the numbers):
+
+- Parameters are kept in bpcheck's layout ``B`` ``(d_out, d_in)``.  The weight gradient
+  is then ``dscores' @ A_prev`` (a ``(K, N) @ (N, d)`` product), which XLA:CPU runs about
+  4x faster than the lecture-layout ``A_prev' @ dscores`` for these tiny shapes.
+- Labels enter as a one-hot matrix made once outside the loop, so the loop has no
+  gather or scatter; ``log_softmax`` gives a stable loss and ``softmax - Y`` gradient.
+- The loss is a by-product of the gradient (``value_and_grad``): nothing is recomputed.
+- float32 vs float64 makes little difference here: the step is bound by per-operation
+  overhead, not arithmetic.  The dtype follows the parameters; float64 needs JAX's
+  64-bit mode (``with jax.enable_x64(True):``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._core import (
+    Progress,
+    TrainingDiverged,
+    TrainResult,
+    check_data,
+    check_hyper,
+    check_widths_match,
+    finish,
+)
+
+
+def jax_loss(params, X, Y, reg):
+    """Mean cross-entropy ``+ 0.5 * reg * sum_l |B^(l)|^2`` (weights only), traceable.
+
+    ``params`` ``[(B^(l), b^(l))]``, ``X`` ``(N, d_0)``, ``Y`` one-hot labels ``(N, K)``.
+    ReLU is ``jax.nn.relu``, whose derivative at 0 is 0 as in the lecture (``jnp.maximum``
+    would give 1/2).
+    """
+    a = X
+    for B, b in params[:-1]:
+        a = jax.nn.relu(a @ B.T + b)
+    B, b = params[-1]
+    log_probs = jax.nn.log_softmax(a @ B.T + b, axis=1)
+    data_loss = -jnp.sum(log_probs * Y) / X.shape[0]
+    return data_loss + 0.5 * reg * sum(jnp.sum(B * B) for B, _ in params)
+
+
+def jax_step(params, X, Y, step_size, reg):
+    """One gradient-descent step ``params -> (params, loss)``; the loss is before the update."""
+    loss, grads = jax.value_and_grad(jax_loss)(params, X, Y, reg)
+    return jax.tree.map(lambda p, g: p - step_size * g, params, grads), loss
+
+
+def _scan(params, X, Y, step_size, reg, iters):
+    def body(params, _):
+        return jax_step(params, X, Y, step_size, reg)
+
+    return jax.lax.scan(body, params, None, length=iters)
+
+
+_train_compiled = jax.jit(_scan, static_argnames=("iters",))
+"""``(params, X, Y, step_size, reg, iters) -> (params, losses (iters,))``, compiled."""
+
+def _scan_many(params, X, Y, step_sizes, reg, iters, group_size=None):
+    def train_one(ps):
+        return _scan(ps[0], X, Y, ps[1], reg, iters)
+
+    if group_size is None or group_size >= step_sizes.shape[0]:
+        return jax.vmap(train_one)((params, step_sizes))
+    # groups of `group_size` networks run their whole loop vmapped, one group after another
+    return jax.lax.map(train_one, (params, step_sizes), batch_size=group_size)
+
+
+_train_many_compiled = jax.jit(_scan_many, static_argnames=("iters", "group_size"))
+"""The same, ``vmap``-ed over a leading axis of ``params`` and of ``step_size``."""
+
+
+def _resolve_dtype(dtype, params):
+    if dtype is None:
+        dtype = np.result_type(*[np.asarray(B).dtype for B, _ in params], np.float32)
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype: expected float32 or float64, got {dtype}")
+    if dtype == np.float64 and not jax.config.jax_enable_x64:
+        raise ValueError(
+            "dtype: float64 needs JAX's 64-bit mode; run inside `with jax.enable_x64(True):` "
+            "or set JAX_ENABLE_X64=1, or ask for dtype='float32'"
+        )
+    return dtype
+
+
+def _to_jax(params, X, y, K, dtype):
+    jparams = [(jnp.asarray(B, dtype), jnp.asarray(b, dtype)) for B, b in params]
+    Y = jnp.asarray(np.eye(int(params[-1][0].shape[0]), dtype=dtype)[y])
+    return jparams, jnp.asarray(X, dtype), Y
+
+
+def _chunks(iters: int, target: int = 50) -> list[int]:
+    """Split ``iters`` into equal chunks (one compilation) when possible, else plus a rest."""
+    for n in range(target, target // 5, -1):
+        if iters % n == 0:
+            return [iters // n] * n
+    size = -(-iters // target)
+    return [size] * (iters // size) + ([iters % size] if iters % size else [])
+
+
+def _first_bad(losses: np.ndarray) -> int | None:
+    bad = np.flatnonzero(~np.isfinite(losses))
+    return int(bad[0]) if bad.size else None
+
+
+def train_jax(X: Any, y: Any, params: Any, *, step_size: float = 1.0, reg: float = 1e-3,
+              iters: int, dtype: Any = None, progress: Progress = None) -> TrainResult:
+    """Full-batch gradient descent, the whole loop compiled with ``jax.jit`` over ``lax.scan``.
+
+    ``params`` ``[(B^(l), b^(l))]``, any depth (e.g. ``lecture_init([2, 100, 3], seed)``).
+    ``dtype``: ``float32`` or ``float64`` (default: that of ``params``, float64 needing
+    JAX's 64-bit mode).  Without ``progress`` the loop is one compiled call; with it, the
+    loop runs in about 50 compiled chunks with a progress report after each (same
+    arithmetic).  Returns NumPy arrays; raises :class:`TrainingDiverged` on NaN or inf.
+    """
+    X, y, K = check_data(X, y)
+    step_size, reg, iters = check_hyper(step_size, reg, iters)
+    check_widths_match(params, X.shape[1], K)
+    dtype = _resolve_dtype(dtype, params)
+    jparams, jX, Y = _to_jax(params, X, y, K, dtype)
+    chunks = [iters] if progress is None else _chunks(iters)
+    pieces, done = [], 0
+    for n in chunks:
+        jparams, losses = _train_compiled(jparams, jX, Y, step_size, reg, iters=n)
+        losses = np.asarray(losses, dtype=np.float64)
+        bad = _first_bad(losses)
+        if bad is not None:
+            raise TrainingDiverged(done + bad, float(losses[bad]), step_size)
+        pieces.append(losses)
+        done += n
+        if progress is not None:
+            progress(done, float(losses[-1]))
+    params_np = [(np.asarray(B), np.asarray(b)) for B, b in jparams]
+    return finish(params_np, np.concatenate(pieces), X.astype(dtype), y, reg,
+                  loss_fn=lambda p: float(jax_loss(jparams, jX, Y, reg)))
+
+
+class ManyResult(NamedTuple):
+    """The outcome of :func:`train_jax_many`, one row per network."""
+
+    params: list
+    """``[(B^(l), b^(l))]``, each array with a leading axis of length ``M`` (networks)."""
+    losses: np.ndarray
+    """Shape ``(M, iters)``."""
+    final_losses: np.ndarray
+    """Shape ``(M,)``."""
+    train_accuracies: np.ndarray
+    """Shape ``(M,)``."""
+
+
+def stack_params(params_list: Any) -> list:
+    """``M`` parameter lists of equal widths -> one list whose arrays have a leading ``M`` axis."""
+    return [(np.stack([p[l][0] for p in params_list]), np.stack([p[l][1] for p in params_list]))
+            for l in range(len(params_list[0]))]
+
+
+def default_group_size() -> int | None:
+    """16 networks at a time on a CPU (their activations stay in cache), all at once elsewhere."""
+    return 16 if jax.default_backend() == "cpu" else None
+
+
+def train_jax_many(X: Any, y: Any, params_list: Any, *, step_size: Any = 1.0,
+                   reg: float = 1e-3, iters: int, dtype: Any = None,
+                   group_size: Any = "auto", allow_divergence: bool = False) -> ManyResult:
+    """Train ``M`` networks at once: ``jax.vmap`` of the compiled loop of :func:`train_jax`.
+
+    ``params_list``: ``M`` parameter lists of the same widths (e.g. one
+    ``lecture_init(widths, seed)`` per seed).  ``step_size``: one number, or ``M`` of them
+    (a step-size sweep).  All networks share ``X``, ``y`` and ``reg``.  Raises
+    :class:`TrainingDiverged` for the first network whose loss becomes NaN or inf, unless
+    ``allow_divergence`` (then its losses keep the NaN, for sweeps that probe the edge).
+
+    ``group_size``: how many networks share one vmapped loop; groups run one after another
+    (``lax.map(..., batch_size=group_size)``), each through all ``iters`` steps.  ``None``:
+    all at once.  ``"auto"``: :func:`default_group_size` (16 on a CPU, where 64 networks'
+    activations at once spill out of cache and run about 1.7x slower per network).
+    """
+    X, y, K = check_data(X, y)
+    if len(params_list) == 0:
+        raise ValueError("params_list: expected at least one network, got none")
+    M = len(params_list)
+    steps = np.broadcast_to(np.asarray(step_size, dtype=np.float64), (M,)).copy() \
+        if np.ndim(step_size) in (0, 1) and np.size(step_size) in (1, M) else None
+    if steps is None:
+        raise ValueError(f"step_size: expected one number or {M} (one per network), "
+                         f"got shape {np.shape(step_size)}")
+    for s in steps:
+        check_hyper(float(s), reg, iters)
+    reg, iters = float(reg), int(iters)
+    for p in params_list:
+        check_widths_match(p, X.shape[1], K)
+    dtype = _resolve_dtype(dtype, params_list[0])
+    stacked = stack_params(params_list)
+    _, jX, Y = _to_jax([(B[0], b[0]) for B, b in stacked], X, y, K, dtype)
+    jparams = [(jnp.asarray(B, dtype), jnp.asarray(b, dtype)) for B, b in stacked]
+    if group_size == "auto":
+        group_size = default_group_size()
+    if group_size is not None and (isinstance(group_size, bool) or not isinstance(group_size, int)
+                                   or group_size < 1):
+        raise ValueError(f"group_size: expected an int >= 1, None or 'auto', got {group_size!r}")
+    jparams, losses = _train_many_compiled(jparams, jX, Y, jnp.asarray(steps, dtype), reg,
+                                           iters=iters, group_size=group_size)
+    losses = np.asarray(losses, dtype=np.float64)
+    if not allow_divergence:
+        for m in range(M):
+            bad = _first_bad(losses[m])
+            if bad is not None:
+                raise TrainingDiverged(bad, float(losses[m, bad]), float(steps[m]), network=m)
+    final = np.asarray(jax.vmap(jax_loss, in_axes=(0, None, None, None))(jparams, jX, Y, reg),
+                       dtype=np.float64)
+    out = [(np.asarray(B), np.asarray(b)) for B, b in jparams]
+    Xd = X.astype(dtype)
+    accs = np.array([
+        np.mean(np.argmax(_np_scores([(B[m], b[m]) for B, b in out], Xd), axis=1) == y)
+        for m in range(M)
+    ])
+    return ManyResult(out, losses, final, accs)
+
+
+def _np_scores(params, X):
+    from ._core import scores
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        return scores(params, X)
