@@ -24,3 +24,12 @@ def test_ci_runs_the_readme_commands():
     for marker in ("<!-- ci:setup -->", "<!-- ci:test -->"):
         block = text.split(marker, 1)[1].split("```", 2)[1]
         assert block.startswith("sh\n") and "pip install" in block
+
+
+def test_readme_refutation_example_output_is_real():
+    text = README.read_text()
+    code, expected = re.search(
+        r"## The proof checker\n.*?```python\n(.*?)```\n\nprints\n\n```\n(.*?)```", text, re.S
+    ).groups()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout == expected
