@@ -93,7 +93,7 @@ def test_memory_bomb_hits_the_address_space_limit(tmp_path, cfg):
         def softmax_loss(W, b, X, y, reg):
             hoard = []
             while True:
-                hoard.append(bytearray(50 * 2**20))
+                hoard.append(bytearray(256 * 2**20))
         """), cfg, seed=1)
     assert_attack_contained(r, "MemoryError", "killed")
 

@@ -4,14 +4,20 @@ Conventions (see DESIGN.md): ``B^(l)`` has shape ``(d_l, d_{l-1})``, inputs are 
 ``X`` ``(N, d_0)``, and ``beta = [vec(B^(1)'), b^(1), ..., vec(B^(L+1)'), b^(L+1)]``.
 """
 
+from ._gauss_newton import gauss_newton as gauss_newton
+from ._gauss_newton import gauss_newton_matvec as gauss_newton_matvec
+from ._ntk import ntk as ntk
 from ._params import flatten_params as flatten_params
 from ._params import init_params as init_params
 from ._params import param_count as param_count
 from ._params import unflatten_params as unflatten_params
+from ._pergrad import per_example_grad_norms as per_example_grad_norms
+from ._pergrad import per_example_grads as per_example_grads
 from ._recursion import LayerFactors as LayerFactors
 from ._recursion import forward as forward
 from ._recursion import jacobian as jacobian
 from ._recursion import jacobian_factors as jacobian_factors
+from .spiral import make_spiral as make_spiral
 
 __version__ = "0.1.0"
 
@@ -19,9 +25,15 @@ __all__ = [
     "LayerFactors",
     "flatten_params",
     "forward",
+    "gauss_newton",
+    "gauss_newton_matvec",
     "init_params",
     "jacobian",
     "jacobian_factors",
+    "make_spiral",
+    "ntk",
     "param_count",
+    "per_example_grad_norms",
+    "per_example_grads",
     "unflatten_params",
 ]

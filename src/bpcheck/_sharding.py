@@ -1,0 +1,85 @@
+"""Splitting the batch axis over the devices of a ``jax.sharding.Mesh``.
+
+Every per-example quantity here (NTK rows, per-example gradients) is a function of one
+block of examples at a time, so the batch axis (axis 0) of the inputs is split over all
+devices of the mesh with ``jax.shard_map``; parameters, and anything every row needs, are
+replicated.  The result is split the same way, or gathered on every device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ._arrays import is_jax, is_tracer
+
+
+def resolve_mesh(mesh: Any, X: Any):
+    """The mesh to split the batch over: ``mesh`` if given, else the one ``X`` is split on.
+
+    ``X`` counts as split when it is a concrete JAX array with a ``NamedSharding`` over more
+    than one device that partitions its first axis.  Returns ``None`` for one device.
+    """
+    from jax.sharding import Mesh, NamedSharding
+
+    if mesh is not None:
+        if not isinstance(mesh, Mesh):
+            raise TypeError(f"mesh: expected a jax.sharding.Mesh or None, got {type(mesh).__name__}")
+        return mesh
+    if is_jax(X) and not is_tracer(X):
+        s = X.sharding
+        if isinstance(s, NamedSharding) and s.mesh.size > 1 and len(s.spec) and s.spec[0]:
+            return s.mesh
+    return None
+
+
+def batch_parallel(
+    fn: Callable,
+    mesh: Any,
+    replicated: Sequence[Any],
+    batched: Sequence[Any],
+    gather: bool,
+    name: str,
+):
+    """``fn(*replicated, *batched)`` with axis 0 of every ``batched`` array split over ``mesh``.
+
+    ``fn`` must map ``n`` rows of each batched array to ``n`` rows of output.  Rows are
+    padded (with zeros) up to a multiple of the device count and the padding is cut off
+    again.  ``gather=True``: the result is replicated on every device; ``gather=False``: it
+    stays split by rows, which needs the row count to divide evenly (``name`` is the
+    argument named in the error).
+    """
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    if not isinstance(gather, bool):
+        raise TypeError(f"gather: expected True or False, got {gather!r}")
+    axes = tuple(mesh.axis_names)
+    n_dev = mesh.size
+    N = batched[0].shape[0]
+    if not gather and N % n_dev:
+        raise ValueError(
+            f"{name}: {N} rows cannot stay split evenly over the {n_dev} devices of the mesh; "
+            f"pass gather=True, or a batch whose size is a multiple of {n_dev}"
+        )
+    pad = -N % n_dev
+    rows = P(axes)
+
+    def run(replicated, batched):
+        if pad:
+            batched = [jnp.concatenate([b, jnp.zeros((pad,) + b.shape[1:], b.dtype)]) for b in batched]
+        split = jax.shard_map(
+            lambda r, b: fn(*r, *b),
+            mesh=mesh,
+            in_specs=(P(), rows),
+            out_specs=rows,
+            check_vma=False,  # per-device loops start from unsharded zeros
+        )
+        with jax.default_matmul_precision("highest"):
+            out = split(tuple(replicated), tuple(batched))
+        return out[:N] if pad else out
+
+    out_sharding = NamedSharding(mesh, P() if gather else rows)
+    return jax.jit(run, out_shardings=out_sharding)(list(replicated), list(batched))

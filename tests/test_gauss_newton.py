@@ -1,0 +1,142 @@
+"""bpcheck.gauss_newton / gauss_newton_matvec equal mean_n J_n' H_n J_n from two references."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import bpcheck
+from bpcheck._gauss_newton import gauss_newton, gauss_newton_matvec
+
+RTOL = 1e-10
+
+
+def rel_err(got, want):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape
+    return float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-300))
+
+
+def mlp(params, x):
+    for B, b in params[:-1]:
+        x = jax.nn.relu(x @ B.T + b)
+    B, b = params[-1]
+    return x @ B.T + b
+
+
+def output_loss(loss):
+    if loss == "cross_entropy":
+        return lambda z: -jax.nn.log_softmax(z)[0]  # H does not depend on the label
+    return lambda z: 0.5 * jnp.sum(z**2)
+
+
+def autodiff_ggn(params, X, loss, widths):
+    """mean_n J_n' H_n J_n with J from jax.jacrev and H from jax.hessian."""
+    beta = jnp.asarray(bpcheck.flatten_params(params))
+    f = lambda beta, x: mlp(bpcheck.unflatten_params(beta, widths), x)
+    J = jax.vmap(jax.jacrev(f), (None, 0))(beta, jnp.asarray(X))
+    Z = jax.vmap(f, (None, 0))(beta, jnp.asarray(X))
+    H = jax.vmap(jax.hessian(output_loss(loss)))(Z)
+    return np.asarray(jnp.einsum("nkp,nkj,njq->pq", J, H, J) / X.shape[0])
+
+
+def setup(widths, N, seed=0):
+    rng = np.random.default_rng(seed)
+    params = [(B, rng.standard_normal(b.shape) * 0.1)
+              for B, b in bpcheck.init_params(widths, seed=seed)]
+    return params, rng.standard_normal((N, widths[0]))
+
+
+def jacobian_reference(params, X, loss):
+    """mean_n J_n' H_n J_n with J from bpcheck.jacobian and H written out by hand."""
+    J = bpcheck.jacobian(params, X)
+    N, K, _ = J.shape
+    if loss == "mse":
+        return np.einsum("nkp,nkq->pq", J, J) / N
+    z = bpcheck.forward(params, X)
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    H = p[:, :, None] * np.eye(K) - p[:, :, None] * p[:, None, :]
+    return np.einsum("nkp,nkj,njq->pq", J, H, J) / N
+
+
+widths_strategy = st.lists(st.integers(1, 5), min_size=2, max_size=4)
+losses = st.sampled_from(["cross_entropy", "mse"])
+
+
+@settings(max_examples=25, deadline=None)
+@given(widths=widths_strategy, N=st.integers(1, 5), loss=losses, seed=st.integers(0, 99))
+def test_gauss_newton_and_matvec_equal_the_assembled_jacobian_reference(widths, N, loss, seed):
+    params, X = setup(widths, N, seed)
+    want = jacobian_reference(params, X, loss)
+    assert rel_err(gauss_newton(params, X, loss=loss), want) < RTOL
+    v = np.random.default_rng(seed).standard_normal(want.shape[0])
+    assert rel_err(gauss_newton_matvec(params, X, v, loss=loss), want @ v) < RTOL
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_gauss_newton_equals_jacrev_and_hessian_reference(loss):
+    widths = [3, 5, 4, 3]
+    params, X = setup(widths, 6)
+    assert rel_err(gauss_newton(params, X, loss=loss), autodiff_ggn(params, X, loss, widths)) < RTOL
+
+
+@pytest.mark.slow
+@settings(max_examples=30, deadline=None)
+@given(widths=widths_strategy, N=st.integers(1, 5), loss=losses, seed=st.integers(0, 99))
+def test_gauss_newton_equals_jacrev_and_hessian_reference_for_random_shapes(widths, N, loss, seed):
+    params, X = setup(widths, N, seed)
+    want = autodiff_ggn(params, X, loss, widths)
+    assert rel_err(gauss_newton(params, X, loss=loss), want) < RTOL
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_numpy_and_jax_inputs_give_the_reference_gauss_newton(loss):
+    params, X = setup([4, 6, 5, 3], 7)
+    want = jacobian_reference(params, X, loss)
+    assert rel_err(gauss_newton(params, X, loss=loss), want) < RTOL
+    pj = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params]
+    got = gauss_newton(pj, jnp.asarray(X), loss=loss)
+    assert isinstance(got, jax.Array) and rel_err(got, want) < RTOL
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_matvec_equals_the_matrix_times_the_vector(loss):
+    params, X = setup([4, 6, 5, 3], 7)
+    G = gauss_newton(params, X, loss=loss)
+    v = np.random.default_rng(1).standard_normal(G.shape[0])
+    assert rel_err(gauss_newton_matvec(params, X, v, loss=loss), G @ v) < RTOL
+    pj = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params]
+    f = jax.jit(gauss_newton_matvec, static_argnames="loss")
+    assert rel_err(f(pj, jnp.asarray(X), jnp.asarray(v), loss=loss), G @ v) < RTOL
+
+
+def test_gauss_newton_is_symmetric_positive_semidefinite_and_jit_able():
+    params, X = setup([3, 5, 4, 3], 6)
+    G = gauss_newton(params, X)
+    assert rel_err(G, G.T) < RTOL
+    assert np.linalg.eigvalsh(G).min() > -1e-10 * np.abs(G).max()
+    pj = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params]
+    assert rel_err(jax.jit(gauss_newton)(pj, X), G) < RTOL
+
+
+@pytest.mark.parametrize(
+    "v, loss, exc, words",
+    [
+        (np.ones(10), "mse", ValueError, ["v", "(23,)", "(10,)", "beta order"]),
+        (np.ones((23, 1)), "mse", ValueError, ["v", "(23,)", "(23, 1)"]),
+        (np.full(23, np.nan), "mse", ValueError, ["v", "NaN"]),
+        (np.ones(23), "gauss", ValueError, ["loss", "'gauss'", "cross_entropy"]),
+    ],
+)
+def test_gauss_newton_rejects_bad_vectors_and_loss_names(v, loss, exc, words):
+    params = bpcheck.init_params([4, 3, 2])  # P = 3 * 5 + 2 * 4 = 23
+    with pytest.raises(exc) as info:
+        gauss_newton_matvec(params, np.ones((2, 4)), v, loss=loss)
+    for w in words:
+        assert w in str(info.value)
+    if loss == "gauss":
+        with pytest.raises(ValueError, match="loss"):
+            gauss_newton(params, np.ones((2, 4)), loss=loss)

@@ -1,0 +1,170 @@
+"""bpcheck.per_example_grads / per_example_grad_norms equal autodiff and J' dloss/dz."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import bpcheck
+from bpcheck._pergrad import per_example_grad_norms, per_example_grads
+
+RTOL = 1e-10
+
+
+def rel_err(got, want):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape
+    return float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-300))
+
+
+def mlp(params, x):
+    for B, b in params[:-1]:
+        x = jax.nn.relu(x @ B.T + b)
+    B, b = params[-1]
+    return x @ B.T + b
+
+
+def loss_of_beta(loss, widths):
+    """One example's loss as a function of beta, in plain JAX (the autodiff reference)."""
+
+    def f(beta, x, y):
+        z = mlp(bpcheck.unflatten_params(beta, widths), x)
+        if loss == "cross_entropy":
+            return -jax.nn.log_softmax(z)[y]
+        return 0.5 * jnp.sum((z - y) ** 2)
+
+    return f
+
+
+def setup(widths, N, loss, seed=0):
+    rng = np.random.default_rng(seed)
+    params = [(B, rng.standard_normal(b.shape) * 0.1)
+              for B, b in bpcheck.init_params(widths, seed=seed)]
+    X = rng.standard_normal((N, widths[0]))
+    K = widths[-1]
+    y = rng.integers(0, K, N) if loss == "cross_entropy" else rng.standard_normal((N, K))
+    return params, X, y
+
+
+def autodiff_grads(params, X, y, loss, widths):
+    beta = jnp.asarray(bpcheck.flatten_params(params))
+    g = jax.vmap(jax.grad(loss_of_beta(loss, widths)), (None, 0, 0))
+    return np.asarray(g(beta, jnp.asarray(X), jnp.asarray(y)))
+
+
+def jacobian_reference(params, X, y, loss):
+    """J_n' e_n with J from bpcheck.jacobian and e = dloss/dz written out by hand."""
+    J = bpcheck.jacobian(params, X)
+    z = bpcheck.forward(params, X)
+    if loss == "cross_entropy":
+        p = np.exp(z - z.max(1, keepdims=True))
+        e = p / p.sum(1, keepdims=True) - np.eye(z.shape[1])[y]
+    else:
+        e = z - y
+    return np.einsum("nkp,nk->np", J, e)
+
+
+widths_strategy = st.lists(st.integers(1, 6), min_size=2, max_size=5)
+losses = st.sampled_from(["cross_entropy", "mse"])
+
+
+@settings(max_examples=30, deadline=None)
+@given(widths=widths_strategy, N=st.integers(1, 6), loss=losses, seed=st.integers(0, 99))
+def test_per_example_grads_and_norms_equal_the_assembled_jacobian_reference(widths, N, loss, seed):
+    params, X, y = setup(widths, N, loss, seed)
+    want = jacobian_reference(params, X, y, loss)
+    assert rel_err(per_example_grads(params, X, y, loss), want) < RTOL
+    norms = per_example_grad_norms(params, X, y, loss)
+    assert rel_err(norms, np.linalg.norm(want, axis=1)) < RTOL
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+@pytest.mark.parametrize("widths", [[4, 6, 5, 3], [3, 2], [2, 7, 1, 4, 3]])
+def test_per_example_grads_and_norms_equal_vmap_of_jax_grad(widths, loss):
+    params, X, y = setup(widths, 5, loss)
+    want = autodiff_grads(params, X, y, loss, widths)
+    assert rel_err(per_example_grads(params, X, y, loss), want) < RTOL
+    assert rel_err(per_example_grad_norms(params, X, y, loss), np.linalg.norm(want, axis=1)) < RTOL
+
+
+@pytest.mark.slow
+@settings(max_examples=40, deadline=None)
+@given(widths=widths_strategy, N=st.integers(1, 6), loss=losses, seed=st.integers(0, 99))
+def test_per_example_grads_equal_vmap_of_jax_grad_for_random_shapes(widths, N, loss, seed):
+    params, X, y = setup(widths, N, loss, seed)
+    want = autodiff_grads(params, X, y, loss, widths)
+    assert rel_err(per_example_grads(params, X, y, loss), want) < RTOL
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_jax_inputs_give_jax_gradients_equal_to_the_reference(loss):
+    widths = [4, 6, 5, 3]
+    params, X, y = setup(widths, 7, loss)
+    want = jacobian_reference(params, X, y, loss)
+    pj = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params]
+    got = per_example_grads(pj, jnp.asarray(X), jnp.asarray(y), loss=loss)
+    assert isinstance(got, jax.Array) and rel_err(got, want) < RTOL
+
+
+def test_mean_of_per_example_grads_is_the_gradient_of_the_mean_loss():
+    widths = [3, 5, 2]
+    params, X, y = setup(widths, 8, "cross_entropy")
+    beta = jnp.asarray(bpcheck.flatten_params(params))
+    f = loss_of_beta("cross_entropy", widths)
+    mean_loss = lambda b: jnp.mean(jax.vmap(f, (None, 0, 0))(b, X, y))
+    want = np.asarray(jax.grad(mean_loss)(beta))
+    assert rel_err(per_example_grads(params, X, y).mean(0), want) < RTOL
+
+
+def test_grads_and_norms_under_jit_equal_eager():
+    params, X, y = setup([4, 5, 3], 6, "mse")
+    pj = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params]
+    g = jax.jit(per_example_grads, static_argnames="loss")
+    n = jax.jit(per_example_grad_norms, static_argnames="loss")
+    assert rel_err(g(pj, X, y, loss="mse"), per_example_grads(params, X, y, "mse")) < RTOL
+    assert rel_err(n(pj, X, y, loss="mse"), per_example_grad_norms(params, X, y, "mse")) < RTOL
+    params, X, y = setup([4, 5, 3], 6, "cross_entropy")
+    assert rel_err(jax.jit(per_example_grads)(params, X, y), per_example_grads(params, X, y)) < RTOL
+
+
+def test_single_example_gives_one_gradient():
+    params, X, y = setup([4, 5, 3], 3, "cross_entropy")
+    G = per_example_grads(params, X, y)
+    assert rel_err(per_example_grads(params, X[1], y[1]), G[1]) < RTOL
+    assert rel_err(per_example_grad_norms(params, X[1], y[1]), np.linalg.norm(G[1])) < RTOL
+
+
+def test_grad_norms_take_relu_derivative_zero_at_the_kink():
+    widths = [3, 4, 2]
+    params = [(np.ones((4, 3)), np.zeros(4)), (np.ones((2, 4)), np.zeros(2))]
+    X, y = np.zeros((2, 3)), np.array([0, 1])  # layer-1 pre-activations exactly 0
+    want = autodiff_grads(params, X, y, "cross_entropy", widths)
+    assert rel_err(per_example_grads(params, X, y), want) < RTOL
+
+
+@pytest.mark.parametrize(
+    "loss, y, exc, words",
+    [
+        ("cross_entropy", np.array([0.0, 1.0, 2.0]), TypeError, ["y", "integer class labels", "float64"]),
+        ("cross_entropy", np.array([[0], [1], [2]]), ValueError, ["y", "(3,)", "(3, 1)"]),
+        ("cross_entropy", np.array([0, 3, 1]), ValueError, ["y", "0..2", "K = 3", "got 3"]),
+        ("cross_entropy", np.array([0, -1, 1]), ValueError, ["y", "0..2", "got -1"]),
+        ("mse", np.ones((3, 2)), ValueError, ["y", "(3, 3)", "(3, 2)", "mse"]),
+        ("mse", np.full((3, 3), np.inf), ValueError, ["y", "NaN or inf"]),
+        ("hinge", np.array([0, 1, 2]), ValueError, ["loss", "'hinge'", "cross_entropy", "mse"]),
+    ],
+)
+def test_per_example_grads_reject_bad_targets_and_loss_names(loss, y, exc, words):
+    params = bpcheck.init_params([4, 5, 3])
+    for fn in (per_example_grads, per_example_grad_norms):
+        with pytest.raises(exc) as info:
+            fn(params, np.ones((3, 4)), y, loss)
+        for w in words:
+            assert w in str(info.value)
+
+
+def test_per_example_grads_reject_inputs_of_the_wrong_width():
+    with pytest.raises(ValueError, match=r"X: has 5 features but B\^\(1\) expects d_0 = 4"):
+        per_example_grads(bpcheck.init_params([4, 3]), np.ones((2, 5)), np.array([0, 1]))
