@@ -33,3 +33,12 @@ def test_readme_refutation_example_output_is_real():
     ).groups()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout == expected
+
+
+def test_readme_ntk_example_output_is_real():
+    text = README.read_text()
+    code, expected = re.search(
+        r"What the factors buy.*?```python\n(.*?)```\n\nprints\n\n```\n(.*?)```", text, re.S
+    ).groups()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout == expected
