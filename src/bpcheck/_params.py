@@ -6,7 +6,8 @@ stacks the *rows* of ``B`` (``B.reshape(-1)`` in C order).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 

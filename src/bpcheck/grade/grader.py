@@ -59,7 +59,7 @@ class GradeReport:
 
 
 def _zero_all(report, cfg, cases_by_ex, message):
-    for e, cases in cases_by_ex.items():
+    for cases in cases_by_ex.values():
         for c in cases:
             _add(report, cfg, c, 0.0, [message])
 
@@ -68,7 +68,8 @@ def _add(report, cfg, case, fraction, lines):
     ex = cfg.exercises[case.exercise]
     n = len(exs.EXERCISES[case.exercise].sizes)
     points = ex.points / n
-    name = f"{exs.EXERCISES[case.exercise].functions[0] if case.exercise != 4 else 'v_rule, u_rule'}: {case.label}"
+    function = exs.EXERCISES[case.exercise].functions[0] if case.exercise != 4 else "v_rule, u_rule"
+    name = f"{function}: {case.label}"
     report.tests.append(TestResult(case.number, name, round(points * fraction, 6),
                                    round(points, 6), list(lines),
                                    cfg.visibility(case.exercise, case.number)))

@@ -69,7 +69,7 @@ def _outputs_sigma(net: SymbolicNetwork, conv: ToSymEngine):
         if l == L + 1:
             return z, renaming, {}
         a = [sigma(zi) for zi in z]
-        for i, zi in enumerate(z):
+        for i in range(len(z)):
             renaming[a[i]] = se.Symbol(f"a{l}[{i}]")
             renaming[a[i].diff(conv(b[i]))] = se.Symbol(f"s{l}[{i}]")
     raise AssertionError("unreachable")
