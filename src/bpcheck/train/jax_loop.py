@@ -2,21 +2,45 @@
 
 The step is pure, ``(params, loss) = jax_step(params, X, Y, step_size, reg)``, with the
 gradient from ``jax.value_and_grad`` of the lecture's loss.  :func:`train_jax` scans it
-``iters`` times inside one compiled function; :func:`train_jax_many` ``vmap``s that
-function over a stack of networks (different seeds, different step sizes, or both), so
-64 networks run as one compiled program.
+``iters`` times inside one compiled function; :func:`train_jax_many` runs it over a stack
+of networks (different seeds, different step sizes, or both) as one compiled program:
+``vmap`` of the loop, or for the two-layer net the step itself written with a leading
+axis of networks.
 
-Speed notes (2-core CPU, spiral, 2-100-3 net; ``benchmarks/train.py`` prints the numbers):
+Speed notes (2-core AVX-512 CPU, spiral, 2-100-3 net, float32; ``benchmarks/train.py``
+prints the numbers).  XLA:CPU runs each fused operation of the step as a separate kernel;
+at these sizes a product or a pass over the ``(N, h)`` hidden layer costs 1-5 us, so the
+step was timed kernel by kernel (``jax.profiler``) and written to need few, fast ones.
+For the two-layer net, :func:`_two_layer_step` replaces ``value_and_grad`` (45 us/step ->
+about 23 us/step):
 
-- Parameters are kept in bpcheck's layout ``B`` ``(d_out, d_in)``.  The weight gradient
-  is then ``dscores' @ A_prev`` (a ``(K, N) @ (N, d)`` product), which XLA:CPU runs about
-  4x faster than the lecture-layout ``A_prev' @ dscores`` for these tiny shapes.
-- Labels enter as a one-hot matrix made once outside the loop, so the loop has no
-  gather or scatter; ``log_softmax`` gives a stable loss and ``softmax - Y`` gradient.
-- The loss is a by-product of the gradient (``value_and_grad``): nothing is recomputed.
-- float32 vs float64 makes little difference here: the step is bound by per-operation
-  overhead, not arithmetic.  The dtype follows the parameters; float64 needs JAX's
-  64-bit mode (``with jax.enable_x64(True):``).
+- Every matrix product is a plain ``(M, K) @ (K, N)`` row-major product, which XLA hands to
+  its fast YNNPACK kernels.  A product with a transposed operand (``dscores' @ h`` as
+  ``dot_general`` over axis 0) goes to a generic kernel instead, 3-6x slower: the old
+  step's ``dh' @ X`` took 22 us of its 45.  So ``X1'`` is stored next to ``X1`` (loop
+  constants) and ``dscores`` is produced transposed, ``(K, N)``.
+- The bias of layer 1 rides in the product: ``X1 = [X, 1]`` and ``A = [B1'; b1]``, so
+  ``z = X1 @ A`` and ``[dB1'; db1] = X1' @ dz`` are one product each, no sums.
+- The softmax of a few classes (``K <= 8``) is written column by column, elementwise over
+  ``N``: no reductions of length 3, and ``dscores'`` comes out as one stack.
+- Loss terms and updates are as in :func:`jax_loss`; the losses agree with the NumPy
+  trainer to rounding (the test compares 100 steps in float64 to 1e-9).
+- Tried and slower: layer 1 or the weight gradients as broadcast-multiply-and-sum
+  (XLA's reductions over ``N`` run at about 10 Gflop/s: 80-200 us/step); the hidden layer
+  transposed ``(h, N)`` (30 us/step); ``lax.scan`` unrolling (no gain); XLA flags
+  (vector width 512, split count, Eigen threading: no gain).
+- Many networks: the same step with a leading axis of networks on every array (each
+  product a batched product, batch axis first), not ``vmap`` of the one-network loop:
+  ``vmap`` let XLA merge layer 1 into one ``(N, 3) @ (3, M h)`` product whose ``(N, M, h)``
+  result then had to be transposed (and back) every step, 2x slower than one network at a
+  time.  Per network the step then costs what one network's does (about 25 us at 16 at a
+  time): the kernels are bound by memory traffic, not by per-call overhead, so 64
+  networks take about 80x one network's time (18 s, was 33 s); more than about 16 at a
+  time spill out of the 1 MiB L2 cache per core and run 1.7x slower per network.
+- float64 runs about 3.5x slower than float32 (0.78 s vs 0.22 s for 10,000 steps); it
+  needs JAX's 64-bit mode (``with jax.enable_x64(True):``).
+
+Deeper nets keep the generic ``value_and_grad`` step, :func:`jax_step`.
 """
 
 from __future__ import annotations
@@ -60,7 +84,84 @@ def jax_step(params, X, Y, step_size, reg):
     return jax.tree.map(lambda p, g: p - step_size * g, params, grads), loss
 
 
+def _softmax_xent(s, Y):
+    """``(mean cross-entropy, dscores')`` of scores ``s`` ``(..., N, K)``.
+
+    ``dscores'`` has shape ``(..., K, N)``.
+
+    For a few classes the softmax is written column by column (elementwise over ``N``,
+    one fused loop) and ``dscores`` comes out transposed, ready for ``dscores' @ h``.
+    """
+    N, K = s.shape[-2:]
+    if K > 8:
+        log_probs = jax.nn.log_softmax(s, axis=-1)
+        return (-jnp.sum(log_probs * Y, axis=(-2, -1)) / N,
+                jnp.swapaxes((jnp.exp(log_probs) - Y) / N, -1, -2))
+    cols = [s[..., k] for k in range(K)]
+    m = cols[0]
+    for c in cols[1:]:
+        m = jnp.maximum(m, c)
+    e = [jnp.exp(c - m) for c in cols]
+    total = sum(e[1:], e[0])
+    nll = m + jnp.log(total) - sum((Y[:, k] * cols[k] for k in range(1, K)), Y[:, 0] * cols[0])
+    return (jnp.sum(nll, axis=-1) / N,
+            jnp.stack([(e[k] / total - Y[:, k]) / N for k in range(K)], axis=-2))
+
+
+def _two_layer_step(state, X1, X1T, Y, step_size, reg):
+    """:func:`jax_step` for ``[(B1, b1), (B2, b2)]``, hand-written for XLA:CPU (see module doc).
+
+    ``state`` ``(A, B2, b2)`` with ``A = [B1'; b1]`` ``(d_0 + 1, h)``; ``X1 = [X, 1]``
+    ``(N, d_0 + 1)`` and its transpose ``X1T``, stored (both loop constants).  Any leading
+    axes (``M`` networks) are batch axes of every product; ``X1``, ``X1T`` then carry them
+    too and ``step_size`` has shape ``(M,)``.
+    """
+    A, B2, b2 = state
+    step = jnp.asarray(step_size)[..., None]
+    not_bias = jnp.ones((A.shape[-2], 1), A.dtype).at[-1].set(0)
+    h = jax.nn.relu(X1 @ A)                                    # (N, h), bias included
+    data_loss, dsT = _softmax_xent(h @ jnp.swapaxes(B2, -1, -2) + b2[..., None, :], Y)
+    reg_loss = jnp.sum(A[..., :-1, :] ** 2, axis=(-2, -1)) + jnp.sum(B2 ** 2, axis=(-2, -1))
+    loss = data_loss + 0.5 * reg * reg_loss
+    dB2 = dsT @ h + reg * B2
+    db2 = jnp.sum(dsT, axis=-1)
+    dz = jnp.where(h > 0, jnp.swapaxes(dsT, -1, -2) @ B2, 0)   # ReLU' at 0 is 0, as NumPy's
+    dA = X1T @ dz + reg * not_bias * A                         # [dB1'; db1]
+    return (A - step[..., None] * dA, B2 - step[..., None] * dB2, b2 - step * db2), loss
+
+
+def _pack_two_layer(params, X):
+    """``[(B1, b1), (B2, b2)]`` (any leading axes) -> ``(A, B2, b2)`` and ``X1 = [X, 1]``."""
+    (B1, b1), (B2, b2) = params
+    A = jnp.concatenate([jnp.swapaxes(B1, -1, -2), b1[..., None, :]], axis=-2)
+    return (A, B2, b2), jnp.concatenate([X, jnp.ones((X.shape[0], 1), X.dtype)], axis=1)
+
+
+def _unpack_two_layer(state):
+    A, B2, b2 = state
+    return [(jnp.swapaxes(A[..., :-1, :], -1, -2), A[..., -1, :]), (B2, b2)]
+
+
+def _scan_two_layer(state, X1, Y, step_size, reg, iters):
+    """Scan :func:`_two_layer_step`; ``state`` may carry a leading axis of networks."""
+    lead = state[0].shape[:-2]
+    # X1 and X1' stored, with the networks' axis (broadcast here, outside the loop), so every
+    # product in the loop is a plain (batched) matrix product with no transpose
+    X1b = jnp.broadcast_to(X1, lead + X1.shape)
+    X1Tb = jnp.broadcast_to(X1.T, lead + X1.T.shape)
+
+    def body(state, _):
+        return _two_layer_step(state, X1b, X1Tb, Y, step_size, reg)
+
+    return jax.lax.scan(body, state, None, length=iters)
+
+
 def _scan(params, X, Y, step_size, reg, iters):
+    if len(params) == 2:  # the lecture's two-layer net: the hand-written step
+        state, X1 = _pack_two_layer(params, X)
+        state, losses = _scan_two_layer(state, X1, Y, step_size, reg, iters)
+        return _unpack_two_layer(state), losses
+
     def body(params, _):
         return jax_step(params, X, Y, step_size, reg)
 
@@ -71,10 +172,30 @@ _train_compiled = jax.jit(_scan, static_argnames=("iters",))
 """``(params, X, Y, step_size, reg, iters) -> (params, losses (iters,))``, compiled."""
 
 def _scan_many(params, X, Y, step_sizes, reg, iters, group_size=None):
+    M = step_sizes.shape[0]
+    if len(params) == 2:  # the hand-written step, batched over networks (no vmap)
+        state, X1 = _pack_two_layer(params, X)
+        g = M if group_size is None else min(group_size, M)
+
+        def train_group(args):
+            state, losses = _scan_two_layer(args[0], X1, Y, args[1], reg, iters)
+            return state, losses.T  # (g, iters)
+
+        full = M - M % g
+        grouped = jax.tree.map(lambda a: a[:full].reshape((full // g, g) + a.shape[1:]),
+                               (state, step_sizes))
+        out = jax.tree.map(lambda a: a.reshape((full,) + a.shape[2:]),
+                           jax.lax.map(train_group, grouped))
+        if full < M:  # the rest, a smaller group
+            rest = train_group(jax.tree.map(lambda a: a[full:], (state, step_sizes)))
+            out = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), out, rest)
+        state, losses = out
+        return _unpack_two_layer(state), losses
+
     def train_one(ps):
         return _scan(ps[0], X, Y, ps[1], reg, iters)
 
-    if group_size is None or group_size >= step_sizes.shape[0]:
+    if group_size is None or group_size >= M:
         return jax.vmap(train_one)((params, step_sizes))
     # groups of `group_size` networks run their whole loop vmapped, one group after another
     return jax.lax.map(train_one, (params, step_sizes), batch_size=group_size)
