@@ -8,23 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bpcheck
+from helpers import RTOL, mlp, rel_err
 from bpcheck._pergrad import per_example_grad_norms, per_example_grads
-
-RTOL = 1e-10
-
-
-def rel_err(got, want):
-    got, want = np.asarray(got), np.asarray(want)
-    assert got.shape == want.shape
-    return float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-300))
-
-
-def mlp(params, x):
-    for B, b in params[:-1]:
-        x = jax.nn.relu(x @ B.T + b)
-    B, b = params[-1]
-    return x @ B.T + b
-
 
 def loss_of_beta(loss, widths):
     """One example's loss as a function of beta, in plain JAX (the autodiff reference)."""
