@@ -15,36 +15,23 @@ from __future__ import annotations
 import numpy as np
 
 from .._recursion import jacobian_factors
-
-
-def _log_softmax(scores):
-    shifted = scores - scores.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-
-
-def _softmax_parts(scores, y):
-    """Mean cross-entropy and ``(p - onehot(y)) / N`` for scores ``(N, K)``."""
-    N = scores.shape[0]
-    logp = _log_softmax(scores)
-    data_loss = -logp[np.arange(N), y].mean()
-    dscores = np.exp(logp)
-    dscores[np.arange(N), y] -= 1.0
-    return data_loss, dscores / N
+from ..train._core import softmax_cross_entropy
+from ..train.lecture import softmax_loss_and_grads, two_layer_loss_and_grads
 
 
 def softmax_loss(W, b, X, y, reg):
     """Exercise 1.  ``W`` ``(D, K)``, ``b`` ``(K,)``, ``X`` ``(N, D)``, ``y`` ``(N,)``.
 
     Returns ``(loss, dW (D, K), db (K,))``; loss = mean cross-entropy ``+ 0.5 reg sum(W*W)``.
+    The lecture's code, as the NumPy trainer runs it.
     """
-    data_loss, dscores = _softmax_parts(X @ W + b, y)
-    loss = data_loss + 0.5 * reg * np.sum(W * W)
-    return float(loss), X.T @ dscores + reg * W, dscores.sum(axis=0)
+    loss, dW, db = softmax_loss_and_grads(W, b, X, y, reg)
+    return float(loss), dW, db
 
 
 def softmax_loss_mistakes(W, b, X, y, reg):
     N = X.shape[0]
-    data_loss, dscores = _softmax_parts(X @ W + b, y)
+    data_loss, dscores = softmax_cross_entropy(X @ W + b, y)
     gW, gb = X.T @ dscores, dscores.sum(axis=0)
     R, Rb = np.sum(W * W), np.sum(b * b)
     return [
@@ -73,7 +60,7 @@ def softmax_loss_mistakes(W, b, X, y, reg):
 
 def _two_layer_parts(W1, b1, W2, b2, X, y):
     H = np.maximum(0.0, X @ W1 + b1)
-    data_loss, dscores = _softmax_parts(H @ W2 + b2, y)
+    data_loss, dscores = softmax_cross_entropy(H @ W2 + b2, y)
     dH = dscores @ W2.T
     return H, data_loss, dscores, dH
 
@@ -82,13 +69,11 @@ def two_layer_loss(W1, b1, W2, b2, X, y, reg):
     """Exercise 2.  ``W1`` ``(D, H)``, ``b1`` ``(H,)``, ``W2`` ``(H, K)``, ``b2`` ``(K,)``.
 
     Returns ``(loss, dW1, db1, dW2, db2)``; regularisation ``0.5 reg (sum W1^2 + sum W2^2)``.
-    The ReLU's derivative at 0 is 0 (``dhidden[hidden <= 0] = 0``).
+    The ReLU's derivative at 0 is 0 (``dhidden[hidden <= 0] = 0``).  The lecture's code, as
+    the NumPy trainer runs it.
     """
-    H, data_loss, dscores, dH = _two_layer_parts(W1, b1, W2, b2, X, y)
-    dZ = dH * (H > 0)
-    loss = data_loss + 0.5 * reg * (np.sum(W1 * W1) + np.sum(W2 * W2))
-    return (float(loss), X.T @ dZ + reg * W1, dZ.sum(axis=0),
-            H.T @ dscores + reg * W2, dscores.sum(axis=0))
+    loss, *grads = two_layer_loss_and_grads(W1, b1, W2, b2, X, y, reg)
+    return (float(loss), *grads)
 
 
 def two_layer_loss_mistakes(W1, b1, W2, b2, X, y, reg):
