@@ -6,6 +6,14 @@
 Two-layer net 2-100-3 on the seed-0 spiral, step 1.0, reg 1e-3.  Times are the best of a
 few runs of the trained loop alone; JAX compile time is reported separately.  Targets
 (issue 4): JAX >= 8x faster than NumPy for one network; 64 networks in < 4x the time of one.
+
+The last lines are a floor for the second target, measured in the same run: the
+floating-point work of one training step (its five matrix products, counted from the
+shapes) times the number of networks and steps, divided by the float32 rate this machine
+reaches on a large square matrix product (``jnp.dot`` of 2048 x 2048, the best case for
+its BLAS).  No implementation of the same arithmetic can train the networks faster than
+that, so the floor divided by one network's measured time is the smallest ratio this
+machine allows.
 """
 
 from __future__ import annotations
@@ -34,6 +42,21 @@ def best_of(repeats, fn):
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def step_flops(N: int, widths: list[int]) -> int:
+    """Multiply-adds x 2 of one two-layer training step: z = [X 1] A, scores, dscores' h,
+    dscores B2 and [X 1]' dz (elementwise work, the softmax and the updates not counted)."""
+    d0, h, K = widths
+    return 2 * N * h * ((d0 + 1) * 2 + K * 3)
+
+
+def gemm_rate(n: int = 2048, repeats: int = 5) -> float:
+    """float32 flop/s of a compiled n x n matrix product on this machine (best of a few)."""
+    a = jnp.asarray(np.random.RandomState(0).rand(n, n), "float32")
+    product = jax.jit(lambda x: x @ x)
+    jax.block_until_ready(product(a))
+    return 2 * n ** 3 / best_of(repeats, lambda: jax.block_until_ready(product(a)))
 
 
 def main() -> None:
@@ -109,6 +132,13 @@ def main() -> None:
     many = min(s for label, s, _ in rows if "nets batched" in label)
     print(f"target {M} nets < 4x one net: {many / single['float32']:.1f}x "
           f"({'met' if many / single['float32'] < 4 else 'missed'})")
+    rate = gemm_rate()
+    flops = step_flops(X.shape[0], [2, 100, 3]) * iters * M
+    floor = flops / rate
+    print(f"floor for {M} nets: {flops / 1e9:.0f} Gflop of products at this machine's float32 "
+          f"2048^2 product rate ({rate / 1e9:.0f} Gflop/s) = {floor:.2f} s "
+          f"= {floor / single['float32']:.1f}x one net; measured {many:.2f} s "
+          f"({flops / many / 1e9:.0f} Gflop/s, {many / floor:.1f}x the floor)")
 
 
 if __name__ == "__main__":

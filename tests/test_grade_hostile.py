@@ -24,6 +24,33 @@ SECRET = "SECRET-MARKER-7c1f"
 ROOT = os.geteuid() == 0
 
 
+INFINITE_LOOP = """
+    def softmax_loss(W, b, X, y, reg):
+        while True:
+            pass
+    """
+MEMORY_BOMB = """
+    def softmax_loss(W, b, X, y, reg):
+        hoard = []
+        while True:
+            hoard.append(bytearray(256 * 2**20))
+    """
+FORK_BOMB = """
+    import os
+    def softmax_loss(W, b, X, y, reg):
+        while True:
+            try:
+                os.fork()
+            except OSError:
+                pass
+    """
+JAX_BY_A_BUILT_NAME = """
+    def softmax_loss(W, b, X, y, reg):
+        lib = __import__("j" + "ax")
+        return lib.numpy.zeros(())
+    """
+
+
 @pytest.fixture(scope="module")
 def config_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("cfg") / "grading.toml"
@@ -69,11 +96,7 @@ def assert_attack_contained(report, *words):
 
 
 def test_infinite_loop_times_out_and_costs_only_exercise_1(tmp_path, cfg):
-    r = grade(hostile(tmp_path, """
-        def softmax_loss(W, b, X, y, reg):
-            while True:
-                pass
-        """), cfg, seed=1)
+    r = grade(hostile(tmp_path, INFINITE_LOOP), cfg, seed=1)
     assert_attack_contained(r, "time limit of 1.5 s exceeded")
 
 
@@ -89,26 +112,13 @@ def test_sleep_that_ignores_alarms_times_out(tmp_path, cfg):
 
 
 def test_memory_bomb_hits_the_address_space_limit(tmp_path, cfg):
-    r = grade(hostile(tmp_path, """
-        def softmax_loss(W, b, X, y, reg):
-            hoard = []
-            while True:
-                hoard.append(bytearray(256 * 2**20))
-        """), cfg, seed=1)
+    r = grade(hostile(tmp_path, MEMORY_BOMB), cfg, seed=1)
     assert_attack_contained(r, "MemoryError", "killed")
 
 
 @pytest.mark.skipif(not ROOT, reason="the process limit needs a dedicated uid (grader as root)")
 def test_fork_bomb_is_capped_and_every_fork_is_killed(tmp_path, cfg):
-    r = grade(hostile(tmp_path, """
-        import os
-        def softmax_loss(W, b, X, y, reg):
-            while True:
-                try:
-                    os.fork()
-                except OSError:
-                    pass
-        """), cfg, seed=1)
+    r = grade(hostile(tmp_path, FORK_BOMB), cfg, seed=1)
     assert_attack_contained(r, "time limit", "channel", "exited", "killed")
     assert any("processes 16" in n for n in r.isolation)
 
@@ -269,11 +279,7 @@ def test_importing_the_reference_by_a_hidden_route_fails_at_run_time(tmp_path, c
 
 
 def test_the_autodiff_libraries_are_blocked_at_run_time(tmp_path, cfg):
-    r = grade(hostile(tmp_path, """
-        def softmax_loss(W, b, X, y, reg):
-            lib = __import__("j" + "ax")
-            return lib.numpy.zeros(())
-        """), cfg, seed=1)
+    r = grade(hostile(tmp_path, JAX_BY_A_BUILT_NAME), cfg, seed=1)
     assert_attack_contained(r, "uses jax, which is not allowed")
 
 

@@ -146,6 +146,29 @@ def _drop_privileges(plan, notes):
     notes.append(f"user: unprivileged uid {uid} (dropped from root before the submission ran)")
 
 
+def _report_exposed(plan, notes):
+    """Without the mounts, name each hidden path the submission's uid could still read.
+
+    Run after the privilege drop, so ``os.access`` answers for the uid the submission gets.
+    Nothing is hidden then except by file permissions: the Gradescope ``setup.sh`` removes
+    other users' access to bpcheck, the libraries and the config for this case.
+    """
+    import os
+
+    stdlib = os.path.dirname(os.__file__)
+    if not os.access(stdlib, os.R_OK | os.X_OK):
+        notes.append(f"stdlib: {stdlib} is not readable by the submission's uid; it can import "
+                     "only the modules loaded before the drop (install Python where all users "
+                     "can read it)")
+    for p in plan["hide"]:
+        if not os.path.exists(p):
+            continue
+        need = os.R_OK | os.X_OK if os.path.isdir(p) else os.R_OK
+        if os.access(p, need):
+            notes.append(f"exposed: {p} is readable by the submission (not hidden by a mount); "
+                         "remove other users' access to it (chmod -R o-rwx)")
+
+
 def _set_limits(plan, notes):
     import resource
 
@@ -208,10 +231,16 @@ def main():
     channel = plan["result_fd"]
     notes = []
 
-    work = _setup_isolation(plan, notes) or plan["fallback_work"]
+    work = _setup_isolation(plan, notes)
+    hidden_by_mounts = work is not None
+    work = work or plan["fallback_work"]
 
     sys.path[:0] = [plan["libs"]]
     import numpy as np
+
+    # The test inputs are read now, while every module np.load needs can still be imported.
+    with np.load(io.BytesIO(inputs_bytes), allow_pickle=False) as npz:
+        inputs = {k: npz[k] for k in npz.files}
 
     for m in plan["preimport"]:
         try:
@@ -228,6 +257,8 @@ def main():
         _drop_privileges(plan, notes)
     except OSError as err:
         notes.append(f"user: could not drop privileges ({err})")
+    if not hidden_by_mounts:
+        _report_exposed(plan, notes)
     os.chdir(work)
     os.environ["HOME"] = work
 
@@ -287,9 +318,6 @@ def main():
                 if d.get(k, restore) is not v:
                     d[k] = v
         sys.modules["submission"] = module
-
-    inputs = np.load(_BytesIO(inputs_bytes), allow_pickle=False)
-    inputs = {k: inputs[k] for k in inputs.files}
 
     t0 = _monotonic()
     try:

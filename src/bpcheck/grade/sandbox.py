@@ -47,7 +47,7 @@ ALLOWED_LIBRARIES = ("numpy", "sympy", "mpmath")
 PREIMPORT = ("math", "cmath", "itertools", "functools", "collections", "collections.abc",
              "typing", "dataclasses", "random", "statistics", "fractions", "decimal",
              "operator", "copy", "numbers", "re", "string", "time", "warnings", "abc", "enum",
-             "heapq", "bisect", "contextlib", "json", "textwrap", "pprint",
+             "heapq", "bisect", "contextlib", "json", "textwrap", "pprint", "zipfile",
              "numpy.linalg", "numpy.random", "numpy.fft", "numpy.polynomial")
 
 _HEADER_MAX = 1 << 20

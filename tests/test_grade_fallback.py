@@ -1,0 +1,139 @@
+"""The grader without mount and network namespaces (``[sandbox] namespaces = false``).
+
+This is what a Docker-based autograder such as Gradescope's usually gets: ``unshare`` is
+refused, so nothing is hidden by mounts.  The limits, the uid drop, the import blocker
+and the separate processes must still hold, and the grader must say which hidden paths
+the submission could read (only file permissions protect them then).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import textwrap
+
+import pytest
+from test_grade_hostile import (
+    FORK_BOMB,
+    INFINITE_LOOP,
+    JAX_BY_A_BUILT_NAME,
+    MEMORY_BOMB,
+    SECRET,
+    assert_attack_contained,
+    hostile,
+)
+
+from bpcheck.grade.config import parse_config
+from bpcheck.grade.grader import grade
+
+ROOT = os.geteuid() == 0
+
+SANDBOX = """\
+[exercises.3]
+points = 0
+[exercises.4]
+points = 0
+[sandbox]
+namespaces = false
+load_timeout_s = 20
+test_timeout_s = 1.5
+memory_mb = 768
+restarts = 1
+"""
+
+
+def config_at(path):
+    import tomllib
+
+    path.write_text(f"# {SECRET}\n" + SANDBOX)
+    return parse_config(tomllib.loads(path.read_text()), str(path))
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory):
+    return config_at(tmp_path_factory.mktemp("cfg") / "grading.toml")
+
+
+READ_CONFIG = """
+    def softmax_loss(W, b, X, y, reg):
+        try:
+            print(open({path!r}).read()[:200])
+        except OSError as err:
+            print("denied", type(err).__name__)
+        return 7.0, W * 0 + 7, b * 0 + 7
+    """
+
+
+def test_without_namespaces_the_sandbox_says_so_and_still_times_out(tmp_path, cfg):
+    r = grade(hostile(tmp_path, INFINITE_LOOP), cfg, seed=1)
+    assert "namespaces: not requested" in r.isolation
+    assert not any(n.startswith("network: none") for n in r.isolation)
+    assert_attack_contained(r, "time limit of 1.5 s exceeded")
+
+
+def test_without_namespaces_the_autodiff_libraries_are_still_blocked(tmp_path, cfg):
+    r = grade(hostile(tmp_path, JAX_BY_A_BUILT_NAME), cfg, seed=1)
+    assert_attack_contained(r, "uses jax, which is not allowed")
+
+
+def test_without_namespaces_the_memory_limit_holds(tmp_path, cfg):
+    r = grade(hostile(tmp_path, MEMORY_BOMB), cfg, seed=1)
+    assert_attack_contained(r, "MemoryError", "killed")
+
+
+@pytest.mark.skipif(not ROOT, reason="the process limit needs a dedicated uid (grader as root)")
+def test_without_namespaces_a_fork_bomb_is_capped_and_killed(tmp_path, cfg):
+    r = grade(hostile(tmp_path, FORK_BOMB), cfg, seed=1)
+    assert_attack_contained(r, "time limit", "channel", "exited", "killed")
+
+
+@pytest.mark.skipif(not ROOT, reason="only a grader running as root drops to another uid")
+def test_a_readable_config_is_reported_as_exposed_and_a_closed_one_is_not(tmp_path):
+    # a folder every user may enter, as /autograder/source is before setup.sh closes it
+    shared = tempfile.mkdtemp(prefix="bpcheck-fallback-")
+    try:
+        os.chmod(shared, 0o755)
+        path = os.path.join(shared, "grading.toml")
+        from pathlib import Path
+
+        cfg = config_at(Path(path))
+        os.chmod(path, 0o644)
+        open_r = grade(hostile(tmp_path, READ_CONFIG.format(path=path)), cfg, seed=1)
+        assert any(n.startswith(f"exposed: {path} is readable") for n in open_r.isolation), \
+            open_r.isolation
+        assert SECRET in open_r.student_output[1]  # the note was right: the secret leaked
+
+        os.chmod(path, 0o600)  # what setup.sh does with `chmod -R o-rwx`
+        closed_r = grade(hostile(tmp_path, READ_CONFIG.format(path=path)), cfg, seed=1)
+        assert not any(n.startswith(f"exposed: {path}") for n in closed_r.isolation)
+        assert SECRET not in closed_r.student_output[1]
+        assert "denied PermissionError" in closed_r.student_output[1]
+        assert_attack_contained(closed_r, "wrong")
+    finally:
+        import shutil
+
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_the_exposure_report_names_a_readable_bpcheck(tmp_path, cfg):
+    """The bpcheck package is world-readable in a development checkout: it must be named."""
+    import bpcheck
+
+    package_root = os.path.realpath(os.path.dirname(bpcheck.__file__))
+    readable_by_others = all(os.stat(p).st_mode & 0o005 == 0o005 for p in _parents(package_root))
+    if ROOT and not readable_by_others:
+        pytest.skip("bpcheck is installed where other users cannot read it")
+    r = grade(hostile(tmp_path, textwrap.dedent("""
+        def softmax_loss(W, b, X, y, reg):
+            return 7.0, W * 0 + 7, b * 0 + 7
+        """)), cfg, seed=1)
+    assert any(n.startswith(f"exposed: {package_root} is readable") for n in r.isolation), \
+        r.isolation
+
+
+def _parents(path):
+    out = [path]
+    while path != os.path.dirname(path):
+        path = os.path.dirname(path)
+        out.append(path)
+    return out
