@@ -27,7 +27,7 @@ class ProgressBar:
     def _line(self, done: int, loss: float) -> str:
         filled = int(self.width * done / self.total)
         return (f"[{'#' * filled}{'-' * (self.width - filled)}] "
-                f"{done:>{len(str(self.total))}}/{self.total}  loss {loss:.6f}")
+                f"{done:>{len(str(self.total))}}/{self.total}  loss {loss:.6g}")
 
     def __call__(self, done: int, loss: float) -> None:
         now = time.monotonic()
