@@ -95,6 +95,28 @@ def test_networks_trained_in_groups_equal_networks_trained_all_at_once():
         train_jax_many(X, y, nets, iters=3, group_size=0)
 
 
+@pytest.mark.parametrize("workers", [2, 3, 9])
+def test_networks_split_across_worker_threads_equal_one_worker(workers):
+    X, y = make_spiral()
+    nets = [lecture_init([2, 8, 3], seed) for seed in range(5)]
+    steps = [0.5, 1.0, 0.25, 1.0, 0.75]  # each network keeps its own step size in its slice
+    one = train_jax_many(X, y, nets, step_size=steps, iters=30, workers=1)
+    split = train_jax_many(X, y, nets, step_size=steps, iters=30, workers=workers, group_size=2)
+    # the same arithmetic per network; batched kernels of other sizes may round differently
+    np.testing.assert_allclose(split.losses, one.losses, rtol=1e-12)
+    for (B1, b1), (B2, b2) in zip(split.params, one.params):
+        np.testing.assert_allclose(B1, B2, rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(b1, b2, rtol=1e-10, atol=1e-14)
+    np.testing.assert_array_equal(split.train_accuracies, one.train_accuracies)
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True, None, "many"])
+def test_a_bad_worker_count_is_reported(workers):
+    X, y = make_spiral(n_per_class=5)
+    with pytest.raises(ValueError, match=f"workers: expected an int >= 1.*got {workers!r}"):
+        train_jax_many(X, y, [lecture_init([2, 3], 0)] * 2, iters=3, workers=workers)
+
+
 def test_vmap_over_step_sizes_equals_separate_runs():
     X, y = make_spiral()
     params = lecture_init([2, 16, 3], 0)
