@@ -147,6 +147,8 @@ def main() -> None:
     many = min(s for label, s, _ in rows if f"{M} nets" in label)
     print(f"target {M} nets < 4x one net: {many / single['float32']:.1f}x "
           f"({'met' if many / single['float32'] < 4 else 'missed'})")
+    print(f"  ({M} nets against one NumPy net, the other way to read the target: "
+          f"{many / numpy_s:.1f}x)")
     rate = gemm_rate()
     flops = step_flops(X.shape[0], [2, 100, 3]) * iters * M
     floor = flops / rate
