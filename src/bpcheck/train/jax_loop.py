@@ -4,8 +4,8 @@ The step is pure, ``(params, loss) = jax_step(params, X, Y, step_size, reg)``, w
 gradient from ``jax.value_and_grad`` of the lecture's loss.  :func:`train_jax` scans it
 ``iters`` times inside one compiled function; :func:`train_jax_many` runs it over a stack
 of networks (different seeds, different step sizes, or both) as one compiled program:
-``vmap`` of the loop, or for the two-layer net a loop over ``vmap`` of the step, with the
-input mapped like the parameters.
+``vmap`` of the loop, or for the two-layer net the step itself written with a leading
+axis of networks.
 
 Speed notes (2-core AVX-512 CPU, spiral, 2-100-3 net, float32; ``benchmarks/train.py``
 prints the numbers).  XLA:CPU runs each fused operation of the step as a separate kernel;
@@ -29,13 +29,12 @@ about 23 us/step):
   (XLA's reductions over ``N`` run at about 10 Gflop/s: 80-200 us/step); the hidden layer
   transposed ``(h, N)`` (30 us/step); ``lax.scan`` unrolling (no gain); XLA flags
   (vector width 512, split count, Eigen threading: no gain).
-- Many networks: ``vmap`` of the one-network step with ``X1`` and ``X1'`` broadcast to
-  the networks' axis outside the loop and mapped like the state, so each product is a
-  batched product, batch axis first.  With ``X1`` unmapped, ``vmap`` let XLA merge
-  layer 1 into one ``(N, 3) @ (3, M h)`` product whose ``(N, M, h)`` result then had to
-  be transposed (and back) every step, 2x slower than one network at a time.  Per
-  network the step then costs what one network's does (about 25 us at 16 at a time): the
-  kernels are bound by memory traffic, not by per-call overhead, so 64
+- Many networks: the same step with a leading axis of networks on every array (each
+  product a batched product, batch axis first), not ``vmap`` of the one-network loop:
+  ``vmap`` let XLA merge layer 1 into one ``(N, 3) @ (3, M h)`` product whose ``(N, M, h)``
+  result then had to be transposed (and back) every step, 2x slower than one network at a
+  time.  Per network the step then costs what one network's does (about 25 us at 16 at a
+  time): the kernels are bound by memory traffic, not by per-call overhead, so 64
   networks took about 80x one network's time (18 s, was 33 s); more than about 16 at a
   time spill out of the 1 MiB L2 cache per core and run 1.7x slower per network.
 - XLA:CPU runs these small kernels on one core (one network trains as fast pinned to one
@@ -121,8 +120,9 @@ def _two_layer_step(state, X1, X1T, Y, step_size, reg):
     """:func:`jax_step` for ``[(B1, b1), (B2, b2)]``, hand-written for XLA:CPU (see module doc).
 
     ``state`` ``(A, B2, b2)`` with ``A = [B1'; b1]`` ``(d_0 + 1, h)``; ``X1 = [X, 1]``
-    ``(N, d_0 + 1)`` and its transpose ``X1T``, stored (both loop constants).  Many
-    networks: ``jax.vmap`` of this step over the state, ``X1``, ``X1T`` and ``step_size``.
+    ``(N, d_0 + 1)`` and its transpose ``X1T``, stored (both loop constants).  Any leading
+    axes (``M`` networks) are batch axes of every product; ``X1``, ``X1T`` then carry them
+    too and ``step_size`` has shape ``(M,)``.
     """
     A, B2, b2 = state
     step = jnp.asarray(step_size)[..., None]
@@ -158,12 +158,8 @@ def _scan_two_layer(state, X1, Y, step_size, reg, iters):
     X1b = jnp.broadcast_to(X1, lead + X1.shape)
     X1Tb = jnp.broadcast_to(X1.T, lead + X1.T.shape)
 
-    step = _two_layer_step
-    if lead:  # many networks: vmap of the one-network step, X1 and X1' mapped like the state
-        step = jax.vmap(step, in_axes=(0, 0, 0, None, 0, None))
-
     def body(state, _):
-        return step(state, X1b, X1Tb, Y, step_size, reg)
+        return _two_layer_step(state, X1b, X1Tb, Y, step_size, reg)
 
     return jax.lax.scan(body, state, None, length=iters)
 
@@ -185,7 +181,7 @@ _train_compiled = jax.jit(_scan, static_argnames=("iters",))
 
 def _scan_many(params, X, Y, step_sizes, reg, iters, group_size=None):
     M = step_sizes.shape[0]
-    if len(params) == 2:  # the hand-written step, vmapped over networks inside the loop
+    if len(params) == 2:  # the hand-written step, batched over networks (no vmap)
         state, X1 = _pack_two_layer(params, X)
         g = M if group_size is None else min(group_size, M)
 
