@@ -33,10 +33,13 @@ about 23 us/step):
   product a batched product, batch axis first), not ``vmap`` of the one-network loop:
   ``vmap`` let XLA merge layer 1 into one ``(N, 3) @ (3, M h)`` product whose ``(N, M, h)``
   result then had to be transposed (and back) every step, 2x slower than one network at a
-  time.  Per network the step then costs what one network's does (about 25 us at 16 at a
-  time): the kernels are bound by memory traffic, not by per-call overhead, so 64
-  networks took about 80x one network's time (18 s, was 33 s); more than about 16 at a
-  time spill out of the 1 MiB L2 cache per core and run 1.7x slower per network.
+  time; ``vmap`` of the one-network step with ``X1`` broadcast and mapped like the state
+  gives the same products but three more transposes per step, 20% slower with the
+  threads below (measured, then reverted).  Per network the step then costs what one
+  network's does (about 25 us at 16 at a time): the kernels are bound by memory traffic,
+  not by per-call overhead, so 64 networks took about 80x one network's time (18 s, was
+  33 s); more than about 16 at a time spill out of the 1 MiB L2 cache per core and run
+  1.7x slower per network.
 - XLA:CPU runs these small kernels on one core (one network trains as fast pinned to one
   core as on two), so the networks are split into one slice per core, each trained from
   its own thread: 64 networks in about 8 s, 2.3x faster.  A floor for any
