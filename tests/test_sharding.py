@@ -93,6 +93,27 @@ def test_a_one_device_mesh_gives_the_unsplit_result():
                                per_example_grads(params, X, y), rtol=1e-12, atol=1e-15)
 
 
+def test_repeated_mesh_calls_reuse_the_compiled_program():
+    from bpcheck import _sharding
+
+    mesh = Mesh(np.array(jax.devices()[:1]), ("batch",))
+    params = bpcheck.init_params([4, 5, 2], seed=0)
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((6, 4))
+    first = ntk(params, X, trace=True, mesh=mesh)
+    programs = dict(_sharding._compiled)
+    sizes = {k: f._cache_size() for k, f in programs.items()}
+    X_new = rng.standard_normal((6, 4))  # new values, same shapes: no new program
+    np.testing.assert_allclose(np.asarray(ntk(params, X_new, trace=True, mesh=mesh)),
+                               ntk(params, X_new, trace=True), rtol=1e-12)
+    assert _sharding._compiled == programs
+    assert {k: f._cache_size() for k, f in programs.items()} == sizes
+    # a different configuration is a different program, and gets the right answer
+    np.testing.assert_allclose(np.asarray(ntk(params, X, mesh=mesh)), ntk(params, X), rtol=1e-12)
+    assert len(_sharding._compiled) == len(programs) + 1
+    assert np.asarray(first).shape == (6, 6)
+
+
 def test_sharding_arguments_are_checked():
     params, X = bpcheck.init_params([4, 2]), np.ones((2, 4))
     with pytest.raises(TypeError, match="mesh: expected a jax.sharding.Mesh or None, got list"):

@@ -215,7 +215,8 @@ def ntk(
         def local(params, Xc, X1_local):
             return _ntk_traced(params, X1_local, Xc, K, trace, rows, cols)
 
-        out = batch_parallel(local, mesh, (params, Xc), (X1c,), gather, "X1")
+        out = batch_parallel(local, mesh, (params, Xc), (X1c,), gather, "X1",
+                             key=("ntk", K, trace, rows, cols))
     else:
         N2 = X1c.shape[0] if X2c is None else X2c.shape[0]
         rows, cols = _tile_sizes(

@@ -206,7 +206,8 @@ def _run(kernel, params, X, y, loss, xp, mesh, gather):
         from ._sharding import batch_parallel
 
         return batch_parallel(
-            lambda p, Xl, yl: kernel(p, Xl, yl, loss, _jnp()), mesh, (params,), (X, y), gather, "X"
+            lambda p, Xl, yl: kernel(p, Xl, yl, loss, _jnp()), mesh, (params,), (X, y), gather, "X",
+            key=(kernel, loss),
         )
     if xp is np:
         return kernel(params, X, y, loss, np)

@@ -33,6 +33,9 @@ def resolve_mesh(mesh: Any, X: Any):
     return None
 
 
+_compiled: dict = {}
+
+
 def batch_parallel(
     fn: Callable,
     mesh: Any,
@@ -40,6 +43,7 @@ def batch_parallel(
     batched: Sequence[Any],
     gather: bool,
     name: str,
+    key: Any,
 ):
     """``fn(*replicated, *batched)`` with axis 0 of every ``batched`` array split over ``mesh``.
 
@@ -48,15 +52,15 @@ def batch_parallel(
     again.  ``gather=True``: the result is replicated on every device; ``gather=False``: it
     stays split by rows, which needs the row count to divide evenly (``name`` is the
     argument named in the error).
+
+    ``key``: a hashable description of ``fn`` (two calls with equal keys must pass
+    functions that compute the same thing).  The compiled program is kept per ``key``,
+    mesh and ``gather``, so repeated calls with arrays of the same shapes do not compile
+    again.
     """
-    import jax
-    import jax.numpy as jnp
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
 
     if not isinstance(gather, bool):
         raise TypeError(f"gather: expected True or False, got {gather!r}")
-    axes = tuple(mesh.axis_names)
     n_dev = mesh.size
     N = batched[0].shape[0]
     if not gather and N % n_dev:
@@ -64,10 +68,23 @@ def batch_parallel(
             f"{name}: {N} rows cannot stay split evenly over the {n_dev} devices of the mesh; "
             f"pass gather=True, or a batch whose size is a multiple of {n_dev}"
         )
-    pad = -N % n_dev
-    rows = P(axes)
+    cache_key = (key, mesh, gather)
+    if cache_key not in _compiled:
+        _compiled[cache_key] = _compile(fn, mesh, gather)
+    return _compiled[cache_key](list(replicated), list(batched))
+
+
+def _compile(fn: Callable, mesh: Any, gather: bool):
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    rows = P(tuple(mesh.axis_names))
 
     def run(replicated, batched):
+        N = batched[0].shape[0]
+        pad = -N % mesh.size
         if pad:
             batched = [jnp.concatenate([b, jnp.zeros((pad,) + b.shape[1:], b.dtype)]) for b in batched]
         split = jax.shard_map(
@@ -81,5 +98,4 @@ def batch_parallel(
             out = split(tuple(replicated), tuple(batched))
         return out[:N] if pad else out
 
-    out_sharding = NamedSharding(mesh, P() if gather else rows)
-    return jax.jit(run, out_shardings=out_sharding)(list(replicated), list(batched))
+    return jax.jit(run, out_shardings=NamedSharding(mesh, P() if gather else rows))
