@@ -13,6 +13,7 @@ EXAMPLES = {
     "library": r"## The library\n\n",
     "factors at work": r"What the factors buy.*?",
     "refutation": r"## The proof checker\n.*?",
+    "training": r"Training from Python.*?",
 }
 
 

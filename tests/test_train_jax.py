@@ -110,6 +110,22 @@ def test_networks_split_across_worker_threads_equal_one_worker(workers):
     np.testing.assert_array_equal(split.train_accuracies, one.train_accuracies)
 
 
+def test_worker_threads_keep_the_callers_x64_context():
+    """``with jax.enable_x64(True)`` holds for the calling thread only; the workers must
+    train in the caller's mode (they ran in 32-bit mode and failed inside the scan)."""
+    X, y = make_spiral(n_per_class=20)
+    nets = [lecture_init([2, 6, 3], seed) for seed in range(3)]
+    jax.config.update("jax_enable_x64", False)
+    try:
+        with jax.enable_x64(True):
+            split = train_jax_many(X, y, nets, iters=20, dtype="float64", workers=2)
+    finally:
+        jax.config.update("jax_enable_x64", True)
+    one = train_jax_many(X, y, nets, iters=20, dtype="float64", workers=1)
+    assert split.params[0][0].dtype == np.float64
+    np.testing.assert_allclose(split.losses, one.losses, rtol=1e-12)
+
+
 @pytest.mark.parametrize("workers", [0, -1, 1.5, True, None, "many"])
 def test_a_bad_worker_count_is_reported(workers):
     X, y = make_spiral(n_per_class=5)

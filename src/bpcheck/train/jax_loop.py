@@ -331,12 +331,14 @@ def _train_parts(jparams, jX, Y, steps, reg, iters, group_size, workers):
     """
     M = int(steps.shape[0])
     bounds = np.linspace(0, M, min(workers, M) + 1).round().astype(int)
+    x64 = bool(jax.config.jax_enable_x64)  # `with jax.enable_x64(...)` holds per thread
 
     def run(lo_hi):
         lo, hi = lo_hi
         part = jax.tree.map(lambda a: a[lo:hi], jparams)
-        return jax.block_until_ready(_train_many_compiled(part, jX, Y, steps[lo:hi], reg,
-                                                          iters=iters, group_size=group_size))
+        with jax.enable_x64(x64):
+            return jax.block_until_ready(_train_many_compiled(
+                part, jX, Y, steps[lo:hi], reg, iters=iters, group_size=group_size))
 
     slices = list(zip(bounds[:-1], bounds[1:]))
     if len(slices) == 1:
