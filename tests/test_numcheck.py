@@ -183,8 +183,17 @@ def test_verify_numeric_writes_json_and_exits_zero(tmp_path, capsys):
     assert len(doc["parts"][0]["rows"]) == 3
 
 
-def test_verify_rejects_a_bad_network_count(capsys):
+@pytest.mark.parametrize("argv, message", [
+    (["--networks", "0"], "argument --networks: expected an int >= 1, got '0'"),
+    (["--seed", "-1"], "argument --seed: expected an int in [0, 4294967296), got '-1'"),
+    (["--json", "/nonexistent-folder/v.json"],
+     "argument --json: the folder '/nonexistent-folder' of '/nonexistent-folder/v.json' does not exist"),
+    (["--markdown", "."], "argument --markdown: expected a file path, got the folder '.'"),
+])
+def test_verify_rejects_bad_arguments_before_running(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
-        verify_main(["--networks", "0"])
+        verify_main(["--numeric-only", *argv])
     assert exc.value.code == 2
-    assert "expected a positive integer" in capsys.readouterr().err
+    err = capsys.readouterr()
+    assert message in err.err
+    assert "VERDICT" not in err.out  # nothing ran

@@ -12,6 +12,8 @@ import argparse
 import sys
 import time
 
+from ._cliargs import check_output_paths, int_at_least
+
 EXAMPLE = """example:
   bpcheck verify --quick --json verify.json
   ... one table per part, then a line such as
@@ -28,8 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random networks (default 0)")
-    parser.add_argument("--networks", type=_positive, default=None,
+    parser.add_argument("--seed", type=int_at_least(0, 2**32), default=0,
+                        help="seed of the random networks (default 0)")
+    parser.add_argument("--networks", type=int_at_least(1), default=None,
                         help="number of random networks in the numeric check (default 24, 6 with --quick)")
     parser.add_argument("--quick", action="store_true", help="a smaller run, under 15 s")
     parser.add_argument("--numeric-only", action="store_true", help="skip the symbolic parts")
@@ -37,16 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--markdown", metavar="PATH",
                         help="also write a Markdown report (LaTeX rendered, for a course page)")
     return parser
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def run(seed: int = 0, networks: int | None = None, quick: bool = False,
@@ -71,7 +64,9 @@ def run(seed: int = 0, networks: int | None = None, quick: bool = False,
 def main(argv: list[str] | None = None) -> int:
     from ._report import render_json, render_markdown, render_text
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_output_paths(parser, json=args.json, markdown=args.markdown)
     t0 = time.perf_counter()
     parts = run(args.seed, args.networks, args.quick, args.numeric_only)
     elapsed = time.perf_counter() - t0

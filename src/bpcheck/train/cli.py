@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 import sys
 import time
 
 import numpy as np
+
+from .._cliargs import check_output_paths, finite_float, int_at_least
 
 DESCRIPTION = """\
 Train the lecture's models on the CS231n spiral (300 points, 3 classes) by full-batch
@@ -42,33 +42,6 @@ example:
 DEFAULT_ITERS = {"softmax": 200, "mlp": 10_000}
 
 
-def _int_at_least(low: int, high: int | None = None):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an int >= {low}, got {text!r}") from None
-        if value < low or (high is not None and value >= high):
-            bound = f"in [{low}, {high})" if high is not None else f">= {low}"
-            raise argparse.ArgumentTypeError(f"expected an int {bound}, got {text!r}")
-        return value
-    return parse
-
-
-def _float(strictly_positive: bool):
-    expect = "a finite number > 0" if strictly_positive else "a finite number >= 0"
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expect}, got {text!r}") from None
-        if not math.isfinite(value) or value < 0 or (strictly_positive and value == 0):
-            raise argparse.ArgumentTypeError(f"expected {expect}, got {text!r}")
-        return value
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bpcheck train", description=DESCRIPTION, epilog=EPILOG,
@@ -78,17 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="softmax classifier or ReLU net (default: mlp)")
     parser.add_argument("--backend", choices=["numpy", "factors", "jax", "torch"],
                         default="numpy", help="how to train (default: numpy; see above)")
-    parser.add_argument("--hidden", type=_int_at_least(1), action="append", metavar="H",
+    parser.add_argument("--hidden", type=int_at_least(1), action="append", metavar="H",
                         help="width of a hidden layer; repeat for more layers (mlp only; "
                              "default: one layer of 100)")
-    parser.add_argument("--iters", type=_int_at_least(1), metavar="N",
+    parser.add_argument("--iters", type=int_at_least(1), metavar="N",
                         help="gradient-descent iterations (default: 200 for softmax, "
                              "10000 for mlp, as in the case study)")
-    parser.add_argument("--step-size", type=_float(True), default=1.0, metavar="S",
+    parser.add_argument("--step-size", type=finite_float(True), default=1.0, metavar="S",
                         help="step size (learning rate) (default: 1.0)")
-    parser.add_argument("--reg", type=_float(False), default=1e-3, metavar="R",
+    parser.add_argument("--reg", type=finite_float(False), default=1e-3, metavar="R",
                         help="L2 regularisation strength (default: 1e-3)")
-    parser.add_argument("--seed", type=_int_at_least(0, 2**32), default=0, metavar="S",
+    parser.add_argument("--seed", type=int_at_least(0, 2**32), default=0, metavar="S",
                         help="seed of the legacy NumPy stream for data and init "
                              "(default: 0, the case study's)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default=None,
@@ -107,12 +80,7 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     if args.model == "softmax" and args.hidden:
         parser.error(f"argument --hidden: the softmax model has no hidden layer; got --hidden "
                      f"{' --hidden '.join(map(str, args.hidden))} (drop it, or use --model mlp)")
-    for option, path in (("--plot", args.plot), ("--json", args.json)):
-        if path is None:
-            continue
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            parser.error(f"argument {option}: the folder {folder!r} of {path!r} does not exist")
+    check_output_paths(parser, plot=args.plot, json=args.json)
     if args.plot is not None and not args.plot.lower().endswith(".png"):
         parser.error(f"argument --plot: expected a path ending in .png, got {args.plot!r}")
 

@@ -1,0 +1,57 @@
+"""Argument types and checks shared by the ``bpcheck`` subcommands.
+
+Each names what it expected and what it got; argparse puts the option's name in front.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+
+
+def int_at_least(low: int, high: int | None = None):
+    """An ``argparse`` type: an int ``>= low`` (and ``< high`` when given)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an int >= {low}, got {text!r}") from None
+        if value < low or (high is not None and value >= high):
+            bound = f"in [{low}, {high})" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"expected an int {bound}, got {text!r}")
+        return value
+    return parse
+
+
+def finite_float(strictly_positive: bool):
+    """An ``argparse`` type: a finite number ``> 0`` or ``>= 0``."""
+    expect = "a finite number > 0" if strictly_positive else "a finite number >= 0"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expect}, got {text!r}") from None
+        if not math.isfinite(value) or value < 0 or (strictly_positive and value == 0):
+            raise argparse.ArgumentTypeError(f"expected {expect}, got {text!r}")
+        return value
+    return parse
+
+
+def check_output_paths(parser: argparse.ArgumentParser, **paths: str | None) -> None:
+    """Before any work: each output's folder exists and can be written, and it is not a folder.
+
+    ``paths``: option name (``json``, ``results_dir`` ...) -> path or ``None``.
+    """
+    for name, path in paths.items():
+        if path is None:
+            continue
+        option = "--" + name.replace("_", "-")
+        if os.path.isdir(path):
+            parser.error(f"argument {option}: expected a file path, got the folder {path!r}")
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            parser.error(f"argument {option}: the folder {folder!r} of {path!r} does not exist")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            parser.error(f"argument {option}: the folder {folder!r} of {path!r} is not writable")
