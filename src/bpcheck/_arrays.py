@@ -9,8 +9,9 @@ concrete arrays.
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -36,8 +37,18 @@ def backend(*arrays: Any):
     return jnp if any(is_jax(a) for a in arrays) else np
 
 
+def highest_precision(xp):
+    """For JAX, matmuls at ``precision="highest"`` (no TF32 or bf16 passes on GPUs and TPUs);
+    nothing for NumPy."""
+    if xp is np:
+        return contextlib.nullcontext()
+    return jax.default_matmul_precision("highest")
+
+
 def _check_dtype(name: str, x: Any) -> None:
     dtype = np.dtype(x.dtype)
+    if dtype.name == "bfloat16":
+        raise TypeError(f"{name}: bfloat16 is not supported; use float16, float32 or float64")
     if dtype.kind not in "fiub":
         raise TypeError(
             f"{name}: expected a real numeric array (float, int or bool), "

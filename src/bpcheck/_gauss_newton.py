@@ -101,6 +101,12 @@ def _run(kernel, static, *args):
     return _jitted[key](*args)
 
 
+def _check_nonempty(X2):
+    if X2.shape[0] == 0:
+        raise ValueError(f"X: expected at least one example (the Gauss-Newton matrix is a mean "
+                         f"over examples), got shape {tuple(X2.shape)}")
+
+
 def gauss_newton(params: Any, X: Any, loss: str = "cross_entropy"):
     """The generalised Gauss-Newton matrix ``mean_n J_n' H_n J_n``, shape ``(P, P)``.
 
@@ -113,6 +119,7 @@ def gauss_newton(params: Any, X: Any, loss: str = "cross_entropy"):
     """
     check_loss(loss)
     params, widths, X2, _, xp = prepare(params, X)
+    _check_nonempty(X2)
     if xp is np:
         return _gauss_newton(params, X2, loss, tuple(widths), np)
     return _run(_gauss_newton, (loss, tuple(widths)), params, X2)
@@ -129,6 +136,7 @@ def gauss_newton_matvec(params: Any, X: Any, v: Any, loss: str = "cross_entropy"
     """
     check_loss(loss)
     params, widths, X2, _, xp = prepare(params, X, v=v)
+    _check_nonempty(X2)
     P = param_count(widths)
     v = as_array("v", v, xp)
     if tuple(v.shape) != (P,):

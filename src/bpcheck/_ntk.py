@@ -185,8 +185,12 @@ def ntk(
     >>> bpcheck.ntk(params, X).shape, bpcheck.ntk(params, X, trace=True).shape
     ((5, 5, 2, 2), (5, 5))
     """
-    if not isinstance(trace, bool):
+    if not isinstance(trace, (bool, np.bool_)):
         raise TypeError(f"trace: expected True or False, got {trace!r}")
+    trace = bool(trace)
+    if not isinstance(gather, (bool, np.bool_)):
+        raise TypeError(f"gather: expected True or False, got {gather!r}")
+    gather = bool(gather)
     if block_size is not None and (
         isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer))
         or block_size < 1
@@ -206,6 +210,10 @@ def ntk(
     X2c = None if X2c is None else X2c.astype(dtype)
     K = widths[-1]
     itemsize = np.dtype(dtype).itemsize
+    N1, N2 = X1c.shape[0], (X1c if X2c is None else X2c).shape[0]
+    if N1 == 0 or N2 == 0:  # an empty batch: an empty kernel
+        out = xp.zeros((N1, N2) if trace else (N1, N2, K, K), dtype)
+        return out[:, 0] if single2 and N2 else (out[0] if single1 and N1 else out)
 
     if mesh is not None:
         Xc = X1c if X2c is None else X2c

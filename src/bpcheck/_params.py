@@ -27,6 +27,8 @@ def init_params(widths: Sequence[int], seed: int = 0) -> list[tuple[np.ndarray, 
     widths = check_widths(widths)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed: expected an int, got {seed!r}")
+    if seed < 0:
+        raise ValueError(f"seed: expected an int >= 0, got {seed}")
     rng = np.random.default_rng(seed)
     params = []
     for d_prev, d in zip(widths[:-1], widths[1:]):

@@ -40,6 +40,7 @@ from ._arrays import (
     is_tracer,
     result_dtype,
 )
+from ._params import param_count
 
 LOSSES = ("cross_entropy", "mse")
 
@@ -229,10 +230,12 @@ def _jnp():
     return jnp
 
 
-def _setup(params, X, y, loss, mesh):
+def _setup(params, X, y, loss, mesh, gather):
     from ._sharding import resolve_mesh
 
     check_loss(loss)
+    if not isinstance(gather, (bool, np.bool_)):
+        raise TypeError(f"gather: expected True or False, got {gather!r}")
     mesh = resolve_mesh(mesh, X)
     xp = None
     if mesh is not None:
@@ -269,8 +272,10 @@ def per_example_grads(
     rows (then ``N`` must be divisible by the number of devices).  NumPy in, NumPy out;
     JAX (or a mesh) in, JAX out; usable under ``jax.jit``.
     """
-    params, _, X2, y2, single, xp, mesh = _setup(params, X, y, loss, mesh)
-    G = _run(_per_example_grads, params, X2, y2, loss, xp, mesh, gather)
+    params, widths, X2, y2, single, xp, mesh = _setup(params, X, y, loss, mesh, gather)
+    if X2.shape[0] == 0:  # an empty batch: no rows
+        return xp.zeros((0, param_count(widths)), X2.dtype)
+    G = _run(_per_example_grads, params, X2, y2, loss, xp, mesh, bool(gather))
     return G[0] if single else G
 
 
@@ -290,6 +295,6 @@ def per_example_grad_norms(
     ``||U^(l)' e||^2 = ||V^(l)' e||^2 ||a^(l-1)||^2`` is the weight part and
     ``||V^(l)' e||^2`` the bias part: cost about two forward passes, memory ``O(N d)``.
     """
-    params, _, X2, y2, single, xp, mesh = _setup(params, X, y, loss, mesh)
-    n = _run(_per_example_grad_norms, params, X2, y2, loss, xp, mesh, gather)
+    params, _, X2, y2, single, xp, mesh = _setup(params, X, y, loss, mesh, gather)
+    n = _run(_per_example_grad_norms, params, X2, y2, loss, xp, mesh, bool(gather))
     return n[0] if single else n

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._arrays import check_inputs, check_params, result_dtype
+from ._arrays import backend, check_inputs, check_params, highest_precision, result_dtype
 
 
 class LayerFactors(NamedTuple):
@@ -44,6 +44,8 @@ class LayerFactors(NamedTuple):
 
 def _prepare(params, X):
     params, widths, xp = check_params(params)
+    if xp is np and backend(X) is not np:  # NumPy params, JAX X: JAX throughout
+        params, widths, xp = check_params(params, backend(X))
     X2, single = check_inputs("X", X, widths[0], xp)
     dtype = result_dtype(xp, [X2] + [t for pair in params for t in pair])
     X2 = X2.astype(dtype)
@@ -78,11 +80,12 @@ def forward(params: Any, X: Any):
     """
     params, _, X2, single, xp = _prepare(params, X)
     a = X2
-    for B, b in params[:-1]:
-        z = a @ B.T + b
-        a = xp.where(z > 0, z, 0)
-    B, b = params[-1]
-    out = a @ B.T + b
+    with highest_precision(xp):
+        for B, b in params[:-1]:
+            z = a @ B.T + b
+            a = xp.where(z > 0, z, 0)
+        B, b = params[-1]
+        out = a @ B.T + b
     return out[0] if single else out
 
 
@@ -115,8 +118,9 @@ def jacobian_factors(params: Any, X: Any) -> list[LayerFactors]:
     with ``V^(L+1) = I_K``.  NumPy in, NumPy out; JAX in, JAX out (jit/vmap-able).
     """
     params, _, X2, single, xp = _prepare(params, X)
-    a_prevs, zs, masks = _forward_layers(params, X2, xp)
-    Vs = _backward(params, masks, X2.shape[0], xp, X2.dtype)
+    with highest_precision(xp):
+        a_prevs, zs, masks = _forward_layers(params, X2, xp)
+        Vs = _backward(params, masks, X2.shape[0], xp, X2.dtype)
     records = [LayerFactors(V, a, m, z) for V, a, m, z in zip(Vs, a_prevs, masks, zs)]
     if single:
         records = [LayerFactors(*(t[0] for t in r)) for r in records]
@@ -214,9 +218,9 @@ def jacobian(params: Any, X: Any):
     """
     params, widths, X2, single, xp = _prepare(params, X)
     size = X2.shape[0] * widths[-1] * sum(d * (dp + 1) for dp, d in zip(widths, widths[1:]))
-    with _single_threaded_blas(xp is np and size >= _THREADED_SIZE):
+    with _single_threaded_blas(xp is np and size >= _THREADED_SIZE), highest_precision(xp):
         a_prevs, zs, masks = _forward_layers(params, X2, xp)
         Vs = _backward(params, masks, X2.shape[0], xp, X2.dtype)
-    factors = [LayerFactors(V, a, m, z) for V, a, m, z in zip(Vs, a_prevs, masks, zs)]
-    J = _assemble_numpy(factors) if xp is np else _assemble_jax(factors)
+        factors = [LayerFactors(V, a, m, z) for V, a, m, z in zip(Vs, a_prevs, masks, zs)]
+        J = _assemble_numpy(factors) if xp is np else _assemble_jax(factors)
     return J[0] if single else J
