@@ -5,6 +5,7 @@ config, `grade-batch` (parallel, CSV, survives broken submissions) and `gradesco
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -89,6 +90,20 @@ def test_unreadable_or_unparsable_submission_scores_zero_with_the_reason(tmp_pat
     txt = tmp_path / "hw.txt"
     txt.write_text("x")
     assert "expected a .py file" in grade(txt, parse_config({}), seed=1).tests[0].lines[0]
+    binary = tmp_path / "binary.py"
+    binary.write_bytes(b"x = '\xff\xfe'\n")
+    assert "not readable as Python source" in grade(binary, parse_config({}), seed=1).tests[0].lines[0]
+
+
+@pytest.mark.parametrize("encode", [
+    lambda text: "\ufeff".encode() + text.encode(),  # saved as "UTF-8 with BOM"
+    lambda text: ("# -*- coding: latin-1 -*-\n" + text + "\n# caf\u00e9\n").encode("latin-1"),
+])
+def test_source_is_decoded_as_python_decodes_it(tmp_path, encode):
+    path = tmp_path / "hw.py"
+    path.write_bytes(encode(CORRECT))
+    cfg = parse_config({"exercises": {"3": {"points": 0}, "4": {"points": 0}}})
+    assert grade(path, cfg, seed=1).score == 50
 
 
 def test_config_sets_points_and_visibility(tmp_path):
@@ -99,6 +114,33 @@ def test_config_sets_points_and_visibility(tmp_path):
     r = grade(HERE / "correct.py", load_config(cfg), seed=1)
     assert r.max_score == 10 and len(r.tests) == 5
     assert [t.visibility for t in r.tests[:2]] == ["hidden", "after_due_date"]
+
+
+def test_hidden_tests_and_their_printout_stay_out_of_the_students_summary(tmp_path):
+    cfg = tmp_path / "g.toml"
+    cfg.write_text('[exercises.1]\nvisibility = "hidden"\n'
+                   '[exercises.2]\ntests = { "2.3" = "after_due_date" }\n'
+                   '[exercises.3]\npoints = 0\n[exercises.4]\npoints = 0\n')
+    sub = tmp_path / "chatty.py"
+    sub.write_text(CORRECT + '\nprint("TOP-LEVEL-MARKER")\n')
+    from bpcheck.grade.results import render_text, results_json
+
+    r = grade(sub, load_config(cfg), seed=1)
+    doc = results_json(r)
+    summary = doc["output"]
+    hidden = [t for t in r.tests if t.visibility != "visible"]
+    visible = [t for t in r.tests if t.visibility == "visible"]
+    assert hidden and visible
+    assert all(t.name.split(": ", 1)[-1] not in summary for t in hidden)
+    assert all(t.name.split(": ", 1)[-1] in summary for t in visible)
+    assert "Total:" not in summary
+    assert f"Visible tests: {sum(t.score for t in visible):g} / " in summary
+    assert f"{len(hidden)} more tests are not shown yet" in summary
+    assert "TOP-LEVEL-MARKER" not in summary  # exercises 1 and 2 both have tests not shown
+    # the tests themselves carry their visibility, and the instructor's view shows all
+    assert {t["number"]: t["visibility"] for t in doc["tests"]}["2.3"] == "after_due_date"
+    full = render_text(r)
+    assert "Total:" in full and all(t.name.split(": ", 1)[-1] in full for t in hidden)
 
 
 @pytest.mark.parametrize("text,message", [
@@ -146,7 +188,10 @@ def test_grade_batch_grades_in_parallel_and_survives_broken_submissions(tmp_path
     assert float(rows["alice"]["score"]) == 50 and float(rows["alice"]["exercise_1"]) == 25
     assert float(rows["bob"]["score"]) == 0 and float(rows["carol"]["score"]) == 0
     assert 25 <= float(rows["dave"]["score"]) < 50
-    assert all(r["error"] == "" for r in rows.values())
+    # a row that could not be graded normally says why
+    assert rows["alice"]["error"] == "" and rows["dave"]["error"] == ""
+    assert "exited with status 3" in rows["bob"]["error"]
+    assert "does not parse as Python" in rows["carol"]["error"]
 
 
 def test_gradescope_zip_run_autograder_writes_results_in_a_mock_autograder_root(tmp_path):
@@ -169,11 +214,23 @@ def test_gradescope_zip_run_autograder_writes_results_in_a_mock_autograder_root(
     assert proc.returncode == 0, proc.stderr
     doc = json.loads((root / "results" / "results.json").read_text())
     assert doc["score"] == 50  # exercises 3 and 4 switched off by the bundled config
-    # an empty submission folder still gives a results file
+    # an upload in a sub-folder, beside a helper and macOS litter: the right file, with a note
     (root / "submission" / "hw.py").unlink()
+    (root / "submission" / "upload").mkdir()
+    (root / "submission" / "upload" / "hw.py").write_text(CORRECT)
+    (root / "submission" / "upload" / "._hw.py").write_bytes(b"\x00\x05\x16\x07")
+    (root / "submission" / "aaa_helpers.py").write_text("def unrelated():\n    return 1\n")
+    subprocess.run(["bash", str(script)], env=env, capture_output=True, timeout=300, check=True)
+    doc = json.loads((root / "results" / "results.json").read_text())
+    assert doc["score"] == 50
+    assert "2 files were submitted (aaa_helpers.py, upload/hw.py); graded upload/hw.py" in doc["output"]
+    # an empty submission folder still gives a results file, with the reason
+    shutil.rmtree(root / "submission")
+    (root / "submission").mkdir()
     (root / "results" / "results.json").unlink()
     subprocess.run(["bash", str(script)], env=env, capture_output=True, timeout=120, check=True)
-    assert json.loads((root / "results" / "results.json").read_text())["score"] == 0
+    doc = json.loads((root / "results" / "results.json").read_text())
+    assert doc["score"] == 0 and "no .py or .ipynb file was submitted" in doc["output"]
 
 
 def test_help_explains_each_command_with_an_example(capsys):
@@ -217,3 +274,52 @@ def test_gradescope_zip_bundles_an_installable_copy_of_this_bpcheck(tmp_path):
                           env=env, capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "def softmax_loss" in template.read_text()
+
+
+def test_slow_top_level_code_times_out_with_a_hint(tmp_path):
+    sub = tmp_path / "slow.py"
+    sub.write_text(CORRECT + "\nimport time\ntime.sleep(60)  # a long experiment at top level\n")
+    cfg = parse_config({"exercises": {"2": {"points": 0}, "3": {"points": 0}, "4": {"points": 0}},
+                        "sandbox": {"load_timeout_s": 3}})
+    r = grade(sub, cfg, seed=1)
+    assert r.score == 0
+    line = r.tests[0].lines[0]
+    assert "time limit of 3 s exceeded while loading the submission" in line
+    assert 'if __name__ == "__main__":' in line
+
+
+def test_pick_submission_prefers_the_file_with_the_exercises_and_skips_links_and_litter(tmp_path):
+    from bpcheck.grade.source import pick_submission
+
+    up = tmp_path / "up"
+    (up / "nested" / ".ipynb_checkpoints").mkdir(parents=True)
+    (up / "nested" / ".ipynb_checkpoints" / "hw-checkpoint.py").write_text(CORRECT)
+    (up / "a_utils.py").write_text("def helper():\n    return 2\n")
+    (up / "nested" / "hw.py").write_text(CORRECT)
+    (up / "solution.py").symlink_to(HERE / "correct.py")  # a link is never graded
+    chosen, note = pick_submission(up)
+    assert chosen == up / "nested" / "hw.py"
+    assert note.startswith("2 files were submitted (a_utils.py, nested/hw.py)")
+    assert pick_submission(tmp_path / "up" / "nested" / ".ipynb_checkpoints") == (
+        tmp_path / "up" / "nested" / ".ipynb_checkpoints" / "hw-checkpoint.py", None)
+    (up / "a_utils.py").unlink()
+    assert pick_submission(up) == (up / "nested" / "hw.py", None)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert pick_submission(empty) == (None, None)
+
+
+def test_grade_batch_writes_file_names_that_are_not_utf8(tmp_path):
+    import os as _os
+
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    name = _os.fsdecode(b"caf\xe9.py")  # Latin-1 bytes, not UTF-8
+    (subs / name).write_text("def softmax_loss(:\n")
+    grades = tmp_path / "grades.csv"
+    cfg = tmp_path / "g.toml"
+    cfg.write_text(FAST)
+    assert bpcheck_main(["grade-batch", str(subs), "--csv", str(grades), "--config", str(cfg),
+                         "--seed", "1"]) == 0
+    text = grades.read_text(encoding="utf-8")
+    assert "caf\\udce9.py" in text and "does not parse as Python" in text  # escaped, not lost

@@ -22,16 +22,18 @@ COLUMNS = ["submission", "score", "max_score", "exercise_1", "exercise_2", "exer
 
 
 def find_submissions(folder) -> list[Path]:
-    """``.py``/``.ipynb`` files directly in ``folder``, and the first one in each sub-folder."""
+    """One submission per ``.py``/``.ipynb`` file directly in ``folder`` and per sub-folder.
+
+    A sub-folder is graded as ``bpcheck grade`` grades a folder (and ``run_autograder`` an
+    upload): :func:`bpcheck.grade.source.pick_submission` picks its file, with a note.
+    """
     folder = Path(folder)
     found = []
     for p in sorted(folder.iterdir()):
-        if p.is_file() and p.suffix in SUFFIXES and not p.name.startswith("."):
+        if p.name.startswith(".") or p.is_symlink():
+            continue
+        if (p.is_file() and p.suffix in SUFFIXES) or p.is_dir():
             found.append(p)
-        elif p.is_dir() and not p.name.startswith("."):
-            inner = sorted(q for q in p.iterdir() if q.is_file() and q.suffix in SUFFIXES)
-            if inner:
-                found.append(inner[0])
     return found
 
 
@@ -41,12 +43,21 @@ def _grade_one(path: str, cfg: GradingConfig, seed, results_dir):
 
     report = grade(path, cfg, seed)
     if results_dir is not None:
-        stem = Path(path).parent.name + "-" + Path(path).stem \
-            if Path(path).parent != Path(results_dir) else Path(path).stem
-        write_results(results_json(report), Path(results_dir) / f"{stem}.json")
+        write_results(results_json(report), Path(results_dir) / f"{Path(path).stem}.json")
     return {"submission": path, "score": report.score, "max_score": report.max_score,
             **{f"exercise_{e}": report.exercise_score(e) for e in (1, 2, 3, 4)},
-            "seed": report.seed, "seconds": round(report.seconds, 2), "error": ""}
+            "seed": report.seed, "seconds": round(report.seconds, 2), "error": _problem(report)}
+
+
+def _problem(report) -> str:
+    """What kept a submission from being graded normally, for the CSV's ``error`` column."""
+    notes = list(report.messages)
+    firsts = {t.lines[0] for t in report.tests if t.lines and t.score == 0}
+    if report.score == 0 and len(firsts) == 1 and len(report.tests) > 1:
+        only = firsts.pop()  # the same reason for every test: loading or reading failed
+        if only not in notes:
+            notes.append(only)
+    return "; ".join(notes)
 
 
 def _bar(done, total, started, stream):
@@ -85,7 +96,8 @@ def grade_batch(folder, cfg: GradingConfig, jobs: int = 1, csv_path=None, seed=N
         progress.write("\n")
     rows.sort(key=lambda r: r["submission"])
     if csv_path is not None:
-        with open(csv_path, "w", newline="") as f:
+        # file names that are not UTF-8 are written with backslash escapes
+        with open(csv_path, "w", newline="", encoding="utf-8", errors="backslashreplace") as f:
             w = csv.DictWriter(f, fieldnames=COLUMNS)
             w.writeheader()
             w.writerows(rows)

@@ -58,7 +58,8 @@ def _grade(argv) -> int:
         description="Grade one homework submission (.py or .ipynb) in a sandboxed child "
                     "process: a readable report on stdout and a Gradescope results.json.",
         epilog=GRADE_EXAMPLE)
-    p.add_argument("submission", nargs="?", help="the student's .py file or .ipynb notebook")
+    p.add_argument("submission", nargs="?", help="the student's .py file or .ipynb notebook, "
+                   "or a folder of uploaded files (one is chosen and graded, with a note)")
     p.add_argument("--results", default="results.json", metavar="PATH",
                    help="where to write Gradescope's results.json (default: ./results.json)")
     _common(p)
@@ -80,7 +81,7 @@ def _grade(argv) -> int:
         return 0
     if not args.submission:
         p.error("the following argument is required: submission (or --template PATH)")
-    if not Path(args.submission).is_file():
+    if not Path(args.submission).exists():
         from .results import failure_results, write_results
 
         msg = f"submission {args.submission!r}: no such file"
@@ -139,9 +140,9 @@ def _batch(argv) -> int:
     t0 = time.monotonic()
     rows = grade_batch(args.folder, cfg, args.jobs, args.csv, args.seed, args.results_dir)
     dt = time.monotonic() - t0
-    errors = sum(1 for r in rows if r["error"])
+    flagged = sum(1 for r in rows if r["error"])
     print(f"graded {len(rows)} submissions in {dt:.1f} s with {args.jobs} job(s); "
-          f"{errors} grader error(s); grades written to {args.csv}")
+          f"{flagged} with a note in the error column; grades written to {args.csv}")
     return 0
 
 

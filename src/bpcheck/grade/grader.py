@@ -11,11 +11,12 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import exercises as exs
 from .config import GradingConfig
 from .sandbox import run_child
-from .source import SubmissionError, forbidden_uses, read_submission
+from .source import SubmissionError, forbidden_uses, pick_submission, read_submission
 
 
 @dataclass
@@ -153,7 +154,8 @@ def _score(case, msg, cfg):
 
 
 def grade(path, cfg: GradingConfig | None = None, seed: int | None = None) -> GradeReport:
-    """Grade the submission at ``path`` (``.py`` or ``.ipynb``).
+    """Grade the submission at ``path``: a ``.py`` or ``.ipynb`` file, or a folder of uploaded
+    files, of which :func:`bpcheck.grade.source.pick_submission` chooses one.
 
     ``seed``: the tests' seed (default: the config's, else a fresh random one); it is
     recorded in the report so that any failure can be replayed with ``--seed``.
@@ -165,6 +167,18 @@ def grade(path, cfg: GradingConfig | None = None, seed: int | None = None) -> Gr
     report = GradeReport(str(path), int(seed))
     graded = [e for e in (1, 2, 3, 4) if cfg.exercises[e].points > 0]
     cases_by_ex = {e: exs.draw_cases(e, seed) for e in graded}
+    if Path(path).is_dir():
+        chosen, note = pick_submission(path)
+        if chosen is None:
+            msg = f"no .py or .ipynb file was submitted (in {Path(path).name}/)"
+            report.messages.append(msg)
+            _zero_all(report, cfg, cases_by_ex, msg)
+            report.seconds = time.monotonic() - t0
+            return report
+        if note:
+            report.messages.append(note)
+        path = chosen
+        report.submission = str(path)
     try:
         source = read_submission(path)
         uses = forbidden_uses(source)

@@ -3,7 +3,8 @@
 Gradescope unpacks the zip in ``/autograder/source``, runs ``setup.sh`` once as root
 when it builds the image, and runs ``run_autograder`` for each submission, which must
 write ``/autograder/results/results.json``.  Here ``run_autograder`` calls ``bpcheck
-grade`` on the first ``.py`` or ``.ipynb`` in ``/autograder/submission``; the root
+grade`` on the folder ``/autograder/submission``, which picks the file to grade
+(:func:`bpcheck.grade.source.pick_submission`, as ``grade-batch`` does); the root
 ``/autograder`` can be moved with the ``BPCHECK_AUTOGRADER_ROOT`` environment variable
 (the test suite does so).  If grading itself fails, it still writes a results file.
 """
@@ -42,17 +43,10 @@ ROOT="${BPCHECK_AUTOGRADER_ROOT:-/autograder}"
 PYTHON="${BPCHECK_PYTHON:-/opt/bpcheck/bin/python}"
 mkdir -p "$ROOT/results"
 chmod 700 "$ROOT/results" 2>/dev/null || true
-SUB=""
-for f in "$ROOT"/submission/*.py "$ROOT"/submission/*.ipynb; do
-  if [ -f "$f" ]; then SUB="$f"; break; fi
-done
 CONFIG=()
 if [ -f "$ROOT/source/grading.toml" ]; then CONFIG=(--config "$ROOT/source/grading.toml"); fi
-if [ -z "$SUB" ]; then
-  "$PYTHON" -c 'import json,sys; json.dump({"score": 0.0, "output": "No .py or .ipynb file was submitted.", "tests": []}, open(sys.argv[1], "w"))' "$ROOT/results/results.json"
-  exit 0
-fi
-"$PYTHON" -m bpcheck grade "$SUB" --results "$ROOT/results/results.json" "${CONFIG[@]}"
+# the whole upload: bpcheck picks the file to grade (and says so when there were several)
+"$PYTHON" -m bpcheck grade "$ROOT/submission" --results "$ROOT/results/results.json" "${CONFIG[@]}"
 status=$?
 if [ ! -s "$ROOT/results/results.json" ]; then
   "$PYTHON" -c 'import json,sys; json.dump({"score": 0.0, "output": "The autograder failed (status " + sys.argv[2] + "); please tell your instructor.", "tests": []}, open(sys.argv[1], "w"))' "$ROOT/results/results.json" "$status"

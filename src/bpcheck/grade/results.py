@@ -25,13 +25,19 @@ def _quoted(text: str) -> list[str]:
 
 
 def render_text(report: GradeReport, *, show_output: bool = True,
-                show_isolation: bool = True) -> str:
-    """The report printed by ``bpcheck grade``: per exercise, per test, with feedback."""
+                show_isolation: bool = True, visible_only: bool = False) -> str:
+    """The report printed by ``bpcheck grade``: per exercise, per test, with feedback.
+
+    ``visible_only``: the students' view, for the summary in ``results.json``: tests whose
+    visibility is not ``visible`` are left out, with the totals (the instructor's view,
+    printed by the command, shows everything).
+    """
+    shown = [t for t in report.tests if not visible_only or t.visibility == "visible"]
     out = [f"bpcheck grade: {Path(report.submission).name} (seed {report.seed}; "
            f"replay with --seed {report.seed})", ""]
     out += [f"note: {m}" for m in report.messages]
     for e, ex in EXERCISES.items():
-        tests = [t for t in report.tests if t.number.startswith(f"{e}.")]
+        tests = [t for t in shown if t.number.startswith(f"{e}.")]
         if not tests:
             continue
         got = sum(t.score for t in tests)
@@ -45,8 +51,14 @@ def render_text(report: GradeReport, *, show_output: bool = True,
             if not t.passed or len(t.lines) == 1:
                 out += [f"        {ln}" for ln in t.lines]
         out.append("")
-    out.append(f"Total: {_fmt(report.score)} / {_fmt(report.max_score)}   "
-               f"({report.seconds:.1f} s)")
+    if len(shown) == len(report.tests):
+        out.append(f"Total: {_fmt(report.score)} / {_fmt(report.max_score)}   "
+                   f"({report.seconds:.1f} s)")
+    else:
+        got = sum(t.score for t in shown)
+        total = sum(t.max_score for t in shown)
+        out.append(f"Visible tests: {_fmt(got)} / {_fmt(total)}; {len(report.tests) - len(shown)} "
+                   "more tests are not shown yet")
     if show_isolation and report.isolation:
         out += ["", "Sandbox:"] + [f"  {n}" for n in report.isolation]
     if show_output and report.student_output:
@@ -72,10 +84,14 @@ def results_json(report: GradeReport) -> dict:
             "visibility": t.visibility,
             "tags": [f"exercise {t.number.split('.')[0]}"],
         })
-    summary = render_text(report, show_output=False, show_isolation=False)
-    if report.student_output:
+    summary = render_text(report, show_output=False, show_isolation=False, visible_only=True)
+    # a submission's printout may show a hidden test's inputs: only exercises whose tests
+    # are all visible get theirs shown
+    hidden = {t.number.split(".")[0] for t in report.tests if t.visibility != "visible"}
+    output = {e: text for e, text in report.student_output.items() if str(e) not in hidden}
+    if output:
         summary += "\nOutput printed by the submission (capped, never parsed):\n"
-        for e, text in sorted(report.student_output.items()):
+        for e, text in sorted(output.items()):
             summary += f"  exercise {e}:\n" + "\n".join(_quoted(text)) + "\n"
     return {
         "score": report.score,

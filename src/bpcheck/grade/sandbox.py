@@ -338,7 +338,7 @@ def run_child(source: str, exercise: int, functions: list, tests: list, run: lis
         w_fd = None
         reader = _OutputReader(proc.stdout, limits.output_kb * 1024)
         reader.start()
-        _collect(proc, r_fd, result, limits, run)
+        _collect(proc, r_fd, result, limits, run, exercise)
     finally:
         if proc is not None:
             if proc.poll() is None:
@@ -365,7 +365,7 @@ def run_child(source: str, exercise: int, functions: list, tests: list, run: lis
     return result
 
 
-def _collect(proc, r_fd, result: ChildRun, limits: Limits, run: list) -> None:
+def _collect(proc, r_fd, result: ChildRun, limits: Limits, run: list, exercise: int) -> None:
     frames = _Frames(limits.result_mb << 20)
     deadline = time.monotonic() + limits.load_timeout_s
     pending = list(run)
@@ -374,9 +374,12 @@ def _collect(proc, r_fd, result: ChildRun, limits: Limits, run: list) -> None:
         now = time.monotonic()
         if now > deadline:
             what = "loading the submission" if result.loaded is None else \
-                f"test {pending[0] if pending else '?'}"
+                f"test {exercise}.{pending[0] + 1}" if pending else "finishing"
             limit = limits.load_timeout_s if result.loaded is None else limits.test_timeout_s
             result.failure = f"time limit of {limit:g} s exceeded while {what}"
+            if result.loaded is None:
+                result.failure += (" (top-level code runs when the submission is loaded: put "
+                                   "long computations under `if __name__ == \"__main__\":`)")
             _killpg(proc.pid)
             return
         ready, _, _ = select.select([r_fd], [], [], min(0.5, deadline - now))

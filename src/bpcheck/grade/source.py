@@ -12,6 +12,8 @@ module inside a function counts for every exercise function that calls that func
 from __future__ import annotations
 
 import ast
+import io
+import tokenize
 from pathlib import Path
 
 from .sandbox import FORBIDDEN
@@ -48,10 +50,14 @@ def read_submission(path) -> str:
         return "\n\n".join(cells) + "\n"
     if path.suffix != ".py":
         raise SubmissionError(f"{path.name}: expected a .py file or a .ipynb notebook")
+    # decoded as Python decodes source: a UTF-8 BOM or a coding line is honoured
+    data = path.read_bytes()
     try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise SubmissionError(f"{path.name}: not UTF-8 text ({err})") from err
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+        text = data.decode(encoding)
+    except (SyntaxError, LookupError, UnicodeDecodeError) as err:
+        raise SubmissionError(f"{path.name}: not readable as Python source text ({err})") from err
+    return text[1:] if text.startswith("\ufeff") else text
 
 
 def _forbidden_name(name: str) -> str | None:
@@ -131,3 +137,48 @@ def forbidden_uses(source: str) -> dict[int, list[str]]:
         for ex in (1, 2, 3, 4):
             out[ex] = sorted(set(out.get(ex, [])) | everywhere)
     return out
+
+
+SKIPPED_FOLDERS = ("__pycache__", ".ipynb_checkpoints", "__MACOSX")
+
+
+def _defined_exercises(path: Path) -> int:
+    """How many of the exercise functions a file defines at top level (0 if unreadable)."""
+    try:
+        tree = ast.parse(read_submission(path))
+    except (SubmissionError, SyntaxError, ValueError, OSError):
+        return 0
+    names = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    names |= {t.id for n in tree.body if isinstance(n, ast.Assign)
+              for t in n.targets if isinstance(t, ast.Name)}
+    return len(names & set(EXERCISE_OF))
+
+
+def pick_submission(folder) -> tuple[Path | None, str | None]:
+    """The one file to grade in a folder of uploaded files, and a note when there was a choice.
+
+    Candidates: ``.py`` and ``.ipynb`` files at any depth, except hidden ones (``.x``,
+    ``._x`` from macOS) and those in ``__pycache__``, ``.ipynb_checkpoints`` and
+    ``__MACOSX``, and symbolic links (a link could point at a file of the grader's).
+    Among several, the file defining the most exercise functions wins, then
+    a ``.py`` over a notebook, then the shallowest, then the first by name.  Only that file
+    is graded: a submission cannot import a second file.
+    """
+    folder = Path(folder)
+    found = []
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder).parts
+        if (p.is_file() and not p.is_symlink() and p.suffix in (".py", ".ipynb")
+                and not any(part.startswith(".") or part in SKIPPED_FOLDERS for part in rel)):
+            found.append(p)
+    if not found:
+        return None, None
+    if len(found) == 1:
+        return found[0], None
+    ranked = sorted(found, key=lambda p: (-_defined_exercises(p), p.suffix != ".py",
+                                          len(p.relative_to(folder).parts), str(p)))
+    names = ", ".join(str(p.relative_to(folder)) for p in found)
+    chosen = ranked[0]
+    return chosen, (f"{len(found)} files were submitted ({names}); graded "
+                    f"{chosen.relative_to(folder)}, the one that defines the most exercise "
+                    "functions (only one file is graded, and it cannot import the others)")
