@@ -185,7 +185,7 @@ def test_verify_numeric_writes_json_and_exits_zero(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--networks", "0"], "argument --networks: expected an int >= 1, got '0'"),
-    (["--seed", "-1"], "argument --seed: expected an int in [0, 4294967296), got '-1'"),
+    (["--seed", "-1"], "argument --seed: expected an int in [0, 4294967295], got '-1'"),
     (["--json", "/nonexistent-folder/v.json"],
      "argument --json: the folder '/nonexistent-folder' of '/nonexistent-folder/v.json' does not exist"),
     (["--markdown", "."], "argument --markdown: expected a file path, got the folder '.'"),

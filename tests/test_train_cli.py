@@ -100,12 +100,12 @@ def test_divergence_exits_1_naming_iteration_and_step_size(capsys):
 @pytest.mark.parametrize(
     "argv, words",
     [
-        (["--iters", "0"], ["argument --iters", "'0'", ">= 1"]),
+        (["--iters", "0"], ["argument --iters", "'0'", "[1, 100000000]"]),
         (["--iters", "ten"], ["argument --iters", "'ten'", "int"]),
         (["--step-size", "-1"], ["argument --step-size", "'-1'", "> 0"]),
         (["--step-size", "inf"], ["argument --step-size", "'inf'", "finite"]),
         (["--reg", "nan"], ["argument --reg", "'nan'", ">= 0"]),
-        (["--seed", "-3"], ["argument --seed", "'-3'", "[0, 4294967296)"]),
+        (["--seed", "-3"], ["argument --seed", "'-3'", "[0, 4294967295]"]),
         (["--hidden", "0"], ["argument --hidden", "'0'", ">= 1"]),
         (["--backend", "tensorflow"], ["argument --backend", "'tensorflow'", "numpy"]),
         (["--model", "softmax", "--hidden", "100"], ["argument --hidden", "100", "no hidden"]),

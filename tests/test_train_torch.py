@@ -78,3 +78,19 @@ def test_torch_backend_reports_bad_settings():
         train_torch(X, y, iters=2)
     with pytest.raises(ValueError, match="dtype: expected 'float32' or 'float64', got 'int8'"):
         train_torch(X, y, widths=[2, 3], iters=2, dtype="int8")
+
+
+def test_torch_trainer_checks_widths_params_and_float32_range():
+    X, y = make_spiral(n_per_class=10)
+    params = lecture_init([2, 10, 3], 0)
+    with pytest.raises(ValueError, match=r"widths: \[2, 20, 3\] contradicts params, whose widths "
+                                         r"are \[2, 10, 3\]"):
+        train_torch(X, y, params, widths=[2, 20, 3], iters=2)
+    with pytest.raises(ValueError, match="widths"):
+        train_torch(X, y, widths=[2, 0, 3], iters=2)
+    bad = [(params[0][0], np.zeros(1)), params[1]]
+    with pytest.raises(ValueError, match=r"b\^\(1\) \(params\[0\]\[1\]\): expected shape \(10,\)"):
+        train_torch(X, y, bad, iters=2)
+    with pytest.raises(ValueError, match="step_size: expected at most 3.403e\\+38 in float32"):
+        train_torch(X, y, params, step_size=1e39, iters=2)
+    assert train_torch(X, y, params, widths=[2, 10, 3], iters=2).losses.shape == (2,)

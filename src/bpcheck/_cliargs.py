@@ -10,15 +10,15 @@ import math
 import os
 
 
-def int_at_least(low: int, high: int | None = None):
-    """An ``argparse`` type: an int ``>= low`` (and ``< high`` when given)."""
+def int_at_least(low: int, most: int | None = None):
+    """An ``argparse`` type: an int ``>= low`` (and ``<= most`` when given)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected an int >= {low}, got {text!r}") from None
-        if value < low or (high is not None and value >= high):
-            bound = f"in [{low}, {high})" if high is not None else f">= {low}"
+        if value < low or (most is not None and value > most):
+            bound = f"in [{low}, {most}]" if most is not None else f">= {low}"
             raise argparse.ArgumentTypeError(f"expected an int {bound}, got {text!r}")
         return value
     return parse
@@ -40,10 +40,12 @@ def finite_float(strictly_positive: bool):
 
 
 def check_output_paths(parser: argparse.ArgumentParser, **paths: str | None) -> None:
-    """Before any work: each output's folder exists and can be written, and it is not a folder.
+    """Before any work: each output's folder exists and can be written, the output is not a
+    folder and, if it exists, can be overwritten; no two options name the same file.
 
     ``paths``: option name (``json``, ``results_dir`` ...) -> path or ``None``.
     """
+    seen: dict[str, str] = {}
     for name, path in paths.items():
         if path is None:
             continue
@@ -55,3 +57,10 @@ def check_output_paths(parser: argparse.ArgumentParser, **paths: str | None) -> 
             parser.error(f"argument {option}: the folder {folder!r} of {path!r} does not exist")
         if not os.access(folder, os.W_OK | os.X_OK):
             parser.error(f"argument {option}: the folder {folder!r} of {path!r} is not writable")
+        if os.path.exists(path) and not os.access(path, os.W_OK):
+            parser.error(f"argument {option}: {path!r} exists and cannot be overwritten")
+        real = os.path.realpath(path)
+        if real in seen:
+            parser.error(f"argument {option}: {path!r} is also the path given to {seen[real]}; "
+                         "expected a different file")
+        seen[real] = option

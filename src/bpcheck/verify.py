@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--seed", type=int_at_least(0, 2**32), default=0,
+    parser.add_argument("--seed", type=int_at_least(0, 2**32 - 1), default=0,
                         help="seed of the random networks (default 0)")
     parser.add_argument("--networks", type=int_at_least(1), default=None,
                         help="number of random networks in the numeric check (default 24, 6 with --quick)")

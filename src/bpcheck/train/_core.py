@@ -67,6 +67,10 @@ def check_data(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, int]:
     return X, y.astype(np.int64), int(y.max()) + 1
 
 
+MAX_ITERS = 100_000_000
+"""The most iterations one run takes (its loss curve alone is 800 MB of float64)."""
+
+
 def check_hyper(step_size: Any, reg: Any, iters: Any) -> tuple[float, float, int]:
     """``step_size`` finite > 0, ``reg`` finite >= 0, ``iters`` an int >= 1."""
     for name, value, low in (("step_size", step_size, "> 0"), ("reg", reg, ">= 0")):
@@ -74,9 +78,27 @@ def check_hyper(step_size: Any, reg: Any, iters: Any) -> tuple[float, float, int
             raise TypeError(f"{name}: expected a real number {low}, got {value!r}")
         if not math.isfinite(value) or (value <= 0 if low == "> 0" else value < 0):
             raise ValueError(f"{name}: expected a finite number {low}, got {value!r}")
-    if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 1:
-        raise ValueError(f"iters: expected an int >= 1, got {iters!r}")
+    if (isinstance(iters, bool) or not isinstance(iters, (int, np.integer))
+            or not 1 <= iters <= MAX_ITERS):
+        raise ValueError(f"iters: expected an int in [1, {MAX_ITERS:_}], got {iters!r}")
     return float(step_size), float(reg), int(iters)
+
+
+def check_network(params: Any, d0: int, K: int, name: str = "params") -> tuple[list, list[int]]:
+    """``params`` checked as the library checks them (each ``B^(l)`` ``(d_l, d_{l-1})``, each
+    ``b^(l)`` ``(d_l,)``, finite values), as NumPy arrays, with its widths; the first and
+    last widths must fit the data.  ``name`` prefixes the messages (``params_list[3]``)."""
+    from .._arrays import check_params
+
+    try:
+        checked, widths, _ = check_params(params, np)
+        checked = [(np.asarray(B), np.asarray(b)) for B, b in checked]  # JAX arrays too
+        check_widths_match(checked, d0, K)
+    except (TypeError, ValueError) as err:
+        if name == "params":
+            raise
+        raise type(err)(f"{name}: {err}") from None
+    return checked, widths
 
 
 def check_widths_match(params: Any, d0: int, K: int) -> list[int]:
@@ -162,12 +184,19 @@ def softmax_cross_entropy(scores: np.ndarray, y: np.ndarray) -> tuple[float, np.
 
 
 def finish(params: list, losses: np.ndarray, X: np.ndarray, y: np.ndarray, reg: float,
-           loss_fn: Callable[[list], float] | None = None) -> TrainResult:
-    """Package a run: NumPy float64 parameters, final loss and training accuracy."""
+           step_size: float, loss_fn: Callable[[list], float] | None = None) -> TrainResult:
+    """Package a run: NumPy float64 parameters, final loss and training accuracy.
+
+    Raises :class:`TrainingDiverged` when the last update made the loss NaN or inf (the
+    loop checks each loss before its update, so only this one is left).
+    """
     params = [(np.asarray(B), np.asarray(b)) for B, b in params]
-    if loss_fn is None:
-        data_loss, _ = softmax_cross_entropy(scores(params, X), y)
-        final = data_loss + 0.5 * reg * sum(float(np.sum(B * B)) for B, _ in params)
-    else:
-        final = loss_fn(params)
-    return TrainResult(params, losses, float(final), accuracy(params, X, y))
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        if loss_fn is None:
+            data_loss, _ = softmax_cross_entropy(scores(params, X), y)
+            final = data_loss + 0.5 * reg * sum(float(np.sum(B * B)) for B, _ in params)
+        else:
+            final = loss_fn(params)
+        if not math.isfinite(final):
+            raise TrainingDiverged(len(losses), float(final), step_size)
+        return TrainResult(params, losses, float(final), accuracy(params, X, y))

@@ -10,6 +10,7 @@ import time
 import numpy as np
 
 from .._cliargs import check_output_paths, finite_float, int_at_least
+from ._core import MAX_ITERS
 
 DESCRIPTION = """\
 Train the lecture's models on the CS231n spiral (300 points, 3 classes) by full-batch
@@ -54,14 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hidden", type=int_at_least(1), action="append", metavar="H",
                         help="width of a hidden layer; repeat for more layers (mlp only; "
                              "default: one layer of 100)")
-    parser.add_argument("--iters", type=int_at_least(1), metavar="N",
+    parser.add_argument("--iters", type=int_at_least(1, MAX_ITERS), metavar="N",
                         help="gradient-descent iterations (default: 200 for softmax, "
                              "10000 for mlp, as in the case study)")
     parser.add_argument("--step-size", type=finite_float(True), default=1.0, metavar="S",
                         help="step size (learning rate) (default: 1.0)")
     parser.add_argument("--reg", type=finite_float(False), default=1e-3, metavar="R",
                         help="L2 regularisation strength (default: 1e-3)")
-    parser.add_argument("--seed", type=int_at_least(0, 2**32), default=0, metavar="S",
+    parser.add_argument("--seed", type=int_at_least(0, 2**32 - 1), default=0, metavar="S",
                         help="seed of the legacy NumPy stream for data and init "
                              "(default: 0, the case study's)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default=None,

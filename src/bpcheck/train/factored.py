@@ -28,7 +28,7 @@ from ._core import (
     TrainResult,
     check_data,
     check_hyper,
-    check_widths_match,
+    check_network,
     finish,
     run_loop,
 )
@@ -76,9 +76,8 @@ def train_factored(X: Any, y: Any, params: Any, *, step_size: float = 1.0, reg: 
     """
     X, y, K = check_data(X, y)
     step_size, reg, iters = check_hyper(step_size, reg, iters)
-    check_widths_match(params, X.shape[1], K)
-    params = [(np.asarray(B), np.asarray(b)) for B, b in params]
+    params, _ = check_network(params, X.shape[1], K)
     X = X.astype(np.result_type(X.dtype, params[0][0].dtype, np.float32))
     params, losses = run_loop(lambda p: factored_step(p, X, y, step_size, reg), params, iters,
                               step_size=step_size, progress=progress)
-    return finish(params, losses, X, y, reg)
+    return finish(params, losses, X, y, reg, step_size)

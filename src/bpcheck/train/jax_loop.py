@@ -55,6 +55,7 @@ Deeper nets keep the generic ``value_and_grad`` step, :func:`jax_step`.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
@@ -68,7 +69,7 @@ from ._core import (
     TrainResult,
     check_data,
     check_hyper,
-    check_widths_match,
+    check_network,
     finish,
 )
 
@@ -219,7 +220,10 @@ _train_many_compiled = jax.jit(_scan_many, static_argnames=("iters", "group_size
 def _resolve_dtype(dtype, params):
     if dtype is None:
         dtype = np.result_type(*[np.asarray(B).dtype for B, _ in params], np.float32)
-    dtype = np.dtype(dtype)
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise ValueError(f"dtype: expected float32 or float64, got {dtype!r}") from None
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"dtype: expected float32 or float64, got {dtype}")
     if dtype == np.float64 and not jax.config.jax_enable_x64:
@@ -262,7 +266,7 @@ def train_jax(X: Any, y: Any, params: Any, *, step_size: float = 1.0, reg: float
     """
     X, y, K = check_data(X, y)
     step_size, reg, iters = check_hyper(step_size, reg, iters)
-    check_widths_match(params, X.shape[1], K)
+    params, _ = check_network(params, X.shape[1], K)
     dtype = _resolve_dtype(dtype, params)
     jparams, jX, Y = _to_jax(params, X, y, K, dtype)
     chunks = [iters] if progress is None else _chunks(iters)
@@ -278,7 +282,7 @@ def train_jax(X: Any, y: Any, params: Any, *, step_size: float = 1.0, reg: float
         if progress is not None:
             progress(done, float(losses[-1]))
     params_np = [(np.asarray(B), np.asarray(b)) for B, b in jparams]
-    return finish(params_np, np.concatenate(pieces), X.astype(dtype), y, reg,
+    return finish(params_np, np.concatenate(pieces), X.astype(dtype), y, reg, step_size,
                   loss_fn=lambda p: float(jax_loss(jparams, jX, Y, reg)))
 
 
@@ -316,9 +320,11 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _check_count(name: str, value: Any, allowed: str) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+def _check_count(name: str, value: Any, allowed: str) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                              or value < 1):
         raise ValueError(f"{name}: expected an int >= 1, {allowed}, got {value!r}")
+    return None if value is None else int(value)
 
 
 def _train_parts(jparams, jX, Y, steps, reg, iters, group_size, workers):
@@ -382,20 +388,32 @@ def train_jax_many(X: Any, y: Any, params_list: Any, *, step_size: Any = 1.0,
     for s in steps:
         check_hyper(float(s), reg, iters)
     reg, iters = float(reg), int(iters)
-    for p in params_list:
-        check_widths_match(p, X.shape[1], K)
+    if isinstance(params_list, (str, bytes)) or not isinstance(params_list, Sequence) or (
+            len(params_list) == 2 and hasattr(params_list[0], "shape")):
+        raise TypeError("params_list: expected a list of networks, each a list of (B, b) "
+                        f"pairs (one network: [params]), got {type(params_list).__name__}")
+    checked = []
+    for m, p in enumerate(params_list):
+        p, widths = check_network(p, X.shape[1], K, name=f"params_list[{m}]")
+        if m == 0:
+            first = widths
+        elif widths != first:
+            raise ValueError(f"params_list[{m}]: widths {widths} differ from params_list[0]'s "
+                             f"{first}; networks trained together must have the same widths")
+        checked.append(p)
+    params_list = checked
     dtype = _resolve_dtype(dtype, params_list[0])
     stacked = stack_params(params_list)
     _, jX, Y = _to_jax([(B[0], b[0]) for B, b in stacked], X, y, K, dtype)
     jparams = [(jnp.asarray(B, dtype), jnp.asarray(b, dtype)) for B, b in stacked]
     if group_size == "auto":
         group_size = default_group_size()
-    _check_count("group_size", group_size, "None or 'auto'")
+    group_size = _check_count("group_size", group_size, "None or 'auto'")
     if workers == "auto":
         workers = default_workers()
     if workers is None:
         raise ValueError("workers: expected an int >= 1 or 'auto', got None")
-    _check_count("workers", workers, "or 'auto'")
+    workers = _check_count("workers", workers, "or 'auto'")
     jparams, losses = _train_parts(jparams, jX, Y, jnp.asarray(steps, dtype), reg, iters,
                                    group_size, workers)
     losses = np.asarray(losses, dtype=np.float64)
@@ -406,6 +424,9 @@ def train_jax_many(X: Any, y: Any, params_list: Any, *, step_size: Any = 1.0,
                 raise TrainingDiverged(bad, float(losses[m, bad]), float(steps[m]), network=m)
     final = np.asarray(jax.vmap(jax_loss, in_axes=(0, None, None, None))(jparams, jX, Y, reg),
                        dtype=np.float64)
+    if not allow_divergence:  # the last update, after the last loss the loop checked
+        for m in np.flatnonzero(~np.isfinite(final)):
+            raise TrainingDiverged(iters, float(final[m]), float(steps[m]), network=int(m))
     out = [(np.asarray(B), np.asarray(b)) for B, b in jparams]
     Xd = X.astype(dtype)
     accs = np.array([

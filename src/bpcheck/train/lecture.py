@@ -22,7 +22,7 @@ from ._core import (
     TrainResult,
     check_data,
     check_hyper,
-    check_widths_match,
+    check_network,
     finish,
     run_loop,
     softmax_cross_entropy,
@@ -87,15 +87,15 @@ def two_layer_step(weights, X, y, step_size, reg):
 def _train(step, depth_name, n_layers, X, y, params, step_size, reg, iters, progress):
     X, y, K = check_data(X, y)
     step_size, reg, iters = check_hyper(step_size, reg, iters)
+    params, _ = check_network(params, X.shape[1], K)
     if len(params) != n_layers:
         raise ValueError(f"params: the {depth_name} has {n_layers} layer(s) (B, b), "
                          f"got {len(params)}")
-    check_widths_match(params, X.shape[1], K)
     X = X.astype(np.result_type(X.dtype, params[0][0].dtype, np.float32))
     weights = to_lecture_layout(params)
     weights, losses = run_loop(lambda w: step(w, X, y, step_size, reg), weights, iters,
                                step_size=step_size, progress=progress)
-    return finish(from_lecture_layout(weights), losses, X, y, reg)
+    return finish(from_lecture_layout(weights), losses, X, y, reg, step_size)
 
 
 def train_softmax(X: Any, y: Any, params: Any, *, step_size: float = 1.0, reg: float = 1e-3,

@@ -32,8 +32,10 @@ from ._core import (
     TrainResult,
     check_data,
     check_hyper,
+    check_network,
     check_widths_match,
 )
+from .._arrays import check_widths
 
 
 def import_torch():
@@ -84,14 +86,27 @@ def train_torch(X: Any, y: Any, params: Any = None, *, widths: Sequence[int] | N
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
     tdtype = getattr(torch, dtype)
+    if tdtype == torch.float32:
+        big = float(np.finfo(np.float32).max)
+        for name, value in (("step_size", step_size), ("reg", reg)):
+            if value > big:
+                raise ValueError(f"{name}: expected at most {big:.4g} in float32 (dtype="
+                                 f"'float64' takes more), got {value!r}")
     if params is None:
         if widths is None:
             raise ValueError("widths: needed when params is None, e.g. widths=[2, 100, 3]")
+        widths = check_widths(widths)
+        check_widths_match([(np.zeros((d, dp)), None) for dp, d in zip(widths, widths[1:])],
+                           X.shape[1], K)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = simple_nn(list(widths))
     else:
-        widths = check_widths_match(params, X.shape[1], K)
+        params, from_params = check_network(params, X.shape[1], K)
+        if widths is not None and list(check_widths(widths)) != from_params:
+            raise ValueError(f"widths: {list(widths)} contradicts params, whose widths are "
+                             f"{from_params}; give one of them")
+        widths = from_params
         model = simple_nn(widths)
     model = model.to(tdtype)
     linears = [m for m in model if isinstance(m, torch.nn.Linear)]
@@ -135,6 +150,8 @@ def train_torch(X: Any, y: Any, params: Any = None, *, widths: Sequence[int] | N
         scores = model(X_tensor)
         final = criterion(scores, y_tensor).item() + penalty()
         acc = float((scores.argmax(dim=1) == y_tensor).double().mean())
+    if not np.isfinite(final):  # the last update, after the last loss the loop checked
+        raise TrainingDiverged(iters, final, step_size)
     out = [(lin.weight.detach().double().numpy().copy(), lin.bias.detach().double().numpy().copy())
            for lin in linears]
     return TrainResult(out, losses, float(final), acc)
