@@ -17,7 +17,7 @@ import pytest
 from bpcheck.cli import main as bpcheck_main
 from bpcheck.grade.config import ConfigError, load_config, parse_config
 from bpcheck.grade.grader import grade
-from bpcheck.grade.source import forbidden_uses, read_submission
+from bpcheck.grade.source import forbidden_uses_in_cells, read_submission
 
 HERE = Path(__file__).parent / "grade_submissions"
 CORRECT = (HERE / "correct.py").read_text()
@@ -80,6 +80,48 @@ def test_notebook_submissions_count_only_code_cells(tmp_path):
     assert "markdown" not in read_submission(path)
     cfg = parse_config({"exercises": {"3": {"points": 0}, "4": {"points": 0}}})
     assert grade(path, cfg, seed=1).score == 50
+
+
+def test_a_notebook_runs_cell_by_cell_and_failing_cells_cost_nothing(tmp_path):
+    """The lecture's notebook has a PyTorch part and plots: those cells fail in the sandbox,
+    are reported, and the exercise functions in the other cells are graded in full."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("%matplotlib inline\nimport numpy as np"),
+        nbformat.v4.new_code_cell("import torch\nimport torch.nn as nn\n"
+                                  "class SimpleNN(nn.Module):\n    pass"),
+        nbformat.v4.new_code_cell(CORRECT),
+        nbformat.v4.new_code_cell("import matplotlib.pyplot as plt\nplt.plot([1, 2])"),
+        nbformat.v4.new_code_cell("display(np.zeros(2))\nfiles = !ls\nnp.zeros?\n    %time 1"),
+        nbformat.v4.new_code_cell("x = (1,\n"),
+        nbformat.v4.new_code_cell("print('LAST-CELL-RAN')"),
+    ]
+    path = tmp_path / "hw.ipynb"
+    nbformat.write(nb, str(path))
+    cfg = parse_config({"exercises": {"3": {"points": 0}, "4": {"points": 0}}})
+    r = grade(path, cfg, seed=1)
+    assert r.score == 50, [(t.number, t.lines) for t in r.tests if not t.passed]
+    notes = "\n".join(r.messages)
+    assert "cells use torch at top level; those cells fail when graded" in notes
+    assert "cell 2 raised ImportError: torch is not allowed in submissions" in notes
+    assert "cell 4 raised ModuleNotFoundError: No module named 'matplotlib'" in notes
+    assert "cell 6 raised" in notes and "SyntaxError" in notes
+    assert "cell 5" not in notes  # display() and the IPython-only lines were handled
+    assert "LAST-CELL-RAN" in r.student_output[1]
+
+
+def test_a_notebook_function_that_uses_torch_is_still_charged(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import torch as T"),
+                nbformat.v4.new_code_cell(CORRECT.replace(
+                    "def softmax_loss(W, b, X, y, reg):\n",
+                    "def softmax_loss(W, b, X, y, reg):\n    T.ones(1)\n", 1))]
+    path = tmp_path / "hw.ipynb"
+    nbformat.write(nb, str(path))
+    cfg = parse_config({"exercises": {"3": {"points": 0}, "4": {"points": 0}}})
+    r = grade(path, cfg, seed=1)
+    assert r.exercise_score(1) == 0 and r.exercise_score(2) == 25
+    assert "softmax_loss uses torch" in r.tests[0].lines[0]
 
 
 def test_unreadable_or_unparsable_submission_scores_zero_with_the_reason(tmp_path):
@@ -163,9 +205,22 @@ def test_static_scan_attributes_forbidden_libraries_to_the_exercises_that_use_th
            "def softmax_loss(W, b, X, y, reg):\n    return helper()\n"
            "def two_layer_loss(*a):\n    return 'jax.numpy'\n"
            "def backprop_factors(Bs, bs, x):\n    return np.zeros(1)\n")
-    assert forbidden_uses(src) == {1: ["torch"], 2: ["jax"]}
-    assert forbidden_uses("import bpcheck\ndef softmax_loss(): pass\n") == \
-        {1: ["bpcheck"], 2: ["bpcheck"], 3: ["bpcheck"], 4: ["bpcheck"]}
+    assert forbidden_uses_in_cells([("hw.py", src)]) == ({1: ["torch"], 2: ["jax"]}, [])
+    # top-level uses are listed apart; a function reaching a top-level alias is charged
+    top = "import bpcheck\nimport torch as T\ndef softmax_loss():\n    return T.ones(1)\n"
+    assert forbidden_uses_in_cells([("hw.py", top)]) == ({1: ["torch"]}, ["bpcheck", "torch"])
+    # notebook cells that do not parse are skipped, the others still scanned
+    cells = [("cell 1", "import jax\n"), ("cell 2", "x = (1,\n"), ("cell 3", src)]
+    assert forbidden_uses_in_cells(cells) == ({1: ["torch"], 2: ["jax"]}, ["jax"])
+
+
+def test_top_level_forbidden_import_in_a_py_file_is_named_as_such(tmp_path):
+    sub = tmp_path / "hw.py"
+    sub.write_text("import torch\n" + CORRECT)
+    r = grade(sub, parse_config({}), seed=1)
+    assert r.score == 0
+    assert r.tests[0].lines[0].startswith("the submission uses torch at top level (outside the "
+                                          "exercise functions)")
 
 
 def test_grade_batch_grades_in_parallel_and_survives_broken_submissions(tmp_path):

@@ -11,9 +11,11 @@ from __future__ import annotations
 import os
 import tempfile
 import textwrap
+from pathlib import Path
 
 import pytest
 from test_grade_hostile import (
+    CORRECT,
     FORK_BOMB,
     INFINITE_LOOP,
     JAX_BY_A_BUILT_NAME,
@@ -94,8 +96,6 @@ def test_a_readable_config_is_reported_as_exposed_and_a_closed_one_is_not(tmp_pa
     try:
         os.chmod(shared, 0o755)
         path = os.path.join(shared, "grading.toml")
-        from pathlib import Path
-
         cfg = config_at(Path(path))
         os.chmod(path, 0o644)
         open_r = grade(hostile(tmp_path, READ_CONFIG.format(path=path)), cfg, seed=1)
@@ -137,3 +137,38 @@ def _parents(path):
         path = os.path.dirname(path)
         out.append(path)
     return out
+
+
+def test_a_notebook_cell_that_loads_a_forbidden_module_still_zeroes_the_notebook(tmp_path, cfg):
+    """Cells run one by one and a failing cell costs nothing, but a cell that gets past the
+    import blocker (possible here: nothing is hidden by mounts) loads the module for the
+    whole notebook, and that is charged to every exercise.  The module is a stand-in named
+    like a forbidden library, in a folder every user can read."""
+    import nbformat
+
+    shared = tempfile.mkdtemp(prefix="bpcheck-fallback-")
+    try:
+        os.chmod(shared, 0o755)
+        os.mkdir(os.path.join(shared, "tinygrad"), 0o755)
+        with open(os.path.join(shared, "tinygrad", "__init__.py"), "w") as f:
+            f.write("def grad(f):\n    return f\n")
+        os.chmod(os.path.join(shared, "tinygrad", "__init__.py"), 0o644)
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [
+            nbformat.v4.new_code_cell(
+                "import sys\n"
+                "sys.meta_path[:] = [f for f in sys.meta_path if 'Blocker' not in type(f).__name__]\n"
+                f"sys.path.insert(0, {shared!r})\n"
+                "import tinygrad\n"),
+            nbformat.v4.new_code_cell(CORRECT),
+        ]
+        path = tmp_path / "hw.ipynb"
+        nbformat.write(nb, str(path))
+        r = grade(path, cfg, seed=1)
+    finally:
+        import shutil
+
+        shutil.rmtree(shared, ignore_errors=True)
+    assert not any(m.startswith("cell 1 raised") for m in r.messages), r.messages
+    assert r.score == 0
+    assert all("the submission uses tinygrad" in t.lines[0] for t in r.tests), r.tests[0].lines

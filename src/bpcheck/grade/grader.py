@@ -8,6 +8,7 @@ remaining tests, so one bad test costs one test.
 
 from __future__ import annotations
 
+import ast
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -16,7 +17,13 @@ from pathlib import Path
 from . import exercises as exs
 from .config import GradingConfig
 from .sandbox import run_child
-from .source import SubmissionError, forbidden_uses, pick_submission, read_submission
+from .source import (
+    SubmissionError,
+    forbidden_uses_in_cells,
+    pick_submission,
+    read_cells,
+    read_submission,
+)
 
 
 @dataclass
@@ -76,8 +83,11 @@ def _add(report, cfg, case, fraction, lines):
                                    cfg.visibility(case.exercise, case.number)))
 
 
-def _run_exercise(source, e, cases, cfg: GradingConfig, report: GradeReport):
-    """Run exercise ``e``'s tests in children; returns ``{index: (fraction, lines)}``."""
+def _run_exercise(source, e, cases, cfg: GradingConfig, report: GradeReport, cells=None):
+    """Run exercise ``e``'s tests in children; returns ``{index: (fraction, lines)}``.
+
+    ``cells``: a notebook's ``[(label, source)]``, run one by one (a failing cell is
+    reported and the next one runs); ``None`` for a ``.py`` file, run whole."""
     ex = exs.EXERCISES[e]
     tests, inputs = exs.child_plan(e, cases)
     limits = cfg.limits
@@ -86,13 +96,19 @@ def _run_exercise(source, e, cases, cfg: GradingConfig, report: GradeReport):
     outcome: dict[int, tuple[float, list[str]]] = {}
     attempts = 0
     while pending:
-        run = run_child(source, e, list(ex.functions), tests, pending, inputs, limits, hide=hide)
+        run = run_child(source, e, list(ex.functions), tests, pending, inputs, limits, hide=hide,
+                        extra_plan={"cells": cells})
         for note in run.notes:
             if note not in report.isolation:
                 report.isolation.append(note)
         if run.stdout.strip():
             report.student_output[e] = report.student_output.get(e, "") + run.stdout
         loaded = run.loaded
+        cell_errors = (loaded or {}).get("cell_errors")
+        for note in cell_errors[:20] if isinstance(cell_errors, list) else []:
+            note = f"{str(note)[:2000]} (the other cells were run)"
+            if note not in report.messages:
+                report.messages.append(note)
         if loaded is None:
             why = run.failure or "the grading process ended before the submission loaded"
             for i in pending:
@@ -179,9 +195,28 @@ def grade(path, cfg: GradingConfig | None = None, seed: int | None = None) -> Gr
             report.messages.append(note)
         path = chosen
         report.submission = str(path)
+    cells = None
     try:
         source = read_submission(path)
-        uses = forbidden_uses(source)
+        if Path(path).suffix == ".ipynb":
+            cells = read_cells(path)
+            uses, top_level = forbidden_uses_in_cells(cells)
+            if top_level:
+                report.messages.append(
+                    f"notebook cells use {', '.join(top_level)} at top level; those cells fail "
+                    "when graded (numpy, sympy and the standard library only) and the other "
+                    "cells still run")
+        else:
+            ast.parse(source)  # a SyntaxError is reported for the whole file
+            uses, top_level = forbidden_uses_in_cells([("submission.py", source)])
+            if top_level:  # the import would fail when the file is loaded: nothing runs
+                msg = (f"the submission uses {', '.join(top_level)} at top level (outside "
+                       "the exercise functions), which is not allowed (numpy, sympy and the "
+                       "standard library only); remove that code")
+                report.messages.append(msg)
+                _zero_all(report, cfg, cases_by_ex, msg)
+                report.seconds = time.monotonic() - t0
+                return report
     except (SubmissionError, OSError) as err:
         report.messages.append(str(err))
         _zero_all(report, cfg, cases_by_ex, f"the submission could not be read: {err}")
@@ -212,7 +247,7 @@ def grade(path, cfg: GradingConfig | None = None, seed: int | None = None) -> Gr
                     _add(report, cfg, c, 0.0, [f"not graded: the grader lacks "
                                                f"bpcheck.symbolic.check_recursion ({err})"])
                 continue
-        outcome = _run_exercise(source, e, cases, cfg, report)
+        outcome = _run_exercise(source, e, cases, cfg, report, cells)
         for c in cases:
             fraction, lines = outcome.get(c.index, (0.0, ["not run"]))
             _add(report, cfg, c, fraction, lines)

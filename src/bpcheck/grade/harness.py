@@ -294,10 +294,13 @@ def main():
         text = "".join(_format_exc(_type(exc), exc)).strip()
         return text[:2000]
 
+    def forbidden_loaded():
+        return [name for name in plan["forbidden"] if name in _modules]
+
     def forbidden_seen():
         seen = _list(blocker.attempts)
-        for name in plan["forbidden"]:
-            if name in _modules and name not in seen:
+        for name in forbidden_loaded():
+            if name not in seen:
                 seen.append(name)
         return seen
 
@@ -320,17 +323,35 @@ def main():
         sys.modules["submission"] = module
 
     t0 = _monotonic()
-    try:
-        code = compile(source, "submission.py", "exec")
-        exec(code, module.__dict__)
-        load_error = None
-    except BaseException as exc:  # noqa: BLE001 - SystemExit, KeyboardInterrupt included
-        restore()
-        load_error = describe_error(exc)
+    load_error, cell_errors = None, []
+    cells = plan.get("cells")
+    if cells:
+        # A notebook runs cell by cell, as "run all" that goes on after an error: a failing
+        # cell (the lecture's PyTorch part, a plot) is reported and the next one runs.
+        # Imports blocked in a cell cost nothing more: that cell failed.  A forbidden module
+        # that is loaded all the same (the blocker bypassed) still zeroes the submission.
+        module.__dict__["display"] = lambda *objs, **kwargs: print(*objs)
+        for label, cell_source in cells:
+            try:
+                exec(compile(cell_source, label, "exec"), module.__dict__)
+            except BaseException as exc:  # noqa: BLE001 - SystemExit, KeyboardInterrupt included
+                restore()
+                cell_errors.append(f"{label} raised {describe_error(exc)}")
+        forbidden = forbidden_loaded()
+        del blocker.attempts[:]  # tests are charged only for their own attempts
+    else:
+        try:
+            code = compile(source, "submission.py", "exec")
+            exec(code, module.__dict__)
+        except BaseException as exc:  # noqa: BLE001 - SystemExit, KeyboardInterrupt included
+            restore()
+            load_error = describe_error(exc)
+        forbidden = forbidden_seen()
     restore()
     missing = [n for n in plan["functions"] if not callable(module.__dict__.get(n))]
     send({"kind": "loaded", "error": load_error, "missing": missing,
-          "seconds": _monotonic() - t0, "forbidden": forbidden_seen()})
+          "seconds": _monotonic() - t0, "forbidden": forbidden,
+          "cell_errors": cell_errors[:20]})
     if load_error is not None or missing:
         return
 

@@ -6,13 +6,16 @@ libraries (the others: they are absent from the child's path and hidden by mount
 an import blocker records attempts at run time).  It attributes each use to the
 exercises whose functions reach it: a forbidden import or a string naming a forbidden
 module inside a function counts for every exercise function that calls that function
-(directly or through other top-level functions); at module level it counts for all.
+(directly or through other top-level functions).  Uses at module level are listed apart:
+in a ``.py`` file they zero the submission (the file could not be loaded); in a notebook
+the cell that has them fails when graded and the other cells still run.
 """
 
 from __future__ import annotations
 
 import ast
 import io
+import re
 import tokenize
 from pathlib import Path
 
@@ -26,28 +29,40 @@ class SubmissionError(Exception):
     """The submission could not be read (not UTF-8, not a notebook, unknown suffix)."""
 
 
-def read_submission(path) -> str:
-    """Python source of a ``.py`` file or of a notebook's code cells.
+def read_cells(path) -> list[tuple[str, str]]:
+    """A notebook's code cells as ``[(label, source)]``, label ``"cell N"`` (N counts all
+    cells, as Jupyter shows them).  IPython-only lines are commented out: magics and shell
+    escapes (``%``, ``!``, at any indentation), ``x = !cmd`` and ``obj?`` help lookups.
+    Raises :class:`SubmissionError` with the reason."""
+    import nbformat
 
-    Notebook lines starting with ``%`` or ``!`` (IPython magics and shell escapes) are
-    commented out.  Raises :class:`SubmissionError` with the reason.
-    """
+    path = Path(path)
+    try:
+        nb = nbformat.read(str(path), as_version=4)
+    except Exception as err:
+        raise SubmissionError(f"{path.name}: not a readable Jupyter notebook ({err})") from err
+    cells = []
+    for i, cell in enumerate(nb.cells):
+        if cell.get("cell_type") != "code":
+            continue
+        lines = [("# " + ln if _ipython_only(ln) else ln)
+                 for ln in str(cell.get("source", "")).splitlines()]
+        cells.append((f"cell {i + 1}", "\n".join(lines) + "\n"))
+    return cells
+
+
+def _ipython_only(line: str) -> bool:
+    s = line.strip()
+    return (s.startswith(("%", "!")) or (s.endswith("?") and not s.startswith("#"))
+            or re.match(r"^[A-Za-z_][\w, ]*=\s*[!%]", s) is not None)
+
+
+def read_submission(path) -> str:
+    """Python source of a ``.py`` file, or of a notebook's code cells joined (see
+    :func:`read_cells`).  Raises :class:`SubmissionError` with the reason."""
     path = Path(path)
     if path.suffix == ".ipynb":
-        import nbformat
-
-        try:
-            nb = nbformat.read(str(path), as_version=4)
-        except Exception as err:
-            raise SubmissionError(f"{path.name}: not a readable Jupyter notebook ({err})") from err
-        cells = []
-        for i, cell in enumerate(nb.cells):
-            if cell.get("cell_type") != "code":
-                continue
-            lines = [("# " + ln if ln.lstrip().startswith(("%", "!")) else ln)
-                     for ln in str(cell.get("source", "")).splitlines()]
-            cells.append(f"# --- code cell {i + 1}\n" + "\n".join(lines))
-        return "\n\n".join(cells) + "\n"
+        return "".join(f"# --- {label}\n{src}\n" for label, src in read_cells(path))
     if path.suffix != ".py":
         raise SubmissionError(f"{path.name}: expected a .py file or a .ipynb notebook")
     # decoded as Python decodes source: a UTF-8 BOM or a coding line is honoured
@@ -97,15 +112,28 @@ class _Uses(ast.NodeVisitor):
         self.names.add(node.id)
 
 
-def forbidden_uses(source: str) -> dict[int, list[str]]:
-    """``{exercise: [forbidden modules]}`` for the exercises whose code reaches them.
+def forbidden_uses_in_cells(cells: list[tuple[str, str]]) -> tuple[dict[int, list[str]], list[str]]:
+    """``({exercise: [modules its functions reach]}, [modules used at top level])``.
 
-    Raises ``SyntaxError`` for source that does not parse.
+    ``cells``: ``[(label, source)]``, a notebook's code cells or one ``.py`` file's source.
+    Top-level uses do not count for the exercises here (see the module docstring for what
+    the grader does with them).  Cells that do not parse are skipped (the sandbox reports
+    them).
     """
-    tree = ast.parse(source)
+    trees = []
+    for _, src in cells:
+        try:
+            trees.append(ast.parse(src))
+        except (SyntaxError, ValueError):
+            continue
+    uses, module_level = _scan(trees)
+    return uses, sorted(module_level)
+
+
+def _scan(trees) -> tuple[dict[int, list[str]], set[str]]:
     top_defs: dict[str, _Uses] = {}
     module_level = _Uses()
-    for node in tree.body:
+    for node in (n for tree in trees for n in tree.body):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             u = _Uses()
             for child in node.body:
@@ -116,11 +144,10 @@ def forbidden_uses(source: str) -> dict[int, list[str]]:
         else:
             module_level.visit(node)
     out: dict[int, list[str]] = {}
-    everywhere = set(module_level.forbidden)
     for fname, ex in EXERCISE_OF.items():
         if fname not in top_defs:
             continue
-        seen, stack, found = set(), [fname], set(everywhere)
+        seen, stack, found = set(), [fname], set()
         while stack:
             name = stack.pop()
             if name in seen or name not in top_defs:
@@ -133,10 +160,7 @@ def forbidden_uses(source: str) -> dict[int, list[str]]:
         if found:
             out.setdefault(ex, [])
             out[ex] = sorted(set(out[ex]) | found)
-    if everywhere:
-        for ex in (1, 2, 3, 4):
-            out[ex] = sorted(set(out.get(ex, [])) | everywhere)
-    return out
+    return out, set(module_level.forbidden)
 
 
 SKIPPED_FOLDERS = ("__pycache__", ".ipynb_checkpoints", "__MACOSX")
