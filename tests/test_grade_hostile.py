@@ -241,7 +241,8 @@ def test_ndarray_subclass_and_rigged_eq_are_rejected(tmp_path, cfg):
             return Always(), np.zeros_like(W).view(Rigged), np.zeros_like(b).view(Rigged)
         """), cfg, seed=1)
     assert_attack_contained(r, "subclass")
-    assert "expected a float, got submission.Always" in "\n".join(exercise(r, 1)[0].lines)
+    assert ("expected a float (a Python float or numpy.float64), got submission.Always"
+            in "\n".join(exercise(r, 1)[0].lines))
 
 
 def test_nan_inf_and_wrong_dtype_are_rejected(tmp_path, cfg):
@@ -252,7 +253,7 @@ def test_nan_inf_and_wrong_dtype_are_rejected(tmp_path, cfg):
         """), cfg, seed=1)
     assert_attack_contained(r, "NaN or inf")
     text = "\n".join(exercise(r, 1)[0].lines)
-    assert "db: expected dtype float64, got float32" in text
+    assert "db: expected dtype float64 (the inputs' dtype), got float32 (do not cast the result)" in text
 
 
 def test_importing_the_reference_is_caught_statically(tmp_path, cfg):

@@ -58,7 +58,8 @@ def check_value(name, meta, array, want, tol, *, mistakes=(), unstable_hint=Fals
     kind = meta.get("type")
     if scalar:
         if kind not in ("float", "numpy.float64", "ndarray"):
-            return Verdict(name, False, f"{name}: expected a float, got {kind}")
+            return Verdict(name, False, f"{name}: expected a float (a Python float or "
+                           f"numpy.float64), got {kind}")
     elif kind != "ndarray":
         return Verdict(name, False, f"{name}: expected a numpy.ndarray, got {kind}"
                        + (", a subclass of numpy.ndarray (return a plain ndarray)"
@@ -66,7 +67,9 @@ def check_value(name, meta, array, want, tol, *, mistakes=(), unstable_hint=Fals
     if type(array) is not np.ndarray:
         return Verdict(name, False, f"{name}: no array came back (type {kind})")
     if array.dtype != FLOAT:
-        return Verdict(name, False, f"{name}: expected dtype float64, got {array.dtype}")
+        return Verdict(name, False, f"{name}: expected dtype float64 (the inputs' dtype), got "
+                       f"{array.dtype}" + (" (do not cast the result)" if array.dtype.kind in "fiub"
+                                            else ""))
     want = np.asarray(want, dtype=np.float64)
     if scalar and array.shape in ((), (1,)):
         array = array.reshape(())
