@@ -378,3 +378,16 @@ def test_grade_batch_writes_file_names_that_are_not_utf8(tmp_path):
                          "--seed", "1"]) == 0
     text = grades.read_text(encoding="utf-8")
     assert "caf\\udce9.py" in text and "does not parse as Python" in text  # escaped, not lost
+
+
+def test_partial_credit_adds_up_exactly_in_the_totals():
+    from bpcheck.grade import exercises as exs
+    from bpcheck.grade.grader import GradeReport, _add
+    from bpcheck.grade.results import results_json
+
+    cfg = parse_config({"exercises": {"1": {"points": 10}}})
+    report = GradeReport("hw.py", 1)
+    for case in exs.draw_cases(1, 1)[:3]:
+        _add(report, cfg, case, 1 / 3, ["one of three outputs right"])
+    assert report.exercise_score(1) == 2.0 and report.score == 2.0  # not 1.999998
+    assert [t["score"] for t in results_json(report)["tests"]] == [0.666667] * 3

@@ -78,8 +78,8 @@ def _add(report, cfg, case, fraction, lines):
     points = ex.points / n
     function = exs.EXERCISES[case.exercise].functions[0] if case.exercise != 4 else "v_rule, u_rule"
     name = f"{function}: {case.label}"
-    report.tests.append(TestResult(case.number, name, round(points * fraction, 6),
-                                   round(points, 6), list(lines),
+    # unrounded, so that totals add up exactly; rounded where they are shown
+    report.tests.append(TestResult(case.number, name, points * fraction, points, list(lines),
                                    cfg.visibility(case.exercise, case.number)))
 
 

@@ -76,8 +76,8 @@ def results_json(report: GradeReport) -> dict:
         tests.append({
             "name": t.name,
             "number": t.number,
-            "score": t.score,
-            "max_score": t.max_score,
+            "score": round(t.score, 6),
+            "max_score": round(t.max_score, 6),
             "status": "passed" if t.passed else "failed",
             "output": "\n".join(t.lines),
             "output_format": "text",
