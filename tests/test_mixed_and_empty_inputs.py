@@ -64,3 +64,14 @@ def test_bfloat16_and_negative_seeds_are_named_errors(params):
         bpcheck.forward(params, jnp.ones((2, 3), jnp.bfloat16))
     with pytest.raises(ValueError, match="seed: expected an int >= 0, got -1"):
         bpcheck.init_params(WIDTHS, seed=-1)
+
+
+@pytest.mark.parametrize("bad, got", [
+    ([np.ones((3, 2))], "got an array of shape (3, 2)"),
+    ([(np.ones((3, 2)),)], "got a tuple of 1 item(s)"),
+    ([5], "got int 5"),
+])
+def test_a_layer_that_is_not_a_pair_is_described_in_one_line(bad, got):
+    with pytest.raises(TypeError) as err:
+        bpcheck.forward(bad, np.ones((1, 2)))
+    assert str(err.value) == f"params[0] (layer 1): expected a pair (B, b), {got}"

@@ -111,7 +111,10 @@ def check_params(params: Any, xp=None):
     flat = []
     for l, pair in enumerate(params, start=1):
         if not isinstance(pair, Sequence) or isinstance(pair, (str, bytes)) or len(pair) != 2:
-            raise TypeError(f"params[{l - 1}] (layer {l}): expected a pair (B, b), got {pair!r:.80}")
+            got = (f"an array of shape {tuple(pair.shape)}" if hasattr(pair, "shape")
+                   else f"a {type(pair).__name__} of {len(pair)} item(s)"
+                   if isinstance(pair, Sequence) else f"{type(pair).__name__} {pair!r:.60}")
+            raise TypeError(f"params[{l - 1}] (layer {l}): expected a pair (B, b), got {got}")
         flat.extend(pair)
     if xp is None:
         xp = backend(*flat)
