@@ -197,3 +197,24 @@ def test_verify_rejects_bad_arguments_before_running(argv, message, capsys):
     err = capsys.readouterr()
     assert message in err.err
     assert "VERDICT" not in err.out  # nothing ran
+
+
+def test_numeric_only_verdict_and_json_say_what_was_not_run(tmp_path, capsys):
+    out = tmp_path / "v.json"
+    assert verify_main(["--numeric-only", "--networks", "1", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "VERDICT: PASS (the one part holds; the symbolic parts (--numeric-only) not run)" in text
+    assert "(1 random network, seed 0" in text
+    doc = json.loads(out.read_text())
+    assert doc["numeric_only"] is True and doc["networks"] == 1
+    assert doc["verdict"].endswith("not run)")
+
+
+def test_report_cells_stay_on_one_line():
+    from bpcheck._report import Part, render_markdown, render_text
+
+    part = Part("t", ["case", "result"], [["a", "refuted: x\n  claim: 1\n  true: 2"]], passed=False)
+    text = render_text([part])
+    assert "refuted: x / claim: 1 / true: 2" in text
+    table = [ln for ln in render_markdown([part], {}).splitlines() if ln.startswith("| a")]
+    assert table == ["| a | refuted: x / claim: 1 / true: 2 |"]

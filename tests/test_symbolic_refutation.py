@@ -96,3 +96,54 @@ def test_every_planted_rule_is_refuted_on_its_widths(planted):
     for model in MODELS:
         assert not check_recursion(planted.widths, planted.v_rule, planted.u_rule,
                                    activation=model).holds
+
+
+def test_a_u_rule_that_edits_its_V_in_place_cannot_hide_a_wrong_v_rule():
+    from bpcheck.symbolic.wrong_rules import v_rule_without_D
+
+    def u_rule_that_repairs_V(V, a_prev, *, D, l, widths):
+        if l <= len(widths) - 2:
+            V[:, :] = V * D  # would turn the wrong V^(l) into the right one, if it were used
+        return V * sp.kronecker_product(sp.eye(V.shape[1]), a_prev.T)
+
+    for activation in ("relu", "sigma"):
+        report = check_recursion([2, 3, 3, 2], v_rule=v_rule_without_D,
+                                 u_rule=u_rule_that_repairs_V, activation=activation)
+        assert not report.holds and report.mismatch.quantity == "V"
+
+
+def test_symbols_named_like_the_networks_are_refused():
+    def v_rule_with_a_lookalike_D(V, B, D):
+        return V * B * sp.diag(*[sp.Dummy(f"d1[{i}]") for i in range(D.shape[0])])
+
+    def u_rule_with_internal_names(V, a_prev, *, l, widths):
+        a = a_prev if l == 1 else sp.Matrix(
+            [sp.Symbol(f"d{l - 1}[{j}]") * sp.Symbol(f"zeta{l - 1}[{j}]") for j in range(widths[l - 1])])
+        return V * sp.kronecker_product(sp.eye(V.shape[1]), a.T)
+
+    r = check_recursion([2, 3, 2], v_rule=v_rule_with_a_lookalike_D)
+    assert not r.holds and "named like the network's but not the network's own: d1[0]" in r.error
+    r = check_recursion([2, 3, 3, 2], u_rule=u_rule_with_internal_names)
+    assert not r.holds and "zeta" in r.error
+
+
+def test_matrix_valued_entries_and_matrix_expressions_are_refuted_with_a_reason():
+    r = check_recursion([2, 3, 2], v_rule=lambda V, B, D: sp.Matrix(
+        2, 3, lambda k, i: sp.ImmutableMatrix([[1]])))
+    assert not r.holds and "not a SymPy scalar expression" in r.error
+    r = check_recursion([2, 3, 2], v_rule=lambda V, B, D: sp.MatMul(
+        sp.ImmutableMatrix(V), sp.ImmutableMatrix(B), sp.ImmutableMatrix(D)))
+    assert not r.holds and "call .as_explicit() or .doit()" in r.error
+    r = check_recursion([2, 3, 2], v_rule=lambda V, B, D: sp.MatMul(
+        sp.ImmutableMatrix(V), sp.ImmutableMatrix(B), sp.ImmutableMatrix(D)).as_explicit())
+    assert r.holds
+
+
+def test_a_pass_at_small_depth_says_what_it_did_not_cover():
+    r0 = check_recursion([3, 2], v_rule=lambda V, B, D: None)
+    assert r0.holds and "L = 0: v_rule was not called" in str(r0)
+    r1 = check_recursion([2, 3, 2], v_rule=lambda V, B, D: B * D)
+    assert r1.holds and "L = 1: v_rule was called only with V^(l+1) = I_K" in str(r1)
+    r2 = check_recursion([2, 3, 3, 2], v_rule=lambda V, B, D: B * D)
+    assert not r2.holds  # at L = 2 the missing V^(l+1) shows
+    assert check_recursion([2, 3, 3, 2]).notes == []

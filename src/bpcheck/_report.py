@@ -32,15 +32,16 @@ class Part:
 
 
 def _fmt(value: Any) -> str:
+    """One table cell, on one line (a multi-line message is joined with " / ")."""
     if isinstance(value, bool):
         return "yes" if value else "NO"
     if isinstance(value, float):
         return f"{value:.2e}" if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5) \
             else f"{value:.4g}"
-    return str(value)
+    return " / ".join(line.strip() for line in str(value).splitlines() if line.strip())
 
 
-def render_text(parts: list[Part]) -> str:
+def render_text(parts: list[Part], skipped: str = "") -> str:
     out = []
     for part in parts:
         status = "PASS" if part.passed else "FAIL"
@@ -53,17 +54,20 @@ def render_text(parts: list[Part]) -> str:
                 out.append("  " + "  ".join("-" * w for w in widths))
         out.extend(f"  note: {n}" for n in part.notes)
         out.append("")
-    out.append(verdict_line(parts))
+    out.append(verdict_line(parts, skipped))
     return "\n".join(out)
 
 
-def verdict_line(parts: list[Part]) -> str:
+def verdict_line(parts: list[Part], skipped: str = "") -> str:
+    """The last line of a run; ``skipped`` names what the run left out, if anything."""
     failed = [p.title for p in parts if not p.passed]
     if not parts:
         return "VERDICT: FAIL (nothing was checked)"
+    tail = f"; {skipped} not run" if skipped else ""
     if failed:
-        return f"VERDICT: FAIL ({len(failed)} of {len(parts)} parts failed: {'; '.join(failed)})"
-    return f"VERDICT: PASS (all {len(parts)} parts hold)"
+        return f"VERDICT: FAIL ({len(failed)} of {len(parts)} parts failed: {'; '.join(failed)}{tail})"
+    held = "the one part holds" if len(parts) == 1 else f"all {len(parts)} parts hold"
+    return f"VERDICT: PASS ({held}{tail})"
 
 
 def _plain(value: Any) -> Any:
@@ -77,17 +81,17 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def render_json(parts: list[Part], meta: dict[str, Any]) -> str:
+def render_json(parts: list[Part], meta: dict[str, Any], skipped: str = "") -> str:
     doc = {
         "passed": bool(parts) and all(p.passed for p in parts),
-        "verdict": verdict_line(parts),
+        "verdict": verdict_line(parts, skipped),
         **meta,
         "parts": [asdict(p) for p in parts],
     }
     return json.dumps(_plain(doc), indent=2, default=float, allow_nan=False)
 
 
-def render_markdown(parts: list[Part], meta: dict[str, Any]) -> str:
+def render_markdown(parts: list[Part], meta: dict[str, Any], skipped: str = "") -> str:
     out = ["# bpcheck verification report", ""]
     for k, v in meta.items():
         out.append(f"- {k}: `{v}`")
@@ -108,5 +112,5 @@ def render_markdown(parts: list[Part], meta: dict[str, Any]) -> str:
         out.append("")
         out.extend(f"- {n}" for n in part.notes)
         out.append("")
-    out.append(f"**{verdict_line(parts)}**")
+    out.append(f"**{verdict_line(parts, skipped)}**")
     return "\n".join(out) + "\n"

@@ -282,7 +282,7 @@ def draw_inputs(rng: np.random.Generator, params, N: int, *, max_tries: int = 10
     return np.stack(rows), redrawn
 
 
-def run_random_checks(seed: int = 0, networks: int = 30, *, examples: int = 4,
+def run_random_checks(seed: int = 0, networks: int = 24, *, examples: int = 4,
                       fd_columns: int = 12, jacobian_fn=jacobian, max_depth: int = 12):
     """Check ``networks`` random networks; returns a list of :class:`NetworkResult`.
 
@@ -310,7 +310,7 @@ def run_random_checks(seed: int = 0, networks: int = 30, *, examples: int = 4,
     return results
 
 
-def numeric_part(seed: int = 0, networks: int = 30, **kwargs):
+def numeric_part(seed: int = 0, networks: int = 24, **kwargs):
     """The numeric check as a report :class:`~bpcheck._report.Part` for ``bpcheck verify``."""
     from ._report import Part
 
@@ -318,7 +318,7 @@ def numeric_part(seed: int = 0, networks: int = 30, **kwargs):
     results = run_random_checks(seed, networks, **kwargs)
     part = Part(
         title=f"Numeric: bpcheck.jacobian vs jax.jacrev and finite differences "
-              f"({networks} random networks, seed {seed}, float64)",
+              f"({networks} random network{'' if networks == 1 else 's'}, seed {seed}, float64)",
         columns=["#", "widths", "N", "P", "err vs jacrev", "err vs FD", "FD cols",
                  "kinks redrawn", "ok"],
     )

@@ -70,15 +70,18 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     parts = run(args.seed, args.networks, args.quick, args.numeric_only)
     elapsed = time.perf_counter() - t0
-    meta = {"seed": args.seed, "quick": args.quick, "seconds": round(elapsed, 2)}
-    print(render_text(parts))
+    networks = args.networks or (6 if args.quick else 24)
+    meta = {"seed": args.seed, "quick": args.quick, "numeric_only": args.numeric_only,
+            "networks": networks, "seconds": round(elapsed, 2)}
+    skipped = "the symbolic parts (--numeric-only)" if args.numeric_only else ""
+    print(render_text(parts, skipped))
     print(f"(total {elapsed:.1f} s)")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
-            fh.write(render_json(parts, meta))
+            fh.write(render_json(parts, meta, skipped))
     if args.markdown:
         with open(args.markdown, "w", encoding="utf-8") as fh:
-            fh.write(render_markdown(parts, meta))
+            fh.write(render_markdown(parts, meta, skipped))
     return 0 if parts and all(p.passed for p in parts) else 1
 
 

@@ -70,6 +70,18 @@ class RecursionReport:
     seconds: float = 0.0
 
     @property
+    def notes(self) -> list[str]:
+        """What a pass at these widths does not cover: the V rule at small depth."""
+        L = len(self.widths) - 2
+        if L == 0:
+            return ["L = 0: v_rule was not called (V^(1) = I_K); use widths with a hidden "
+                    "layer to check it"]
+        if L == 1:
+            return ["L = 1: v_rule was called only with V^(l+1) = I_K; use L >= 2 to check "
+                    "how it combines V^(l+1)"]
+        return []
+
+    @property
     def message(self) -> str:
         return str(self)
 
@@ -78,7 +90,8 @@ class RecursionReport:
         if self.holds:
             n = sum(c.monomials for c in self.layers)
             return (f"holds: {head}; V^(l) and U^(l) equal the direct derivatives for every "
-                    f"layer l = 1..{len(self.widths) - 1} ({n} monomials compared)")
+                    f"layer l = 1..{len(self.widths) - 1} ({n} monomials compared)"
+                    + "".join(f"\n  note: {note}" for note in self.notes))
         if self.error is not None:
             return f"refuted: {head}; {self.error}"
         m = self.mismatch
@@ -161,11 +174,17 @@ def _compare(l, quantity, matrix, truth, conv, fast, full, d_prev):
                                 short(matrix[r, c]), short(truth[r][c]),
                                 f"(not comparable: {type(exc).__name__}: {exc})",
                                 Decision.UNDECIDED.value), monomials
-            decision, diff = fast.difference(claim, truth[r][c])
-            shown = fast
-            if decision is not Decision.EQUAL and full is not None:
-                decision, diff = full.difference(claim, truth[r][c])
-                shown = full
+            try:
+                decision, diff = fast.difference(claim, truth[r][c])
+                shown = fast
+                if decision is not Decision.EQUAL and full is not None:
+                    decision, diff = full.difference(claim, truth[r][c])
+                    shown = full
+            except Exception as exc:  # noqa: BLE001  (refuted as undecided, never a crash)
+                return Mismatch(l, quantity, (r, c), _parameter(quantity, l, c, d_prev),
+                                short(matrix[r, c]), short(truth[r][c]),
+                                f"(not comparable: {type(exc).__name__}: {exc})",
+                                Decision.UNDECIDED.value), monomials
             if decision is not Decision.EQUAL:
                 return Mismatch(l, quantity, (r, c), _parameter(quantity, l, c, d_prev),
                                 short(shown.expand(claim)), short(shown.expand(truth[r][c])),

@@ -44,10 +44,23 @@ def claims(net: SymbolicNetwork, v_rule: Callable | None = None,
     v_rule = v_rule or lecture_v_rule
     u_rule = u_rule or lecture_u_rule
     K, L, w = net.K, net.L, net.widths
+    symbols = network_symbols(net)
     V = sp.eye(K)  # the seed V^(L+1) = I_K
     for l in range(L + 1, 0, -1):
         context = _context(net, l)
         if l <= L:
-            V = call_rule(v_rule, "v_rule", (V, net.B[l + 1], net.D[l]), context, (K, w[l]))
-        U = call_rule(u_rule, "u_rule", (V, net.a[l - 1]), context, (K, w[l] * w[l - 1]))
+            V = call_rule(v_rule, "v_rule", (V, net.B[l + 1], net.D[l]), context, (K, w[l]),
+                          symbols)
+        U = call_rule(u_rule, "u_rule", (V, net.a[l - 1]), context, (K, w[l] * w[l - 1]),
+                      symbols)
         yield LayerClaim(l, V, U)
+
+
+def network_symbols(net: SymbolicNetwork) -> frozenset:
+    """Every symbol of the network: inputs, parameters and activation-pattern symbols."""
+    out = set(net.x.free_symbols)
+    for l in range(1, len(net.widths)):
+        out |= net.B[l].free_symbols | net.b[l].free_symbols | net.z[l].free_symbols
+        if l <= net.L:
+            out |= net.D[l].free_symbols
+    return frozenset(out)

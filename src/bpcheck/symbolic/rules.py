@@ -58,25 +58,58 @@ def _extras(rule: Callable, context: dict[str, Any]) -> dict[str, Any]:
 
 
 def call_rule(rule: Callable, name: str, args: tuple, context: dict[str, Any],
-              shape: tuple[int, int]) -> sp.Matrix:
+              shape: tuple[int, int], symbols: frozenset = frozenset()) -> sp.Matrix:
     """Call ``rule(*args, **extras)`` and check it returned a SymPy matrix of ``shape``.
 
-    Returns a fresh mutable ``Matrix`` copy (the rule's object is not used further).
-    Raises :class:`RuleError` naming the rule, the layer and what was wrong.
+    The rule gets copies of the matrices, so changing them in place changes nothing the
+    checker uses.  ``symbols``: the network's symbols; a returned symbol that is not one of
+    them but has one's name (or the checker's internal ``zeta`` names) is an error, as
+    entries are compared by symbol name.  Returns a fresh mutable ``Matrix`` copy (the
+    rule's object is not used further).  Raises :class:`RuleError` naming the rule, the
+    layer and what was wrong.
     """
     where = f"{name} at layer l = {context['l']}"
+    args = tuple(_copy(a) for a in args)
     try:
-        extras = _extras(rule, context)
+        extras = {k: _copy(v) for k, v in _extras(rule, context).items()}
         result = rule(*args, **extras)
     except (Exception, SystemExit) as exc:  # noqa: BLE001  (refuted, never a crash)
         raise RuleError(f"{where} raised {type(exc).__name__}: {exc}") from None
     if not isinstance(result, sp.MatrixBase):
+        hint = (" (call .as_explicit() or .doit() on a matrix expression)"
+                if isinstance(result, sp.MatrixExpr) else "")
         raise RuleError(f"{where} returned {type(result).__name__}; expected a SymPy Matrix "
-                        f"of shape {shape}")
+                        f"of shape {shape}{hint}")
     if tuple(result.shape) != tuple(shape):
         raise RuleError(f"{where} returned shape {tuple(result.shape)}; expected {shape}")
     entries = list(result)
-    bad = [e for e in entries if not isinstance(e, sp.Basic)]
+    bad = [e for e in entries if not isinstance(e, sp.Basic) or isinstance(e, sp.MatrixBase)]
     if bad:
-        raise RuleError(f"{where} returned an entry {bad[0]!r} that is not a SymPy expression")
+        raise RuleError(f"{where} returned an entry {short_repr(bad[0])} that is not a SymPy "
+                        "scalar expression")
+    if symbols:
+        names = {str(s) for s in symbols}
+        foreign = sorted({_name(s) for e in entries for s in e.free_symbols
+                          if s not in symbols and (_name(s) in names or _name(s).startswith("zeta"))})
+        if foreign:
+            raise RuleError(f"{where} returned symbols named like the network's but not "
+                            f"the network's own: {', '.join(foreign[:5])} (use the matrices "
+                            "the rule is given)")
     return sp.Matrix(shape[0], shape[1], entries)
+
+
+def _name(symbol: Any) -> str:
+    return str(getattr(symbol, "name", symbol))  # a Dummy prints as _x but is named x
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, sp.MatrixBase):
+        return value.copy()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_copy(v) for v in value)
+    return value
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
