@@ -159,12 +159,17 @@ def test_config_sets_points_and_visibility(tmp_path):
 
 
 def test_hidden_tests_and_their_printout_stay_out_of_the_students_summary(tmp_path):
+    """Hidden tests run in their own child: what the submission prints or raises there (it
+    could print the inputs) reaches only the instructor's view."""
     cfg = tmp_path / "g.toml"
-    cfg.write_text('[exercises.1]\nvisibility = "hidden"\n'
+    cfg.write_text('[exercises.1]\ntests = { "1.4" = "hidden" }\n'
                    '[exercises.2]\ntests = { "2.3" = "after_due_date" }\n'
                    '[exercises.3]\npoints = 0\n[exercises.4]\npoints = 0\n')
     sub = tmp_path / "chatty.py"
-    sub.write_text(CORRECT + '\nprint("TOP-LEVEL-MARKER")\n')
+    sub.write_text(CORRECT.replace("def softmax_loss(W, b, X, y, reg):\n",
+                                   "def softmax_loss(W, b, X, y, reg):\n"
+                                   "    print('INPUT-SHAPE', X.shape)\n", 1)
+                   + '\nprint("TOP-LEVEL-MARKER")\n')
     from bpcheck.grade.results import render_text, results_json
 
     r = grade(sub, load_config(cfg), seed=1)
@@ -172,17 +177,34 @@ def test_hidden_tests_and_their_printout_stay_out_of_the_students_summary(tmp_pa
     summary = doc["output"]
     hidden = [t for t in r.tests if t.visibility != "visible"]
     visible = [t for t in r.tests if t.visibility == "visible"]
-    assert hidden and visible
-    assert all(t.name.split(": ", 1)[-1] not in summary for t in hidden)
-    assert all(t.name.split(": ", 1)[-1] in summary for t in visible)
-    assert "Total:" not in summary
+    assert [t.number for t in hidden] == ["1.4", "2.3"] and r.score == 50
+    assert all(f"  {t.number}  " not in summary for t in hidden)
+    assert all(f"  {t.number}  " in summary for t in visible)
+    assert "Total:" not in summary and "seed" not in summary  # the seed regenerates inputs
     assert f"Visible tests: {sum(t.score for t in visible):g} / " in summary
-    assert f"{len(hidden)} more tests are not shown yet" in summary
-    assert "TOP-LEVEL-MARKER" not in summary  # exercises 1 and 2 both have tests not shown
-    # the tests themselves carry their visibility, and the instructor's view shows all
+    assert "2 more tests are not shown yet" in summary
+    # test 1.4 is the wide one (N = 50, D = 40): its inputs never reach the summary
+    assert "INPUT-SHAPE (5, 3)" in summary and "INPUT-SHAPE (50, 40)" not in summary
+    assert "TOP-LEVEL-MARKER" in summary  # printed by the visible run too
+    # the tests carry their visibility, and the instructor's view shows everything
     assert {t["number"]: t["visibility"] for t in doc["tests"]}["2.3"] == "after_due_date"
     full = render_text(r)
-    assert "Total:" in full and all(t.name.split(": ", 1)[-1] in full for t in hidden)
+    assert "Total:" in full and "INPUT-SHAPE (50, 40)" in full and "seed 1" in full
+
+
+def test_submission_text_cannot_fake_report_lines(tmp_path):
+    from bpcheck.grade.results import render_text, results_json
+
+    sub = tmp_path / "fake.py"
+    sub.write_text(CORRECT.replace(
+        "def softmax_loss(W, b, X, y, reg):\n",
+        "def softmax_loss(W, b, X, y, reg):\n"
+        "    raise ValueError('boom\\nExercise 1: x  [25 / 25]\\nTotal: 100 / 100\\x1b[2K')\n", 1))
+    cfg = parse_config({"exercises": {"3": {"points": 0}, "4": {"points": 0}}})
+    r = grade(sub, cfg, seed=1)
+    for text in (render_text(r), results_json(r)["output"]):
+        assert "\nTotal: 100 / 100" not in text and "\x1b" not in text
+        assert "boom\\nExercise 1: x  [25 / 25]\\nTotal: 100 / 100\\x1b[2K" in text
 
 
 @pytest.mark.parametrize("text,message", [
@@ -391,3 +413,76 @@ def test_partial_credit_adds_up_exactly_in_the_totals():
         _add(report, cfg, case, 1 / 3, ["one of three outputs right"])
     assert report.exercise_score(1) == 2.0 and report.score == 2.0  # not 1.999998
     assert [t["score"] for t in results_json(report)["tests"]] == [0.666667] * 3
+
+
+def test_scan_lets_a_local_name_shadow_a_forbidden_import():
+    cells = [("cell 1", "from torch.autograd import grad\n"),
+             ("cell 2", "def softmax_loss(W, b, X, y, reg):\n    grad = W * 0\n    return 0.0, grad, b\n")]
+    assert forbidden_uses_in_cells(cells) == ({}, ["torch"])
+    cells[1] = ("cell 2", "def softmax_loss(W, b, X, y, reg):\n    return grad(W)\n")
+    assert forbidden_uses_in_cells(cells) == ({1: ["torch"]}, ["torch"])
+
+
+@pytest.mark.parametrize("line, ipython", [
+    ("%matplotlib inline", True), ("  %time f()", True), ("%%timeit", True), ("!ls", True),
+    ("files = !ls", True), ("np.zeros?", True), ("??np", True),
+    ("    return loss, dW, db  # right?", False), ("    != b)", False), ("    % 3)", False),
+    ('print("ok?")', False), ("a %= 3", False),
+])
+def test_only_ipython_lines_are_commented_out(tmp_path, line, ipython):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(line)]
+    path = tmp_path / "n.ipynb"
+    nbformat.write(nb, str(path))
+    from bpcheck.grade.source import read_cells
+
+    assert read_cells(path)[0][1] == ("# " if ipython else "") + line + "\n"
+
+
+def test_oversized_and_decoy_files_cannot_exhaust_the_grader(tmp_path):
+    from bpcheck.grade.source import MAX_BYTES, pick_submission
+
+    up = tmp_path / "up"
+    up.mkdir()
+    (up / "hw.py").write_text(CORRECT)
+    (up / "a_decoy.py").write_text("x = " + "1 + " * 200_000 + "1\n")  # a parser bomb
+    (up / "huge.py").write_text("#" * (MAX_BYTES + 1))
+    deep = up
+    for i in range(30):
+        deep = deep / f"d{i}"
+    deep.mkdir(parents=True)
+    (deep / "deep.py").write_text(CORRECT)
+    chosen, note = pick_submission(up)
+    assert chosen == up / "hw.py" and note.startswith("3 files were submitted")
+    big = tmp_path / "big.py"
+    big.write_text(CORRECT + "#" * MAX_BYTES)
+    r = grade(big, parse_config({}), seed=1)
+    assert r.score == 0 and "expected a file under 2 MB" in r.tests[0].lines[0]
+    bomb = tmp_path / "bomb.py"
+    bomb.write_text("x = " + "-" * 200_000 + "1\n" + CORRECT)
+    r = grade(bomb, parse_config({}), seed=1)
+    assert r.score == 0 and "does not parse as Python" in r.tests[0].lines[0]
+
+
+def test_a_long_file_list_is_cut_in_the_note(tmp_path):
+    from bpcheck.grade.source import pick_submission
+
+    for i in range(25):
+        (tmp_path / f"f{i:02d}.py").write_text("x = 1\n")
+    _, note = pick_submission(tmp_path)
+    assert note.startswith("25 files were submitted (f00.py, f01.py") and "and 15 more" in note
+
+
+def test_grade_batch_csv_cells_are_not_formulas(tmp_path):
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    (subs / "=HYPERLINK(1).ipynb").write_text("not a notebook")  # its error starts with the name
+    grades = tmp_path / "grades.csv"
+    cfg = tmp_path / "g.toml"
+    cfg.write_text(FAST)
+    assert bpcheck_main(["grade-batch", str(subs), "--csv", str(grades), "--config", str(cfg),
+                         "--seed", "1"]) == 0
+    with grades.open() as f:
+        row = next(csv.DictReader(f))
+    assert row["error"].startswith("'=HYPERLINK(1).ipynb: not a readable Jupyter notebook")
+    assert not any(v.startswith(("=", "+", "-", "@")) for v in row.values())

@@ -22,6 +22,7 @@ from test_grade_hostile import (
     MEMORY_BOMB,
     SECRET,
     assert_attack_contained,
+    exercise,
     hostile,
 )
 
@@ -172,3 +173,35 @@ def test_a_notebook_cell_that_loads_a_forbidden_module_still_zeroes_the_notebook
     assert not any(m.startswith("cell 1 raised") for m in r.messages), r.messages
     assert r.score == 0
     assert all("the submission uses tinygrad" in t.lines[0] for t in r.tests), r.tests[0].lines
+
+
+def test_a_forged_setup_message_cannot_replace_the_sandbox_notes(tmp_path, cfg):
+    r = grade(hostile(tmp_path, """
+        import json, os, struct
+        plan = json.load(open(os.path.join(os.path.dirname(__file__), "plan.json")))
+        head = json.dumps({"kind": "setup", "notes": ["all good"]}).encode()
+        os.write(plan["result_fd"], struct.pack(">Q", len(head)) + head + struct.pack(">Q", 0))
+        def softmax_loss(W, b, X, y, reg):
+            return 7.0, W * 0 + 7, b * 0 + 7
+        """), cfg, seed=1)
+    assert "namespaces: not requested" in r.isolation and "all good" not in r.isolation
+    assert_attack_contained(r, "wrong")
+
+
+def test_forged_messages_of_the_wrong_types_do_not_crash_the_grader(tmp_path, cfg):
+    r = grade(hostile(tmp_path, """
+        import json, os, struct
+        plan = json.load(open(os.path.join(os.path.dirname(__file__), "plan.json")))
+        def send(header):
+            head = json.dumps(header).encode()
+            os.write(plan["result_fd"], struct.pack(">Q", len(head)) + head + struct.pack(">Q", 0))
+        send({"kind": "loaded", "forbidden": 5, "missing": 5, "cell_errors": 7, "error": None})
+        send({"kind": "test", "test": 0, "meta": {"loss": 5, "dW": []}, "forbidden": 3})
+        def softmax_loss(W, b, X, y, reg):
+            return 7.0, W * 0 + 7, b * 0 + 7
+        """), cfg, seed=1)
+    # the forgery runs at load time, in each exercise's child: it costs that child's test 0
+    first = {t.number: t.lines[0] for t in r.tests}
+    assert "could not be read (TypeError)" in first["1.1"], first
+    assert "could not be read (TypeError)" in first["2.1"], first
+    assert all(t.passed for t in exercise(r, 2)[1:])

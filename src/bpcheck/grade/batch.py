@@ -49,6 +49,13 @@ def _grade_one(path: str, cfg: GradingConfig, seed, results_dir):
             "seed": report.seed, "seconds": round(report.seconds, 2), "error": _problem(report)}
 
 
+def _cell(value):
+    """A CSV cell a spreadsheet shows as text: a leading ``= + - @`` (a formula) is quoted."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def _problem(report) -> str:
     """What kept a submission from being graded normally, for the CSV's ``error`` column."""
     notes = list(report.messages)
@@ -100,5 +107,5 @@ def grade_batch(folder, cfg: GradingConfig, jobs: int = 1, csv_path=None, seed=N
         with open(csv_path, "w", newline="", encoding="utf-8", errors="backslashreplace") as f:
             w = csv.DictWriter(f, fieldnames=COLUMNS)
             w.writeheader()
-            w.writerows(rows)
+            w.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
     return rows

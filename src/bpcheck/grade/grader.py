@@ -52,6 +52,10 @@ class GradeReport:
     messages: list[str] = field(default_factory=list)
     isolation: list[str] = field(default_factory=list)
     student_output: dict[int, str] = field(default_factory=dict)
+    hidden_messages: list[str] = field(default_factory=list)
+    """Notes from the children that ran tests students do not see (instructor view only)."""
+    hidden_output: dict[int, str] = field(default_factory=dict)
+    """What the submission printed in those children (instructor view only)."""
     seconds: float = 0.0
 
     @property
@@ -83,17 +87,41 @@ def _add(report, cfg, case, fraction, lines):
                                    cfg.visibility(case.exercise, case.number)))
 
 
+def _strings(value, limit: int = 20) -> list[str]:
+    """A list of strings from the child's (untrusted) header, capped."""
+    return [str(v)[:2000] for v in value[:limit]] if isinstance(value, list) else []
+
+
 def _run_exercise(source, e, cases, cfg: GradingConfig, report: GradeReport, cells=None):
     """Run exercise ``e``'s tests in children; returns ``{index: (fraction, lines)}``.
 
+    Tests that students see and tests they do not (``hidden``, ``after_due_date`` ...) run
+    in separate children: what a child's submission prints or raises can only carry the
+    inputs that child held, so the visible results never carry a hidden test's inputs.
     ``cells``: a notebook's ``[(label, source)]``, run one by one (a failing cell is
     reported and the next one runs); ``None`` for a ``.py`` file, run whole."""
-    ex = exs.EXERCISES[e]
     tests, inputs = exs.child_plan(e, cases)
+    outcome: dict[int, tuple[float, list[str]]] = {}
+    for visible in (True, False):
+        group = [c.index for c in cases
+                 if (cfg.visibility(e, c.number) == "visible") == visible]
+        if not group:
+            continue
+        keep = set(group)
+        plan = [t if i in keep else None for i, t in enumerate(tests)]
+        arrays = {k: v for k, v in inputs.items() if int(k.split("/", 1)[0][1:]) in keep}
+        outcome.update(_run_group(source, e, cases, group, plan, arrays, cfg, report, cells,
+                                  visible))
+    return outcome
+
+
+def _run_group(source, e, cases, pending, tests, inputs, cfg, report, cells, visible):
+    ex = exs.EXERCISES[e]
     limits = cfg.limits
     hide = [cfg.path] if cfg.path else []
-    pending = [c.index for c in cases]
     outcome: dict[int, tuple[float, list[str]]] = {}
+    output = report.student_output if visible else report.hidden_output
+    messages = report.messages if visible else report.hidden_messages
     attempts = 0
     while pending:
         run = run_child(source, e, list(ex.functions), tests, pending, inputs, limits, hide=hide,
@@ -102,30 +130,31 @@ def _run_exercise(source, e, cases, cfg: GradingConfig, report: GradeReport, cel
             if note not in report.isolation:
                 report.isolation.append(note)
         if run.stdout.strip():
-            report.student_output[e] = report.student_output.get(e, "") + run.stdout
-        loaded = run.loaded
-        cell_errors = (loaded or {}).get("cell_errors")
-        for note in cell_errors[:20] if isinstance(cell_errors, list) else []:
-            note = f"{str(note)[:2000]} (the other cells were run)"
-            if note not in report.messages:
-                report.messages.append(note)
+            output[e] = output.get(e, "") + run.stdout
+        loaded = run.loaded if isinstance(run.loaded, dict) else None
+        for note in _strings((loaded or {}).get("cell_errors")):
+            note = f"{note} (the other cells were run)"
+            if note not in messages:
+                messages.append(note)
         if loaded is None:
             why = run.failure or "the grading process ended before the submission loaded"
             for i in pending:
                 outcome[i] = (0.0, [f"the submission could not be loaded: {why}"])
             break
-        if loaded.get("forbidden"):
-            libs = ", ".join(map(str, loaded["forbidden"]))
+        forbidden, missing = _strings(loaded.get("forbidden")), _strings(loaded.get("missing"))
+        if forbidden:
+            libs = ", ".join(forbidden)
             for i in pending:
                 outcome[i] = (0.0, [f"the submission uses {libs}, which is not allowed "
                                     "(numpy, sympy and the standard library only)"])
             break
         if loaded.get("error"):
             for i in pending:
-                outcome[i] = (0.0, ["loading the submission failed: " + str(loaded["error"])])
+                outcome[i] = (0.0, ["loading the submission failed: "
+                                    + str(loaded["error"])[:2000]])
             break
-        if loaded.get("missing"):
-            names = ", ".join(map(str, loaded["missing"]))
+        if missing:
+            names = ", ".join(missing)
             for i in pending:
                 outcome[i] = (0.0, [f"{names} is not defined (expected a function named "
                                     f"{names})"])
@@ -135,7 +164,10 @@ def _run_exercise(source, e, cases, cfg: GradingConfig, report: GradeReport, cel
             if msg is None:
                 continue
             pending.remove(i)
-            outcome[i] = _score(cases[i], msg, cfg)
+            try:
+                outcome[i] = _score(cases[i], msg, cfg)
+            except Exception as err:  # noqa: BLE001 - a forged message is a failed test
+                outcome[i] = (0.0, [f"the result could not be read ({type(err).__name__})"])
         if pending:
             first = pending.pop(0)
             outcome[first] = (0.0, [run.failure or "no result came back"])
@@ -222,7 +254,7 @@ def grade(path, cfg: GradingConfig | None = None, seed: int | None = None) -> Gr
         _zero_all(report, cfg, cases_by_ex, f"the submission could not be read: {err}")
         report.seconds = time.monotonic() - t0
         return report
-    except (SyntaxError, ValueError) as err:
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as err:
         where = f" (line {err.lineno})" if getattr(err, "lineno", None) else ""
         msg = f"the submission does not parse as Python: {err.__class__.__name__}{where}: " \
               f"{getattr(err, 'msg', err)}"

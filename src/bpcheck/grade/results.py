@@ -20,8 +20,19 @@ def _fmt(x: float) -> str:
     return f"{x:.2f}".rstrip("0").rstrip(".") if x != int(x) else str(int(x))
 
 
+def _clean(text: str) -> str:
+    """Submission-controlled text on one line: control characters (terminal escapes,
+    carriage returns, newlines) shown as escapes, so it cannot fake report lines."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                   for ch in str(text))
+
+
 def _quoted(text: str) -> list[str]:
-    return ["  | " + ln for ln in text.rstrip("\n").splitlines()]
+    return ["  | " + _clean(ln) for ln in text.rstrip("\n").splitlines()]
+
+
+def _notes(messages) -> list[str]:
+    return [f"note: {_clean(m)}" for m in messages]
 
 
 def render_text(report: GradeReport, *, show_output: bool = True,
@@ -29,13 +40,19 @@ def render_text(report: GradeReport, *, show_output: bool = True,
     """The report printed by ``bpcheck grade``: per exercise, per test, with feedback.
 
     ``visible_only``: the students' view, for the summary in ``results.json``: tests whose
-    visibility is not ``visible`` are left out, with the totals (the instructor's view,
-    printed by the command, shows everything).
+    visibility is not ``visible`` are left out, with the totals, the notes and printout of
+    the children that ran them, and the seed (which would regenerate their inputs).  The
+    instructor's view, printed by the command, shows everything.
     """
     shown = [t for t in report.tests if not visible_only or t.visibility == "visible"]
-    out = [f"bpcheck grade: {Path(report.submission).name} (seed {report.seed}; "
-           f"replay with --seed {report.seed})", ""]
-    out += [f"note: {m}" for m in report.messages]
+    all_shown = len(shown) == len(report.tests)
+    name = _clean(Path(report.submission).name)
+    out = [f"bpcheck grade: {name} (seed {report.seed}; replay with --seed {report.seed})"
+           if all_shown else f"bpcheck grade: {name}", ""]
+    out += _notes(report.messages)
+    if not visible_only:
+        out += _notes(f"(in the run of tests not shown to students) {m}"
+                      for m in report.hidden_messages)
     for e, ex in EXERCISES.items():
         tests = [t for t in shown if t.number.startswith(f"{e}.")]
         if not tests:
@@ -49,9 +66,9 @@ def render_text(report: GradeReport, *, show_output: bool = True,
             out.append(f"  {t.number}  {status:<6}  {_fmt(t.score):>5} / {_fmt(t.max_score):<5} "
                        f"{label}")
             if not t.passed or len(t.lines) == 1:
-                out += [f"        {ln}" for ln in t.lines]
+                out += [f"        {_clean(ln)}" for ln in t.lines]
         out.append("")
-    if len(shown) == len(report.tests):
+    if all_shown:
         out.append(f"Total: {_fmt(report.score)} / {_fmt(report.max_score)}   "
                    f"({report.seconds:.1f} s)")
     else:
@@ -60,17 +77,25 @@ def render_text(report: GradeReport, *, show_output: bool = True,
         out.append(f"Visible tests: {_fmt(got)} / {_fmt(total)}; {len(report.tests) - len(shown)} "
                    "more tests are not shown yet")
     if show_isolation and report.isolation:
-        out += ["", "Sandbox:"] + [f"  {n}" for n in report.isolation]
-    if show_output and report.student_output:
+        out += ["", "Sandbox:"] + [f"  {_clean(n)}" for n in report.isolation]
+    printed = [(f"exercise {e}", text) for e, text in sorted(report.student_output.items())]
+    if not visible_only:
+        printed += [(f"exercise {e}, tests not shown to students", text)
+                    for e, text in sorted(report.hidden_output.items())]
+    if show_output and printed:
         out += ["", "Output printed by the submission (capped, never parsed):"]
-        for e, text in sorted(report.student_output.items()):
-            out.append(f"  exercise {e}:")
+        for label, text in printed:
+            out.append(f"  {label}:")
             out += _quoted(text)
     return "\n".join(out) + "\n"
 
 
 def results_json(report: GradeReport) -> dict:
-    """Gradescope's results document (see FACTS.md for the schema)."""
+    """Gradescope's results document (see FACTS.md for the schema).
+
+    The top-level ``output`` is the students' view (:func:`render_text` with
+    ``visible_only``); what the submission printed comes only from the children that ran
+    visible tests, which never held a hidden test's inputs."""
     tests = []
     for t in report.tests:
         tests.append({
@@ -79,20 +104,12 @@ def results_json(report: GradeReport) -> dict:
             "score": round(t.score, 6),
             "max_score": round(t.max_score, 6),
             "status": "passed" if t.passed else "failed",
-            "output": "\n".join(t.lines),
+            "output": "\n".join(_clean(ln) for ln in t.lines),
             "output_format": "text",
             "visibility": t.visibility,
             "tags": [f"exercise {t.number.split('.')[0]}"],
         })
-    summary = render_text(report, show_output=False, show_isolation=False, visible_only=True)
-    # a submission's printout may show a hidden test's inputs: only exercises whose tests
-    # are all visible get theirs shown
-    hidden = {t.number.split(".")[0] for t in report.tests if t.visibility != "visible"}
-    output = {e: text for e, text in report.student_output.items() if str(e) not in hidden}
-    if output:
-        summary += "\nOutput printed by the submission (capped, never parsed):\n"
-        for e, text in sorted(output.items()):
-            summary += f"  exercise {e}:\n" + "\n".join(_quoted(text)) + "\n"
+    summary = render_text(report, show_output=True, show_isolation=False, visible_only=True)
     return {
         "score": report.score,
         "execution_time": round(report.seconds, 3),

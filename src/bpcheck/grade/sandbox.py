@@ -370,6 +370,7 @@ def _collect(proc, r_fd, result: ChildRun, limits: Limits, run: list, exercise: 
     deadline = time.monotonic() + limits.load_timeout_s
     pending = list(run)
     finished = False
+    setup_seen = False
     while True:
         now = time.monotonic()
         if now > deadline:
@@ -392,9 +393,12 @@ def _collect(proc, r_fd, result: ChildRun, limits: Limits, run: list, exercise: 
             frames.feed(data)
             for header, arrays in frames.messages():
                 kind = header.get("kind")
-                if kind == "setup":
-                    result.notes = [str(n) for n in header.get("notes", [])][:50]
-                elif kind == "loaded":
+                if kind == "setup" and not setup_seen:  # the harness's, sent before the
+                    setup_seen = True                     # submission runs; later ones are forged
+                    notes = header.get("notes")
+                    result.notes = [str(n)[:500] for n in notes[:50]] \
+                        if isinstance(notes, list) else []
+                elif kind == "loaded" and result.loaded is None:  # first one only, as above
                     result.loaded = header
                     deadline = time.monotonic() + limits.test_timeout_s
                 elif kind == "test":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import io
+import os
 import re
 import tokenize
 from pathlib import Path
@@ -37,6 +38,7 @@ def read_cells(path) -> list[tuple[str, str]]:
     import nbformat
 
     path = Path(path)
+    _check_size(path)
     try:
         nb = nbformat.read(str(path), as_version=4)
     except Exception as err:
@@ -51,16 +53,39 @@ def read_cells(path) -> list[tuple[str, str]]:
     return cells
 
 
+_IPYTHON_ONLY = re.compile(
+    r"^(%%?[A-Za-z_].*"                       # %magic, %%cell_magic
+    r"|![^=].*"                               # !shell (not a continued `!= b`)
+    r"|[A-Za-z_][\w, ]*=\s*[!%][A-Za-z_].*"   # x = !ls, t = %timeit f()
+    r"|\?{1,2}[\w.]+|[\w.]+\?{1,2})$"         # ?obj, obj?, obj??
+)
+
+
 def _ipython_only(line: str) -> bool:
-    s = line.strip()
-    return (s.startswith(("%", "!")) or (s.endswith("?") and not s.startswith("#"))
-            or re.match(r"^[A-Za-z_][\w, ]*=\s*[!%]", s) is not None)
+    return _IPYTHON_ONLY.match(line.strip()) is not None
+
+
+MAX_BYTES = 2 << 20
+"""The largest submission file read (a homework is a few kB; parsing costs ~600x the size)."""
+
+
+def _check_size(path: Path) -> None:
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise SubmissionError(f"{path.name}: cannot be read ({err})") from err
+    if not path.is_file():
+        raise SubmissionError(f"{path.name}: not a regular file")
+    if size > MAX_BYTES:
+        raise SubmissionError(f"{path.name}: {size / 2**20:.1f} MB; expected a file under "
+                              f"{MAX_BYTES >> 20} MB")
 
 
 def read_submission(path) -> str:
     """Python source of a ``.py`` file, or of a notebook's code cells joined (see
     :func:`read_cells`).  Raises :class:`SubmissionError` with the reason."""
     path = Path(path)
+    _check_size(path)
     if path.suffix == ".ipynb":
         return "".join(f"# --- {label}\n{src}\n" for label, src in read_cells(path))
     if path.suffix != ".py":
@@ -86,6 +111,8 @@ class _Uses(ast.NodeVisitor):
     def __init__(self):
         self.forbidden: set[str] = set()
         self.names: set[str] = set()
+        self.bound: set[str] = set()
+        """Names the body assigns (its locals, for a function): they shadow module names."""
         self.aliases: dict[str, str] = {}
 
     def visit_Import(self, node):
@@ -109,7 +136,10 @@ class _Uses(ast.NodeVisitor):
                 self.forbidden.add(bad)
 
     def visit_Name(self, node):
-        self.names.add(node.id)
+        (self.bound if isinstance(node.ctx, ast.Store) else self.names).add(node.id)
+
+    def visit_arg(self, node):
+        self.bound.add(node.arg)
 
 
 def forbidden_uses_in_cells(cells: list[tuple[str, str]]) -> tuple[dict[int, list[str]], list[str]]:
@@ -124,8 +154,8 @@ def forbidden_uses_in_cells(cells: list[tuple[str, str]]) -> tuple[dict[int, lis
     for _, src in cells:
         try:
             trees.append(ast.parse(src))
-        except (SyntaxError, ValueError):
-            continue
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            continue  # the sandbox runs (and reports) it
     uses, module_level = _scan(trees)
     return uses, sorted(module_level)
 
@@ -136,6 +166,8 @@ def _scan(trees) -> tuple[dict[int, list[str]], set[str]]:
     for node in (n for tree in trees for n in tree.body):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             u = _Uses()
+            if not isinstance(node, ast.ClassDef):
+                u.visit(node.args)
             for child in node.body:
                 u.visit(child)
             for dec in getattr(node, "decorator_list", []):
@@ -155,7 +187,8 @@ def _scan(trees) -> tuple[dict[int, list[str]], set[str]]:
             seen.add(name)
             u = top_defs[name]
             found |= u.forbidden
-            found |= {module_level.aliases[n] for n in u.names if n in module_level.aliases}
+            found |= {module_level.aliases[n] for n in u.names - u.bound
+                      if n in module_level.aliases}
             stack.extend(n for n in u.names if n in top_defs)
         if found:
             out.setdefault(ex, [])
@@ -170,7 +203,7 @@ def _defined_exercises(path: Path) -> int:
     """How many of the exercise functions a file defines at top level (0 if unreadable)."""
     try:
         tree = ast.parse(read_submission(path))
-    except (SubmissionError, SyntaxError, ValueError, OSError):
+    except (SubmissionError, SyntaxError, ValueError, OSError, RecursionError, MemoryError):
         return 0
     names = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
     names |= {t.id for n in tree.body if isinstance(n, ast.Assign)
@@ -190,19 +223,41 @@ def pick_submission(folder) -> tuple[Path | None, str | None]:
     """
     folder = Path(folder)
     found = []
-    for p in sorted(folder.rglob("*")):
-        rel = p.relative_to(folder).parts
-        if (p.is_file() and not p.is_symlink() and p.suffix in (".py", ".ipynb")
-                and not any(part.startswith(".") or part in SKIPPED_FOLDERS for part in rel)):
-            found.append(p)
+    for root, dirs, files in os.walk(folder):  # never follows links to folders
+        depth = len(Path(root).relative_to(folder).parts)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in SKIPPED_FOLDERS
+                         and depth < MAX_DEPTH)
+        for name in sorted(files):
+            p = Path(root) / name
+            if (not name.startswith(".") and p.suffix in (".py", ".ipynb")
+                    and p.is_file() and not p.is_symlink()):
+                found.append(p)
+        if len(found) > MAX_CANDIDATES:
+            break
     if not found:
         return None, None
     if len(found) == 1:
         return found[0], None
-    ranked = sorted(found, key=lambda p: (-_defined_exercises(p), p.suffix != ".py",
-                                          len(p.relative_to(folder).parts), str(p)))
-    names = ", ".join(str(p.relative_to(folder)) for p in found)
-    chosen = ranked[0]
-    return chosen, (f"{len(found)} files were submitted ({names}); graded "
-                    f"{chosen.relative_to(folder)}, the one that defines the most exercise "
-                    "functions (only one file is graded, and it cannot import the others)")
+    found = found[:MAX_CANDIDATES]
+
+    def rank(p: Path):  # most exercise functions, then .py, shallowest, largest, name
+        size = p.stat().st_size
+        return (-_defined_exercises(p), p.suffix != ".py", len(p.relative_to(folder).parts),
+                -size, str(p))
+
+    chosen = sorted(found, key=rank)[0]
+    names = [_printable(str(p.relative_to(folder))) for p in found]
+    listed = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    return chosen, (f"{len(found)} files were submitted ({listed}); graded "
+                    f"{_printable(str(chosen.relative_to(folder)))}, the one that defines the "
+                    "most exercise functions (only one file is graded, and it cannot import "
+                    "the others)")
+
+
+MAX_DEPTH = 8
+MAX_CANDIDATES = 200
+
+
+def _printable(text: str) -> str:
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                   for ch in text)
