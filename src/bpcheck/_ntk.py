@@ -34,6 +34,12 @@ from ._sharding import batch_parallel, resolve_mesh
 
 _SINGLE_TILE_BYTES = 256 << 20
 """Factors of up to this many bytes (or up to the output's size) are held for all rows."""
+_TILE_BYTES = 64 << 20
+"""Otherwise a tile's row factors get this, or half the output if larger.  Trace NTK at
+N = 8192 (784-1024-1024-1024-10, float32, 2-core CPU), rows per tile -> seconds, peak
+over the inputs: 512 -> 33.7 s, 396 MiB; 768 -> 29.0 s, 465 MiB; 1024 -> 25.2 s,
+539 MiB; 2048 -> 25.8 s, 801 MiB (the output is 256 MiB).  Half the output gives about
+1000 rows there; the budget was the whole output (about 2000 rows, 28.6 s, 770 MiB)."""
 
 
 def _factors(params, X):
@@ -73,7 +79,7 @@ def _tile_sizes(N1, N2, symmetric, widths, trace, itemsize, block_size):
         budget = max(out_bytes, _SINGLE_TILE_BYTES)
         if (N1 + (0 if symmetric else N2)) * per_row <= budget:
             return N1, N2
-        block_size = max(1, budget // per_row)
+        block_size = max(1, max(out_bytes // 2, _TILE_BYTES) // per_row)
     return min(block_size, N1), min(max(1, math.ceil(block_size / 8)), N2)
 
 
@@ -169,7 +175,8 @@ def ntk(
 
     ``block_size``: rows of ``X1`` per tile (columns: an eighth of that); ``None`` holds
     the factors of all rows when they fit in ``max(output size, 256 MiB)``, and otherwise
-    picks tiles whose factors fit that budget.
+    picks tiles whose row factors fit ``max(output size / 2, 64 MiB)``, keeping the peak
+    memory near the output's size (``block_size`` sets it directly).
     ``mesh``: a ``jax.sharding.Mesh``; the rows of ``X1`` are split over all its devices
     (by default, the mesh ``X1`` is already sharded over, if any), each device computing
     its rows of the kernel against all of ``X2``.  ``gather=True`` returns the result
