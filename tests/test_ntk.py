@@ -90,6 +90,7 @@ def test_default_tiling_kicks_in_when_the_factors_outgrow_the_budget(monkeypatch
     params, X1, X2 = setup([3, 16, 16, 2], 40, 9)
     want = ntk(params, X1, trace=True), ntk(params, X1, X2)
     monkeypatch.setattr(mod, "_SINGLE_TILE_BYTES", 0)
+    monkeypatch.setattr(mod, "_TILE_BYTES", 0)
     assert mod._tile_sizes(40, 40, True, [3, 16, 16, 2], True, 8, None) != (40, 40)
     assert rel_err(ntk(params, X1, trace=True), want[0]) < RTOL
     assert rel_err(ntk(to_jax(params), jnp.asarray(X1), X2), want[1]) < RTOL
