@@ -186,3 +186,18 @@ def check_widths(widths: Any) -> list[int]:
             raise ValueError(f"widths[{i}]: expected a width >= 1, got {w}")
         out.append(int(w))
     return out
+
+
+def prepare(params: Any, X: Any, xp=None, **others: Any):
+    """Checked params and ``X`` (2-d) in a common floating dtype; also widths, single, xp.
+
+    The backend is JAX when ``xp`` says so or when any of params, ``X`` and ``others``
+    (further arrays of the call, e.g. ``y``) is a JAX array.
+    """
+    params, widths, xp = check_params(params, xp)
+    if xp is np and backend(X, *others.values()) is not np:
+        params, widths, xp = check_params(params, backend(X, *others.values()))
+    X2, single = check_inputs("X", X, widths[0], xp)
+    dtype = result_dtype(xp, [X2] + [t for pair in params for t in pair])
+    params = [(B.astype(dtype), b.astype(dtype)) for B, b in params]
+    return params, widths, X2.astype(dtype), single, xp

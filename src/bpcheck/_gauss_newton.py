@@ -22,14 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import as_array, check_finite
+from ._arrays import as_array, check_finite, prepare
 from ._params import layer_slices, param_count
 from ._pergrad import (
     check_loss,
     forward,
     output_hessian,
     output_hessian_times,
-    prepare,
     pullback,
     push,
 )

@@ -31,15 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import (
-    as_array,
-    backend,
-    check_finite,
-    check_inputs,
-    check_params,
-    is_tracer,
-    result_dtype,
-)
+from ._arrays import as_array, check_finite, is_tracer, prepare
 from ._params import param_count
 
 LOSSES = ("cross_entropy", "mse")
@@ -50,21 +42,6 @@ def check_loss(loss: Any) -> str:
     if not isinstance(loss, str) or loss not in LOSSES:
         raise ValueError(f"loss: expected one of {LOSSES}, got {loss!r}")
     return loss
-
-
-def prepare(params: Any, X: Any, xp=None, **others: Any):
-    """Checked params and ``X`` (2-d) in a common floating dtype; also widths, single, xp.
-
-    The backend is JAX when ``xp`` says so or when any of params, ``X`` and ``others``
-    (further arrays of the call, e.g. ``y``) is a JAX array.
-    """
-    params, widths, xp = check_params(params, xp)
-    if xp is np and backend(X, *others.values()) is not np:
-        params, widths, xp = check_params(params, backend(X, *others.values()))
-    X2, single = check_inputs("X", X, widths[0], xp)
-    dtype = result_dtype(xp, [X2] + [t for pair in params for t in pair])
-    params = [(B.astype(dtype), b.astype(dtype)) for B, b in params]
-    return params, widths, X2.astype(dtype), single, xp
 
 
 def check_targets(loss: str, y: Any, N: int, K: int, single: bool, xp):

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._arrays import backend, check_inputs, check_params, highest_precision, result_dtype
+from ._arrays import highest_precision, prepare
 
 
 class LayerFactors(NamedTuple):
@@ -40,17 +40,6 @@ class LayerFactors(NamedTuple):
     the output layer ``l = L+1``, which has no activation."""
     z: Any
     """The pre-activation ``z^(l)``, shape ``(N, d_l)``."""
-
-
-def _prepare(params, X):
-    params, widths, xp = check_params(params)
-    if xp is np and backend(X) is not np:  # NumPy params, JAX X: JAX throughout
-        params, widths, xp = check_params(params, backend(X))
-    X2, single = check_inputs("X", X, widths[0], xp)
-    dtype = result_dtype(xp, [X2] + [t for pair in params for t in pair])
-    X2 = X2.astype(dtype)
-    params = [(B.astype(dtype), b.astype(dtype)) for B, b in params]
-    return params, widths, X2, single, xp
 
 
 def _forward_layers(params, X, xp):
@@ -78,7 +67,7 @@ def forward(params: Any, X: Any):
     ``(d_l, d_{l-1})``.  ``X``: inputs, shape ``(N, d_0)`` or ``(d_0,)``.  Returns shape
     ``(N, K)`` (or ``(K,)``), in NumPy or JAX following the inputs.
     """
-    params, _, X2, single, xp = _prepare(params, X)
+    params, _, X2, single, xp = prepare(params, X)
     a = X2
     with highest_precision(xp):
         for B, b in params[:-1]:
@@ -117,7 +106,7 @@ def jacobian_factors(params: Any, X: Any) -> list[LayerFactors]:
     ``D^(l)``) and ``z`` = ``z^(l)``, both ``(N, d_l)``.  ``V^(l) = V^(l+1) B^(l+1) D^(l)``
     with ``V^(L+1) = I_K``.  NumPy in, NumPy out; JAX in, JAX out (jit/vmap-able).
     """
-    params, _, X2, single, xp = _prepare(params, X)
+    params, _, X2, single, xp = prepare(params, X)
     with highest_precision(xp):
         a_prevs, zs, masks = _forward_layers(params, X2, xp)
         Vs = _backward(params, masks, X2.shape[0], xp, X2.dtype)
@@ -216,7 +205,7 @@ def jacobian(params: Any, X: Any):
     ``V^(l)``.  NumPy inputs: written once, in place, by all cores.  JAX inputs: a
     traceable expression, usable under ``jax.jit`` and ``jax.vmap``.
     """
-    params, widths, X2, single, xp = _prepare(params, X)
+    params, widths, X2, single, xp = prepare(params, X)
     size = X2.shape[0] * widths[-1] * sum(d * (dp + 1) for dp, d in zip(widths, widths[1:]))
     with _single_threaded_blas(xp is np and size >= _THREADED_SIZE), highest_precision(xp):
         a_prevs, zs, masks = _forward_layers(params, X2, xp)
