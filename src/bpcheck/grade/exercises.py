@@ -186,11 +186,17 @@ def rule_requests(widths) -> list:
     return out
 
 
-def child_plan(exercise: int, cases: list[Case]) -> tuple[list, dict]:
-    """Per-test plan entries for the harness and the input arrays they name."""
+def child_plan(exercise: int, cases: list[Case], only=None) -> tuple[list, dict]:
+    """Per-test plan entries for the harness and the input arrays they name.
+
+    ``only``: the indices of the cases this child runs; the others get no entry (``None``)
+    and none of their inputs."""
     ex = EXERCISES[exercise]
     tests, arrays = [], {}
     for c in cases:
+        if only is not None and c.index not in only:
+            tests.append(None)
+            continue
         if exercise == 4:
             tests.append({"requests": rule_requests(c.widths)})
             continue

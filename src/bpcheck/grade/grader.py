@@ -20,6 +20,7 @@ from .sandbox import run_child
 from .source import (
     SubmissionError,
     forbidden_uses_in_cells,
+    join_cells,
     pick_submission,
     read_cells,
     read_submission,
@@ -100,17 +101,14 @@ def _run_exercise(source, e, cases, cfg: GradingConfig, report: GradeReport, cel
     inputs that child held, so the visible results never carry a hidden test's inputs.
     ``cells``: a notebook's ``[(label, source)]``, run one by one (a failing cell is
     reported and the next one runs); ``None`` for a ``.py`` file, run whole."""
-    tests, inputs = exs.child_plan(e, cases)
     outcome: dict[int, tuple[float, list[str]]] = {}
     for visible in (True, False):
         group = [c.index for c in cases
                  if (cfg.visibility(e, c.number) == "visible") == visible]
         if not group:
             continue
-        keep = set(group)
-        plan = [t if i in keep else None for i, t in enumerate(tests)]
-        arrays = {k: v for k, v in inputs.items() if int(k.split("/", 1)[0][1:]) in keep}
-        outcome.update(_run_group(source, e, cases, group, plan, arrays, cfg, report, cells,
+        tests, inputs = exs.child_plan(e, cases, only=set(group))
+        outcome.update(_run_group(source, e, cases, group, tests, inputs, cfg, report, cells,
                                   visible))
     return outcome
 
@@ -229,9 +227,9 @@ def grade(path, cfg: GradingConfig | None = None, seed: int | None = None) -> Gr
         report.submission = str(path)
     cells = None
     try:
-        source = read_submission(path)
         if Path(path).suffix == ".ipynb":
             cells = read_cells(path)
+            source = join_cells(cells)
             uses, top_level = forbidden_uses_in_cells(cells)
             if top_level:
                 report.messages.append(
@@ -239,6 +237,7 @@ def grade(path, cfg: GradingConfig | None = None, seed: int | None = None) -> Gr
                     "when graded (numpy, sympy and the standard library only) and the other "
                     "cells still run")
         else:
+            source = read_submission(path)
             ast.parse(source)  # a SyntaxError is reported for the whole file
             uses, top_level = forbidden_uses_in_cells([("submission.py", source)])
             if top_level:  # the import would fail when the file is loaded: nothing runs

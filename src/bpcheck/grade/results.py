@@ -14,25 +14,19 @@ from pathlib import Path
 
 from .exercises import EXERCISES
 from .grader import GradeReport
+from .source import printable
 
 
 def _fmt(x: float) -> str:
     return f"{x:.2f}".rstrip("0").rstrip(".") if x != int(x) else str(int(x))
 
 
-def _clean(text: str) -> str:
-    """Submission-controlled text on one line: control characters (terminal escapes,
-    carriage returns, newlines) shown as escapes, so it cannot fake report lines."""
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
-                   for ch in str(text))
-
-
 def _quoted(text: str) -> list[str]:
-    return ["  | " + _clean(ln) for ln in text.rstrip("\n").splitlines()]
+    return ["  | " + printable(ln) for ln in text.rstrip("\n").splitlines()]
 
 
 def _notes(messages) -> list[str]:
-    return [f"note: {_clean(m)}" for m in messages]
+    return [f"note: {printable(m)}" for m in messages]
 
 
 def render_text(report: GradeReport, *, show_output: bool = True,
@@ -46,7 +40,7 @@ def render_text(report: GradeReport, *, show_output: bool = True,
     """
     shown = [t for t in report.tests if not visible_only or t.visibility == "visible"]
     all_shown = len(shown) == len(report.tests)
-    name = _clean(Path(report.submission).name)
+    name = printable(Path(report.submission).name)
     out = [f"bpcheck grade: {name} (seed {report.seed}; replay with --seed {report.seed})"
            if all_shown else f"bpcheck grade: {name}", ""]
     out += _notes(report.messages)
@@ -66,7 +60,7 @@ def render_text(report: GradeReport, *, show_output: bool = True,
             out.append(f"  {t.number}  {status:<6}  {_fmt(t.score):>5} / {_fmt(t.max_score):<5} "
                        f"{label}")
             if not t.passed or len(t.lines) == 1:
-                out += [f"        {_clean(ln)}" for ln in t.lines]
+                out += [f"        {printable(ln)}" for ln in t.lines]
         out.append("")
     if all_shown:
         out.append(f"Total: {_fmt(report.score)} / {_fmt(report.max_score)}   "
@@ -77,7 +71,7 @@ def render_text(report: GradeReport, *, show_output: bool = True,
         out.append(f"Visible tests: {_fmt(got)} / {_fmt(total)}; {len(report.tests) - len(shown)} "
                    "more tests are not shown yet")
     if show_isolation and report.isolation:
-        out += ["", "Sandbox:"] + [f"  {_clean(n)}" for n in report.isolation]
+        out += ["", "Sandbox:"] + [f"  {printable(n)}" for n in report.isolation]
     printed = [(f"exercise {e}", text) for e, text in sorted(report.student_output.items())]
     if not visible_only:
         printed += [(f"exercise {e}, tests not shown to students", text)
@@ -104,7 +98,7 @@ def results_json(report: GradeReport) -> dict:
             "score": round(t.score, 6),
             "max_score": round(t.max_score, 6),
             "status": "passed" if t.passed else "failed",
-            "output": "\n".join(_clean(ln) for ln in t.lines),
+            "output": "\n".join(printable(ln) for ln in t.lines),
             "output_format": "text",
             "visibility": t.visibility,
             "tags": [f"exercise {t.number.split('.')[0]}"],

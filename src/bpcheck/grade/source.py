@@ -81,13 +81,18 @@ def _check_size(path: Path) -> None:
                               f"{MAX_BYTES >> 20} MB")
 
 
+def join_cells(cells: list[tuple[str, str]]) -> str:
+    """A notebook's cells as one source text, each under a ``# --- cell N`` line."""
+    return "".join(f"# --- {label}\n{src}\n" for label, src in cells)
+
+
 def read_submission(path) -> str:
     """Python source of a ``.py`` file, or of a notebook's code cells joined (see
     :func:`read_cells`).  Raises :class:`SubmissionError` with the reason."""
     path = Path(path)
     _check_size(path)
     if path.suffix == ".ipynb":
-        return "".join(f"# --- {label}\n{src}\n" for label, src in read_cells(path))
+        return join_cells(read_cells(path))
     if path.suffix != ".py":
         raise SubmissionError(f"{path.name}: expected a .py file or a .ipynb notebook")
     # decoded as Python decodes source: a UTF-8 BOM or a coding line is honoured
@@ -246,10 +251,10 @@ def pick_submission(folder) -> tuple[Path | None, str | None]:
                 -size, str(p))
 
     chosen = sorted(found, key=rank)[0]
-    names = [_printable(str(p.relative_to(folder))) for p in found]
+    names = [printable(str(p.relative_to(folder))) for p in found]
     listed = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
     return chosen, (f"{len(found)} files were submitted ({listed}); graded "
-                    f"{_printable(str(chosen.relative_to(folder)))}, the one that defines the "
+                    f"{printable(str(chosen.relative_to(folder)))}, the one that defines the "
                     "most exercise functions (only one file is graded, and it cannot import "
                     "the others)")
 
@@ -258,6 +263,8 @@ MAX_DEPTH = 8
 MAX_CANDIDATES = 200
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
+    """Submission-controlled text on one line: control characters (terminal escapes,
+    carriage returns, newlines) shown as escapes, so it cannot fake report lines."""
     return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
-                   for ch in text)
+                   for ch in str(text))

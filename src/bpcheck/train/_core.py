@@ -93,7 +93,7 @@ def check_network(params: Any, d0: int, K: int, name: str = "params") -> tuple[l
     try:
         checked, widths, _ = check_params(params, np)
         checked = [(np.asarray(B), np.asarray(b)) for B, b in checked]  # JAX arrays too
-        check_widths_match(checked, d0, K)
+        check_widths_match(widths, d0, K)
     except (TypeError, ValueError) as err:
         if name == "params":
             raise
@@ -101,9 +101,10 @@ def check_network(params: Any, d0: int, K: int, name: str = "params") -> tuple[l
     return checked, widths
 
 
-def check_widths_match(params: Any, d0: int, K: int) -> list[int]:
-    """Widths ``[d_0, ..., d_{L+1}]`` of ``params``; its ends must match the data."""
-    widths = [int(params[0][0].shape[1])] + [int(B.shape[0]) for B, _ in params]
+def check_widths_match(widths: Sequence[int], d0: int, K: int) -> list[int]:
+    """Widths ``[d_0, ..., d_{L+1}]`` whose ends must match the data: ``d_0`` columns of
+    ``X`` and at least ``K`` outputs; returned as a list."""
+    widths = [int(w) for w in widths]
     if widths[0] != d0:
         raise ValueError(f"params: B^(1) expects d_0 = {widths[0]} inputs but X has {d0} columns")
     if widths[-1] < K:

@@ -95,9 +95,7 @@ def train_torch(X: Any, y: Any, params: Any = None, *, widths: Sequence[int] | N
     if params is None:
         if widths is None:
             raise ValueError("widths: needed when params is None, e.g. widths=[2, 100, 3]")
-        widths = check_widths(widths)
-        check_widths_match([(np.zeros((d, dp)), None) for dp, d in zip(widths, widths[1:])],
-                           X.shape[1], K)
+        widths = check_widths_match(check_widths(widths), X.shape[1], K)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = simple_nn(list(widths))
@@ -115,7 +113,6 @@ def train_torch(X: Any, y: Any, params: Any = None, *, widths: Sequence[int] | N
             for lin, (B, b) in zip(linears, params):
                 lin.weight.copy_(torch.as_tensor(np.asarray(B), dtype=tdtype))
                 lin.bias.copy_(torch.as_tensor(np.asarray(b), dtype=tdtype))
-    check_widths_match([(lin.weight.detach().numpy(), None) for lin in linears], X.shape[1], K)
 
     X_tensor = torch.tensor(X, dtype=tdtype)
     y_tensor = torch.tensor(y, dtype=torch.long)
