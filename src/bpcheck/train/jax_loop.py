@@ -377,6 +377,9 @@ def train_jax_many(X: Any, y: Any, params_list: Any, *, step_size: Any = 1.0,
     ``group_size`` and ``workers`` only through rounding; the time depends on them.
     """
     X, y, K = check_data(X, y)
+    if isinstance(params_list, (str, bytes)) or not isinstance(params_list, Sequence):
+        raise TypeError("params_list: expected a list of networks, each a list of (B, b) "
+                        f"pairs (one network: [params]), got {type(params_list).__name__}")
     if len(params_list) == 0:
         raise ValueError("params_list: expected at least one network, got none")
     M = len(params_list)
@@ -388,10 +391,6 @@ def train_jax_many(X: Any, y: Any, params_list: Any, *, step_size: Any = 1.0,
     for s in steps:
         check_hyper(float(s), reg, iters)
     reg, iters = float(reg), int(iters)
-    if isinstance(params_list, (str, bytes)) or not isinstance(params_list, Sequence) or (
-            len(params_list) == 2 and hasattr(params_list[0], "shape")):
-        raise TypeError("params_list: expected a list of networks, each a list of (B, b) "
-                        f"pairs (one network: [params]), got {type(params_list).__name__}")
     checked = []
     for m, p in enumerate(params_list):
         p, widths = check_network(p, X.shape[1], K, name=f"params_list[{m}]")
