@@ -46,7 +46,7 @@ restarts = 1
 
 
 def config_at(path):
-    import tomllib
+    from bpcheck.grade.config import tomllib  # tomli on Python 3.10
 
     path.write_text(f"# {SECRET}\n" + SANDBOX)
     return parse_config(tomllib.loads(path.read_text()), str(path))

@@ -71,7 +71,7 @@ def config_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cfg(config_file):
-    import tomllib
+    from bpcheck.grade.config import tomllib  # tomli on Python 3.10
 
     return parse_config(tomllib.loads(config_file.read_text()), str(config_file))
 

@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pytest
 
+from bpcheck._compat import enable_x64
 from bpcheck.spiral import make_spiral
 from bpcheck.train import (
     TrainingDiverged,
@@ -111,13 +112,13 @@ def test_networks_split_across_worker_threads_equal_one_worker(workers):
 
 
 def test_worker_threads_keep_the_callers_x64_context():
-    """``with jax.enable_x64(True)`` holds for the calling thread only; the workers must
+    """The enable_x64 context manager holds for the calling thread only; the workers must
     train in the caller's mode (they ran in 32-bit mode and failed inside the scan)."""
     X, y = make_spiral(n_per_class=20)
     nets = [lecture_init([2, 6, 3], seed) for seed in range(3)]
     jax.config.update("jax_enable_x64", False)
     try:
-        with jax.enable_x64(True):
+        with enable_x64(True):
             split = train_jax_many(X, y, nets, iters=20, dtype="float64", workers=2)
     finally:
         jax.config.update("jax_enable_x64", True)
@@ -161,7 +162,7 @@ def test_float32_runs_and_float64_without_x64_mode_is_a_clear_error():
     params = lecture_init([2, 16, 3], 0)
     result = train_jax(X, y, params, iters=20, dtype="float32")
     assert result.params[0][0].dtype == np.float32
-    with jax.enable_x64(False), pytest.raises(ValueError, match="float64 needs JAX's 64-bit"):
+    with enable_x64(False), pytest.raises(ValueError, match="float64 needs JAX's 64-bit"):
         train_jax(X, y, params, iters=20, dtype="float64")
 
 

@@ -109,7 +109,7 @@ def jacrev_jacobian(params, X) -> np.ndarray:
 
     if not jnp.zeros((), dtype=jnp.float64).dtype == np.float64:
         raise RuntimeError("jacrev_jacobian needs jax_enable_x64 (float64); "
-                           "run under jax.enable_x64(True)")
+                           "turn on JAX's 64-bit mode (jax_enable_x64)")
     widths = tuple(_widths_of(params))
     beta = jnp.asarray(flatten_params(params), dtype=jnp.float64)
     return np.asarray(_compiled_jacrev(widths)(beta, jnp.asarray(X, dtype=jnp.float64)))

@@ -45,8 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(seed: int = 0, networks: int | None = None, quick: bool = False,
         numeric_only: bool = False):
     """Run every check; returns the list of report parts (see ``bpcheck._report.Part``)."""
-    import jax
-
+    from ._compat import enable_x64
     from .numcheck import numeric_part
 
     parts = []
@@ -56,7 +55,7 @@ def run(seed: int = 0, networks: int | None = None, quick: bool = False,
         parts.extend(verify_parts(quick=quick))
     if networks is None:
         networks = 6 if quick else 24
-    with jax.enable_x64(True):
+    with enable_x64(True):
         parts.append(numeric_part(seed=seed, networks=networks))
     return parts
 

@@ -116,10 +116,10 @@ def _train(args, X, y, rng, widths, progress):
     params = [(B.astype(args.dtype), b.astype(args.dtype)) for B, b in params]
     X = X.astype(args.dtype)
     if args.backend == "jax":
-        import jax
+        from .._compat import enable_x64
 
         if args.dtype == "float64":
-            with jax.enable_x64(True):
+            with enable_x64(True):
                 return train_jax(X, y, params, dtype=args.dtype, **common)
         return train_jax(X, y, params, dtype=args.dtype, **common)
     if args.backend == "numpy" and len(widths) == 2:

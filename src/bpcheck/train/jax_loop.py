@@ -47,7 +47,8 @@ about 23 us/step):
   the machine's large-matrix-product rate (about 210 Gflop/s): 2.8 s for 64 networks,
   12x one network's time, which is why ``benchmarks/train.py`` prints it.
 - float64 runs about 3.5x slower than float32 (0.78 s vs 0.22 s for 10,000 steps); it
-  needs JAX's 64-bit mode (``with jax.enable_x64(True):``).
+  needs JAX's 64-bit mode (``jax.config.update('jax_enable_x64', True)`` or the
+  ``enable_x64`` context manager of the installed jax).
 
 Deeper nets keep the generic ``value_and_grad`` step, :func:`jax_step`.
 """
@@ -63,6 +64,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._compat import enable_x64
 from ._core import (
     Progress,
     TrainingDiverged,
@@ -228,8 +230,8 @@ def _resolve_dtype(dtype, params):
         raise ValueError(f"dtype: expected float32 or float64, got {dtype}")
     if dtype == np.float64 and not jax.config.jax_enable_x64:
         raise ValueError(
-            "dtype: float64 needs JAX's 64-bit mode; run inside `with jax.enable_x64(True):` "
-            "or set JAX_ENABLE_X64=1, or ask for dtype='float32'"
+            "dtype: float64 needs JAX's 64-bit mode; turn it on (jax.config.update('jax_enable_x64', True), "
+            "JAX_ENABLE_X64=1, or your jax's enable_x64 context manager) or ask for dtype='float32'"
         )
     return dtype
 
@@ -337,12 +339,12 @@ def _train_parts(jparams, jX, Y, steps, reg, iters, group_size, workers):
     """
     M = int(steps.shape[0])
     bounds = np.linspace(0, M, min(workers, M) + 1).round().astype(int)
-    x64 = bool(jax.config.jax_enable_x64)  # `with jax.enable_x64(...)` holds per thread
+    x64 = bool(jax.config.jax_enable_x64)  # the enable_x64 context manager holds per thread
 
     def run(lo_hi):
         lo, hi = lo_hi
         part = jax.tree.map(lambda a: a[lo:hi], jparams)
-        with jax.enable_x64(x64):
+        with enable_x64(x64):
             return jax.block_until_ready(_train_many_compiled(
                 part, jX, Y, steps[lo:hi], reg, iters=iters, group_size=group_size))
 
