@@ -85,9 +85,9 @@ def call_rule(rule: Callable, name: str, args: tuple, context: dict[str, Any],
     The rule gets copies of the matrices, so changing them in place changes nothing the
     checker uses.  ``symbols``: the symbols the rule was given; a returned symbol that is
     not one of them but has one's name (or a name of the form the checker uses for its
-    own symbols, :data:`RESERVED`) is an error, as entries are compared by symbol name.  Returns a fresh mutable ``Matrix`` copy (the
-    rule's object is not used further).  Raises :class:`RuleError` naming the rule, the
-    layer and what was wrong.
+    own symbols, :data:`RESERVED`) is an error, as entries are compared by symbol name.
+    Returns a fresh mutable ``Matrix`` copy (the rule's object is not used further).
+    Raises :class:`RuleError` naming the rule, the layer and what was wrong.
     """
     where = f"{name} at layer l = {context['l']}"
     args = tuple(_copy(a) for a in args)
