@@ -80,6 +80,13 @@ def test_help_says_how_far_each_check_reaches_and_the_proof_script_names_itself(
     for phrase in ("every depth L", "done by hand", "fixed depths", "concrete widths",
                    "numerically", "Assumptions:", "exactly at 0", "example:"):
         assert phrase in out, phrase
+    from bpcheck.symbolic.parts import CHAIN_MAX_L, GRID, QUICK_CHAIN_MAX_L, QUICK_GRID
+    from bpcheck.verify import NETWORKS, QUICK_NETWORKS
+
+    assert f"{len(GRID)} architectures, L = 0..6 ({len(QUICK_GRID)} small ones with --quick)" \
+        in " ".join(out.split())
+    assert f"L = 1..{CHAIN_MAX_L} (1..{QUICK_CHAIN_MAX_L} with --quick)" in out
+    assert f"(default {NETWORKS}, {QUICK_NETWORKS} with --quick)" in " ".join(out.split())
     script = subprocess.run([sys.executable, str(ROOT / "proofs" / "verify_recursion.py"),
                              "--help"], capture_output=True, text=True, check=True).stdout
     assert script.startswith("usage: python proofs/verify_recursion.py")

@@ -7,7 +7,7 @@ What is checked, and how far each check reaches (also in ``--help``):
   case and step is the one step done by hand;
 * fixed depths ``L = 1..6`` (``1..2`` with ``--quick``): the whole chain with every width
   symbolic;
-* a grid of concrete architectures (``L = 0..6``; four small ones with ``--quick``): every
+* a grid of concrete architectures (``L = 0..6``; three small ones with ``--quick``): every
   entry of every ``V^(l)``, ``U^(l)``, exactly;
 * the refutation controls: planted wrong rules must be refuted;
 * numerically: ``bpcheck.jacobian`` against ``jax.jacrev`` and finite differences on
@@ -33,7 +33,7 @@ U^(l) = V^(l) (I kron a^(l-1)'), and say exactly how far each check reaches:
                     machine-checked by SymPy with symbolic widths; the downward
                     induction on l that joins them is the one step done by hand
   fixed depths      L = 1..6 (1..2 with --quick): the whole chain, every width symbolic
-  concrete widths   14 architectures, L = 0..6 (4 small ones with --quick), ReLU and a
+  concrete widths   14 architectures, L = 0..6 (3 small ones with --quick), ReLU and a
                     generic sigma: every entry of every V^(l), U^(l), exactly
   controls          planted wrong rules must be refuted
   numerically       bpcheck.jacobian vs jax.jacrev and finite differences on random

@@ -23,7 +23,7 @@ GRID: tuple[tuple[int, ...], ...] = (
     (2, 3, 2, 3, 2, 3, 1), (3, 3, 3, 3, 3, 3, 3),
     (2, 3, 3, 2, 3, 3, 2, 2), (3, 3, 3, 3, 3, 3, 3, 3),
 )
-QUICK_GRID = ((3, 2), (2, 3, 2), (2, 3, 4, 2), (3, 3, 3, 3))
+QUICK_GRID = ((3, 2), (2, 3, 2), (2, 3, 4, 2))
 DIRECT_MAX_L = 4
 """The grid's architectures up to this depth are also proved by the direct method."""
 MODELS = ("relu", "sigma")
@@ -54,10 +54,13 @@ def _steps_part(title: str, steps, summary: str, start: float) -> Part:
 
 
 def induction_part(quick: bool = False) -> Part:
-    """The base case, the induction step (both models) and the lemmas, widths symbolic."""
+    """The base case, the induction step (both models) and the lemmas, widths symbolic
+    (``quick``: Lemma 1 only)."""
     start = time.perf_counter()
     steps = [induction_base(), induction_step("relu"), induction_step("sigma"),
-             vec_kronecker_step(), one_layer_step("relu"), one_layer_step("sigma")]
+             vec_kronecker_step()]
+    if not quick:  # Lemma 2; the induction step contains it
+        steps += [one_layer_step("relu"), one_layer_step("sigma")]
     part = _steps_part(
         "Induction over the layers, every depth L (widths n_(l-1), n_l, n_(l+1), K symbolic)",
         steps, "For every depth L: the base case V^(L+1) = I_K and the step from layer l+1 "
@@ -137,16 +140,17 @@ def _wrong_index(W_next, B_next, D, k, m, t):
 
 
 def refutation_part(quick: bool = False) -> Part:
-    """Each planted wrong rule must be refuted (both models), on its widths and by the
-    default grid; the induction step must reject ``D^(l)`` on the wrong index; the
-    lecture's rules must hold on the same widths."""
+    """Each planted wrong rule must be refuted (both models; ``quick``: ReLU, the common
+    mistakes only), on its widths and by the default grid; the induction step must reject
+    ``D^(l)`` on the wrong index; the lecture's rules must hold on the same widths."""
     start = time.perf_counter()
     part = Part("Refutation controls: planted wrong rules are refuted",
                 ["rule", "mistake", "widths", "model", "expected", "as expected", "where"])
     ok = True
     planted_rules = PLANTED if quick else PLANTED + WIDTH_DEPENDENT
+    models = ("relu",) if quick else MODELS
     for planted in planted_rules:
-        for model in MODELS:
+        for model in models:
             r = check_recursion(planted.widths, planted.v_rule, planted.u_rule, activation=model)
             refuted = not r.holds
             ok &= refuted
@@ -172,14 +176,15 @@ def refutation_part(quick: bool = False) -> Part:
                           "; ".join(n for n, held in step.checks.items() if not held)
                           or "not refuted"])
     for widths in dict.fromkeys(p.widths for p in planted_rules):
-        for model in MODELS:
+        for model in models:
             r = check_recursion(widths, activation=model)
             ok &= r.holds
             part.rows.append(["lecture's rules (control)", "none", str(list(widths)), model,
                               "holds", r.holds, "every layer" if r.holds else str(r)])
     part.passed = ok
     count = len(planted_rules)
-    part.summary = (f"Wrong rules are rejected: {count} planted mistakes refuted in both models"
+    part.summary = (f"Wrong rules are rejected: {count} planted mistakes refuted "
+                    + ("(ReLU model)" if quick else "in both models")
                     + ("" if quick else ", the width-dependent ones also by the default grid "
                        "(except one wrong only beyond L = 6, which no finite grid sees)")
                     + ", and an induction step with D on the wrong index")
@@ -192,9 +197,10 @@ def refutation_part(quick: bool = False) -> Part:
 def verify_parts(quick: bool = False) -> list[Part]:
     """The symbolic parts of ``bpcheck verify``, in the order they are printed.
 
-    ``quick=True``: the induction, the chain for ``L = 1..2``, four small architectures and
-    the planted mistakes; the default adds the chain to ``L = 6``, the whole grid (with
-    the direct method to ``L = 4``) and the width-dependent mistakes.
+    ``quick=True``: the induction, the chain for ``L = 1..2``, three small architectures
+    and the common mistakes (ReLU); the default adds Lemma 2, the chain to ``L = 6``, the
+    whole grid (with the direct method to ``L = 4``), the width-dependent mistakes and
+    the sigma model's controls.
     """
     return [induction_part(quick), chain_part(quick), concrete_part(quick),
             refutation_part(quick)]
