@@ -1,4 +1,4 @@
-"""init_params, flatten_params, unflatten_params: the beta convention of DESIGN.md."""
+"""init_params, flatten_params, unflatten_params: the beta convention of docs/conventions.md."""
 
 import jax.numpy as jnp
 import numpy as np

@@ -35,7 +35,10 @@ def test_recursion_holds_for_any_small_architecture(widths, model):
     assert check_recursion(widths, activation=model).holds is True
 
 
-def test_rules_receive_sympy_matrices_of_the_documented_shapes():
+@pytest.mark.parametrize("method", ["direct", "layerwise"])
+def test_rules_receive_sympy_matrices_of_the_documented_shapes(method):
+    """Direct: each rule once per layer; layerwise: twice (the layer's own symbols, then
+    the values of the running recursion), always with the documented shapes."""
     widths = [2, 3, 4, 2]
     seen = []
 
@@ -48,7 +51,7 @@ def test_rules_receive_sympy_matrices_of_the_documented_shapes():
         seen.append(("u", V.shape, a_prev.shape))
         return lecture_u_rule(V, a_prev)
 
-    assert check_recursion(widths, v_rule, u_rule).holds
+    assert check_recursion(widths, v_rule, u_rule, method=method).holds
     K = widths[-1]
     expected = []
     for l in (3, 2, 1):  # the order the recursion runs
@@ -56,6 +59,8 @@ def test_rules_receive_sympy_matrices_of_the_documented_shapes():
             expected.append(("v", (K, widths[l + 1]), (widths[l + 1], widths[l]),
                              (widths[l], widths[l]), True))
         expected.append(("u", (K, widths[l]), (widths[l - 1], 1)))
+    if method == "layerwise":
+        expected = [call for call in expected for _ in range(2)]
     assert seen == expected
 
 

@@ -2,7 +2,14 @@
 
 import pytest
 
-from bpcheck.symbolic import chain_step, one_layer_step, recursion_latex, vec_kronecker_step
+from bpcheck.symbolic import (
+    chain_step,
+    induction_base,
+    induction_step,
+    one_layer_step,
+    recursion_latex,
+    vec_kronecker_step,
+)
 
 INTERNALS = ["Dummy", "Indexed", "MatrixSymbol", "Symbol(", "_sigma", "Subs", "\\text"]
 
@@ -16,7 +23,9 @@ def test_recursion_renders_as_the_lecture_writes_it():
 
 
 @pytest.mark.parametrize("step", [vec_kronecker_step, lambda: one_layer_step("relu"),
-                                  lambda: one_layer_step("sigma"), lambda: chain_step(2)])
+                                  lambda: one_layer_step("sigma"), lambda: chain_step(2),
+                                  induction_base, lambda: induction_step("relu"),
+                                  lambda: induction_step("sigma")])
 def test_each_proof_step_renders_without_sympy_internals(step):
     tex = step().latex
     assert tex.count("{") == tex.count("}")

@@ -13,12 +13,13 @@ def quick_parts():
     return verify_parts(quick=True)
 
 
-def test_quick_parts_all_pass_with_tables_and_latex(quick_parts):
-    assert [type(p) for p in quick_parts] == [Part] * 3
+def test_quick_parts_all_pass_with_tables_latex_and_a_summary(quick_parts):
+    assert [type(p) for p in quick_parts] == [Part] * 4
     for p in quick_parts:
         assert p.passed is True, render_text([p])
         assert p.rows and all(len(r) == len(p.columns) for r in p.rows)
         assert p.latex and p.seconds > 0
+        assert p.summary and "\n" not in p.summary
     md = render_markdown(quick_parts, {})
     assert "$$ V^{(l)} =" in md
 
@@ -28,8 +29,33 @@ def test_grid_covers_L_0_to_6_square_non_square_and_K_1(quick_parts):
     assert {len(w) - 2 for w in grid} == set(range(7))
     assert any(w[-1] == 1 for w in grid)
     assert any(len(set(w)) == 1 for w in grid) and any(len(set(w)) > 1 for w in grid)
-    models = {row[3] for row in quick_parts[1].rows}
+    models = {row[3] for row in quick_parts[2].rows}
     assert models == {"relu", "sigma"}
+
+
+def test_the_induction_part_states_base_step_and_every_assumption(quick_parts):
+    induction = quick_parts[0]
+    names = [row[0] for row in induction.rows]
+    assert names[:3] == ["induction base P(L+1)", "induction step (relu)", "induction step (sigma)"]
+    notes = " ".join(induction.notes)
+    assert "P(l+1) => P(l)" in notes and "exactly 0" in notes and "chain rule" in notes
+    assert "every depth L" in induction.title
+
+
+def test_the_controls_include_the_induction_step_with_D_on_the_wrong_index(quick_parts):
+    rows = [r for r in quick_parts[3].rows if r[0] == "induction step, D on the wrong index"]
+    assert [r[3] for r in rows] == ["relu", "sigma"] and all(r[5] is True for r in rows)
+
+
+def test_concrete_part_fails_when_the_recursion_fails(monkeypatch):
+    from bpcheck.symbolic import check as check_module
+
+    def wrong(widths, v_rule=None, u_rule=None, activation="relu", **kw):
+        return check_module.check_recursion(widths, lambda V, B, D: V * B, u_rule, activation, **kw)
+
+    monkeypatch.setattr(parts_module, "check_recursion", wrong)
+    part = parts_module.concrete_part(quick=True)
+    assert part.passed is False and any(n.startswith("refuted") for n in part.notes)
 
 
 def test_refutation_part_fails_when_a_planted_rule_is_not_refuted(monkeypatch):

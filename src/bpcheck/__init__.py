@@ -1,6 +1,6 @@
 """bpcheck: the backpropagation recursion of deep ReLU networks, checked and put to work.
 
-Conventions (see DESIGN.md): ``B^(l)`` has shape ``(d_l, d_{l-1})``, inputs are rows of
+Conventions (docs/conventions.md): ``B^(l)`` has shape ``(d_l, d_{l-1})``, inputs are rows of
 ``X`` ``(N, d_0)``, and ``beta = [vec(B^(1)'), b^(1), ..., vec(B^(L+1)'), b^(L+1)]``.
 """
 

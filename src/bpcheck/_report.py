@@ -1,15 +1,21 @@
 """Results of a verification run: parts with a table each, rendered as text, JSON or Markdown.
 
 Every checker (numeric, symbolic, refutation controls) returns a :class:`Part`; the
-``verify`` command prints each part's table and one verdict line for the whole run.
+``verify`` command prints a summary (one plain sentence per part), the tables on request,
+and one verdict line for the whole run, last.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import textwrap
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+
+WRAP = 96
+"""Line width of the summary."""
 
 
 @dataclass
@@ -29,6 +35,8 @@ class Part:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     latex: dict[str, str] = field(default_factory=dict)
+    summary: str = ""
+    """One plain sentence: what this part established (printed before any table)."""
 
 
 def _fmt(value: Any) -> str:
@@ -41,7 +49,24 @@ def _fmt(value: Any) -> str:
     return " / ".join(line.strip() for line in str(value).splitlines() if line.strip())
 
 
-def render_text(parts: list[Part], skipped: str = "") -> str:
+def render_summary(parts: list[Part], assumptions=()) -> str:
+    """The plain-words summary: one line per part with its verdict, then the assumptions."""
+    out = []
+    for part in parts:
+        status = "yes" if part.passed else "NO, FAILED"
+        text = part.summary or part.title
+        out.extend(textwrap.wrap(f"- {text}: {status}.", width=WRAP, subsequent_indent="  "))
+        if not part.passed:
+            out.extend(f"    {line}" for n in part.notes for line in str(n).splitlines())
+    if assumptions:
+        out.append("Assumptions of the symbolic proof:")
+        for i, a in enumerate(assumptions, start=1):
+            out.extend(textwrap.wrap(f"  {i}. {a}", width=WRAP, subsequent_indent="     "))
+    return "\n".join(out)
+
+
+def render_tables(parts: list[Part]) -> str:
+    """Every part's table and notes (the detail behind the summary)."""
     out = []
     for part in parts:
         status = "PASS" if part.passed else "FAIL"
@@ -54,6 +79,17 @@ def render_text(parts: list[Part], skipped: str = "") -> str:
                 out.append("  " + "  ".join("-" * w for w in widths))
         out.extend(f"  note: {n}" for n in part.notes)
         out.append("")
+    return "\n".join(out)
+
+
+def render_text(parts: list[Part], skipped: str = "", *, verbose: bool = True,
+                header: str = "", assumptions=()) -> str:
+    """``header``, the summary, the tables (``verbose``), and the verdict line last."""
+    out = [header] if header else []
+    if any(p.summary for p in parts) or assumptions:
+        out += [render_summary(parts, assumptions), ""]
+    if verbose:
+        out.append(render_tables(parts))
     out.append(verdict_line(parts, skipped))
     return "\n".join(out)
 
@@ -81,21 +117,34 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def render_json(parts: list[Part], meta: dict[str, Any], skipped: str = "") -> str:
+def render_json(parts: list[Part], meta: dict[str, Any], skipped: str = "",
+                assumptions=()) -> str:
     doc = {
         "passed": bool(parts) and all(p.passed for p in parts),
         "verdict": verdict_line(parts, skipped),
         **meta,
+        "summary": [p.summary for p in parts],
+        "assumptions": list(assumptions),
         "parts": [asdict(p) for p in parts],
     }
     return json.dumps(_plain(doc), indent=2, default=float, allow_nan=False)
 
 
-def render_markdown(parts: list[Part], meta: dict[str, Any], skipped: str = "") -> str:
+def render_markdown(parts: list[Part], header: str = "", skipped: str = "",
+                    assumptions=()) -> str:
+    """A course-page report: ``header`` (one line saying what was run), the summary, the
+    assumptions, then each part with its LaTeX, table and notes."""
     out = ["# bpcheck verification report", ""]
-    for k, v in meta.items():
-        out.append(f"- {k}: `{v}`")
+    if header:
+        out += [header, ""]
+    out += ["## Summary", ""]
+    for part in parts:
+        out.append(f"- {part.summary or part.title}: **{'yes' if part.passed else 'FAILED'}**")
     out.append("")
+    if assumptions:
+        out += ["Assumptions of the symbolic proof:", ""]
+        out += [f"{i}. {a}" for i, a in enumerate(assumptions, start=1)]
+        out.append("")
     for part in parts:
         status = "PASS" if part.passed else "FAIL"
         out.append(f"## {part.title} ({status})")

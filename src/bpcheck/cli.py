@@ -10,7 +10,7 @@ import importlib
 import sys
 
 COMMANDS = {
-    "verify": ("bpcheck.verify", "check the backprop recursion: symbolic proof and numeric checks"),
+    "verify": ("bpcheck.verify", "check the backprop recursion: every depth, a grid, numerically"),
     "train": ("bpcheck.train.cli", "train the lecture's models on the spiral task"),
     "grade": ("bpcheck.grade.cli", "grade a homework submission (.py or .ipynb)"),
     "grade-batch": ("bpcheck.grade.cli", "grade a folder of submissions in parallel"),
@@ -27,7 +27,7 @@ commands:
 
 Run `bpcheck COMMAND --help` for a command's options and an example.
 example:
-  bpcheck verify --quick      # prints tables and ends with 'VERDICT: PASS ...'
+  bpcheck verify --quick      # prints a summary and ends with 'VERDICT: PASS ...'
 """
 
 

@@ -36,6 +36,9 @@ from ._recursion import jacobian
 JACREV_TOL = 1e-10
 FD_TOL = 1e-6
 FD_STEP = 1e-5
+DEAD_LIMIT = 0.5
+DEAD_NOTE = "mostly dead units"
+"""Flag for a network whose Jacobian has more than ``DEAD_LIMIT`` zero columns."""
 
 
 def rel_error(actual: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -211,7 +214,14 @@ def check_network(
     beta = flatten_params(params).astype(np.longdouble)
     _, base_pattern = reference_forward_numpy(beta, X, widths)
     worst, used, skipped = 0.0, 0, 0
-    for p in rng.permutation(P):
+    live = np.abs(J_ref).max(axis=(0, 1)) > 0  # columns some example depends on
+    if live.mean() < 1 - DEAD_LIMIT:
+        result.notes.append(
+            f"{DEAD_NOTE}: {100 * live.mean():.1f}% of the Jacobian's columns are non-zero "
+            "(dead ReLUs); the finite differences are drawn from the live columns first"
+        )
+    order = rng.permutation(P)
+    for p in np.concatenate([order[live[order]], order[~live[order]]]):
         if used == min(fd_columns, P):
             break
         step = np.zeros(P, dtype=np.longdouble)
@@ -248,6 +258,12 @@ def check_network(
 
 
 # --- random networks -------------------------------------------------------------------
+
+def live_fraction(params, X) -> float:
+    """The fraction of Jacobian columns (parameters) that some example of ``X`` depends on."""
+    J = np.asarray(jacobian(params, np.asarray(X, dtype=np.float64)))
+    return float((np.abs(J).max(axis=(0, 1)) > 0).mean())
+
 
 def random_network(rng: np.random.Generator, *, max_depth: int = 12, max_width: int = 64,
                    max_outputs: int = 10):
@@ -287,7 +303,8 @@ def run_random_checks(seed: int = 0, networks: int = 24, *, examples: int = 4,
     """Check ``networks`` random networks; returns a list of :class:`NetworkResult`.
 
     The first networks pin the corners (``L = 0``, ``K = 1``, widths 1 and 64, the
-    deepest ``L``); the rest are drawn at random.
+    deepest ``L``); the rest are drawn at random, each redrawn (up to 20 times) while
+    fewer than half its Jacobian's columns are live (mostly dead ReLUs).
     """
     rng = np.random.default_rng(seed)
     corners = [[3, 1], [5, 7, 1], [1, 1, 1, 1], [64, 64, 10],
@@ -302,6 +319,11 @@ def run_random_checks(seed: int = 0, networks: int = 24, *, examples: int = 4,
         else:
             widths, params = random_network(rng, max_depth=max_depth)
         X, redrawn = draw_inputs(rng, params, examples)
+        for _ in range(20 if i >= len(corners) else 0):  # a random network: enough live units
+            if live_fraction(params, X) >= 1 - DEAD_LIMIT:
+                break
+            widths, params = random_network(rng, max_depth=max_depth)
+            X, redrawn = draw_inputs(rng, params, examples)
         res = check_network(params, X, jacobian_fn=jacobian_fn, fd_columns=fd_columns, rng=rng)
         res.kinks_redrawn = redrawn
         if redrawn:

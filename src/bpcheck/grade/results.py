@@ -85,7 +85,7 @@ def render_text(report: GradeReport, *, show_output: bool = True,
 
 
 def results_json(report: GradeReport) -> dict:
-    """Gradescope's results document (see FACTS.md for the schema).
+    """Gradescope's results document (schema: the gradescope-autograders "specs" page).
 
     The top-level ``output`` is the students' view (:func:`render_text` with
     ``visible_only``); what the submission printed comes only from the children that ran

@@ -3,6 +3,8 @@
 * :func:`check_recursion` proves (or refutes) ``V^(l) = V^(l+1) B^(l+1) D^(l)`` and
   ``U^(l) = V^(l) (I kron a^(l-1)')`` for concrete widths, every layer, by comparing
   the recursion's claim with the direct derivative on a canonical polynomial form.
+* :mod:`.induction` checks the induction over the layers with symbolic widths: the
+  base case and the step ``P(l+1) => P(l)``, so the recursion holds for every depth.
 * :mod:`.generic` checks the proof steps with symbolic widths ``n_0, n_1, ...``.
 * :func:`verify_parts` gives the tables that ``bpcheck verify`` prints.
 
@@ -19,6 +21,8 @@ from .generic import GenericStep as GenericStep
 from .generic import chain_step as chain_step
 from .generic import one_layer_step as one_layer_step
 from .generic import vec_kronecker_step as vec_kronecker_step
+from .induction import induction_base as induction_base
+from .induction import induction_step as induction_step
 from .latex import recursion_latex as recursion_latex
 from .network import SymbolicNetwork as SymbolicNetwork
 from .network import build_network as build_network
@@ -39,6 +43,8 @@ __all__ = [
     "build_network",
     "chain_step",
     "check_recursion",
+    "induction_base",
+    "induction_step",
     "lecture_u_rule",
     "lecture_v_rule",
     "one_layer_step",

@@ -1,11 +1,22 @@
-"""``check_recursion``: claim (the recursion) against truth (direct derivative), entry by entry.
+"""``check_recursion``: claim (the recursion) against truth (the derivative), entry by entry.
 
-The three steps are separate and named: :func:`~.recursion.claims` builds ``V^(l)``,
-``U^(l)`` from the rules, :func:`~.direct.direct_derivatives` differentiates
-``z^(L+1)``, and :class:`~.canonical.Expander` decides each equality on the expanded
-(canonical) polynomial form.
+Two methods, the same verdicts:
 
-Speed without giving up exactness (ReLU model).  The ``U^(l)`` entries are products
+``"layerwise"`` (the default)
+    :mod:`.layerwise`: each layer in its own symbols, the truth from one layer's
+    derivative and the true ``V^(l+1)`` (the invariant that :mod:`.induction` proves
+    for every depth); nothing of size exponential in ``L`` is expanded.
+``"direct"``
+    :func:`~.recursion.claims` builds ``V^(l)``, ``U^(l)`` from the rules,
+    :func:`~.direct.direct_derivatives` differentiates ``z^(L+1)`` as one nested
+    expression, and :class:`~.canonical.Expander` decides each equality on the expanded
+    (canonical) polynomial form.  Independent of the induction; its cost grows like
+    ``d^L``.
+
+Without ``widths``, :func:`check_recursion` checks a grid of architectures
+(:func:`candidate_grid`) and stops at the first refutation.
+
+Speed of the direct method without giving up exactness (ReLU model).  The ``U^(l)`` entries are products
 ``V^(l)_{ki} a^(l-1)_j`` whose expanded form has ``|V| * |a|`` monomials.  The check
 first renames each hidden pre-activation ``z^(m)_j`` (the same node on both sides) to
 a free symbol ``zeta{m}[j]`` and expands.  Equal polynomials in free symbols stay equal
@@ -16,15 +27,22 @@ polynomials, so a refutation is never produced by the renaming.
 
 from __future__ import annotations
 
+import random
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .canonical import Decision, Expander, ToSymEngine, count_terms, short
 from .direct import direct_derivatives
-from .network import build_network
+from .layerwise import LayerwiseDecider, layer_claims
+from .network import build_network, check_activation
 from .recursion import claims
-from .rules import RuleError
+from .rules import RuleError, call_rule
+
+METHODS = ("layerwise", "direct")
+SHOWN = 70
+"""Characters of the claim, the truth and their difference shown in a refutation."""
 
 
 @dataclass
@@ -54,6 +72,12 @@ class Mismatch:
     difference: str
     decision: str
     """``"different"`` or ``"undecided"`` (not a polynomial; never a pass)."""
+    known: str = ""
+    """The known mistake(s) the rule matches at this layer (:data:`~.wrong_rules.KNOWN`),
+    if any; two names when they give the same matrix."""
+    own_symbols: bool = False
+    """Whether claim and truth are written in the layer's own symbols (``V3[k,r]`` for
+    the proved ``V^(3)``, ``a1[j]`` for ``a^(1)``)."""
 
 
 @dataclass
@@ -68,6 +92,7 @@ class RecursionReport:
     error: str | None = None
     """Set when a rule raised or returned the wrong type or shape."""
     seconds: float = 0.0
+    method: str = "layerwise"
 
     @property
     def notes(self) -> list[str]:
@@ -98,11 +123,21 @@ class RecursionReport:
         assert m is not None
         what = "refuted" if m.decision == "different" else "not proved (undecided)"
         out = len(self.widths) - 1
-        return (f"{what}: {head}; first difference at layer l = {m.l}, "
-                f"{m.quantity}^({m.l}) entry {m.entry} = d z^({out})_{m.entry[0]} / d {m.parameter}\n"
-                f"  claim: {m.claim}\n"
-                f"  true:  {m.true}\n"
-                f"  claim - true = {m.difference}")
+        lines = [f"{what}: {head}; layer l = {m.l}, {m.quantity}^({m.l}) entry {m.entry} = "
+                 f"dz^({out})_{m.entry[0]}/d{m.parameter}",
+                 f"  claim: {m.claim}", f"  true:  {m.true}", f"  claim - true = {m.difference}"]
+        if m.own_symbols:
+            lines.extend(_legend(" ".join(lines[1:])))
+        if m.known:
+            lines.append(f"  this is the known mistake: {m.known}")
+        return "\n".join(lines)
+
+
+def _legend(text: str) -> list[str]:
+    """What the layer's own symbols in ``text`` stand for (``V3[k,r]``, ``a1[j]``)."""
+    parts = [f"V{n}[k,r] = V^({n})_kr (proved)" for n in sorted(set(re.findall(r"\bV(\d+)\[", text)))]
+    parts += [f"a{n}[j] = a^({n})_j" for n in sorted(set(re.findall(r"\ba(\d+)\[", text)))]
+    return [f"  ({'; '.join(parts)})"] if parts else []
 
 
 def _parameter(quantity: str, l: int, col: int, d_prev: int) -> str:
@@ -111,27 +146,121 @@ def _parameter(quantity: str, l: int, col: int, d_prev: int) -> str:
     return f"B{l}[{col // d_prev},{col % d_prev}]"
 
 
-def check_recursion(widths: Sequence[int], v_rule: Callable | None = None,
-                    u_rule: Callable | None = None, activation: str = "relu") -> RecursionReport:
-    """Prove or refute the recursion for one architecture, every layer ``l = 1..L+1``.
+def check_recursion(widths: Sequence[int] | None = None, v_rule: Callable | None = None,
+                    u_rule: Callable | None = None, activation: str = "relu", *,
+                    method: str = "layerwise", seed: int = 0):
+    """Prove or refute the recursion, every layer ``l = 1..L+1``.
 
-    ``widths``: ``[d_0, ..., d_{L+1}]`` (``L >= 0``; ``K = d_{L+1}``).  ``v_rule`` and
-    ``u_rule``: candidate rules on SymPy matrices (see :mod:`.rules`; ``None`` means
-    the lecture's ``V^(l+1) B^(l+1) D^(l)`` and ``V^(l) (I kron a^(l-1)')``).
-    ``activation``: ``"relu"`` (0/1 activation pattern) or ``"sigma"`` (generic).
+    ``widths``: ``[d_0, ..., d_{L+1}]`` (``L >= 0``; ``K = d_{L+1}``); ``None`` checks the
+    grid of :func:`candidate_grid` (``seed`` draws its random architectures) and returns a
+    :class:`GridReport`.  ``v_rule`` and ``u_rule``: candidate rules on SymPy matrices
+    (see :mod:`.rules`; ``None`` means the lecture's ``V^(l+1) B^(l+1) D^(l)`` and
+    ``V^(l) (I kron a^(l-1)')``).  ``activation``: ``"relu"`` (0/1 activation pattern) or
+    ``"sigma"`` (generic).  ``method``: ``"layerwise"`` or ``"direct"`` (module docstring).
 
     Returns a :class:`RecursionReport`: ``holds`` is ``True`` only when every entry of
-    every claimed ``V^(l)`` and ``U^(l)`` expands to the same polynomial as the direct
-    derivative.  Otherwise the report names the first layer (in the order the
-    recursion runs, ``l = L+1`` down to ``1``; ``V`` before ``U``) and entry that
-    differs, with the claim and the true derivative, or the rule's error.
+    every claimed ``V^(l)`` and ``U^(l)`` equals the true derivative as a polynomial.
+    Otherwise the report names the first layer (in the order the recursion runs,
+    ``l = L+1`` down to ``1``; ``V`` before ``U``) and entry that differs, with the claim
+    and the true derivative, or the rule's error.
 
     >>> check_recursion([2, 3, 2]).holds
     True
     >>> bad = check_recursion([2, 3, 2], v_rule=lambda V_next, B_next, D: V_next * B_next)
     >>> bad.holds, bad.mismatch.l, bad.mismatch.quantity
     (False, 1, 'V')
+    >>> check_recursion(v_rule=lambda V_next, B_next, D: V_next * B_next * D).holds
+    True
     """
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+    check_activation(activation)
+    if widths is None:
+        return _check_grid(v_rule, u_rule, activation, method, seed)
+    if method == "direct":
+        return _check_direct(widths, v_rule, u_rule, activation)
+    return _check_layerwise(widths, v_rule, u_rule, activation)
+
+
+def _check_layerwise(widths, v_rule, u_rule, activation) -> RecursionReport:
+    start = time.perf_counter()
+    net = build_network(widths, activation)
+    conv = ToSymEngine()
+    decider = LayerwiseDecider(net, conv)
+    report = RecursionReport(net.widths, activation, holds=False, method="layerwise")
+    try:
+        for layer in layer_claims(net, v_rule, u_rule, conv):
+            own = layer.own
+            for quantity, own_claim, truth, real in (("V", own.claim_V, own.true_V, layer.V),
+                                                     ("U", own.claim_U, own.true_U, layer.U)):
+                mismatch, monomials = _compare_layerwise(
+                    layer, quantity, own_claim, truth, real, decider, net)
+                report.layers.append(LayerCheck(layer.l, quantity, tuple(real.shape),
+                                                mismatch is None, monomials))
+                if mismatch is not None:
+                    report.mismatch = mismatch
+                    report.seconds = time.perf_counter() - start
+                    return report
+    except RuleError as exc:
+        report.error = str(exc)
+        report.seconds = time.perf_counter() - start
+        return report
+    report.holds = True
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _compare_layerwise(layer, quantity, own_claim, truth, real, decider, net):
+    l, monomials = layer.l, 0
+    own_to_real = layer.own_to_real(quantity, net)
+    d_prev = net.widths[l - 1]
+    rows, cols = real.shape
+    for r in range(rows):
+        for c in range(cols):
+            try:
+                decision, shown, n = decider.decide(own_claim[r, c], truth[r][c], real[r, c],
+                                                    own_to_real)
+            except Exception as exc:  # noqa: BLE001  (refuted as undecided, never a crash)
+                return Mismatch(l, quantity, (r, c), _parameter(quantity, l, c, d_prev),
+                                short(own_claim[r, c], SHOWN), short(truth[r][c], SHOWN),
+                                f"(not comparable: {type(exc).__name__}: {exc})",
+                                Decision.UNDECIDED.value), monomials
+            if decision is not Decision.EQUAL:
+                claim, true, diff = shown
+                return Mismatch(l, quantity, (r, c), _parameter(quantity, l, c, d_prev),
+                                short(claim, SHOWN), short(true, SHOWN), short(diff, SHOWN),
+                                decision.value, _known(layer, quantity, own_claim, decider, net),
+                                own_symbols=True), monomials
+            monomials += n
+    return None, monomials
+
+
+def _known(layer, quantity, own_claim, decider, net) -> str:
+    """The name of the known mistake whose output at this layer equals the claim's."""
+    from .recursion import _context
+    from .wrong_rules import KNOWN
+
+    own, l = layer.own, layer.l
+    K, w = net.K, net.widths
+    names = []
+    for planted in KNOWN:
+        rule = planted.v_rule if quantity == "V" else planted.u_rule
+        if rule is None or (quantity == "V" and l > net.L):
+            continue
+        args = (own.V_next, net.B[l + 1], net.D[l]) if quantity == "V" else (own.V, own.a_prev)
+        shape = (K, w[l]) if quantity == "V" else (K, w[l] * w[l - 1])
+        try:
+            theirs = call_rule(rule, quantity.lower() + "_rule", args, _context(net, l), shape)
+        except RuleError:
+            continue
+        conv = decider.conv
+        if all(decider.own.difference(conv(a), conv(b))[0] is Decision.EQUAL
+               for a, b in zip(own_claim, theirs)):
+            names.append(f'"{planted.name}" ({planted.mistake})')
+    return " = ".join(names)
+
+
+def _check_direct(widths, v_rule, u_rule, activation) -> RecursionReport:
     start = time.perf_counter()
     net = build_network(widths, activation)
     conv = ToSymEngine()
@@ -140,7 +269,7 @@ def check_recursion(widths: Sequence[int], v_rule: Callable | None = None,
         if activation == "relu" else []
     fast = Expander({**true.renaming, **true.forward_values}, idempotents)
     full = Expander(true.renaming, idempotents) if true.forward_values else None
-    report = RecursionReport(net.widths, activation, holds=False)
+    report = RecursionReport(net.widths, activation, holds=False, method="direct")
     try:
         for claim in claims(net, v_rule, u_rule):
             for quantity, matrix, truth in (("V", claim.V, true.V[claim.l]),
@@ -191,3 +320,82 @@ def _compare(l, quantity, matrix, truth, conv, fast, full, d_prev):
                                 short(diff), decision.value), monomials
             monomials += count_terms(fast.expand(truth[r][c]))
     return None, monomials
+
+
+# --- a grid of architectures, for candidate rules --------------------------------------
+
+FIXED_GRID: tuple[tuple[str, tuple[int, ...]], ...] = (
+    ("L = 0", (3, 2)),
+    ("K = 1", (3, 4, 2, 1)),
+    ("square", (3, 3, 3, 3)),
+    ("growing", (1, 2, 3, 4, 5)),
+    ("narrowing", (6, 5, 4, 3, 2)),
+    ("deep", (2, 3, 2, 3, 2, 3, 2, 2)),
+)
+"""Named architectures every grid check covers (``L`` up to 6, widths up to 6)."""
+MAX_WIDTH, MAX_DEPTH, RANDOM_COUNT = 6, 6, 4
+
+
+def candidate_grid(seed: int = 0, count: int = RANDOM_COUNT) -> list[tuple[str, tuple[int, ...]]]:
+    """:data:`FIXED_GRID` plus ``count`` random architectures from ``seed``: ``L`` in
+    ``0..6``, every width in ``1..6``.
+
+    >>> [name for name, _ in candidate_grid(seed=0, count=1)]
+    ['L = 0', 'K = 1', 'square', 'growing', 'narrowing', 'deep', 'random 1 (seed 0)']
+    """
+    rng = random.Random(seed)
+    out = list(FIXED_GRID)
+    for i in range(count):
+        L = rng.randint(0, MAX_DEPTH)
+        out.append((f"random {i + 1} (seed {seed})",
+                    tuple(rng.randint(1, MAX_WIDTH) for _ in range(L + 2))))
+    return out
+
+
+@dataclass
+class GridReport:
+    """Result of :func:`check_recursion` without widths: the architectures checked in order,
+    up to the first refutation.  ``holds`` is a plain ``bool``."""
+
+    holds: bool
+    activation: str
+    covered: list[tuple[int, ...]] = field(default_factory=list)
+    """The widths checked and found to hold."""
+    refutation: RecursionReport | None = None
+    seed: int = 0
+    seconds: float = 0.0
+
+    @property
+    def mismatch(self) -> Mismatch | None:
+        return None if self.refutation is None else self.refutation.mismatch
+
+    @property
+    def widths(self) -> tuple[int, ...] | None:
+        """The widths of the refutation, if any."""
+        return None if self.refutation is None else self.refutation.widths
+
+    def __str__(self) -> str:
+        shown = ", ".join(str(list(w)) for w in self.covered)
+        if self.holds:
+            return (f"holds on the {len(self.covered)} architectures of the grid "
+                    f"({self.activation} model, seed {self.seed}): {shown}\n"
+                    f"  not covered: depths L > {MAX_DEPTH}, widths above {MAX_WIDTH}, other "
+                    "random draws (a rule may branch on them; no finite grid covers every "
+                    "architecture)")
+        before = f"\n  (held before on {shown})" if self.covered else ""
+        return str(self.refutation) + before
+
+
+def _check_grid(v_rule, u_rule, activation, method, seed) -> GridReport:
+    start = time.perf_counter()
+    report = GridReport(holds=False, activation=activation, seed=seed)
+    for _, widths in candidate_grid(seed):
+        one = check_recursion(widths, v_rule, u_rule, activation, method=method)
+        if not one.holds:
+            report.refutation = one
+            report.seconds = time.perf_counter() - start
+            return report
+        report.covered.append(tuple(widths))
+    report.holds = True
+    report.seconds = time.perf_counter() - start
+    return report

@@ -27,7 +27,7 @@ columns, ``vec(M)_{(c, r)} = M_{r c}``, pairs enumerated lexicographically (flat
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sympy as sp
 
@@ -45,6 +45,8 @@ class GenericStep:
     """The statement and the entrywise form that was compared, in LaTeX."""
     holds: bool
     seconds: float
+    checks: dict = field(default_factory=dict)
+    """The sub-statements that were checked, each with its outcome (where there are several)."""
 
 
 def _index(name):

@@ -57,10 +57,13 @@ def claims(net: SymbolicNetwork, v_rule: Callable | None = None,
 
 
 def network_symbols(net: SymbolicNetwork) -> frozenset:
-    """Every symbol of the network: inputs, parameters and activation-pattern symbols."""
-    out = set(net.x.free_symbols)
+    """Every symbol of the network: inputs, parameters, activation-pattern symbols and
+    (sigma model) the activation values ``a{l}[i]``."""
+    out = set(net.x)
     for l in range(1, len(net.widths)):
-        out |= net.B[l].free_symbols | net.b[l].free_symbols | net.z[l].free_symbols
+        out |= set(net.B[l]) | set(net.b[l])
         if l <= net.L:
-            out |= net.D[l].free_symbols
+            out |= set(net.slopes[l])
+            if net.activation == "sigma":
+                out |= set(net.a[l])
     return frozenset(out)

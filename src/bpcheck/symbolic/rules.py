@@ -25,6 +25,7 @@ that into a refutation, never a crash.
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,9 @@ import sympy as sp
 
 CONTEXT = ("l", "B", "b", "a_prev", "D", "widths")
 """Names a rule may ask for as keyword-only parameters."""
+
+RESERVED = re.compile(r"(zeta|V|a)\d+\[")
+"""Names the checker gives its own symbols (``zeta2[0]``, ``V3[0,1]``, ``a1[2]``)."""
 
 
 def lecture_v_rule(V_next: sp.Matrix, B_next: sp.Matrix, D: sp.Matrix) -> sp.Matrix:
@@ -41,7 +45,24 @@ def lecture_v_rule(V_next: sp.Matrix, B_next: sp.Matrix, D: sp.Matrix) -> sp.Mat
 
 def lecture_u_rule(V: sp.Matrix, a_prev: sp.Matrix) -> sp.Matrix:
     """The lecture's ``U^(l) = V^(l) (I_{d_l} kron a^(l-1)')``: ``K x d_l d_{l-1}``."""
-    return V * sp.kronecker_product(sp.eye(V.shape[1]), a_prev.T)
+    return V * kron(sp.eye(V.shape[1]), a_prev.T)
+
+
+def kron(A: sp.Matrix, C: sp.Matrix) -> sp.Matrix:
+    """The Kronecker product, ``(A kron C)_{(r_1, r_2), (c_1, c_2)} = A_{r_1 c_1} C_{r_2 c_2}``
+    (pairs in row-major order), entries used as they are.
+
+    ``sympy.kronecker_product`` gives the same matrix but calls ``doit`` on every entry,
+    which walks a network's nested forward values once per path.
+
+    >>> kron(sp.eye(2), sp.Matrix([[1, 2]]))
+    Matrix([
+    [1, 2, 0, 0],
+    [0, 0, 1, 2]])
+    """
+    r, c = C.shape
+    return sp.Matrix(A.rows * r, A.cols * c,
+                     lambda i, j: A[i // r, j // c] * C[i % r, j % c])
 
 
 class RuleError(Exception):
@@ -62,11 +83,11 @@ def call_rule(rule: Callable, name: str, args: tuple, context: dict[str, Any],
     """Call ``rule(*args, **extras)`` and check it returned a SymPy matrix of ``shape``.
 
     The rule gets copies of the matrices, so changing them in place changes nothing the
-    checker uses.  ``symbols``: the network's symbols; a returned symbol that is not one of
-    them but has one's name (or the checker's internal ``zeta`` names) is an error, as
-    entries are compared by symbol name.  Returns a fresh mutable ``Matrix`` copy (the
-    rule's object is not used further).  Raises :class:`RuleError` naming the rule, the
-    layer and what was wrong.
+    checker uses.  ``symbols``: the symbols the rule was given; a returned symbol that is
+    not one of them but has one's name (or a name of the form the checker uses for its
+    own symbols, :data:`RESERVED`) is an error, as entries are compared by symbol name.
+    Returns a fresh mutable ``Matrix`` copy (the rule's object is not used further).
+    Raises :class:`RuleError` naming the rule, the layer and what was wrong.
     """
     where = f"{name} at layer l = {context['l']}"
     args = tuple(_copy(a) for a in args)
@@ -89,13 +110,29 @@ def call_rule(rule: Callable, name: str, args: tuple, context: dict[str, Any],
                         "scalar expression")
     if symbols:
         names = {str(s) for s in symbols}
-        foreign = sorted({_name(s) for e in entries for s in e.free_symbols
-                          if s not in symbols and (_name(s) in names or _name(s).startswith("zeta"))})
+        foreign = sorted({_name(s) for s in _symbols_in(entries)
+                          if s not in symbols and (_name(s) in names or RESERVED.match(_name(s)))})
         if foreign:
             raise RuleError(f"{where} returned symbols named like the network's but not "
                             f"the network's own: {', '.join(foreign[:5])} (use the matrices "
                             "the rule is given)")
     return sp.Matrix(shape[0], shape[1], entries)
+
+
+def _symbols_in(entries) -> set:
+    """Every symbol in ``entries``, each shared subexpression visited once (unlike
+    ``free_symbols``, which walks a shared node once per path)."""
+    seen, out, stack = set(), set(), list(entries)
+    while stack:
+        e = stack.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, sp.Symbol):
+            out.add(e)
+        else:
+            stack.extend(e.args)
+    return out
 
 
 def _name(symbol: Any) -> str:

@@ -1,0 +1,63 @@
+"""The induction over the layers holds with symbolic widths, and a wrong step is rejected."""
+
+import pytest
+import sympy as sp
+
+from bpcheck.symbolic import induction_base, induction_step
+
+MODELS = ["relu", "sigma"]
+
+
+def test_base_case_W_is_the_identity_and_c_is_zero():
+    assert induction_base().holds is True
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_induction_step_and_its_derivatives_hold_for_symbolic_widths(model):
+    step = induction_step(model)
+    assert step.holds is True
+    assert len(step.checks) == 5 and all(step.checks.values()), step.checks
+    assert "W^{(l)} = W^{(l+1)} B^{(l+1)} D^{(l)}" in step.latex
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_induction_step_with_D_on_the_wrong_index_is_rejected(model):
+    def D_on_the_row_of_B(W_next, B_next, D, k, m, t):
+        return W_next[k, t] * B_next[t, m] * D[t]
+
+    step = induction_step(model, summand=D_on_the_row_of_B)
+    assert step.holds is False
+    failed = [name for name, ok in step.checks.items() if not ok]
+    assert len(failed) == 1 and "W^(l)" in failed[0]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_induction_step_without_D_or_with_B_transposed_is_rejected(model):
+    def without_D(W_next, B_next, D, k, m, t):
+        return W_next[k, t] * B_next[t, m]
+
+    def B_transposed(W_next, B_next, D, k, m, t):
+        return W_next[k, t] * B_next[m, t] * D[m]
+
+    assert induction_step(model, summand=without_D).holds is False
+    assert induction_step(model, summand=B_transposed).holds is False
+
+
+def test_a_W_that_uses_the_layers_own_matrix_is_not_free_of_layer_l():
+    B_own = sp.IndexedBase("B^{(l)}")  # the same IndexedBase as the step's B^(l)
+
+    def uses_B_own(W_next, B_next, D, k, m, t):
+        return W_next[k, t] * B_next[t, m] * D[m] * (1 + B_own[m, 0] - B_own[m, 0])
+
+    # the extra factor is 1, so the identity holds; the freeness check reads the symbols
+    def uses_B_own_for_real(W_next, B_next, D, k, m, t):
+        return W_next[k, t] * B_next[t, m] * D[m] * B_own[m, 0]
+
+    assert induction_step("relu", summand=uses_B_own).holds is True
+    step = induction_step("relu", summand=uses_B_own_for_real)
+    assert step.checks["W^(l), c^(l) free of layers <= l"] is False and not step.holds
+
+
+def test_unknown_activation_names_the_argument():
+    with pytest.raises(ValueError, match="activation: expected 'relu' or 'sigma', got 'tanh'"):
+        induction_step("tanh")
