@@ -90,3 +90,10 @@ def test_an_unknown_mistake_is_not_named():
 def test_unknown_method_names_the_argument():
     with pytest.raises(ValueError, match="method: expected one of"):
         check_recursion([2, 2], method="fast")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", MODELS)
+def test_layerwise_proof_holds_at_depth_twelve(model):
+    report = check_recursion([3] * 14, activation=model)
+    assert report.holds is True and len(report.layers) == 26

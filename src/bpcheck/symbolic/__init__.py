@@ -2,7 +2,9 @@
 
 * :func:`check_recursion` proves (or refutes) ``V^(l) = V^(l+1) B^(l+1) D^(l)`` and
   ``U^(l) = V^(l) (I kron a^(l-1)')`` for concrete widths, every layer, by comparing
-  the recursion's claim with the direct derivative on a canonical polynomial form.
+  the recursion's claim with the derivative on a canonical polynomial form, layer by
+  layer in each layer's own symbols (:mod:`.layerwise`) or directly (:mod:`.direct`);
+  without widths it checks a grid of architectures (:class:`GridReport`).
 * :mod:`.induction` checks the induction over the layers with symbolic widths: the
   base case and the step ``P(l+1) => P(l)``, so the recursion holds for every depth.
 * :mod:`.generic` checks the proof steps with symbolic widths ``n_0, n_1, ...``.
@@ -14,6 +16,7 @@ differentiation), :mod:`.canonical` (deciding equality), :mod:`.check` (joining 
 """
 
 from .check import LayerCheck as LayerCheck
+from .check import GridReport as GridReport
 from .check import Mismatch as Mismatch
 from .check import RecursionReport as RecursionReport
 from .check import check_recursion as check_recursion
@@ -35,6 +38,7 @@ from .wrong_rules import PLANTED as PLANTED
 __all__ = [
     "PLANTED",
     "GenericStep",
+    "GridReport",
     "LayerCheck",
     "Mismatch",
     "RecursionReport",

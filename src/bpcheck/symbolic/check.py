@@ -37,8 +37,9 @@ from .canonical import Decision, Expander, ToSymEngine, count_terms, short
 from .direct import direct_derivatives
 from .layerwise import LayerwiseDecider, layer_claims
 from .network import build_network, check_activation
-from .recursion import claims
+from .recursion import _context, claims
 from .rules import RuleError, call_rule
+from .wrong_rules import KNOWN
 
 METHODS = ("layerwise", "direct")
 SHOWN = 70
@@ -114,7 +115,7 @@ class RecursionReport:
         head = f"widths {list(self.widths)}, {self.activation} model"
         if self.holds:
             n = sum(c.monomials for c in self.layers)
-            return (f"holds: {head}; V^(l) and U^(l) equal the direct derivatives for every "
+            return (f"holds: {head}; V^(l) and U^(l) equal the derivatives for every "
                     f"layer l = 1..{len(self.widths) - 1} ({n} monomials compared)"
                     + "".join(f"\n  note: {note}" for note in self.notes))
         if self.error is not None:
@@ -237,9 +238,6 @@ def _compare_layerwise(layer, quantity, own_claim, truth, real, decider, net):
 
 def _known(layer, quantity, own_claim, decider, net) -> str:
     """The name of the known mistake whose output at this layer equals the claim's."""
-    from .recursion import _context
-    from .wrong_rules import KNOWN
-
     own, l = layer.own, layer.l
     K, w = net.K, net.widths
     names = []

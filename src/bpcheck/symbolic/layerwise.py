@@ -51,11 +51,15 @@ def _matrix_symbols(name: str, rows: int, cols: int) -> sp.Matrix:
 
 
 class LayerSymbols:
-    """The own symbols of layer ``l`` and its one-layer derivatives (SymEngine)."""
+    """The own symbols of layer ``l`` (SymPy: ``a_prev``, ``V_next``, ``V``), the truths in
+    them (SymEngine: ``true_V`` ``K x d_l``, ``true_U`` ``K x d_l d_{l-1}``, nested lists)
+    and the rules' claims in them (``claim_V``, ``claim_U``, set by :func:`layer_claims`)."""
 
     def __init__(self, net: SymbolicNetwork, l: int, conv: ToSymEngine) -> None:
         w, L, K = net.widths, net.L, net.K
         self.l = l
+        self.claim_V: sp.Matrix | None = None
+        self.claim_U: sp.Matrix | None = None
         if l == 1 or net.activation == "sigma":
             self.a_prev = net.a[l - 1]  # x, or the sigma model's own a{l-1}[j] symbols
         else:
