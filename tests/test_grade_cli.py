@@ -329,7 +329,7 @@ def test_gradescope_zip_bundles_an_installable_copy_of_this_bpcheck(tmp_path):
         names = set(zf.namelist())
         setup = zf.read("setup.sh").decode()
         zf.extractall(tmp_path / "source")
-    assert "bpcheck-src/src/bpcheck/grade/harness.py" in names
+    assert "bpcheck-src/src/bpcheck/grade/child/main.py" in names
     assert '"/autograder/source/bpcheck-src"' in setup and "bpcheck==" not in setup
     bundle = tmp_path / "source" / "bpcheck-src"
     import tomllib
@@ -341,7 +341,7 @@ def test_gradescope_zip_bundles_an_installable_copy_of_this_bpcheck(tmp_path):
         assert dep in deps
     # the bundled tree is a complete bpcheck: it imports and runs from there alone
     env = {**os.environ, "PYTHONPATH": str(bundle / "src")}
-    code = ("import bpcheck, bpcheck.grade.harness, bpcheck.symbolic; print(bpcheck.__file__)")
+    code = ("import bpcheck, bpcheck.grade.child.main, bpcheck.symbolic; print(bpcheck.__file__)")
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr

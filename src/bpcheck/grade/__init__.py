@@ -8,7 +8,7 @@ Modules, in the order a grading run uses them:
   seed) and scoring; :mod:`~bpcheck.grade.reference`: reference solutions and the answers
   of the usual mistakes; :mod:`~bpcheck.grade.compare`: CS231n relative error, verdicts;
   :mod:`~bpcheck.grade.polymap`: exercise 4's rules as plain polynomial data;
-- :mod:`~bpcheck.grade.sandbox` (parent) and :mod:`~bpcheck.grade.harness` (child): run
+- :mod:`~bpcheck.grade.sandbox` (parent) and :mod:`~bpcheck.grade.child` (child): run
   student code in a locked-down process;
 - :mod:`~bpcheck.grade.grader`: one submission, end to end; :mod:`~bpcheck.grade.results`:
   the report and ``results.json``; :mod:`~bpcheck.grade.batch`, :mod:`~bpcheck.grade.gradescope`,

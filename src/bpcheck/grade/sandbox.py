@@ -1,8 +1,9 @@
 """Run student code in a child process, under limits, and collect what it returns.
 
-The parent's side of :mod:`bpcheck.grade.harness`.  One child runs one exercise (all of
+The parent's side of :mod:`bpcheck.grade.child`.  One child runs one exercise (all of
 its tests, each with its own deadline), so nothing an exercise-1 function does in its
-process can touch exercise 2's.  The child is started as ``python -I -S harness.py``
+process can touch exercise 2's.  The child package is copied into a scratch folder and started as
+``python -I -S child/__main__.py``
 (no site-packages, no ``PYTHONPATH``, no user site; only NumPy, SymPy and mpmath are put
 on its path, through a folder of links), with a minimal environment, its output capped
 and never parsed, and its results read from a dedicated pipe as length-prefixed JSON
@@ -17,14 +18,12 @@ daemonised children.  Otherwise the child's process group is killed.
 from __future__ import annotations
 
 import importlib.util
-import io
 import json
 import os
 import pwd
 import select
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .child.wire import Frames
 
 #: Top-level modules a submission may not use: bpcheck itself and autodiff libraries.
 FORBIDDEN = ("bpcheck", "jax", "jaxlib", "torch", "tensorflow", "autograd", "mxnet",
@@ -49,9 +50,6 @@ PREIMPORT = ("math", "cmath", "itertools", "functools", "collections", "collecti
              "operator", "copy", "numbers", "re", "string", "time", "warnings", "abc", "enum",
              "heapq", "bisect", "contextlib", "json", "textwrap", "pprint", "zipfile",
              "numpy.linalg", "numpy.random", "numpy.fft", "numpy.polynomial")
-
-_HEADER_MAX = 1 << 20
-
 
 @dataclass
 class Limits:
@@ -222,56 +220,19 @@ def _describe_exit(code: int | None) -> str:
     return f"exited with status {code} before finishing"
 
 
-class _Frames:
-    """Incremental parser of the child's length-prefixed messages."""
-
-    def __init__(self, limit):
-        self.buf = bytearray()
-        self.limit = limit
-        self.total = 0
-
-    def feed(self, data):
-        self.total += len(data)
-        if self.total > self.limit:
-            raise ValueError(f"more than {self.limit >> 20} MB of results")
-        self.buf += data
-
-    def messages(self):
-        while True:
-            if len(self.buf) < 8:
-                return
-            (hlen,) = struct.unpack(">Q", self.buf[:8])
-            if hlen > _HEADER_MAX:
-                raise ValueError("a result header is too large")
-            if len(self.buf) < 16 + hlen:
-                return
-            (blen,) = struct.unpack(">Q", self.buf[8 + hlen:16 + hlen])
-            if blen > self.limit:
-                raise ValueError("a result body is too large")
-            end = 16 + hlen + blen
-            if len(self.buf) < end:
-                return
-            head = bytes(self.buf[8:8 + hlen])
-            body = bytes(self.buf[16 + hlen:end])
-            del self.buf[:end]
-            header = json.loads(head.decode("utf-8"))
-            if not isinstance(header, dict):
-                raise ValueError("a result header is not an object")
-            yield header, _load_arrays(body)
+_CHILD_MAIN = os.path.join("harness", "child", "__main__.py")
 
 
-def _load_arrays(body: bytes) -> dict:
-    """Plain arrays from an ``.npz``: no pickles, numeric dtypes only."""
-    if not body:
-        return {}
-    out = {}
-    with np.load(io.BytesIO(body), allow_pickle=False) as npz:
-        for key in npz.files:
-            arr = npz[key]
-            if type(arr) is not np.ndarray or arr.dtype.kind not in "fiub":
-                raise ValueError(f"result {key!r} is not a plain numeric array")
-            out[key] = arr
-    return out
+def _copy_child(box):
+    """Copy the child package (its ``.py`` files) to ``box/harness/child``, readable by all."""
+    src = Path(__file__).with_name("child")
+    dest = Path(box, "harness", "child")
+    dest.mkdir(parents=True)
+    for path in src.glob("*.py"):
+        shutil.copyfile(path, dest / path.name)
+        os.chmod(dest / path.name, 0o644)
+    os.chmod(dest, 0o755)
+    os.chmod(dest.parent, 0o755)
 
 
 def _child_env(work):
@@ -296,7 +257,7 @@ def run_child(source: str, exercise: int, functions: list, tests: list, run: lis
     r_fd = w_fd = None
     try:
         os.chmod(box, 0o755)
-        shutil.copyfile(Path(__file__).with_name("harness.py"), os.path.join(box, "harness.py"))
+        _copy_child(box)
         with open(os.path.join(box, "submission.py"), "w", encoding="utf-8") as f:
             f.write(source)
         np.savez(os.path.join(box, "inputs.npz"), **inputs)
@@ -328,10 +289,10 @@ def run_child(source: str, exercise: int, functions: list, tests: list, run: lis
         with open(os.path.join(box, "plan.json"), "w") as f:
             json.dump(plan, f)
         for name in os.listdir(box):
-            if name not in ("work", "libs"):
+            if name not in ("work", "libs", "harness"):
                 os.chmod(os.path.join(box, name), 0o644)
         proc = subprocess.Popen(
-            [exe, "-I", "-S", "-B", os.path.join(box, "harness.py"), os.path.join(box, "plan.json")],
+            [exe, "-I", "-S", "-B", os.path.join(box, _CHILD_MAIN), os.path.join(box, "plan.json")],
             cwd=box, env=_child_env(work), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, pass_fds=(w_fd,), start_new_session=True, close_fds=True)
         os.close(w_fd)
@@ -366,7 +327,7 @@ def run_child(source: str, exercise: int, functions: list, tests: list, run: lis
 
 
 def _collect(proc, r_fd, result: ChildRun, limits: Limits, run: list, exercise: int) -> None:
-    frames = _Frames(limits.result_mb << 20)
+    frames = Frames(limits.result_mb << 20)
     deadline = time.monotonic() + limits.load_timeout_s
     pending = list(run)
     finished = False
