@@ -6,9 +6,14 @@ back whatever the submission patched (builtins, numpy, json ...) after each of i
 """
 
 import os
+import signal
 import sys
 import traceback
 import types
+
+
+class CellTimeout(BaseException):
+    """Raised in a notebook cell that ran past its time budget."""
 
 
 def new_module(box):
@@ -75,15 +80,33 @@ def load(plan, source, module, restore, describe_error, blocker, forbidden_loade
     """
     load_error, cell_errors = None, []
     cells = plan.get("cells")
+    module.__dict__["display"] = lambda *objs, **kwargs: print(*objs)
+    budget = float(plan.get("cell_timeout_s") or 0)
+    _signal, _setitimer, _ALRM, _REAL = signal.signal, signal.setitimer, signal.SIGALRM, \
+        signal.ITIMER_REAL
+
+    def stop(signum, frame):
+        raise CellTimeout
+
     if cells:
         # A notebook runs cell by cell, as "run all" that goes on after an error: a failing
         # cell (the lecture's PyTorch part, a plot) is reported and the next one runs.
         # Imports blocked in a cell cost nothing more: that cell failed.  A forbidden module
         # that is loaded all the same (the blocker bypassed) still zeroes the submission.
-        module.__dict__["display"] = lambda *objs, **kwargs: print(*objs)
+        # Each cell has its own time budget: a cell past it is stopped (SIGALRM) and named,
+        # and the next one runs.
         for label, cell_source in cells:
             try:
-                exec(compile(cell_source, label, "exec"), module.__dict__)
+                if budget > 0:
+                    _signal(_ALRM, stop)
+                    _setitimer(_REAL, budget)
+                try:
+                    exec(compile(cell_source, label, "exec"), module.__dict__)
+                finally:
+                    _setitimer(_REAL, 0)
+            except CellTimeout:
+                restore()
+                cell_errors.append(f"{label} stopped after {budget:g} s")
             except BaseException as exc:  # noqa: BLE001 - SystemExit, KeyboardInterrupt included
                 restore()
                 cell_errors.append(f"{label} raised {describe_error(exc)}")

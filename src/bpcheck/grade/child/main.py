@@ -5,14 +5,19 @@ The parent copies this package into the child's scratch folder and starts it as
 hidden from the child) and uses the standard library and NumPy only (SymPy for the
 symbolic rules).  It is trusted code that runs *before* the submission, in this order:
 
-1. read the plan, the submission's source and the test inputs into memory;
+1. read the plan and the submission's source into memory;
 2. isolate (:func:`.jail._setup_isolation`);
 3. import NumPy (and SymPy) and the usual standard-library modules;
 4. install an import blocker for bpcheck, JAX, PyTorch and other autodiff libraries;
 5. set resource limits (address space, CPU time, processes, file size);
 6. drop to an unprivileged uid when started as root (irreversible);
-7. load the submission (:mod:`.load`) and call the exercise's functions on each test's
-   inputs (:mod:`.run`), sending the results in the format of :mod:`.wire`.
+7. load the submission once (:mod:`.load`: a notebook cell by cell, each within its time
+   budget);
+8. for each group of tests the parent sends (its inputs come with it), fork: the forked
+   process calls the student's functions on the group's inputs (:mod:`.run`) and sends
+   the results in the format of :mod:`.wire`.  Before the first group that students do
+   not see, the visible output is closed (``close_visible``), so what a hidden test
+   prints can only reach the instructor's view.
 
 A submission that tampers with this code, the channel or NumPy can only change the
 arrays it is graded on, which it could have returned anyway: the parent re-checks every
@@ -36,8 +41,6 @@ def main():
     box = plan["box"]
     with open(os.path.join(box, "submission.py"), encoding="utf-8") as f:
         source = f.read()
-    with open(os.path.join(box, "inputs.npz"), "rb") as f:
-        inputs_bytes = f.read()
     channel = plan["result_fd"]
     notes = []
 
@@ -50,17 +53,28 @@ def main():
 
     from . import load, run, wire
 
-    # The test inputs are read now, while every module np.load needs can still be imported.
-    with np.load(io.BytesIO(inputs_bytes), allow_pickle=False) as npz:
-        inputs = {k: npz[k] for k in npz.files}
-
+    # Inputs arrive later, as .npz: one round trip now imports every module np.load needs
+    # (zipfile, encodings.cp437) while the interpreter's files can still be read.
+    buf = io.BytesIO()
+    np.savez(buf, x=np.zeros(1))
+    with np.load(io.BytesIO(buf.getvalue()), allow_pickle=False) as npz:
+        npz["x"]
     for m in plan["preimport"]:
         try:
             __import__(m)
         except Exception:  # noqa: BLE001 - a missing optional module is fine
             pass
-    if plan["exercise"] == 4:
-        import sympy  # noqa: F401
+    # matplotlib, where allowed, is imported by the submission itself, headless: the Agg
+    # backend draws nothing on plt.show(), which would only warn that it cannot show.
+    os.environ["MPLBACKEND"] = "Agg"
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*non-interactive.*cannot be shown")
+    drivers = {}
+    for name, driver_source in plan.get("drivers", {}).items():
+        namespace = {"__name__": f"driver_{name}"}
+        exec(compile(driver_source, f"<driver of {name}>", "exec"), namespace)
+        drivers[name] = namespace["drive"]
 
     blocker = _Blocker(plan["forbidden"])
     sys.meta_path.insert(0, blocker)
@@ -73,15 +87,21 @@ def main():
         _report_exposed(plan, notes)
     os.chdir(work)
     os.environ["HOME"] = work
+    os.environ["MPLCONFIGDIR"] = os.path.join(work, "matplotlib")
 
     # Everything used later is bound now, before the submission can patch it.
     send = wire.sender(channel)
+    receive = wire.receiver(plan["command_fd"])
     describe_error = load.error_describer()
     forbidden_loaded, forbidden_seen = load.watchers(plan, blocker)
     _monotonic = time.monotonic
+    _fork, _exit, _waitpid, _dup2, _close = os.fork, os._exit, os.waitpid, os.dup2, os.close
+    _listdir, _kill, _flush = os.listdir, os.kill, sys.stdout.flush
+    _load_npz, _BytesIO = np.load, io.BytesIO
+    _sorted, _int = sorted, int
 
     module = load.new_module(box)
-    tests = run.runner(plan, module, inputs)
+    tests = run.runner(plan, module, drivers)
     send({"kind": "setup", "notes": notes})
     restore = load.restorer(module)
 
@@ -93,9 +113,73 @@ def main():
     send({"kind": "loaded", "error": load_error, "missing": missing,
           "seconds": _monotonic() - t0, "forbidden": forbidden,
           "cell_errors": cell_errors[:20]})
-    if load_error is not None or missing:
+    if load_error is not None:
         return
-    run.run_tests(plan, tests, send, restore, describe_error, forbidden_seen)
+
+    def close_visible_output():
+        """From now on print goes to the hidden-output pipe; every other descriptor of
+        this process is closed and every other process of this uid killed, so that no
+        process holds the students' output when hidden inputs arrive."""
+        try:
+            _flush()
+        except BaseException:  # noqa: BLE001
+            pass
+        hidden_out = plan["hidden_output_fd"]
+        _dup2(hidden_out, 1)
+        _dup2(hidden_out, 2)
+        keep = {0, 1, 2, channel, plan["command_fd"]}
+        for name in _listdir("/proc/self/fd"):
+            fd = _int(name)
+            if fd not in keep:
+                try:
+                    _close(fd)
+                except OSError:
+                    pass
+        if plan.get("kill_others"):
+            try:
+                _kill(-1, 9)  # every other process of this (dedicated) uid
+            except OSError:
+                pass
+
+    import gc
+
+    gc.freeze()  # the loaded state stays shared with the forks (no copy-on-write by the gc)
+
+    # One forked process per group of tests, in the parent's order (the visible groups
+    # first); a group's inputs arrive only when it runs.
+    while True:
+        header, body = receive()
+        kind = header.get("kind")
+        if kind == "close_visible":
+            close_visible_output()
+            send({"kind": "closed_visible"})
+            continue
+        if kind != "group":
+            break
+        pid = _fork()
+        if pid == 0:
+            code = 0
+            try:
+                inputs = {}
+                if body:
+                    with _load_npz(_BytesIO(body), allow_pickle=False) as npz:
+                        inputs = {k: npz[k] for k in npz.files}
+                group = [(t, header["specs"][t]) for t in header["tests"]]
+                run.run_tests(group, inputs, tests, send, restore, describe_error,
+                              forbidden_seen)
+            except BaseException:  # noqa: BLE001 - the child's own failure: status 70
+                import traceback
+
+                traceback.print_exc(limit=3)
+                code = 70
+            try:
+                _flush()
+            except BaseException:  # noqa: BLE001
+                pass
+            _exit(code)
+        del body
+        _, status = _waitpid(pid, 0)
+        send({"kind": "group_done", "group": header.get("group"), "status": status})
     send({"kind": "done"})
 
 

@@ -11,9 +11,10 @@ import time
 import numpy as np
 
 
-def runner(plan, module, inputs):
-    """``run(test) -> (arrays, meta)`` for the plan's exercise; names bound now, before the
-    submission runs."""
+def runner(plan, module, drivers):
+    """``run(spec, inputs) -> (arrays, meta)`` for one test's plan entry; names bound now,
+    before the submission runs.  ``drivers``: ``{name: drive}``, the homework's own code
+    that calls the student's (``drive(namespace, *args)``)."""
     _ndarray = np.ndarray
     _type = type
     _isinstance = isinstance
@@ -38,23 +39,25 @@ def runner(plan, module, inputs):
             name = _str(getattr(t, "__module__", "?")) + "." + _str(getattr(t, "__qualname__", "?"))
             meta[key] = {"type": name[:200], "subclass": _isinstance(value, _ndarray)}
 
-    def run_numeric(test):
-        fname = plan["functions"][0]
+    def run_call(spec, inputs):
+        fname = spec["function"]
         args = []
-        for arg in plan["tests"][test]["args"]:
+        for arg in spec["args"]:
             if arg["kind"] == "array":
                 args.append(inputs[arg["key"]].copy())
             elif arg["kind"] == "list":
                 args.append([inputs[k].copy() for k in arg["keys"]])
             else:
                 args.append(arg["value"])
-        result = module.__dict__[fname](*args)
+        if spec.get("driver"):
+            result = drivers[spec["driver"]](module.__dict__, *args)
+        else:
+            result = module.__dict__[fname](*args)
         arrays, meta = {}, {}
-        spec = plan["tests"][test]["returns"]
         if _type(result) is not _tuple and _type(result) is not _list:
             return arrays, {"result": {"type": _type(result).__qualname__}}
         meta["result"] = {"type": _type(result).__qualname__, "length": _len(result)}
-        for i, (name, kind) in enumerate(spec):
+        for i, (name, kind) in enumerate(spec["returns"]):
             if i >= _len(result):
                 break
             value = result[i]
@@ -69,14 +72,14 @@ def runner(plan, module, inputs):
                 pack_value(name, value, arrays, meta)
         return arrays, meta
 
-    def run_rules(test):
+    def run_rules(spec, inputs):
         import sympy
 
-        req = plan["tests"][test]
         arrays, meta = {}, {}
-        for r, (rule_name, shape) in enumerate(req["requests"]):
+        v_name = spec["functions"][0]
+        for r, (rule_name, shape) in enumerate(spec["requests"]):
             rule = module.__dict__[rule_name]
-            if rule_name == "v_rule":
+            if rule_name == v_name:
                 K, d_next, d = shape
                 V_next = sympy.Matrix(K, d_next, [sympy.Symbol(f"x{i}") for i in _range(K * d_next)])
                 o = K * d_next
@@ -138,16 +141,19 @@ def runner(plan, module, inputs):
             arrays[f"{key}/counts"] = np.array(counts, dtype=np.int64)
         return arrays, meta
 
-    return run_rules if plan["exercise"] == 4 else run_numeric
+    def run(spec, inputs):
+        return (run_rules if spec["kind"] == "rules" else run_call)(spec, inputs)
+
+    return run
 
 
-def run_tests(plan, run, send, restore, describe_error, forbidden_seen):
-    """Run the tests numbered in ``plan["run"]``; one ``test`` message each."""
+def run_tests(tests, inputs, run, send, restore, describe_error, forbidden_seen):
+    """Run ``tests`` (``[(test id, plan entry)]``) on ``inputs``; one ``test`` message each."""
     _monotonic = time.monotonic
-    for test in plan["run"]:
+    for test, spec in tests:
         t0 = _monotonic()
         try:
-            arrays, meta = run(test)
+            arrays, meta = run(spec, inputs)
             error = None
         except BaseException as exc:  # noqa: BLE001 - SystemExit, KeyboardInterrupt included
             restore()

@@ -45,6 +45,46 @@ def sender(channel):
     return send
 
 
+def receiver(fd):
+    """``receive() -> (header, body bytes)``: one message read from ``fd`` (blocking); a
+    closed pipe reads as ``({"kind": "eof"}, b"")``.  Names bound now, as for :func:`sender`."""
+    _read = os.read
+    _unpack = struct.unpack
+    _loads = json.loads
+    _bytes = bytes
+    _len = len
+
+    def read_exactly(n):
+        buf = bytearray()
+        while _len(buf) < n:
+            chunk = _read(fd, min(n - _len(buf), 1 << 20))
+            if not chunk:
+                return None
+            buf += chunk
+        return _bytes(buf)
+
+    def receive():
+        size = read_exactly(8)
+        head = size and read_exactly(_unpack(">Q", size)[0])
+        size = head is not None and read_exactly(8)
+        body = size and read_exactly(_unpack(">Q", size)[0])
+        if body is None or body is False:
+            return {"kind": "eof"}, b""
+        return _loads(head.decode()), body
+
+    return receive
+
+
+def frame(header: dict, arrays: dict | None = None) -> bytes:
+    """One message as bytes (the parent's commands to the child)."""
+    buf = io.BytesIO()
+    if arrays:
+        np.savez(buf, **arrays)
+    head = json.dumps(header).encode()
+    body = buf.getvalue()
+    return struct.pack(">Q", len(head)) + head + struct.pack(">Q", len(body)) + body
+
+
 class Frames:
     """Incremental parser of the child's length-prefixed messages (the parent's side)."""
 
