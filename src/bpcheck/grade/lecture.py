@@ -44,8 +44,14 @@ def _no_kink(rng, make, pre_activations, margin=1e-3, tries=100):
 
 # ---------------------------------------------------------------- softmax_loss
 
-NO_1_OVER_N = "the gradient is not divided by N (N = number of examples)"
-LOSS_SUMMED = "the loss sums over the examples instead of averaging (missing 1/N)"
+# The mistakes that a single example (N = 1) or a single class (K = 1, every data
+# gradient 0) cannot show; names as in the catalogue (bpcheck.grade.reference).
+ONE_EXAMPLE = ["the gradient is not divided by N (N = number of examples)",
+               "the gradient is divided by N twice",
+               "the loss sums over the examples instead of averaging (missing 1/N)"]
+SIGN = "the sign is flipped (dscores is p - 1[k = y], not 1[k = y] - p)"
+MASK = ["the ReLU mask is missing or never applies (use dhidden[hidden <= 0] = 0)",
+        "the ReLU mask is inverted (it zeroes the units that are active)"]
 
 
 @hw.exercise(points=25, returns=["loss", "dW", "db"], title="softmax_loss: the linear "
@@ -77,11 +83,10 @@ softmax_loss.case("N = 5, D = 3, K = 4, reg = 1e-3", partial(_softmax_case, N=5,
                                                             reg=1e-3), weight=2)
 softmax_loss.case("N = 1 (a single example), reg = 0.1",
                   partial(_softmax_case, N=1, D=3, K=3, reg=0.1),
-                  misses=[NO_1_OVER_N, LOSS_SUMMED, "the gradient is divided by N twice",
-                          "the loss is divided by N twice"])
+                  misses=[*ONE_EXAMPLE, "the loss is divided by N twice"])
 softmax_loss.case("K = 1 (a single class), reg = 0.5",
                   partial(_softmax_case, N=4, D=3, K=1, reg=0.5),
-                  misses="all but regularisation")
+                  misses=[*ONE_EXAMPLE, "the loss is divided by N twice", SIGN])
 softmax_loss.case("wide: N = 50, D = 40, K = 10", partial(_softmax_case, N=50, D=40, K=10,
                                                          reg=1e-2), weight=2)
 softmax_loss.case("scores near 1000: exp overflows unless the row maximum is subtracted",
@@ -109,22 +114,29 @@ two_layer_loss.mistakes(reference.two_layer_loss_mistakes)
 
 
 def _two_layer_case(rng, N, D, H, K, reg):
+    """Inputs for ``two_layer_loss``; with ``N > 1`` every hidden unit is active for some
+    example and inactive for another, so that a missing ReLU mask shows."""
     def make(rng):
         return {"W1": rng.standard_normal((D, H)), "b1": rng.standard_normal(H),
                 "W2": rng.standard_normal((H, K)), "b2": rng.standard_normal(K),
                 "X": rng.standard_normal((N, D)),
                 "y": rng.integers(0, K, N).astype(np.int64), "reg": float(reg)}
 
-    return _no_kink(rng, make, lambda a: [a["X"] @ a["W1"] + a["b1"]])
+    def hidden(a):
+        z = a["X"] @ a["W1"] + a["b1"]
+        mixed = N == 1 or bool(np.all((z > 0).any(axis=0) & (z < 0).any(axis=0)))
+        return [z if mixed else np.zeros(1)]  # zeros: redraw
+
+    return _no_kink(rng, make, hidden)
 
 
 two_layer_loss.case("N = 5, D = 3, H = 6, K = 4, reg = 1e-3",
                     partial(_two_layer_case, N=5, D=3, H=6, K=4, reg=1e-3), weight=2)
 two_layer_loss.case("N = 1 (a single example)", partial(_two_layer_case, N=1, D=2, H=5, K=3,
                                                         reg=0.1),
-                    misses=[NO_1_OVER_N, LOSS_SUMMED, "the gradient is divided by N twice"])
+                    misses=ONE_EXAMPLE)
 two_layer_loss.case("K = 1 (a single class)", partial(_two_layer_case, N=4, D=3, H=5, K=1,
-                                                      reg=0.5), misses="all but regularisation")
+                                                      reg=0.5), misses=[*ONE_EXAMPLE, *MASK, SIGN])
 two_layer_loss.case("wide: N = 32, D = 20, H = 50, K = 10",
                     partial(_two_layer_case, N=32, D=20, H=50, K=10, reg=1e-2), weight=2)
 two_layer_loss.case("H = 1 (one hidden unit)", partial(_two_layer_case, N=6, D=3, H=1, K=3,
@@ -177,7 +189,13 @@ def _network_case(rng, widths):
 backprop_factors.case("L = 1, widths (3, 4, 2)", partial(_network_case, widths=(3, 4, 2)),
                       weight=2)
 backprop_factors.case("L = 0 (linear), widths (3, 2)", partial(_network_case, widths=(3, 2)),
-                      misses="hidden layers")
+                      misses=["D^(l) is left out of V^(l) = V^(l+1) B^(l+1) D^(l)",
+                              "D^(l) is diag(a^(l)) instead of diag(1[z^(l) > 0]) (the ReLU's "
+                              "slope is 0 or 1)",
+                              "U^(l) uses the pre-activation z^(l-1) instead of a^(l-1) = "
+                              "max(0, z^(l-1))",
+                              "the lists are in reverse order (Vs[0] must be V^(1), Vs[-1] = "
+                              "V^(L+1) = I_K)"])
 backprop_factors.case("K = 1, widths (3, 5, 4, 1)", partial(_network_case, widths=(3, 5, 4, 1)))
 backprop_factors.case("wide: widths (16, 32, 10)", partial(_network_case, widths=(16, 32, 10)))
 backprop_factors.case("deep: L = 6, widths (3, 4, 4, 4, 4, 4, 4, 2)",
