@@ -119,7 +119,8 @@ def _distribution_of(module: str) -> str | None:
 def pinned_requirements(allow=()) -> list[str]:
     """``name==version`` for bpcheck's dependencies and the homework's allowed modules, as
     installed here (``importlib.metadata``), and their own dependencies; requirements
-    for other Pythons keep their markers."""
+    for other Pythons keep their markers.  A local version label (``2.13.0+cpu``) is
+    dropped: the public index has the release itself."""
     from importlib import metadata
 
     try:
@@ -145,7 +146,8 @@ def pinned_requirements(allow=()) -> list[str]:
             if marker.strip():
                 pins[key] = req.strip()  # not for this Python: kept as written
             continue
-        pins[key] = f"{key}=={version}" + (f"; {marker.strip()}" if marker.strip() else "")
+        pins[key] = f"{key}=={version.split('+')[0]}" + \
+            (f"; {marker.strip()}" if marker.strip() else "")
         todo += [r for r in (metadata.requires(key) or []) if "extra ==" not in r]
     return [pins[k] for k in sorted(pins)]
 

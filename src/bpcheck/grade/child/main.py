@@ -96,7 +96,13 @@ def main():
     forbidden_loaded, forbidden_seen = load.watchers(plan, blocker)
     _monotonic = time.monotonic
     _fork, _exit, _waitpid, _dup2, _close = os.fork, os._exit, os.waitpid, os.dup2, os.close
-    _listdir, _kill, _flush = os.listdir, os.kill, sys.stdout.flush
+    _listdir, _kill = os.listdir, os.kill
+    _flushes = (sys.stdout.flush, sys.stderr.flush)
+
+    def _flush():
+        for flush in _flushes:
+            flush()
+
     _load_npz, _BytesIO = np.load, io.BytesIO
     _sorted, _int = sorted, int
 
@@ -156,6 +162,10 @@ def main():
             continue
         if kind != "group":
             break
+        try:
+            _flush()  # or each fork would print the buffered output again
+        except BaseException:  # noqa: BLE001
+            pass
         pid = _fork()
         if pid == 0:
             code = 0
