@@ -4,14 +4,13 @@ config values checked against the homework before anything runs."""
 
 import csv
 import json
-import os
-import subprocess
 import sys
 import zipfile
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+from autograder_helpers import run_autograder
 
 from bpcheck.cli import main as bpcheck_main
 from bpcheck.grade.config import ConfigError, load_config
@@ -66,22 +65,13 @@ def test_the_zip_bundles_the_homework_pins_versions_and_hides_the_hidden_case(tm
     root = tmp_path / "autograder"
     with zipfile.ZipFile(out) as zf:
         names = set(zf.namelist())
-        zf.extractall(root / "source")
+    doc = run_autograder(out, root, {"conv.py": (SUBMISSIONS / "flipped.py").read_text()})
     assert {"homework.py", "requirements.txt", "setup.sh", "run_autograder"} <= names
     pins = (root / "source" / "requirements.txt").read_text().split()
     assert f"numpy=={metadata.version('numpy')}" in pins
     assert f"sympy=={metadata.version('sympy')}" in pins
     setup = (root / "source" / "setup.sh").read_text()
     assert f"PY=python{sys.version_info.major}.{sys.version_info.minor}" in setup
-    (root / "submission").mkdir()
-    (root / "submission" / "conv.py").write_text((SUBMISSIONS / "flipped.py").read_text())
-    script = root / "source" / "run_autograder"
-    script.chmod(0o755)
-    env = {**os.environ, "BPCHECK_AUTOGRADER_ROOT": str(root), "BPCHECK_PYTHON": sys.executable}
-    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    doc = json.loads((root / "results" / "results.json").read_text())
     tests = {t["number"]: t for t in doc["tests"]}
     assert tests["1.4"]["visibility"] == "hidden" and tests["1.3"]["visibility"] == "visible"
     # what a student sees before publication: the visible tests and the summary; the total
