@@ -118,3 +118,15 @@ def test_the_configured_submission_name_is_graded_and_the_choice_is_explained(tm
     chosen, note = pick_submission(tmp_path, ["conv2d_forward"])
     assert chosen == tmp_path / "scratch.py"
     assert "graded scratch.py" in note and 'submission = "NAME"' in note
+
+
+def test_the_readme_shows_the_real_report_of_the_example(capsys, tmp_path):
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    block = readme.split("$ bpcheck grade --homework examples/conv2d_homework.py "
+                         "examples/conv2d_submissions/flipped.py --seed 3\n", 1)[1]
+    shown = block.split("```", 1)[0]
+    assert run("grade", SUBMISSIONS / "flipped.py", "--homework", HOMEWORK, "--seed", 3,
+               "--results", tmp_path / "r.json") == 0
+    out = capsys.readouterr().out
+    real = out.split("Total: 2 / 10", 1)[0] + "Total: 2 / 10\n"
+    assert shown == real
