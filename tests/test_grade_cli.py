@@ -83,7 +83,7 @@ def test_notebook_submissions_count_only_code_cells(tmp_path):
 
 
 def test_a_notebook_runs_cell_by_cell_and_failing_cells_cost_nothing(tmp_path):
-    """The lecture's notebook has a PyTorch part and plots: those cells fail in the sandbox,
+    """The lecture's notebook has a PyTorch part and plots: the torch cell fails in the sandbox,
     are reported, and the exercise functions in the other cells are graded in full."""
     nb = nbformat.v4.new_notebook()
     nb.cells = [
@@ -104,10 +104,10 @@ def test_a_notebook_runs_cell_by_cell_and_failing_cells_cost_nothing(tmp_path):
     notes = "\n".join(r.messages)
     assert "cells use torch at top level; those cells fail when graded" in notes
     assert "cell 2 raised ImportError: torch is not allowed in submissions" in notes
-    assert "cell 4 raised ModuleNotFoundError: No module named 'matplotlib'" in notes
+    assert "cell 4" not in notes  # the lecture's homework allows matplotlib, headless
     assert "cell 6 raised" in notes and "SyntaxError" in notes
     assert "cell 5" not in notes  # display() and the IPython-only lines were handled
-    assert "LAST-CELL-RAN" in r.student_output[1]
+    assert "LAST-CELL-RAN" in r.student_output
 
 
 def test_a_notebook_function_that_uses_torch_is_still_charged(tmp_path):
@@ -181,7 +181,9 @@ def test_hidden_tests_and_their_printout_stay_out_of_the_students_summary(tmp_pa
     assert all(f"  {t.number}  " not in summary for t in hidden)
     assert all(f"  {t.number}  " in summary for t in visible)
     assert "Total:" not in summary and "seed" not in summary  # the seed regenerates inputs
-    assert f"Visible tests: {sum(t.score for t in visible):g} / " in summary
+    from bpcheck.grade.results import _fmt
+
+    assert f"Visible tests: {_fmt(sum(t.score for t in visible))} / " in summary
     assert "2 more tests are not shown yet" in summary
     # test 1.4 is the wide one (N = 50, D = 40): its inputs never reach the summary
     assert "INPUT-SHAPE (5, 3)" in summary and "INPUT-SHAPE (50, 40)" not in summary
@@ -329,7 +331,7 @@ def test_gradescope_zip_bundles_an_installable_copy_of_this_bpcheck(tmp_path):
         names = set(zf.namelist())
         setup = zf.read("setup.sh").decode()
         zf.extractall(tmp_path / "source")
-    assert "bpcheck-src/src/bpcheck/grade/harness.py" in names
+    assert "bpcheck-src/src/bpcheck/grade/child/main.py" in names
     assert '"/autograder/source/bpcheck-src"' in setup and "bpcheck==" not in setup
     bundle = tmp_path / "source" / "bpcheck-src"
     from bpcheck.grade.config import tomllib  # tomli on Python 3.10
@@ -341,7 +343,7 @@ def test_gradescope_zip_bundles_an_installable_copy_of_this_bpcheck(tmp_path):
         assert dep in deps
     # the bundled tree is a complete bpcheck: it imports and runs from there alone
     env = {**os.environ, "PYTHONPATH": str(bundle / "src")}
-    code = ("import bpcheck, bpcheck.grade.harness, bpcheck.symbolic; print(bpcheck.__file__)")
+    code = ("import bpcheck, bpcheck.grade.child.main, bpcheck.symbolic; print(bpcheck.__file__)")
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -403,13 +405,12 @@ def test_grade_batch_writes_file_names_that_are_not_utf8(tmp_path):
 
 
 def test_partial_credit_adds_up_exactly_in_the_totals():
-    from bpcheck.grade import exercises as exs
     from bpcheck.grade.grader import GradeReport, _add
     from bpcheck.grade.results import results_json
 
-    cfg = parse_config({"exercises": {"1": {"points": 10}}})
+    cfg = parse_config({"exercises": {"1": {"points": 14}}})  # weights 2, 1, 1, 2, 1: 2 points
     report = GradeReport("hw.py", 1)
-    for case in exs.draw_cases(1, 1)[:3]:
+    for case in [c for c in cfg.homework.exercises[0].draw(1) if c.weight == 1][:3]:
         _add(report, cfg, case, 1 / 3, ["one of three outputs right"])
     assert report.exercise_score(1) == 2.0 and report.score == 2.0  # not 1.999998
     assert [t["score"] for t in results_json(report)["tests"]] == [0.666667] * 3

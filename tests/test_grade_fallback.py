@@ -102,13 +102,13 @@ def test_a_readable_config_is_reported_as_exposed_and_a_closed_one_is_not(tmp_pa
         open_r = grade(hostile(tmp_path, READ_CONFIG.format(path=path)), cfg, seed=1)
         assert any(n.startswith(f"exposed: {path} is readable") for n in open_r.isolation), \
             open_r.isolation
-        assert SECRET in open_r.student_output[1]  # the note was right: the secret leaked
+        assert SECRET in open_r.student_output  # the note was right: the secret leaked
 
         os.chmod(path, 0o600)  # what setup.sh does with `chmod -R o-rwx`
         closed_r = grade(hostile(tmp_path, READ_CONFIG.format(path=path)), cfg, seed=1)
         assert not any(n.startswith(f"exposed: {path}") for n in closed_r.isolation)
-        assert SECRET not in closed_r.student_output[1]
-        assert "denied PermissionError" in closed_r.student_output[1]
+        assert SECRET not in closed_r.student_output
+        assert "denied PermissionError" in closed_r.student_output
         assert_attack_contained(closed_r, "wrong")
     finally:
         import shutil
@@ -196,12 +196,13 @@ def test_forged_messages_of_the_wrong_types_do_not_crash_the_grader(tmp_path, cf
             head = json.dumps(header).encode()
             os.write(plan["result_fd"], struct.pack(">Q", len(head)) + head + struct.pack(">Q", 0))
         send({"kind": "loaded", "forbidden": 5, "missing": 5, "cell_errors": 7, "error": None})
-        send({"kind": "test", "test": 0, "meta": {"loss": 5, "dW": []}, "forbidden": 3})
+        send({"kind": "test", "test": "2.1", "meta": {"loss": 5}, "forbidden": 3})
         def softmax_loss(W, b, X, y, reg):
+            send({"kind": "test", "test": "1.1", "meta": {"loss": 5, "dW": []}, "forbidden": 3})
             return 7.0, W * 0 + 7, b * 0 + 7
         """), cfg, seed=1)
-    # the forgery runs at load time, in each exercise's child: it costs that child's test 0
+    # forged while a test of exercise 1 runs: it takes the place of test 1.1's answer;
+    # forged while loading (before any test runs): ignored
     first = {t.number: t.lines[0] for t in r.tests}
     assert "could not be read (TypeError)" in first["1.1"], first
-    assert "could not be read (TypeError)" in first["2.1"], first
-    assert all(t.passed for t in exercise(r, 2)[1:])
+    assert all(t.passed for t in exercise(r, 2))

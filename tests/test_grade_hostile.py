@@ -249,11 +249,11 @@ def test_nan_inf_and_wrong_dtype_are_rejected(tmp_path, cfg):
     r = grade(hostile(tmp_path, """
         import numpy as np
         def softmax_loss(W, b, X, y, reg):
-            return float("nan"), np.full(W.shape, np.inf), b.astype(np.float32)
+            return float("nan"), np.full(W.shape, np.inf), b.astype(np.float16)
         """), cfg, seed=1)
     assert_attack_contained(r, "NaN or inf")
     text = "\n".join(exercise(r, 1)[0].lines)
-    assert "db: expected dtype float64 (the inputs' dtype), got float32 (do not cast the result)" in text
+    assert "db: expected dtype float64 (the inputs' dtype), got float16 (do not cast the result)" in text
 
 
 def test_importing_the_reference_is_caught_statically(tmp_path, cfg):
@@ -299,7 +299,7 @@ def test_hidden_tests_config_and_reference_are_unreadable(tmp_path, cfg):
             return 7.0, W * 0 + 7, b * 0 + 7
         """), cfg, seed=1)
     assert_attack_contained(r, "wrong")
-    out = "\n".join(r.student_output.values())
+    out = r.student_output
     assert SECRET not in out
     assert "softmax_loss_mistakes" not in out
     assert "denied" in out
@@ -314,8 +314,8 @@ def test_output_flood_is_capped(tmp_path, cfg):
             return 7.0, W * 0 + 7, b * 0 + 7
         """), cfg, seed=1)
     assert_attack_contained(r, "wrong")
-    assert len(r.student_output[1]) < 70 * 1024
-    assert "more bytes of output dropped" in r.student_output[1]
+    assert len(r.student_output) < 70 * 1024
+    assert "more bytes of output dropped" in r.student_output
 
 
 @pytest.mark.skipif(not ROOT, reason="signalling the grader is refused only across uids")
@@ -323,7 +323,11 @@ def test_killing_the_grader_is_refused(tmp_path, cfg):
     r = grade(hostile(tmp_path, """
         import os, signal
         def softmax_loss(W, b, X, y, reg):
-            os.kill(os.getppid(), signal.SIGKILL)
+            # the tests run in a process forked from the loaded submission: the grader is
+            # that process's parent
+            with open(f"/proc/{os.getppid()}/stat") as f:
+                grader = int(f.read().rsplit(")", 1)[1].split()[1])
+            os.kill(grader, signal.SIGKILL)
             return 7.0, W * 0 + 7, b * 0 + 7
         """), cfg, seed=1)
     assert_attack_contained(r, "PermissionError")
@@ -342,7 +346,7 @@ def test_network_is_unreachable_when_namespaces_are_allowed(tmp_path, cfg):
         """), cfg, seed=1)
     if not any(n.startswith("network: none") for n in r.isolation):
         pytest.skip("this machine refuses network namespaces")
-    assert "network: reachable" not in r.student_output[1]
+    assert "network: reachable" not in r.student_output
 
 
 def test_exit_while_loading_scores_zero_everywhere_with_the_reason(tmp_path, cfg):

@@ -40,21 +40,37 @@ def graded(tmp_path, v=GOOD_V, u=GOOD_U):
 def test_lecture_rules_hold_for_every_architecture_tried(tmp_path):
     report, text = graded(tmp_path)
     assert report.score == report.max_score == 25, text
-    assert "the recursion holds for widths (2, 2, 2, 2, 2, 2)" in text
+    assert text.count("v_rule: the recursion holds for widths") == 5
+    assert text.count("u_rule: the recursion holds for widths") == 5
+    deep = [t for t in report.tests if "deep" in t.name][0]
+    widths = deep.lines[0].split("widths ")[1]
+    assert widths.count(",") == 5  # six widths: L = 4, drawn from the seed
 
 
-def test_rule_without_D_is_refuted_and_the_refutation_is_shown(tmp_path):
+def test_a_wrong_rule_outside_the_catalogue_is_refuted_and_the_refutation_is_shown(tmp_path):
+    report, text = graded(tmp_path, v="2 * V_next * B_next * D")
+    assert report.score == report.max_score / 2  # u_rule is right and scored on its own
+    assert "v_rule: refuted" in text and "claim" in text and "true" in text
+
+
+def test_rule_without_D_is_named_with_a_short_counterexample(tmp_path):
     report, text = graded(tmp_path, v="V_next * B_next")
-    assert report.score < report.max_score
-    assert "refuted" in text and "claim" in text and "true" in text
+    assert report.score == report.max_score / 2  # u_rule is right and scored on its own
+    lines = [ln for ln in text.splitlines() if ln.startswith("v_rule")]
+    assert len(lines) == 5
+    for line in lines:
+        assert "likely mistake: D^(l) is left out" in line and "entry [" in line
+        assert len(line) < 400
 
 
-def test_swapped_kronecker_factors_are_refuted(tmp_path):
+def test_swapped_kronecker_factors_are_named_on_every_architecture(tmp_path):
     report, text = graded(
         tmp_path, u="V * sympy.kronecker_product(a_prev.T, sympy.eye(V.shape[1]))")
-    # K = 1 networks with d_l = 1 cannot tell; every other architecture refutes it
-    assert report.score < report.max_score / 2
-    assert "refuted" in text and "U^(" in text
+    # the drawn widths are never all 1: every architecture refutes it, and v_rule keeps its half
+    assert report.score == report.max_score / 2
+    assert text.count("u_rule: refuted") == 5
+    assert text.count("likely mistake: the Kronecker factors are swapped") == 5
+    assert max(len(ln) for ln in text.splitlines()) < 400
 
 
 def test_non_polynomial_rule_is_refuted_with_a_message(tmp_path):

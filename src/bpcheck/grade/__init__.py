@@ -1,18 +1,20 @@
-"""The homework autograder: the lecture's exercises, graded safely, Gradescope-ready.
+"""The homework autograder: exercises declared by a homework module, graded safely,
+Gradescope-ready.
 
-Modules, in the order a grading run uses them:
+Three parts, on either side of the trust boundary:
 
-- :mod:`~bpcheck.grade.source`: read a ``.py`` or ``.ipynb`` submission; static scan for
-  forbidden libraries;
-- :mod:`~bpcheck.grade.exercises`: the four exercises, their tests (drawn from a recorded
-  seed) and scoring; :mod:`~bpcheck.grade.reference`: reference solutions and the answers
-  of the usual mistakes; :mod:`~bpcheck.grade.compare`: CS231n relative error, verdicts;
-  :mod:`~bpcheck.grade.polymap`: exercise 4's rules as plain polynomial data;
-- :mod:`~bpcheck.grade.sandbox` (parent) and :mod:`~bpcheck.grade.harness` (child): run
-  student code in a locked-down process;
-- :mod:`~bpcheck.grade.grader`: one submission, end to end; :mod:`~bpcheck.grade.results`:
-  the report and ``results.json``; :mod:`~bpcheck.grade.batch`, :mod:`~bpcheck.grade.gradescope`,
-  :mod:`~bpcheck.grade.config`, :mod:`~bpcheck.grade.cli`.
+- the exercises: :mod:`~bpcheck.grade.homework` (the public API: ``Homework``, cases,
+  scorers, catalogued mistakes) and :mod:`~bpcheck.grade.lecture` (the lecture's four
+  exercises, written with it; the default homework), with :mod:`~bpcheck.grade.reference`
+  (reference solutions and the answers of the usual mistakes);
+- :mod:`~bpcheck.grade.child`: what runs inside the sandbox (standard library and NumPy
+  only): the lock-down, loading the submission once, running the tests, the wire format;
+- the parent: :mod:`~bpcheck.grade.sandbox` (limits, spawning, deadlines, reading
+  frames), :mod:`~bpcheck.grade.source` (reading a ``.py`` or ``.ipynb``, the static scan),
+  :mod:`~bpcheck.grade.grader` (one submission: plan, run, score),
+  :mod:`~bpcheck.grade.compare` and :mod:`~bpcheck.grade.rules` (scoring),
+  :mod:`~bpcheck.grade.results` (report, ``results.json``), :mod:`~bpcheck.grade.batch`,
+  :mod:`~bpcheck.grade.gradescope`, :mod:`~bpcheck.grade.config`, :mod:`~bpcheck.grade.cli`.
 """
 
 from .config import GradingConfig as GradingConfig

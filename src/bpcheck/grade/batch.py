@@ -17,8 +17,13 @@ from pathlib import Path
 from .config import GradingConfig
 
 SUFFIXES = (".py", ".ipynb")
-COLUMNS = ["submission", "score", "max_score", "exercise_1", "exercise_2", "exercise_3",
-           "exercise_4", "seed", "seconds", "error"]
+
+
+def columns(cfg: GradingConfig) -> list[str]:
+    """The CSV's columns: one ``exercise_N`` per exercise of the config's homework."""
+    return (["submission", "score", "max_score"]
+            + [f"exercise_{ex.number}" for ex in cfg.homework.exercises]
+            + ["seed", "seconds", "error"])
 
 
 def find_submissions(folder) -> list[Path]:
@@ -45,7 +50,7 @@ def _grade_one(path: str, cfg: GradingConfig, seed, results_dir):
     if results_dir is not None:
         write_results(results_json(report), Path(results_dir) / f"{Path(path).stem}.json")
     return {"submission": path, "score": report.score, "max_score": report.max_score,
-            **{f"exercise_{e}": report.exercise_score(e) for e in (1, 2, 3, 4)},
+            **{f"exercise_{e}": report.exercise_score(e) for e in report.titles},
             "seed": report.seed, "seconds": round(report.seconds, 2), "error": _problem(report)}
 
 
@@ -95,7 +100,8 @@ def grade_batch(folder, cfg: GradingConfig, jobs: int = 1, csv_path=None, seed=N
                 rows.append(fut.result())
             except Exception as err:  # noqa: BLE001 - one bad row never stops the batch
                 rows.append({"submission": str(path), "score": 0.0, "max_score": "",
-                             **{f"exercise_{e}": 0.0 for e in (1, 2, 3, 4)}, "seed": seed or "",
+                             **{f"exercise_{ex.number}": 0.0 for ex in cfg.homework.exercises},
+                             "seed": seed or "",
                              "seconds": "", "error": f"{type(err).__name__}: {err}"})
             if progress is not None:
                 _bar(len(rows), len(subs), started, progress)
@@ -105,7 +111,7 @@ def grade_batch(folder, cfg: GradingConfig, jobs: int = 1, csv_path=None, seed=N
     if csv_path is not None:
         # file names that are not UTF-8 are written with backslash escapes
         with open(csv_path, "w", newline="", encoding="utf-8", errors="backslashreplace") as f:
-            w = csv.DictWriter(f, fieldnames=COLUMNS)
+            w = csv.DictWriter(f, fieldnames=columns(cfg))
             w.writeheader()
             w.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
     return rows

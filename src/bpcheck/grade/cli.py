@@ -18,6 +18,7 @@ example:
     prints one line per test ('1.1  passed      5 / 5     N = 5, D = 3, K = 4, ...',
     feedback under failed ones) and 'Total: 100 / 100'; writes results.json for Gradescope.
   bpcheck grade --template hw.py        # writes the student template
+  bpcheck grade --homework conv_hw.py sub.py   # an instructor's own homework module
 """
 
 BATCH_EXAMPLE = """\
@@ -38,6 +39,8 @@ example:
 def _common(p):
     p.add_argument("--config", metavar="TOML", help="instructor config: points per exercise, "
                    "test visibility, tolerance, sandbox limits")
+    p.add_argument("--homework", metavar="PY", help="the homework module that declares the "
+                   "exercises (default: the config's, else the lecture's homework)")
     p.add_argument("--seed", type=int, help="seed of the test inputs (default: the config's, "
                    "else fresh); recorded in the results so a failure can be replayed")
 
@@ -46,7 +49,7 @@ def _load_cfg(args):
     from .config import ConfigError, load_config
 
     try:
-        return load_config(args.config)
+        return load_config(args.config, getattr(args, "homework", None))
     except ConfigError as err:
         print(f"bpcheck {args.command}: {err}", file=sys.stderr)
         return None
@@ -71,10 +74,14 @@ def _grade(argv) -> int:
     args = p.parse_args(argv)
     args.command = "grade"
     if args.template or args.template_config:
-        from .config import TEMPLATE_CONFIG
-        from .template import TEMPLATE
+        from .config import template_config
 
-        for path, text in ((args.template, TEMPLATE), (args.template_config, TEMPLATE_CONFIG)):
+        cfg = _load_cfg(args)
+        if cfg is None:
+            return 2
+        hw = cfg.homework
+        for path, text in ((args.template, hw.template()),
+                           (args.template_config, template_config(hw))):
             if path:
                 Path(path).write_text(text)
                 print(f"wrote {path}")
@@ -153,6 +160,8 @@ def _zip(argv) -> int:
                     "config).", epilog=ZIP_EXAMPLE)
     p.add_argument("out", help="the zip to write")
     p.add_argument("--config", metavar="TOML", help="grading config to include")
+    p.add_argument("--homework", metavar="PY", help="homework module to include (default: "
+                   "the config's, else the lecture's homework, which bpcheck holds)")
     p.add_argument("--wheel", metavar="WHL", help="bundle this bpcheck wheel instead of "
                    "the running bpcheck's own source")
     args = p.parse_args(argv)
@@ -160,7 +169,7 @@ def _zip(argv) -> int:
     from .gradescope import build_zip
 
     try:
-        names = build_zip(args.out, args.config, args.wheel)
+        names = build_zip(args.out, args.config, args.wheel, args.homework)
     except (ConfigError, OSError) as err:
         print(f"bpcheck gradescope-zip: {err}", file=sys.stderr)
         return 2

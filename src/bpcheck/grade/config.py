@@ -2,25 +2,29 @@
 
 Example (``bpcheck grade --template-config`` prints a complete one)::
 
-    tolerance = 1e-6          # CS231n relative error at or below which an output passes
+    homework = "conv_hw.py"   # the homework module (default: the lecture's homework)
+    submission = "hw.ipynb"   # the file graded in an upload of several files
+    tolerance = 1e-6          # float64 relative error at or below which an output passes
     seed = 2024               # fixed seed for every submission (default: a fresh one each run)
 
-    [exercises.1]
+    [exercises.1]             # or [exercises.softmax_loss]
     points = 30
     visibility = "visible"    # visible | hidden | after_due_date | after_published
     tests = { "1.5" = "after_due_date" }   # per-test visibility
 
-    [exercises.4]
-    points = 0                # 0: not graded
-
     [sandbox]
     test_timeout_s = 10       # per test, wall clock
     load_timeout_s = 30       # start-up and loading the submission
+    cell_timeout_s = 30       # each notebook cell
     memory_mb = 1536          # address space of the child
+
+Values are checked when the file is read (a named :class:`ConfigError`), and exercise
+names and numbers against the homework before anything runs (:meth:`GradingConfig.bind`).
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -30,10 +34,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+from .homework import VISIBILITIES, Exercise, Homework, HomeworkError
 from .sandbox import Limits
-
-VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")
-DEFAULT_POINTS = {1: 25.0, 2: 25.0, 3: 25.0, 4: 25.0}
 
 
 class ConfigError(ValueError):
@@ -42,30 +44,88 @@ class ConfigError(ValueError):
 
 @dataclass
 class ExerciseConfig:
-    points: float
-    visibility: str = "visible"
+    """Overrides for one exercise; ``None``: the homework's value."""
+
+    points: float | None = None
+    visibility: str | None = None
     tests: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class GradingConfig:
-    exercises: dict[int, ExerciseConfig] = field(
-        default_factory=lambda: {e: ExerciseConfig(p) for e, p in DEFAULT_POINTS.items()})
-    tolerance: float = 1e-6
+    exercises: dict[str, ExerciseConfig] = field(default_factory=dict)
+    """Keyed as written: an exercise's number (``"1"``) or name (``"softmax_loss"``)."""
+    tolerance: float | None = None
     seed: int | None = None
     limits: Limits = field(default_factory=Limits)
     path: str | None = None
+    homework_path: str | None = None
+    submission: str | None = None
+    _homework: Homework | None = None
 
-    def visibility(self, exercise: int, number: str) -> str:
-        ex = self.exercises[exercise]
-        return ex.tests.get(number, ex.visibility)
+    def __getstate__(self):  # the homework is reloaded from its path in another process
+        return {**self.__dict__, "_homework": None}
+
+    @property
+    def homework(self) -> Homework:
+        """The homework graded (loaded on first use; the lecture's by default)."""
+        if self._homework is None:
+            if self.homework_path is None:
+                from .lecture import hw
+                self._homework = hw
+            else:
+                from .homework import load_homework
+                try:
+                    self._homework = load_homework(self.homework_path)
+                except HomeworkError as err:
+                    raise ConfigError(str(err)) from None
+            self.bind(self._homework)
+        return self._homework
+
+    def bind(self, hw: Homework) -> None:
+        """Check every ``[exercises.X]`` against ``hw``; a :class:`ConfigError` names the
+        unknown exercise or test."""
+        self._homework = hw
+        for key, ex_cfg in self.exercises.items():
+            ex = self._find(hw, key)
+            for number in ex_cfg.tests:
+                if not number.startswith(f"{ex.number}.") or not number[len(f"{ex.number}."):] \
+                        .isdigit() or not 1 <= int(number.split(".")[1]) <= len(ex.weights()):
+                    raise ConfigError(f"exercises.{key}.tests.{number}: expected a test number "
+                                      f"\"{ex.number}.T\" with T in 1..{len(ex.weights())}")
+
+    @staticmethod
+    def _find(hw, key) -> Exercise:
+        for ex in hw.exercises:
+            if key in (str(ex.number), ex.name):
+                return ex
+        known = ", ".join(f"{ex.number} ({ex.name})" for ex in hw.exercises)
+        raise ConfigError(f"exercises.{key}: no such exercise in the homework; expected one "
+                          f"of {known}")
+
+    def _override(self, ex: Exercise) -> ExerciseConfig:
+        for key in (str(ex.number), ex.name):
+            if key in self.exercises:
+                return self.exercises[key]
+        return ExerciseConfig()
+
+    def points(self, ex: Exercise) -> float:
+        p = self._override(ex).points
+        return ex.points if p is None else p
+
+    def visibility(self, case) -> str:
+        o = self._override(case.exercise)
+        return o.tests.get(case.number, o.visibility or case.visibility)
 
 
-def _number(where, value, kind=float, minimum=0):
+def _number(where, value, kind=float, minimum=0, strict=False):
     if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
         raise ConfigError(f"{where} = {value!r}: expected a{'n integer' if kind is int else ' number'}")
-    if value < minimum:
-        raise ConfigError(f"{where} = {value!r}: expected a value >= {minimum}")
+    if kind is float and not math.isfinite(value):
+        raise ConfigError(f"{where} = {value!r}: expected a finite number")
+    if value < minimum or (strict and value == minimum):
+        raise ConfigError(f"{where} = {value!r}: expected a value {'>' if strict else '>='} "
+                          f"{minimum}")
     return kind(value)
 
 
@@ -75,22 +135,44 @@ def _visibility(where, value):
     return value
 
 
+_POSITIVE = ("load_timeout_s", "test_timeout_s", "cell_timeout_s", "memory_mb", "processes")
+
+
 def parse_config(doc: dict, path: str | None = None) -> GradingConfig:
-    """A :class:`GradingConfig` from a parsed TOML document; unknown keys are errors."""
+    """A :class:`GradingConfig` from a parsed TOML document; unknown keys are errors.
+
+    ``path``: the file it came from (``homework`` is relative to its folder)."""
     cfg = GradingConfig(path=path)
+    keys = ("homework", "submission", "tolerance", "seed", "exercises", "sandbox")
     for key in doc:
-        if key not in ("tolerance", "seed", "exercises", "sandbox"):
-            raise ConfigError(f"{key}: unknown key; expected tolerance, seed, [exercises.N] "
-                              "or [sandbox]")
+        if key not in keys:
+            raise ConfigError(f"{key}: unknown key; expected homework, submission, tolerance, "
+                              "seed, [exercises.N] or [sandbox]")
+    if "homework" in doc:
+        if not isinstance(doc["homework"], str) or not doc["homework"].endswith(".py"):
+            raise ConfigError(f"homework = {doc['homework']!r}: expected the path of a .py file")
+        base = Path(path).parent if path else Path.cwd()
+        cfg.homework_path = str((base / doc["homework"]).resolve())
+        if not Path(cfg.homework_path).is_file():
+            raise ConfigError(f"homework = {doc['homework']!r}: no such file "
+                              f"({cfg.homework_path})")
+    if "submission" in doc:
+        name = doc["submission"]
+        if not isinstance(name, str) or "/" in name or not name.endswith((".py", ".ipynb")):
+            raise ConfigError(f"submission = {name!r}: expected a file name ending in .py or "
+                              ".ipynb (no folder)")
+        cfg.submission = name
     if "tolerance" in doc:
-        cfg.tolerance = _number("tolerance", doc["tolerance"])
+        cfg.tolerance = _number("tolerance", doc["tolerance"], strict=True)
     if "seed" in doc:
         cfg.seed = _number("seed", doc["seed"], int)
-    for name, table in doc.get("exercises", {}).items():
-        if name not in ("1", "2", "3", "4") or not isinstance(table, dict):
-            raise ConfigError(f"exercises.{name}: expected a table [exercises.N] with N in 1..4")
-        e = int(name)
-        ex = cfg.exercises[e]
+    exercises = doc.get("exercises", {})
+    if not isinstance(exercises, dict):
+        raise ConfigError("exercises: expected tables [exercises.N]")
+    for name, table in exercises.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"exercises.{name}: expected a table [exercises.{name}]")
+        ex = cfg.exercises.setdefault(str(name), ExerciseConfig())
         for key, value in table.items():
             where = f"exercises.{name}.{key}"
             if key == "points":
@@ -101,9 +183,6 @@ def parse_config(doc: dict, path: str | None = None) -> GradingConfig:
                 if not isinstance(value, dict):
                     raise ConfigError(f"{where}: expected a table of test number -> visibility")
                 for number, vis in value.items():
-                    if not number.startswith(f"{e}."):
-                        raise ConfigError(f"{where}.{number}: expected a test number "
-                                          f"\"{e}.T\" of exercise {e}")
                     ex.tests[number] = _visibility(f"{where}.{number}", vis)
             else:
                 raise ConfigError(f"{where}: unknown key; expected points, visibility or tests")
@@ -117,57 +196,58 @@ def parse_config(doc: dict, path: str | None = None) -> GradingConfig:
             if not isinstance(value, bool):
                 raise ConfigError(f"{where} = {value!r}: expected true or false")
         elif key == "uid" or isinstance(default, int):
-            value = _number(where, value, int)
+            value = _number(where, value, int, strict=key in _POSITIVE)
         else:
-            value = _number(where, value)
+            value = _number(where, value, strict=key in _POSITIVE)
         setattr(cfg.limits, key, value)
     return cfg
 
 
-def load_config(path=None) -> GradingConfig:
-    """The config at ``path`` (TOML), or the defaults when ``path`` is ``None``."""
+def load_config(path=None, homework=None) -> GradingConfig:
+    """The config at ``path`` (TOML), or the defaults when ``path`` is ``None``;
+    ``homework`` (a module's path) overrides the config's.  Checked against the homework."""
     if path is None:
-        return GradingConfig()
-    p = Path(path)
-    try:
-        with p.open("rb") as f:
-            doc = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"--config {path}: no such file") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"--config {path}: not valid TOML ({err})") from None
-    return parse_config(doc, str(p.resolve()))
+        cfg = GradingConfig()
+    else:
+        p = Path(path)
+        try:
+            with p.open("rb") as f:
+                doc = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"--config {path}: no such file") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"--config {path}: not valid TOML ({err})") from None
+        cfg = parse_config(doc, str(p.resolve()))
+    if homework is not None:
+        if not Path(homework).is_file():
+            raise ConfigError(f"--homework {homework}: no such file")
+        cfg.homework_path = str(Path(homework).resolve())
+        cfg._homework = None
+    cfg.homework  # noqa: B018 - loads and checks the homework now, before anything runs
+    return cfg
 
 
-TEMPLATE_CONFIG = '''\
-# bpcheck grading config (TOML).  Every key is optional.
-tolerance = 1e-6        # CS231n relative error at or below which an output passes
-# seed = 2024           # fixed seed for every submission (default: a fresh seed per run)
-
-[exercises.1]           # softmax_loss
-points = 25
-visibility = "visible"  # visible | hidden | after_due_date | after_published
-
-[exercises.2]           # two_layer_loss
-points = 25
-visibility = "visible"
-
-[exercises.3]           # backprop_factors
-points = 25
-visibility = "visible"
-tests = { "3.5" = "after_due_date" }
-
-[exercises.4]           # v_rule and u_rule
-points = 25
-visibility = "visible"
-
-[sandbox]
-load_timeout_s = 30     # child start-up and loading the submission
-test_timeout_s = 10     # each test, wall clock
-memory_mb = 1536        # address space of the child process
-file_mb = 16            # largest file the child may write
-tmp_mb = 64             # size of the child's private /tmp
-processes = 16          # processes and threads of the child's uid
-output_kb = 64          # student output kept for the report
-restarts = 1            # fresh children after a crash or time-out, for the remaining tests
-'''
+def template_config(hw: Homework) -> str:
+    """A complete sample config for ``hw``."""
+    out = ["# bpcheck grading config (TOML).  Every key is optional.",
+           '# homework = "my_homework.py"  # the homework module (default: the lecture\'s)',
+           '# submission = "hw.ipynb"      # the file graded when a student uploads several',
+           "# tolerance = 1e-6             # float64 relative error at which an output passes",
+           "# seed = 2024                  # fixed seed for every submission", ""]
+    for ex in hw.exercises:
+        out += [f"[exercises.{ex.number}]{' ' * max(1, 10 - len(str(ex.number)))}# {ex.name}",
+                f"points = {ex.points:g}",
+                'visibility = "visible"  # visible | hidden | after_due_date | after_published',
+                ""]
+    out += ["[sandbox]",
+            "load_timeout_s = 30     # child start-up and loading the submission",
+            "cell_timeout_s = 30     # each notebook cell; a cell past it is stopped and named",
+            "test_timeout_s = 10     # each test, wall clock",
+            "memory_mb = 1536        # address space of the child process",
+            "file_mb = 16            # largest file the child may write",
+            "tmp_mb = 64             # size of the child's private /tmp",
+            "processes = 16          # processes and threads of the child's uid",
+            "output_kb = 64          # student output kept for the report",
+            "restarts = 1            # fresh children after a crash or time-out, per exercise",
+            ""]
+    return "\n".join(out)

@@ -1,9 +1,11 @@
-"""Grade one submission: draw the tests, run each exercise in its own child, score here.
+"""Grade one submission: draw the cases, load the submission once, score here.
 
-Nothing the child says is a score: the child returns plain arrays, and every verdict is
-computed in this process from bpcheck's reference.  An exercise whose child hangs or
-dies loses the test in progress; a fresh child (up to ``restarts`` times) runs the
-remaining tests, so one bad test costs one test.
+The submission is loaded once in a sandboxed child; each exercise's visible cases run in
+a process forked from that loaded state, then the cases students do not see, each group
+with only its own inputs (:func:`bpcheck.grade.sandbox.run_session`).  Nothing the child
+says is a score: it returns plain arrays, and every verdict is computed in this process
+from the homework's reference.  A case whose process hangs or dies loses that case; a
+fresh child (up to ``restarts`` times per exercise) runs the remaining cases.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import exercises as exs
+import numpy as np
+
 from .config import GradingConfig
-from .sandbox import run_child
+from .homework import Case, Exercise, Homework, Scored
+from .sandbox import PREIMPORT, Group, run_session
 from .source import (
     SubmissionError,
     forbidden_uses_in_cells,
@@ -42,6 +46,10 @@ class TestResult:
     def passed(self) -> bool:
         return self.score >= self.max_score - 1e-9
 
+    @property
+    def exercise(self) -> int:
+        return int(self.number.split(".")[0])
+
 
 @dataclass
 class GradeReport:
@@ -52,11 +60,14 @@ class GradeReport:
     tests: list[TestResult] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
     isolation: list[str] = field(default_factory=list)
-    student_output: dict[int, str] = field(default_factory=dict)
+    student_output: str = ""
+    """What the submission printed while loading and in the cases students see."""
     hidden_messages: list[str] = field(default_factory=list)
-    """Notes from the children that ran tests students do not see (instructor view only)."""
-    hidden_output: dict[int, str] = field(default_factory=dict)
-    """What the submission printed in those children (instructor view only)."""
+    """Notes from the runs of cases students do not see (instructor view only)."""
+    hidden_output: str = ""
+    """What the submission printed in those runs (instructor view only)."""
+    titles: dict[int, str] = field(default_factory=dict)
+    """Exercise number -> title, in the homework's order."""
     seconds: float = 0.0
 
     @property
@@ -68,24 +79,21 @@ class GradeReport:
         return round(sum(t.max_score for t in self.tests), 6)
 
     def exercise_score(self, e: int) -> float:
-        return round(sum(t.score for t in self.tests if t.number.startswith(f"{e}.")), 6)
+        return round(sum(t.score for t in self.tests if t.exercise == e), 6)
 
 
-def _zero_all(report, cfg, cases_by_ex, message):
-    for cases in cases_by_ex.values():
-        for c in cases:
-            _add(report, cfg, c, 0.0, [message])
-
-
-def _add(report, cfg, case, fraction, lines):
-    ex = cfg.exercises[case.exercise]
-    n = len(exs.EXERCISES[case.exercise].sizes)
-    points = ex.points / n
-    function = exs.EXERCISES[case.exercise].functions[0] if case.exercise != 4 else "v_rule, u_rule"
-    name = f"{function}: {case.label}"
+def _add(report, cfg: GradingConfig, case: Case, fraction, lines):
+    ex = case.exercise
+    points = cfg.points(ex) * case.weight / sum(ex.weights())
+    name = f"{', '.join(ex.student_functions)}: {case.label}"
     # unrounded, so that totals add up exactly; rounded where they are shown
     report.tests.append(TestResult(case.number, name, points * fraction, points, list(lines),
-                                   cfg.visibility(case.exercise, case.number)))
+                                   cfg.visibility(case)))
+
+
+def _zero_all(report, cfg, cases, message):
+    for c in cases:
+        _add(report, cfg, c, 0.0, [message])
 
 
 def _strings(value, limit: int = 20) -> list[str]:
@@ -93,184 +101,252 @@ def _strings(value, limit: int = 20) -> list[str]:
     return [str(v)[:2000] for v in value[:limit]] if isinstance(value, list) else []
 
 
-def _run_exercise(source, e, cases, cfg: GradingConfig, report: GradeReport, cells=None):
-    """Run exercise ``e``'s tests in children; returns ``{index: (fraction, lines)}``.
-
-    Tests that students see and tests they do not (``hidden``, ``after_due_date`` ...) run
-    in separate children: what a child's submission prints or raises can only carry the
-    inputs that child held, so the visible results never carry a hidden test's inputs.
-    ``cells``: a notebook's ``[(label, source)]``, run one by one (a failing cell is
-    reported and the next one runs); ``None`` for a ``.py`` file, run whole."""
-    outcome: dict[int, tuple[float, list[str]]] = {}
-    for visible in (True, False):
-        group = [c.index for c in cases
-                 if (cfg.visibility(e, c.number) == "visible") == visible]
-        if not group:
-            continue
-        tests, inputs = exs.child_plan(e, cases, only=set(group))
-        outcome.update(_run_group(source, e, cases, group, tests, inputs, cfg, report, cells,
-                                  visible))
-    return outcome
+def _test_id(case: Case) -> str:
+    return case.number
 
 
-def _run_group(source, e, cases, pending, tests, inputs, cfg, report, cells, visible):
-    ex = exs.EXERCISES[e]
-    limits = cfg.limits
-    hide = [cfg.path] if cfg.path else []
-    outcome: dict[int, tuple[float, list[str]]] = {}
-    output = report.student_output if visible else report.hidden_output
-    messages = report.messages if visible else report.hidden_messages
-    attempts = 0
-    while pending:
-        run = run_child(source, e, list(ex.functions), tests, pending, inputs, limits, hide=hide,
-                        extra_plan={"cells": cells})
-        for note in run.notes:
-            if note not in report.isolation:
-                report.isolation.append(note)
-        if run.stdout.strip():
-            output[e] = output.get(e, "") + run.stdout
-        loaded = run.loaded if isinstance(run.loaded, dict) else None
-        for note in _strings((loaded or {}).get("cell_errors")):
-            note = f"{note} (the other cells were run)"
-            if note not in messages:
-                messages.append(note)
-        if loaded is None:
-            why = run.failure or "the grading process ended before the submission loaded"
-            for i in pending:
-                outcome[i] = (0.0, [f"the submission could not be loaded: {why}"])
-            break
-        forbidden, missing = _strings(loaded.get("forbidden")), _strings(loaded.get("missing"))
-        if forbidden:
-            libs = ", ".join(forbidden)
-            for i in pending:
-                outcome[i] = (0.0, [f"the submission uses {libs}, which is not allowed "
-                                    "(numpy, sympy and the standard library only)"])
-            break
-        if loaded.get("error"):
-            for i in pending:
-                outcome[i] = (0.0, ["loading the submission failed: "
-                                    + str(loaded["error"])[:2000]])
-            break
-        if missing:
-            names = ", ".join(missing)
-            for i in pending:
-                outcome[i] = (0.0, [f"{names} is not defined (expected a function named "
-                                    f"{names})"])
-            break
-        for i in list(pending):
-            msg = run.tests.get(i)
-            if msg is None:
-                continue
-            pending.remove(i)
-            try:
-                outcome[i] = _score(cases[i], msg, cfg)
-            except Exception as err:  # noqa: BLE001 - a forged message is a failed test
-                outcome[i] = (0.0, [f"the result could not be read ({type(err).__name__})"])
-        if pending:
-            first = pending.pop(0)
-            outcome[first] = (0.0, [run.failure or "no result came back"])
-            attempts += 1
-            if attempts > limits.restarts:
-                for i in pending:
-                    outcome[i] = (0.0, [f"not run: the submission's process failed {attempts} "
-                                        "times in this exercise"])
-                break
-    return outcome
+def plan_entry(case: Case, arrays: dict) -> dict:
+    """The child's plan entry for ``case``; its input arrays are added to ``arrays``."""
+    ex = case.exercise
+    if ex.scorer.kind == "rules":
+        from .rules import plan_entry as rules_entry
+
+        return rules_entry(ex, case)
+    import inspect
+
+    spec = []
+    for name in inspect.signature(ex.reference).parameters:
+        value = case.args[name]
+        key = f"t{case.number}/{name}"
+        if isinstance(value, list) and all(isinstance(v, np.ndarray) for v in value):
+            keys = [f"{key}/{j}" for j in range(len(value))]
+            arrays.update(zip(keys, value))
+            spec.append({"kind": "list", "keys": keys})
+        elif isinstance(value, np.ndarray):
+            arrays[key] = value
+            spec.append({"kind": "array", "key": key})
+        else:
+            spec.append({"kind": "value", "value": value})
+    returns = [[n[:-2], "list"] if n.endswith("[]") else [n, "value"] for n in ex.returns]
+    return {"kind": "call", "function": ex.student_functions[0], "args": spec,
+            "returns": returns, "driver": ex.name if ex.driver else None}
 
 
-def _score(case, msg, cfg):
+def _score(case: Case, msg, hw: Homework, cfg: GradingConfig) -> tuple[float, list[str]]:
     header, arrays = msg.header, msg.arrays
     if header.get("forbidden"):
         libs = ", ".join(map(str, header["forbidden"]))
-        return 0.0, [f"uses {libs}, which is not allowed (numpy, sympy and the standard "
-                     "library only)"]
+        return 0.0, [f"uses {libs}, which is not allowed ({_allowed_text(hw)})"]
     if header.get("error"):
         return 0.0, ["raised " + str(header["error"])]
     meta = header.get("meta")
     if not isinstance(meta, dict):
         return 0.0, ["no result came back"]
+    ex = case.exercise
+    scorer = ex.scorer
+    if cfg.tolerance is not None and hasattr(scorer, "tol"):
+        import copy
+
+        scorer = copy.copy(scorer)
+        scorer.tol = cfg.tolerance
     try:
-        if case.exercise == 4:
-            s = exs.score_rules(case, meta, arrays)
-        else:
-            s = exs.SCORERS[case.exercise](case, meta, arrays, cfg.tolerance)
-    except (ValueError, TypeError, KeyError) as err:
+        s: Scored = scorer.score(ex, case, meta, arrays)
+    except (ValueError, TypeError, KeyError, IndexError) as err:
         return 0.0, [f"the returned value could not be checked ({type(err).__name__}: {err})"]
     return s.fraction, s.lines
 
 
+def _allowed_text(hw: Homework) -> str:
+    return ", ".join(hw.allow) + " and the standard library only"
+
+
+def _run(source, hw, cfg, cases_by_ex, report, cells, outcome):
+    """Run every case of ``cases_by_ex`` in as few children as the submission allows."""
+    limits = cfg.limits
+    hide = [p for p in (cfg.path, hw.path) if p]
+    drivers = {ex.name: ex.driver for ex in cases_by_ex if ex.driver}
+    preimport = list(PREIMPORT) + [m for m in hw.allow
+                                   if m not in ("numpy", "matplotlib", "sympy")]
+    if any(ex.scorer.kind == "rules" for ex in cases_by_ex):
+        preimport.append("sympy")
+    functions = sorted({f for ex in cases_by_ex for f in ex.student_functions})
+    pending = {ex: [c for c in cases] for ex, cases in cases_by_ex.items()}
+    attempts = {ex: 0 for ex in cases_by_ex}
+    load_s = limits.load_timeout_s + (limits.cell_timeout_s * len(cells) if cells else 0)
+    first = True
+    while any(pending.values()):
+        groups = []
+        case_of = {}
+        for visible in (True, False):
+            for ex, cases in pending.items():
+                group = [c for c in cases if (cfg.visibility(c) == "visible") == visible]
+                if not group:
+                    continue
+                inputs, specs = {}, {}
+                for c in group:
+                    specs[_test_id(c)] = plan_entry(c, inputs)
+                    case_of[_test_id(c)] = c
+                groups.append(Group(f"{ex.number}{'v' if visible else 'h'}", visible,
+                                    [_test_id(c) for c in group], inputs, specs,
+                                    ex.student_functions))
+        run = run_session(source, groups, limits,
+                          functions=functions, load_timeout_s=load_s, hide=hide,
+                          allow=tuple(hw.allow) + (("sympy", "mpmath") if "sympy" in preimport
+                                                   else ()),
+                          forbidden=hw.forbid, preimport=preimport,
+                          extra_plan={"cells": cells, "drivers": drivers,
+                                      "cell_timeout_s": limits.cell_timeout_s if cells else 0})
+        for note in run.notes:
+            if note not in report.isolation:
+                report.isolation.append(note)
+        any_visible = any(g.visible for g in groups)
+        if first or not any_visible:
+            if run.stdout.strip():
+                report.student_output += run.stdout
+        if run.hidden_stdout.strip():
+            report.hidden_output += run.hidden_stdout
+        loaded = run.loaded if isinstance(run.loaded, dict) else None
+        messages = report.messages if any_visible else report.hidden_messages
+        for note in _strings((loaded or {}).get("cell_errors")):
+            note = f"{note} (the other cells were run)"
+            if note not in report.messages and note not in messages:
+                messages.append(note)
+        first = False
+        if loaded is None:
+            why = run.failure or "the grading process ended before the submission loaded"
+            _fail_all(pending, outcome, f"the submission could not be loaded: {why}")
+            return
+        forbidden = _strings(loaded.get("forbidden"))
+        if forbidden:
+            _fail_all(pending, outcome, f"the submission uses {', '.join(forbidden)}, which "
+                                        f"is not allowed ({_allowed_text(hw)})")
+            return
+        if loaded.get("error"):
+            _fail_all(pending, outcome, "loading the submission failed: "
+                      + str(loaded["error"])[:2000])
+            return
+        missing = set(_strings(loaded.get("missing"), 64))
+        for ex in list(pending):
+            gone = [f for f in ex.student_functions if f in missing]
+            if gone:
+                names = ", ".join(gone)
+                for c in pending.pop(ex):
+                    outcome[c.number] = (0.0, [f"{names} is not defined (expected a function "
+                                               f"named {names})"])
+        for cases in pending.values():
+            for c in list(cases):
+                msg = run.tests.get(_test_id(c))
+                if msg is None:
+                    continue
+                cases.remove(c)
+                try:
+                    outcome[c.number] = _score(c, msg, hw, cfg)
+                except Exception as err:  # noqa: BLE001 - a forged message is a failed test
+                    outcome[c.number] = (0.0, [f"the result could not be read "
+                                               f"({type(err).__name__})"])
+        failed = case_of.get(run.failed_test) if run.failed_test else None
+        if failed is None and any(pending.values()):
+            # stopped between groups: charge the first case that did not run
+            failed = next(c for cases in pending.values() for c in cases)
+        if failed is None:
+            break
+        ex = failed.exercise
+        pending[ex].remove(failed)
+        outcome[failed.number] = (0.0, [run.failure or "no result came back"])
+        attempts[ex] += 1
+        if attempts[ex] > limits.restarts:
+            for c in pending.pop(ex):
+                outcome[c.number] = (0.0, [f"not run: the submission's process failed "
+                                           f"{attempts[ex]} times in this exercise"])
+        pending = {e: cs for e, cs in pending.items() if cs}
+
+
+def _fail_all(pending, outcome, message):
+    for cases in pending.values():
+        for c in cases:
+            outcome[c.number] = (0.0, [message])
+
+
 def grade(path, cfg: GradingConfig | None = None, seed: int | None = None) -> GradeReport:
     """Grade the submission at ``path``: a ``.py`` or ``.ipynb`` file, or a folder of uploaded
-    files, of which :func:`bpcheck.grade.source.pick_submission` chooses one.
+    files, of which :func:`bpcheck.grade.source.pick_submission` chooses one, against the
+    config's homework (the lecture's by default).
 
-    ``seed``: the tests' seed (default: the config's, else a fresh random one); it is
+    ``seed``: the cases' seed (default: the config's, else a fresh random one); it is
     recorded in the report so that any failure can be replayed with ``--seed``.
     """
     cfg = cfg or GradingConfig()
+    hw = cfg.homework
     t0 = time.monotonic()
     if seed is None:
         seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2 ** 31)
     report = GradeReport(str(path), int(seed))
-    graded = [e for e in (1, 2, 3, 4) if cfg.exercises[e].points > 0]
-    cases_by_ex = {e: exs.draw_cases(e, seed) for e in graded}
+    report.titles = {ex.number: ex.title for ex in hw.exercises}
+    graded = [ex for ex in hw.exercises if cfg.points(ex) > 0]
+    cases_by_ex: dict[Exercise, list[Case]] = {ex: ex.draw(seed) for ex in graded}
+    all_cases = [c for cases in cases_by_ex.values() for c in cases]
+
+    def finish():
+        report.tests.sort(key=lambda t: (t.exercise, int(t.number.split(".")[1])))
+        report.seconds = time.monotonic() - t0
+        return report
+
     if Path(path).is_dir():
-        chosen, note = pick_submission(path)
+        functions = [f for ex in hw.exercises for f in ex.student_functions]
+        chosen, note = pick_submission(path, functions, cfg.submission or hw.submission)
         if chosen is None:
             msg = f"no .py or .ipynb file was submitted (in {Path(path).name}/)"
             report.messages.append(msg)
-            _zero_all(report, cfg, cases_by_ex, msg)
-            report.seconds = time.monotonic() - t0
-            return report
+            _zero_all(report, cfg, all_cases, msg)
+            return finish()
         if note:
             report.messages.append(note)
         path = chosen
         report.submission = str(path)
+    owners = hw.function_owner()
     cells = None
     try:
         if Path(path).suffix == ".ipynb":
             cells = read_cells(path)
             source = join_cells(cells)
-            uses, top_level = forbidden_uses_in_cells(cells)
+            uses, top_level = forbidden_uses_in_cells(cells, owners, hw.forbid)
             if top_level:
                 report.messages.append(
                     f"notebook cells use {', '.join(top_level)} at top level; those cells fail "
-                    "when graded (numpy, sympy and the standard library only) and the other "
-                    "cells still run")
+                    f"when graded ({_allowed_text(hw)}) and the other cells still run")
         else:
             source = read_submission(path)
             ast.parse(source)  # a SyntaxError is reported for the whole file
-            uses, top_level = forbidden_uses_in_cells([("submission.py", source)])
+            uses, top_level = forbidden_uses_in_cells([("submission.py", source)], owners,
+                                                      hw.forbid)
             if top_level:  # the import would fail when the file is loaded: nothing runs
                 msg = (f"the submission uses {', '.join(top_level)} at top level (outside "
-                       "the exercise functions), which is not allowed (numpy, sympy and the "
-                       "standard library only); remove that code")
+                       f"the exercise functions), which is not allowed ({_allowed_text(hw)}); "
+                       "remove that code")
                 report.messages.append(msg)
-                _zero_all(report, cfg, cases_by_ex, msg)
-                report.seconds = time.monotonic() - t0
-                return report
+                _zero_all(report, cfg, all_cases, msg)
+                return finish()
     except (SubmissionError, OSError) as err:
         report.messages.append(str(err))
-        _zero_all(report, cfg, cases_by_ex, f"the submission could not be read: {err}")
-        report.seconds = time.monotonic() - t0
-        return report
+        _zero_all(report, cfg, all_cases, f"the submission could not be read: {err}")
+        return finish()
     except (SyntaxError, ValueError, RecursionError, MemoryError) as err:
         where = f" (line {err.lineno})" if getattr(err, "lineno", None) else ""
         msg = f"the submission does not parse as Python: {err.__class__.__name__}{where}: " \
               f"{getattr(err, 'msg', err)}"
         report.messages.append(msg)
-        _zero_all(report, cfg, cases_by_ex, msg)
-        report.seconds = time.monotonic() - t0
-        return report
-    for e in graded:
-        cases = cases_by_ex[e]
-        if e in uses:
-            libs = ", ".join(uses[e])
+        _zero_all(report, cfg, all_cases, msg)
+        return finish()
+    to_run: dict[Exercise, list[Case]] = {}
+    for ex, cases in cases_by_ex.items():
+        if ex.number in uses:
+            libs = ", ".join(uses[ex.number])
             for c in cases:
-                _add(report, cfg, c, 0.0, [f"{', '.join(exs.EXERCISES[e].functions)} uses {libs}, "
-                                           "which is not allowed (numpy, sympy and the standard "
-                                           "library only); found in the source"])
+                _add(report, cfg, c, 0.0, [f"{', '.join(ex.student_functions)} uses {libs}, "
+                                           f"which is not allowed ({_allowed_text(hw)}); "
+                                           "found in the source"])
             continue
-        if e == 4:
+        if ex.scorer.kind == "rules":
             try:
                 from ..symbolic import check_recursion  # noqa: F401
             except ImportError as err:
@@ -278,9 +354,12 @@ def grade(path, cfg: GradingConfig | None = None, seed: int | None = None) -> Gr
                     _add(report, cfg, c, 0.0, [f"not graded: the grader lacks "
                                                f"bpcheck.symbolic.check_recursion ({err})"])
                 continue
-        outcome = _run_exercise(source, e, cases, cfg, report, cells)
+        to_run[ex] = cases
+    outcome: dict[str, tuple[float, list[str]]] = {}
+    if to_run:
+        _run(source, hw, cfg, to_run, report, cells, outcome)
+    for cases in to_run.values():
         for c in cases:
-            fraction, lines = outcome.get(c.index, (0.0, ["not run"]))
+            fraction, lines = outcome.get(c.number, (0.0, ["not run"]))
             _add(report, cfg, c, fraction, lines)
-    report.seconds = time.monotonic() - t0
-    return report
+    return finish()

@@ -20,13 +20,22 @@ from .. import __version__
 
 SETUP_SH = """\
 #!/usr/bin/env bash
-# Runs once, as root, when Gradescope builds the autograder image (Ubuntu).
+# Runs once, as root, when Gradescope builds the autograder image (Ubuntu 22.04: Python 3.10).
+# The grader runs on the Python minor version and the exact package versions the
+# instructor graded with (requirements.txt, from the instructor's environment).
 set -euo pipefail
+PY=python{python}
 apt-get update
-apt-get install -y python3 python3-pip python3-venv
-python3 -m venv /opt/bpcheck
+if ! command -v "$PY" >/dev/null; then
+  apt-get install -y software-properties-common
+  add-apt-repository -y ppa:deadsnakes/ppa
+  apt-get update
+fi
+apt-get install -y "$PY" "$PY-venv"
+"$PY" -m venv /opt/bpcheck
 /opt/bpcheck/bin/pip install --upgrade pip
-/opt/bpcheck/bin/pip install {install}
+/opt/bpcheck/bin/pip install -r /autograder/source/requirements.txt
+/opt/bpcheck/bin/pip install --no-deps {install}
 # The submission runs as an unprivileged uid: make sure it cannot read the grader's files,
 # bpcheck (the reference) or the autodiff libraries, even where mount namespaces are refused.
 chmod -R o-rwx /autograder/source
@@ -45,6 +54,7 @@ mkdir -p "$ROOT/results"
 chmod 700 "$ROOT/results" 2>/dev/null || true
 CONFIG=()
 if [ -f "$ROOT/source/grading.toml" ]; then CONFIG=(--config "$ROOT/source/grading.toml"); fi
+if [ -f "$ROOT/source/homework.py" ]; then CONFIG+=(--homework "$ROOT/source/homework.py"); fi
 # the whole upload: bpcheck picks the file to grade (and says so when there were several)
 "$PYTHON" -m bpcheck grade "$ROOT/submission" --results "$ROOT/results/results.json" "${CONFIG[@]}"
 status=$?
@@ -99,15 +109,65 @@ def _bundle_source(zf: zipfile.ZipFile) -> list[str]:
     return names
 
 
-def build_zip(out, config_path=None, wheel=None) -> list[str]:
+def _distribution_of(module: str) -> str | None:
+    from importlib import metadata
+
+    dists = metadata.packages_distributions().get(module) or []
+    return dists[0] if dists else None
+
+
+def pinned_requirements(allow=()) -> list[str]:
+    """``name==version`` for bpcheck's dependencies and the homework's allowed modules, as
+    installed here (``importlib.metadata``), and their own dependencies; requirements
+    for other Pythons keep their markers.  A local version label (``2.13.0+cpu``) is
+    dropped: the public index has the release itself."""
+    from importlib import metadata
+
+    try:
+        requires = metadata.requires("bpcheck") or []
+    except metadata.PackageNotFoundError:  # running from a bare source tree
+        requires = ["numpy", "jax", "sympy", "symengine", "nbformat", "threadpoolctl",
+                    "tomli; python_version < '3.11'"]
+    todo = [r for r in requires if "extra ==" not in r]
+    todo += [d for m in allow if (d := _distribution_of(m))]
+    pins, seen = {}, set()
+    while todo:
+        req = todo.pop(0)
+        name, _, marker = req.partition(";")
+        for sep in "<>=!~[ (":
+            name = name.split(sep)[0]
+        key = name.strip().lower().replace("_", "-")
+        if not key or key in seen:
+            continue
+        seen.add(key)
+        try:
+            version = metadata.version(key)
+        except metadata.PackageNotFoundError:
+            if marker.strip():
+                pins[key] = req.strip()  # not for this Python: kept as written
+            continue
+        pins[key] = f"{key}=={version.split('+')[0]}" + \
+            (f"; {marker.strip()}" if marker.strip() else "")
+        todo += [r for r in (metadata.requires(key) or []) if "extra ==" not in r]
+    return [pins[k] for k in sorted(pins)]
+
+
+def build_zip(out, config_path=None, wheel=None, homework=None) -> list[str]:
     """Write the autograder zip to ``out``; returns the names it holds.
 
-    ``config_path``: a grading TOML copied in as ``grading.toml`` (validated first).
+    ``config_path``: a grading TOML copied in as ``grading.toml`` (validated first);
+    ``homework``: the homework module (default: the config's, else the lecture's, which
+    bpcheck holds), copied in as ``homework.py``, where only the grader can read it.
     ``wheel``: a bpcheck wheel to bundle and install; by default the running bpcheck's
-    own source is bundled (``bpcheck-src/``) and installed from there.
+    own source is bundled (``bpcheck-src/``) and installed from there.  Every package is
+    pinned to the version installed here (``requirements.txt``).
     """
+    import re
+    import sys
+
     from .config import load_config
 
+    cfg = load_config(config_path, homework)  # fail now, not on Gradescope
     names = []
     out = Path(out)
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -118,7 +178,10 @@ def build_zip(out, config_path=None, wheel=None) -> list[str]:
         else:
             install = f'"/autograder/source/{_SOURCE_DIR}"'
             names.extend(_bundle_source(zf))
-        for name, text in (("setup.sh", SETUP_SH.format(install=install)),
+        python = f"{sys.version_info.major}.{sys.version_info.minor}"
+        zf.writestr("requirements.txt", "\n".join(pinned_requirements(cfg.homework.allow)) + "\n")
+        names.append("requirements.txt")
+        for name, text in (("setup.sh", SETUP_SH.format(install=install, python=python)),
                            ("run_autograder", RUN_AUTOGRADER)):
             info = zipfile.ZipInfo(name)
             info.external_attr = (stat.S_IFREG | 0o755) << 16
@@ -126,7 +189,14 @@ def build_zip(out, config_path=None, wheel=None) -> list[str]:
             zf.writestr(info, text)
             names.append(name)
         if config_path is not None:
-            load_config(config_path)  # fail now, not on Gradescope
-            zf.write(config_path, "grading.toml")
+            text = Path(config_path).read_text()
+            first_table = re.search(r"(?m)^\[", text)
+            cut = first_table.start() if first_table else len(text)
+            head = re.sub(r"(?m)^homework\s*=.*$", "# homework: bundled as homework.py",
+                          text[:cut])
+            zf.writestr("grading.toml", head + text[cut:])
             names.append("grading.toml")
+        if cfg.homework_path is not None:
+            zf.write(cfg.homework_path, "homework.py")
+            names.append("homework.py")
     return names

@@ -146,6 +146,12 @@ def backprop_factors_mistakes(Bs, bs, x):
         noD.insert(0, noD[0] @ B)
     noD_U = [(V[:, :, None] * f.a_prev[None, None, :]).reshape(K, -1)
              for V, f in zip(noD, factors)]
+    # D^(l) = diag(a^(l)) instead of diag(1[z^(l) > 0])
+    diag_a = [np.eye(K)]
+    for B, f_next in zip(reversed(Bs[1:]), reversed(factors[1:])):  # a^(l): layer l+1's input
+        diag_a.insert(0, diag_a[0] @ B @ np.diag(f_next.a_prev))
+    diag_a_U = [(V[:, :, None] * f.a_prev[None, None, :]).reshape(K, -1)
+                for V, f in zip(diag_a, factors)]
     # z^(l-1) where a^(l-1) = max(0, z^(l-1)) belongs
     a_as_z = [x] + [f.z for f in factors[:-1]]
     zU = [(f.V[:, :, None] * a[None, None, :]).reshape(K, -1) for f, a in zip(factors, a_as_z)]
@@ -153,6 +159,8 @@ def backprop_factors_mistakes(Bs, bs, x):
         ("the Kronecker factors are swapped (a' kron I instead of I kron a'); equivalently "
          "vec(B) is column-stacked instead of vec(B') (rows of B stacked)", {"Us": swapped}),
         ("D^(l) is left out of V^(l) = V^(l+1) B^(l+1) D^(l)", {"Vs": noD, "Us": noD_U}),
+        ("D^(l) is diag(a^(l)) instead of diag(1[z^(l) > 0]) (the ReLU's slope is 0 or 1)",
+         {"Vs": diag_a, "Us": diag_a_U}),
         ("U^(l) uses the pre-activation z^(l-1) instead of a^(l-1) = max(0, z^(l-1))",
          {"Us": zU}),
         ("the lists are in reverse order (Vs[0] must be V^(1), Vs[-1] = V^(L+1) = I_K)",

@@ -12,7 +12,6 @@ import os
 import tempfile
 from pathlib import Path
 
-from .exercises import EXERCISES
 from .grader import GradeReport
 from .source import printable
 
@@ -47,13 +46,13 @@ def render_text(report: GradeReport, *, show_output: bool = True,
     if not visible_only:
         out += _notes(f"(in the run of tests not shown to students) {m}"
                       for m in report.hidden_messages)
-    for e, ex in EXERCISES.items():
-        tests = [t for t in shown if t.number.startswith(f"{e}.")]
+    for e, title in report.titles.items():
+        tests = [t for t in shown if t.exercise == e]
         if not tests:
             continue
         got = sum(t.score for t in tests)
         total = sum(t.max_score for t in tests)
-        out.append(f"Exercise {e}: {ex.title}  [{_fmt(got)} / {_fmt(total)}]")
+        out.append(f"Exercise {e}: {printable(title)}  [{_fmt(got)} / {_fmt(total)}]")
         for t in tests:
             status = "passed" if t.passed else "FAILED"
             label = t.name.split(": ", 1)[-1]
@@ -72,10 +71,10 @@ def render_text(report: GradeReport, *, show_output: bool = True,
                    "more tests are not shown yet")
     if show_isolation and report.isolation:
         out += ["", "Sandbox:"] + [f"  {printable(n)}" for n in report.isolation]
-    printed = [(f"exercise {e}", text) for e, text in sorted(report.student_output.items())]
+    printed = [("the submission (loaded once)", report.student_output)]
     if not visible_only:
-        printed += [(f"exercise {e}, tests not shown to students", text)
-                    for e, text in sorted(report.hidden_output.items())]
+        printed.append(("in the tests not shown to students", report.hidden_output))
+    printed = [(label, text) for label, text in printed if text.strip()]
     if show_output and printed:
         out += ["", "Output printed by the submission (capped, never parsed):"]
         for label, text in printed:
@@ -88,8 +87,14 @@ def results_json(report: GradeReport) -> dict:
     """Gradescope's results document (schema: the gradescope-autograders "specs" page).
 
     The top-level ``output`` is the students' view (:func:`render_text` with
-    ``visible_only``); what the submission printed comes only from the children that ran
-    visible tests, which never held a hidden test's inputs."""
+    ``visible_only``); what the submission printed comes only from its loading and the
+    processes that ran visible tests, which never held a hidden test's inputs.  The
+    top-level ``score`` is the grade, hidden tests included: when some test is not
+    ``visible``, the document's own ``visibility`` is the most restrictive of the tests'
+    (``after_due_date`` < ``after_published`` < ``hidden`` is shown as
+    ``after_published``, Gradescope's publication), so that the total cannot tell a
+    student how a hidden test went, and ``extra_data`` keeps per-exercise totals for the
+    instructor."""
     tests = []
     for t in report.tests:
         tests.append({
@@ -101,18 +106,22 @@ def results_json(report: GradeReport) -> dict:
             "output": "\n".join(printable(ln) for ln in t.lines),
             "output_format": "text",
             "visibility": t.visibility,
-            "tags": [f"exercise {t.number.split('.')[0]}"],
+            "tags": [f"exercise {t.exercise}"],
         })
     summary = render_text(report, show_output=True, show_isolation=False, visible_only=True)
+    kinds = {t.visibility for t in report.tests} - {"visible"}
+    overall = "visible" if not kinds else \
+        "after_due_date" if kinds == {"after_due_date"} else "after_published"
     return {
         "score": report.score,
         "execution_time": round(report.seconds, 3),
         "output": summary,
         "output_format": "text",
-        "visibility": "visible",
+        "visibility": overall,
         "stdout_visibility": "hidden",
         "extra_data": {"seed": report.seed, "sandbox": list(report.isolation),
-                       "exercise_scores": {str(e): report.exercise_score(e) for e in EXERCISES}},
+                       "exercise_scores": {str(e): report.exercise_score(e)
+                                           for e in report.titles}},
         "tests": tests,
     }
 

@@ -22,8 +22,11 @@ from pathlib import Path
 
 from .sandbox import FORBIDDEN
 
-EXERCISE_OF = {"softmax_loss": 1, "two_layer_loss": 2, "backprop_factors": 3,
-               "v_rule": 4, "u_rule": 4}
+
+def _lecture_owners() -> dict[str, list[int]]:
+    from .lecture import hw
+
+    return hw.function_owner()
 
 
 class SubmissionError(Exception):
@@ -105,30 +108,30 @@ def read_submission(path) -> str:
     return text[1:] if text.startswith("\ufeff") else text
 
 
-def _forbidden_name(name: str) -> str | None:
-    top = name.partition(".")[0]
-    return top if top in FORBIDDEN else None
-
-
 class _Uses(ast.NodeVisitor):
     """Forbidden modules named in a body, and the names it refers to."""
 
-    def __init__(self):
+    def __init__(self, forbidden=FORBIDDEN):
+        self.forbidden_modules = tuple(forbidden)
         self.forbidden: set[str] = set()
         self.names: set[str] = set()
         self.bound: set[str] = set()
         """Names the body assigns (its locals, for a function): they shadow module names."""
         self.aliases: dict[str, str] = {}
 
+    def _forbidden_name(self, name: str) -> str | None:
+        top = name.partition(".")[0]
+        return top if top in self.forbidden_modules else None
+
     def visit_Import(self, node):
         for a in node.names:
-            bad = _forbidden_name(a.name)
+            bad = self._forbidden_name(a.name)
             if bad:
                 self.forbidden.add(bad)
                 self.aliases[(a.asname or a.name).partition(".")[0]] = bad
 
     def visit_ImportFrom(self, node):
-        bad = _forbidden_name(node.module or "") if node.level == 0 else None
+        bad = self._forbidden_name(node.module or "") if node.level == 0 else None
         if bad:
             self.forbidden.add(bad)
             for a in node.names:
@@ -136,7 +139,7 @@ class _Uses(ast.NodeVisitor):
 
     def visit_Constant(self, node):
         if isinstance(node.value, str):
-            bad = _forbidden_name(node.value.strip())
+            bad = self._forbidden_name(node.value.strip())
             if bad:
                 self.forbidden.add(bad)
 
@@ -147,10 +150,13 @@ class _Uses(ast.NodeVisitor):
         self.bound.add(node.arg)
 
 
-def forbidden_uses_in_cells(cells: list[tuple[str, str]]) -> tuple[dict[int, list[str]], list[str]]:
+def forbidden_uses_in_cells(cells: list[tuple[str, str]], owners=None, forbidden=FORBIDDEN
+                            ) -> tuple[dict[int, list[str]], list[str]]:
     """``({exercise: [modules its functions reach]}, [modules used at top level])``.
 
-    ``cells``: ``[(label, source)]``, a notebook's code cells or one ``.py`` file's source.
+    ``cells``: ``[(label, source)]``, a notebook's code cells or one ``.py`` file's source;
+    ``owners``: student function name -> exercise numbers (default: the lecture's);
+    ``forbidden``: the homework's forbidden modules.
     Top-level uses do not count for the exercises here (see the module docstring for what
     the grader does with them).  Cells that do not parse are skipped (the sandbox reports
     them).
@@ -161,16 +167,16 @@ def forbidden_uses_in_cells(cells: list[tuple[str, str]]) -> tuple[dict[int, lis
             trees.append(ast.parse(src))
         except (SyntaxError, ValueError, RecursionError, MemoryError):
             continue  # the sandbox runs (and reports) it
-    uses, module_level = _scan(trees)
+    uses, module_level = _scan(trees, owners or _lecture_owners(), forbidden)
     return uses, sorted(module_level)
 
 
-def _scan(trees) -> tuple[dict[int, list[str]], set[str]]:
+def _scan(trees, owners, forbidden) -> tuple[dict[int, list[str]], set[str]]:
     top_defs: dict[str, _Uses] = {}
-    module_level = _Uses()
+    module_level = _Uses(forbidden)
     for node in (n for tree in trees for n in tree.body):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            u = _Uses()
+            u = _Uses(forbidden)
             if not isinstance(node, ast.ClassDef):
                 u.visit(node.args)
             for child in node.body:
@@ -181,7 +187,7 @@ def _scan(trees) -> tuple[dict[int, list[str]], set[str]]:
         else:
             module_level.visit(node)
     out: dict[int, list[str]] = {}
-    for fname, ex in EXERCISE_OF.items():
+    for fname, numbers in owners.items():
         if fname not in top_defs:
             continue
         seen, stack, found = set(), [fname], set()
@@ -195,28 +201,35 @@ def _scan(trees) -> tuple[dict[int, list[str]], set[str]]:
             found |= {module_level.aliases[n] for n in u.names - u.bound
                       if n in module_level.aliases}
             stack.extend(n for n in u.names if n in top_defs)
-        if found:
-            out.setdefault(ex, [])
-            out[ex] = sorted(set(out[ex]) | found)
+        for ex in numbers if found else ():
+            out[ex] = sorted(set(out.get(ex, [])) | found)
     return out, set(module_level.forbidden)
 
 
 SKIPPED_FOLDERS = ("__pycache__", ".ipynb_checkpoints", "__MACOSX")
 
 
-def _defined_exercises(path: Path) -> int:
-    """How many of the exercise functions a file defines at top level (0 if unreadable)."""
+def _defined_exercises(path: Path, functions) -> int:
+    """How many of ``functions`` a file defines at top level (0 if unreadable); a
+    notebook's cells are parsed one by one (one cell that does not parse costs only itself)."""
     try:
-        tree = ast.parse(read_submission(path))
-    except (SubmissionError, SyntaxError, ValueError, OSError, RecursionError, MemoryError):
+        cells = read_cells(path) if path.suffix == ".ipynb" else [("", read_submission(path))]
+    except (SubmissionError, OSError):
         return 0
-    names = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
-    names |= {t.id for n in tree.body if isinstance(n, ast.Assign)
-              for t in n.targets if isinstance(t, ast.Name)}
-    return len(names & set(EXERCISE_OF))
+    names = set()
+    for _, src in cells:
+        try:
+            tree = ast.parse(src)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            continue
+        names |= {n.name for n in tree.body
+                  if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+        names |= {t.id for n in tree.body if isinstance(n, ast.Assign)
+                  for t in n.targets if isinstance(t, ast.Name)}
+    return len(names & set(functions))
 
 
-def pick_submission(folder) -> tuple[Path | None, str | None]:
+def pick_submission(folder, functions=None, name=None) -> tuple[Path | None, str | None]:
     """The one file to grade in a folder of uploaded files, and a note when there was a choice.
 
     Candidates: ``.py`` and ``.ipynb`` files at any depth, except hidden ones (``.x``,
@@ -224,9 +237,13 @@ def pick_submission(folder) -> tuple[Path | None, str | None]:
     ``__MACOSX``, and symbolic links (a link could point at a file of the grader's).
     Among several, the file defining the most exercise functions wins, then
     a ``.py`` over a notebook, then the shallowest, then the first by name.  Only that file
-    is graded: a submission cannot import a second file.
+    is graded: a submission cannot import a second file.  ``functions``: the homework's
+    student functions (default: the lecture's); ``name``: the file name the config asks
+    for (``submission = "hw.ipynb"``), graded when it is among the candidates.
     """
     folder = Path(folder)
+    functions = list(functions or _lecture_owners())
+    wanted = name
     found = []
     for root, dirs, files in os.walk(folder):  # never follows links to folders
         depth = len(Path(root).relative_to(folder).parts)
@@ -241,14 +258,21 @@ def pick_submission(folder) -> tuple[Path | None, str | None]:
             break
     if not found:
         return None, None
+    named = [p for p in found if p.name == wanted]
+    if named:
+        chosen = min(named, key=lambda p: (len(p.relative_to(folder).parts), str(p)))
+        return chosen, None
+    note = (f" (no file is named {printable(wanted)}, as the config asks)" if wanted else
+            " (the config's `submission = \"NAME\"` picks one by name)")
     if len(found) == 1:
-        return found[0], None
+        return found[0], (f"no file is named {printable(wanted)}, as the config asks; graded "
+                          f"{printable(found[0].name)}" if wanted else None)
     found = found[:MAX_CANDIDATES]
 
     def rank(p: Path):  # most exercise functions, then .py, shallowest, largest, name
         size = p.stat().st_size
-        return (-_defined_exercises(p), p.suffix != ".py", len(p.relative_to(folder).parts),
-                -size, str(p))
+        return (-_defined_exercises(p, functions), p.suffix != ".py",
+                len(p.relative_to(folder).parts), -size, str(p))
 
     chosen = sorted(found, key=rank)[0]
     names = [printable(str(p.relative_to(folder))) for p in found]
@@ -256,7 +280,7 @@ def pick_submission(folder) -> tuple[Path | None, str | None]:
     return chosen, (f"{len(found)} files were submitted ({listed}); graded "
                     f"{printable(str(chosen.relative_to(folder)))}, the one that defines the "
                     "most exercise functions (only one file is graded, and it cannot import "
-                    "the others)")
+                    "the others)" + note)
 
 
 MAX_DEPTH = 8

@@ -1,0 +1,217 @@
+"""The child's entry point: read the plan, lock down, load the submission, run the tests.
+
+The parent copies this package into the child's scratch folder and starts it as
+``python -I -S -B harness/child/__main__.py plan.json``; it never imports bpcheck (bpcheck is
+hidden from the child) and uses the standard library and NumPy only (SymPy for the
+symbolic rules).  It is trusted code that runs *before* the submission, in this order:
+
+1. read the plan and the submission's source into memory;
+2. isolate (:func:`.jail._setup_isolation`);
+3. import NumPy (and SymPy) and the usual standard-library modules;
+4. install an import blocker for bpcheck, JAX, PyTorch and other autodiff libraries;
+5. set resource limits (address space, CPU time, processes, file size);
+6. drop to an unprivileged uid when started as root (irreversible);
+7. load the submission once (:mod:`.load`: a notebook cell by cell, each within its time
+   budget);
+8. for each group of tests the parent sends (its inputs come with it), fork: the forked
+   process calls the student's functions on the group's inputs (:mod:`.run`) and sends
+   the results in the format of :mod:`.wire`.  Before the first group that students do
+   not see, the visible output is closed (``close_visible``), so what a hidden test
+   prints can only reach the instructor's view.
+
+A submission that tampers with this code, the channel or NumPy can only change the
+arrays it is graded on, which it could have returned anyway: the parent re-checks every
+array and computes every score itself.
+"""
+
+import sys
+
+from .jail import _Blocker, _drop_privileges, _report_exposed, _set_limits, _setup_isolation
+
+
+def main():
+    import io
+    import json
+    import os
+    import time
+
+    plan_path = sys.argv[1]
+    with open(plan_path) as f:
+        plan = json.load(f)
+    box = plan["box"]
+    with open(os.path.join(box, "submission.py"), encoding="utf-8") as f:
+        source = f.read()
+    channel = plan["result_fd"]
+    notes = []
+
+    work = _setup_isolation(plan, notes)
+    hidden_by_mounts = work is not None
+    work = work or plan["fallback_work"]
+
+    sys.path[:0] = [plan["libs"]]
+    import numpy as np
+
+    from . import load, run, wire
+
+    # Inputs arrive later, as .npz: one round trip now imports every module np.load needs
+    # (zipfile, encodings.cp437) while the interpreter's files can still be read.
+    buf = io.BytesIO()
+    np.savez(buf, x=np.zeros(1))
+    with np.load(io.BytesIO(buf.getvalue()), allow_pickle=False) as npz:
+        npz["x"]
+    for m in plan["preimport"]:
+        try:
+            __import__(m)
+        except Exception:  # noqa: BLE001 - a missing optional module is fine
+            pass
+    # matplotlib, where allowed, is imported by the submission itself, headless: the Agg
+    # backend draws nothing on plt.show(), which would only warn that it cannot show.
+    os.environ["MPLBACKEND"] = "Agg"
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*non-interactive.*cannot be shown")
+    drivers = {}
+    for name, driver_source in plan.get("drivers", {}).items():
+        namespace = {"__name__": f"driver_{name}"}
+        exec(compile(driver_source, f"<driver of {name}>", "exec"), namespace)
+        drivers[name] = namespace["drive"]
+
+    blocker = _Blocker(plan["forbidden"])
+    sys.meta_path.insert(0, blocker)
+    _set_limits(plan, notes)
+    try:
+        _drop_privileges(plan, notes)
+    except OSError as err:
+        notes.append(f"user: could not drop privileges ({err})")
+    if not hidden_by_mounts:
+        _report_exposed(plan, notes)
+    os.chdir(work)
+    os.environ["HOME"] = work
+    os.environ["MPLCONFIGDIR"] = os.path.join(work, "matplotlib")
+
+    # Everything used later is bound now, before the submission can patch it.
+    send = wire.sender(channel)
+    receive = wire.receiver(plan["command_fd"])
+    describe_error = load.error_describer()
+    forbidden_loaded, forbidden_seen = load.watchers(plan, blocker)
+    _monotonic = time.monotonic
+    _fork, _exit, _waitpid, _dup2, _close = os.fork, os._exit, os.waitpid, os.dup2, os.close
+    _listdir, _kill = os.listdir, os.kill
+    _flushes = (sys.stdout.flush, sys.stderr.flush)
+
+    def _flush():
+        for flush in _flushes:
+            flush()
+
+    _load_npz, _BytesIO = np.load, io.BytesIO
+    _sorted, _int = sorted, int
+
+    module = load.new_module(box)
+    tests = run.runner(plan, module, drivers)
+    send({"kind": "setup", "notes": notes})
+    restore = load.restorer(module)
+
+    t0 = _monotonic()
+    load_error, cell_errors, forbidden = load.load(plan, source, module, restore,
+                                                   describe_error, blocker,
+                                                   forbidden_loaded, forbidden_seen)
+    missing = [n for n in plan["functions"] if not callable(module.__dict__.get(n))]
+    send({"kind": "loaded", "error": load_error, "missing": missing,
+          "seconds": _monotonic() - t0, "forbidden": forbidden,
+          "cell_errors": cell_errors[:20]})
+    if load_error is not None:
+        return
+
+    def close_visible_output():
+        """From now on print goes to the hidden-output pipe; every other descriptor of
+        this process is closed and every other process of this uid killed, so that no
+        process holds the students' output when hidden inputs arrive."""
+        try:
+            _flush()
+        except BaseException:  # noqa: BLE001
+            pass
+        hidden_out = plan["hidden_output_fd"]
+        _dup2(hidden_out, 1)
+        _dup2(hidden_out, 2)
+        keep = {0, 1, 2, channel, plan["command_fd"]}
+        for name in _listdir("/proc/self/fd"):
+            fd = _int(name)
+            if fd not in keep:
+                try:
+                    _close(fd)
+                except OSError:
+                    pass
+        if plan.get("kill_others"):
+            try:
+                _kill(-1, 9)  # every other process of this (dedicated) uid
+            except OSError:
+                pass
+
+    import gc
+
+    gc.freeze()  # the loaded state stays shared with the forks (no copy-on-write by the gc)
+
+    # One forked process per group of tests, in the parent's order (the visible groups
+    # first); a group's inputs arrive only when it runs.
+    while True:
+        header, body = receive()
+        kind = header.get("kind")
+        if kind == "close_visible":
+            close_visible_output()
+            send({"kind": "closed_visible"})
+            continue
+        if kind != "group":
+            break
+        try:
+            _flush()  # or each fork would print the buffered output again
+        except BaseException:  # noqa: BLE001
+            pass
+        pid = _fork()
+        if pid == 0:
+            code = 0
+            try:
+                inputs = {}
+                if body:
+                    with _load_npz(_BytesIO(body), allow_pickle=False) as npz:
+                        inputs = {k: npz[k] for k in npz.files}
+                group = [(t, header["specs"][t]) for t in header["tests"]]
+                run.run_tests(group, inputs, tests, send, restore, describe_error,
+                              forbidden_seen)
+            except BaseException:  # noqa: BLE001 - the child's own failure: status 70
+                import traceback
+
+                traceback.print_exc(limit=3)
+                code = 70
+            try:
+                _flush()
+            except BaseException:  # noqa: BLE001
+                pass
+            _exit(code)
+        del body
+        _, status = _waitpid(pid, 0)
+        send({"kind": "group_done", "group": header.get("group"), "status": status})
+    send({"kind": "done"})
+
+
+def entry():
+    """Run :func:`main` and leave with ``os._exit``: status 0, or 70 when the child's own
+    code failed (the traceback goes to the captured output)."""
+    import os as _os
+
+    _code = 0
+    try:
+        main()
+    except BaseException:  # noqa: BLE001 - a harness failure is reported by the exit status
+        import traceback as _tb
+
+        try:
+            _tb.print_exc(limit=3)
+        except BaseException:  # noqa: BLE001
+            pass
+        _code = 70
+    for _stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            _stream.flush()
+        except BaseException:  # noqa: BLE001
+            pass
+    _os._exit(_code)  # skip interpreter teardown, which the submission may have booby-trapped

@@ -1,0 +1,169 @@
+"""Run the tests in the child: call the submission's functions on the inputs of each test
+and send back what they returned, as plain data.  Standard library and NumPy only (SymPy
+for the symbolic rules).
+
+Outputs go back as exact ``ndarray`` s and Python floats; anything else is described by its
+type name only.  The parent computes every score.
+"""
+
+import time
+
+import numpy as np
+
+
+def runner(plan, module, drivers):
+    """``run(spec, inputs) -> (arrays, meta)`` for one test's plan entry; names bound now,
+    before the submission runs.  ``drivers``: ``{name: drive}``, the homework's own code
+    that calls the student's (``drive(namespace, *args)``)."""
+    _ndarray = np.ndarray
+    _type = type
+    _isinstance = isinstance
+    _float = float
+    _np_float64 = np.float64
+    _list, _tuple, _len, _range, _str = list, tuple, len, range, str
+
+    def pack_value(key, value, arrays, meta):
+        """An output value as plain data: exact ndarrays and Python floats only."""
+        t = _type(value)
+        if t is _ndarray:
+            if value.dtype.hasobject:
+                meta[key] = {"type": "ndarray", "dtype": "object", "shape": _list(value.shape)}
+                return
+            arrays[key] = value
+            meta[key] = {"type": "ndarray", "dtype": _str(value.dtype),
+                         "shape": _list(value.shape)}
+        elif t is _float or t is _np_float64:
+            arrays[key] = np.array(_float(value))
+            meta[key] = {"type": "float" if t is _float else "numpy.float64"}
+        else:
+            name = _str(getattr(t, "__module__", "?")) + "." + _str(getattr(t, "__qualname__", "?"))
+            meta[key] = {"type": name[:200], "subclass": _isinstance(value, _ndarray)}
+
+    def run_call(spec, inputs):
+        fname = spec["function"]
+        args = []
+        for arg in spec["args"]:
+            if arg["kind"] == "array":
+                args.append(inputs[arg["key"]].copy())
+            elif arg["kind"] == "list":
+                args.append([inputs[k].copy() for k in arg["keys"]])
+            else:
+                args.append(arg["value"])
+        if spec.get("driver"):
+            result = drivers[spec["driver"]](module.__dict__, *args)
+        else:
+            result = module.__dict__[fname](*args)
+        arrays, meta = {}, {}
+        if _type(result) is not _tuple and _type(result) is not _list:
+            return arrays, {"result": {"type": _type(result).__qualname__}}
+        meta["result"] = {"type": _type(result).__qualname__, "length": _len(result)}
+        for i, (name, kind) in enumerate(spec["returns"]):
+            if i >= _len(result):
+                break
+            value = result[i]
+            if kind == "list":
+                if _type(value) is not _list and _type(value) is not _tuple:
+                    meta[name] = {"type": _type(value).__qualname__}
+                    continue
+                meta[name] = {"type": "list", "length": _len(value)}
+                for j in _range(min(_len(value), 64)):
+                    pack_value(f"{name}/{j}", value[j], arrays, meta)
+            else:
+                pack_value(name, value, arrays, meta)
+        return arrays, meta
+
+    def run_rules(spec, inputs):
+        import sympy
+
+        arrays, meta = {}, {}
+        v_name = spec["functions"][0]
+        for r, (rule_name, shape) in enumerate(spec["requests"]):
+            rule = module.__dict__[rule_name]
+            if rule_name == v_name:
+                K, d_next, d = shape
+                V_next = sympy.Matrix(K, d_next, [sympy.Symbol(f"x{i}") for i in _range(K * d_next)])
+                o = K * d_next
+                B_next = sympy.Matrix(d_next, d, [sympy.Symbol(f"x{o + i}") for i in _range(d_next * d)])
+                o += d_next * d
+                D = sympy.diag(*[sympy.Symbol(f"x{o + i}") for i in _range(d)])
+                nvars = o + d
+                out = rule(V_next, B_next, D)
+            else:
+                K, d, d_prev = shape
+                V = sympy.Matrix(K, d, [sympy.Symbol(f"x{i}") for i in _range(K * d)])
+                o = K * d
+                a_prev = sympy.Matrix(d_prev, 1, [sympy.Symbol(f"x{o + i}") for i in _range(d_prev)])
+                nvars = o + d_prev
+                out = rule(V, a_prev)
+            gens = [sympy.Symbol(f"x{i}") for i in _range(nvars)]
+            key = f"r{r}"
+            if _isinstance(out, sympy.MatrixExpr) and not _isinstance(out, sympy.MatrixBase):
+                out = out.as_explicit()
+            if not _isinstance(out, sympy.MatrixBase):
+                meta[key] = {"error": f"returned {_type(out).__qualname__}, expected a SymPy Matrix"}
+                continue
+            rows, cols = out.shape
+            meta[key] = {"shape": [int(rows), int(cols)]}
+            exps, nums, dens, counts = [], [], [], []
+            for entry in out:
+                try:
+                    poly = sympy.Poly(sympy.expand(entry), *gens)
+                except (sympy.PolynomialError, sympy.GeneratorsNeeded, TypeError,
+                        ValueError) as exc:
+                    meta[key] = {"error": "an entry is not a polynomial in the input "
+                                          f"matrices' entries ({_type(exc).__name__})"}
+                    break
+                if poly.free_symbols_in_domain or not poly.domain.is_QQ and not poly.domain.is_ZZ:
+                    meta[key] = {"error": "an entry has coefficients that are not rational "
+                                          f"numbers (domain {poly.domain})"}
+                    break
+                terms = poly.terms()
+                if _len(terms) > plan["max_terms"]:
+                    meta[key] = {"error": f"an entry has more than {plan['max_terms']} terms"}
+                    break
+                counts.append(_len(terms))
+                for monom, coeff in terms:
+                    c = sympy.Rational(coeff)
+                    if max(abs(c.p), abs(c.q)) >= 2 ** 62 or max(monom) > plan["max_degree"]:
+                        meta[key] = {"error": "coefficient or degree too large"}
+                        break
+                    exps.append(monom)
+                    nums.append(int(c.p))
+                    dens.append(int(c.q))
+                else:
+                    continue
+                break
+            if "error" in meta[key]:
+                continue
+            arrays[f"{key}/exps"] = np.array(exps, dtype=np.int64).reshape(-1, nvars)
+            arrays[f"{key}/num"] = np.array(nums, dtype=np.int64)
+            arrays[f"{key}/den"] = np.array(dens, dtype=np.int64)
+            arrays[f"{key}/counts"] = np.array(counts, dtype=np.int64)
+        return arrays, meta
+
+    def run(spec, inputs):
+        return (run_rules if spec["kind"] == "rules" else run_call)(spec, inputs)
+
+    return run
+
+
+def run_tests(tests, inputs, run, send, restore, describe_error, forbidden_seen):
+    """Run ``tests`` (``[(test id, plan entry)]``) on ``inputs``; one ``test`` message each."""
+    _monotonic = time.monotonic
+    for test, spec in tests:
+        t0 = _monotonic()
+        try:
+            arrays, meta = run(spec, inputs)
+            error = None
+        except BaseException as exc:  # noqa: BLE001 - SystemExit, KeyboardInterrupt included
+            restore()
+            arrays, meta, error = {}, {}, describe_error(exc)
+        restore()
+        header = {"kind": "test", "test": test, "error": error, "meta": meta,
+                  "seconds": _monotonic() - t0, "forbidden": forbidden_seen()}
+        try:
+            send(header, arrays)
+        except BaseException as exc:  # noqa: BLE001
+            send({"kind": "test", "test": test, "error": "the outputs could not be sent: "
+                  + describe_error(exc), "meta": {}, "seconds": 0.0,
+                  "forbidden": forbidden_seen()})

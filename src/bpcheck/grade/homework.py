@@ -1,0 +1,526 @@
+"""The public exercise API: a homework is one Python file that declares its exercises.
+
+An instructor writes, say, ``conv_hw.py``::
+
+    import numpy as np
+    from bpcheck.grade.homework import Homework
+
+    hw = Homework("Convolutions", allow=["numpy"])
+
+    @hw.exercise(points=10, returns=["out"])
+    def conv2d_forward(x, w, b):
+        \"\"\"Valid 2-D convolution: x (H, W), w (kh, kw), b a float -> out (H-kh+1, W-kw+1).\"\"\"
+        kh, kw = w.shape
+        windows = np.lib.stride_tricks.sliding_window_view(x, (kh, kw))
+        return (np.einsum("ijkl,kl->ij", windows, w) + b,)
+
+    conv2d_forward.case("3x3 kernel", lambda rng: dict(
+        x=rng.standard_normal((6, 7)), w=rng.standard_normal((3, 3)), b=0.5))
+    conv2d_forward.case("1x1 kernel", ..., weight=0.5, visibility="hidden")
+
+    @conv2d_forward.mistake("the kernel is flipped (that is a true convolution, "
+                            "the lecture's layer is a cross-correlation)")
+    def _(x, w, b):
+        return conv2d_forward(x, w[::-1, ::-1], b)
+
+and grades with ``bpcheck grade --homework conv_hw.py submission.py``.
+
+- The decorated function is the **reference** (it runs in the grader's process only,
+  never in the sandbox); its name, signature and docstring are the student's stub in the
+  template (``--template``).  It returns a tuple in the order of ``returns``; a name
+  ending in ``[]`` is a list of arrays (``"Vs[]"``).
+- **Cases** are drawn from ``np.random.default_rng([seed, exercise number, case
+  number])``; ``make(rng)`` returns the keyword arguments.  Each case has a label, a
+  ``weight`` (its share of the exercise's points) and a ``visibility`` (Gradescope's:
+  ``visible``, ``hidden``, ``after_due_date``, ``after_published``).
+- **Scoring**: :class:`RelativeError` (the default: CS231n relative error per output, with
+  per-output weights and a dtype policy), :class:`RuleCheck` (symbolic backprop rules
+  proved or refuted by :func:`bpcheck.symbolic.check_recursion`) or :class:`Custom`.
+- **Mistakes**: wrong variants of the reference, run on the same inputs; an output that
+  matches one (and not the reference) is told the mistake's name.  A variant may return
+  the whole tuple or a dict of the outputs it changes.
+- The **import policy** (``allow``, ``forbid``) is sent to the sandbox with the plan.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .compare import Verdict, check_value, rel_error
+
+VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")
+
+#: Modules no homework may allow (the grader itself).
+ALWAYS_FORBIDDEN = ("bpcheck",)
+
+#: Autodiff libraries, forbidden unless a homework allows them.
+AUTODIFF = ("jax", "jaxlib", "torch", "tensorflow", "autograd", "mxnet", "chainer", "theano",
+            "flax", "keras", "paddle", "mlx", "tinygrad", "micrograd", "pytensor", "aesara",
+            "equinox", "optax", "functorch", "haiku")
+
+
+class HomeworkError(ValueError):
+    """A homework module declares something the grader cannot use; the message says what."""
+
+
+def _finite(where: str, value, minimum: float = 0.0, strict: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise HomeworkError(f"{where} = {value!r}: expected a number")
+    value = float(value)
+    if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+        raise HomeworkError(f"{where} = {value!r}: expected a finite number {bound}")
+    return value
+
+
+@dataclass
+class Case:
+    """One test of an exercise: its inputs (keyword arguments) and how much it counts.
+
+    ``number`` is ``"E.T"`` (exercise E, case T, both from 1)."""
+
+    exercise: Exercise
+    index: int
+    label: str
+    args: dict[str, Any]
+    weight: float = 1.0
+    visibility: str = "visible"
+    misses: tuple = ()
+    """Catalogued mistakes this case cannot tell from the right answer (it credits them)."""
+
+    @property
+    def number(self) -> str:
+        return f"{self.exercise.number}.{self.index + 1}"
+
+
+@dataclass
+class _CaseSpec:
+    label: str
+    make: Callable
+    weight: float
+    visibility: str
+    misses: tuple
+
+
+@dataclass
+class Scored:
+    """A case's score as a fraction of its points, and its feedback lines."""
+
+    fraction: float
+    lines: list[str]
+
+
+class Exercise:
+    """One exercise: student functions, points, cases, reference, scorer, mistakes.
+
+    Made by :meth:`Homework.exercise`; calling it calls the reference.
+    """
+
+    def __init__(self, reference: Callable, *, number: int, points: float, returns,
+                 score=None, title: str | None = None, functions=None, driver: str | None = None):
+        self.reference = reference
+        self.name = reference.__name__
+        self.number = number
+        self.points = _finite(f"{self.name}: points", points)
+        self.returns = tuple(returns or ())
+        self.scorer = score if score is not None else RelativeError()
+        self.functions: tuple[Callable, ...] = tuple(functions or (reference,))
+        self.title = title or (inspect.getdoc(reference) or self.name).splitlines()[0]
+        self.driver = driver
+        self._cases: list[_CaseSpec] = []
+        self._mistakes: list[tuple[str, Callable]] = []
+        self._mistake_tables: list[Callable] = []
+        if not callable(getattr(self.scorer, "score", None)):
+            raise HomeworkError(f"{self.name}: score = {self.scorer!r}: expected RelativeError(), "
+                                "RuleCheck() or Custom(fn)")
+
+    def __call__(self, *args, **kwargs):
+        return self.reference(*args, **kwargs)
+
+    def __repr__(self):
+        return f"<exercise {self.number} {self.name}: {self.points:g} points>"
+
+    @property
+    def student_functions(self) -> tuple[str, ...]:
+        """The names the submission must define."""
+        return tuple(f.__name__ for f in self.functions)
+
+    # ------------------------------------------------------------- declaring
+
+    def case(self, label: str, make: Callable, *, weight: float = 1.0,
+             visibility: str = "visible", misses=()) -> Exercise:
+        """Add a case: ``make(rng)`` returns the reference's keyword arguments.
+
+        ``misses``: names of catalogued mistakes this case cannot tell from the right
+        answer (a single example cannot show a forgotten 1/N); every other mistake must
+        lose points on it, which ``tests`` can check with :func:`mistake_scores`."""
+        if not isinstance(label, str) or not label:
+            raise HomeworkError(f"{self.name}: case label {label!r}: expected a non-empty string")
+        if not callable(make):
+            raise HomeworkError(f"{self.name}: case {label!r}: make = {make!r}: expected a "
+                                "function of an rng")
+        w = _finite(f"{self.name}: case {label!r} weight", weight, strict=True)
+        if visibility not in VISIBILITIES:
+            raise HomeworkError(f"{self.name}: case {label!r} visibility = {visibility!r}: "
+                                f"expected one of {', '.join(VISIBILITIES)}")
+        self._cases.append(_CaseSpec(label, make, w, visibility, tuple(misses)))
+        return self
+
+    def mistake(self, name: str) -> Callable:
+        """Decorator: a wrong variant of the reference (same arguments), told as ``name``
+        when an answer matches it.  It returns the whole tuple or a dict of the outputs it
+        changes (for :class:`RuleCheck`: ``{"v_rule": f}`` and/or ``{"u_rule": g}``)."""
+        def add(fn):
+            self._mistakes.append((name, fn))
+            return fn
+        return add
+
+    def mistakes(self, fn: Callable) -> Callable:
+        """Decorator: ``fn(**args)`` returns many mistakes at once, ``[(name, {output:
+        value})]`` (for variants that share intermediate results)."""
+        self._mistake_tables.append(fn)
+        return fn
+
+    # ------------------------------------------------------------- grading
+
+    def draw(self, seed: int) -> list[Case]:
+        """The cases, inputs drawn from ``default_rng([seed, number, T])``."""
+        out = []
+        for i, spec in enumerate(self._cases):
+            rng = np.random.default_rng([seed, self.number, i + 1])
+            args = spec.make(rng)
+            if not isinstance(args, dict):
+                raise HomeworkError(f"{self.name}: case {spec.label!r} returned "
+                                    f"{type(args).__name__}, expected a dict of arguments")
+            out.append(Case(self, i, spec.label, args, spec.weight, spec.visibility,
+                            spec.misses))
+        return out
+
+    def expected(self, case: Case):
+        return self.reference(**case.args)
+
+    def wrong_answers(self, case: Case) -> list[tuple[str, dict]]:
+        """Each catalogued mistake's outputs on ``case``: ``[(name, {output: value})]``."""
+        names = [n.removesuffix("[]") for n in self.returns]
+        out = []
+        for name, fn in self._mistakes:
+            got = fn(**case.args)
+            out.append((name, got if isinstance(got, dict) else dict(zip(names, got))))
+        for table in self._mistake_tables:
+            out.extend((name, dict(vals)) for name, vals in table(**case.args))
+        return out
+
+    @property
+    def mistake_names(self) -> list[str]:
+        return [n for n, _ in self._mistakes]
+
+    def weights(self) -> list[float]:
+        return [c.weight for c in self._cases]
+
+    def stub(self) -> str:
+        """The student's stub: the signature, the docstring, ``raise NotImplementedError``."""
+        parts = []
+        for f in self.functions:
+            doc = inspect.getdoc(f) or ""
+            body = '    """' + doc.replace("\n", "\n    ").replace("\n    \n", "\n\n") + '\n    """\n'
+            parts.append(f"def {f.__name__}{inspect.signature(f)}:\n{body}"
+                         "    raise NotImplementedError\n")
+        return "\n\n".join(parts)
+
+
+# ------------------------------------------------------------------ scorers
+
+
+def _output_names(returns):
+    return [(n[:-2], "list") if n.endswith("[]") else (n, "value") for n in returns]
+
+
+def _tuple_problem(meta, names) -> str | None:
+    res = meta.get("result")
+    if res is None:
+        return "nothing came back"
+    if res.get("type") not in ("tuple", "list"):
+        return f"expected a tuple ({', '.join(names)}), got {res.get('type')}"
+    if res.get("length") != len(names):
+        return (f"expected a tuple of {len(names)} values ({', '.join(names)}), "
+                f"got {res.get('length')}")
+    return None
+
+
+class RelativeError:
+    """Each output compared with the reference by the CS231n relative error.
+
+    ``tol``: float64 answers pass at or below it; ``float32_tol``: float32 answers pass at
+    or below it, unless ``float64=True`` demands float64.  ``weights``: per output name
+    (default 1 each); a list output shares its weight among its arrays.  ``unstable``:
+    ``unstable(case)`` says whether to hint, when an output is NaN or inf, that the softmax
+    overflows.  ``lists``: per list output, what its length is, for the feedback
+    (``"L+1 = {n} arrays"``, ``{n}`` the expected length).
+    """
+
+    kind = "call"
+
+    def __init__(self, tol: float = 1e-6, *, float32_tol: float = 1e-4, float64: bool = False,
+                 weights: dict | None = None, unstable: Callable | None = None,
+                 lists: dict | None = None):
+        self.tol = _finite("RelativeError tol", tol, strict=True)
+        self.float32_tol = _finite("RelativeError float32_tol", float32_tol, strict=True)
+        self.float64 = bool(float64)
+        self.weights = {k: _finite(f"RelativeError weights[{k!r}]", v)
+                        for k, v in (weights or {}).items()}
+        self.unstable = unstable
+        self.lists = dict(lists or {})
+
+    def _check(self, name, meta, array, want, mistakes, case, scalar) -> Verdict:
+        accept32 = not self.float64 and type(array) is np.ndarray and array.dtype == np.float32
+        tol = self.float32_tol if accept32 else self.tol
+        if accept32:
+            array = array.astype(np.float64)
+        hint = bool(self.unstable and self.unstable(case))
+        v = check_value(name, meta, array, want, tol, mistakes=mistakes, unstable_hint=hint,
+                        scalar=scalar)
+        if accept32 and v.message.endswith(")") and v.ok:
+            v.message = v.message[:-1] + ", float32)"
+        return v
+
+    def score(self, exercise: Exercise, case: Case, meta: dict, arrays: dict) -> Scored:
+        outputs = _output_names(exercise.returns)
+        names = [n for n, _ in outputs]
+        problem = _tuple_problem(meta, names)
+        if problem is not None and "got" in problem and "tuple of" not in problem:
+            return Scored(0.0, [problem])
+        want = exercise.expected(case)
+        wrong = _by_consistency(exercise.wrong_answers(case), arrays, self.tol)
+        lines = [problem] if problem else []
+        total = got = 0.0
+        bad: list[Verdict] = []
+        for (name, kind), w in zip(outputs, want):
+            weight = self.weights.get(name, 1.0)
+            total += weight
+            if kind == "value":
+                cands = [(msg, vals[name]) for msg, vals in wrong if name in vals]
+                v = self._check(name, meta.get(name), arrays.get(name), w, cands, case,
+                                np.ndim(w) == 0)
+                got += weight * v.ok
+                lines.append(v.message)
+                continue
+            m = meta.get(name)
+            n = len(w)
+            what = self.lists.get(name, "{n} arrays").format(n=n)
+            if m is None or m.get("type") != "list":
+                lines.append(f"{name}: expected a list of {what}, got "
+                             f"{'nothing' if m is None else m.get('type')}")
+                continue
+            if m.get("length") != n:
+                lines.append(f"{name}: expected a list of {what}, got {m.get('length')}")
+            verdicts = []
+            for j, wj in enumerate(w):
+                cands = [(msg, vals[name][j]) for msg, vals in wrong
+                         if name in vals and j < len(vals[name])]
+                verdicts.append(self._check(f"{name}[{j}]", meta.get(f"{name}/{j}"),
+                                            arrays.get(f"{name}/{j}"), wj, cands, case, False))
+            got += weight * sum(v.ok for v in verdicts) / max(n, 1)
+            bad += [v for v in verdicts if not v.ok]
+            if all(v.ok for v in verdicts):
+                lines.append(f"{name}: all {n} arrays ok (largest relative error "
+                             f"{max((v.error for v in verdicts), default=0.0):.1e})")
+        lines += _grouped(bad)
+        return Scored(got / total if total else 0.0, lines)
+
+
+def _by_consistency(mistakes, arrays, tol):
+    """Mistakes ordered by how many of the outputs they change match what came back, so
+    that the diagnosis that explains the most outputs is named first."""
+    def matched(vals):
+        hits = 0
+        for name, value in vals.items():
+            got = arrays.get(name)
+            if isinstance(value, list):
+                continue
+            if type(got) is np.ndarray and got.dtype.kind == "f" and got.size == np.size(value):
+                hits += rel_error(got.reshape(np.shape(value)), value) <= max(tol, 1e-4)
+        return hits / max(len(vals), 1)
+
+    return sorted(mistakes, key=lambda m: -matched(m[1]))
+
+
+def _grouped(bad: list[Verdict], most: int = 8) -> list[str]:
+    """One line per distinct diagnosis: ``Us[0], Us[1]: wrong; likely mistake: ...``."""
+    groups: dict[str, list[str]] = {}
+    for v in bad:
+        name, _, rest = v.message.partition(": ")
+        key = rest.split("likely mistake: ", 1)[1] if "likely mistake: " in rest else None
+        if key is None:
+            groups[v.message] = []
+        else:
+            groups.setdefault("likely mistake: " + key, []).append(name.split(" ")[0])
+    lines = [f"{', '.join(names)}: wrong; {key}" if names else key
+             for key, names in groups.items()]
+    if len(lines) > most:
+        lines = lines[:most] + [f"... and {len(lines) - most} more wrong arrays"]
+    return lines
+
+
+class Custom:
+    """A scorer written by the instructor: ``fn(got, want, case) -> fraction`` or
+    ``(fraction, [lines])``.  ``got``: ``{output: ndarray}`` as returned (plain arrays;
+    lists as lists of arrays; ``None`` where nothing usable came back)."""
+
+    kind = "call"
+
+    def __init__(self, fn: Callable):
+        if not callable(fn):
+            raise HomeworkError(f"Custom({fn!r}): expected a function (got, want, case)")
+        self.fn = fn
+
+    def score(self, exercise: Exercise, case: Case, meta: dict, arrays: dict) -> Scored:
+        got: dict[str, Any] = {}
+        for name, kind in _output_names(exercise.returns):
+            if kind == "list":
+                m = meta.get(name) or {}
+                n = m.get("length") if isinstance(m.get("length"), int) else 0
+                got[name] = [arrays.get(f"{name}/{j}") for j in range(min(n, 64))]
+            else:
+                got[name] = arrays.get(name)
+        out = self.fn(got, exercise.expected(case), case)
+        fraction, lines = (out, []) if not isinstance(out, tuple) else out
+        fraction = float(fraction)
+        if not math.isfinite(fraction):
+            fraction = 0.0
+        return Scored(min(1.0, max(0.0, fraction)), [str(x) for x in lines])
+
+
+class RuleCheck:
+    """Symbolic backprop rules ``v_rule(V_next, B_next, D)`` and ``u_rule(V, a_prev)``,
+    proved or refuted for the case's ``widths`` by :func:`bpcheck.symbolic.check_recursion`.
+
+    Each rule is scored on its own (half of the case each), with the lecture's rule
+    standing in for the other; a rule equal to a catalogued wrong rule (the exercise's
+    mistakes, as ``{"v_rule": f}`` / ``{"u_rule": g}``) is told the mistake's name and a
+    one-entry counterexample.
+    """
+
+    kind = "rules"
+
+    def score(self, exercise: Exercise, case: Case, meta: dict, arrays: dict) -> Scored:
+        from . import rules
+
+        return rules.score(exercise, case, meta, arrays)
+
+
+# ------------------------------------------------------------------ the homework
+
+
+class Homework:
+    """A set of exercises and the rules for the submissions that answer them.
+
+    ``allow``: top-level modules the submission may import besides the standard library
+    (default NumPy only); ``forbid``: modules refused even so (default: autodiff libraries,
+    except those allowed; bpcheck always).  ``submission``: the file name to grade in an
+    upload of several files (``"hw.ipynb"``); ``intro``: the template's docstring.
+    """
+
+    def __init__(self, title: str, *, allow=("numpy",), forbid=None,
+                 submission: str | None = None, intro: str = ""):
+        self.title = title
+        self.allow = tuple(allow)
+        bad = [m for m in self.allow if m.partition(".")[0] in ALWAYS_FORBIDDEN]
+        if bad:
+            raise HomeworkError(f"allow = {list(self.allow)!r}: {', '.join(bad)} cannot be allowed")
+        forbid = AUTODIFF if forbid is None else tuple(forbid)
+        self.forbid = ALWAYS_FORBIDDEN + tuple(m for m in forbid if m not in self.allow
+                                               and m not in ALWAYS_FORBIDDEN)
+        self.submission = submission
+        self.intro = intro
+        self.exercises: list[Exercise] = []
+        self.path: str | None = None
+
+    def exercise(self, *, points: float, returns=(), score=None, title: str | None = None,
+                 functions=None, driver: str | None = None) -> Callable[[Callable], Exercise]:
+        """Decorator: the function is the reference; returns the :class:`Exercise`.
+
+        ``functions``: the student functions when they are not the reference's own name and
+        signature (the symbolic exercise: ``[v_rule, u_rule]``).  ``driver``: Python source,
+        sent to the sandbox, defining ``drive(submission, **args)`` that calls the
+        student's code and returns the outputs as NumPy arrays (for a PyTorch homework);
+        never the reference.
+        """
+        def make(reference):
+            ex = Exercise(reference, number=len(self.exercises) + 1, points=points,
+                          returns=returns, score=score, title=title, functions=functions,
+                          driver=driver)
+            if ex.name in [e.name for e in self.exercises]:
+                raise HomeworkError(f"two exercises are named {ex.name}")
+            self.exercises.append(ex)
+            return ex
+        return make
+
+    def by_name(self, name: str) -> Exercise:
+        for ex in self.exercises:
+            if ex.name == name:
+                return ex
+        raise KeyError(name)
+
+    def function_owner(self) -> dict[str, list[int]]:
+        """Student function name -> the numbers of the exercises that call it."""
+        out: dict[str, list[int]] = {}
+        for ex in self.exercises:
+            for f in ex.student_functions:
+                out.setdefault(f, []).append(ex.number)
+        return out
+
+    def template(self) -> str:
+        """The student's file: the intro, the imports, one stub per student function."""
+        intro = self.intro or f"{self.title}.\n\nFill in the functions below; keep their names " \
+            "and signatures (the autograder calls them)."
+        imports = "".join(f"import {m}\n" for m in self.allow if m == "numpy")
+        head = '"""' + intro.strip() + '\n"""\n\n' + (imports.replace("import numpy\n",
+                                                                         "import numpy as np\n"))
+        return head + "\n\n" + "\n\n".join(ex.stub() for ex in self.exercises)
+
+
+def load_homework(path) -> Homework:
+    """The :class:`Homework` defined in the module at ``path`` (exactly one)."""
+    p = Path(path)
+    if not p.is_file():
+        raise HomeworkError(f"--homework {path}: no such file")
+    name = f"_bpcheck_homework_{abs(hash(str(p.resolve())))}"
+    spec = importlib.util.spec_from_file_location(name, p)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except HomeworkError as err:
+        raise HomeworkError(f"--homework {path}: {err}") from None
+    found = [v for v in vars(module).values() if isinstance(v, Homework)]
+    if len(found) != 1:
+        raise HomeworkError(f"--homework {path}: expected one Homework(...) in the module, "
+                            f"found {len(found)}")
+    hw = found[0]
+    if not hw.exercises:
+        raise HomeworkError(f"--homework {path}: the homework declares no exercise")
+    for ex in hw.exercises:
+        if not ex._cases:
+            raise HomeworkError(f"--homework {path}: exercise {ex.name} has no case")
+    hw.path = str(p.resolve())
+    return hw
+
+
+def lecture() -> Homework:
+    """The lecture's homework (:mod:`bpcheck.grade.lecture`)."""
+    from .lecture import hw
+
+    return hw
+
+
+__all__ = ["AUTODIFF", "Case", "Custom", "Exercise", "Homework", "HomeworkError",
+           "RelativeError", "RuleCheck", "Scored", "load_homework"]

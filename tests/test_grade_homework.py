@@ -1,0 +1,132 @@
+"""An instructor's own homework module (examples/conv2d_homework.py, a NumPy conv2d_forward)
+graded, batched, templated and zipped for Gradescope without touching bpcheck's source;
+config values checked against the homework before anything runs."""
+
+import csv
+import json
+import sys
+import zipfile
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from autograder_helpers import run_autograder
+
+from bpcheck.cli import main as bpcheck_main
+from bpcheck.grade.config import ConfigError, load_config
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+HOMEWORK = EXAMPLES / "conv2d_homework.py"
+SUBMISSIONS = EXAMPLES / "conv2d_submissions"
+
+
+def run(*argv):
+    return bpcheck_main([str(a) for a in argv])
+
+
+def test_an_instructors_exercise_is_graded_and_its_mistake_named(tmp_path, capsys):
+    results = tmp_path / "r.json"
+    assert run("grade", SUBMISSIONS / "correct.py", "--homework", HOMEWORK, "--seed", 3,
+               "--results", results) == 0
+    assert "Total: 10 / 10" in capsys.readouterr().out
+    assert run("grade", SUBMISSIONS / "flipped.py", "--homework", HOMEWORK, "--seed", 3,
+               "--results", results) == 0
+    out = capsys.readouterr().out
+    assert "likely mistake: the filters are flipped" in out
+    assert "1.3  passed" in out  # 1x1 filters cannot tell a flip: right there
+    doc = json.loads(results.read_text())
+    assert 0 < doc["score"] < 10
+
+
+def test_the_template_is_generated_from_the_homework(tmp_path):
+    path = tmp_path / "conv.py"
+    assert run("grade", "--homework", HOMEWORK, "--template", path) == 0
+    text = path.read_text()
+    assert "def conv2d_forward(x, w, b, stride, pad):" in text
+    assert "H' = 1 + (H + 2 pad - HH) // stride" in text and "raise NotImplementedError" in text
+    assert "np.pad" not in text  # the reference stays with the instructor
+    compile(text, "conv.py", "exec")
+
+
+def test_grade_batch_has_one_column_per_exercise_of_the_homework(tmp_path):
+    grades = tmp_path / "grades.csv"
+    assert run("grade-batch", SUBMISSIONS, "--homework", HOMEWORK, "--seed", 3,
+               "--csv", grades) == 0
+    with grades.open() as f:
+        rows = {Path(r["submission"]).stem: r for r in csv.DictReader(f)}
+    assert set(rows) == {"correct", "flipped"}
+    assert float(rows["correct"]["exercise_1"]) == 10 and "exercise_2" not in rows["correct"]
+    assert float(rows["flipped"]["score"]) < 10
+
+
+def test_the_zip_bundles_the_homework_pins_versions_and_hides_the_hidden_case(tmp_path):
+    out = tmp_path / "autograder.zip"
+    assert run("gradescope-zip", out, "--homework", HOMEWORK) == 0
+    root = tmp_path / "autograder"
+    with zipfile.ZipFile(out) as zf:
+        names = set(zf.namelist())
+    doc = run_autograder(out, root, {"conv.py": (SUBMISSIONS / "flipped.py").read_text()})
+    assert {"homework.py", "requirements.txt", "setup.sh", "run_autograder"} <= names
+    pins = (root / "source" / "requirements.txt").read_text().split()
+    assert f"numpy=={metadata.version('numpy')}" in pins
+    assert f"sympy=={metadata.version('sympy')}" in pins
+    setup = (root / "source" / "setup.sh").read_text()
+    assert f"PY=python{sys.version_info.major}.{sys.version_info.minor}" in setup
+    tests = {t["number"]: t for t in doc["tests"]}
+    assert tests["1.4"]["visibility"] == "hidden" and tests["1.3"]["visibility"] == "visible"
+    # what a student sees before publication: the visible tests and the summary; the total
+    # (which counts the hidden case) is shown only once the grades are published
+    assert doc["visibility"] == "after_published"
+    seen = [t for t in doc["tests"] if t["visibility"] == "visible"]
+    student_view = doc["output"] + json.dumps(seen)
+    assert "1.4" not in student_view and "larger batch" not in student_view
+    assert "seed" not in doc["output"]
+    assert abs(doc["score"] - sum(t["score"] for t in doc["tests"])) < 1e-6
+
+
+@pytest.mark.parametrize("text,words", [
+    ("[exercises.1]\npoints = inf\n", "exercises.1.points = inf: expected a finite number"),
+    ("[exercises.1]\npoints = nan\n", "exercises.1.points = nan: expected a finite number"),
+    ("[exercises.1]\npoints = -1\n", "exercises.1.points = -1: expected a value >= 0"),
+    ("tolerance = nan\n", "tolerance = nan: expected a finite number"),
+    ("tolerance = 0\n", "tolerance = 0: expected a value > 0"),
+    ("[sandbox]\ntest_timeout_s = inf\n", "sandbox.test_timeout_s = inf: expected a finite"),
+    ("[sandbox]\nmemory_mb = 0\n", "sandbox.memory_mb = 0: expected a value > 0"),
+    ("[exercises.5]\npoints = 1\n", "exercises.5: no such exercise in the homework"),
+    ('submission = "../x.py"\n', "submission = '../x.py': expected a file name"),
+])
+def test_bad_config_values_are_named_before_anything_runs(tmp_path, capsys, text, words):
+    cfg = tmp_path / "g.toml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match=None) as err:
+        load_config(cfg, HOMEWORK)
+    assert words in str(err.value)
+    out = tmp_path / "a.zip"
+    assert run("gradescope-zip", out, "--config", cfg, "--homework", HOMEWORK) == 2
+    assert words in capsys.readouterr().err and not out.exists()
+    assert run("grade", SUBMISSIONS / "correct.py", "--config", cfg, "--homework", HOMEWORK,
+               "--results", tmp_path / "r.json") == 2
+
+
+def test_the_configured_submission_name_is_graded_and_the_choice_is_explained(tmp_path):
+    from bpcheck.grade.source import pick_submission
+
+    (tmp_path / "hw.ipynb").write_text("{}")
+    (tmp_path / "scratch.py").write_text("def conv2d_forward(x, w, b, stride, pad):\n    pass\n")
+    chosen, note = pick_submission(tmp_path, ["conv2d_forward"], "hw.ipynb")
+    assert chosen == tmp_path / "hw.ipynb" and note is None
+    chosen, note = pick_submission(tmp_path, ["conv2d_forward"])
+    assert chosen == tmp_path / "scratch.py"
+    assert "graded scratch.py" in note and 'submission = "NAME"' in note
+
+
+def test_the_readme_shows_the_real_report_of_the_example(capsys, tmp_path):
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    block = readme.split("$ bpcheck grade --homework examples/conv2d_homework.py "
+                         "examples/conv2d_submissions/flipped.py --seed 3\n", 1)[1]
+    shown = block.split("```", 1)[0]
+    assert run("grade", SUBMISSIONS / "flipped.py", "--homework", HOMEWORK, "--seed", 3,
+               "--results", tmp_path / "r.json") == 0
+    out = capsys.readouterr().out
+    real = out.split("Total: 2 / 10", 1)[0] + "Total: 2 / 10\n"
+    assert shown == real

@@ -1,0 +1,117 @@
+"""Every catalogued mistake of the lecture's homework is named and loses points: on each
+case (unless the case declares it cannot tell), and end to end through the sandbox for
+the mistakes students make most."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bpcheck.grade.config import parse_config
+from bpcheck.grade.grader import grade
+from bpcheck.grade.homework import _output_names
+from bpcheck.grade.lecture import hw
+
+CORRECT = (Path(__file__).parent / "grade_submissions" / "correct.py").read_text()
+
+
+def answer(ex, case, wrong):
+    """What the child would send back for a submission that makes the mistake ``wrong``."""
+    meta = {"result": {"type": "tuple", "length": len(ex.returns)}}
+    arrays = {}
+
+    def put(key, value):
+        a = np.asarray(value, dtype=np.float64)
+        arrays[key] = a
+        meta[key] = {"type": "float"} if a.ndim == 0 else \
+            {"type": "ndarray", "dtype": "float64", "shape": list(a.shape)}
+
+    for (name, kind), right in zip(_output_names(ex.returns), ex.expected(case)):
+        value = wrong.get(name, right)
+        if kind == "list":
+            meta[name] = {"type": "list", "length": len(value)}
+            for j, a in enumerate(value):
+                put(f"{name}/{j}", a)
+        else:
+            put(name, value)
+    return meta, arrays
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("ex", hw.exercises[:3], ids=lambda ex: ex.name)
+def test_each_catalogued_mistake_is_named_and_loses_points_on_every_case(ex, seed):
+    totals: dict[int, float] = {}
+    for case in ex.draw(seed):
+        names = [n for n, _ in ex.wrong_answers(case)]
+        assert set(case.misses) <= set(names), set(case.misses) - set(names)
+        for i, (name, wrong) in enumerate(ex.wrong_answers(case)):
+            scored = ex.scorer.score(ex, case, *answer(ex, case, wrong))
+            totals[i] = totals.get(i, 0.0) + scored.fraction * case.weight
+            if name in case.misses:
+                continue
+            assert scored.fraction < 1, (case.number, name)
+            text = "\n".join(scored.lines)
+            # named, or (lists in the wrong order) a shape the feedback points at
+            assert "likely mistake" in text or "expected shape" in text, (case.number, name)
+    full = sum(ex.weights())
+    for i, got in totals.items():
+        assert got < full, names[i]
+
+
+def test_the_right_answer_scores_full_marks_on_every_case():
+    for ex in hw.exercises[:3]:
+        for case in ex.draw(4):
+            assert ex.scorer.score(ex, case, *answer(ex, case, {})).fraction == 1.0
+
+
+def test_float32_answers_pass_at_a_float32_tolerance_unless_float64_is_demanded():
+    from bpcheck.grade.homework import RelativeError
+
+    ex = hw.exercises[0]
+    case = ex.draw(0)[0]
+    meta, arrays = answer(ex, case, {})
+    arrays["dW"] = arrays["dW"].astype(np.float32)
+    meta["dW"]["dtype"] = "float32"
+    assert ex.scorer.score(ex, case, meta, arrays).fraction == 1.0
+    strict = RelativeError(float64=True).score(ex, case, meta, arrays)
+    assert strict.fraction < 1 and any("expected dtype float64" in ln for ln in strict.lines)
+    arrays["dW"] = (arrays["dW"] * 1.01).astype(np.float32)  # wrong by 1 %: still wrong
+    assert ex.scorer.score(ex, case, meta, arrays).fraction < 1
+
+
+MISTAKES = {
+    "A": ([("dscores /= N\n    return loss, X.T", "return loss, X.T"),
+           ("dhidden[hidden <= 0] = 0", "dhidden[hidden < 0] = 0"),
+           ("np.diag(masks[l])", "np.diag(a[l + 1])"),
+           ("return V_next * B_next * D", "return V_next * B_next")],
+          {1: "the gradient is not divided by N", 2: "the ReLU mask is missing or never applies",
+           3: "D^(l) is diag(a^(l))", 4: "D^(l) is left out"}),
+    "B": ([("X.T @ dscores + reg * W,", "X.T @ dscores + 2 * reg * W,"),
+           ("db2 = dscores.sum(axis=0)", "db2 = dscores.sum(axis=0) + reg * b2"),
+           ("np.kron(V, a_prev[None, :])", "np.kron(a_prev[None, :], V)"),
+           ("kronecker_product(sympy.eye(V.shape[1]), a_prev.T)",
+            "kronecker_product(a_prev.T, sympy.eye(V.shape[1]))")],
+          {1: "the regularisation gradient is off by a factor 2",
+           2: "the biases are regularised", 3: "the Kronecker factors are swapped",
+           4: "the Kronecker factors are swapped"}),
+    "C": ([("Vs[0] @ Bs[l + 1] @ np.diag(masks[l])", "Vs[0] @ Bs[l + 1]")],
+          {3: "D^(l) is left out"}),
+}
+
+
+@pytest.mark.parametrize("which", sorted(MISTAKES))
+def test_the_lectures_usual_mistakes_are_named_and_lose_points_end_to_end(tmp_path, which):
+    edits, expected = MISTAKES[which]
+    source = CORRECT
+    for old, new in edits:
+        assert old in source, old
+        source = source.replace(old, new)
+    path = tmp_path / f"mistakes_{which}.py"
+    path.write_text(source)
+    points = {str(e): {"points": 25 if e in expected else 0} for e in (1, 2, 3, 4)}
+    report = grade(path, parse_config({"exercises": points}), seed=5)
+    for e, message in expected.items():
+        tests = [t for t in report.tests if t.exercise == e]
+        text = "\n".join(ln for t in tests for ln in t.lines)
+        assert report.exercise_score(e) < 25, (e, text)
+        assert message in text, (e, text)

@@ -1,0 +1,47 @@
+"""A lecture-style notebook is executed once: plots (headless), a long training loop and
+the PyTorch cell (refused in the NumPy homework, reported once) cost nothing; a cell past
+its time budget is stopped and named once, the next cells run and the functions already
+defined are graded."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from bpcheck.grade.config import parse_config
+from bpcheck.grade.grader import grade
+
+sys.path.insert(0, str(Path(__file__).parent / "grade_submissions"))
+import lecture_notebook  # noqa: E402
+
+
+def test_a_lecture_style_notebook_scores_full_marks_and_runs_once(tmp_path):
+    path = tmp_path / "lecture.ipynb"
+    lecture_notebook.write(path, steps=2000)
+    report = grade(path, seed=3)
+    assert report.score == report.max_score == 100, \
+        [(t.number, t.lines) for t in report.tests if not t.passed]
+    assert report.student_output.count("iteration 0: loss") == 1  # loaded once, printed once
+    assert "training accuracy" in report.student_output  # the plot cell ran headless
+    notes = "\n".join(report.messages)
+    assert notes.count("cell 4 raised ImportError: torch is not allowed") == 1
+    assert "cell 1" not in notes and "cell 3" not in notes
+
+
+@pytest.mark.parametrize("budget", [2])
+def test_a_cell_over_its_budget_is_stopped_and_named_once(tmp_path, budget):
+    import nbformat
+
+    source = lecture_notebook.CORRECT
+    split = source.index("def backprop_factors")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(source[:split]),
+                nbformat.v4.new_code_cell("import time\nwhile True:\n    time.sleep(0.1)\n"),
+                nbformat.v4.new_code_cell(source[split:])]
+    path = tmp_path / "slow.ipynb"
+    nbformat.write(nb, str(path))
+    cfg = parse_config({"sandbox": {"cell_timeout_s": budget}})
+    report = grade(path, cfg, seed=1)
+    assert report.score == report.max_score, \
+        [(t.number, t.lines) for t in report.tests if not t.passed]
+    assert report.messages.count(f"cell 2 stopped after {budget} s (the other cells were run)") == 1
