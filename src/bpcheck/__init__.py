@@ -7,6 +7,7 @@ Conventions: ``B^(l)`` has shape ``(d_l, d_{l-1})``, inputs are rows of
 from ._activations import Activation as Activation
 from ._gauss_newton import gauss_newton as gauss_newton
 from ._gauss_newton import gauss_newton_matvec as gauss_newton_matvec
+from ._losses import Loss as Loss
 from ._ntk import ntk as ntk
 from ._params import flatten_params as flatten_params
 from ._params import init_params as init_params
@@ -25,6 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Activation",
     "LayerFactors",
+    "Loss",
     "flatten_params",
     "forward",
     "gauss_newton",
