@@ -124,9 +124,9 @@ def forward(params: Any, X: Any, *, activation: Any = "relu"):
     output layer is linear.  Returns shape ``(N, K)`` (or ``(K,)``), in NumPy or JAX
     following the inputs (JAX: compiled once per configuration).
     """
-    params, _, X2, single, xp, _ = prepare(params, X)
+    params, _, X2, single, xp, _, unchecked = prepare(params, X, defer_finite=True)
     acts = resolve_activations(activation, len(params) - 1)
-    out = call(_outputs, xp, (acts,), params, X2)
+    out = call(_outputs, xp, (acts,), params, X2, unchecked=unchecked)
     return out[0] if single else out
 
 
@@ -150,9 +150,9 @@ def jacobian_factors(params: Any, X: Any, *, activation: Any = "relu") -> list[L
     ``V^(l) = V^(l+1) B^(l+1) D^(l)`` with ``V^(L+1) = I_K``.  NumPy in, NumPy out; JAX in,
     JAX out (compiled once per configuration; jit/vmap-able).
     """
-    params, _, X2, single, xp, _ = prepare(params, X)
+    params, _, X2, single, xp, _, unchecked = prepare(params, X, defer_finite=True)
     acts = resolve_activations(activation, len(params) - 1)
-    records = call(_factors, xp, (acts,), params, X2)
+    records = call(_factors, xp, (acts,), params, X2, unchecked=unchecked)
     if single:
         records = [LayerFactors(*(t[0] for t in r)) for r in records]
     return records
@@ -255,10 +255,10 @@ def jacobian(params: Any, X: Any, *, activation: Any = "relu"):
     written once, in place, by all cores.  JAX inputs: compiled once per configuration,
     usable under ``jax.jit`` and ``jax.vmap``.
     """
-    params, widths, X2, single, xp, _ = prepare(params, X)
+    params, widths, X2, single, xp, _, unchecked = prepare(params, X, defer_finite=True)
     acts = resolve_activations(activation, len(params) - 1)
     if xp is not np:
-        J = call(_jacobian_jax, xp, (acts,), params, X2)
+        J = call(_jacobian_jax, xp, (acts,), params, X2, unchecked=unchecked)
         return J[0] if single else J
     size = X2.shape[0] * widths[-1] * sum(d * (dp + 1) for dp, d in zip(widths, widths[1:]))
     with _single_threaded_blas(size >= _THREADED_SIZE):
