@@ -98,7 +98,7 @@ def train_factored(X: Any, y: Any, params: Any, *, step_size: float = 1.0, reg: 
     params, widths = check_network(params, X.shape[1], K)
     X = X.astype(np.result_type(X.dtype, params[0][0].dtype, np.float32))
     params = [(B.astype(X.dtype), b.astype(X.dtype)) for B, b in params]
-    onehot = (y[:, None] == np.arange(K)).astype(X.dtype)
+    onehot = (y[:, None] == np.arange(widths[-1])).astype(X.dtype)  # K outputs, >= the classes
     acts = resolve_activations("relu", len(params) - 1)
 
     def step(p):
