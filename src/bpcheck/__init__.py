@@ -1,11 +1,13 @@
-"""bpcheck: the backpropagation recursion of deep ReLU networks, checked and put to work.
+"""bpcheck: the backpropagation recursion of deep networks, checked and put to work.
 
 Conventions (docs/conventions.md): ``B^(l)`` has shape ``(d_l, d_{l-1})``, inputs are rows of
 ``X`` ``(N, d_0)``, and ``beta = [vec(B^(1)'), b^(1), ..., vec(B^(L+1)'), b^(L+1)]``.
 """
 
+from ._activations import Activation as Activation
 from ._gauss_newton import gauss_newton as gauss_newton
 from ._gauss_newton import gauss_newton_matvec as gauss_newton_matvec
+from ._losses import Loss as Loss
 from ._ntk import ntk as ntk
 from ._params import flatten_params as flatten_params
 from ._params import init_params as init_params
@@ -22,7 +24,9 @@ from .spiral import make_spiral as make_spiral
 __version__ = "0.1.0"
 
 __all__ = [
+    "Activation",
     "LayerFactors",
+    "Loss",
     "flatten_params",
     "forward",
     "gauss_newton",

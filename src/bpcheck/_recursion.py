@@ -1,13 +1,15 @@
 """The backward recursion of the lecture's bonus question, and the Jacobian it gives.
 
-For widths ``d_0, ..., d_{L+1}``::
+For widths ``d_0, ..., d_{L+1}`` and elementwise activations ``sigma_l`` (ReLU by default)::
 
-    z^(l) = B^(l) a^(l-1) + b^(l),      a^(l) = max(0, z^(l)),     a^(0) = x
-    D^(l) = diag(1[z^(l) > 0])
+    z^(l) = B^(l) a^(l-1) + b^(l),      a^(l) = sigma_l(z^(l)),     a^(0) = x
+    D^(l) = diag(sigma_l'(z^(l)))                             (ReLU: 1[z^(l) > 0])
     V^(L+1) = I_K,   V^(l) = V^(l+1) B^(l+1) D^(l)         (= d z^(L+1) / d b^(l)')
     U^(l) = V^(l) (I_{d_l} kron a^(l-1)')                    (= d z^(L+1) / d beta^(l)')
 
 Batched, one example per row, ``U^(l)[n, k, i*d_{l-1} + j] = V^(l)[n, k, i] * a^(l-1)[n, j]``.
+The same recursion applied to one vector per example gives ``J' e`` (:func:`pullback`,
+right to left) and ``J v`` (:func:`push`, left to right) without the factors.
 No autodiff is used here; the tests compare against ``jax.jacrev``.
 """
 
@@ -21,7 +23,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._arrays import highest_precision, prepare
+from ._activations import resolve_activations
+from ._arrays import prepare
+from ._compiled import call
 
 
 class LayerFactors(NamedTuple):
@@ -36,49 +40,28 @@ class LayerFactors(NamedTuple):
     a_prev: Any
     """``a^(l-1)``, the layer's input, shape ``(N, d_{l-1})``."""
     D: Any
-    """The diagonal of ``D^(l) = diag(1[z^(l) > 0])``, shape ``(N, d_l)``; all ones for
-    the output layer ``l = L+1``, which has no activation."""
+    """The diagonal of ``D^(l) = diag(sigma_l'(z^(l)))`` (ReLU: ``1[z^(l) > 0]``), shape
+    ``(N, d_l)``; all ones for the output layer ``l = L+1``, which has no activation."""
     z: Any
     """The pre-activation ``z^(l)``, shape ``(N, d_l)``."""
 
 
-def _forward_layers(params, X, xp):
-    """Pre-activations ``z^(l)`` and inputs ``a^(l-1)`` for every layer, plus masks."""
+def _forward_layers(params, X, acts, xp):
+    """Inputs ``a^(l-1)`` and pre-activations ``z^(l)`` of every layer ``l = 1..L+1``, and the
+    diagonals of ``D^(l)`` for the hidden layers ``l = 1..L``."""
     a = X
-    a_prevs, zs, masks = [], [], []
-    last = len(params) - 1
-    for l, (B, b) in enumerate(params):
+    a_prevs, zs, Ds = [], [], []
+    for (B, b), act in zip(params, acts + (None,)):
         z = a @ B.T + b
         a_prevs.append(a)
         zs.append(z)
-        if l < last:
-            on = z > 0
-            masks.append(on.astype(z.dtype))
-            a = xp.where(on, z, 0)  # max(0, z) without -0.0
-        else:
-            masks.append(xp.ones_like(z))
-    return a_prevs, zs, masks
+        if act is not None:
+            a, D = act.value_and_derivative(z, xp)
+            Ds.append(D)
+    return a_prevs, zs, Ds
 
 
-def forward(params: Any, X: Any):
-    """Network outputs ``z^(L+1)``.
-
-    ``params``: ``[(B^(1), b^(1)), ..., (B^(L+1), b^(L+1))]``, ``B^(l)`` of shape
-    ``(d_l, d_{l-1})``.  ``X``: inputs, shape ``(N, d_0)`` or ``(d_0,)``.  Returns shape
-    ``(N, K)`` (or ``(K,)``), in NumPy or JAX following the inputs.
-    """
-    params, _, X2, single, xp = prepare(params, X)
-    a = X2
-    with highest_precision(xp):
-        for B, b in params[:-1]:
-            z = a @ B.T + b
-            a = xp.where(z > 0, z, 0)
-        B, b = params[-1]
-        out = a @ B.T + b
-    return out[0] if single else out
-
-
-def _backward(params, masks, N, xp, dtype):
+def _backward(params, acts, Ds, N, xp, dtype):
     """``V^(l)`` for ``l = L+1, ..., 1``: ``V^(l) = V^(l+1) B^(l+1) D^(l)`` from ``V^(L+1) = I``."""
     K = params[-1][0].shape[0]
     V = xp.broadcast_to(xp.eye(K, dtype=dtype), (N, K, K))
@@ -87,7 +70,7 @@ def _backward(params, masks, N, xp, dtype):
         B_next = params[l + 1][0]
         d_next, d = B_next.shape
         VB = (V.reshape(N * K, d_next) @ B_next).reshape(N, K, d)
-        V = xp.where(masks[l][:, None, :] > 0, VB, 0)  # times D^(l), without -0.0
+        V = acts[l].times_derivative(VB, Ds[l][:, None, :], xp)
         Vs.append(V)
     Vs.reverse()
     if xp is np:
@@ -95,25 +78,92 @@ def _backward(params, masks, N, xp, dtype):
     return Vs
 
 
-def jacobian_factors(params: Any, X: Any) -> list[LayerFactors]:
+def pullback(params, acts, Ds, e, xp):
+    """``delta^(l) = V^(l)' e`` for every layer, from ``V^(L+1)' e = e`` (``e``: ``(N, K)``).
+
+    ``V^(l)' e = D^(l) B^(l+1)' V^(l+1)' e``, the transpose of :func:`_backward`'s step.
+    Returns ``L+1`` arrays ``(N, d_l)`` in layer order.
+    """
+    deltas = [e]
+    for l in range(len(params) - 2, -1, -1):
+        deltas.append(acts[l].times_derivative(deltas[-1] @ params[l + 1][0], Ds[l], xp))
+    deltas.reverse()
+    return deltas
+
+
+def push(params, acts, Ds, a_prevs, tangents, xp):
+    """``J v = sum_l V^(l) (dB^(l) a^(l-1) + db^(l))`` by Horner's rule, shape ``(N, K)``.
+
+    ``tangents``: ``[(dB^(l), db^(l))]`` shaped like ``params``.  With
+    ``t^(l) = sum_{m <= l} (V^(l) of layer m's term)``: ``t^(1) = dB^(1) a^(0) + db^(1)``,
+    ``t^(l) = B^(l) D^(l-1) t^(l-1) + dB^(l) a^(l-1) + db^(l)``, ``J v = t^(L+1)``.
+    """
+    t = None
+    for l, ((B, _), (dB, db)) in enumerate(zip(params, tangents)):
+        own = a_prevs[l] @ dB.T + db
+        t = own if t is None else acts[l - 1].times_derivative(t, Ds[l - 1], xp) @ B.T + own
+    return t
+
+
+def _outputs(params, X, acts, xp):
+    a = X
+    for (B, b), act in zip(params[:-1], acts):
+        a = act.value(a @ B.T + b, xp)
+    B, b = params[-1]
+    return a @ B.T + b
+
+
+def forward(params: Any, X: Any, *, activation: Any = "relu"):
+    """Network outputs ``z^(L+1)``.
+
+    ``params``: ``[(B^(1), b^(1)), ..., (B^(L+1), b^(L+1))]``, ``B^(l)`` of shape
+    ``(d_l, d_{l-1})``.  ``X``: inputs, shape ``(N, d_0)`` or ``(d_0,)``.
+    ``activation``: a name (``"relu"``, ``"leaky_relu"``, ``"elu"``, ``"tanh"``,
+    ``"sigmoid"``, ``"softplus"``, ``"gelu"``, ``"gelu_tanh"``, ``"identity"``), a
+    :class:`bpcheck.Activation`, or a list of ``L`` of those, one per hidden layer; the
+    output layer is linear.  Returns shape ``(N, K)`` (or ``(K,)``), in NumPy or JAX
+    following the inputs (JAX: compiled once per configuration).
+    """
+    params, _, X2, single, xp, _, unchecked = prepare(params, X, defer_finite=True)
+    acts = resolve_activations(activation, len(params) - 1)
+    out = call(_outputs, xp, (acts,), params, X2, unchecked=unchecked)
+    return out[0] if single else out
+
+
+def _factors(params, X, acts, xp):
+    a_prevs, zs, Ds = _forward_layers(params, X, acts, xp)
+    Vs = _backward(params, acts, Ds, X.shape[0], xp, X.dtype)
+    Ds = Ds + [xp.ones_like(zs[-1])]
+    return [LayerFactors(V, a, D, z) for V, a, D, z in zip(Vs, a_prevs, Ds, zs)]
+
+
+def jacobian_factors(params: Any, X: Any, *, activation: Any = "relu") -> list[LayerFactors]:
     """Per-layer factors of the Jacobian, by the backward recursion (no autodiff).
 
     ``params``: ``[(B^(l), b^(l))]``, ``B^(l)`` of shape ``(d_l, d_{l-1})``.
     ``X``: inputs, shape ``(N, d_0)`` or a single example ``(d_0,)``.
+    ``activation``: as in :func:`forward`.
 
     Returns ``L+1`` :class:`LayerFactors`; record ``l-1`` holds ``V`` = ``V^(l)``
     ``(N, K, d_l)``, ``a_prev`` = ``a^(l-1)`` ``(N, d_{l-1})``, ``D`` (the diagonal of
-    ``D^(l)``) and ``z`` = ``z^(l)``, both ``(N, d_l)``.  ``V^(l) = V^(l+1) B^(l+1) D^(l)``
-    with ``V^(L+1) = I_K``.  NumPy in, NumPy out; JAX in, JAX out (jit/vmap-able).
+    ``D^(l) = diag(sigma'(z^(l)))``) and ``z`` = ``z^(l)``, both ``(N, d_l)``.
+    ``V^(l) = V^(l+1) B^(l+1) D^(l)`` with ``V^(L+1) = I_K``.  NumPy in, NumPy out; JAX in,
+    JAX out (compiled once per configuration; jit/vmap-able).
     """
-    params, _, X2, single, xp = prepare(params, X)
-    with highest_precision(xp):
-        a_prevs, zs, masks = _forward_layers(params, X2, xp)
-        Vs = _backward(params, masks, X2.shape[0], xp, X2.dtype)
-    records = [LayerFactors(V, a, m, z) for V, a, m, z in zip(Vs, a_prevs, masks, zs)]
+    params, _, X2, single, xp, _, unchecked = prepare(params, X, defer_finite=True)
+    acts = resolve_activations(activation, len(params) - 1)
+    records = call(_factors, xp, (acts,), params, X2, unchecked=unchecked)
     if single:
         records = [LayerFactors(*(t[0] for t in r)) for r in records]
     return records
+
+
+def _as_blocks(block, d, dp):
+    """A view of ``block`` (``(..., d * dp)``, last axis unit-strided) as ``(..., d, dp)``:
+    where ``vec(M')`` of a ``(d, dp)`` matrix ``M`` is written in place."""
+    s = block.strides
+    return np.lib.stride_tricks.as_strided(block, shape=block.shape[:-1] + (d, dp),
+                                           strides=s[:-1] + (s[-1] * dp, s[-1]))
 
 
 def _fill_numpy(out, factors, n0, n1):
@@ -121,13 +171,8 @@ def _fill_numpy(out, factors, n0, n1):
     off = 0
     for f in factors:
         V, a = f.V[n0:n1], f.a_prev[n0:n1]
-        n, K, d = V.shape
-        dp = a.shape[1]
-        block = out[n0:n1, :, off:off + d * dp]
-        s = block.strides
-        view = np.lib.stride_tricks.as_strided(
-            block, shape=(n, K, d, dp), strides=(s[0], s[1], s[2] * dp, s[2])
-        )
+        d, dp = V.shape[2], a.shape[1]
+        view = _as_blocks(out[n0:n1, :, off:off + d * dp], d, dp)
         np.multiply(V[:, :, :, None], a[:, None, None, :], out=view)
         off += d * dp
         out[n0:n1, :, off:off + d] = V
@@ -196,20 +241,26 @@ def _assemble_jax(factors):
     return out
 
 
-def jacobian(params: Any, X: Any):
+def _jacobian_jax(params, X, acts, xp):
+    return _assemble_jax(_factors(params, X, acts, xp))
+
+
+def jacobian(params: Any, X: Any, *, activation: Any = "relu"):
     """The per-example Jacobian ``d z^(L+1) / d beta'``, assembled from the factors.
 
-    ``X``: inputs, shape ``(N, d_0)`` (or ``(d_0,)``).  Returns ``(N, K, P)`` (or
-    ``(K, P)``), columns in ``beta`` order ``[vec(B^(1)'), b^(1), ...]``; the block of
-    ``vec(B^(l)')`` is ``U^(l) = V^(l) (I kron a^(l-1)')`` and that of ``b^(l)`` is
-    ``V^(l)``.  NumPy inputs: written once, in place, by all cores.  JAX inputs: a
-    traceable expression, usable under ``jax.jit`` and ``jax.vmap``.
+    ``X``: inputs, shape ``(N, d_0)`` (or ``(d_0,)``); ``activation``: as in
+    :func:`forward`.  Returns ``(N, K, P)`` (or ``(K, P)``), columns in ``beta`` order
+    ``[vec(B^(1)'), b^(1), ...]``; the block of ``vec(B^(l)')`` is
+    ``U^(l) = V^(l) (I kron a^(l-1)')`` and that of ``b^(l)`` is ``V^(l)``.  NumPy inputs:
+    written once, in place, by all cores.  JAX inputs: compiled once per configuration,
+    usable under ``jax.jit`` and ``jax.vmap``.
     """
-    params, widths, X2, single, xp = prepare(params, X)
+    params, widths, X2, single, xp, _, unchecked = prepare(params, X, defer_finite=True)
+    acts = resolve_activations(activation, len(params) - 1)
+    if xp is not np:
+        J = call(_jacobian_jax, xp, (acts,), params, X2, unchecked=unchecked)
+        return J[0] if single else J
     size = X2.shape[0] * widths[-1] * sum(d * (dp + 1) for dp, d in zip(widths, widths[1:]))
-    with _single_threaded_blas(xp is np and size >= _THREADED_SIZE), highest_precision(xp):
-        a_prevs, zs, masks = _forward_layers(params, X2, xp)
-        Vs = _backward(params, masks, X2.shape[0], xp, X2.dtype)
-        factors = [LayerFactors(V, a, m, z) for V, a, m, z in zip(Vs, a_prevs, masks, zs)]
-        J = _assemble_numpy(factors) if xp is np else _assemble_jax(factors)
+    with _single_threaded_blas(size >= _THREADED_SIZE):
+        J = _assemble_numpy(_factors(params, X2, acts, np))
     return J[0] if single else J

@@ -1,0 +1,189 @@
+"""Elementwise activations ``a = sigma(z)`` and their derivatives ``D = diag(sigma'(z))``.
+
+The recursion ``V^(l) = V^(l+1) B^(l+1) D^(l)`` holds for any elementwise activation with
+``D^(l) = diag(sigma'(z^(l)))``; each :class:`Activation` gives ``sigma`` and ``sigma'``
+side by side, for NumPy and for ``jax.numpy`` (traceable under ``jax.jit``).
+
+ReLU keeps the lecture's exact 0/1 mask, ``sigma'(0) = 0`` (``dhidden[hidden_layer <= 0] =
+0``); leaky ReLU and ELU take the left derivative at their kink too (``slope``,
+``alpha``).  The output layer has no activation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_GELU_TANH_C = 0.044715
+
+_PARAMETERS = {
+    "relu": {},
+    "leaky_relu": {"slope": 0.01},
+    "elu": {"alpha": 1.0},
+    "tanh": {},
+    "sigmoid": {},
+    "softplus": {},
+    "gelu": {},
+    "gelu_tanh": {},
+    "identity": {},
+}
+NAMES = tuple(_PARAMETERS)
+
+
+def _erf(z, xp):
+    if xp is not np:
+        import jax.scipy.special
+
+        return jax.scipy.special.erf(z)
+    try:
+        from scipy.special import erf
+    except ImportError:  # pragma: no cover - scipy comes with JAX
+        return np.frompyfunc(math.erf, 1, 1)(z).astype(z.dtype)
+    return erf(z)
+
+
+def _sigmoid(z, xp):
+    e = xp.exp(-xp.abs(z))  # never overflows
+    return xp.where(z >= 0, 1 / (1 + e), e / (1 + e))
+
+
+class Activation:
+    """An elementwise activation by name, with its parameters.
+
+    ``Activation("relu")`` (default of every function), ``"leaky_relu"`` (``slope``,
+    default 0.01: ``z`` for ``z > 0``, ``slope * z`` otherwise), ``"elu"`` (``alpha``,
+    default 1.0: ``alpha (exp(z) - 1)`` for ``z <= 0``), ``"tanh"``, ``"sigmoid"``,
+    ``"softplus"`` (``log(1 + exp(z))``), ``"gelu"`` (exact, ``z Phi(z)`` with the normal
+    CDF ``Phi``), ``"gelu_tanh"`` (the tanh approximation
+    ``0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3)))``) and ``"identity"``.
+
+    >>> Activation("leaky_relu", slope=0.2)
+    Activation('leaky_relu', slope=0.2)
+    """
+
+    __slots__ = ("name", "params")
+
+    def __init__(self, name: str, **params: float):
+        if not isinstance(name, str) or name not in _PARAMETERS:
+            raise ValueError(f"activation: expected one of {NAMES} or an Activation, got {name!r}")
+        allowed = _PARAMETERS[name]
+        for key, value in params.items():
+            if key not in allowed:
+                want = f"its parameters are {tuple(allowed)}" if allowed else "it takes no parameters"
+                raise TypeError(f"Activation({name!r}): unknown parameter {key}={value!r}; {want}")
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise TypeError(f"Activation({name!r}): {key} must be a real number, got {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"Activation({name!r}): {key} must be finite, got {value!r}")
+        self.name = name
+        self.params = tuple((k, float(params.get(k, v))) for k, v in allowed.items())
+
+    def __repr__(self) -> str:
+        extra = "".join(f", {k}={v!r}" for k, v in self.params)
+        return f"Activation({self.name!r}{extra})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Activation) and (self.name, self.params) == (other.name, other.params)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.params))
+
+    @property
+    def has_kink(self) -> bool:
+        """True where ``sigma'`` jumps at ``z = 0`` (relu, leaky relu, elu with ``alpha != 1``)."""
+        p = dict(self.params)
+        return self.name in ("relu", "leaky_relu") and p.get("slope") != 1.0 or (
+            self.name == "elu" and p["alpha"] != 1.0
+        )
+
+    def value(self, z, xp):
+        """``sigma(z)``, elementwise, same shape and dtype as ``z``."""
+        return self.value_and_derivative(z, xp)[0]
+
+    def derivative(self, z, xp):
+        """``sigma'(z)``, elementwise: the diagonal of ``D``."""
+        return self.value_and_derivative(z, xp)[1]
+
+    def value_and_derivative(self, z, xp):
+        """``(sigma(z), sigma'(z))``, sharing the work between the two."""
+        name, p = self.name, dict(self.params)
+        one = xp.ones((), dtype=z.dtype)
+        if name == "relu":
+            on = z > 0
+            return xp.where(on, z, 0), on.astype(z.dtype)  # where: max(0, z) without -0.0
+        if name == "leaky_relu":
+            on = z > 0
+            return xp.where(on, z, p["slope"] * z), xp.where(on, one, p["slope"]).astype(z.dtype)
+        if name == "elu":
+            on = z > 0
+            e = xp.exp(xp.minimum(z, 0))  # never overflows
+            return (xp.where(on, z, p["alpha"] * (e - 1)),
+                    xp.where(on, one, p["alpha"] * e).astype(z.dtype))
+        if name == "tanh":
+            t = xp.tanh(z)
+            return t, 1 - t * t
+        if name == "sigmoid":
+            s = _sigmoid(z, xp)
+            return s, s * (1 - s)
+        if name == "softplus":
+            return xp.log1p(xp.exp(-xp.abs(z))) + xp.maximum(z, 0), _sigmoid(z, xp)
+        if name == "gelu":
+            cdf = 0.5 * (1 + _erf(z * (1 / math.sqrt(2.0)), xp))
+            pdf = xp.exp(-0.5 * z * z) * (1 / math.sqrt(2 * math.pi))
+            return z * cdf, cdf + z * pdf
+        if name == "gelu_tanh":
+            inner = _SQRT_2_OVER_PI * (z + _GELU_TANH_C * z * z * z)
+            t = xp.tanh(inner)
+            d_inner = _SQRT_2_OVER_PI * (1 + 3 * _GELU_TANH_C * z * z)
+            return 0.5 * z * (1 + t), 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * d_inner
+        return z, xp.ones_like(z)  # identity
+
+    def times_derivative(self, M, D, xp):
+        """``M * D`` with ``D = sigma'(z)`` broadcast over ``M``'s last axis; ReLU selects
+        by its 0/1 mask (no ``-0.0``, no multiplication)."""
+        if self.name == "relu":
+            return xp.where(D > 0, M, 0)
+        if self.name == "identity":
+            return M
+        return M * D
+
+
+RELU = Activation("relu")
+
+
+def _one(value: Any, where: str) -> Activation:
+    if isinstance(value, Activation):
+        return value
+    if isinstance(value, str):
+        if value not in _PARAMETERS:
+            raise ValueError(f"{where}: expected one of {NAMES} or an Activation, got {value!r}")
+        return Activation(value)
+    raise TypeError(
+        f"{where}: expected an activation name {NAMES}, an Activation, or a list of those "
+        f"(one per hidden layer), got {type(value).__name__} {value!r:.60}"
+    )
+
+
+def resolve_activations(activation: Any, L: int) -> tuple[Activation, ...]:
+    """One :class:`Activation` per hidden layer ``l = 1..L`` from the ``activation=`` argument.
+
+    ``activation``: a name, an :class:`Activation`, or a list/tuple of ``L`` of those (one
+    per hidden layer, in layer order).  A single value applies to every hidden layer.
+    """
+    if isinstance(activation, (list, tuple)):
+        if len(activation) != L:
+            raise ValueError(
+                f"activation: expected one entry per hidden layer (L = {L} for these params), "
+                f"got a {type(activation).__name__} of {len(activation)}: {list(activation)!r:.120}"
+            )
+        return tuple(_one(a, f"activation[{i}]") for i, a in enumerate(activation))
+    if isinstance(activation, Sequence) and not isinstance(activation, str):
+        raise TypeError(
+            f"activation: expected a name, an Activation, or a list/tuple of those, "
+            f"got {type(activation).__name__}"
+        )
+    return (_one(activation, "activation"),) * L

@@ -1,0 +1,153 @@
+"""Activations: sigma and sigma' against JAX's own definitions, the recursion's Jacobian for
+every activation against jax.jacrev and centred finite differences (float64), and the
+errors for a wrong name, list length or parameter."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bpcheck
+from bpcheck import Activation
+from bpcheck._activations import NAMES, resolve_activations
+from bpcheck.numcheck import _jax_activation
+
+from helpers import rel_err
+
+PARAMS = {"leaky_relu": {"slope": 0.2}, "elu": {"alpha": 0.7}}
+# JAX's own definitions (jax.nn.relu, jax.nn.gelu, ...), written independently of
+# bpcheck._activations; bpcheck verify uses the same ones.
+REFERENCE = {name: _jax_activation(Activation(name, **PARAMS.get(name, {}))) for name in NAMES}
+
+
+def act(name):
+    return Activation(name, **PARAMS.get(name, {}))
+
+
+def ref_mlp(params, x, names):
+    for (B, b), name in zip(params[:-1], names):
+        x = REFERENCE[name](x @ B.T + b)
+    B, b = params[-1]
+    return x @ B.T + b
+
+
+def away_from_kinks(params, X, names):
+    """Inputs whose hidden pre-activations are all at least 1e-3 from 0 (the kinks)."""
+    a, keep = X, np.ones(len(X), bool)
+    for (B, b), name in zip(params[:-1], names):
+        z = a @ B.T + b
+        keep &= (np.abs(z) > 1e-3).all(axis=1)
+        a = np.asarray(act(name).value(z, np))
+    return X[keep]
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("xp", [np, jnp], ids=["numpy", "jax"])
+def test_value_and_derivative_equal_jax_definitions_and_jax_grad(name, xp):
+    z = np.concatenate([np.linspace(-6, 6, 101), [-40.0, 40.0, -800.0, 800.0]])
+    z = z[np.abs(z) > 1e-9]  # sigma' at a kink is a convention, tested separately
+    value, deriv = act(name).value_and_derivative(xp.asarray(z), xp)
+    want = REFERENCE[name](jnp.asarray(z))
+    want_d = jax.vmap(jax.grad(REFERENCE[name]))(jnp.asarray(z))
+    assert rel_err(value, want) < 1e-14
+    assert rel_err(deriv, want_d) < 1e-14
+    assert np.isfinite(np.asarray(deriv)).all()
+
+
+def test_value_and_derivative_are_jit_traceable():
+    z = jnp.linspace(-3, 3, 11)
+    for name in NAMES:
+        v, d = jax.jit(functools.partial(act(name).value_and_derivative, xp=jnp))(z)
+        assert rel_err(v, act(name).value(np.asarray(z), np)) < 1e-15
+        assert rel_err(d, act(name).derivative(np.asarray(z), np)) < 1e-15
+
+
+def test_kinked_activations_take_the_left_derivative_at_zero():
+    z = np.zeros(1)
+    assert Activation("relu").derivative(z, np)[0] == 0.0
+    assert Activation("leaky_relu", slope=0.3).derivative(z, np)[0] == 0.3
+    assert Activation("elu", alpha=0.5).derivative(z, np)[0] == 0.5
+    assert Activation("relu").has_kink and not Activation("tanh").has_kink
+    assert not Activation("elu").has_kink  # alpha = 1: sigma' is continuous
+
+
+MIXED = ["tanh", "gelu", "leaky_relu", "softplus"]
+
+
+@pytest.mark.parametrize("names", [[n] * 3 for n in NAMES] + [MIXED],
+                         ids=[*NAMES, "mixed"])
+def test_jacobian_with_activation_equals_jacrev_and_finite_differences(names):
+    rng = np.random.default_rng(1)
+    widths = [3] + [6, 5, 4, 7][: len(names)] + [2]
+    params = [(rng.standard_normal((d, dp)) / np.sqrt(dp), 0.3 * rng.standard_normal(d))
+              for dp, d in zip(widths, widths[1:])]
+    X = away_from_kinks(params, rng.standard_normal((12, 3)), names)[:5]
+    assert len(X) >= 3
+    activation = [act(n) for n in names]
+    J = bpcheck.jacobian(params, X, activation=activation)
+    beta = bpcheck.flatten_params(params)
+
+    @jax.jit
+    def f(beta, x):
+        return ref_mlp(bpcheck.unflatten_params(beta, widths), x, names)
+
+    J_ref = jax.jit(jax.vmap(jax.jacrev(f), in_axes=(None, 0)))(jnp.asarray(beta), jnp.asarray(X))
+    assert rel_err(J, J_ref) < 1e-12
+    h = 1e-6
+    for p in rng.choice(beta.size, 8, replace=False):
+        step = np.zeros_like(beta)
+        step[p] = h
+        fd = (np.asarray(f(beta + step, X)) - np.asarray(f(beta - step, X))) / (2 * h)
+        assert np.max(np.abs(J[:, :, p] - fd)) < 1e-7 * max(1.0, np.max(np.abs(fd)))
+    # the factors carry D = sigma'(z); the forward pass carries sigma
+    fs = bpcheck.jacobian_factors(params, X, activation=activation)
+    for f_l, a in zip(fs[:-1], activation):
+        assert np.array_equal(f_l.D, a.derivative(f_l.z, np))
+    assert rel_err(bpcheck.forward(params, X, activation=activation), ref_mlp(params, X, names)) < 1e-14
+
+
+def test_jax_inputs_give_the_numpy_result_for_every_activation():
+    rng = np.random.default_rng(2)
+    params = bpcheck.init_params([4, 5, 5, 3], seed=2)
+    X = rng.standard_normal((6, 4))
+    jparams = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params]
+    for name in NAMES:
+        a = act(name)
+        assert rel_err(bpcheck.jacobian(jparams, jnp.asarray(X), activation=a),
+                       bpcheck.jacobian(params, X, activation=a)) < 1e-14
+
+
+def test_relu_is_the_default_and_a_single_value_covers_every_layer():
+    assert resolve_activations("tanh", 3) == (Activation("tanh"),) * 3
+    assert resolve_activations("relu", 0) == ()
+    params = bpcheck.init_params([3, 4, 4, 2], seed=0)
+    X = np.random.default_rng(0).standard_normal((4, 3))
+    assert np.array_equal(bpcheck.jacobian(params, X), bpcheck.jacobian(params, X, activation="relu"))
+    assert np.array_equal(bpcheck.forward(params, X, activation="tanh"),
+                          bpcheck.forward(params, X, activation=["tanh", Activation("tanh")]))
+    assert not np.allclose(bpcheck.forward(params, X, activation="tanh"), bpcheck.forward(params, X))
+
+
+def test_wrong_activation_arguments_are_named_errors():
+    params = bpcheck.init_params([3, 4, 4, 2], seed=0)
+    X = np.ones((2, 3))
+    with pytest.raises(ValueError, match=r"activation: expected one of .*'relu'.*got 'swish'"):
+        bpcheck.forward(params, X, activation="swish")
+    with pytest.raises(ValueError, match=r"activation: expected one entry per hidden layer "
+                                         r"\(L = 2 .*got a list of 3"):
+        bpcheck.jacobian(params, X, activation=["tanh"] * 3)
+    with pytest.raises(ValueError, match=r"activation\[1\]: expected one of .*got 'Tanh'"):
+        bpcheck.jacobian_factors(params, X, activation=["tanh", "Tanh"])
+    with pytest.raises(TypeError, match=r"activation: expected an activation name .*got int 3"):
+        bpcheck.forward(params, X, activation=3)
+    with pytest.raises(TypeError, match=r"Activation\('leaky_relu'\): unknown parameter alpha=1"):
+        Activation("leaky_relu", alpha=1)
+    with pytest.raises(TypeError, match=r"Activation\('tanh'\): unknown parameter slope=0.1; "
+                                        r"it takes no parameters"):
+        Activation("tanh", slope=0.1)
+    with pytest.raises(ValueError, match=r"Activation\('elu'\): alpha must be finite, got nan"):
+        Activation("elu", alpha=float("nan"))
+    with pytest.raises(TypeError, match=r"slope must be a real number, got '0.1'"):
+        Activation("leaky_relu", slope="0.1")
