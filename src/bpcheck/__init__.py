@@ -7,6 +7,8 @@ Conventions: ``B^(l)`` has shape ``(d_l, d_{l-1})``, inputs are rows of
 from ._activations import Activation as Activation
 from ._gauss_newton import gauss_newton as gauss_newton
 from ._gauss_newton import gauss_newton_matvec as gauss_newton_matvec
+from ._model import Network as Network
+from ._model import network as network
 from ._ntk import ntk as ntk
 from ._params import flatten_params as flatten_params
 from ._params import init_params as init_params
@@ -25,6 +27,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Activation",
     "LayerFactors",
+    "Network",
     "flatten_params",
     "forward",
     "gauss_newton",
@@ -33,6 +36,7 @@ __all__ = [
     "jacobian",
     "jacobian_factors",
     "make_spiral",
+    "network",
     "ntk",
     "param_count",
     "per_example_grad_norms",
