@@ -94,23 +94,23 @@ def test_a_one_device_mesh_gives_the_unsplit_result():
 
 
 def test_repeated_mesh_calls_reuse_the_compiled_program():
-    from bpcheck import _sharding
+    from bpcheck import _compiled
 
     mesh = Mesh(np.array(jax.devices()[:1]), ("batch",))
     params = bpcheck.init_params([4, 5, 2], seed=0)
     rng = np.random.default_rng(1)
     X = rng.standard_normal((6, 4))
     first = ntk(params, X, trace=True, mesh=mesh)
-    programs = dict(_sharding._compiled)
+    programs = dict(_compiled._programs)
     sizes = {k: f._cache_size() for k, f in programs.items()}
     X_new = rng.standard_normal((6, 4))  # new values, same shapes: no new program
     np.testing.assert_allclose(np.asarray(ntk(params, X_new, trace=True, mesh=mesh)),
                                ntk(params, X_new, trace=True), rtol=1e-12)
-    assert _sharding._compiled == programs
+    assert _compiled._programs == programs
     assert {k: f._cache_size() for k, f in programs.items()} == sizes
     # a different configuration is a different program, and gets the right answer
     np.testing.assert_allclose(np.asarray(ntk(params, X, mesh=mesh)), ntk(params, X), rtol=1e-12)
-    assert len(_sharding._compiled) == len(programs) + 1
+    assert len(_compiled._programs) == len(programs) + 1
     assert np.asarray(first).shape == (6, 6)
 
 

@@ -7,6 +7,7 @@ Conventions: ``B^(l)`` has shape ``(d_l, d_{l-1})``, inputs are rows of
 from ._activations import Activation as Activation
 from ._gauss_newton import gauss_newton as gauss_newton
 from ._gauss_newton import gauss_newton_matvec as gauss_newton_matvec
+from ._losses import Loss as Loss
 from ._model import Network as Network
 from ._model import network as network
 from ._ntk import ntk as ntk
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Activation",
     "LayerFactors",
+    "Loss",
     "Network",
     "flatten_params",
     "forward",

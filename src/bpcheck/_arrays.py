@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -92,6 +92,34 @@ def check_finite(name: str, x: Any) -> None:
         raise ValueError(f"{name}: contains NaN or inf; expected finite values")
 
 
+def _all_finite_program():
+    if "program" not in _FINITE:
+        _FINITE["program"] = jax.jit(lambda xs: jnp.stack([jnp.all(jnp.isfinite(x)) for x in xs]))
+    return _FINITE["program"]
+
+
+_FINITE: dict = {}
+
+
+def check_all_finite(named: Sequence[tuple[str, Any]]) -> None:
+    """:func:`check_finite` for many ``(name, array)`` pairs in one pass: the concrete JAX
+    arrays among them are reduced by one compiled program and read back once, instead of
+    waiting on the device once per array.  Tracers and integer arrays are skipped."""
+    device = []
+    for name, x in named:
+        if x is None or is_tracer(x) or np.dtype(x.dtype).kind in "iub":
+            continue
+        if is_jax(x):
+            device.append((name, x))
+        else:
+            check_finite(name, x)
+    if device:
+        ok = np.asarray(_all_finite_program()([x for _, x in device]))
+        if not ok.all():
+            name = device[int(np.argmin(ok))][0]
+            raise ValueError(f"{name}: contains NaN or inf; expected finite values")
+
+
 def result_dtype(xp, arrays: Sequence[Any]):
     """Common floating dtype: float64 for NumPy integers, JAX's default float for JAX."""
     dtype = np.result_type(*[a.dtype for a in arrays])
@@ -107,11 +135,8 @@ _TRANSPOSED = (
 )
 
 
-def check_params(params: Any, xp=None):
-    """Validate ``[(B1, b1), ..., (B_{L+1}, b_{L+1})]``; return (params as arrays, widths, xp).
-
-    ``B^(l)`` must have shape ``(d_l, d_{l-1})`` and ``b^(l)`` shape ``(d_l,)``.
-    """
+def _pairs(params: Any) -> list:
+    """``params`` checked to be a non-empty list of ``(B, b)`` pairs (their arrays unchecked)."""
     if isinstance(params, (str, bytes)) or not isinstance(params, Sequence):
         raise TypeError(
             "params: expected a list of (B, b) pairs, one per layer, "
@@ -126,9 +151,19 @@ def check_params(params: Any, xp=None):
                    else f"a {type(pair).__name__} of {len(pair)} item(s)"
                    if isinstance(pair, Sequence) else f"{type(pair).__name__} {pair!r:.60}")
             raise TypeError(f"params[{l - 1}] (layer {l}): expected a pair (B, b), got {got}")
-        flat.extend(pair)
+        flat.append(tuple(pair))
+    return flat
+
+
+def check_params(params: Any, xp=None, *, finite: bool = True):
+    """Validate ``[(B1, b1), ..., (B_{L+1}, b_{L+1})]``; return (params as arrays, widths, xp).
+
+    ``B^(l)`` must have shape ``(d_l, d_{l-1})`` and ``b^(l)`` shape ``(d_l,)``.
+    ``finite=False`` leaves the NaN/inf check to the caller (:func:`check_all_finite`).
+    """
+    params = _pairs(params)
     if xp is None:
-        xp = backend(*flat)
+        xp = backend(*[t for pair in params for t in pair])
     out = []
     widths: list[int] = []
     for l, (B, b) in enumerate(params, start=1):
@@ -158,13 +193,19 @@ def check_params(params: Any, xp=None):
                 f"B^({l}) of shape {tuple(B.shape)}, got {tuple(b.shape)}"
                 + (_TRANSPOSED if b.shape == (B.shape[1],) else "")
             )
-        check_finite(f"B^({l}) (params[{l - 1}][0])", B)
-        check_finite(f"b^({l}) (params[{l - 1}][1])", b)
         out.append((B, b))
+    if finite:
+        check_all_finite(param_names(out))
     return out, widths, xp
 
 
-def check_inputs(name: str, X: Any, d0: int, xp):
+def param_names(params) -> list[tuple[str, Any]]:
+    """``(name, array)`` for every ``B^(l)`` and ``b^(l)``, as the errors name them."""
+    return [(f"{'Bb'[i]}^({l}) (params[{l - 1}][{i}])", t)
+            for l, pair in enumerate(params, start=1) for i, t in enumerate(pair)]
+
+
+def check_inputs(name: str, X: Any, d0: int, xp, *, finite: bool = True):
     """Validate ``X`` of shape ``(N, d_0)`` or ``(d_0,)``; return (X as 2-d, was_single)."""
     X = as_array(name, X, xp)
     if X.ndim not in (1, 2):
@@ -177,7 +218,8 @@ def check_inputs(name: str, X: Any, d0: int, xp):
             f"{name}: has {X.shape[-1]} features but B^(1) expects d_0 = {d0}; "
             f"expected shape (N, {d0}), got {tuple(X.shape)}"
         )
-    check_finite(name, X)
+    if finite:
+        check_finite(name, X)
     single = X.ndim == 1
     return (X[None, :] if single else X), single
 
@@ -200,16 +242,39 @@ def check_widths(widths: Any) -> list[int]:
     return out
 
 
-def prepare(params: Any, X: Any, xp=None, **others: Any):
-    """Checked params and ``X`` (2-d) in a common floating dtype; also widths, single, xp.
+class Prepared(NamedTuple):
+    """The checked arguments of one call (see :func:`prepare`)."""
+
+    params: list
+    widths: list
+    X: Any
+    single: bool
+    xp: Any
+    others: dict
+
+
+def common_dtype(xp, params, arrays):
+    """``params`` and ``arrays`` in their common floating dtype (cast only where it differs)."""
+    dtype = result_dtype(xp, list(arrays) + [t for pair in params for t in pair])
+    cast = lambda t: t if t.dtype == dtype else t.astype(dtype)
+    return [(cast(B), cast(b)) for B, b in params], [cast(a) for a in arrays], dtype
+
+
+def prepare(params: Any, X: Any, xp=None, **others: Any) -> Prepared:
+    """One checking pass over a call's arrays: params, ``X`` (made 2-d) and ``others``.
 
     The backend is JAX when ``xp`` says so or when any of params, ``X`` and ``others``
-    (further arrays of the call, e.g. ``y``) is a JAX array.
+    (further arrays of the call, e.g. ``y``, ``v``) is a JAX array.  Shapes and dtypes are
+    checked first, then NaN and inf in all of them at once (one read-back from the device
+    for JAX).  Params and ``X`` come back in their common floating dtype; ``others`` (by
+    name, ``None`` left as is) converted to the backend but not cast.
     """
-    params, widths, xp = check_params(params, xp)
-    if xp is np and backend(X, *others.values()) is not np:
-        params, widths, xp = check_params(params, backend(X, *others.values()))
-    X2, single = check_inputs("X", X, widths[0], xp)
-    dtype = result_dtype(xp, [X2] + [t for pair in params for t in pair])
-    params = [(B.astype(dtype), b.astype(dtype)) for B, b in params]
-    return params, widths, X2.astype(dtype), single, xp
+    pairs = _pairs(params)
+    if xp is None:
+        xp = backend(*[t for pair in pairs for t in pair], X, *others.values())
+    params, widths, xp = check_params(pairs, xp, finite=False)
+    X2, single = check_inputs("X", X, widths[0], xp, finite=False)
+    others = {k: None if v is None else as_array(k, v, xp) for k, v in others.items()}
+    check_all_finite(param_names(params) + [("X", X2)] + list(others.items()))
+    params, (X2,), _ = common_dtype(xp, params, [X2])
+    return Prepared(params, widths, X2, single, xp, others)

@@ -1,8 +1,9 @@
 """The generalised Gauss-Newton matrix ``G = mean_n J_n' H_n J_n``, from the factors.
 
 ``H_n`` is the Hessian of example ``n``'s loss with respect to its outputs ``z_n``
-(``I_K`` for ``"mse"``, ``diag(p_n) - p_n p_n'`` for ``"cross_entropy"``; see
-:mod:`bpcheck._pergrad`).  With the bias folded into an extended input
+(``I_K`` for ``"mse"``, ``diag(p_n) - p_n p_n'`` for ``"cross_entropy"``,
+``s_n (1 - s_n)`` for ``"binary_cross_entropy"``, or the user's; see
+:mod:`bpcheck._losses`).  With the bias folded into an extended input
 ``a~ = [a; 1]``, layer ``l``'s columns of ``J_n`` are ``V_n^(l) (I kron a~_n^(l-1)')``,
 so the block of layers ``(l, m)`` is
 
@@ -22,17 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import as_array, check_finite, prepare
+from ._activations import resolve_activations
+from ._arrays import prepare
+from ._compiled import call
+from ._losses import check_reduction, resolve_loss
 from ._params import layer_slices, param_count
-from ._pergrad import (
-    check_loss,
-    forward,
-    output_hessian,
-    output_hessian_times,
-    pullback,
-    push,
-)
-from ._recursion import jacobian_factors
+from ._recursion import _factors, _forward_layers, pullback, push
 
 
 def _beta_order(widths):
@@ -46,13 +42,16 @@ def _beta_order(widths):
     return np.concatenate(parts)
 
 
-def _gauss_newton(params, X, loss, widths, xp):
+def _gauss_newton(params, X, y, loss, acts, scale, widths, xp):
     N = X.shape[0]
-    fs = jacobian_factors(params, X)
-    H = output_hessian(loss, fs[-1].z, xp)
+    fs = _factors(params, X, acts, xp)
     ones = xp.ones((N, 1), dtype=X.dtype)
     a_ext = [xp.concatenate([f.a_prev, ones], axis=1) for f in fs]
-    HV = [f.V if loss == "mse" else xp.einsum("nkj,njr->nkr", H, f.V) for f in fs]
+    if loss.hessian_is_identity:
+        HV = [f.V for f in fs]
+    else:
+        H = loss.hessian(fs[-1].z, y, xp)
+        HV = [xp.einsum("nkj,njr->nkr", H, f.V) for f in fs]
     L1 = len(fs)
     blocks = [[None] * L1 for _ in range(L1)]
     for l in range(L1):
@@ -61,7 +60,7 @@ def _gauss_newton(params, X, loss, widths, xp):
             AA = a_ext[l][:, :, None] * a_ext[m][:, None, :]  # a~^(l-1) a~^(m-1)'
             dl, dm = M.shape[1], M.shape[2]
             ql, qm = AA.shape[1], AA.shape[2]
-            E = (M.reshape(N, dl * dm).T @ AA.reshape(N, ql * qm)) / N
+            E = (M.reshape(N, dl * dm).T @ AA.reshape(N, ql * qm)) * scale
             E = E.reshape(dl, dm, ql, qm).transpose(0, 2, 1, 3).reshape(dl * ql, dm * qm)
             blocks[l][m] = E
             blocks[m][l] = E.T
@@ -70,34 +69,14 @@ def _gauss_newton(params, X, loss, widths, xp):
     return G[perm][:, perm]
 
 
-def _gauss_newton_matvec(params, X, v, loss, widths, xp):
-    N = X.shape[0]
+def _gauss_newton_matvec(params, X, y, v, loss, acts, scale, widths, xp):
     tangents = [(v[sB].reshape(B.shape), v[sb]) for (B, _), (sB, sb) in zip(params, layer_slices(widths))]
-    a_prevs, masks, z = forward(params, X)
-    u = output_hessian_times(loss, z, push(params, masks, a_prevs, tangents), xp)
+    a_prevs, zs, Ds = _forward_layers(params, X, acts, xp)
+    u = loss.hessian_times(zs[-1], y, push(params, acts, Ds, a_prevs, tangents, xp), xp) * scale
     parts = []
-    for delta, a in zip(pullback(params, masks, u), a_prevs):
-        parts += [(delta.T @ a).reshape(-1) / N, xp.sum(delta, axis=0) / N]
+    for delta, a in zip(pullback(params, acts, Ds, u, xp), a_prevs):
+        parts += [(delta.T @ a).reshape(-1), xp.sum(delta, axis=0)]
     return xp.concatenate(parts)
-
-
-_jitted: dict = {}
-
-
-def _run(kernel, static, *args):
-    """``kernel(*args, *static, jnp)`` jit-compiled with matmuls at ``precision="highest"``."""
-    import jax
-    import jax.numpy as jnp
-
-    key = (kernel, static)
-    if key not in _jitted:
-
-        def f(*a):
-            with jax.default_matmul_precision("highest"):
-                return kernel(*a, *static, jnp)
-
-        _jitted[key] = jax.jit(f)
-    return _jitted[key](*args)
 
 
 def _check_nonempty(X2):
@@ -106,45 +85,57 @@ def _check_nonempty(X2):
                          f"over examples), got shape {tuple(X2.shape)}")
 
 
-def gauss_newton(params: Any, X: Any, loss: str = "cross_entropy"):
+def _setup(params, X, y, loss, reduction, activation, **others):
+    loss = resolve_loss(loss, hessian=True)
+    mean = check_reduction(reduction) == "mean"
+    params, widths, X2, single, xp, others = prepare(params, X, y=y, **others)
+    _check_nonempty(X2)
+    acts = resolve_activations(activation, len(params) - 1)
+    y2 = loss.check_targets(y, X2.shape[0], widths[-1], single, xp, X2.dtype) if y is not None else None
+    scale = 1 / X2.shape[0] if mean else 1.0
+    return params, widths, X2, y2, xp, others, (loss, acts, scale, tuple(widths))
+
+
+def gauss_newton(params: Any, X: Any, loss: Any = "cross_entropy", *, y: Any = None,
+                 reduction: str = "mean", activation: Any = "relu"):
     """The generalised Gauss-Newton matrix ``mean_n J_n' H_n J_n``, shape ``(P, P)``.
 
     ``params``: ``[(B^(l), b^(l))]``, ``B^(l)`` of shape ``(d_l, d_{l-1})``.
     ``X``: inputs ``(N, d_0)`` (or ``(d_0,)``).  ``loss``: ``"cross_entropy"`` (softmax
-    outputs, ``H_n = diag(p_n) - p_n p_n'``) or ``"mse"`` (``H_n = I_K``); neither needs
-    the targets.  ``J_n`` is the ``(K, P)`` Jacobian of :func:`bpcheck.jacobian`, rows and
-    columns of the result in ``beta`` order.  Built per pair of layers from the factors,
-    never from ``J``.  NumPy in, NumPy out; JAX in, JAX out (jit-able).
+    outputs, ``H_n = diag(p_n) - p_n p_n'``), ``"mse"`` (``H_n = I_K``),
+    ``"binary_cross_entropy"`` (``K = 1``, ``H_n = s_n (1 - s_n)``), none of which needs
+    the targets, or a :class:`bpcheck.Loss` with a ``hessian``, called as
+    ``hessian(z, y)`` with ``y`` the targets given here (default ``None``).
+    ``reduction``: ``"mean"`` (default, ``mean_n``) or ``"sum"`` (``sum_n``).
+    ``activation``: as in :func:`bpcheck.forward`.  ``J_n`` is the ``(K, P)`` Jacobian of
+    :func:`bpcheck.jacobian`, rows and columns of the result in ``beta`` order.  Built per
+    pair of layers from the factors, never from ``J``.  NumPy in, NumPy out; JAX in, JAX
+    out (compiled once per configuration; jit-able).
     """
-    check_loss(loss)
-    params, widths, X2, _, xp = prepare(params, X)
-    _check_nonempty(X2)
-    if xp is np:
-        return _gauss_newton(params, X2, loss, tuple(widths), np)
-    return _run(_gauss_newton, (loss, tuple(widths)), params, X2)
+    params, _, X2, y2, xp, _, static = _setup(params, X, y, loss, reduction, activation)
+    return call(_gauss_newton, xp, static, params, X2, y2)
 
 
-def gauss_newton_matvec(params: Any, X: Any, v: Any, loss: str = "cross_entropy"):
+def gauss_newton_matvec(params: Any, X: Any, v: Any, loss: Any = "cross_entropy", *,
+                        y: Any = None, reduction: str = "mean", activation: Any = "relu"):
     """``G v = mean_n J_n' H_n (J_n v)`` without forming ``G`` or ``J``, shape ``(P,)``.
 
     ``X``: inputs ``(N, d_0)`` (or ``(d_0,)``); ``v``: a vector in ``beta`` order, shape
-    ``(P,)`` with ``P = sum_l d_l (d_{l-1} + 1)``; ``loss`` as in :func:`gauss_newton`.
-    ``J_n v`` is ``sum_l V_n^(l) (dB^(l) a_n^(l-1) + db^(l))`` by Horner's rule on the
-    ``V`` recursion, and ``J_n' u`` the transposed recursion: about three forward passes.
-    NumPy in, NumPy out; JAX in, JAX out (jit-able).
+    ``(P,)`` with ``P = sum_l d_l (d_{l-1} + 1)``; ``loss``, ``y``, ``reduction`` and
+    ``activation`` as in :func:`gauss_newton`.  ``J_n v`` is
+    ``sum_l V_n^(l) (dB^(l) a_n^(l-1) + db^(l))`` by Horner's rule on the ``V`` recursion,
+    and ``J_n' u`` the transposed recursion: about three forward passes.  NumPy in, NumPy
+    out; JAX in, JAX out (compiled once per configuration; jit-able).
     """
-    check_loss(loss)
-    params, widths, X2, _, xp = prepare(params, X, v=v)
-    _check_nonempty(X2)
+    params, widths, X2, y2, xp, others, static = _setup(params, X, y, loss, reduction, activation,
+                                                         v=v)
     P = param_count(widths)
-    v = as_array("v", v, xp)
+    v = others["v"]
     if tuple(v.shape) != (P,):
         raise ValueError(
             f"v: expected a vector in beta order of shape ({P},) for widths {widths} "
             f"(P = sum_l d_l (d_(l-1) + 1)), got shape {tuple(v.shape)}"
         )
-    check_finite("v", v)
-    v = v.astype(X2.dtype)
-    if xp is np:
-        return _gauss_newton_matvec(params, X2, v, loss, tuple(widths), np)
-    return _run(_gauss_newton_matvec, (loss, tuple(widths)), params, X2, v)
+    if v.dtype != X2.dtype:
+        v = v.astype(X2.dtype)
+    return call(_gauss_newton_matvec, xp, static, params, X2, y2, v)

@@ -28,8 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import backend, check_inputs, check_params, result_dtype
-from ._recursion import jacobian_factors
+from ._activations import resolve_activations
+from ._arrays import backend, check_all_finite, check_inputs, check_params, common_dtype, param_names
+from ._compiled import call
+from ._recursion import _factors as layer_factors
 from ._sharding import batch_parallel, resolve_mesh
 
 _SINGLE_TILE_BYTES = 256 << 20
@@ -42,9 +44,9 @@ over the inputs: 512 -> 33.7 s, 396 MiB; 768 -> 29.0 s, 465 MiB; 1024 -> 25.2 s,
 1000 rows there; the budget was the whole output (about 2000 rows, 28.6 s, 770 MiB)."""
 
 
-def _factors(params, X):
+def _factors(params, X, acts, xp):
     """``[(V^(l), a^(l-1))]`` for the hidden layers ``l = 1..L``, and ``a^(L)``."""
-    fs = jacobian_factors(params, X)
+    fs = layer_factors(params, X, acts, xp)
     return [(f.V, f.a_prev) for f in fs[:-1]], fs[-1].a_prev
 
 
@@ -83,25 +85,25 @@ def _tile_sizes(N1, N2, symmetric, widths, trace, itemsize, block_size):
     return min(block_size, N1), min(max(1, math.ceil(block_size / 8)), N2)
 
 
-def _ntk_numpy(params, X1, X2, K, trace, rows, cols):
+def _ntk_numpy(params, X1, X2, K, trace, rows, cols, acts, xp):
     symmetric = X2 is None
     Xc = X1 if symmetric else X2
     N1, N2 = X1.shape[0], Xc.shape[0]
     if (rows, cols) == (N1, N2):
-        f1 = _factors(params, X1)
-        return _tile(f1, f1 if symmetric else _factors(params, Xc), K, trace, np)
+        f1 = _factors(params, X1, acts, xp)
+        return _tile(f1, f1 if symmetric else _factors(params, Xc, acts, xp), K, trace, np)
     out = np.empty((N1, N2) if trace else (N1, N2, K, K), dtype=X1.dtype)
     for r in range(0, N1, rows):
-        f1 = _factors(params, X1[r:r + rows])
+        f1 = _factors(params, X1[r:r + rows], acts, xp)
         for c in range(r if symmetric else 0, N2, cols):
-            t = _tile(f1, _factors(params, Xc[c:c + cols]), K, trace, np)
+            t = _tile(f1, _factors(params, Xc[c:c + cols], acts, xp), K, trace, np)
             out[r:r + rows, c:c + cols] = t
             if symmetric:
                 out[c:c + cols, r:r + rows] = _mirror(t, trace)
     return out
 
 
-def _ntk_traced(params, X1, X2, K, trace, rows, cols):
+def _ntk_traced(params, X1, X2, K, trace, rows, cols, acts, xp):
     """The JAX version of :func:`_ntk_numpy`: ``lax`` loops over tiles whose starts are
     clamped (the last tile overlaps its neighbour and rewrites equal values), so every
     shape is static and the output buffer is updated in place."""
@@ -112,18 +114,19 @@ def _ntk_traced(params, X1, X2, K, trace, rows, cols):
     Xc = X1 if symmetric else X2
     N1, N2 = X1.shape[0], Xc.shape[0]
     if (rows, cols) == (N1, N2):
-        f1 = _factors(params, X1)
-        return _tile(f1, f1 if symmetric else _factors(params, Xc), K, trace, jnp)
+        f1 = _factors(params, X1, acts, xp)
+        return _tile(f1, f1 if symmetric else _factors(params, Xc, acts, xp), K, trace, jnp)
     zeros = () if trace else (0, 0)
 
     def row_block(i, out):
         r = jnp.minimum(i * rows, N1 - rows)
-        f1 = _factors(params, lax.dynamic_slice_in_dim(X1, r, rows))
+        f1 = _factors(params, lax.dynamic_slice_in_dim(X1, r, rows), acts, xp)
         c0 = r if symmetric else 0
 
         def col_block(j, out):
             c = jnp.minimum(c0 + j * cols, N2 - cols)
-            t = _tile(f1, _factors(params, lax.dynamic_slice_in_dim(Xc, c, cols)), K, trace, jnp)
+            t = _tile(f1, _factors(params, lax.dynamic_slice_in_dim(Xc, c, cols), acts, xp), K, trace,
+                      jnp)
             out = lax.dynamic_update_slice(out, t, (r, c) + zeros)
             if symmetric:
                 out = lax.dynamic_update_slice(out, _mirror(t, trace), (c, r) + zeros)
@@ -135,22 +138,6 @@ def _ntk_traced(params, X1, X2, K, trace, rows, cols):
     return lax.fori_loop(0, -(-N1 // rows), row_block, out)
 
 
-_jitted: dict = {}
-
-
-def _ntk_jax(params, X1, X2, K, trace, rows, cols):
-    """:func:`_ntk_traced`, jit-compiled once per static configuration, matmuls at HIGHEST."""
-    if "f" not in _jitted:
-        import jax
-
-        def f(params, X1, X2, K, trace, rows, cols):
-            with jax.default_matmul_precision("highest"):
-                return _ntk_traced(params, X1, X2, K, trace, rows, cols)
-
-        _jitted["f"] = jax.jit(f, static_argnames=("K", "trace", "rows", "cols"))
-    return _jitted["f"](params, X1, X2, K=K, trace=trace, rows=rows, cols=cols)
-
-
 def ntk(
     params: Any,
     X1: Any,
@@ -158,6 +145,7 @@ def ntk(
     *,
     trace: bool = False,
     block_size: int | None = None,
+    activation: Any = "relu",
     mesh: Any = None,
     gather: bool = True,
 ):
@@ -177,14 +165,15 @@ def ntk(
     the factors of all rows when they fit in ``max(output size, 256 MiB)``, and otherwise
     picks tiles whose row factors fit ``max(output size / 2, 64 MiB)``, keeping the peak
     memory near the output's size (``block_size`` sets it directly).
+    ``activation``: as in :func:`bpcheck.forward`.
     ``mesh``: a ``jax.sharding.Mesh``; the rows of ``X1`` are split over all its devices
     (by default, the mesh ``X1`` is already sharded over, if any), each device computing
     its rows of the kernel against all of ``X2``.  ``gather=True`` returns the result
     replicated on every device, ``gather=False`` leaves it split by rows.
 
     NumPy in, NumPy out; JAX (or a mesh) in, JAX out, jit-compiled with matmuls at
-    ``precision="highest"`` (usable under ``jax.jit`` with ``trace``, ``block_size`` and
-    ``mesh`` static).
+    ``precision="highest"``, once per configuration (usable under ``jax.jit`` with
+    ``trace``, ``block_size``, ``activation`` and ``mesh`` static).
 
     >>> import numpy as np, bpcheck
     >>> params = bpcheck.init_params([3, 4, 2], seed=0)
@@ -204,17 +193,19 @@ def ntk(
     ):
         raise ValueError(f"block_size: expected None or an int >= 1, got {block_size!r}")
     mesh = resolve_mesh(mesh, X1)
-    params, widths, xp = check_params(params)
+    xp = None
     if mesh is not None or backend(X1, X2) is not np:
         import jax.numpy as jnp
 
-        params, widths, xp = check_params(params, jnp)
-    X1c, single1 = check_inputs("X1", X1, widths[0], xp)
-    X2c, single2 = (None, single1) if X2 is None else check_inputs("X2", X2, widths[0], xp)
-    dtype = result_dtype(xp, [X1c] + ([] if X2c is None else [X2c]) + [t for p in params for t in p])
-    params = [(B.astype(dtype), b.astype(dtype)) for B, b in params]
-    X1c = X1c.astype(dtype)
-    X2c = None if X2c is None else X2c.astype(dtype)
+        xp = jnp
+    params, widths, xp = check_params(params, xp, finite=False)
+    acts = resolve_activations(activation, len(params) - 1)
+    X1c, single1 = check_inputs("X1", X1, widths[0], xp, finite=False)
+    X2c, single2 = ((None, single1) if X2 is None
+                    else check_inputs("X2", X2, widths[0], xp, finite=False))
+    check_all_finite(param_names(params) + [("X1", X1c), ("X2", X2c)])
+    params, Xs, dtype = common_dtype(xp, params, [X1c] if X2c is None else [X1c, X2c])
+    X1c, X2c = Xs if X2c is not None else (Xs[0], None)
     K = widths[-1]
     itemsize = np.dtype(dtype).itemsize
     N1, N2 = X1c.shape[0], (X1c if X2c is None else X2c).shape[0]
@@ -228,17 +219,17 @@ def ntk(
         rows, cols = _tile_sizes(n_local, Xc.shape[0], False, widths, trace, itemsize, block_size)
 
         def local(params, Xc, X1_local):
-            return _ntk_traced(params, X1_local, Xc, K, trace, rows, cols)
+            return _ntk_traced(params, X1_local, Xc, K, trace, rows, cols, acts, jnp)
 
         out = batch_parallel(local, mesh, (params, Xc), (X1c,), gather, "X1",
-                             key=("ntk", K, trace, rows, cols))
+                             key=("ntk", K, trace, rows, cols, acts))
     else:
         N2 = X1c.shape[0] if X2c is None else X2c.shape[0]
         rows, cols = _tile_sizes(
             X1c.shape[0], N2, X2c is None, widths, trace, itemsize, block_size
         )
-        run = _ntk_numpy if xp is np else _ntk_jax
-        out = run(params, X1c, X2c, K, trace, rows, cols)
+        kernel = _ntk_numpy if xp is np else _ntk_traced
+        out = call(kernel, xp, (K, trace, rows, cols, acts), params, X1c, X2c)
     if single2:
         out = out[:, 0]
     if single1:

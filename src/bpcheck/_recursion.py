@@ -128,7 +128,7 @@ def forward(params: Any, X: Any, *, activation: Any = None):
     or JAX following the inputs (JAX: compiled once per configuration).
     """
     params, activation, _ = model_params(params, activation)
-    params, _, X2, single, xp = prepare(params, X)
+    params, _, X2, single, xp, _ = prepare(params, X)
     acts = resolve_activations(activation, len(params) - 1)
     out = call(_outputs, xp, (acts,), params, X2)
     return out[0] if single else out
@@ -155,7 +155,7 @@ def jacobian_factors(params: Any, X: Any, *, activation: Any = None) -> list[Lay
     JAX out (compiled once per configuration; jit/vmap-able).
     """
     params, activation, _ = model_params(params, activation)
-    params, _, X2, single, xp = prepare(params, X)
+    params, _, X2, single, xp, _ = prepare(params, X)
     acts = resolve_activations(activation, len(params) - 1)
     records = call(_factors, xp, (acts,), params, X2)
     if single:
@@ -163,18 +163,21 @@ def jacobian_factors(params: Any, X: Any, *, activation: Any = None) -> list[Lay
     return records
 
 
+def _as_blocks(block, d, dp):
+    """A view of ``block`` (``(..., d * dp)``, last axis unit-strided) as ``(..., d, dp)``:
+    where ``vec(M')`` of a ``(d, dp)`` matrix ``M`` is written in place."""
+    s = block.strides
+    return np.lib.stride_tricks.as_strided(block, shape=block.shape[:-1] + (d, dp),
+                                           strides=s[:-1] + (s[-1] * dp, s[-1]))
+
+
 def _fill_numpy(out, factors, n0, n1):
     """Write rows ``n0:n1`` of the Jacobian in place, block by block, in ``beta`` order."""
     off = 0
     for f in factors:
         V, a = f.V[n0:n1], f.a_prev[n0:n1]
-        n, K, d = V.shape
-        dp = a.shape[1]
-        block = out[n0:n1, :, off:off + d * dp]
-        s = block.strides
-        view = np.lib.stride_tricks.as_strided(
-            block, shape=(n, K, d, dp), strides=(s[0], s[1], s[2] * dp, s[2])
-        )
+        d, dp = V.shape[2], a.shape[1]
+        view = _as_blocks(out[n0:n1, :, off:off + d * dp], d, dp)
         np.multiply(V[:, :, :, None], a[:, None, None, :], out=view)
         off += d * dp
         out[n0:n1, :, off:off + d] = V
@@ -262,7 +265,7 @@ def jacobian(params: Any, X: Any, *, activation: Any = None, flat: bool = True):
     :class:`bpcheck.Network` or a model, in the model's own structure and orientation.
     """
     params, activation, net = model_params(params, activation)
-    params, widths, X2, single, xp = prepare(params, X)
+    params, widths, X2, single, xp, _ = prepare(params, X)
     acts = resolve_activations(activation, len(params) - 1)
     if xp is not np:
         J = call(_jacobian_jax, xp, (acts,), params, X2)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._arrays import is_jax, is_tracer
+from ._compiled import compiled
 
 
 def resolve_mesh(mesh: Any, X: Any):
@@ -33,9 +34,6 @@ def resolve_mesh(mesh: Any, X: Any):
     return None
 
 
-_compiled: dict = {}
-
-
 def batch_parallel(
     fn: Callable,
     mesh: Any,
@@ -55,8 +53,8 @@ def batch_parallel(
 
     ``key``: a hashable description of ``fn`` (two calls with equal keys must pass
     functions that compute the same thing).  The compiled program is kept per ``key``,
-    mesh and ``gather``, so repeated calls with arrays of the same shapes do not compile
-    again.
+    mesh and ``gather`` (:func:`bpcheck._compiled.compiled`), so repeated calls with arrays
+    of the same shapes do not compile again.
     """
 
     if not isinstance(gather, bool):
@@ -68,21 +66,24 @@ def batch_parallel(
             f"{name}: {N} rows cannot stay split evenly over the {n_dev} devices of the mesh; "
             f"pass gather=True, or a batch whose size is a multiple of {n_dev}"
         )
-    cache_key = (key, mesh, gather)
-    if cache_key not in _compiled:
-        _compiled[cache_key] = _compile(fn, mesh, gather)
-    return _compiled[cache_key](list(replicated), list(batched))
-
-
-def _compile(fn: Callable, mesh: Any, gather: bool):
-    import jax
-    import jax.numpy as jnp
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
     rows = P(tuple(mesh.axis_names))
+    program = compiled(_split_rows(fn, mesh), key=("batch_parallel", key, mesh),
+                       out_shardings=NamedSharding(mesh, P() if gather else rows))
+    return program(list(replicated), list(batched))
 
-    def run(replicated, batched):
+
+def _split_rows(fn: Callable, mesh: Any):
+    """``fn`` under ``jax.shard_map`` with the rows of the batched arrays split over ``mesh``,
+    padded with zero rows to a multiple of the device count and cut back after."""
+    import jax
+    from jax.sharding import PartitionSpec as P
+
+    rows = P(tuple(mesh.axis_names))
+
+    def run(replicated, batched, jnp):
         N = batched[0].shape[0]
         pad = -N % mesh.size
         if pad:
@@ -94,8 +95,7 @@ def _compile(fn: Callable, mesh: Any, gather: bool):
             out_specs=rows,
             check_vma=False,  # per-device loops start from unsharded zeros
         )
-        with jax.default_matmul_precision("highest"):
-            out = split(tuple(replicated), tuple(batched))
-        return out[:N] if pad else out
+        out = split(tuple(replicated), tuple(batched))
+        return jax.tree.map(lambda o: o[:N], out) if pad else out
 
-    return jax.jit(run, out_shardings=NamedSharding(mesh, P() if gather else rows))
+    return run

@@ -1,0 +1,220 @@
+"""Losses on the network outputs ``z_n = z^(L+1)(x_n)``: each example's gradient and Hessian.
+
+Per example ``n`` (never summed or averaged here; the callers apply ``reduction``):
+
+- ``"cross_entropy"``: ``y`` holds integer class labels ``(N,)`` in ``0..K-1``;
+  ``loss_n = -log softmax(z_n)[y_n]``, ``e_n = p_n - onehot(y_n)``,
+  ``H_n = diag(p_n) - p_n p_n'`` with ``p_n = softmax(z_n)``.
+- ``"mse"``: ``y`` holds real targets ``(N, K)``; ``loss_n = 0.5 ||z_n - y_n||^2``,
+  ``e_n = z_n - y_n``, ``H_n = I_K``.
+- ``"binary_cross_entropy"``: one logit (``K = 1``), ``y`` real in ``[0, 1]``, shape ``(N,)``
+  or ``(N, 1)``; ``loss_n = -y_n log s(z_n) - (1 - y_n) log(1 - s(z_n))`` with the
+  sigmoid ``s`` (PyTorch's ``BCEWithLogitsLoss``), ``e_n = s(z_n) - y_n``,
+  ``H_n = s(z_n) (1 - s(z_n))``.
+- ``Loss(grad=..., hessian=...)``: given by the user, see :class:`Loss`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ._arrays import as_array, check_finite, is_tracer
+
+NAMES = ("cross_entropy", "mse", "binary_cross_entropy")
+REDUCTIONS = ("sum", "mean")
+
+
+def _softmax(z, xp):
+    z = z - xp.max(z, axis=1, keepdims=True)
+    p = xp.exp(z)
+    return p / xp.sum(p, axis=1, keepdims=True)
+
+
+def _sigmoid(z, xp):
+    e = xp.exp(-xp.abs(z))
+    return xp.where(z >= 0, 1 / (1 + e), e / (1 + e))
+
+
+class Loss:
+    """A loss of the outputs ``z`` ``(N, K)`` and targets ``y``, by name or by its derivatives.
+
+    ``Loss("cross_entropy")``, ``Loss("mse")``, ``Loss("binary_cross_entropy")``: the
+    built-in losses (the names alone do the same wherever ``loss=`` is accepted).
+    ``Loss(grad=g, hessian=h)``: a loss given by its output gradient ``g(z, y)``, shape
+    ``(N, K)`` with row ``n`` = ``d loss_n / d z_n``, and its output Hessian ``h(z, y)``,
+    shape ``(N, K, K)`` (symmetric, positive semidefinite for the Gauss-Newton matrix to
+    be). Both receive batched arrays (NumPy or ``jax.numpy``, following the call's
+    inputs; under JAX they are traced, so they must be written with ``jax.numpy``).
+    ``y`` is passed through unchecked beyond its first axis having ``N`` rows, and
+    ``hessian`` may be omitted when only gradients are asked for.
+
+    >>> Loss(grad=lambda z, y: z - y, hessian=None)
+    Loss(grad=<lambda>, hessian=None)
+    """
+
+    __slots__ = ("name", "grad_fn", "hessian_fn")
+
+    def __init__(self, name: str | None = None, *, grad: Callable | None = None,
+                 hessian: Callable | None = None):
+        if name is not None:
+            if grad is not None or hessian is not None:
+                raise TypeError(f"Loss({name!r}): give either a name or grad=/hessian=, not both")
+            if name not in NAMES:
+                raise ValueError(f"loss: expected one of {NAMES} or a bpcheck.Loss, got {name!r}")
+        else:
+            if not callable(grad):
+                raise TypeError(f"Loss: grad must be a callable grad(z, y) -> (N, K), got {grad!r}")
+            if hessian is not None and not callable(hessian):
+                raise TypeError(
+                    f"Loss: hessian must be a callable hessian(z, y) -> (N, K, K) or None, "
+                    f"got {hessian!r}"
+                )
+        self.name, self.grad_fn, self.hessian_fn = name, grad, hessian
+
+    def __repr__(self) -> str:
+        if self.name is not None:
+            return f"Loss({self.name!r})"
+        names = [getattr(f, "__name__", repr(f)) if f is not None else "None"
+                 for f in (self.grad_fn, self.hessian_fn)]
+        return f"Loss(grad={names[0]}, hessian={names[1]})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Loss) and (self.name, self.grad_fn, self.hessian_fn) == (
+            other.name, other.grad_fn, other.hessian_fn)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.grad_fn, self.hessian_fn))
+
+    # --- targets ----------------------------------------------------------------------
+
+    def check_targets(self, y: Any, N: int, K: int, single: bool, xp, dtype):
+        """``y`` validated for this loss and batched (a leading ``N`` axis added for a single
+        example); real targets are cast to ``dtype``."""
+        name = self.name
+        if name is None:
+            if y is None:
+                return None
+            y = as_array("y", y, xp)
+            y = y[None] if single else y
+            if y.ndim == 0 or y.shape[0] != N:
+                raise ValueError(f"y: expected targets with one row per row of X (N = {N}), "
+                                 f"got shape {tuple(y.shape)}")
+            return y
+        if y is None:
+            raise TypeError(f"y: the targets are required for loss={name!r}")
+        y = as_array("y", y, xp)
+        if name == "cross_entropy":
+            want = "()" if single else f"({N},)"
+            if np.dtype(y.dtype).kind not in "iu":
+                raise TypeError(
+                    f"y: expected integer class labels in 0..{K - 1} of shape {want} for "
+                    f"loss='cross_entropy', got dtype {np.dtype(y.dtype)}"
+                )
+            if tuple(y.shape) != (() if single else (N,)):
+                raise ValueError(
+                    f"y: expected integer class labels of shape {want} for loss='cross_entropy' "
+                    f"(one label per row of X), got shape {tuple(y.shape)}"
+                )
+            if not is_tracer(y) and y.size:
+                lo, hi = (int(y.min()), int(y.max()))
+                if lo < 0 or hi >= K:
+                    bad = lo if lo < 0 else hi
+                    raise ValueError(
+                        f"y: class labels must lie in 0..{K - 1} (K = {K} outputs), got {bad}"
+                    )
+            return y[None] if single else y
+        if name == "mse":
+            want = (K,) if single else (N, K)
+            if tuple(y.shape) != want:
+                raise ValueError(
+                    f"y: expected real targets of shape {want} for loss='mse' (one row of K = {K} "
+                    f"outputs per row of X), got shape {tuple(y.shape)}"
+                )
+            check_finite("y", y)
+            return (y[None] if single else y).astype(dtype)
+        # binary cross-entropy
+        if K != 1:
+            raise ValueError(f"loss='binary_cross_entropy': expects one output logit (K = 1), "
+                             f"but the network has K = {K} outputs")
+        shapes = [(), (1,)] if single else [(N,), (N, 1)]
+        if tuple(y.shape) not in shapes:
+            raise ValueError(f"y: expected targets in [0, 1] of shape {shapes[0]} or {shapes[1]} "
+                             f"for loss='binary_cross_entropy', got shape {tuple(y.shape)}")
+        check_finite("y", y)
+        if not is_tracer(y) and y.size:
+            lo, hi = float(y.min()), float(y.max())
+            if lo < 0 or hi > 1:
+                raise ValueError(f"y: binary targets must lie in [0, 1], got {lo if lo < 0 else hi}")
+        return y.reshape(N, 1).astype(dtype)
+
+    # --- derivatives with respect to z ------------------------------------------------
+
+    def grad(self, z, y, xp):
+        """``e_n = d loss_n / d z_n``, shape ``(N, K)``."""
+        if self.name == "mse":
+            return z - y
+        if self.name == "cross_entropy":
+            onehot = (y[:, None] == xp.arange(z.shape[1])).astype(z.dtype)
+            return _softmax(z, xp) - onehot
+        if self.name == "binary_cross_entropy":
+            return _sigmoid(z, xp) - y
+        return self.grad_fn(z, y)
+
+    def hessian(self, z, y, xp):
+        """``H_n = d^2 loss_n / d z_n d z_n'``, shape ``(N, K, K)``."""
+        N, K = z.shape
+        if self.name == "mse":
+            return xp.broadcast_to(xp.eye(K, dtype=z.dtype), (N, K, K))
+        if self.name == "cross_entropy":
+            p = _softmax(z, xp)
+            return p[:, :, None] * xp.eye(K, dtype=z.dtype) - p[:, :, None] * p[:, None, :]
+        if self.name == "binary_cross_entropy":
+            s = _sigmoid(z, xp)
+            return (s * (1 - s))[:, :, None]
+        return self.hessian_fn(z, y)
+
+    def hessian_times(self, z, y, u, xp):
+        """``H_n u_n`` for every example, shape ``(N, K)``, without forming ``H`` where known."""
+        if self.name == "mse":
+            return u
+        if self.name == "cross_entropy":
+            p = _softmax(z, xp)
+            return p * u - p * xp.sum(p * u, axis=1, keepdims=True)
+        if self.name == "binary_cross_entropy":
+            s = _sigmoid(z, xp)
+            return s * (1 - s) * u
+        return xp.einsum("nkj,nj->nk", self.hessian_fn(z, y), u)
+
+    @property
+    def hessian_is_identity(self) -> bool:
+        return self.name == "mse"
+
+    @property
+    def needs_targets_for_hessian(self) -> bool:
+        return self.name is None
+
+
+def resolve_loss(loss: Any, *, hessian: bool = False) -> Loss:
+    """The :class:`Loss` for a ``loss=`` argument (a name or a ``Loss``).
+
+    ``hessian=True``: the caller needs ``H_n`` (Gauss-Newton), so a user loss must have one.
+    """
+    if isinstance(loss, Loss):
+        out = loss
+    elif isinstance(loss, str) and loss in NAMES:
+        out = Loss(loss)
+    else:
+        raise ValueError(f"loss: expected one of {NAMES} or a bpcheck.Loss, got {loss!r}")
+    if hessian and out.name is None and out.hessian_fn is None:
+        raise ValueError(f"loss: {out!r} has no hessian; the Gauss-Newton matrix needs "
+                         "Loss(grad=..., hessian=...)")
+    return out
+
+
+def check_reduction(reduction: Any) -> str:
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
+        raise ValueError(f"reduction: expected 'sum' or 'mean', got {reduction!r}")
+    return reduction

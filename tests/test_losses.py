@@ -1,0 +1,201 @@
+"""Losses, reductions, activations and per-layer results of per_example_grads,
+per_example_grad_norms, gauss_newton and gauss_newton_matvec, against jax.grad and
+jax.hessian of the loss written directly in plain JAX (float64)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bpcheck
+from bpcheck import Activation, Loss
+
+from helpers import RTOL, rel_err
+
+ACT = {"relu": jax.nn.relu, "tanh": jnp.tanh, "gelu": lambda z: jax.nn.gelu(z, approximate=False),
+       "leaky_relu": lambda z: jax.nn.leaky_relu(z, 0.1), "softplus": jax.nn.softplus}
+
+
+def mlp(params, x, names):
+    for (B, b), name in zip(params[:-1], names):
+        x = ACT[name](x @ B.T + b)
+    B, b = params[-1]
+    return x @ B.T + b
+
+
+def huber(z, y):  # a loss bpcheck does not know: given to it by its derivatives below
+    r = z - y
+    return jnp.sum(jnp.where(jnp.abs(r) < 1, 0.5 * r * r, jnp.abs(r) - 0.5))
+
+
+def huber_grad(z, y):
+    r = z - y
+    return r.clip(-1, 1)
+
+
+def huber_hessian(z, y):
+    inside = (abs(z - y) < 1).astype(z.dtype)
+    return inside[:, :, None] * (np.eye(z.shape[1]) if isinstance(z, np.ndarray) else jnp.eye(z.shape[1]))
+
+
+HUBER = Loss(grad=huber_grad, hessian=huber_hessian)
+
+LOSSES = {  # name -> (loss argument, one example's loss of (z, y) in plain JAX, K)
+    "cross_entropy": ("cross_entropy", lambda z, y: -jax.nn.log_softmax(z)[y], 3),
+    "mse": ("mse", lambda z, y: 0.5 * jnp.sum((z - y) ** 2), 3),
+    "binary_cross_entropy": ("binary_cross_entropy",
+                             lambda z, y: jnp.sum(jax.nn.softplus(z) - y * z), 1),
+    "user_huber": (HUBER, huber, 3),
+}
+
+
+def setup(name, widths, N=6, seed=0):
+    rng = np.random.default_rng(seed)
+    params = [(rng.standard_normal((d, dp)) / np.sqrt(dp), 0.2 * rng.standard_normal(d))
+              for dp, d in zip(widths, widths[1:])]
+    X = rng.standard_normal((N, widths[0]))
+    K = widths[-1]
+    if name == "cross_entropy":
+        y = rng.integers(0, K, N)
+    elif name == "binary_cross_entropy":
+        y = rng.random(N)
+    else:
+        y = 2 * rng.standard_normal((N, K))
+    return params, X, y
+
+
+def example_loss(name, widths, names):
+    _, f, _ = LOSSES[name]
+
+    def loss_of_beta(beta, x, y):
+        return f(mlp(bpcheck.unflatten_params(beta, widths), x, names), y)
+
+    return loss_of_beta
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+@pytest.mark.parametrize("names", [["relu", "relu"], ["tanh", "gelu"], ["leaky_relu", "softplus"]],
+                         ids=["relu", "tanh-gelu", "leaky-softplus"])
+def test_per_example_grads_and_norms_equal_jax_grad_of_the_loss(name, names):
+    loss, _, K = LOSSES[name]
+    widths = [4, 5, 6, K]
+    params, X, y = setup(name, widths)
+    activation = [Activation("leaky_relu", slope=0.1) if n == "leaky_relu" else n for n in names]
+    beta = jnp.asarray(bpcheck.flatten_params(params))
+    want = jax.jit(jax.vmap(jax.grad(example_loss(name, widths, names)), (None, 0, 0)))(beta, X, y)
+    got = bpcheck.per_example_grads(params, X, y, loss, activation=activation)
+    assert rel_err(got, want) < RTOL
+    mean = bpcheck.per_example_grads(params, X, y, loss, reduction="mean", activation=activation)
+    assert rel_err(mean, np.asarray(want) / len(X)) < RTOL
+    norms = bpcheck.per_example_grad_norms(params, X, y, loss, activation=activation)
+    assert rel_err(norms, np.linalg.norm(want, axis=1)) < RTOL
+    jp = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params]
+    assert rel_err(bpcheck.per_example_grads(jp, jnp.asarray(X), jnp.asarray(y), loss,
+                                             activation=activation), want) < RTOL
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+@pytest.mark.parametrize("names", [["relu"], ["tanh"], ["gelu"]])
+def test_gauss_newton_and_matvec_equal_jacrev_and_hessian_of_the_loss(name, names):
+    loss, f, K = LOSSES[name]
+    widths = [3, 5, K]
+    params, X, y = setup(name, widths, N=5, seed=1)
+    beta = jnp.asarray(bpcheck.flatten_params(params))
+    out = lambda b, x: mlp(bpcheck.unflatten_params(b, widths), x, names)
+    J = jax.jit(jax.vmap(jax.jacrev(out), (None, 0)))(beta, X)  # (N, K, P)
+    H = jax.jit(jax.vmap(jax.hessian(f)))(out(beta, X), jnp.asarray(y))  # (N, K, K)
+    want = np.einsum("nkp,nkj,njq->pq", J, H, J)
+    G = bpcheck.gauss_newton(params, X, loss, y=y, reduction="sum", activation=names)
+    assert rel_err(G, want) < RTOL
+    assert rel_err(bpcheck.gauss_newton(params, X, loss, y=y, activation=names), want / len(X)) < RTOL
+    v = np.random.default_rng(2).standard_normal(beta.size)
+    Gv = bpcheck.gauss_newton_matvec(params, X, v, loss, y=y, activation=names)
+    assert rel_err(Gv, want @ v / len(X)) < RTOL
+    jp = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params]
+    Gv_jax = bpcheck.gauss_newton_matvec(jp, jnp.asarray(X), jnp.asarray(v), loss, y=y,
+                                         reduction="sum", activation=names)
+    assert rel_err(Gv_jax, want @ v) < RTOL
+
+
+def test_the_defaults_keep_their_meaning_sum_for_gradients_mean_for_gauss_newton():
+    params, X, y = setup("cross_entropy", [4, 5, 3])
+    assert np.array_equal(bpcheck.per_example_grads(params, X, y),
+                          bpcheck.per_example_grads(params, X, y, "cross_entropy", reduction="sum"))
+    assert np.array_equal(bpcheck.gauss_newton(params, X),
+                          bpcheck.gauss_newton(params, X, reduction="mean"))
+    assert rel_err(bpcheck.gauss_newton(params, X, reduction="sum") / len(X),
+                   bpcheck.gauss_newton(params, X)) < 1e-14
+
+
+@pytest.mark.parametrize("xp", [np, jnp], ids=["numpy", "jax"])
+def test_per_layer_gradients_have_the_layer_shapes_and_equal_the_flat_rows(xp):
+    widths = [4, 5, 6, 3]
+    params, X, y = setup("cross_entropy", widths, N=7)
+    if xp is jnp:
+        params = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params]
+        X, y = jnp.asarray(X), jnp.asarray(y)
+    flat = bpcheck.per_example_grads(params, X, y, activation="tanh")
+    layers = bpcheck.per_example_grads(params, X, y, activation="tanh", flat=False)
+    assert [(gB.shape, gb.shape) for gB, gb in layers] == [
+        ((7, d, dp), (7, d)) for dp, d in zip(widths, widths[1:])]
+    rebuilt = np.concatenate([np.concatenate([np.asarray(gB).reshape(7, -1), np.asarray(gb)], 1)
+                              for gB, gb in layers], axis=1)
+    assert rel_err(rebuilt, flat) < 1e-15
+    one = bpcheck.per_example_grads(params, X[2], y[2], flat=False, activation="tanh")
+    assert [(gB.shape, gb.shape) for gB, gb in one] == [((d, dp), (d,)) for dp, d in zip(widths, widths[1:])]
+    assert rel_err(one[0][0], layers[0][0][2]) < 1e-15
+
+
+def test_the_flat_numpy_array_is_filled_in_place_in_beta_order():
+    params, X, y = setup("mse", [3, 4, 2])
+    G = bpcheck.per_example_grads(params, X, y, "mse")
+    assert G.flags.c_contiguous and G.shape == (6, 4 * 4 + 2 * 5)
+    layers = bpcheck.per_example_grads(params, X, y, "mse", flat=False)
+    assert np.array_equal(G[:, :12].reshape(6, 4, 3), layers[0][0])
+    assert np.array_equal(G[:, 12:16], layers[0][1])
+
+
+def test_a_user_loss_without_hessian_gives_gradients_but_not_gauss_newton():
+    params, X, y = setup("mse", [3, 4, 2])
+    grad_only = Loss(grad=lambda z, y: z - y)
+    assert rel_err(bpcheck.per_example_grads(params, X, y, grad_only),
+                   bpcheck.per_example_grads(params, X, y, "mse")) < 1e-15
+    with pytest.raises(ValueError, match=r"loss: Loss\(grad=<lambda>, hessian=None\) has no hessian"):
+        bpcheck.gauss_newton(params, X, grad_only)
+
+
+@pytest.mark.parametrize(
+    "call, exc, pattern",
+    [
+        (lambda p, X: bpcheck.per_example_grads(p, X, np.zeros(4), reduction="avg"),
+         ValueError, r"reduction: expected 'sum' or 'mean', got 'avg'"),
+        (lambda p, X: bpcheck.gauss_newton(p, X, reduction=None),
+         ValueError, r"reduction: expected 'sum' or 'mean', got None"),
+        (lambda p, X: bpcheck.per_example_grads(p, X, np.zeros(4), "binary_cross_entropy"),
+         ValueError, r"binary_cross_entropy.*one output logit \(K = 1\).*K = 2"),
+        (lambda p, X: bpcheck.per_example_grads(p, X, np.zeros(4), "hinge"),
+         ValueError, r"loss: expected one of \('cross_entropy', 'mse', 'binary_cross_entropy'\)"),
+        (lambda p, X: bpcheck.per_example_grads(p, X, np.zeros(4, int), flat="no"),
+         TypeError, r"flat: expected True or False, got 'no'"),
+        (lambda p, X: bpcheck.per_example_grads(p, X, np.zeros(4, int), activation="swish"),
+         ValueError, r"activation: expected one of"),
+        (lambda p, X: Loss(grad="z - y"), TypeError, r"Loss: grad must be a callable"),
+        (lambda p, X: Loss("mse", grad=len), TypeError, r"either a name or grad="),
+    ],
+)
+def test_bad_loss_reduction_and_flat_arguments_are_named_errors(call, exc, pattern):
+    params = bpcheck.init_params([3, 5, 2], seed=0)
+    with pytest.raises(exc, match=pattern):
+        call(params, np.ones((4, 3)))
+
+
+def test_binary_targets_outside_0_1_or_of_the_wrong_shape_are_rejected():
+    params = bpcheck.init_params([3, 5, 1], seed=0)
+    X = np.ones((4, 3))
+    with pytest.raises(ValueError, match=r"y: binary targets must lie in \[0, 1\], got 2.0"):
+        bpcheck.per_example_grads(params, X, np.array([0, 1, 2.0, 1]), "binary_cross_entropy")
+    with pytest.raises(ValueError, match=r"y: expected targets in \[0, 1\] of shape \(4,\) or \(4, 1\)"):
+        bpcheck.per_example_grads(params, X, np.zeros((4, 2)), "binary_cross_entropy")
+    column = bpcheck.per_example_grads(params, X, np.array([[0.0], [1], [1], [0]]), "binary_cross_entropy")
+    assert np.array_equal(column, bpcheck.per_example_grads(params, X, np.array([0.0, 1, 1, 0]),
+                                                            "binary_cross_entropy"))
