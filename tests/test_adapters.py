@@ -9,8 +9,6 @@ import pytest
 import bpcheck
 from helpers import RTOL, rel_err
 
-PENDING = pytest.mark.skip(reason="per_example_grads, ntk, gauss_newton: networks once they take activation=")
-
 
 def in_out_layers(widths, seed=0, kind="dict"):
     """Layers as JAX code keeps them: W of shape (d_in, d_out), used as x @ W + b."""
@@ -58,7 +56,6 @@ def test_wrong_orientation_of_a_non_square_layer_names_the_layout_not_the_bias()
         bpcheck.forward(pairs, np.ones((2, 3)))
 
 
-@PENDING
 @pytest.mark.parametrize("kind", ["dict", "tuple"])
 def test_per_example_grads_come_back_in_the_layers_own_structure_and_orientation(kind):
     widths = [3, 5, 4, 2]

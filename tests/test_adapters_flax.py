@@ -13,8 +13,6 @@ from flax import nnx  # noqa: E402
 import bpcheck  # noqa: E402
 from helpers import RTOL, rel_err  # noqa: E402
 
-PENDING = pytest.mark.skip(reason="per_example_grads, ntk, gauss_newton: networks once they take activation=")
-
 
 def data(N=6, d0=4, K=3, seed=1):
     rng = np.random.default_rng(seed)
@@ -55,7 +53,6 @@ def assert_same_tree(got, want, tol=RTOL):
         assert g.shape == w.shape and rel_err(g, w) < tol
 
 
-@PENDING
 def test_nnx_sequential_activations_are_read_and_grads_come_back_as_its_state():
     model = nnx_sequential()
     X, y = data()
@@ -65,7 +62,6 @@ def test_nnx_sequential_activations_are_read_and_grads_come_back_as_its_state():
     assert_same_tree(bpcheck.per_example_grads(model, X, y), nnx_reference_grads(model, X, y))
 
 
-@PENDING
 def test_nnx_module_layers_are_taken_in_the_order_they_run_and_activation_is_required():
     model = NamedOutOfOrder(nnx.Rngs(0))
     X, y = data()
@@ -103,7 +99,6 @@ class LinenMLP(nn.Module):
         return nn.Dense(3, param_dtype=jnp.float64, name="a_output")(x)
 
 
-@PENDING
 def test_linen_needs_its_variables_and_the_activation_and_checks_the_statement():
     module = LinenMLP()
     X, y = data()

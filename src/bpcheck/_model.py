@@ -73,7 +73,7 @@ class Network:
     :class:`bpcheck.Activation` per hidden layer.  ``widths``: ``[d_0, ..., d_{L+1}]``.
     ``names``: where each layer sits in the model.  ``layout``: the model's orientation,
     ``"out_in"`` or ``"in_out"``.  ``source``: what the model was, e.g.
-    ``"torch.nn.Sequential"``.
+    ``"torch Sequential"``.
     """
 
     def __init__(self, layers: Sequence[Dense], activation, source: str, structure):
@@ -88,8 +88,7 @@ class Network:
 
     def __repr__(self) -> str:
         acts = ", ".join(str(a) for a in self.activation)
-        return (f"Network(source={self.source}, widths={self.widths}, layout={self.layout!r}, "
-                f"activation=[{acts}])")
+        return f"Network({self.source}, widths={self.widths}, layout={self.layout!r}, activation=[{acts}])"
 
     def from_layers(self, pairs: Sequence[tuple[Any, Any]]):
         """Per-layer results ``[(gB^(l), gb^(l))]`` in the model's structure.
@@ -122,21 +121,20 @@ class Network:
         Each weight in the model's orientation, each bias ``(d_l,)``; returns ``beta``
         order ``[vec(B^(1)'), b^(1), ...]``, NumPy or JAX following the leaves.
         """
-        from ._arrays import backend
+        from ._arrays import as_array, backend
 
         pairs = self._leaves_of(tree)
         xp = backend(*(t for pair in pairs for t in pair))
         parts = []
         for (B, _), d, (W, b) in zip(self.params, self._layers, pairs):
-            W = xp.asarray(W)
+            W, b = as_array(f"{d.name} weight", W, xp), as_array(f"{d.name} bias", b, xp)
             want = tuple(B.shape) if d.layout == "out_in" else tuple(B.shape[::-1])
-            if tuple(W.shape) != want or tuple(xp.shape(b)) != (B.shape[0],):
+            if tuple(W.shape) != want or tuple(b.shape) != (B.shape[0],):
                 raise ValueError(
                     f"{d.name}: expected a weight of shape {want} and a bias of shape "
-                    f"({B.shape[0]},) as in the model, got {tuple(W.shape)} and "
-                    f"{tuple(xp.shape(b))}"
+                    f"({B.shape[0]},) as in the model, got {tuple(W.shape)} and {tuple(b.shape)}"
                 )
-            parts += [_oriented(W, d.layout).reshape(-1), xp.asarray(b)]
+            parts += [_oriented(W, d.layout).reshape(-1), b]
         return xp.concatenate(parts)
 
     def _leaves_of(self, tree):
@@ -602,7 +600,7 @@ def _order_of_use(run, template, layers: list[Dense]) -> list[Dense]:
     return order
 
 
-def _read_nnx(model, activation):
+def _read_nnx(model):
     from flax import nnx
 
     name = f"model (flax.nnx.{type(model).__name__})"
@@ -818,13 +816,13 @@ def network(model: Any, variables: Any = None, *, layout: str | None = None,
       and ``Identity``.  Results have the model's pytree structure (``eqx.filter(model,
       eqx.is_array)``), weights ``(out, in)``.
     - a Flax NNX module: ``nnx.Sequential`` of ``nnx.Linear`` and ``jax.nn``/``nnx``
-      activation functions (read), or another module whose ``nnx.Linear`` layers are taken
-      in the order Flax lists them, with ``activation=`` required (NNX does not expose the
-      activation of a ``__call__``).  Results have the structure of ``nnx.state(model,
-      nnx.Param)``, kernels ``(in, out)``.
+      activation functions (read), or another module of ``nnx.Linear`` layers, taken in
+      the order its forward pass uses them (read from its jaxpr), with ``activation=``
+      required (bpcheck cannot read the activations of a ``__call__``).  Results have the
+      structure of ``nnx.state(model, nnx.Param)``, kernels ``(in, out)``.
     - a Flax Linen module with its ``variables`` (``module.init(...)``): ``nn.Sequential``
-      (activations read) or a module of ``nn.Dense`` layers taken in the order Linen
-      created them, with ``activation=`` required.  Results have the structure of
+      (activations read) or a module of ``nn.Dense`` layers, taken in the order its
+      forward pass uses them, with ``activation=`` required.  Results have the structure of
       ``variables``, kernels ``(in, out)``.
     - a plain list of layers, each a dict with one weight (``W``, ``w``, ``weight`` or
       ``kernel``) and one bias (``b`` or ``bias``), or a pair ``(W, b)``, with ``layout=``
@@ -858,7 +856,7 @@ def network(model: Any, variables: Any = None, *, layout: str | None = None,
     elif kind == "equinox":
         found, acts, structure, run = _read_equinox(model)
     elif kind == "flax.nnx":
-        found, acts, structure, run = _read_nnx(model, activation)
+        found, acts, structure, run = _read_nnx(model)
     elif kind == "flax.linen":
         if variables is None:
             raise TypeError("variables: a Flax Linen module holds no weights; pass its "
@@ -867,8 +865,8 @@ def network(model: Any, variables: Any = None, *, layout: str | None = None,
     else:
         found, acts, structure, run = _read_pytree(model, layout)
     _check_orientation(found)
-    net = Network(found, _merge_activation(acts, activation, len(found) - 1), kind or "pytree",
-                  structure)
+    source = f"{kind} {type(model).__name__}" if kind else "list of layers"
+    net = Network(found, _merge_activation(acts, activation, len(found) - 1), source, structure)
     if run is not None:
         _check_forward(net, run)
     return net
@@ -959,6 +957,20 @@ def _merge_network_activation(net: Network, given) -> tuple:
         raise ValueError(f"activation: the network has [{', '.join(map(str, net.activation))}] "
                          f"({net.source}), got activation={given!r}")
     return net.activation
+
+
+def model_vector(net: Network | None, v: Any):
+    """``v`` in ``beta`` order, and how to give a result in ``beta`` order back in ``v``'s form.
+
+    With a network, ``v`` may be in the model's structure (no ``shape``, not a list of
+    numbers); it is flattened with :meth:`Network.to_beta` and results come back through
+    :meth:`Network.from_beta`.  Otherwise ``v`` and results pass unchanged.
+    """
+    plain = (net is None or hasattr(v, "shape")
+             or (isinstance(v, (list, tuple)) and all(np.ndim(t) == 0 for t in v)))
+    if plain:
+        return v, lambda result: result
+    return net.to_beta(v), net.from_beta
 
 
 def model_params(params: Any, activation: Any):
