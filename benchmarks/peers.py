@@ -7,8 +7,8 @@ Run (the peers live in their own virtual environment, kept out of the project's)
     .venv-bench/bin/python benchmarks/peers.py [--repeats 7] [--only pergrad,norms,ggn,ntk,jacobian]
 
 ReLU MLPs, float32, one process, CPU (or whatever JAX and PyTorch run on by default).
-Each row is timed as the best of ``--repeats`` calls (7; 3 for a method whose first call
-takes over 2 s, said in its line) after one warm-up call (JAX compiles there); the methods
+Each row is timed as the best of ``--repeats`` calls (7; 3 for a method whose first timed
+call takes over 1 s, said in its line) after one warm-up call (JAX compiles there); the methods
 of a row are timed in alternation, so that load from other processes on a shared machine
 hits them alike.  Timings on a shared machine are noisy: compare the methods of one row.
 
@@ -26,7 +26,8 @@ Tasks and sizes:
   output Hessian / ``jax.vjp``;
 - the NTK, 784-1024-1024-1024-10 with N = 32 and N = 256, full ``(N, N, K, K)`` and trace
   ``(N, N)``: bpcheck ``ntk`` against ``jax.vmap(jax.jacrev)`` and ``torch.func``
-  ``vmap(jacrev)`` followed by the contraction ``J_i J_j'``;
+  ``vmap(jacrev)`` followed by the contraction ``J_i J_j'`` (skipped where their
+  ``(N, K, P)`` Jacobian would exceed 8 GiB: at N = 256 it is 28 GiB);
 - the full Jacobian ``(N, K, P)``, 64-256-256-256-256-10 with N = 128: bpcheck ``jacobian``
   (NumPy; JAX called as is and inside ``jax.jit``) against ``jax.vmap(jax.jacrev)`` and
   ``torch.func`` ``vmap(jacrev)``.
@@ -54,6 +55,10 @@ import numpy as np
 import bpcheck
 
 TASKS = ("pergrad", "norms", "ggn", "ntk", "jacobian")
+SLOW = 1.0
+"""Seconds: a method whose warm-up call takes longer is timed 3 times, not ``--repeats``."""
+PEER_JACOBIAN_BYTES = 8 << 30
+"""The NTK peers form the ``(N, K, P)`` Jacobian; above this size they are skipped."""
 
 
 def have(module: str) -> bool:
@@ -89,18 +94,18 @@ class Row:
         live = [m for m in self.methods if "skip" not in m]
         ref = None
         for m in live:
+            out = block(m["fn"]())  # warm-up (JAX compiles here)
             t = time.perf_counter()
-            out = block(m["fn"]())  # warm-up (and compile)
-            first = time.perf_counter() - t
-            m["repeats"] = self.repeats if first < 2.0 else min(self.repeats, 3)
+            block(m["fn"]())
+            m["best"] = time.perf_counter() - t
+            m["repeats"] = self.repeats if m["best"] < SLOW else min(self.repeats, 3)
             flat = np.asarray(m["to_flat"](out), dtype=np.float64)
             if ref is None:
                 ref = flat
             m["err"] = float(np.max(np.abs(flat - ref)) / max(np.max(np.abs(ref)), 1e-30))
-            m["best"] = float("inf")
-        for i in range(max(m["repeats"] for m in live)):
+        for i in range(max(m["repeats"] for m in live) - 1):
             for m in live:
-                if i < m["repeats"]:
+                if i < m["repeats"] - 1:
                     t = time.perf_counter()
                     block(m["fn"]())
                     m["best"] = min(m["best"], time.perf_counter() - t)
@@ -115,7 +120,7 @@ class Row:
             ratio = f"{fastest / m['best']:.2f}x" if fastest else "-"
             note = "" if m["repeats"] == self.repeats else f"  (best of {m['repeats']})"
             print(f"  {m['name']:44s} {m['layout']:10s} {1e3 * m['best']:10.2f} {ratio:>16s} "
-                  f"{m['err']:11.1e}{note}")
+                  f"{m['err']:11.1e}{note}", flush=True)
 
 
 # --- the network, in every library --------------------------------------------------
@@ -383,6 +388,13 @@ def ntk_row(N, trace, repeats):
             peer=False)
     row.add("bpcheck JAX", "-", lambda: bpcheck.ntk(pj, Xj, trace=trace), np.asarray, peer=False)
     spec = "ika,jka->ij" if trace else "ika,jla->ijkl"
+    J_bytes = 4 * N * widths[-1] * bpcheck.param_count(widths)
+    if J_bytes > PEER_JACOBIAN_BYTES:
+        row.skip(f"jax.vmap(jax.jacrev), torch.func vmap(jacrev): skipped (their (N, K, P) "
+                 f"Jacobian would take {J_bytes / 2**30:.0f} GiB)")
+        row.skip("neural-tangents: not run by this script")
+        row.run()
+        return
 
     @jax.jit
     def contract(p, X):
@@ -400,7 +412,7 @@ def ntk_row(N, trace, repeats):
         row.add("torch.func vmap(jacrev), then J J'", "-", torch_ntk, lambda o: o.numpy())
     else:
         row.skip("torch.func: skipped (torch is not installed)")
-    row.skip("neural-tangents: not run (it does not import with current JAX releases)")
+    row.skip("neural-tangents: not run by this script")
     row.run()
 
 
