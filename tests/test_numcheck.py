@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import bpcheck
+import bpcheck.numcheck
 from bpcheck.numcheck import (
     check_network,
     draw_inputs,
@@ -218,3 +219,30 @@ def test_report_cells_stay_on_one_line():
     assert "refuted: x / claim: 1 / true: 2" in text
     table = [ln for ln in render_markdown([part], {}).splitlines() if ln.startswith("| a")]
     assert table == ["| a | refuted: x / claim: 1 / true: 2 |"]
+
+
+def test_checker_passes_every_activation_and_catches_a_wrong_derivative():
+    rng = np.random.default_rng(5)
+    widths = [4, 6, 6, 3]
+    params = [(rng.standard_normal((d, dp)) / np.sqrt(dp), 0.1 * rng.standard_normal(d))
+              for dp, d in zip(widths[:-1], widths[1:])]
+    for act in bpcheck.numcheck.ACTIVATION_POOL:
+        X, _ = draw_inputs(rng, params, 3, activation=act)
+        result = check_network(params, X, activation=act)
+        assert result.passed, (act, result.message)
+    X, _ = draw_inputs(rng, params, 3, activation="tanh")
+
+    def sigmoid_derivative_in_tanh_net(p, x, activation):  # forward tanh, D from the wrong rule
+        fs = bpcheck.jacobian_factors(p, x, activation=activation)
+        wrong = bpcheck.jacobian_factors(p, x, activation="sigmoid")
+        fs = [f._replace(V=w.V, a_prev=f.a_prev) for f, w in zip(fs, wrong)]
+        return _assemble(fs, _kron_I_a)
+
+    result = check_network(params, X, activation="tanh", jacobian_fn=sigmoid_derivative_in_tanh_net)
+    assert not result.passed and result.jacrev_error > 1e-3 and result.fd_error > 1e-3
+
+
+def test_random_checks_cover_the_activations_and_pass():
+    results = run_random_checks(seed=1, networks=12, max_depth=4)
+    assert {r.activation for r in results[5:]} - {"relu"}  # not only ReLU after the corners
+    assert all(r.passed for r in results), [r.message for r in results if not r.passed]

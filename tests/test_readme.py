@@ -12,6 +12,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 EXAMPLES = {
     "library": r"## The library\n\n",
     "factors at work": r"What the factors buy.*?",
+    "activations and losses": r"Activations and losses: .*?",
     "refutation": r"## The proof checker\n.*?",
     "training": r"Training from Python.*?",
     "torch model": r"## Your model\n.*?",

@@ -92,19 +92,23 @@ def check_finite(name: str, x: Any) -> None:
         raise ValueError(f"{name}: contains NaN or inf; expected finite values")
 
 
-def _all_finite_program():
-    if "program" not in _FINITE:
-        _FINITE["program"] = jax.jit(lambda xs: jnp.stack([jnp.all(jnp.isfinite(x)) for x in xs]))
-    return _FINITE["program"]
+def finite_flags(arrays, xp):
+    """One flag per array: all its entries finite (traceable; a compiled program's output)."""
+    return xp.stack([xp.all(xp.isfinite(x)) for x in arrays]) if arrays else xp.ones(0, bool)
 
 
-_FINITE: dict = {}
+def raise_unless_finite(named: Sequence[tuple[str, Any]], flags: Any) -> None:
+    """The error of :func:`check_finite` for the first of ``named`` whose flag is false."""
+    flags = np.asarray(flags)
+    if not flags.all():
+        name = named[int(np.argmin(flags))][0]
+        raise ValueError(f"{name}: contains NaN or inf; expected finite values")
 
 
-def check_all_finite(named: Sequence[tuple[str, Any]]) -> None:
-    """:func:`check_finite` for many ``(name, array)`` pairs in one pass: the concrete JAX
-    arrays among them are reduced by one compiled program and read back once, instead of
-    waiting on the device once per array.  Tracers and integer arrays are skipped."""
+def split_finite_checks(named: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """Check the NumPy arrays of ``named`` for NaN and inf now; return the concrete JAX
+    floating arrays, whose flags a compiled program computes (:func:`finite_flags`) and
+    :func:`raise_unless_finite` reads back once.  Tracers and integer arrays are skipped."""
     device = []
     for name, x in named:
         if x is None or is_tracer(x) or np.dtype(x.dtype).kind in "iub":
@@ -113,11 +117,21 @@ def check_all_finite(named: Sequence[tuple[str, Any]]) -> None:
             device.append((name, x))
         else:
             check_finite(name, x)
+    return device
+
+
+_FINITE: dict = {}
+
+
+def check_all_finite(named: Sequence[tuple[str, Any]]) -> None:
+    """:func:`check_finite` for many ``(name, array)`` pairs in one pass: the concrete JAX
+    arrays among them are reduced by one compiled program and read back once, instead of
+    waiting on the device once per array."""
+    device = split_finite_checks(named)
     if device:
-        ok = np.asarray(_all_finite_program()([x for _, x in device]))
-        if not ok.all():
-            name = device[int(np.argmin(ok))][0]
-            raise ValueError(f"{name}: contains NaN or inf; expected finite values")
+        if "program" not in _FINITE:
+            _FINITE["program"] = jax.jit(lambda xs: finite_flags(xs, jnp))
+        raise_unless_finite(device, _FINITE["program"]([x for _, x in device]))
 
 
 def result_dtype(xp, arrays: Sequence[Any]):
@@ -251,6 +265,9 @@ class Prepared(NamedTuple):
     single: bool
     xp: Any
     others: dict
+    unchecked: list
+    """``(name, array)`` of the concrete JAX arrays still to be checked for NaN and inf
+    (with ``defer_finite=True``): pass it to :func:`bpcheck._compiled.call`."""
 
 
 def common_dtype(xp, params, arrays):
@@ -260,14 +277,16 @@ def common_dtype(xp, params, arrays):
     return [(cast(B), cast(b)) for B, b in params], [cast(a) for a in arrays], dtype
 
 
-def prepare(params: Any, X: Any, xp=None, **others: Any) -> Prepared:
+def prepare(params: Any, X: Any, xp=None, *, defer_finite: bool = False, **others: Any) -> Prepared:
     """One checking pass over a call's arrays: params, ``X`` (made 2-d) and ``others``.
 
     The backend is JAX when ``xp`` says so or when any of params, ``X`` and ``others``
     (further arrays of the call, e.g. ``y``, ``v``) is a JAX array.  Shapes and dtypes are
     checked first, then NaN and inf in all of them at once (one read-back from the device
-    for JAX).  Params and ``X`` come back in their common floating dtype; ``others`` (by
-    name, ``None`` left as is) converted to the backend but not cast.
+    for JAX; with ``defer_finite=True`` the JAX arrays are left in ``unchecked``, for the
+    compiled program of the call to check alongside its work).  Params and ``X`` come back
+    in their common floating dtype; ``others`` (by name, ``None`` left as is) converted to
+    the backend but not cast.
     """
     pairs = _pairs(params)
     if xp is None:
@@ -275,6 +294,11 @@ def prepare(params: Any, X: Any, xp=None, **others: Any) -> Prepared:
     params, widths, xp = check_params(pairs, xp, finite=False)
     X2, single = check_inputs("X", X, widths[0], xp, finite=False)
     others = {k: None if v is None else as_array(k, v, xp) for k, v in others.items()}
-    check_all_finite(param_names(params) + [("X", X2)] + list(others.items()))
+    named = param_names(params) + [("X", X2)] + list(others.items())
+    if defer_finite:
+        unchecked = split_finite_checks(named)
+    else:
+        check_all_finite(named)
+        unchecked = []
     params, (X2,), _ = common_dtype(xp, params, [X2])
-    return Prepared(params, widths, X2, single, xp, others)
+    return Prepared(params, widths, X2, single, xp, others, unchecked)

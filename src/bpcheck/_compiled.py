@@ -10,22 +10,28 @@ A kernel is a pure function ``kernel(*arrays, *static, xp)``: ``arrays`` are tra
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from ._arrays import finite_flags, raise_unless_finite
+
 _programs: dict = {}
 
 
-def compiled(kernel: Callable, static: tuple = (), *, key: Any = None, **jit_options: Any):
+def compiled(kernel: Callable, static: tuple = (), *, key: Any = None, with_finite_flags: bool = False,
+             **jit_options: Any):
     """``jax.jit`` of ``lambda *arrays: kernel(*arrays, *static, jnp)``, built once and kept.
 
     ``key``: what identifies ``kernel`` in the cache (default: ``kernel`` itself); pass one
-    when ``kernel`` is a closure made afresh per call.  ``jit_options`` go to ``jax.jit``
-    (e.g. ``out_shardings``) and are part of the cache key.
+    when ``kernel`` is a closure made afresh per call.  ``with_finite_flags``: the program
+    takes one more argument, a list of arrays, and returns ``(result, flags)`` with one
+    "all finite" flag per array of that list.  ``jit_options`` go to ``jax.jit`` (e.g.
+    ``out_shardings``).  All of them are part of the cache key.
     """
-    cache_key = (kernel if key is None else key, static, tuple(sorted(jit_options.items())))
+    cache_key = (kernel if key is None else key, static, with_finite_flags,
+                 tuple(sorted(jit_options.items())))
     program = _programs.get(cache_key)
     if program is None:
         import jax
@@ -33,14 +39,25 @@ def compiled(kernel: Callable, static: tuple = (), *, key: Any = None, **jit_opt
 
         def run(*arrays):
             with jax.default_matmul_precision("highest"):
-                return kernel(*arrays, *static, jnp)
+                if not with_finite_flags:
+                    return kernel(*arrays, *static, jnp)
+                return kernel(*arrays[:-1], *static, jnp), finite_flags(arrays[-1], jnp)
 
         program = _programs[cache_key] = jax.jit(run, **jit_options)
     return program
 
 
-def call(kernel: Callable, xp, static: tuple, *arrays: Any):
-    """``kernel(*arrays, *static, xp)``: directly for NumPy, compiled (:func:`compiled`) for JAX."""
+def call(kernel: Callable, xp, static: tuple, *arrays: Any, unchecked: Sequence = ()):
+    """``kernel(*arrays, *static, xp)``: directly for NumPy, compiled (:func:`compiled`) for JAX.
+
+    ``unchecked``: ``(name, array)`` pairs (``Prepared.unchecked``) that the same compiled
+    program checks for NaN and inf; the flags are read back once, and the error names the
+    first offending array.
+    """
     if xp is np:
         return kernel(*arrays, *static, np)
-    return compiled(kernel, static)(*arrays)
+    if not unchecked:
+        return compiled(kernel, static)(*arrays)
+    out, flags = compiled(kernel, static, with_finite_flags=True)(*arrays, [x for _, x in unchecked])
+    raise_unless_finite(unchecked, flags)
+    return out

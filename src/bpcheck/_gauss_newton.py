@@ -89,12 +89,13 @@ def _check_nonempty(X2):
 def _setup(params, X, y, loss, reduction, activation, **others):
     loss = resolve_loss(loss, hessian=True)
     mean = check_reduction(reduction) == "mean"
-    params, widths, X2, single, xp, others = prepare(params, X, y=y, **others)
+    params, widths, X2, single, xp, others, unchecked = prepare(params, X, defer_finite=True, y=y,
+                                                                 **others)
     _check_nonempty(X2)
     acts = resolve_activations(activation, len(params) - 1)
     y2 = loss.check_targets(y, X2.shape[0], widths[-1], single, xp, X2.dtype) if y is not None else None
     scale = 1 / X2.shape[0] if mean else 1.0
-    return params, widths, X2, y2, xp, others, (loss, acts, scale, tuple(widths))
+    return params, widths, X2, y2, xp, others, (loss, acts, scale, tuple(widths)), unchecked
 
 
 def gauss_newton(params: Any, X: Any, loss: Any = "cross_entropy", *, y: Any = None,
@@ -114,8 +115,8 @@ def gauss_newton(params: Any, X: Any, loss: Any = "cross_entropy", *, y: Any = N
     out (compiled once per configuration; jit-able).
     """
     params, activation, _ = model_params(params, activation)
-    params, _, X2, y2, xp, _, static = _setup(params, X, y, loss, reduction, activation)
-    return call(_gauss_newton, xp, static, params, X2, y2)
+    params, _, X2, y2, xp, _, static, unchecked = _setup(params, X, y, loss, reduction, activation)
+    return call(_gauss_newton, xp, static, params, X2, y2, unchecked=unchecked)
 
 
 def gauss_newton_matvec(params: Any, X: Any, v: Any, loss: Any = "cross_entropy", *,
@@ -134,8 +135,8 @@ def gauss_newton_matvec(params: Any, X: Any, v: Any, loss: Any = "cross_entropy"
     """
     params, activation, net = model_params(params, activation)
     v, back = model_vector(net, v)
-    params, widths, X2, y2, xp, others, static = _setup(params, X, y, loss, reduction, activation,
-                                                         v=v)
+    params, widths, X2, y2, xp, others, static, unchecked = _setup(params, X, y, loss, reduction,
+                                                                    activation, v=v)
     P = param_count(widths)
     v = others["v"]
     if tuple(v.shape) != (P,):
@@ -145,4 +146,4 @@ def gauss_newton_matvec(params: Any, X: Any, v: Any, loss: Any = "cross_entropy"
         )
     if v.dtype != X2.dtype:
         v = v.astype(X2.dtype)
-    return back(call(_gauss_newton_matvec, xp, static, params, X2, y2, v))
+    return back(call(_gauss_newton_matvec, xp, static, params, X2, y2, v, unchecked=unchecked))

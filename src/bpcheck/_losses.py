@@ -49,7 +49,8 @@ class Loss:
     be). Both receive batched arrays (NumPy or ``jax.numpy``, following the call's
     inputs; under JAX they are traced, so they must be written with ``jax.numpy``).
     ``y`` is passed through unchecked beyond its first axis having ``N`` rows, and
-    ``hessian`` may be omitted when only gradients are asked for.
+    ``hessian`` may be omitted when only gradients are asked for.  JAX calls compile one
+    program per ``Loss`` (its functions are part of the program): make it once and reuse it.
 
     >>> Loss(grad=lambda z, y: z - y, hessian=None)
     Loss(grad=<lambda>, hessian=None)

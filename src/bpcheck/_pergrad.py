@@ -92,10 +92,10 @@ def _per_example_grad_norms(params, X, y, loss, acts, mean, xp):
     return xp.sqrt(sq)
 
 
-def _run(kernel, static, params, X, y, xp, mesh, gather):
+def _run(kernel, static, params, X, y, xp, mesh, gather, unchecked):
     """``kernel`` in NumPy, compiled in JAX (:func:`bpcheck._compiled.call`), or over ``mesh``."""
     if mesh is None:
-        return call(kernel, xp, static, params, X, y)
+        return call(kernel, xp, static, params, X, y, unchecked=unchecked)
     import jax.numpy as jnp
 
     from ._sharding import batch_parallel
@@ -117,10 +117,11 @@ def _setup(params, X, y, loss, reduction, activation, mesh, gather):
         import jax.numpy as jnp
 
         xp = jnp
-    params, widths, X2, single, xp, _ = prepare(params, X, xp, y=y)
+    params, widths, X2, single, xp, _, unchecked = prepare(params, X, xp, defer_finite=mesh is None,
+                                                            y=y)
     acts = resolve_activations(activation, len(params) - 1)
     y2 = loss.check_targets(y, X2.shape[0], widths[-1], single, xp, X2.dtype)
-    return params, widths, X2, y2, single, xp, mesh, (loss, acts, mean)
+    return params, widths, X2, y2, single, xp, mesh, (loss, acts, mean), unchecked
 
 
 def per_example_grads(
@@ -172,11 +173,12 @@ def per_example_grads(
         flat = net is None
     if not isinstance(flat, (bool, np.bool_)):
         raise TypeError(f"flat: expected True or False, got {flat!r}")
-    params, widths, X2, y2, single, xp, mesh, static = _setup(
+    params, widths, X2, y2, single, xp, mesh, static, unchecked = _setup(
         params, X, y, loss, reduction, activation, mesh, gather)
     if X2.shape[0] == 0 and flat:  # an empty batch: no rows
         return xp.zeros((0, param_count(widths)), X2.dtype)
-    G = _run(_per_example_grads, static + (bool(flat),), params, X2, y2, xp, mesh, bool(gather))
+    G = _run(_per_example_grads, static + (bool(flat),), params, X2, y2, xp, mesh, bool(gather),
+             unchecked)
     if single:
         G = G[0] if flat else [(gB[0], gb[0]) for gB, gb in G]
     return G if flat or net is None else net.from_layers(G)
@@ -201,7 +203,7 @@ def per_example_grad_norms(
     ``||V^(l)' e||^2`` the bias part: cost about two forward passes, memory ``O(N d)``.
     """
     params, activation, _ = model_params(params, activation)
-    params, _, X2, y2, single, xp, mesh, static = _setup(
+    params, _, X2, y2, single, xp, mesh, static, unchecked = _setup(
         params, X, y, loss, reduction, activation, mesh, gather)
-    n = _run(_per_example_grad_norms, static, params, X2, y2, xp, mesh, bool(gather))
+    n = _run(_per_example_grad_norms, static, params, X2, y2, xp, mesh, bool(gather), unchecked)
     return n[0] if single else n

@@ -128,9 +128,9 @@ def forward(params: Any, X: Any, *, activation: Any = None):
     or JAX following the inputs (JAX: compiled once per configuration).
     """
     params, activation, _ = model_params(params, activation)
-    params, _, X2, single, xp, _ = prepare(params, X)
+    params, _, X2, single, xp, _, unchecked = prepare(params, X, defer_finite=True)
     acts = resolve_activations(activation, len(params) - 1)
-    out = call(_outputs, xp, (acts,), params, X2)
+    out = call(_outputs, xp, (acts,), params, X2, unchecked=unchecked)
     return out[0] if single else out
 
 
@@ -155,9 +155,9 @@ def jacobian_factors(params: Any, X: Any, *, activation: Any = None) -> list[Lay
     JAX out (compiled once per configuration; jit/vmap-able).
     """
     params, activation, _ = model_params(params, activation)
-    params, _, X2, single, xp, _ = prepare(params, X)
+    params, _, X2, single, xp, _, unchecked = prepare(params, X, defer_finite=True)
     acts = resolve_activations(activation, len(params) - 1)
-    records = call(_factors, xp, (acts,), params, X2)
+    records = call(_factors, xp, (acts,), params, X2, unchecked=unchecked)
     if single:
         records = [LayerFactors(*(t[0] for t in r)) for r in records]
     return records
@@ -265,10 +265,10 @@ def jacobian(params: Any, X: Any, *, activation: Any = None, flat: bool = True):
     :class:`bpcheck.Network` or a model, in the model's own structure and orientation.
     """
     params, activation, net = model_params(params, activation)
-    params, widths, X2, single, xp, _ = prepare(params, X)
+    params, widths, X2, single, xp, _, unchecked = prepare(params, X, defer_finite=True)
     acts = resolve_activations(activation, len(params) - 1)
     if xp is not np:
-        J = call(_jacobian_jax, xp, (acts,), params, X2)
+        J = call(_jacobian_jax, xp, (acts,), params, X2, unchecked=unchecked)
     else:
         size = X2.shape[0] * widths[-1] * sum(d * (dp + 1) for dp, d in zip(widths, widths[1:]))
         with _single_threaded_blas(size >= _THREADED_SIZE):

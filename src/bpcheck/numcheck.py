@@ -1,20 +1,26 @@
 """The numeric check: ``bpcheck.jacobian`` against ``jax.jacrev`` and finite differences.
 
-On random deep ReLU networks (float64) the Jacobian from the V/U recursion is compared
-with two independent references:
+On random deep networks (float64; ReLU, and from the sixth network on also the other
+activations of :class:`bpcheck.Activation`, mixed per layer) the Jacobian from the V/U
+recursion is compared with two independent references:
 
 * ``jax.jacrev`` of a forward pass written here from scratch as a function of the flat
-  ``beta`` (its own slicing of ``beta``, ``jax.nn.relu`` whose derivative at 0 is 0, as
-  in the lecture's ``dhidden[hidden_layer <= 0] = 0``);
+  ``beta`` (its own slicing of ``beta``, JAX's own activations: ``jax.nn.relu`` whose
+  derivative at 0 is 0, as in the lecture's ``dhidden[hidden_layer <= 0] = 0``,
+  ``jax.nn.gelu``, ``jnp.tanh``, ...);
 * centred finite differences ``(f(beta + h e_p) - f(beta - h e_p)) / 2h`` with
   ``h = 1e-5`` (CS231n "Gradient checks") on a random sample of columns ``p``.
 
 Relative error follows the CS231n assignments, ``|a - r| / max(|a| + |r|, floor)``, with
 ``floor = 1e-8 * max(1, max |r|)`` so that entries that are exactly zero in both do not
-divide by zero.  Pass thresholds: 1e-10 against ``jacrev``, 1e-6 against finite
+divide by zero.  With a smooth activation in the network, ``floor = 1e-4 * max(1, max |r|)``:
+no entry is then exactly zero, and the entries far below the largest are sums whose terms
+cancel, so the two references round them differently (about ``1e-15`` of the largest
+entry); they are compared in absolute terms.  Pass thresholds: 1e-10 against ``jacrev``, 1e-6 against finite
 differences.
 
-Kinks: the derivative of ReLU at ``z = 0`` is a convention.  An input whose
+Kinks: the derivative of ReLU (leaky ReLU, ELU with ``alpha != 1``) at ``z = 0`` is a
+convention.  An input whose
 pre-activation lies within rounding of 0 is detected, reported and redrawn; a
 finite-difference column whose ``+-h`` step flips an activation is detected, reported
 and replaced by another column.
@@ -23,6 +29,7 @@ and replaced by another column.
 from __future__ import annotations
 
 import functools
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +37,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ._activations import Activation, resolve_activations
 from ._params import flatten_params, param_count
 from ._recursion import jacobian
 
@@ -38,12 +46,17 @@ FD_TOL = 1e-6
 FD_STEP = 1e-5
 
 
-def rel_error(actual: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Entrywise ``|a - r| / max(|a| + |r|, 1e-8 * max(1, max |r|))``."""
+PIECEWISE_LINEAR_FLOOR = 1e-8
+SMOOTH_FLOOR = 1e-4
+
+
+def rel_error(actual: np.ndarray, reference: np.ndarray, floor: float = PIECEWISE_LINEAR_FLOOR
+              ) -> np.ndarray:
+    """Entrywise ``|a - r| / max(|a| + |r|, floor * max(1, max |r|))``."""
     actual = np.asarray(actual, dtype=np.float64)
     reference = np.asarray(reference, dtype=np.float64)
     scale = max(1.0, float(np.max(np.abs(reference), initial=0.0)))
-    denom = np.maximum(np.abs(actual) + np.abs(reference), 1e-8 * scale)
+    denom = np.maximum(np.abs(actual) + np.abs(reference), floor * scale)
     return np.abs(actual - reference) / denom
 
 
@@ -61,19 +74,57 @@ def _split_beta(beta, widths):
     return layers
 
 
-def reference_forward_jax(beta, x, widths):
-    """``z^(L+1)`` for one example ``x`` ``(d_0,)`` as a JAX function of ``beta`` ``(P,)``."""
+def _jax_activation(act: Activation):
+    """JAX's own definition of ``act`` (not :meth:`Activation.value`)."""
     import jax
+    import jax.numpy as jnp
 
-    h = x
+    p = dict(act.params)
+    return {
+        "relu": jax.nn.relu,
+        "leaky_relu": lambda z: jax.nn.leaky_relu(z, p.get("slope")),
+        "elu": lambda z: jax.nn.elu(z, p.get("alpha")),
+        "tanh": jnp.tanh,
+        "sigmoid": jax.nn.sigmoid,
+        "softplus": jax.nn.softplus,
+        "gelu": lambda z: jax.nn.gelu(z, approximate=False),
+        "gelu_tanh": lambda z: jax.nn.gelu(z, approximate=True),
+        "identity": lambda z: z,
+    }[act.name]
+
+
+def _numpy_activation(act: Activation):
+    """``act`` in NumPy, written out here (works in ``np.longdouble``; gelu's ``erf`` in float64)."""
+    p = dict(act.params)
+    erf = np.frompyfunc(math.erf, 1, 1)
+    return {
+        "relu": lambda z: np.where(z > 0, z, 0.0),
+        "leaky_relu": lambda z: np.where(z > 0, z, p.get("slope") * z),
+        "elu": lambda z: np.where(z > 0, z, p.get("alpha") * np.expm1(np.minimum(z, 0))),
+        "tanh": np.tanh,
+        "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
+        "softplus": lambda z: np.logaddexp(0, z),
+        "gelu": lambda z: 0.5 * z * (1 + erf(z / np.sqrt(2)).astype(z.dtype)),
+        "gelu_tanh": lambda z: 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z ** 3))),
+        "identity": lambda z: z,
+    }[act.name]
+
+
+def reference_forward_jax(beta, x, widths, acts=None):
+    """``z^(L+1)`` for one example ``x`` ``(d_0,)`` as a JAX function of ``beta`` ``(P,)``.
+
+    ``acts``: one :class:`bpcheck.Activation` per hidden layer (default ReLU).
+    """
     layers = _split_beta(beta, widths)
-    for W, c in layers[:-1]:
-        h = jax.nn.relu(W @ h + c)
+    acts = resolve_activations("relu" if acts is None else acts, len(layers) - 1)
+    h = x
+    for (W, c), act in zip(layers[:-1], acts):
+        h = _jax_activation(act)(W @ h + c)
     W, c = layers[-1]
     return W @ h + c
 
 
-def reference_forward_numpy(beta, X, widths):
+def reference_forward_numpy(beta, X, widths, acts=None):
     """``z^(L+1)`` for a batch ``X`` ``(N, d_0)`` in NumPy, and the activation pattern.
 
     Works in the dtype of ``beta``; the finite differences use ``np.longdouble`` so that
@@ -84,23 +135,24 @@ def reference_forward_numpy(beta, X, widths):
     h = X.astype(beta.dtype)
     pattern = []
     layers = _split_beta(beta, widths)
-    for W, c in layers[:-1]:
+    acts = resolve_activations("relu" if acts is None else acts, len(layers) - 1)
+    for (W, c), act in zip(layers[:-1], acts):
         z = h @ W.T + c
-        pattern.append(z > 0)
-        h = np.where(z > 0, z, 0.0)
+        pattern.append(z > 0 if act.has_kink else np.zeros(z.shape, bool))
+        h = _numpy_activation(act)(z)
     W, c = layers[-1]
     return h @ W.T + c, pattern
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled_jacrev(widths: tuple[int, ...]):
+def _compiled_jacrev(widths: tuple[int, ...], acts: tuple[Activation, ...]):
     import jax
 
-    f = jax.jacrev(lambda bt, x: reference_forward_jax(bt, x, widths))
+    f = jax.jacrev(lambda bt, x: reference_forward_jax(bt, x, widths, acts))
     return jax.jit(jax.vmap(f, in_axes=(None, 0)))
 
 
-def jacrev_jacobian(params, X) -> np.ndarray:
+def jacrev_jacobian(params, X, activation: Any = "relu") -> np.ndarray:
     """``(N, K, P)`` Jacobian by ``jax.vmap(jax.jacrev(...))`` of the independent forward pass.
 
     Needs float64 in JAX (``jax_enable_x64``); compiled once per architecture.
@@ -111,29 +163,34 @@ def jacrev_jacobian(params, X) -> np.ndarray:
         raise RuntimeError("jacrev_jacobian needs jax_enable_x64 (float64); "
                            "run under jax.enable_x64(True)")
     widths = tuple(_widths_of(params))
+    acts = resolve_activations(activation, len(widths) - 2)
     beta = jnp.asarray(flatten_params(params), dtype=jnp.float64)
-    return np.asarray(_compiled_jacrev(widths)(beta, jnp.asarray(X, dtype=jnp.float64)))
+    return np.asarray(_compiled_jacrev(widths, acts)(beta, jnp.asarray(X, dtype=jnp.float64)))
 
 
 # --- kinks ---------------------------------------------------------------------------
 
-def kink_margin(params, x) -> float:
-    """Smallest ``|z_i^(l)|`` over hidden units, in units of its rounding-error bound.
+def kink_margin(params, x, activation: Any = "relu") -> float:
+    """Smallest ``|z_i^(l)|`` over the hidden units of layers whose activation has a kink
+    at 0 (``inf`` if none has), in units of its rounding-error bound.
 
     The bound for ``z = B a + b`` computed in float64 is ``d * eps * (|B| |a| + |b|)``;
     a margin below 1 means the sign of ``z_i`` (and so ``D^(l)``) is not determined by
-    the arithmetic: the ReLU derivative there is a convention.
+    the arithmetic: the derivative there is a convention.
     """
     eps = np.finfo(np.float64).eps
     a = np.asarray(x, dtype=np.float64)
     margin = np.inf
-    for B, b in params[:-1]:
+    for (B, b), act in zip(params[:-1], resolve_activations(activation, len(params) - 1)):
         z = B @ a + b
+        if not act.has_kink:
+            a = act.value(z, np)
+            continue
         bound = (B.shape[1] + 1) * eps * (np.abs(B) @ np.abs(a) + np.abs(b))
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(bound > 0, np.abs(z) / bound, np.where(z == 0, 0.0, np.inf))
         margin = min(margin, float(ratio.min()))
-        a = np.maximum(z, 0.0)
+        a = act.value(z, np)
     return margin
 
 
@@ -154,6 +211,8 @@ class NetworkResult:
     message: str = ""
     passed: bool = False
     notes: list[str] = field(default_factory=list)
+    activation: str = "relu"
+    """The hidden layers' activations, e.g. ``"relu"`` or ``"tanh,gelu"``."""
 
 
 def _widths_of(params):
@@ -164,42 +223,56 @@ def check_network(
     params,
     X,
     *,
-    jacobian_fn: Callable[[Any, Any], Any] = jacobian,
+    jacobian_fn: Callable[..., Any] | None = None,
+    activation: Any = "relu",
     fd_columns: int = 12,
     rng: np.random.Generator | None = None,
 ) -> NetworkResult:
     """Compare ``jacobian_fn(params, X)`` with ``jax.jacrev`` and finite differences.
 
     ``params``: NumPy float64 ``[(B^(l), b^(l))]``; ``X``: ``(N, d_0)`` inputs, assumed
-    away from kinks (see :func:`draw_inputs`).  ``jacobian_fn`` defaults to
-    ``bpcheck.jacobian``; tests pass deliberately wrong versions to show the check fails.
+    away from kinks (see :func:`draw_inputs`).  ``activation``: as in
+    :func:`bpcheck.forward`; the references use their own definitions of it.
+    ``jacobian_fn`` defaults to ``bpcheck.jacobian`` with that activation; tests pass
+    deliberately wrong versions (called as ``jacobian_fn(params, X)`` for ReLU networks,
+    with ``activation=`` otherwise) to show the check fails.
     """
     rng = np.random.default_rng(0) if rng is None else rng
     widths = _widths_of(params)
+    acts = resolve_activations(activation, len(widths) - 2)
     X = np.asarray(X, dtype=np.float64)
     N, K, P = X.shape[0], widths[-1], param_count(widths)
-    result = NetworkResult(widths, N, P, np.inf, np.inf, 0)
+    names = list(dict.fromkeys(a.name for a in acts))  # distinct, in layer order
+    result = NetworkResult(widths, N, P, np.inf, np.inf, 0, activation=",".join(names) or "none")
+    relu = all(a.name == "relu" for a in acts)
     try:
-        J = np.asarray(jacobian_fn(params, X), dtype=np.float64)
+        if jacobian_fn is None:
+            J = jacobian(params, X, activation=acts)
+        else:
+            J = jacobian_fn(params, X) if relu else jacobian_fn(params, X, activation=acts)
+        J = np.asarray(J, dtype=np.float64)
     except Exception as err:  # a wrong implementation must be reported, not crash the check
         result.message = f"jacobian raised {type(err).__name__}: {err}"
         return result
     if J.shape != (N, K, P):
         result.message = f"jacobian has shape {J.shape}, expected (N, K, P) = {(N, K, P)}"
         return result
-    at_kink = [n for n in range(N) if kink_margin(params, X[n]) <= 1.0]
+    at_kink = [n for n in range(N) if kink_margin(params, X[n], acts) <= 1.0]
     if at_kink:
         result.notes.append(
-            f"example(s) {at_kink} sit within rounding of a ReLU kink, where the derivative "
-            "is a convention (0 here), not a fact; they are left out of the comparison"
+            f"example(s) {at_kink} sit within rounding of a kink (z = 0 in a ReLU-type layer), "
+            "where the derivative is a convention (the left one here), not a fact; they are "
+            "left out of the comparison"
         )
         keep = [n for n in range(N) if n not in at_kink]
         if not keep:
             result.message = "every example sits at a ReLU kink; nothing left to compare"
             return result
         X, J, N = X[keep], J[keep], len(keep)
-    J_ref = jacrev_jacobian(params, X)
-    err = rel_error(J, J_ref)
+    J_ref = jacrev_jacobian(params, X, acts)
+    floor = (PIECEWISE_LINEAR_FLOOR if all(a.name in ("relu", "leaky_relu", "identity") for a in acts)
+             else SMOOTH_FLOOR)
+    err = rel_error(J, J_ref, floor)
     result.jacrev_error = float(err.max())
     if result.jacrev_error >= JACREV_TOL:
         n, k, p = np.unravel_index(int(err.argmax()), err.shape)
@@ -209,21 +282,21 @@ def check_network(
         )
 
     beta = flatten_params(params).astype(np.longdouble)
-    _, base_pattern = reference_forward_numpy(beta, X, widths)
+    _, base_pattern = reference_forward_numpy(beta, X, widths, acts)
     worst, used, skipped = 0.0, 0, 0
     for p in rng.permutation(P):
         if used == min(fd_columns, P):
             break
         step = np.zeros(P, dtype=np.longdouble)
         step[p] = FD_STEP
-        f_plus, pat_plus = reference_forward_numpy(beta + step, X, widths)
-        f_minus, pat_minus = reference_forward_numpy(beta - step, X, widths)
+        f_plus, pat_plus = reference_forward_numpy(beta + step, X, widths, acts)
+        f_minus, pat_minus = reference_forward_numpy(beta - step, X, widths, acts)
         if any((pp != bp).any() or (pm != bp).any()
                for pp, pm, bp in zip(pat_plus, pat_minus, base_pattern)):
             skipped += 1  # the +-h step crosses a ReLU kink: a difference quotient is wrong there
             continue
         fd = ((f_plus - f_minus) / (2 * step[p])).astype(np.float64)  # (N, K): column p
-        e = rel_error(J[:, :, p], fd)
+        e = rel_error(J[:, :, p], fd, floor)
         if e.max() > worst:
             worst = float(e.max())
             if worst >= FD_TOL:
@@ -263,7 +336,8 @@ def random_network(rng: np.random.Generator, *, max_depth: int = 12, max_width: 
     return widths, params
 
 
-def draw_inputs(rng: np.random.Generator, params, N: int, *, max_tries: int = 1000):
+def draw_inputs(rng: np.random.Generator, params, N: int, *, max_tries: int = 1000,
+                activation: Any = "relu"):
     """``N`` standard-normal inputs, each redrawn while it sits within rounding of a kink.
 
     Returns ``(X, redrawn)``, ``redrawn`` the number of inputs that were replaced.
@@ -273,7 +347,7 @@ def draw_inputs(rng: np.random.Generator, params, N: int, *, max_tries: int = 10
     while len(rows) < N:
         for _ in range(max_tries):
             x = rng.standard_normal(d0)
-            if kink_margin(params, x) > 1.0:
+            if kink_margin(params, x, activation) > 1.0:
                 break
             redrawn += 1
         else:
@@ -282,14 +356,32 @@ def draw_inputs(rng: np.random.Generator, params, N: int, *, max_tries: int = 10
     return np.stack(rows), redrawn
 
 
+ACTIVATION_POOL = (
+    Activation("tanh"), Activation("gelu"), Activation("leaky_relu", slope=0.1),
+    Activation("sigmoid"), Activation("elu", alpha=0.5), Activation("softplus"),
+    Activation("gelu_tanh"), Activation("elu"), Activation("identity"), Activation("relu"),
+)
+"""Activations of the random networks after the corners: network ``i`` takes entry
+``i mod 10`` for every hidden layer when ``i`` is odd, and a random mix of them when even."""
+
+
+def _activations_for(i: int, L: int, rng: np.random.Generator):
+    if i % 2:
+        return ACTIVATION_POOL[(i // 2) % len(ACTIVATION_POOL)]
+    return [ACTIVATION_POOL[int(k)] for k in rng.integers(0, len(ACTIVATION_POOL), size=L)]
+
+
 def run_random_checks(seed: int = 0, networks: int = 24, *, examples: int = 4,
-                      fd_columns: int = 12, jacobian_fn=jacobian, max_depth: int = 12):
+                      fd_columns: int = 12, jacobian_fn=None, max_depth: int = 12,
+                      activations: bool = True):
     """Check ``networks`` random networks; returns a list of :class:`NetworkResult`.
 
     The first networks pin the corners (``L = 0``, ``K = 1``, widths 1 and 64, the
-    deepest ``L``); the rest are drawn at random.
+    deepest ``L``), with ReLU; the rest are drawn at random, and with ``activations``
+    their hidden layers take the other activations too (:data:`ACTIVATION_POOL`).
     """
     rng = np.random.default_rng(seed)
+    act_rng = np.random.default_rng([seed, 1])  # the networks drawn do not depend on it
     corners = [[3, 1], [5, 7, 1], [1, 1, 1, 1], [64, 64, 10],
                [8] + [16] * max_depth + [4]]
     results = []
@@ -301,11 +393,15 @@ def run_random_checks(seed: int = 0, networks: int = 24, *, examples: int = 4,
                       for dp, d in zip(widths[:-1], widths[1:])]
         else:
             widths, params = random_network(rng, max_depth=max_depth)
-        X, redrawn = draw_inputs(rng, params, examples)
-        res = check_network(params, X, jacobian_fn=jacobian_fn, fd_columns=fd_columns, rng=rng)
+        L = len(widths) - 2
+        activation = (_activations_for(i, L, act_rng) if activations and i >= len(corners)
+                      else "relu")
+        X, redrawn = draw_inputs(rng, params, examples, activation=activation)
+        res = check_network(params, X, jacobian_fn=jacobian_fn, activation=activation,
+                            fd_columns=fd_columns, rng=rng)
         res.kinks_redrawn = redrawn
         if redrawn:
-            res.notes.insert(0, f"{redrawn} input(s) sat within rounding of a ReLU kink; redrawn")
+            res.notes.insert(0, f"{redrawn} input(s) sat within rounding of a kink; redrawn")
         results.append(res)
     return results
 
@@ -319,14 +415,14 @@ def numeric_part(seed: int = 0, networks: int = 24, **kwargs):
     part = Part(
         title=f"Numeric: bpcheck.jacobian vs jax.jacrev and finite differences "
               f"({networks} random network{'' if networks == 1 else 's'}, seed {seed}, float64)",
-        columns=["#", "widths", "N", "P", "err vs jacrev", "err vs FD", "FD cols",
+        columns=["#", "widths", "activation", "N", "P", "err vs jacrev", "err vs FD", "FD cols",
                  "kinks redrawn", "ok"],
     )
     for i, r in enumerate(results):
         w = "-".join(map(str, r.widths))
-        part.rows.append([i, w if len(w) <= 40 else w[:37] + "...", r.N, r.P, r.jacrev_error,
-                          r.fd_error, r.fd_columns, r.kinks_redrawn + r.fd_kinks_skipped,
-                          r.passed])
+        part.rows.append([i, w if len(w) <= 40 else w[:37] + "...", r.activation, r.N, r.P,
+                          r.jacrev_error, r.fd_error, r.fd_columns,
+                          r.kinks_redrawn + r.fd_kinks_skipped, r.passed])
         part.notes.extend(f"network {i}: {n}" for n in r.notes)
         if r.message and not r.passed:
             part.notes.append(f"network {i} FAILED: {r.message}")

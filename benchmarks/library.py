@@ -1,0 +1,149 @@
+"""bpcheck's own speed ratios, side by side in one run.
+
+    python benchmarks/library.py            # the issue's smaller sizes (a few minutes on 2 cores)
+    python benchmarks/library.py --large    # also 784-1024-1024-10 and 64-256x4-10 (slow)
+
+Float32, best of ``--repeats`` calls after a warm-up (which compiles), JAX results waited
+for with ``block_until_ready``.  Targets:
+
+1. the NumPy path within 1.5x of the JAX path (``numpy / jax`` <= 1.5);
+2. a JAX call without ``jax.jit`` within 1.5x of the same call under ``jax.jit``
+   (``call / jit`` <= 1.5): the public functions compile themselves;
+3. the factored NumPy trainer within 2x of the lecture's NumPy code per step at equal widths.
+
+The column ``numpy 1 thr`` repeats the NumPy call with BLAS held to one thread
+(threadpoolctl): on a machine whose cores are busy with other work, BLAS threads that wait
+for each other cost more than they compute, and this column measures by how much.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+import bpcheck
+from bpcheck.spiral import make_spiral
+from bpcheck.train import lecture_init, train_factored, train_two_layer
+from bpcheck.train.factored import factored_step
+from bpcheck.train.layout import to_lecture_layout
+from bpcheck.train.lecture import two_layer_step
+
+
+def best_ms(fn, repeats, *args):
+    """Best of ``repeats`` calls ``fn(*args)`` in ms, after one warm-up call (which compiles)."""
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return 1e3 * min(times)
+
+
+def network(widths, N, seed=0):
+    rng = np.random.default_rng(seed)
+    params = [(B.astype("float32"), (0.1 * rng.standard_normal(b.shape)).astype("float32"))
+              for B, b in bpcheck.init_params(widths, seed)]
+    X = rng.standard_normal((N, widths[0])).astype("float32")
+    y = rng.integers(0, widths[-1], N)
+    v = rng.standard_normal(bpcheck.param_count(widths)).astype("float32")
+    to_jax = lambda t: jax.tree.map(jnp.asarray, t)
+    return (params, X, y, v), to_jax((params, X, y, v))
+
+
+CASES = {  # name -> function of (params, X, y, v)
+    "per_example_grads": lambda p, X, y, v: bpcheck.per_example_grads(p, X, y),
+    "per_example_grads flat=False": lambda p, X, y, v: bpcheck.per_example_grads(p, X, y, flat=False),
+    "per_example_grad_norms": lambda p, X, y, v: bpcheck.per_example_grad_norms(p, X, y),
+    "gauss_newton_matvec": lambda p, X, y, v: bpcheck.gauss_newton_matvec(p, X, v),
+    "jacobian": lambda p, X, y, v: bpcheck.jacobian(p, X),
+    "ntk trace": lambda p, X, y, v: bpcheck.ntk(p, X, trace=True),
+    "forward tanh": lambda p, X, y, v: bpcheck.forward(p, X, activation="tanh"),
+}
+SMALL = [("per_example_grads", [64, 256, 256, 256, 10], 256),
+         ("per_example_grads flat=False", [64, 256, 256, 256, 10], 256),
+         ("per_example_grad_norms", [64, 256, 256, 256, 10], 256),
+         ("gauss_newton_matvec", [10, 32, 32, 3], 64),
+         ("gauss_newton_matvec", [784, 1024, 1024, 10], 128),
+         ("jacobian", [16, 128, 128, 128, 10], 256),
+         ("ntk trace", [784, 1024, 1024, 1024, 10], 32),
+         ("forward tanh", [64, 256, 256, 256, 10], 256)]
+LARGE = [("per_example_grads", [784, 1024, 1024, 10], 128),
+         ("per_example_grad_norms", [784, 1024, 1024, 10], 128),
+         ("jacobian", [64, 256, 256, 256, 256, 10], 128)]
+
+
+def library_rows(cases, repeats):
+    print(f"{'function':<30} {'widths, N':<28} {'numpy':>9} {'numpy 1 thr':>11} {'jax':>9} "
+          f"{'jax.jit':>9} {'numpy/jax':>9} {'call/jit':>8}   (ms)")
+    worst = {"numpy/jax": 0.0, "call/jit": 0.0}
+    for name, widths, N in cases:
+        fn = CASES[name]
+        np_args, jax_args = network(widths, N)
+        jitted = jax.jit(fn)
+        t_np = best_ms(fn, repeats, *np_args)
+        with threadpool_limits(1, "blas"):
+            t_np1 = best_ms(fn, repeats, *np_args)
+        t_jax = best_ms(fn, repeats, *jax_args)
+        t_jit = best_ms(jitted, repeats, *jax_args)
+        worst["numpy/jax"] = max(worst["numpy/jax"], t_np / t_jax)
+        worst["call/jit"] = max(worst["call/jit"], t_jax / t_jit)
+        label = f"{'-'.join(map(str, widths))}, {N}"
+        print(f"{name:<30} {label:<28} {t_np:9.2f} {t_np1:11.2f} {t_jax:9.2f} {t_jit:9.2f} "
+              f"{t_np / t_jax:9.2f} {t_jax / t_jit:8.2f}", flush=True)
+    return worst
+
+
+def trainer_rows(repeats, iters):
+    X, y = make_spiral(seed=np.random.RandomState(0))
+    params = lecture_init([2, 100, 3], np.random.RandomState(0))
+    weights = to_lecture_layout(params)
+    t_lecture = best_ms(two_layer_step, repeats, weights, X, y, 1.0, 1e-3)
+    t_factored = best_ms(factored_step, repeats, params, X, y, 1.0, 1e-3)
+    print(f"one step, 2-100-3, spiral N = 300 (float64): lecture {t_lecture:.3f} ms, "
+          f"factored_step {t_factored:.3f} ms, ratio {t_factored / t_lecture:.2f}")
+    t0 = time.perf_counter()
+    train_two_layer(X, y, params, iters=iters)
+    t_lecture_loop = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    train_factored(X, y, params, iters=iters)
+    t_factored_loop = time.perf_counter() - t0
+    ratio = t_factored_loop / t_lecture_loop
+    print(f"{iters} steps, 2-100-3: train_two_layer {t_lecture_loop:.2f} s, train_factored "
+          f"{t_factored_loop:.2f} s, ratio {ratio:.2f} per step")
+    t0 = time.perf_counter()
+    train_factored(X, y, lecture_init([2, 50, 50, 3], np.random.RandomState(0)), iters=iters)
+    print(f"{iters} steps, 2-50-50-3: train_factored {time.perf_counter() - t0:.2f} s "
+          "(the lecture's code has one hidden layer only)")
+    return ratio
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--iters", type=int, default=2000, help="trainer loop length")
+    parser.add_argument("--large", action="store_true", help="also the issue's large networks")
+    args = parser.parse_args()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"jax {jax.__version__} on {jax.default_backend()}, numpy {np.__version__}, "
+          f"{os.cpu_count()} cores, load average {load:.1f} at start")
+    worst = library_rows(SMALL + (LARGE if args.large else []), args.repeats)
+    print()
+    ratio = trainer_rows(max(args.repeats, 50), args.iters)
+    print()
+    for key, target in (("numpy/jax", 1.5), ("call/jit", 1.5)):
+        print(f"target {key} <= {target}: worst row {worst[key]:.2f} "
+              f"({'met' if worst[key] <= target else 'missed'})")
+    print(f"target factored trainer <= 2x the lecture's code per step: {ratio:.2f} "
+          f"({'met' if ratio <= 2 else 'missed'})")
+
+
+if __name__ == "__main__":
+    main()
