@@ -8,6 +8,8 @@ from ._activations import Activation as Activation
 from ._gauss_newton import gauss_newton as gauss_newton
 from ._gauss_newton import gauss_newton_matvec as gauss_newton_matvec
 from ._losses import Loss as Loss
+from ._model import Network as Network
+from ._model import network as network
 from ._ntk import ntk as ntk
 from ._params import flatten_params as flatten_params
 from ._params import init_params as init_params
@@ -27,6 +29,7 @@ __all__ = [
     "Activation",
     "LayerFactors",
     "Loss",
+    "Network",
     "flatten_params",
     "forward",
     "gauss_newton",
@@ -35,6 +38,7 @@ __all__ = [
     "jacobian",
     "jacobian_factors",
     "make_spiral",
+    "network",
     "ntk",
     "param_count",
     "per_example_grad_norms",

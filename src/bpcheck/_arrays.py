@@ -64,6 +64,10 @@ def as_array(name: str, x: Any, xp) -> Any:
     if isinstance(x, np.ndarray):
         _check_dtype(name, x)
         return x if xp is np else jnp.asarray(x)
+    if type(x).__module__ == "torch" and hasattr(x, "detach"):  # a torch.Tensor
+        if str(x.dtype) == "torch.bfloat16":
+            raise TypeError(f"{name}: bfloat16 is not supported; use float16, float32 or float64")
+        x = x.detach().cpu().numpy()
     try:
         arr = np.asarray(x)
     except (TypeError, ValueError) as err:
@@ -138,6 +142,13 @@ def result_dtype(xp, arrays: Sequence[Any]):
     return dtype
 
 
+_TRANSPOSED = (
+    "; the weight looks stored (in, out), layout 'in_out', but params are in layout 'out_in', "
+    "B^(l) of shape (d_l, d_(l-1)) used as x @ B.T + b: read (in, out) weights, used as "
+    "x @ W + b (JAX, Flax), with bpcheck.network(layers, layout='in_out')"
+)
+
+
 def _pairs(params: Any) -> list:
     """``params`` checked to be a non-empty list of ``(B, b)`` pairs (their arrays unchecked)."""
     if isinstance(params, (str, bytes)) or not isinstance(params, Sequence):
@@ -183,7 +194,7 @@ def check_params(params: Any, xp=None, *, finite: bool = True):
             raise ValueError(
                 f"B^({l}) (params[{l - 1}][0]): has {B.shape[1]} columns but layer {l - 1} has "
                 f"width d_{l - 1} = {widths[-1]}; expected shape ({B.shape[0]}, {widths[-1]}), "
-                f"got {tuple(B.shape)}"
+                f"got {tuple(B.shape)}" + (_TRANSPOSED if B.shape[0] == widths[-1] else "")
             )
         if 0 in B.shape:
             raise ValueError(
@@ -194,6 +205,7 @@ def check_params(params: Any, xp=None, *, finite: bool = True):
             raise ValueError(
                 f"b^({l}) (params[{l - 1}][1]): expected shape ({B.shape[0]},) to match "
                 f"B^({l}) of shape {tuple(B.shape)}, got {tuple(b.shape)}"
+                + (_TRANSPOSED if b.shape == (B.shape[1],) else "")
             )
         out.append((B, b))
     if finite:

@@ -27,6 +27,7 @@ from ._activations import resolve_activations
 from ._arrays import prepare
 from ._compiled import call
 from ._losses import check_reduction, resolve_loss
+from ._model import model_params, model_vector
 from ._params import layer_slices, param_count
 from ._recursion import _factors, _forward_layers, pullback, push
 
@@ -98,7 +99,7 @@ def _setup(params, X, y, loss, reduction, activation, **others):
 
 
 def gauss_newton(params: Any, X: Any, loss: Any = "cross_entropy", *, y: Any = None,
-                 reduction: str = "mean", activation: Any = "relu"):
+                 reduction: str = "mean", activation: Any = None):
     """The generalised Gauss-Newton matrix ``mean_n J_n' H_n J_n``, shape ``(P, P)``.
 
     ``params``: ``[(B^(l), b^(l))]``, ``B^(l)`` of shape ``(d_l, d_{l-1})``.
@@ -113,12 +114,13 @@ def gauss_newton(params: Any, X: Any, loss: Any = "cross_entropy", *, y: Any = N
     pair of layers from the factors, never from ``J``.  NumPy in, NumPy out; JAX in, JAX
     out (compiled once per configuration; jit-able).
     """
+    params, activation, _ = model_params(params, activation)
     params, _, X2, y2, xp, _, static, unchecked = _setup(params, X, y, loss, reduction, activation)
     return call(_gauss_newton, xp, static, params, X2, y2, unchecked=unchecked)
 
 
 def gauss_newton_matvec(params: Any, X: Any, v: Any, loss: Any = "cross_entropy", *,
-                        y: Any = None, reduction: str = "mean", activation: Any = "relu"):
+                        y: Any = None, reduction: str = "mean", activation: Any = None):
     """``G v = mean_n J_n' H_n (J_n v)`` without forming ``G`` or ``J``, shape ``(P,)``.
 
     ``X``: inputs ``(N, d_0)`` (or ``(d_0,)``); ``v``: a vector in ``beta`` order, shape
@@ -126,8 +128,13 @@ def gauss_newton_matvec(params: Any, X: Any, v: Any, loss: Any = "cross_entropy"
     ``activation`` as in :func:`gauss_newton`.  ``J_n v`` is
     ``sum_l V_n^(l) (dB^(l) a_n^(l-1) + db^(l))`` by Horner's rule on the ``V`` recursion,
     and ``J_n' u`` the transposed recursion: about three forward passes.  NumPy in, NumPy
-    out; JAX in, JAX out (compiled once per configuration; jit-able).
+    out; JAX in, JAX out (compiled once per configuration; jit-able).  With a
+    :class:`bpcheck.Network` or a model for ``params``, ``v`` may also be given in the
+    model's own structure (as its per-example gradients come), and ``G v`` then comes back
+    in it.
     """
+    params, activation, net = model_params(params, activation)
+    v, back = model_vector(net, v)
     params, widths, X2, y2, xp, others, static, unchecked = _setup(params, X, y, loss, reduction,
                                                                     activation, v=v)
     P = param_count(widths)
@@ -139,4 +146,4 @@ def gauss_newton_matvec(params: Any, X: Any, v: Any, loss: Any = "cross_entropy"
         )
     if v.dtype != X2.dtype:
         v = v.astype(X2.dtype)
-    return call(_gauss_newton_matvec, xp, static, params, X2, y2, v, unchecked=unchecked)
+    return back(call(_gauss_newton_matvec, xp, static, params, X2, y2, v, unchecked=unchecked))

@@ -31,6 +31,7 @@ import numpy as np
 from ._activations import resolve_activations
 from ._arrays import backend, check_all_finite, check_inputs, check_params, common_dtype, param_names
 from ._compiled import call
+from ._model import model_params
 from ._recursion import _factors as layer_factors
 from ._sharding import batch_parallel, resolve_mesh
 
@@ -145,7 +146,7 @@ def ntk(
     *,
     trace: bool = False,
     block_size: int | None = None,
-    activation: Any = "relu",
+    activation: Any = None,
     mesh: Any = None,
     gather: bool = True,
 ):
@@ -198,6 +199,7 @@ def ntk(
         import jax.numpy as jnp
 
         xp = jnp
+    params, activation, _ = model_params(params, activation)
     params, widths, xp = check_params(params, xp, finite=False)
     acts = resolve_activations(activation, len(params) - 1)
     X1c, single1 = check_inputs("X1", X1, widths[0], xp, finite=False)

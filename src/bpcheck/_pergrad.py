@@ -31,6 +31,7 @@ from ._activations import resolve_activations
 from ._arrays import prepare
 from ._compiled import call
 from ._losses import check_reduction, resolve_loss
+from ._model import model_params
 from ._params import param_count
 from ._recursion import _as_blocks, _forward_layers, pullback
 
@@ -130,8 +131,8 @@ def per_example_grads(
     loss: Any = "cross_entropy",
     *,
     reduction: str = "sum",
-    activation: Any = "relu",
-    flat: bool = True,
+    activation: Any = None,
+    flat: bool | None = None,
     mesh: Any = None,
     gather: bool = True,
 ):
@@ -155,6 +156,10 @@ def per_example_grads(
     ``delta^(l) = V^(l)' dloss/dz``.  ``flat=False``: a list with one pair
     ``(gB, gb)`` per layer, ``gB`` of shape ``(N, d_l, d_{l-1})`` (the layout of
     ``B^(l)``) and ``gb`` of shape ``(N, d_l)``, computed without the flat array.
+    ``params`` may be a :class:`bpcheck.Network` or a model (:func:`bpcheck.network`):
+    then ``flat=None`` (the default) and ``flat=False`` give the gradients in the model's
+    own structure and orientation (e.g. ``{"0.weight": (N, out, in), ...}`` for PyTorch);
+    for bpcheck's params ``flat=None`` is ``flat=True``.
 
     ``mesh``: a ``jax.sharding.Mesh``; the rows of ``X`` and ``y`` are split over all its
     devices (by default, the mesh ``X`` is already sharded over, if any).  With
@@ -163,6 +168,9 @@ def per_example_grads(
     (the flat array filled in place); JAX (or a mesh) in, JAX out, compiled once per
     configuration; usable under ``jax.jit``.
     """
+    params, activation, net = model_params(params, activation)
+    if flat is None:
+        flat = net is None
     if not isinstance(flat, (bool, np.bool_)):
         raise TypeError(f"flat: expected True or False, got {flat!r}")
     params, widths, X2, y2, single, xp, mesh, static, unchecked = _setup(
@@ -171,9 +179,9 @@ def per_example_grads(
         return xp.zeros((0, param_count(widths)), X2.dtype)
     G = _run(_per_example_grads, static + (bool(flat),), params, X2, y2, xp, mesh, bool(gather),
              unchecked)
-    if not single:
-        return G
-    return G[0] if flat else [(gB[0], gb[0]) for gB, gb in G]
+    if single:
+        G = G[0] if flat else [(gB[0], gb[0]) for gB, gb in G]
+    return G if flat or net is None else net.from_layers(G)
 
 
 def per_example_grad_norms(
@@ -183,7 +191,7 @@ def per_example_grad_norms(
     loss: Any = "cross_entropy",
     *,
     reduction: str = "sum",
-    activation: Any = "relu",
+    activation: Any = None,
     mesh: Any = None,
     gather: bool = True,
 ):
@@ -194,6 +202,7 @@ def per_example_grad_norms(
     ``||U^(l)' e||^2 = ||V^(l)' e||^2 ||a^(l-1)||^2`` is the weight part and
     ``||V^(l)' e||^2`` the bias part: cost about two forward passes, memory ``O(N d)``.
     """
+    params, activation, _ = model_params(params, activation)
     params, _, X2, y2, single, xp, mesh, static, unchecked = _setup(
         params, X, y, loss, reduction, activation, mesh, gather)
     n = _run(_per_example_grad_norms, static, params, X2, y2, xp, mesh, bool(gather), unchecked)

@@ -25,6 +25,7 @@ import numpy as np
 
 from ._activations import resolve_activations
 from ._arrays import prepare
+from ._model import in_model_layout, model_params
 from ._compiled import call
 
 
@@ -113,7 +114,7 @@ def _outputs(params, X, acts, xp):
     return a @ B.T + b
 
 
-def forward(params: Any, X: Any, *, activation: Any = "relu"):
+def forward(params: Any, X: Any, *, activation: Any = None):
     """Network outputs ``z^(L+1)``.
 
     ``params``: ``[(B^(1), b^(1)), ..., (B^(L+1), b^(L+1))]``, ``B^(l)`` of shape
@@ -121,9 +122,12 @@ def forward(params: Any, X: Any, *, activation: Any = "relu"):
     ``activation``: a name (``"relu"``, ``"leaky_relu"``, ``"elu"``, ``"tanh"``,
     ``"sigmoid"``, ``"softplus"``, ``"gelu"``, ``"gelu_tanh"``, ``"identity"``), a
     :class:`bpcheck.Activation`, or a list of ``L`` of those, one per hidden layer; the
-    output layer is linear.  Returns shape ``(N, K)`` (or ``(K,)``), in NumPy or JAX
-    following the inputs (JAX: compiled once per configuration).
+    output layer is linear.  ``None``: ReLU, or the model's own when ``params`` is a
+    :class:`bpcheck.Network` or a model (see :func:`bpcheck.network`, which every function
+    here takes in place of ``params``).  Returns shape ``(N, K)`` (or ``(K,)``), in NumPy
+    or JAX following the inputs (JAX: compiled once per configuration).
     """
+    params, activation, _ = model_params(params, activation)
     params, _, X2, single, xp, _, unchecked = prepare(params, X, defer_finite=True)
     acts = resolve_activations(activation, len(params) - 1)
     out = call(_outputs, xp, (acts,), params, X2, unchecked=unchecked)
@@ -137,7 +141,7 @@ def _factors(params, X, acts, xp):
     return [LayerFactors(V, a, D, z) for V, a, D, z in zip(Vs, a_prevs, Ds, zs)]
 
 
-def jacobian_factors(params: Any, X: Any, *, activation: Any = "relu") -> list[LayerFactors]:
+def jacobian_factors(params: Any, X: Any, *, activation: Any = None) -> list[LayerFactors]:
     """Per-layer factors of the Jacobian, by the backward recursion (no autodiff).
 
     ``params``: ``[(B^(l), b^(l))]``, ``B^(l)`` of shape ``(d_l, d_{l-1})``.
@@ -150,6 +154,7 @@ def jacobian_factors(params: Any, X: Any, *, activation: Any = "relu") -> list[L
     ``V^(l) = V^(l+1) B^(l+1) D^(l)`` with ``V^(L+1) = I_K``.  NumPy in, NumPy out; JAX in,
     JAX out (compiled once per configuration; jit/vmap-able).
     """
+    params, activation, _ = model_params(params, activation)
     params, _, X2, single, xp, _, unchecked = prepare(params, X, defer_finite=True)
     acts = resolve_activations(activation, len(params) - 1)
     records = call(_factors, xp, (acts,), params, X2, unchecked=unchecked)
@@ -245,7 +250,7 @@ def _jacobian_jax(params, X, acts, xp):
     return _assemble_jax(_factors(params, X, acts, xp))
 
 
-def jacobian(params: Any, X: Any, *, activation: Any = "relu"):
+def jacobian(params: Any, X: Any, *, activation: Any = None, flat: bool = True):
     """The per-example Jacobian ``d z^(L+1) / d beta'``, assembled from the factors.
 
     ``X``: inputs, shape ``(N, d_0)`` (or ``(d_0,)``); ``activation``: as in
@@ -254,13 +259,18 @@ def jacobian(params: Any, X: Any, *, activation: Any = "relu"):
     ``U^(l) = V^(l) (I kron a^(l-1)')`` and that of ``b^(l)`` is ``V^(l)``.  NumPy inputs:
     written once, in place, by all cores.  JAX inputs: compiled once per configuration,
     usable under ``jax.jit`` and ``jax.vmap``.
+
+    ``flat=False``: the same numbers per layer, ``[(J_B^(l), J_b^(l))]`` of shapes
+    ``(N, K, d_l, d_{l-1})`` and ``(N, K, d_l)`` (NumPy: views of the flat array); for a
+    :class:`bpcheck.Network` or a model, in the model's own structure and orientation.
     """
+    params, activation, net = model_params(params, activation)
     params, widths, X2, single, xp, _, unchecked = prepare(params, X, defer_finite=True)
     acts = resolve_activations(activation, len(params) - 1)
     if xp is not np:
         J = call(_jacobian_jax, xp, (acts,), params, X2, unchecked=unchecked)
-        return J[0] if single else J
-    size = X2.shape[0] * widths[-1] * sum(d * (dp + 1) for dp, d in zip(widths, widths[1:]))
-    with _single_threaded_blas(size >= _THREADED_SIZE):
-        J = _assemble_numpy(_factors(params, X2, acts, np))
-    return J[0] if single else J
+    else:
+        size = X2.shape[0] * widths[-1] * sum(d * (dp + 1) for dp, d in zip(widths, widths[1:]))
+        with _single_threaded_blas(size >= _THREADED_SIZE):
+            J = _assemble_numpy(_factors(params, X2, acts, np))
+    return in_model_layout(J[0] if single else J, widths, net, flat)

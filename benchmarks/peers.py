@@ -1,0 +1,485 @@
+"""bpcheck against its peers, side by side in one process, on the same weights and data.
+
+Run (the peers live in their own virtual environment, kept out of the project's):
+
+    python3 -m venv .venv-bench
+    .venv-bench/bin/pip install torch==2.13.0 backpack-for-pytorch opacus curvlinops-for-pytorch -e .
+    .venv-bench/bin/python benchmarks/peers.py [--repeats 7] [--only pergrad,norms,ggn,ntk,jacobian]
+
+ReLU MLPs, float32, one process, CPU (or whatever JAX and PyTorch run on by default).
+Each row is timed as the best of ``--repeats`` calls (7; 3 for a method whose first timed
+call takes over 1 s, said in its line) after one warm-up call (JAX compiles there); the methods
+of a row are timed in alternation, so that load from other processes on a shared machine
+hits them alike.  Timings on a shared machine are noisy: compare the methods of one row.
+
+Tasks and sizes:
+
+- per-example gradients of the cross-entropy (per example, not averaged), 784-1024-1024-10
+  with N = 128 and 64-256-256-256-10 with N = 256: bpcheck (NumPy and JAX), ``torch.func``
+  ``vmap(grad)``, BackPACK ``BatchGrad``, Opacus ``GradSampleModule`` and
+  ``jax.vmap(jax.grad)``;
+- their norms, same nets: bpcheck ``per_example_grad_norms``, BackPACK ``BatchL2Grad``, and
+  the norms of the per-example gradients of each other peer;
+- Gauss-Newton-vector products ``mean_n J_n' H_n J_n v`` (cross-entropy), 784-1024-1024-10
+  with N = 128 and 10-32-32-3 with N = 64: bpcheck ``gauss_newton_matvec``, curvlinops
+  ``GGNLinearOperator``, BackPACK ``ggn_vector_product_from_plist`` and ``jax.jvp`` /
+  output Hessian / ``jax.vjp``;
+- the NTK, 784-1024-1024-1024-10 with N = 32 and N = 256, full ``(N, N, K, K)`` and trace
+  ``(N, N)``: bpcheck ``ntk`` against ``jax.vmap(jax.jacrev)`` and ``torch.func``
+  ``vmap(jacrev)`` followed by the contraction ``J_i J_j'`` (skipped where their
+  ``(N, K, P)`` Jacobian would exceed 8 GiB: at N = 256 it is 28 GiB);
+- the full Jacobian ``(N, K, P)``, 64-256-256-256-256-10 with N = 128: bpcheck ``jacobian``
+  (NumPy; JAX called as is and inside ``jax.jit``) against ``jax.vmap(jax.jacrev)`` and
+  ``torch.func`` ``vmap(jacrev)``.
+
+Layouts: "flat" is one ``(N, P)`` (or ``(N, K, P)``) array in bpcheck's ``beta`` order;
+"per-layer" is what the peers return, one array per weight and bias with ``N`` (and ``K``)
+in front (bpcheck: ``flat=False``).  The peers' flat rows add the concatenation to their
+per-layer call.  "vs fastest peer" is the fastest peer's time over this method's time
+(above 1: faster than every peer); "rel. error" is ``max |this - bpcheck NumPy| / max
+|bpcheck NumPy|`` over the flat results (float32, so about 1e-6 is agreement).  A peer
+that is not installed is skipped with a line saying so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import importlib.util
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import bpcheck
+
+TASKS = ("pergrad", "norms", "ggn", "ntk", "jacobian")
+SLOW = 1.0
+"""Seconds: a method whose warm-up call takes longer is timed 3 times, not ``--repeats``."""
+PEER_JACOBIAN_BYTES = 8 << 30
+"""The NTK peers form the ``(N, K, P)`` Jacobian; above this size they are skipped."""
+
+
+def have(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+HAVE = {name: have(name) for name in ("torch", "backpack", "opacus", "curvlinops")}
+if HAVE["torch"]:
+    import torch
+    import torch.nn.functional as F
+
+
+def block(x):
+    """Wait for JAX results; a no-op for NumPy and PyTorch (synchronous on the CPU)."""
+    return jax.block_until_ready(x)
+
+
+class Row:
+    """One table: methods timed in alternation, each checked against the reference."""
+
+    def __init__(self, title: str, repeats: int):
+        self.title, self.repeats, self.methods = title, repeats, []
+
+    def add(self, name, layout, fn, to_flat, peer=True):
+        """``fn()`` computes; ``to_flat(result)`` gives a NumPy array comparable with the
+        reference (the first bpcheck method added)."""
+        self.methods.append(dict(name=name, layout=layout, fn=fn, to_flat=to_flat, peer=peer))
+
+    def skip(self, line: str):
+        self.methods.append(dict(skip=line))
+
+    def run(self):
+        live = [m for m in self.methods if "skip" not in m]
+        ref = None
+        for m in live:
+            out = block(m["fn"]())  # warm-up (JAX compiles here)
+            t = time.perf_counter()
+            block(m["fn"]())
+            m["best"] = time.perf_counter() - t
+            m["repeats"] = self.repeats if m["best"] < SLOW else min(self.repeats, 3)
+            flat = np.asarray(m["to_flat"](out), dtype=np.float64)
+            if ref is None:
+                ref = flat
+            m["err"] = float(np.max(np.abs(flat - ref)) / max(np.max(np.abs(ref)), 1e-30))
+        for i in range(max(m["repeats"] for m in live) - 1):
+            for m in live:
+                if i < m["repeats"] - 1:
+                    t = time.perf_counter()
+                    block(m["fn"]())
+                    m["best"] = min(m["best"], time.perf_counter() - t)
+        peers = [m["best"] for m in live if m["peer"]]
+        fastest = min(peers) if peers else None
+        print(f"\n{self.title}")
+        print(f"  {'method':44s} {'layout':10s} {'ms':>10s} {'vs fastest peer':>16s} {'rel. error':>11s}")
+        for m in self.methods:
+            if "skip" in m:
+                print(f"  {m['skip']}")
+                continue
+            ratio = f"{fastest / m['best']:.2f}x" if fastest else "-"
+            note = "" if m["repeats"] == self.repeats else f"  (best of {m['repeats']})"
+            print(f"  {m['name']:44s} {m['layout']:10s} {1e3 * m['best']:10.2f} {ratio:>16s} "
+                  f"{m['err']:11.1e}{note}", flush=True)
+
+
+# --- the network, in every library --------------------------------------------------
+
+
+def make(widths, N, seed=0):
+    """float32 weights (bpcheck's (B, b), B (out, in)), inputs, labels, a GGN direction."""
+    rng = np.random.default_rng(seed)
+    params = [(B.astype(np.float32), (0.1 * rng.standard_normal(b.shape)).astype(np.float32))
+              for B, b in bpcheck.init_params(widths, seed=seed)]
+    X = rng.standard_normal((N, widths[0])).astype(np.float32)
+    y = rng.integers(0, widths[-1], N)
+    v = rng.standard_normal(bpcheck.param_count(widths)).astype(np.float32)
+    return params, X, y, v
+
+
+def jax_mlp(params, x):
+    for B, b in params[:-1]:
+        x = jax.nn.relu(x @ B.T + b)
+    B, b = params[-1]
+    return x @ B.T + b
+
+
+def torch_model(params):
+    layers = []
+    for l, (B, b) in enumerate(params):
+        lin = torch.nn.Linear(B.shape[1], B.shape[0])
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(B))
+            lin.bias.copy_(torch.from_numpy(b))
+        layers += [lin] + ([torch.nn.ReLU()] if l < len(params) - 1 else [])
+    return torch.nn.Sequential(*layers)
+
+
+def flat_layers(leaves, lead):
+    """Concatenate per-layer arrays (weight, bias, weight, ...) into ``beta`` order."""
+    return np.concatenate([np.asarray(t).reshape(*lead, -1) for t in leaves], axis=-1)
+
+
+def torch_flat(ts, lead):
+    return torch.cat([t.reshape(*lead, -1) for t in ts], dim=-1)
+
+
+def ce_loss_of_example(params, x, y):
+    return -jax.nn.log_softmax(jax_mlp(params, x))[y]
+
+
+# --- per-example gradients and norms -------------------------------------------------
+
+
+def torch_peers(row, params, X, y, norms: bool):
+    """torch.func vmap(grad), BackPACK and Opacus on one network."""
+    N = X.shape[0]
+    if not HAVE["torch"]:
+        row.skip("torch.func, BackPACK, Opacus: skipped (torch is not installed)")
+        return
+    from torch.func import functional_call, grad, vmap
+
+    model = torch_model(params)
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    p = {k: v.detach() for k, v in model.named_parameters()}
+
+    def loss1(p, x, t):
+        return F.cross_entropy(functional_call(model, p, (x[None],)), t[None], reduction="sum")
+
+    g = vmap(grad(loss1), in_dims=(None, 0, 0))
+    if norms:
+        def tf_norms():
+            return torch.sqrt(sum((t.reshape(N, -1) ** 2).sum(1) for t in g(p, Xt, yt).values()))
+
+        row.add("torch.func vmap(grad), then norms", "-", tf_norms, lambda o: o.numpy())
+    else:
+        row.add("torch.func vmap(grad)", "per-layer", lambda: g(p, Xt, yt),
+                lambda o: flat_layers([t.numpy() for t in o.values()], (N,)))
+        row.add("torch.func vmap(grad)", "flat", lambda: torch_flat(g(p, Xt, yt).values(), (N,)),
+                lambda o: o.numpy())
+
+    if HAVE["backpack"]:
+        from backpack import backpack, extend
+        from backpack.extensions import BatchGrad, BatchL2Grad
+
+        bmodel = extend(torch_model(params))
+        bloss = extend(torch.nn.CrossEntropyLoss(reduction="sum"))
+
+        def bp(ext, attr):
+            bmodel.zero_grad()
+            loss = bloss(bmodel(Xt), yt)
+            with backpack(ext()):
+                loss.backward()
+            return [getattr(q, attr) for q in bmodel.parameters()]
+
+        if norms:
+            row.add("BackPACK BatchL2Grad", "-",
+                    lambda: torch.sqrt(sum(bp(BatchL2Grad, "batch_l2"))), lambda o: o.numpy())
+        else:
+            row.add("BackPACK BatchGrad", "per-layer", lambda: bp(BatchGrad, "grad_batch"),
+                    lambda o: flat_layers([t.numpy() for t in o], (N,)))
+            row.add("BackPACK BatchGrad", "flat",
+                    lambda: torch_flat(bp(BatchGrad, "grad_batch"), (N,)), lambda o: o.numpy())
+    else:
+        row.skip("BackPACK: skipped (backpack-for-pytorch is not installed)")
+
+    if HAVE["opacus"]:
+        from opacus import GradSampleModule
+
+        gsm = GradSampleModule(torch_model(params), loss_reduction="sum")
+
+        def op():
+            for q in gsm.parameters():
+                q.grad, q.grad_sample = None, None
+            F.cross_entropy(gsm(Xt), yt, reduction="sum").backward()
+            return [q.grad_sample for q in gsm.parameters()]
+
+        if norms:
+            row.add("Opacus GradSampleModule, then norms", "-",
+                    lambda: torch.sqrt(sum((t.reshape(N, -1) ** 2).sum(1) for t in op())),
+                    lambda o: o.numpy())
+        else:
+            row.add("Opacus GradSampleModule", "per-layer", op,
+                    lambda o: flat_layers([t.numpy() for t in o], (N,)))
+            row.add("Opacus GradSampleModule", "flat", lambda: torch_flat(op(), (N,)),
+                    lambda o: o.numpy())
+    else:
+        row.skip("Opacus: skipped (opacus is not installed)")
+
+
+def jax_pergrad_peer(row, params, X, y, norms: bool):
+    N = X.shape[0]
+    pj = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params]
+    Xj, yj = jnp.asarray(X), jnp.asarray(y)
+    g = jax.vmap(jax.grad(ce_loss_of_example), in_axes=(None, 0, 0))
+    if norms:
+        f = jax.jit(lambda p, X, y: jnp.sqrt(sum(jnp.sum(t.reshape(N, -1) ** 2, 1)
+                                                 for t in jax.tree_util.tree_leaves(g(p, X, y)))))
+        row.add("jax.vmap(jax.grad), then norms (jit)", "-", lambda: f(pj, Xj, yj), np.asarray)
+        return
+    per = jax.jit(g)
+    flat = jax.jit(lambda p, X, y: jnp.concatenate(
+        [t.reshape(N, -1) for t in jax.tree_util.tree_leaves(g(p, X, y))], axis=1))
+    row.add("jax.vmap(jax.grad) (jit)", "per-layer", lambda: per(pj, Xj, yj),
+            lambda o: flat_layers(jax.tree_util.tree_leaves(o), (N,)))
+    row.add("jax.vmap(jax.grad) (jit)", "flat", lambda: flat(pj, Xj, yj), np.asarray)
+
+
+def pergrad_row(widths, N, repeats, norms: bool):
+    params, X, y, _ = make(widths, N)
+    pj = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params]
+    what = "per-example gradient norms" if norms else "per-example gradients"
+    row = Row(f"{what}, {'-'.join(map(str, widths))}, N = {N}, cross-entropy, float32", repeats)
+    for lib, p in (("NumPy", params), ("JAX", pj)):
+        if norms:
+            row.add(f"bpcheck {lib}", "-", lambda p=p: bpcheck.per_example_grad_norms(p, X, y),
+                    np.asarray, peer=False)
+            continue
+        row.add(f"bpcheck {lib}", "flat", lambda p=p: bpcheck.per_example_grads(p, X, y),
+                np.asarray, peer=False)
+        row.add(f"bpcheck {lib}", "per-layer",
+                lambda p=p: bpcheck.per_example_grads(p, X, y, flat=False),
+                lambda o: flat_layers([t for pair in o for t in pair], (N,)), peer=False)
+    torch_peers(row, params, X, y, norms)
+    jax_pergrad_peer(row, params, X, y, norms)
+    row.run()
+
+
+def pergrad_rows(repeats, norms: bool):
+    for widths, N in (([784, 1024, 1024, 10], 128), ([64, 256, 256, 256, 10], 256)):
+        pergrad_row(widths, N, repeats, norms)
+
+
+# --- Gauss-Newton-vector products ----------------------------------------------------
+
+
+def ggn_row(widths, N, repeats):
+    params, X, y, v = make(widths, N)
+    pj = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params]
+    row = Row(f"Gauss-Newton-vector product, {'-'.join(map(str, widths))}, N = {N}, "
+              f"cross-entropy (mean over examples), float32", repeats)
+    row.add("bpcheck NumPy", "flat", lambda: bpcheck.gauss_newton_matvec(params, X, v),
+            np.asarray, peer=False)
+    vj = jnp.asarray(v)
+    row.add("bpcheck JAX", "flat", lambda: bpcheck.gauss_newton_matvec(pj, X, vj),
+            np.asarray, peer=False)
+
+    vt = [(jnp.asarray(dB), jnp.asarray(db))
+          for dB, db in bpcheck.unflatten_params(v, widths)]
+    Xj = jnp.asarray(X)
+
+    @jax.jit
+    def jvp_vjp(p, X, t):
+        f = lambda q: jax_mlp(q, X)
+        z, Jv = jax.jvp(f, (p,), (t,))
+        s = jax.nn.softmax(z)
+        u = s * Jv - s * jnp.sum(s * Jv, axis=1, keepdims=True)
+        return jax.vjp(f, p)[1](u / X.shape[0])[0]
+
+    row.add("jax.jvp / Hessian / jax.vjp (jit)", "per-layer", lambda: jvp_vjp(pj, Xj, vt),
+            lambda o: flat_layers(jax.tree_util.tree_leaves(o), ()))
+    if not HAVE["torch"]:
+        row.skip("curvlinops, BackPACK: skipped (torch is not installed)")
+        row.run()
+        return
+    model = torch_model(params)
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    plist = list(model.parameters())
+    vlist = [torch.from_numpy(np.ascontiguousarray(t))
+             for pair in bpcheck.unflatten_params(v, widths) for t in pair]
+    if HAVE["curvlinops"]:
+        from curvlinops import GGNLinearOperator
+
+        op = GGNLinearOperator(model, torch.nn.CrossEntropyLoss(reduction="mean"), plist,
+                               [(Xt, yt)], check_deterministic=False)
+        vt_flat = torch.from_numpy(v)
+        row.add("curvlinops GGNLinearOperator", "flat", lambda: op @ vt_flat,
+                lambda o: np.asarray(o))
+    else:
+        row.skip("curvlinops: skipped (curvlinops-for-pytorch is not installed)")
+    if HAVE["backpack"]:
+        from backpack.hessianfree.ggnvp import ggn_vector_product_from_plist
+
+        def bp_ggnvp():
+            out = model(Xt)
+            loss = F.cross_entropy(out, yt)
+            return ggn_vector_product_from_plist(loss, out, plist, vlist)
+
+        row.add("BackPACK ggn_vector_product_from_plist", "per-layer", bp_ggnvp,
+                lambda o: flat_layers([t.detach().numpy() for t in o], ()))
+    else:
+        row.skip("BackPACK: skipped (backpack-for-pytorch is not installed)")
+    row.run()
+
+
+def ggn_rows(repeats):
+    for widths, N in (([784, 1024, 1024, 10], 128), ([10, 32, 32, 3], 64)):
+        ggn_row(widths, N, repeats)
+
+
+# --- NTK and Jacobian ----------------------------------------------------------------
+
+
+def jax_jacobian():
+    """``jax.vmap(jax.jacrev)`` of the network, and its per-layer result in ``beta`` order."""
+    jac = jax.vmap(jax.jacrev(jax_mlp), in_axes=(None, 0))
+    return jac, lambda o: flat_layers(jax.tree_util.tree_leaves(o), o[0][1].shape[:2])
+
+
+def torch_jacobian(params):
+    """``torch.func`` ``vmap(jacrev)`` of the network: ``X -> {name: (N, K, *shape)}``."""
+    from torch.func import functional_call, jacrev, vmap
+
+    model = torch_model(params)
+    p = {k: v.detach() for k, v in model.named_parameters()}
+    jac = vmap(jacrev(lambda p, x: functional_call(model, p, (x[None],))[0]), in_dims=(None, 0))
+    return lambda X: jac(p, X)
+
+
+def ntk_row(N, trace, repeats):
+    widths = [784, 1024, 1024, 1024, 10]
+    params, X, _, _ = make(widths, N)
+    pj = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params]
+    Xj = jnp.asarray(X)
+    jac, _ = jax_jacobian()
+    what = "trace (N, N)" if trace else "full (N, N, K, K)"
+    row = Row(f"NTK {what}, {'-'.join(map(str, widths))}, N = {N}, float32", repeats)
+    row.add("bpcheck NumPy", "-", lambda: bpcheck.ntk(params, X, trace=trace), np.asarray,
+            peer=False)
+    row.add("bpcheck JAX", "-", lambda: bpcheck.ntk(pj, Xj, trace=trace), np.asarray, peer=False)
+    spec = "ika,jka->ij" if trace else "ika,jla->ijkl"
+    J_bytes = 4 * N * widths[-1] * bpcheck.param_count(widths)
+    if J_bytes > PEER_JACOBIAN_BYTES:
+        row.skip(f"jax.vmap(jax.jacrev), torch.func vmap(jacrev): skipped (their (N, K, P) "
+                 f"Jacobian would take {J_bytes / 2**30:.0f} GiB)")
+        row.skip("neural-tangents: not run by this script")
+        row.run()
+        return
+
+    @jax.jit
+    def contract(p, X):
+        leaves = [t.reshape(N, t.shape[1], -1) for t in jax.tree_util.tree_leaves(jac(p, X))]
+        return sum(jnp.einsum(spec, t, t) for t in leaves)
+
+    row.add("jax.vmap(jax.jacrev), then J J' (jit)", "-", lambda: contract(pj, Xj), np.asarray)
+    if HAVE["torch"]:
+        tj, Xt = torch_jacobian(params), torch.from_numpy(X)
+
+        def torch_ntk():
+            leaves = [t.reshape(N, t.shape[1], -1) for t in tj(Xt).values()]
+            return sum(torch.einsum(spec, t, t) for t in leaves)
+
+        row.add("torch.func vmap(jacrev), then J J'", "-", torch_ntk, lambda o: o.numpy())
+    else:
+        row.skip("torch.func: skipped (torch is not installed)")
+    row.skip("neural-tangents: not run by this script")
+    row.run()
+
+
+def ntk_rows(repeats):
+    for N in (32, 256):
+        for trace in (False, True):
+            ntk_row(N, trace, repeats)
+
+
+def jacobian_rows(repeats):
+    widths, N = [64, 256, 256, 256, 256, 10], 128
+    params, X, _, _ = make(widths, N)
+    pj = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params]
+    Xj = jnp.asarray(X)
+    K = widths[-1]
+    row = Row(f"full Jacobian (N, K, P), {'-'.join(map(str, widths))}, N = {N}, float32", repeats)
+    row.add("bpcheck NumPy", "flat", lambda: bpcheck.jacobian(params, X), np.asarray, peer=False)
+    row.add("bpcheck NumPy", "per-layer", lambda: bpcheck.jacobian(params, X, flat=False),
+            lambda o: flat_layers([t for pair in o for t in pair], (N, K)), peer=False)
+    row.add("bpcheck JAX, called as is", "flat", lambda: bpcheck.jacobian(pj, Xj), np.asarray,
+            peer=False)
+    jitted = jax.jit(bpcheck.jacobian)
+    row.add("bpcheck JAX, inside jax.jit", "flat", lambda: jitted(pj, Xj), np.asarray, peer=False)
+    jac, to_flat = jax_jacobian()
+    per = jax.jit(jac)
+    flat = jax.jit(lambda p, X: jnp.concatenate(
+        [t.reshape(N, K, -1) for t in jax.tree_util.tree_leaves(jac(p, X))], axis=2))
+    row.add("jax.vmap(jax.jacrev) (jit)", "per-layer", lambda: per(pj, Xj), to_flat)
+    row.add("jax.vmap(jax.jacrev) (jit)", "flat", lambda: flat(pj, Xj), np.asarray)
+    if HAVE["torch"]:
+        tj, Xt = torch_jacobian(params), torch.from_numpy(X)
+        row.add("torch.func vmap(jacrev)", "per-layer", lambda: tj(Xt),
+                lambda o: flat_layers([t.numpy() for t in o.values()], (N, K)))
+        row.add("torch.func vmap(jacrev)", "flat", lambda: torch_flat(tj(Xt).values(), (N, K)),
+                lambda o: o.numpy())
+    else:
+        row.skip("torch.func: skipped (torch is not installed)")
+    row.run()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--only", default=",".join(TASKS),
+                    help=f"comma-separated tasks out of {', '.join(TASKS)}")
+    args = ap.parse_args()
+    only = args.only.split(",")
+    for task in only:
+        if task not in TASKS:
+            ap.error(f"--only: unknown task {task!r}; expected some of {', '.join(TASKS)}")
+    versions = [f"numpy {np.__version__}", f"jax {jax.__version__}"]
+    for name, dist in (("torch", "torch"), ("backpack", "backpack-for-pytorch"),
+                       ("opacus", "opacus"), ("curvlinops", "curvlinops-for-pytorch")):
+        if HAVE[name]:
+            versions.append(f"{dist} {importlib.metadata.version(dist)}")
+    print(f"bpcheck {bpcheck.__version__}; " + ", ".join(versions) + f"; JAX on {jax.devices()[0].platform}")
+    if "pergrad" in only:
+        pergrad_rows(args.repeats, norms=False)
+    if "norms" in only:
+        pergrad_rows(args.repeats, norms=True)
+    if "ggn" in only:
+        ggn_rows(args.repeats)
+    if "ntk" in only:
+        ntk_rows(args.repeats)
+    if "jacobian" in only:
+        jacobian_rows(args.repeats)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,991 @@
+"""The user's model in, the user's layout out: adapters from frameworks to ``(B, b)`` lists.
+
+bpcheck computes with ``params = [(B^(l), b^(l))]``, ``B^(l)`` shaped ``(d_l, d_{l-1})``
+(the ``"out_in"`` layout: ``z = a @ B.T + b``).  Frameworks store dense layers in two
+orientations:
+
+==========================  ===================  ==========
+model                        weight               layout
+==========================  ===================  ==========
+``torch.nn.Linear``          ``weight``           ``out_in``
+``equinox.nn.Linear``        ``weight``           ``out_in``
+``flax.nnx.Linear``          ``kernel``           ``in_out``
+``flax.linen.Dense``         ``kernel``           ``in_out``
+a plain pytree of layers     stated by the user   ``layout=``
+==========================  ===================  ==========
+
+The orientation is never guessed from shapes (a square layer would be silently wrong):
+it is known from the framework, or stated with ``layout=``.  :func:`network` reads the
+model once into a :class:`Network`: the ``(B, b)`` list, one activation per hidden layer
+(read from the model where the model says it), and the way back from bpcheck's results
+to the model's own structure.  Every public function takes a :class:`Network`, or the
+model itself, in place of ``params``; per-example gradients (and, with ``flat=False``,
+the rows of the Jacobian) then come back in the model's structure: a dict keyed like
+``model.state_dict()`` for PyTorch, the model's own pytree for Equinox, Flax and plain
+pytrees, each array with the result's leading axes (``N``, or ``N, K``) in front and
+the weight in the model's own orientation.
+
+Before a :class:`Network` is handed out, the model's own forward pass is compared with
+bpcheck's on a few random inputs; a model that bpcheck would read differently from how it
+computes (layers in another order, another activation) is an error, not a wrong result.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ._activations import Activation, resolve_activations
+
+LAYOUTS = ("in_out", "out_in")
+_WEIGHT_KEYS = ("W", "w", "weight", "kernel")
+_BIAS_KEYS = ("b", "bias")
+
+
+class Dense(NamedTuple):
+    """One dense layer read from a model: its weight as stored, and where it came from."""
+
+    name: str
+    """Where the layer sits in the model, e.g. ``"model[2] (Linear)"``; used in errors."""
+    W: Any
+    """The weight, in the model's orientation."""
+    b: Any
+    """The bias, shape ``(out,)``."""
+    layout: str
+    """``"out_in"`` (``W`` is ``B^(l)``) or ``"in_out"`` (``W`` is ``B^(l)'``)."""
+    keys: tuple
+    """The weight's and the bias's keys in the model's structure (state-dict names for
+    PyTorch, leaf positions for JAX pytrees)."""
+
+
+class Network:
+    """A model's dense layers in bpcheck's layout, with the way back to the model's structure.
+
+    Made by :func:`network`; pass it (or the model itself) wherever a function takes
+    ``params``.
+
+    ``params``: ``[(B^(l), b^(l))]``, ``B^(l)`` shaped ``(d_l, d_{l-1})``, in the model's
+    dtype (NumPy for PyTorch models, JAX arrays for JAX models).  ``activation``: one
+    :class:`bpcheck.Activation` per hidden layer.  ``widths``: ``[d_0, ..., d_{L+1}]``.
+    ``names``: where each layer sits in the model.  ``layout``: the model's orientation,
+    ``"out_in"`` or ``"in_out"``.  ``source``: what the model was, e.g.
+    ``"torch Sequential"``.
+    """
+
+    def __init__(self, layers: Sequence[Dense], activation, source: str, structure):
+        self.params = [(_oriented(d.W, d.layout), d.b) for d in layers]
+        self.activation = tuple(activation)
+        self.widths = [int(self.params[0][0].shape[1])] + [int(B.shape[0]) for B, _ in self.params]
+        self.names = [d.name for d in layers]
+        self.layout = layers[0].layout
+        self.source = source
+        self._layers = list(layers)
+        self._structure = structure
+
+    def __repr__(self) -> str:
+        acts = ", ".join(str(a) for a in self.activation)
+        return f"Network({self.source}, widths={self.widths}, layout={self.layout!r}, activation=[{acts}])"
+
+    def from_layers(self, pairs: Sequence[tuple[Any, Any]]):
+        """Per-layer results ``[(gB^(l), gb^(l))]`` in the model's structure.
+
+        ``gB^(l)``: shape ``(..., d_l, d_{l-1})`` (bpcheck's orientation), ``gb^(l)``:
+        ``(..., d_l)``, with the same leading axes ``...`` for every layer.  Returns the
+        model's structure (see :func:`network`) holding, for each weight, ``gB^(l)`` in
+        the model's orientation (``(..., d_{l-1}, d_l)`` for ``"in_out"``), and for each
+        bias ``gb^(l)``.
+        """
+        values = {}
+        for d, (gB, gb) in zip(self._layers, pairs):
+            values[d.keys[0]] = gB if d.layout == "out_in" else _swap_last(gB)
+            values[d.keys[1]] = gb
+        return self._structure.rebuild(values)
+
+    def from_beta(self, G: Any):
+        """An array whose last axis is in ``beta`` order, ``(..., P)``, in the model's structure.
+
+        ``beta = [vec(B^(1)'), b^(1), ...]``.  E.g. per-example gradients ``(N, P)`` give
+        weights ``(N, d_l, d_{l-1})`` (``out_in``) or ``(N, d_{l-1}, d_l)`` (``in_out``)
+        and biases ``(N, d_l)``; a Jacobian ``(N, K, P)`` gives ``(N, K, ...)``.  NumPy
+        results are views of ``G``.
+        """
+        return self.from_layers(layers_from_beta(G, self.widths))
+
+    def to_beta(self, tree: Any):
+        """The inverse of :meth:`from_beta` for one vector: the model's structure -> ``(P,)``.
+
+        Each weight in the model's orientation, each bias ``(d_l,)``; returns ``beta``
+        order ``[vec(B^(1)'), b^(1), ...]``, NumPy or JAX following the leaves.
+        """
+        from ._arrays import as_array, backend
+
+        pairs = self._leaves_of(tree)
+        xp = backend(*(t for pair in pairs for t in pair))
+        parts = []
+        for (B, _), d, (W, b) in zip(self.params, self._layers, pairs):
+            W, b = as_array(f"{d.name} weight", W, xp), as_array(f"{d.name} bias", b, xp)
+            want = tuple(B.shape) if d.layout == "out_in" else tuple(B.shape[::-1])
+            if tuple(W.shape) != want or tuple(b.shape) != (B.shape[0],):
+                raise ValueError(
+                    f"{d.name}: expected a weight of shape {want} and a bias of shape "
+                    f"({B.shape[0]},) as in the model, got {tuple(W.shape)} and {tuple(b.shape)}"
+                )
+            parts += [_oriented(W, d.layout).reshape(-1), b]
+        return xp.concatenate(parts)
+
+    def _leaves_of(self, tree):
+        """``[(W, b)]`` of a tree in the model's structure (the inverse of ``from_layers``)."""
+        flat = self._structure.leaves(tree)
+        return [(flat[d.keys[0]], flat[d.keys[1]]) for d in self._layers]
+
+
+def layers_from_beta(G: Any, widths: Sequence[int]) -> list:
+    """``(..., P)`` in ``beta`` order -> ``[(G_B^(l), G_b^(l))]`` of shapes
+    ``(..., d_l, d_{l-1})`` and ``(..., d_l)`` (views of ``G`` for NumPy)."""
+    from ._params import layer_slices
+
+    lead = tuple(G.shape[:-1])
+    return [(G[..., sB].reshape(lead + (d, d_prev)), G[..., sb])
+            for d_prev, d, (sB, sb) in zip(widths[:-1], widths[1:], layer_slices(widths))]
+
+
+def in_model_layout(result: Any, widths: Sequence[int], net: Network | None, flat: bool | None):
+    """A result in ``beta`` order ``(..., P)`` as the caller asked for it.
+
+    ``flat=True``: as it is.  ``flat=False``: per layer, ``[(G_B^(l), G_b^(l))]`` for
+    bpcheck's params, or the model's own structure for a :class:`Network` (see
+    :meth:`Network.from_beta`).  ``flat=None``: the model's structure for a network, flat
+    otherwise.
+    """
+    if flat is None:
+        flat = net is None
+    if not isinstance(flat, (bool, np.bool_)):
+        raise TypeError(f"flat: expected True or False, got {flat!r}")
+    if flat:
+        return result
+    return layers_from_beta(result, widths) if net is None else net.from_beta(result)
+
+
+def _swap_last(x):
+    return x.swapaxes(-1, -2)
+
+
+def _oriented(W, layout):
+    """``B^(l)`` from a weight stored in ``layout``."""
+    return W if layout == "out_in" else W.T
+
+
+# --- reading activations -----------------------------------------------------------
+
+
+def _jax_activations() -> dict:
+    """The JAX activation functions bpcheck knows (compared by identity), as Activations."""
+    import jax
+    import jax.numpy as jnp
+
+    known = {
+        jax.nn.relu: Activation("relu"),
+        jax.nn.tanh: Activation("tanh"),
+        jnp.tanh: Activation("tanh"),
+        jax.nn.sigmoid: Activation("sigmoid"),
+        jax.nn.softplus: Activation("softplus"),
+        jax.nn.elu: Activation("elu", alpha=1.0),
+        jax.nn.leaky_relu: Activation("leaky_relu", slope=0.01),
+        jax.nn.gelu: Activation("gelu_tanh"),  # jax.nn.gelu's default is approximate=True
+    }
+    if hasattr(jax.nn, "identity"):
+        known[jax.nn.identity] = Activation("identity")
+    return known
+
+
+def _read_jax_activation(fn):
+    """The :class:`Activation` of a JAX callable, or ``None`` when bpcheck cannot tell.
+
+    Known: the ``jax.nn`` functions (``flax.nnx.relu`` and ``flax.linen.relu`` are the
+    same objects), ``jnp.tanh``, and ``functools.partial`` of ``leaky_relu``
+    (``negative_slope``), ``elu`` (``alpha``) and ``gelu`` (``approximate``).
+    """
+    import jax
+
+    known = _jax_activations()
+    if not isinstance(fn, functools.partial):
+        try:
+            return known.get(fn)
+        except TypeError:  # an unhashable callable
+            return None
+    if fn.args or fn.func not in known:
+        return None
+    kw = dict(fn.keywords)
+    if fn.func is jax.nn.leaky_relu and set(kw) <= {"negative_slope"}:
+        return Activation("leaky_relu", slope=float(kw.get("negative_slope", 0.01)))
+    if fn.func is jax.nn.elu and set(kw) <= {"alpha"}:
+        return Activation("elu", alpha=float(kw.get("alpha", 1.0)))
+    if fn.func is jax.nn.gelu and set(kw) <= {"approximate"}:
+        return Activation("gelu_tanh" if kw.get("approximate", True) else "gelu")
+    return None if kw else known[fn.func]
+
+
+def _is_identity(fn) -> bool:
+    """``jax.nn.identity``, or a function that returns its input unchanged on a probe with
+    negative, zero and positive entries (``eqx.nn.MLP``'s default final activation is a
+    ``lambda x: x``)."""
+    import jax
+    import jax.numpy as jnp
+
+    if getattr(jax.nn, "identity", None) is not None and fn is jax.nn.identity:
+        return True
+    probe = jnp.asarray([-2.5, -0.5, 0.0, 0.25, 3.0])
+    try:
+        out = fn(probe)
+    except Exception:  # a function that does not take a vector is no identity
+        return False
+    return bool(np.array_equal(np.asarray(out), np.asarray(probe)))
+
+
+def _callable_name(fn) -> str:
+    if isinstance(fn, functools.partial):
+        return f"functools.partial({_callable_name(fn.func)}, ...)"
+    return getattr(fn, "__name__", None) or repr(fn)
+
+
+# --- the order of layers and activations --------------------------------------------
+
+
+class _Walk:
+    """Collects dense layers, and what stands between consecutive ones, in forward order.
+
+    ``activation`` gets one ``(Activation or None, where)`` per hidden layer: ``None`` when
+    the model holds an activation bpcheck cannot read (then ``activation=`` must state it);
+    two dense layers with nothing between them have the identity.
+    """
+
+    def __init__(self, model_name: str):
+        self.model_name = model_name
+        self.layers: list[Dense] = []
+        self.activation: list = []
+        self.pending = None
+
+    def dense(self, layer: Dense):
+        if self.layers:
+            self.activation.append(self.pending or (Activation("identity"), layer.name))
+        self.layers.append(layer)
+        self.pending = None
+
+    def act(self, activation, where: str):
+        if not self.layers:
+            raise ValueError(
+                f"{self.model_name}: {where} comes before the first dense layer; bpcheck's "
+                f"networks start with a dense layer (only a Flatten may precede it)"
+            )
+        if self.pending is not None:
+            raise ValueError(
+                f"{self.model_name}: {where} follows {self.pending[1]} with no dense layer "
+                f"between them; bpcheck takes one activation per hidden layer"
+            )
+        self.pending = (activation, where)
+
+    def finish(self):
+        if not self.layers:
+            raise ValueError(f"{self.model_name}: has no dense layer")
+        if self.pending is not None:
+            raise ValueError(
+                f"{self.model_name}: ends with {self.pending[1]}; bpcheck's outputs z^(L+1) are "
+                f"the last dense layer's outputs (put a final softmax or sigmoid into the loss, "
+                f"or drop the final activation)"
+            )
+        return self.layers, self.activation
+
+
+def _unsupported(where: str, what: str):
+    return ValueError(
+        f"model: {where} is {what}, which bpcheck does not support; bpcheck's networks are "
+        f"dense layers with one elementwise activation between them (relu, leaky_relu, elu, "
+        f"tanh, sigmoid, softplus, gelu, gelu_tanh, identity)"
+    )
+
+
+# --- PyTorch -----------------------------------------------------------------------
+
+
+def _torch_activation(m):
+    """The :class:`Activation` of a torch activation module, ``None`` for other modules."""
+    import torch.nn as tnn
+
+    if isinstance(m, tnn.ReLU):
+        return Activation("relu")
+    if isinstance(m, tnn.LeakyReLU):
+        return Activation("leaky_relu", slope=float(m.negative_slope))
+    if isinstance(m, tnn.ELU):
+        return Activation("elu", alpha=float(m.alpha))
+    if isinstance(m, tnn.Tanh):
+        return Activation("tanh")
+    if isinstance(m, tnn.Sigmoid):
+        return Activation("sigmoid")
+    if isinstance(m, tnn.GELU):
+        return Activation("gelu" if m.approximate == "none" else "gelu_tanh")
+    if isinstance(m, tnn.Softplus):
+        if m.beta != 1:
+            raise ValueError(f"model: a Softplus with beta={m.beta}; bpcheck's softplus is "
+                             f"log(1 + exp(z)), beta=1")
+        return Activation("softplus")
+    return None
+
+
+def _torch_array(t, name: str):
+    """A detached NumPy copy of a tensor (moved to the CPU, dtype kept)."""
+    t = t.detach().cpu()
+    if str(t.dtype) == "torch.bfloat16":
+        raise TypeError(f"{name}: bfloat16 is not supported; use float16, float32 or float64")
+    return t.numpy().copy()
+
+
+def _torch_items(model, prefix=""):
+    """``(state-dict prefix, module)`` in forward order, nested ``Sequential``s flattened
+    (a module that appears twice is listed twice, as it runs; ``named_children`` would list
+    it once)."""
+    import torch.nn as tnn
+
+    for name, child in model._modules.items():
+        if isinstance(child, tnn.Sequential):
+            yield from _torch_items(child, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", child
+
+
+def _read_torch(model):
+    import torch.nn as tnn
+
+    if not isinstance(model, tnn.Sequential):
+        raise TypeError(
+            f"model: expected a torch.nn.Sequential of Linear layers and activations, got "
+            f"{type(model).__name__}; put the layers into nn.Sequential(...) (bpcheck reads the "
+            f"order of the layers from it)"
+        )
+    walk = _Walk("model (torch.nn.Sequential)")
+    linears = []
+    for key, m in _torch_items(model):
+        where = f"model[{key}] ({type(m).__name__})"
+        if isinstance(m, tnn.Linear):
+            if m.bias is None:
+                raise ValueError(
+                    f"model: {where} has no bias (bias=False); bpcheck's networks have a bias "
+                    f"in every layer"
+                )
+            if any(m is seen for seen in linears):
+                raise ValueError(f"model: {where} appears twice (tied weights are not supported)")
+            linears.append(m)
+            walk.dense(Dense(where, _torch_array(m.weight, f"model[{key}].weight"),
+                             _torch_array(m.bias, f"model[{key}].bias"), "out_in",
+                             (f"{key}.weight", f"{key}.bias")))
+        elif isinstance(m, tnn.Flatten):
+            if walk.layers or m.start_dim != 1 or m.end_dim != -1:
+                raise ValueError(f"model: {where} is supported only as Flatten(1, -1) before the "
+                                 f"first Linear layer")
+        elif isinstance(m, tnn.Identity):
+            continue
+        elif isinstance(m, tnn.modules.dropout._DropoutNd):
+            if m.training:
+                raise ValueError(f"model: {where} is in training mode (random); call "
+                                 f"model.eval() first, which makes it the identity")
+        elif _torch_activation(m) is not None:
+            walk.act(_torch_activation(m), where)
+        else:
+            raise _unsupported(where, f"a {type(m).__name__} layer")
+    layers, acts = walk.finish()
+    keys = [k for d in layers for k in d.keys]
+
+    def rebuild(values):
+        return {k: values[k] for k in keys}
+
+    def run(X):
+        import torch
+
+        with torch.no_grad():
+            return model(torch.from_numpy(X)).numpy()
+
+    return layers, acts, _Structure(rebuild, lambda tree: tree), run
+
+
+class _Structure(NamedTuple):
+    """How results go back to the model's structure: ``rebuild({key: array}) -> tree``, and
+    ``leaves(tree) -> {key: array}`` the other way."""
+
+    rebuild: Any
+    leaves: Any
+
+
+# --- JAX pytrees: Equinox, Flax, plain ----------------------------------------------
+
+
+def _by_identity(template, layers: Sequence[Dense]) -> _Structure:
+    """The structure of a pytree ``template`` whose array leaves are the layers' arrays.
+
+    Each leaf is matched to its layer by object identity; a leaf that belongs to no dense
+    layer is a parameter bpcheck does not model (an error naming its path).
+    """
+    import jax
+
+    owner = {}
+    for d in layers:
+        for arr, key in zip((d.W, d.b), d.keys):
+            if id(arr) in owner:
+                raise ValueError(f"model: {d.name} shares an array with another layer (tied "
+                                 f"weights are not supported)")
+            owner[id(arr)] = key
+    with_path, treedef = jax.tree_util.tree_flatten_with_path(template)
+    order = []
+    for path, leaf in with_path:
+        if id(leaf) not in owner:
+            raise ValueError(
+                f"model: the parameter at {jax.tree_util.keystr(path)} (shape "
+                f"{tuple(np.shape(leaf))}) belongs to no dense layer; bpcheck models dense "
+                f"layers with elementwise activations only"
+            )
+        order.append(owner.pop(id(leaf)))
+    if owner:
+        raise ValueError(f"model: {sorted(owner.values())[0]} was not found among the model's "
+                         f"parameters")
+
+    def rebuild(values):
+        return jax.tree_util.tree_unflatten(treedef, [values[k] for k in order])
+
+    def leaves(tree):
+        got, got_def = jax.tree_util.tree_flatten(tree)
+        if got_def != treedef:
+            raise ValueError(f"expected a pytree shaped like the model's parameters, "
+                             f"{treedef}; got {got_def}")
+        return dict(zip(order, got))
+
+    return _Structure(rebuild, leaves)
+
+
+def _highest(run):
+    """``run`` with JAX matmuls at ``precision="highest"`` (no TF32 on GPUs)."""
+
+    def f(X):
+        import jax
+
+        with jax.default_matmul_precision("highest"):
+            return run(X)
+
+    return f
+
+
+def _read_equinox(model):
+    import equinox as eqx
+    import jax
+
+    if isinstance(model, eqx.nn.MLP):
+        layers, acts = _read_eqx_mlp(model)
+    elif isinstance(model, eqx.nn.Sequential):
+        walk = _Walk("model (equinox.nn.Sequential)")
+        for i, m in enumerate(model.layers):
+            _eqx_item(walk, m, f"model.layers[{i}] ({type(m).__name__})")
+        layers, acts = walk.finish()
+    else:
+        raise TypeError(
+            f"model: expected an equinox.nn.MLP or equinox.nn.Sequential, got "
+            f"{type(model).__name__}; for another module pass its layers as a list of (W, b) "
+            f"with bpcheck.network(layers, layout='out_in')"
+        )
+    structure = _by_identity(eqx.filter(model, eqx.is_array), layers)
+    return layers, acts, structure, _highest(jax.vmap(model))
+
+
+def _eqx_dense(m, where: str) -> Dense:
+    if m.in_features == "scalar" or m.out_features == "scalar":
+        raise ValueError(f"model: {where} has a scalar input or output (in_size or out_size "
+                         f"'scalar'); bpcheck's layers map vectors to vectors")
+    if m.bias is None:
+        raise ValueError(f"model: {where} has no bias (use_bias=False); bpcheck's networks "
+                         f"have a bias in every layer")
+    return Dense(where, m.weight, m.bias, "out_in", (f"{where}.weight", f"{where}.bias"))
+
+
+def _eqx_item(walk: _Walk, m, where: str):
+    import equinox as eqx
+
+    if isinstance(m, eqx.nn.Linear):
+        walk.dense(_eqx_dense(m, where))
+    elif isinstance(m, eqx.nn.Identity):
+        return
+    elif isinstance(m, eqx.nn.Lambda):
+        walk.act(_read_jax_activation(m.fn), f"{where} ({_callable_name(m.fn)})")
+    elif isinstance(m, eqx.nn.Dropout):
+        if not m.inference:
+            raise ValueError(f"model: {where} is in training mode (inference=False); use "
+                             f"eqx.nn.inference_mode(model) first")
+    else:
+        raise _unsupported(where, f"a {type(m).__name__} layer")
+
+
+def _read_eqx_mlp(model):
+    walk = _Walk("model (equinox.nn.MLP)")
+    fns = model.activation
+    for i, m in enumerate(model.layers):
+        if i > 0:
+            fn = fns[i - 1] if isinstance(fns, (tuple, list)) else fns
+            walk.act(_read_jax_activation(fn), f"model.activation ({_callable_name(fn)})")
+        walk.dense(_eqx_dense(m, f"model.layers[{i}]"))
+    if not _is_identity(model.final_activation):
+        raise ValueError(
+            f"model.final_activation: expected the identity, got "
+            f"{_callable_name(model.final_activation)}; bpcheck's outputs z^(L+1) are the last "
+            f"layer's outputs (put a final softmax or sigmoid into the loss)"
+        )
+    return walk.finish()
+
+
+def _value(variable):
+    """The array of a Flax NNX ``Variable``."""
+    return variable.get_value() if hasattr(variable, "get_value") else variable.value
+
+
+def _nnx_dense(m, where: str) -> Dense:
+    if m.bias is None:
+        raise ValueError(f"model: {where} has no bias (use_bias=False); bpcheck's networks "
+                         f"have a bias in every layer")
+    return Dense(where, _value(m.kernel), _value(m.bias), "in_out",
+                 (f"{where}.kernel", f"{where}.bias"))
+
+
+def _order_of_use(run, template, layers: list[Dense]) -> list[Dense]:
+    """``layers`` (``in_out``) in the order ``run(template, X)`` first reads their weights.
+
+    ``run`` maps a pytree shaped like ``template`` (whose leaves include every layer's
+    weight) and inputs ``X`` ``(1, d_0)`` to the model's outputs.  The order is read from
+    its jaxpr (sub-jaxprs of ``jit`` and custom derivatives followed), so it is the order
+    the model computes in, not the order its attributes are listed in.  ``d_0`` is the
+    input width of one of the layers: the first that the model can be traced with.
+    """
+    import jax
+
+    leaves, treedef = jax.tree_util.tree_flatten(template)
+    where = {id(leaf): i for i, leaf in enumerate(leaves)}
+    slot = {where[id(d.W)]: d for d in layers if id(d.W) in where}
+    closed = None
+    for d0 in dict.fromkeys(int(np.shape(d.W)[0]) for d in layers):
+        X = np.zeros((1, d0), np.dtype(layers[0].W.dtype))
+        try:
+            closed = jax.make_jaxpr(lambda ls, X=X: run(jax.tree_util.tree_unflatten(treedef, ls), X))(
+                leaves)
+            break
+        except (TypeError, ValueError):
+            continue
+    if closed is None:
+        raise ValueError(f"model: could not run the model on inputs of any of its layers' input "
+                         f"widths (layers {[d.name for d in layers]})")
+    order: list[Dense] = []
+
+    def visit(jaxpr, tracked):
+        for eqn in jaxpr.eqns:
+            subs = [p for p in eqn.params.values() if hasattr(p, "eqns") or hasattr(p, "jaxpr")]
+            for sub in subs:
+                inner = sub.jaxpr if hasattr(sub, "jaxpr") else sub
+                visit(inner, {id(iv): tracked[id(ov)] for ov, iv in zip(eqn.invars, inner.invars)
+                              if id(ov) in tracked})
+            for v in eqn.invars:
+                d = tracked.get(id(v))
+                if d is not None and d not in order:
+                    order.append(d)
+
+    visit(closed.jaxpr, {id(v): slot[i] for i, v in enumerate(closed.jaxpr.invars) if i in slot})
+    unused = [d.name for d in layers if d not in order]
+    if unused:
+        raise ValueError(f"model: {unused[0]} is not used by the model's forward pass")
+    return order
+
+
+def _read_nnx(model):
+    from flax import nnx
+
+    name = f"model (flax.nnx.{type(model).__name__})"
+    walk = _Walk(name)
+    if isinstance(model, nnx.Sequential):
+        for i, m in enumerate(model.layers):
+            kind = type(m).__name__ if isinstance(m, nnx.Module) else _callable_name(m)
+            where = f"model.layers[{i}] ({kind})"
+            if isinstance(m, nnx.Linear):
+                walk.dense(_nnx_dense(m, f"model.layers[{i}]"))
+            elif isinstance(m, nnx.Dropout):
+                if not m.deterministic:
+                    raise ValueError(f"model: {where} is in training mode; call model.eval() "
+                                     f"first")
+            elif isinstance(m, nnx.Module):
+                raise _unsupported(where, f"a {type(m).__name__} layer")
+            else:
+                walk.act(_read_jax_activation(m), where)
+        layers, acts = walk.finish()
+    else:
+        found = []
+        for path, m in _nnx_modules(model):
+            where = "model." + ".".join(map(str, path)) if path else "model"
+            if isinstance(m, nnx.Linear):
+                found.append(_nnx_dense(m, where))
+            elif _own_variables(m):
+                raise _unsupported(f"{where} ({type(m).__name__})",
+                                   f"a {type(m).__name__} layer")
+        if not found:
+            raise ValueError(f"{name}: has no nnx.Linear layer")
+        graphdef, state = nnx.split(model)
+        found = _order_of_use(lambda st, X: nnx.merge(graphdef, st)(X), state, found)
+        for d in found:
+            if walk.layers:
+                walk.act(None, "the model's __call__ (NNX does not expose its activations)")
+            walk.dense(d)
+        layers, acts = walk.finish()
+    structure = _by_identity(nnx.state(model, nnx.Param), layers)
+    return layers, acts, structure, _highest(lambda X: model(X))
+
+
+def _nnx_modules(model):
+    from flax import nnx
+
+    if hasattr(nnx, "iter_modules"):
+        return nnx.iter_modules(model)
+    return model.iter_modules()
+
+
+def _own_variables(m) -> bool:
+    """True for a module that holds variables itself (not only through submodules)."""
+    from flax import nnx
+
+    return any(isinstance(v, nnx.Variable) for v in vars(m).values())
+
+
+def _read_linen(module, variables):
+    from flax import linen as nn
+
+    if not isinstance(variables, Mapping) or "params" not in variables:
+        raise TypeError(
+            f"variables: expected the dict of a Linen module's variables (module.init(...)), "
+            f"with a 'params' entry, got {type(variables).__name__}"
+        )
+    for collection in variables:
+        if collection != "params":
+            raise ValueError(
+                f"variables: has a {collection!r} collection (e.g. BatchNorm statistics); bpcheck "
+                f"supports modules whose only variables are the Dense layers' 'params'"
+            )
+    params = variables["params"]
+    walk = _Walk(f"model (flax.linen.{type(module).__name__})")
+
+    def run(X):
+        return module.apply(variables, X)
+
+    if isinstance(module, nn.Sequential):
+        for i, m in enumerate(module.layers):
+            kind = type(m).__name__ if isinstance(m, nn.Module) else _callable_name(m)
+            where = f"module.layers[{i}] ({kind})"
+            if isinstance(m, nn.Dense):
+                walk.dense(_linen_dense(params.get(f"layers_{i}"), f"params['layers_{i}']"))
+            elif isinstance(m, nn.Module):
+                raise _unsupported(where, f"a {type(m).__name__} layer")
+            else:
+                walk.act(_read_jax_activation(m), where)
+    else:
+        found = [_linen_dense(entry, "params" + "".join(f"[{p!r}]" for p in path))
+                 for path, entry in _linen_layers(params, ())]
+        if not found:
+            raise ValueError(f"variables: no Dense layer in {type(module).__name__}'s params")
+        for d in _order_of_use(module.apply, variables, found):
+            if walk.layers:
+                walk.act(None, "the module's __call__ (Linen does not expose its activations)")
+            walk.dense(d)
+    layers, acts = walk.finish()
+    return layers, acts, _by_identity(variables, layers), _highest(run)
+
+
+def _linen_layers(tree, path):
+    """``(path, {'kernel', 'bias'})`` of every Dense layer in ``tree``."""
+    for name, entry in tree.items():
+        if isinstance(entry, Mapping) and "kernel" in entry:
+            yield path + (name,), entry
+        elif isinstance(entry, Mapping):
+            yield from _linen_layers(entry, path + (name,))
+        else:
+            where = "params" + "".join(f"[{p!r}]" for p in path + (name,))
+            raise _unsupported(where, f"a parameter of shape {tuple(np.shape(entry))} outside "
+                                      f"any Dense layer")
+
+
+def _linen_dense(entry, where: str) -> Dense:
+    if entry is None:
+        raise ValueError(f"variables: {where} is missing")
+    extra = set(entry) - {"kernel", "bias"}
+    if extra or np.ndim(entry["kernel"]) != 2:
+        raise _unsupported(where, f"a layer with parameters {sorted(entry)} and a kernel of shape "
+                                  f"{tuple(np.shape(entry['kernel']))} (not a Dense layer)")
+    if "bias" not in entry:
+        raise ValueError(f"model: {where} has no bias (use_bias=False); bpcheck's networks have "
+                         f"a bias in every layer")
+    return Dense(where, entry["kernel"], entry["bias"], "in_out",
+                 (f"{where}['kernel']", f"{where}['bias']"))
+
+
+def _read_pytree(layers, layout):
+    if layout is None:
+        raise ValueError(
+            "layout: a plain list of layers does not say how its weights are oriented, and "
+            "bpcheck never guesses it (a square layer would be silently wrong); state it: "
+            "bpcheck.network(layers, layout='in_out') for weights W of shape (d_in, d_out) used "
+            "as x @ W + b (JAX, Flax), or layout='out_in' for (d_out, d_in) used as W @ x + b "
+            "(PyTorch, bpcheck's own params)"
+        )
+    if isinstance(layers, Mapping) or not isinstance(layers, Sequence) or not layers:
+        raise TypeError(f"model: expected a non-empty list of layers, each a dict with a "
+                        f"weight and a bias or a pair (W, b), got {type(layers).__name__}")
+    walk = _Walk("layers")
+    kinds = []
+    for i, layer in enumerate(layers):
+        where = f"layers[{i}]"
+        if isinstance(layer, Mapping):
+            wk = [k for k in _WEIGHT_KEYS if k in layer]
+            bk = [k for k in _BIAS_KEYS if k in layer]
+            if len(wk) != 1 or len(bk) != 1 or len(layer) != 2:
+                raise ValueError(
+                    f"{where}: expected a dict with one weight key (one of {_WEIGHT_KEYS}) and "
+                    f"one bias key (one of {_BIAS_KEYS}), got keys {sorted(layer)}"
+                )
+            W, b, keys = layer[wk[0]], layer[bk[0]], (wk[0], bk[0])
+        elif isinstance(layer, Sequence) and not isinstance(layer, (str, bytes)) and len(layer) == 2:
+            (W, b), keys = layer, (0, 1)
+        else:
+            raise TypeError(f"{where}: expected a dict with a weight and a bias or a pair "
+                            f"(W, b), got {type(layer).__name__}")
+        kinds.append((type(layer), keys))
+        walk.dense(Dense(where, W, b, layout, ((i, keys[0]), (i, keys[1]))))
+    found, acts = walk.finish()
+
+    def rebuild(values):
+        out = []
+        for i, (kind, (wk, bk)) in enumerate(kinds):
+            W, b = values[(i, wk)], values[(i, bk)]
+            out.append({wk: W, bk: b} if issubclass(kind, Mapping) else kind((W, b)))
+        return out
+
+    def leaves(tree):
+        if not isinstance(tree, Sequence) or len(tree) != len(kinds):
+            raise ValueError(f"expected a list of {len(kinds)} layers shaped like the model's")
+        return {(i, k): tree[i][k] for i, (_, keys) in enumerate(kinds) for k in keys}
+
+    return found, None, _Structure(rebuild, leaves), None
+
+
+# --- the public entry point and the hook of the public functions ----------------------
+
+
+def _framework(model) -> str | None:
+    """Which framework ``model`` belongs to, without importing one the caller has not."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(model, torch.nn.Module):
+        return "torch"
+    eqx = sys.modules.get("equinox")
+    if eqx is not None and isinstance(model, eqx.Module):
+        return "equinox"
+    if "flax" in sys.modules:
+        if "flax.nnx" in sys.modules and isinstance(model, sys.modules["flax.nnx"].Module):
+            return "flax.nnx"
+        if "flax.linen" in sys.modules and isinstance(model, sys.modules["flax.linen"].Module):
+            return "flax.linen"
+    return None
+
+
+_MODEL_LAYOUT = {"torch": "out_in", "equinox": "out_in", "flax.nnx": "in_out",
+                 "flax.linen": "in_out"}
+
+
+def network(model: Any, variables: Any = None, *, layout: str | None = None,
+            activation: Any = None) -> Network:
+    """Read a model into a :class:`Network`: bpcheck's ``(B, b)`` list plus the way back.
+
+    ``model``, one of:
+
+    - a ``torch.nn.Sequential`` of ``Linear`` layers and activation modules (``ReLU``,
+      ``LeakyReLU``, ``ELU``, ``Tanh``, ``Sigmoid``, ``Softplus`` with ``beta=1``,
+      ``GELU``, ``Identity``; a ``Flatten`` first; ``Dropout`` in eval mode).  Weights are
+      copied to NumPy (detached, on the CPU, dtype kept); results are NumPy, and
+      per-example gradients a dict keyed like ``model.state_dict()``,
+      ``{"0.weight": (N, out, in), "0.bias": (N, out), ...}``.
+    - an ``equinox.nn.MLP`` (its ``activation`` is read; ``final_activation`` must be the
+      identity) or an ``equinox.nn.Sequential`` of ``Linear``, ``Lambda(jax.nn.<activation>)``
+      and ``Identity``.  Results have the model's pytree structure (``eqx.filter(model,
+      eqx.is_array)``), weights ``(out, in)``.
+    - a Flax NNX module: ``nnx.Sequential`` of ``nnx.Linear`` and ``jax.nn``/``nnx``
+      activation functions (read), or another module of ``nnx.Linear`` layers, taken in
+      the order its forward pass uses them (read from its jaxpr), with ``activation=``
+      required (bpcheck cannot read the activations of a ``__call__``).  Results have the
+      structure of ``nnx.state(model, nnx.Param)``, kernels ``(in, out)``.
+    - a Flax Linen module with its ``variables`` (``module.init(...)``): ``nn.Sequential``
+      (activations read) or a module of ``nn.Dense`` layers, taken in the order its
+      forward pass uses them, with ``activation=`` required.  Results have the structure of
+      ``variables``, kernels ``(in, out)``.
+    - a plain list of layers, each a dict with one weight (``W``, ``w``, ``weight`` or
+      ``kernel``) and one bias (``b`` or ``bias``), or a pair ``(W, b)``, with ``layout=``
+      stated: ``"in_out"`` for ``W`` of shape ``(d_in, d_out)`` used as ``x @ W + b``,
+      ``"out_in"`` for ``(d_out, d_in)`` used as ``W @ x + b``.  The activation is
+      ``activation=`` (ReLU by default, as for bpcheck's own params).  Results come back
+      as a list of layers of the same kinds.
+
+    ``layout``: required for a plain list of layers (the orientation is never guessed from
+    shapes); for a framework's model it is known, and a different one is an error.
+    ``activation``: an activation name, a :class:`bpcheck.Activation`, or a list of them
+    (one per hidden layer); where the model states its activations, a different one is an
+    error.
+
+    The model's own forward pass is compared with bpcheck's on three random inputs; a
+    difference beyond rounding is an error (the model is not the network bpcheck read).
+    """
+    kind = _framework(model)
+    if kind != "flax.linen" and variables is not None:
+        raise TypeError(f"variables: only a Flax Linen module takes its variables separately; "
+                        f"got a {type(model).__name__} with variables")
+    if layout is not None and layout not in LAYOUTS:
+        raise ValueError(f"layout: expected one of {LAYOUTS}, got {layout!r}")
+    if kind is not None and layout is not None and layout != _MODEL_LAYOUT[kind]:
+        raise ValueError(
+            f"layout: a {kind} model stores its weights as {_MODEL_LAYOUT[kind]!r}, got "
+            f"layout={layout!r} (leave layout out for a framework's model)"
+        )
+    if kind == "torch":
+        found, acts, structure, run = _read_torch(model)
+    elif kind == "equinox":
+        found, acts, structure, run = _read_equinox(model)
+    elif kind == "flax.nnx":
+        found, acts, structure, run = _read_nnx(model)
+    elif kind == "flax.linen":
+        if variables is None:
+            raise TypeError("variables: a Flax Linen module holds no weights; pass its "
+                            "variables too: bpcheck.network(module, variables, activation=...)")
+        found, acts, structure, run = _read_linen(model, variables)
+    else:
+        found, acts, structure, run = _read_pytree(model, layout)
+    _check_orientation(found)
+    source = f"{kind} {type(model).__name__}" if kind else "list of layers"
+    net = Network(found, _merge_activation(acts, activation, len(found) - 1), source, structure)
+    if run is not None:
+        _check_forward(net, run)
+    return net
+
+
+def _check_orientation(layers: Sequence[Dense]) -> None:
+    """Shapes that chain under the stated layout; an error naming the layout if not."""
+    prev = None
+    for d in layers:
+        shape, bshape = tuple(np.shape(d.W)), tuple(np.shape(d.b))
+        if len(shape) != 2:
+            raise ValueError(f"{d.name}: expected a 2-d weight, got shape {shape}")
+        n_out, n_in = shape if d.layout == "out_in" else shape[::-1]
+        other = "in_out" if d.layout == "out_in" else "out_in"
+        stored = "(out, in)" if d.layout == "out_in" else "(in, out)"
+        if bshape != (n_out,):
+            hint = (f"; the weight looks stored the other way: state layout={other!r}"
+                    if bshape == (n_in,) else "")
+            raise ValueError(
+                f"{d.name}: with layout={d.layout!r} a weight of shape {shape} is {stored}, "
+                f"{n_in} inputs to {n_out} outputs, but the bias has shape {bshape}{hint}"
+            )
+        if prev is not None and n_in != prev:
+            raise ValueError(
+                f"{d.name}: with layout={d.layout!r} a weight of shape {shape} takes {n_in} "
+                f"inputs, but the layer before gives {prev} outputs"
+            )
+        prev = n_out
+
+
+_PROBE_TOL = {8: 1e-9, 4: 1e-4, 2: 1e-2}
+
+
+def _check_forward(net: Network, run) -> None:
+    """The model's forward pass equals bpcheck's on three random inputs (relative to the
+    largest output), unless the weights are JAX tracers (inside ``jax.jit``)."""
+    from ._arrays import is_tracer
+    from ._recursion import forward
+
+    B1 = net.params[0][0]
+    if any(is_tracer(t) for pair in net.params for t in pair):
+        return
+    dtype = np.dtype(B1.dtype)
+    X = np.random.default_rng(0).standard_normal((3, net.widths[0])).astype(dtype)
+    ours = np.asarray(forward(net, X), dtype=np.float64)
+    theirs = np.asarray(run(X), dtype=np.float64)
+    if theirs.shape != ours.shape:
+        raise ValueError(f"model: its forward pass gives shape {theirs.shape} for inputs "
+                         f"{X.shape}, bpcheck's network {ours.shape}")
+    err = float(np.max(np.abs(ours - theirs)) / max(np.max(np.abs(theirs)), 1e-30))
+    if not err <= _PROBE_TOL.get(dtype.itemsize, 1e-2):
+        raise ValueError(
+            f"model: bpcheck's network {net.widths} with activation "
+            f"[{', '.join(map(str, net.activation))}] does not reproduce the model's forward "
+            f"pass (relative difference {err:.2e} on random inputs); the layers bpcheck read "
+            f"are {net.names}: check the activation= given and that the layers run in this "
+            f"order"
+        )
+
+
+def _merge_activation(read, given, L: int) -> tuple:
+    """The activations of a model: those it states (``read``: one ``(Activation or None,
+    where)`` per hidden layer, ``None`` where it does not say), or ``given`` where it does
+    not; a ``given`` that differs from a stated one is an error.  ``read=None`` (a plain
+    list of layers): ``given``, by default ReLU as for bpcheck's own params."""
+    want = None if given is None else resolve_activations(given, L)
+    if read is None:
+        return want if want is not None else (Activation("relu"),) * L
+    out = []
+    for l, (act, where) in enumerate(read):
+        if act is None and want is None:
+            raise ValueError(
+                f"activation: bpcheck cannot read the activation of hidden layer {l + 1} from "
+                f"{where}; state it: activation='tanh' (a name, a bpcheck.Activation, or a list "
+                f"of them, one per hidden layer)"
+            )
+        if act is not None and want is not None and want[l] != act:
+            raise ValueError(f"activation: the model has {act} after hidden layer {l + 1} "
+                             f"({where}), got activation={given!r}")
+        out.append(act if act is not None else want[l])
+    return tuple(out)
+
+
+def _merge_network_activation(net: Network, given) -> tuple:
+    if given is None:
+        return net.activation
+    if resolve_activations(given, len(net.activation)) != net.activation:
+        raise ValueError(f"activation: the network has [{', '.join(map(str, net.activation))}] "
+                         f"({net.source}), got activation={given!r}")
+    return net.activation
+
+
+def model_vector(net: Network | None, v: Any):
+    """``v`` in ``beta`` order, and how to give a result in ``beta`` order back in ``v``'s form.
+
+    With a network, ``v`` may be in the model's structure (no ``shape``, not a list of
+    numbers); it is flattened with :meth:`Network.to_beta` and results come back through
+    :meth:`Network.from_beta`.  Otherwise ``v`` and results pass unchanged.
+    """
+    plain = (net is None or hasattr(v, "shape")
+             or (isinstance(v, (list, tuple)) and all(np.ndim(t) == 0 for t in v)))
+    if plain:
+        return v, lambda result: result
+    return net.to_beta(v), net.from_beta
+
+
+def model_params(params: Any, activation: Any):
+    """The hook of every public function: ``params`` may be bpcheck's ``(B, b)`` list, a
+    :class:`Network` or a model; returns ``(params, activation, network or None)``."""
+    if isinstance(params, Network):
+        return params.params, _merge_network_activation(params, activation), params
+    if _framework(params) is not None:
+        net = network(params, activation=activation)
+        return net.params, net.activation, net
+    if (isinstance(params, Sequence) and not isinstance(params, (str, bytes))
+            and any(isinstance(layer, Mapping) for layer in params)):
+        raise TypeError(
+            "params: a list of dicts is a model's layers, whose weight orientation bpcheck "
+            "does not guess; read it with bpcheck.network(layers, layout='in_out') (weights "
+            "(d_in, d_out), x @ W + b) or layout='out_in' ((d_out, d_in), W @ x + b)"
+        )
+    return params, "relu" if activation is None else activation, None

@@ -1,0 +1,134 @@
+"""bpcheck.network on plain lists of layers: the layout is stated, never guessed, and results
+come back in the list's own structure and orientation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bpcheck
+from helpers import RTOL, rel_err
+
+
+def in_out_layers(widths, seed=0, kind="dict"):
+    """Layers as JAX code keeps them: W of shape (d_in, d_out), used as x @ W + b."""
+    rng = np.random.default_rng(seed)
+    layers = []
+    for d_in, d_out in zip(widths[:-1], widths[1:]):
+        W = rng.standard_normal((d_in, d_out)) / np.sqrt(d_in)
+        b = 0.1 * rng.standard_normal(d_out)
+        layers.append({"W": W, "b": b} if kind == "dict" else (W, b))
+    return layers
+
+
+def in_out_forward(layers, X, act=np.tanh):
+    for layer in layers[:-1]:
+        X = act(X @ layer["W"] + layer["b"])
+    return X @ layers[-1]["W"] + layers[-1]["b"]
+
+
+def test_plain_layers_without_layout_are_an_error_that_says_how_to_state_it():
+    layers = in_out_layers([3, 4, 2])
+    with pytest.raises(ValueError, match=r"layout: .*layout='in_out'.*layout='out_in'"):
+        bpcheck.network(layers)
+    with pytest.raises(TypeError, match=r"bpcheck\.network\(layers, layout='in_out'\)"):
+        bpcheck.forward(layers, np.ones((2, 3)))
+
+
+def test_square_layers_give_different_networks_under_the_two_layouts_so_layout_is_required():
+    layers = in_out_layers([4, 4, 4, 4], seed=1)
+    X = np.random.default_rng(1).standard_normal((5, 4))
+    as_in_out = bpcheck.network(layers, layout="in_out", activation="tanh")
+    as_out_in = bpcheck.network(layers, layout="out_in", activation="tanh")
+    want = in_out_forward(layers, X)
+    assert rel_err(bpcheck.forward(as_in_out, X), want) < RTOL
+    assert rel_err(bpcheck.forward(as_out_in, X), want) > 0.1  # the transposed network
+    with pytest.raises(ValueError, match="layout"):
+        bpcheck.network(layers)
+
+
+def test_wrong_orientation_of_a_non_square_layer_names_the_layout_not_the_bias():
+    layers = in_out_layers([3, 5, 2])
+    with pytest.raises(ValueError, match=r"layers\[0\]: with layout='out_in' .*state layout='in_out'"):
+        bpcheck.network(layers, layout="out_in")
+    pairs = [(layer["W"], layer["b"]) for layer in layers]
+    with pytest.raises(ValueError, match=r"layout 'out_in'.*bpcheck\.network\(layers, layout='in_out'\)"):
+        bpcheck.forward(pairs, np.ones((2, 3)))
+
+
+@pytest.mark.parametrize("kind", ["dict", "tuple"])
+def test_per_example_grads_come_back_in_the_layers_own_structure_and_orientation(kind):
+    widths = [3, 5, 4, 2]
+    layers = in_out_layers(widths, kind=kind)
+    net = bpcheck.network(layers, layout="in_out", activation="tanh")
+    rng = np.random.default_rng(2)
+    X, y = rng.standard_normal((6, 3)), rng.integers(0, 2, 6)
+
+    def loss(layers, x, y):
+        h = x
+        for i, layer in enumerate(layers):
+            W, b = (layer["W"], layer["b"]) if kind == "dict" else layer
+            h = h @ W + b
+            if i < len(layers) - 1:
+                h = jnp.tanh(h)
+        return -jax.nn.log_softmax(h)[y]
+
+    jl = jax.tree_util.tree_map(jnp.asarray, layers)
+    want = jax.vmap(jax.grad(loss), in_axes=(None, 0, 0))(jl, jnp.asarray(X), jnp.asarray(y))
+    got = bpcheck.per_example_grads(net, X, y)
+    assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
+    for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        assert rel_err(g, w) < RTOL
+    flat = bpcheck.per_example_grads(net, X, y, flat=True)
+    assert flat.shape == (6, bpcheck.param_count(widths))
+    assert rel_err(flat, bpcheck.per_example_grads(net.params, X, y, activation="tanh")) < RTOL
+
+
+def test_from_beta_and_to_beta_are_inverse_and_follow_beta_order():
+    widths = [3, 4, 2]
+    layers = in_out_layers(widths)
+    net = bpcheck.network(layers, layout="in_out")
+    beta = np.arange(bpcheck.param_count(widths), dtype=float)
+    tree = net.from_beta(beta)
+    B1 = beta[:12].reshape(4, 3)  # vec(B^(1)') = the rows of B^(1), (d_1, d_0)
+    assert np.array_equal(tree[0]["W"], B1.T) and np.array_equal(tree[0]["b"], beta[12:16])
+    assert np.array_equal(net.to_beta(tree), beta)
+    assert np.array_equal(net.to_beta(layers), bpcheck.flatten_params(net.params))
+
+
+def test_jacobian_rows_in_the_layers_structure_equal_jax_jacrev():
+    widths = [3, 4, 2]
+    layers = in_out_layers(widths, kind="tuple")
+    net = bpcheck.network(layers, layout="in_out")
+    X = np.random.default_rng(3).standard_normal((5, 3))
+
+    def f(layers, x):
+        for W, b in layers[:-1]:
+            x = jax.nn.relu(x @ W + b)
+        W, b = layers[-1]
+        return x @ W + b
+
+    want = jax.vmap(jax.jacrev(f), in_axes=(None, 0))(jax.tree_util.tree_map(jnp.asarray, layers),
+                                                     jnp.asarray(X))
+    got = bpcheck.jacobian(net, X, flat=False)
+    for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        assert g.shape == w.shape and rel_err(g, w) < RTOL
+
+
+def test_an_activation_that_disagrees_with_the_networks_own_is_an_error():
+    net = bpcheck.network(in_out_layers([3, 4, 2]), layout="in_out", activation="tanh")
+    X = np.ones((2, 3))
+    assert rel_err(bpcheck.forward(net, X, activation="tanh"), bpcheck.forward(net, X)) == 0
+    with pytest.raises(ValueError, match="activation"):
+        bpcheck.forward(net, X, activation="relu")
+
+
+def test_layers_that_are_not_dense_are_named():
+    with pytest.raises(ValueError, match=r"layers\[1\]: expected a dict with one weight key"):
+        bpcheck.network([{"W": np.ones((2, 3)), "b": np.ones(3)},
+                         {"kernel": np.ones((3, 3, 1)), "scale": np.ones(3)}], layout="in_out")
+    with pytest.raises(ValueError, match=r"layers\[1\]: expected a 2-d weight"):
+        bpcheck.network([{"W": np.ones((2, 3)), "b": np.ones(3)},
+                         {"W": np.ones((3, 3, 1)), "b": np.ones(1)}], layout="in_out")
+    with pytest.raises(ValueError, match="layout: expected one of"):
+        bpcheck.network(in_out_layers([3, 2]), layout="row")

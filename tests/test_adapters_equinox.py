@@ -1,0 +1,109 @@
+"""An Equinox MLP in, its own pytree out: forward, per-example gradients and Jacobians equal
+Equinox's own and jax.vmap(jax.grad / jax.jacrev) over the model, leaf by leaf."""
+
+import functools
+
+import numpy as np
+import pytest
+
+eqx = pytest.importorskip("equinox", reason="the Equinox adapter needs equinox (pip install equinox)")
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+import bpcheck  # noqa: E402
+from helpers import RTOL, rel_err  # noqa: E402
+
+ACTIVATIONS = {
+    "relu": (jax.nn.relu, bpcheck.Activation("relu")),
+    "tanh": (jnp.tanh, bpcheck.Activation("tanh")),
+    "sigmoid": (jax.nn.sigmoid, bpcheck.Activation("sigmoid")),
+    "softplus": (jax.nn.softplus, bpcheck.Activation("softplus")),
+    "elu": (functools.partial(jax.nn.elu, alpha=0.5), bpcheck.Activation("elu", alpha=0.5)),
+    "leaky_relu": (functools.partial(jax.nn.leaky_relu, negative_slope=0.2),
+                   bpcheck.Activation("leaky_relu", slope=0.2)),
+    "gelu": (functools.partial(jax.nn.gelu, approximate=False), bpcheck.Activation("gelu")),
+    "gelu_tanh": (jax.nn.gelu, bpcheck.Activation("gelu_tanh")),
+}
+
+
+def mlp(fn, seed=0, depth=2, dtype=jnp.float64):
+    model = eqx.nn.MLP(4, 3, 5, depth, activation=fn, key=jax.random.PRNGKey(seed))
+    return jax.tree_util.tree_map(lambda x: x.astype(dtype) if eqx.is_array(x) else x, model)
+
+
+def data(N=6, seed=1):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((N, 4)), rng.integers(0, 3, N)
+
+
+def reference_grads(model, X, y):
+    def loss(model, x, t):
+        return -jax.nn.log_softmax(model(x))[t]
+
+    return eqx.filter_vmap(eqx.filter_grad(loss), in_axes=(None, 0, 0))(model, jnp.asarray(X),
+                                                                       jnp.asarray(y))
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_forward_and_per_example_grads_equal_equinox_for_each_activation(name):
+    fn, act = ACTIVATIONS[name]
+    model = mlp(fn)
+    X, y = data()
+    net = bpcheck.network(model)
+    assert net.activation == (act, act) and net.layout == "out_in"
+    assert rel_err(bpcheck.forward(model, X), jax.vmap(model)(jnp.asarray(X))) < RTOL
+    got = bpcheck.per_example_grads(model, X, y)
+    want = reference_grads(model, X, y)
+    assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
+    for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        assert g.shape == w.shape and rel_err(g, w) < RTOL
+
+
+def test_jacobian_rows_in_the_models_pytree_equal_jax_jacrev():
+    model = mlp(jnp.tanh)
+    X, _ = data()
+    params, static = eqx.partition(model, eqx.is_array)
+    want = jax.vmap(jax.jacrev(lambda p, x: eqx.combine(p, static)(x)), in_axes=(None, 0))(
+        params, jnp.asarray(X))
+    got = bpcheck.jacobian(model, X, flat=False)
+    assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
+    for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        assert g.shape == w.shape and rel_err(g, w) < RTOL
+
+
+def test_float32_models_give_float32_results_close_to_equinox():
+    model = mlp(jax.nn.relu, dtype=jnp.float32)
+    X, y = data()
+    got = bpcheck.per_example_grads(model, X.astype(np.float32), y)
+    want = reference_grads(model, X.astype(np.float32), y)
+    for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        assert g.dtype == jnp.float32 and rel_err(g, w) < 1e-5
+
+
+def test_a_final_activation_is_a_named_error():
+    model = eqx.nn.MLP(4, 3, 5, 2, final_activation=jax.nn.sigmoid, key=jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="model.final_activation: expected the identity"):
+        bpcheck.network(model)
+
+
+def test_an_unknown_activation_must_be_stated_and_the_statement_is_checked():
+    model = mlp(lambda x: jnp.tanh(x))
+    with pytest.raises(ValueError, match="cannot read the activation .* state it"):
+        bpcheck.network(model)
+    net = bpcheck.network(model, activation="tanh")
+    X, _ = data()
+    assert rel_err(bpcheck.forward(net, X), jax.vmap(model)(jnp.asarray(X))) < RTOL
+    with pytest.raises(ValueError, match="does not reproduce the model's forward pass"):
+        bpcheck.network(model, activation="sigmoid")
+
+
+def test_equinox_sequential_of_linear_and_lambda_layers():
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    model = eqx.nn.Sequential([eqx.nn.Linear(4, 5, key=keys[0]), eqx.nn.Lambda(jax.nn.softplus),
+                               eqx.nn.Linear(5, 3, key=keys[1])])
+    X, y = data()
+    assert bpcheck.network(model).activation == (bpcheck.Activation("softplus"),)
+    assert rel_err(bpcheck.forward(model, X), jax.vmap(model)(jnp.asarray(X, jnp.float32))) < 1e-5
+    with pytest.raises(ValueError, match=r"model\.layers\[1\] \(LayerNorm\)"):
+        bpcheck.network(eqx.nn.Sequential([eqx.nn.Linear(4, 5, key=keys[0]), eqx.nn.LayerNorm(5),
+                                           eqx.nn.Linear(5, 3, key=keys[1])]))

@@ -1,0 +1,143 @@
+"""Flax NNX and Linen MLPs in, their own structure out: forward, per-example gradients and
+Jacobians equal Flax's own and jax.vmap(jax.grad / jax.jacrev), kernels (in, out)."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flax", reason="the Flax adapters need flax (pip install flax)")
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from flax import linen as nn  # noqa: E402
+from flax import nnx  # noqa: E402
+
+import bpcheck  # noqa: E402
+from helpers import RTOL, rel_err  # noqa: E402
+
+
+def data(N=6, d0=4, K=3, seed=1):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((N, d0)), rng.integers(0, K, N)
+
+
+def nnx_sequential(act=nnx.tanh):
+    rngs = nnx.Rngs(0)
+    return nnx.Sequential(nnx.Linear(4, 5, param_dtype=jnp.float64, rngs=rngs), act,
+                          nnx.Linear(5, 5, param_dtype=jnp.float64, rngs=rngs), act,
+                          nnx.Linear(5, 3, param_dtype=jnp.float64, rngs=rngs))
+
+
+class NamedOutOfOrder(nnx.Module):
+    """Attribute names that Flax lists in another order (l1, l10, l2) than they run."""
+
+    def __init__(self, rngs):
+        self.l2 = nnx.Linear(4, 5, param_dtype=jnp.float64, rngs=rngs)
+        self.l10 = nnx.Linear(5, 5, param_dtype=jnp.float64, rngs=rngs)
+        self.l1 = nnx.Linear(5, 3, param_dtype=jnp.float64, rngs=rngs)
+
+    def __call__(self, x):
+        return self.l1(jax.nn.sigmoid(self.l10(jax.nn.sigmoid(self.l2(x)))))
+
+
+def nnx_reference_grads(model, X, y):
+    graphdef, state = nnx.split(model, nnx.Param)
+
+    def loss(state, x, t):
+        return -jax.nn.log_softmax(nnx.merge(graphdef, state)(x[None])[0])[t]
+
+    return jax.vmap(jax.grad(loss), in_axes=(None, 0, 0))(state, jnp.asarray(X), jnp.asarray(y))
+
+
+def assert_same_tree(got, want, tol=RTOL):
+    assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
+    for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        assert g.shape == w.shape and rel_err(g, w) < tol
+
+
+def test_nnx_sequential_activations_are_read_and_grads_come_back_as_its_state():
+    model = nnx_sequential()
+    X, y = data()
+    net = bpcheck.network(model)
+    assert net.activation == (bpcheck.Activation("tanh"),) * 2 and net.layout == "in_out"
+    assert rel_err(bpcheck.forward(model, X), model(jnp.asarray(X))) < RTOL
+    assert_same_tree(bpcheck.per_example_grads(model, X, y), nnx_reference_grads(model, X, y))
+
+
+def test_nnx_module_layers_are_taken_in_the_order_they_run_and_activation_is_required():
+    model = NamedOutOfOrder(nnx.Rngs(0))
+    X, y = data()
+    with pytest.raises(ValueError, match=r"cannot read the activation .*NNX"):
+        bpcheck.network(model)
+    net = bpcheck.network(model, activation="sigmoid")
+    assert net.names == ["model.l2", "model.l10", "model.l1"]
+    assert rel_err(bpcheck.forward(net, X), model(jnp.asarray(X))) < RTOL
+    assert_same_tree(bpcheck.per_example_grads(net, X, y), nnx_reference_grads(model, X, y))
+    with pytest.raises(ValueError, match="does not reproduce the model's forward pass"):
+        bpcheck.network(model, activation="tanh")
+
+
+def test_nnx_jacobian_rows_in_the_state_structure_equal_jax_jacrev():
+    model = nnx_sequential(nnx.relu)
+    X, _ = data()
+    graphdef, state = nnx.split(model, nnx.Param)
+    want = jax.vmap(jax.jacrev(lambda s, x: nnx.merge(graphdef, s)(x[None])[0]),
+                    in_axes=(None, 0))(state, jnp.asarray(X))
+    assert_same_tree(bpcheck.jacobian(model, X, flat=False), want)
+
+
+def test_nnx_normalisation_layers_are_named_errors():
+    rngs = nnx.Rngs(0)
+    model = nnx.Sequential(nnx.Linear(4, 5, rngs=rngs), nnx.LayerNorm(5, rngs=rngs), nnx.relu,
+                           nnx.Linear(5, 3, rngs=rngs))
+    with pytest.raises(ValueError, match=r"model\.layers\[1\] \(LayerNorm\) is a LayerNorm layer"):
+        bpcheck.network(model)
+
+
+class LinenMLP(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.tanh(nn.Dense(5, param_dtype=jnp.float64, name="hidden")(x))
+        return nn.Dense(3, param_dtype=jnp.float64, name="a_output")(x)
+
+
+def test_linen_needs_its_variables_and_the_activation_and_checks_the_statement():
+    module = LinenMLP()
+    X, y = data()
+    variables = module.init(jax.random.PRNGKey(0), jnp.asarray(X))
+    with pytest.raises(TypeError, match="variables: a Flax Linen module holds no weights"):
+        bpcheck.network(module)
+    with pytest.raises(ValueError, match=r"cannot read the activation .*Linen"):
+        bpcheck.network(module, variables)
+    with pytest.raises(ValueError, match="does not reproduce the model's forward pass"):
+        bpcheck.network(module, variables, activation="relu")
+    net = bpcheck.network(module, variables, activation="tanh")
+    assert net.names == ["params['hidden']", "params['a_output']"]
+    assert rel_err(bpcheck.forward(net, X), module.apply(variables, jnp.asarray(X))) < RTOL
+
+    def loss(v, x, t):
+        return -jax.nn.log_softmax(module.apply(v, x))[t]
+
+    want = jax.vmap(jax.grad(loss), in_axes=(None, 0, 0))(variables, jnp.asarray(X), jnp.asarray(y))
+    assert_same_tree(bpcheck.per_example_grads(net, X, y), want)
+
+
+def test_linen_sequential_activations_are_read():
+    module = nn.Sequential([nn.Dense(5), nn.gelu, nn.Dense(3)])
+    X, _ = data()
+    variables = module.init(jax.random.PRNGKey(0), jnp.asarray(X, jnp.float32))
+    net = bpcheck.network(module, variables)
+    assert net.activation == (bpcheck.Activation("gelu_tanh"),)
+    assert rel_err(bpcheck.forward(net, X.astype(np.float32)),
+                   module.apply(variables, jnp.asarray(X, jnp.float32))) < 1e-5
+
+
+def test_linen_batchnorm_statistics_are_a_named_error():
+    class WithNorm(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.BatchNorm(use_running_average=True)(nn.Dense(5)(x))
+            return nn.Dense(3)(nn.relu(x))
+
+    module = WithNorm()
+    variables = module.init(jax.random.PRNGKey(0), jnp.ones((2, 4)))
+    with pytest.raises(ValueError, match="'batch_stats' collection"):
+        bpcheck.network(module, variables, activation="relu")

@@ -1,0 +1,177 @@
+"""A torch.nn.Sequential in, its own structure out: forward, per-example gradients and
+Jacobians equal torch's own and torch.func's, in the layout of model.state_dict()."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the PyTorch adapter needs torch (pip install torch==2.13.0)")
+from torch import nn  # noqa: E402
+from torch.func import functional_call, grad, jacrev, vmap  # noqa: E402
+
+import bpcheck  # noqa: E402
+from helpers import RTOL, rel_err  # noqa: E402
+
+ACTIVATIONS = {
+    "relu": nn.ReLU(),
+    "leaky_relu": nn.LeakyReLU(0.2),
+    "elu": nn.ELU(alpha=0.7),
+    "tanh": nn.Tanh(),
+    "sigmoid": nn.Sigmoid(),
+    "softplus": nn.Softplus(),
+    "gelu": nn.GELU(),
+    "gelu_tanh": nn.GELU(approximate="tanh"),
+}
+
+
+def sequential(act, widths=(4, 6, 5, 3), dtype=torch.float64, seed=0):
+    torch.manual_seed(seed)
+    layers = []
+    for i, (d_in, d_out) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(nn.Linear(d_in, d_out))
+        if i < len(widths) - 2:
+            layers.append(act)
+    return nn.Sequential(*layers).to(dtype)
+
+
+def data(d0=4, K=3, N=5, dtype=np.float64, seed=1):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((N, d0)).astype(dtype), rng.integers(0, K, N)
+
+
+def torch_per_example_grads(model, X, y):
+    params = {k: v.detach() for k, v in model.named_parameters()}
+
+    def loss(p, x, t):
+        out = functional_call(model, p, (x[None],))
+        return nn.functional.cross_entropy(out, t[None], reduction="sum")
+
+    g = vmap(grad(loss), in_dims=(None, 0, 0))(params, torch.from_numpy(X), torch.from_numpy(y))
+    return {k: v.numpy() for k, v in g.items()}
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_forward_and_per_example_grads_equal_torch_for_each_activation_module(name):
+    model = sequential(ACTIVATIONS[name])
+    X, y = data()
+    with torch.no_grad():
+        want = model(torch.from_numpy(X)).numpy()
+    assert rel_err(bpcheck.forward(model, X), want) < RTOL
+    got = bpcheck.per_example_grads(model, X, y)
+    ref = torch_per_example_grads(model, X, y)
+    assert list(got) == list(model.state_dict()) == list(ref)
+    for k in ref:
+        assert got[k].shape == ref[k].shape and rel_err(got[k], ref[k]) < RTOL, k
+
+
+def test_network_reads_the_activations_and_a_different_activation_is_an_error():
+    model = nn.Sequential(nn.Linear(3, 4), nn.LeakyReLU(0.3), nn.Linear(4, 4), nn.Tanh(),
+                          nn.Linear(4, 2)).double()
+    net = bpcheck.network(model)
+    assert net.widths == [3, 4, 4, 2] and net.layout == "out_in"
+    assert net.activation == (bpcheck.Activation("leaky_relu", slope=0.3), bpcheck.Activation("tanh"))
+    with pytest.raises(ValueError, match="activation"):
+        bpcheck.network(model, activation="relu")
+    with pytest.raises(ValueError, match="layout"):
+        bpcheck.network(model, layout="in_out")
+
+
+def test_jacobian_rows_in_the_state_dict_layout_equal_torch_func_jacrev():
+    model = sequential(nn.Tanh())
+    X, _ = data()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    want = vmap(jacrev(lambda p, x: functional_call(model, p, (x[None],))[0]), in_dims=(None, 0))(
+        params, torch.from_numpy(X))
+    got = bpcheck.jacobian(model, X, flat=False)
+    assert list(got) == list(want)
+    for k in want:
+        assert got[k].shape == tuple(want[k].shape) and rel_err(got[k], want[k].numpy()) < RTOL, k
+    flat = bpcheck.jacobian(model, X)
+    assert flat.shape == (5, 3, bpcheck.param_count([4, 6, 5, 3]))
+
+
+def test_ntk_norms_and_gauss_newton_take_the_model_in_place_of_params():
+    model = sequential(nn.ELU())
+    X, y = data()
+    net = bpcheck.network(model)
+    J = bpcheck.jacobian(net.params, X, activation=net.activation)
+    assert rel_err(bpcheck.ntk(model, X), np.einsum("ikp,jlp->ijkl", J, J)) < RTOL
+    G = bpcheck.per_example_grads(model, X, y, flat=True)
+    assert rel_err(bpcheck.per_example_grad_norms(model, X, y), np.linalg.norm(G, axis=1)) < RTOL
+    v = np.random.default_rng(0).standard_normal(G.shape[1])
+    Gv = bpcheck.gauss_newton(model, X) @ v
+    assert rel_err(bpcheck.gauss_newton_matvec(model, X, v), Gv) < RTOL
+    v_in_model = {k: torch.from_numpy(np.ascontiguousarray(t)) for k, t in net.from_beta(v).items()}
+    Gv_in_model = bpcheck.gauss_newton_matvec(model, X, v_in_model)
+    assert list(Gv_in_model) == list(model.state_dict())
+    assert rel_err(net.to_beta(Gv_in_model), Gv) < RTOL
+
+
+def test_float32_models_stay_float32_and_tensors_that_require_grad_are_detached():
+    model = sequential(nn.ReLU(), dtype=torch.float32)
+    assert all(p.requires_grad for p in model.parameters())
+    X, y = data(dtype=np.float32)
+    net = bpcheck.network(model)
+    assert all(B.dtype == np.float32 and b.dtype == np.float32 for B, b in net.params)
+    got = bpcheck.per_example_grads(model, torch.from_numpy(X).requires_grad_(), y)
+    ref = torch_per_example_grads(model, X, y)
+    for k in ref:
+        assert got[k].dtype == np.float32 and rel_err(got[k], ref[k]) < 1e-5, k
+    with torch.no_grad():
+        model[0].weight.add_(1.0)  # the network holds a copy, not a view of the model
+    assert not np.allclose(net.params[0][0], model[0].weight.detach().numpy())
+
+
+def test_flatten_first_identity_and_dropout_in_eval_mode_are_accepted():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(6, 4), nn.Dropout(0.5), nn.ReLU(),
+                          nn.Identity(), nn.Linear(4, 2)).double().eval()
+    X, _ = data(d0=6)
+    with torch.no_grad():
+        want = model(torch.from_numpy(X)).numpy()
+    assert rel_err(bpcheck.forward(model, X), want) < RTOL
+    assert list(bpcheck.per_example_grads(model, X, np.zeros(5, dtype=int))) == [
+        "1.weight", "1.bias", "5.weight", "5.bias"]
+
+
+def test_two_linear_layers_in_a_row_have_the_identity_between_them():
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)).double()
+    assert bpcheck.network(model).activation == (bpcheck.Activation("identity"),)
+
+
+@pytest.mark.parametrize("layer, where", [
+    (nn.Conv1d(1, 1, 1), r"model\[1\] \(Conv1d\)"),
+    (nn.BatchNorm1d(4), r"model\[1\] \(BatchNorm1d\)"),
+    (nn.LayerNorm(4), r"model\[1\] \(LayerNorm\)"),
+    (nn.MultiheadAttention(4, 1), r"model\[1\] \(MultiheadAttention\)"),
+    (nn.Softmax(dim=1), r"model\[1\] \(Softmax\)"),
+])
+def test_unsupported_layers_get_an_error_naming_the_layer_and_its_position(layer, where):
+    model = nn.Sequential(nn.Linear(3, 4), layer, nn.Linear(4, 2))
+    with pytest.raises(ValueError, match=where + " is a .* which bpcheck does not support"):
+        bpcheck.network(model)
+
+
+@pytest.mark.parametrize("model, message", [
+    (nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.1), nn.Linear(4, 2)), r"training mode.*model\.eval\(\)"),
+    (nn.Sequential(nn.Linear(3, 4), nn.Softplus(beta=2), nn.Linear(4, 2)), "beta=2"),
+    (nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2), nn.Sigmoid()), r"ends with model\[3\]"),
+    (nn.Sequential(nn.Linear(3, 4, bias=False), nn.ReLU(), nn.Linear(4, 2)), "bias=False"),
+    (nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Tanh(), nn.Linear(4, 2)), "one activation per"),
+    (nn.Sequential(nn.ReLU(), nn.Linear(3, 2)), "before the first dense layer"),
+    (nn.Sequential(nn.Linear(3, 4), nn.Flatten(), nn.Linear(4, 2)), "Flatten"),
+])
+def test_models_bpcheck_cannot_read_exactly_are_named_errors(model, message):
+    with pytest.raises(ValueError, match=message):
+        bpcheck.network(model)
+
+
+def test_a_module_other_than_sequential_is_an_error_that_says_what_to_do():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.b(torch.tanh(self.a(x)))
+
+    with pytest.raises(TypeError, match=r"expected a torch\.nn\.Sequential .* got Net"):
+        bpcheck.forward(Net(), np.ones((2, 3)))
