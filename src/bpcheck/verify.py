@@ -20,8 +20,12 @@ with a ``VERDICT:`` line.  Exit status 0 only when every part holds.
 from __future__ import annotations
 
 import argparse
+import os
+import pickle
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 from ._cliargs import check_output_paths, int_at_least
 
@@ -81,22 +85,49 @@ NETWORKS, QUICK_NETWORKS = 24, 3
 
 def run(seed: int = 0, networks: int | None = None, quick: bool = False,
         numeric_only: bool = False):
-    """Run every check; returns the list of report parts (see ``bpcheck._report.Part``)."""
+    """Run every check; returns the list of report parts (see ``bpcheck._report.Part``).
+
+    The numeric part (JAX) runs in a second Python process while this one does the
+    symbolic part (SymPy), so the two use two cores instead of taking turns.
+    """
+    if networks is None:
+        networks = QUICK_NETWORKS if quick else NETWORKS
+    parts = []
+    if numeric_only:
+        part = _numeric_part(seed, networks)
+    else:
+        from .symbolic import verify_parts
+
+        numeric = _start_numeric_part(seed, networks)
+        try:
+            parts = verify_parts(quick=quick)
+        finally:
+            out, _ = numeric.communicate()
+        if numeric.returncode != 0:
+            raise RuntimeError(f"the numeric checks' process failed (exit status "
+                               f"{numeric.returncode}); its error is printed above")
+        part = pickle.loads(out)
+    part.summary = _numeric_summary(part, networks, seed)
+    return [*parts, part]
+
+
+def _numeric_part(seed: int, networks: int):
     from ._compat import enable_x64
     from .numcheck import numeric_part
 
-    parts = []
-    if not numeric_only:
-        from .symbolic import verify_parts
-
-        parts.extend(verify_parts(quick=quick))
-    if networks is None:
-        networks = QUICK_NETWORKS if quick else NETWORKS
     with enable_x64(True):
-        part = numeric_part(seed=seed, networks=networks)
-    part.summary = _numeric_summary(part, networks, seed)
-    parts.append(part)
-    return parts
+        return numeric_part(seed=seed, networks=networks)
+
+
+def _start_numeric_part(seed: int, networks: int) -> subprocess.Popen:
+    """:func:`_numeric_part` in a new interpreter; its report part comes back pickled on
+    its standard output (our own process and code, nothing untrusted)."""
+    code = ("import pickle, sys; from bpcheck.verify import _numeric_part; "
+            f"sys.stdout.buffer.write(pickle.dumps(_numeric_part({int(seed)}, {int(networks)})))")
+    package_root = str(Path(__file__).resolve().parents[1])  # bpcheck as this process has it
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [package_root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=env)
 
 
 def _numeric_summary(part, networks: int, seed: int) -> str:
