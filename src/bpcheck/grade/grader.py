@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import exercises as exs
 from .config import GradingConfig
-from .sandbox import run_child
+from .sandbox import LimitExceeded, run_child, run_limited, submission_budget
 from .source import (
     SubmissionError,
     forbidden_uses_in_cells,
@@ -180,6 +180,8 @@ def _run_group(source, e, cases, pending, tests, inputs, cfg, report, cells, vis
 
 def _score(case, msg, cfg):
     header, arrays = msg.header, msg.arrays
+    if msg.problem:
+        return 0.0, [msg.problem]
     if header.get("forbidden"):
         libs = ", ".join(map(str, header["forbidden"]))
         return 0.0, [f"uses {libs}, which is not allowed (numpy, sympy and the standard "
@@ -190,13 +192,26 @@ def _score(case, msg, cfg):
     if not isinstance(meta, dict):
         return 0.0, ["no result came back"]
     try:
-        if case.exercise == 4:
-            s = exs.score_rules(case, meta, arrays)
+        if case.exercise == 4:  # the symbolic check's cost is the child's to choose: limit it
+            limits = cfg.limits
+            try:
+                return tuple(run_limited(_score_rules, case, meta, arrays,
+                                         seconds=limits.check_timeout_s,
+                                         memory_mb=limits.check_memory_mb))
+            except LimitExceeded as err:
+                return 0.0, [f"the rules are too large to check: {err} (the check's limits "
+                             f"are {limits.check_timeout_s:g} s and "
+                             f"{limits.check_memory_mb} MB)"]
         else:
             s = exs.SCORERS[case.exercise](case, meta, arrays, cfg.tolerance)
     except (ValueError, TypeError, KeyError) as err:
         return 0.0, [f"the returned value could not be checked ({type(err).__name__}: {err})"]
     return s.fraction, s.lines
+
+
+def _score_rules(case, meta, arrays):
+    s = exs.score_rules(case, meta, arrays)
+    return [s.fraction, list(s.lines)]
 
 
 def grade(path, cfg: GradingConfig | None = None, seed: int | None = None) -> GradeReport:
@@ -278,7 +293,8 @@ def grade(path, cfg: GradingConfig | None = None, seed: int | None = None) -> Gr
                     _add(report, cfg, c, 0.0, [f"not graded: the grader lacks "
                                                f"bpcheck.symbolic.check_recursion ({err})"])
                 continue
-        outcome = _run_exercise(source, e, cases, cfg, report, cells)
+        with submission_budget(cfg.limits, since=t0):
+            outcome = _run_exercise(source, e, cases, cfg, report, cells)
         for c in cases:
             fraction, lines = outcome.get(c.index, (0.0, ["not run"]))
             _add(report, cfg, c, fraction, lines)

@@ -2,21 +2,29 @@
 
 The parent's side of :mod:`bpcheck.grade.child`.  One child runs one exercise (all of
 its tests, each with its own deadline), so nothing an exercise-1 function does in its
-process can touch exercise 2's.  The child package is copied into a scratch folder and started as
-``python -I -S child/__main__.py``
-(no site-packages, no ``PYTHONPATH``, no user site; only NumPy, SymPy and mpmath are put
-on its path, through a folder of links), with a minimal environment, its output capped
-and never parsed, and its results read from a dedicated pipe as length-prefixed JSON
-headers and ``.npz`` archives loaded with ``allow_pickle=False``.
+process can touch exercise 2's.  The child package is copied into a scratch folder and
+started as ``python -I -S -B harness/child/__main__.py plan.json`` with a minimal
+environment; its output is capped and never parsed.
 
-When the grader runs as root the child drops to an unused uid (one per grading
-process, so parallel children cannot signal one another) after its trusted setup; after
-each run every process left with that uid is killed, which ends fork bombs and
-daemonised children.  Otherwise the child's process group is killed.
+Where the kernel allows it the child locks itself in new user (when the grader is not
+root), mount, PID, network and IPC namespaces, behind a trusted init process whose death
+ends every process of the namespace, and sees only an allow-listed file system view
+(:mod:`bpcheck.grade.child.jail`).  The parent kills the child's whole process tree after
+each run whatever it did: the process group, every process of the child's dedicated uid
+(grader as root), and every descendant of the grader (which is made a child subreaper,
+so daemons that ``setsid`` and double-fork stay its descendants).
+
+Nothing from the child is trusted (:mod:`bpcheck.grade.child.wire`): frames are bounded
+before and after decoding, a malformed one fails its own test, deadlines are the
+parent's (per test, per child and per submission) and no frame extends them.  Parent-side
+work on child data that could be large runs in a forked process under its own time and
+memory limits (:func:`run_limited`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import importlib.util
 import json
 import os
@@ -34,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .child.wire import Frames
+from .child.wire import Frames, WireError, load_arrays
 
 #: Top-level modules a submission may not use: bpcheck itself and autodiff libraries.
 FORBIDDEN = ("bpcheck", "jax", "jaxlib", "torch", "tensorflow", "autograd", "mxnet",
@@ -67,14 +75,20 @@ class Limits:
     namespaces: bool = True
     drop_privileges: bool = True
     uid: int | None = None
+    submission_timeout_s: float = 600.0
+    check_timeout_s: float = 60.0
+    check_memory_mb: int = 2048
 
 
 @dataclass
 class TestMessage:
-    """What the child reported for one test: a plain JSON header and checked arrays."""
+    """What the child reported for one test: a plain JSON header and checked arrays.
+
+    ``problem``: why the frame could not be read (the test fails with that note)."""
 
     header: dict
     arrays: dict
+    problem: str | None = None
 
 
 @dataclass
@@ -168,6 +182,68 @@ def _kill_uid(uid: int) -> None:
         time.sleep(0.01)
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _become_subreaper() -> bool:
+    """Make this process the reaper of its orphaned descendants (Linux >= 3.4), so that a
+    child's daemon (``setsid`` and double fork) stays a descendant that can be found."""
+    return _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+def _processes() -> dict:
+    """``{pid: (parent pid, state)}`` of every process visible in ``/proc``."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+                out[int(entry)] = (int(fields[1]), fields[0].decode())
+            except (OSError, ValueError, IndexError):
+                continue
+    return out
+
+
+def _children_of(pid: int) -> set:
+    return {p for p, (ppid, _) in _processes().items() if ppid == pid}
+
+
+def _kill_tree(root: int, spare: set) -> None:
+    """SIGKILL ``root``'s process tree and the orphans it left with this process (the
+    subreaper), until none is alive; ``spare``: this process's children from before, which
+    are not the child's.  Zombies among this process's children are reaped, except ``root``
+    (its ``Popen`` reaps it)."""
+    me = os.getpid()
+    for _ in range(500):
+        procs = _processes()
+        mine = {p for p, (ppid, _) in procs.items() if ppid == me} - spare
+        children: dict = {}
+        for p, (ppid, _) in procs.items():
+            children.setdefault(ppid, []).append(p)
+        tree, stack = set(), [p for p in {root} | mine if p in procs]
+        while stack:
+            p = stack.pop()
+            if p not in tree:
+                tree.add(p)
+                stack.extend(children.get(p, ()))
+        alive = [p for p in tree if procs[p][1] not in "ZX"]
+        for p in alive:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass
+        for p in mine - {root}:
+            try:
+                os.waitpid(p, os.WNOHANG)
+            except ChildProcessError:
+                pass
+        if not alive:
+            return
+        time.sleep(0.005)
+
+
 class _OutputReader(threading.Thread):
     """Drain the child's stdout/stderr, keeping the first ``cap`` bytes."""
 
@@ -241,20 +317,59 @@ def _child_env(work):
             "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
 
 
+_submission_end: list = []  # the deadline of the submission being graded (monotonic)
+
+
+@contextlib.contextmanager
+def submission_budget(limits: Limits, since: float):
+    """Within the block, every child's deadline is also bounded by ``submission_timeout_s``
+    after ``since`` (``time.monotonic()`` when the submission's grading began): the hard
+    wall-clock budget of one submission, whatever its children do."""
+    _submission_end.append(since + limits.submission_timeout_s)
+    try:
+        yield
+    finally:
+        _submission_end.pop()
+
+
+def _element_budget(test_plan, inputs) -> int:
+    """Most array elements one test's result frame may carry: the plan's ``max_elements``
+    when the exercise gives one, else 64 times the test's inputs (at least 4M: exercise 4's
+    polynomial data)."""
+    if not isinstance(test_plan, dict):
+        return 0
+    if "max_elements" in test_plan:
+        return int(test_plan["max_elements"])
+    keys = []
+    for arg in test_plan.get("args", ()):
+        keys += arg.get("keys", []) + ([arg["key"]] if "key" in arg else [])
+    return max(4 << 20, 64 * sum(int(np.size(inputs[k])) for k in keys if k in inputs))
+
+
 def run_child(source: str, exercise: int, functions: list, tests: list, run: list,
               inputs: dict, limits: Limits, hide=(), extra_plan=None) -> ChildRun:
-    """Run the harness once for ``exercise`` on the tests numbered in ``run``.
+    """Run the child once for ``exercise`` on the tests numbered in ``run``.
 
     ``tests``: per-test plan entries (argument keys, expected outputs' names); ``inputs``:
-    the arrays they name.  Returns what the child reported, whatever it did.
+    the arrays they name.  Returns what the child reported, whatever it did; when it
+    returns, no process of the child is left.
     """
     started = time.monotonic()
+    end = started + limits.load_timeout_s + limits.test_timeout_s * max(1, len(run)) + 1
+    if _submission_end:
+        end = min(end, _submission_end[-1])
+    result = ChildRun()
+    if end <= started:
+        result.failure = (f"the submission's time budget of {limits.submission_timeout_s:g} s "
+                          "is spent")
+        return result
     uid = pick_uid(limits)
     box = tempfile.mkdtemp(prefix="bpcheck-grade-")
-    result = ChildRun()
     proc = None
     reader = None
     r_fd = w_fd = None
+    _become_subreaper()
+    spare = _children_of(os.getpid())
     try:
         os.chmod(box, 0o755)
         _copy_child(box)
@@ -268,28 +383,29 @@ def run_child(source: str, exercise: int, functions: list, tests: list, run: lis
             os.symlink(target, os.path.join(libs, name))
         work = os.path.join(box, "work")
         os.mkdir(work, 0o700)
+        os.mkdir(os.path.join(box, "root"), 0o755)
         if uid is not None:
             os.chown(work, uid, uid)
         exe = os.path.realpath(sys.executable)
         keep = [box, exe, os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix),
                 *lib_dirs.values()]
-        load_s = limits.load_timeout_s
         plan = {
             "exercise": exercise, "functions": functions, "tests": tests, "run": list(run),
             "box": box, "libs": libs, "fallback_work": work, "keep": keep,
+            "root": os.path.join(box, "root"), "exe": exe, "allowed": list(lib_dirs.values()),
             "hide": _hidden_paths(hide), "namespaces": limits.namespaces, "uid": uid,
             "memory_mb": limits.memory_mb, "file_mb": limits.file_mb, "tmp_mb": limits.tmp_mb,
-            "nproc": limits.processes,
-            "cpu_s": int(load_s + limits.test_timeout_s * max(1, len(run))) + 1,
+            "nproc": limits.processes, "cpu_s": int(end - started) + 1,
             "forbidden": list(FORBIDDEN), "preimport": list(PREIMPORT), "result_fd": None,
             "max_terms": 2000, "max_degree": 8, **(extra_plan or {}),
         }
+        budgets = {t: _element_budget(tests[t], inputs) for t in run}
         r_fd, w_fd = os.pipe()
         plan["result_fd"] = w_fd
         with open(os.path.join(box, "plan.json"), "w") as f:
             json.dump(plan, f)
         for name in os.listdir(box):
-            if name not in ("work", "libs", "harness"):
+            if name not in ("work", "libs", "harness", "root"):
                 os.chmod(os.path.join(box, name), 0o644)
         proc = subprocess.Popen(
             [exe, "-I", "-S", "-B", os.path.join(box, _CHILD_MAIN), os.path.join(box, "plan.json")],
@@ -299,18 +415,18 @@ def run_child(source: str, exercise: int, functions: list, tests: list, run: lis
         w_fd = None
         reader = _OutputReader(proc.stdout, limits.output_kb * 1024)
         reader.start()
-        _collect(proc, r_fd, result, limits, run, exercise)
+        _collect(proc, r_fd, result, limits, run, exercise, budgets, end)
     finally:
         if proc is not None:
-            if proc.poll() is None:
-                _killpg(proc.pid)
+            _killpg(proc.pid)
+            _kill_tree(proc.pid, spare)
             if uid is not None:
                 _kill_uid(uid)
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:  # pragma: no cover
                 pass
-            _killpg(proc.pid)
+            _kill_tree(proc.pid, spare)
         for fd in (r_fd, w_fd):
             if fd is not None:
                 os.close(fd)
@@ -326,7 +442,15 @@ def run_child(source: str, exercise: int, functions: list, tests: list, run: lis
     return result
 
 
-def _collect(proc, r_fd, result: ChildRun, limits: Limits, run: list, exercise: int) -> None:
+def _collect(proc, r_fd, result: ChildRun, limits: Limits, run: list, exercise: int,
+             budgets: dict, end: float) -> None:
+    """Read the child's frames until it is done, fails, or a deadline passes.
+
+    Deadlines are the parent's: loading gets ``load_timeout_s``; each test gets
+    ``test_timeout_s`` from the moment the previous one answered; the whole child ends by
+    ``end``.  Only the frame the parent waits for next (setup, loaded, then the pending
+    tests in order) is decoded and moves a deadline; any other frame is dropped unread.
+    """
     frames = Frames(limits.result_mb << 20)
     deadline = time.monotonic() + limits.load_timeout_s
     pending = list(run)
@@ -334,17 +458,22 @@ def _collect(proc, r_fd, result: ChildRun, limits: Limits, run: list, exercise: 
     setup_seen = False
     while True:
         now = time.monotonic()
-        if now > deadline:
+        if now > min(deadline, end):
+            if result.loaded is not None and not pending:  # all answered; it did not exit
+                break
             what = "loading the submission" if result.loaded is None else \
-                f"test {exercise}.{pending[0] + 1}" if pending else "finishing"
-            limit = limits.load_timeout_s if result.loaded is None else limits.test_timeout_s
-            result.failure = f"time limit of {limit:g} s exceeded while {what}"
+                f"test {exercise}.{pending[0] + 1}"
+            if now > end and end < deadline:
+                result.failure = f"time limit exceeded while {what} (the time budget of this " \
+                    "child or of the whole submission is spent)"
+            else:
+                limit = limits.load_timeout_s if result.loaded is None else limits.test_timeout_s
+                result.failure = f"time limit of {limit:g} s exceeded while {what}"
             if result.loaded is None:
                 result.failure += (" (top-level code runs when the submission is loaded: put "
                                    "long computations under `if __name__ == \"__main__\":`)")
-            _killpg(proc.pid)
             return
-        ready, _, _ = select.select([r_fd], [], [], min(0.5, deadline - now))
+        ready, _, _ = select.select([r_fd], [], [], max(0.0, min(0.5, min(deadline, end) - now)))
         if not ready:
             continue
         data = os.read(r_fd, 1 << 20)
@@ -352,33 +481,114 @@ def _collect(proc, r_fd, result: ChildRun, limits: Limits, run: list, exercise: 
             break
         try:
             frames.feed(data)
-            for header, arrays in frames.messages():
+            for header, body in frames.messages():
+                if isinstance(header, WireError):
+                    if result.loaded is not None and pending:  # the frame of the test running
+                        test = pending.pop(0)
+                        result.tests[test] = TestMessage({}, {}, f"the result could not be "
+                                                         f"read: {header}")
+                        deadline = time.monotonic() + limits.test_timeout_s
+                    continue
                 kind = header.get("kind")
-                if kind == "setup" and not setup_seen:  # the harness's, sent before the
-                    setup_seen = True                     # submission runs; later ones are forged
+                if kind == "setup" and not setup_seen and result.loaded is None:
+                    setup_seen = True  # the child's own, sent before the submission runs
                     notes = header.get("notes")
                     result.notes = [str(n)[:500] for n in notes[:50]] \
                         if isinstance(notes, list) else []
-                elif kind == "loaded" and result.loaded is None:  # first one only, as above
+                elif kind == "loaded" and result.loaded is None:  # first one only
                     result.loaded = header
                     deadline = time.monotonic() + limits.test_timeout_s
-                elif kind == "test":
-                    test = header.get("test")
-                    if test in pending and test not in result.tests:
-                        result.tests[test] = TestMessage(header, arrays)
-                        pending.remove(test)
+                elif kind == "test" and result.loaded is not None and pending \
+                        and header.get("test") == pending[0]:
+                    test = pending.pop(0)
+                    try:
+                        result.tests[test] = TestMessage(header, load_arrays(body, budgets[test]))
+                    except WireError as err:
+                        result.tests[test] = TestMessage(header, {}, "the result could not be "
+                                                         f"read: {err}")
                     deadline = time.monotonic() + limits.test_timeout_s
-                elif kind == "done":
+                    if not pending:
+                        deadline = min(deadline, time.monotonic() + 2.0)  # time to exit
+                elif kind == "done" and result.loaded is not None and not pending:
                     finished = True
-        except (ValueError, UnicodeDecodeError, OSError, KeyError) as err:
+        except WireError as err:
             result.failure = f"the results channel was corrupted ({err})"
-            _killpg(proc.pid)
             return
     try:
-        code = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        code = proc.wait(timeout=max(0.1, min(min(deadline, end) - time.monotonic(), 2.0)))
     except subprocess.TimeoutExpired:
         code = None
-    if not finished and result.failure is None:
+    if not finished and result.failure is None and pending:
         if result.loaded is not None and (result.loaded.get("error") or result.loaded.get("missing")):
             return
         result.failure = f"the grading process {_describe_exit(code)}"
+
+
+class LimitExceeded(Exception):
+    """:func:`run_limited`'s work ran past its time or memory limit, or crashed."""
+
+
+def run_limited(fn, *args, seconds: float, memory_mb: int):
+    """``fn(*args)`` in a forked copy of this process, under ``seconds`` of wall-clock time
+    and ``memory_mb`` of address space beyond what this process uses now.
+
+    For parent-side work on child data whose cost the data decides (exercise 4's symbolic
+    check).  The result must be JSON data; it comes back through a pipe.  Raises
+    :class:`LimitExceeded` with the reason when the work is killed, runs out of memory or
+    fails.
+    """
+    import resource
+    import warnings
+
+    r, w = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: see below
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the forked copy; it only computes and writes
+        code = 0
+        try:
+            os.close(r)
+            with open("/proc/self/status") as f:
+                vm = next(int(ln.split()[1]) for ln in f if ln.startswith("VmSize:")) << 10
+            cap = vm + (memory_mb << 20)
+            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+            try:
+                out = {"ok": fn(*args)}
+            except MemoryError:
+                out = {"error": f"it needs more than {memory_mb} MB"}
+            except RecursionError:
+                out = {"error": "it is nested too deeply"}
+            data = json.dumps(out).encode()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(w, view):]
+        except BaseException:  # noqa: BLE001
+            code = 70
+        os._exit(code)
+    os.close(w)
+    chunks, deadline = [], time.monotonic() + seconds
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LimitExceeded(f"it takes more than {seconds:g} s")
+            ready, _, _ = select.select([r], [], [], left)
+            if ready:
+                data = os.read(r, 1 << 20)
+                if not data:
+                    break
+                chunks.append(data)
+    finally:
+        os.close(r)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        os.waitpid(pid, 0)
+    try:
+        out = json.loads(b"".join(chunks))
+    except ValueError:
+        raise LimitExceeded("it was killed (out of memory, or it crashed)") from None
+    if "error" in out:
+        raise LimitExceeded(out["error"])
+    return out["ok"]

@@ -6,8 +6,9 @@ hidden from the child) and uses the standard library and NumPy only (SymPy for t
 symbolic rules).  It is trusted code that runs *before* the submission, in this order:
 
 1. read the plan, the submission's source and the test inputs into memory;
-2. isolate (:func:`.jail._setup_isolation`);
-3. import NumPy (and SymPy) and the usual standard-library modules;
+2. enter the namespaces (:func:`.jail.enter`);
+3. import NumPy (and SymPy) and the usual standard-library modules, then build the
+   allow-listed file system view from what is loaded (:func:`.jail.build_view`);
 4. install an import blocker for bpcheck, JAX, PyTorch and other autodiff libraries;
 5. set resource limits (address space, CPU time, processes, file size);
 6. drop to an unprivileged uid when started as root (irreversible);
@@ -21,7 +22,8 @@ array and computes every score itself.
 
 import sys
 
-from .jail import _Blocker, _drop_privileges, _report_exposed, _set_limits, _setup_isolation
+from . import jail
+from .jail import _Blocker, _drop_privileges, _report_exposed, _set_limits
 
 
 def main():
@@ -41,9 +43,7 @@ def main():
     channel = plan["result_fd"]
     notes = []
 
-    work = _setup_isolation(plan, notes)
-    hidden_by_mounts = work is not None
-    work = work or plan["fallback_work"]
+    isolated = jail.enter(plan, notes)
 
     sys.path[:0] = [plan["libs"]]
     import numpy as np
@@ -62,11 +62,15 @@ def main():
     if plan["exercise"] == 4:
         import sympy  # noqa: F401
 
+    # the allow-listed view is built from what is loaded now; nothing else exists after it
+    work = jail.build_view(plan, notes) if isolated else None
+    hidden_by_mounts = work is not None
+    work = work or plan["fallback_work"]
     blocker = _Blocker(plan["forbidden"])
     sys.meta_path.insert(0, blocker)
     _set_limits(plan, notes)
     try:
-        _drop_privileges(plan, notes)
+        _drop_privileges(plan, notes, userns=isolated and os.geteuid() != 0)
     except OSError as err:
         notes.append(f"user: could not drop privileges ({err})")
     if not hidden_by_mounts:
