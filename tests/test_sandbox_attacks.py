@@ -507,3 +507,79 @@ def test_cell_magic_bodies_in_a_notebook_are_not_run_as_python(mode, tmp_path):
     run = grade(path, mode)
     assert run.code == 0 and not run.left
     assert run.scores(1) == [5.0] * 5, run.text(1)[:2000]
+
+
+# ------------------------------------------------------------- red team: from the code
+# Attacks written after the fixes, by reading the sandbox's own source.
+
+ESCAPE = f'''
+import ctypes, sys
+
+_HOST = [{str(REPO / "pyproject.toml")!r}, "/etc/passwd", "/home"]
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def softmax_loss(W, b, X, y, reg):
+    # 1. a descriptor on a host folder would let openat() walk out of the view
+    for fd in range(0, 64):
+        try:
+            target = os.readlink(f"/proc/self/fd/{{fd}}")
+        except OSError:
+            continue
+        if target.startswith("/") and target not in ("/dev/null",):
+            print("FD", fd, target)
+    # 2. a user namespace of its own, to unmount the empty folder over site-packages
+    site = os.path.join(os.path.dirname(os.__file__), "site-packages")
+    if _libc.unshare(0x10000000 | 0x00020000) == 0:
+        _libc.umount2(site.encode(), 2)
+        try:
+            print("SITE", os.listdir(site))
+        except OSError as err:
+            print("SITE", type(err).__name__)
+        try:
+            os.chroot(site)  # 3. the chroot escape, with the namespace's capabilities
+            for _ in range(32):
+                os.chdir("..")
+            os.chroot(".")
+            print("ESCAPED", [p for p in _HOST if os.path.exists(p)])
+        except OSError as err:
+            print("CHROOT", type(err).__name__)
+    else:
+        print("UNSHARE refused", ctypes.get_errno())
+    return 7.0, W * 0 + 7, b * 0 + 7
+'''
+
+
+def test_no_descriptor_namespace_or_chroot_trick_leaves_the_view(mode):
+    run = grade(attack(ESCAPE), mode)
+    assert_contained(run, "wrong")
+    out = run.results["output"]
+    if "without namespaces" in "\n".join(run.results["extra_data"]["sandbox"]):
+        pytest.skip("no namespaces on this machine: the view is the host's")
+    assert "FD " not in out and "ESCAPED [\'" not in out, out[-3000:]
+    assert "SITE []" in out or "SITE FileNotFoundError" in out or "UNSHARE refused" in out, \
+        out[-3000:]
+
+
+def test_a_fork_bomb_is_capped_and_nothing_survives_it(mode):
+    run = grade(attack('''
+def softmax_loss(W, b, X, y, reg):
+    while True:
+        try:
+            os.fork()
+        except OSError:
+            pass
+'''), mode)
+    assert_contained(run, "time limit", "channel", "exited", "killed")
+
+
+def test_a_flood_of_frames_is_cut_at_the_results_limit(mode):
+    run = grade(attack('''
+def softmax_loss(W, b, X, y, reg):
+    junk = _frame({"kind": "test", "test": 77, "meta": {}}, b"x" * (4 << 20))
+    for _ in range(40):   # 160 MB of frames for a test that does not exist
+        _send(junk)
+    return 7.0, W * 0 + 7, b * 0 + 7
+'''), mode, config=CONFIG.replace("restarts = 1", "restarts = 1\nresult_mb = 32"))
+    assert_contained(run, "more than 32 MB of results")

@@ -64,8 +64,9 @@ def user_mode_problem() -> str | None:
         return None
     if shutil.which("setpriv") is None:
         return "setpriv (util-linux) is not installed"
-    probe = subprocess.run(_as_user([user_python(), "-c", "import bpcheck.grade.cli"]),
-                           capture_output=True, text=True, timeout=300)
+    probe = subprocess.run(_as_user(["env", "-i", "PATH=/usr/bin:/bin", user_python(), "-c",
+                                     "import bpcheck.grade.cli"]),
+                           capture_output=True, text=True, timeout=300, cwd="/")
     if probe.returncode != 0:
         return (f"uid {TEST_UID} cannot run the grader with {user_python()} (set "
                 "BPCHECK_USER_PYTHON to an interpreter with bpcheck installed that every user "

@@ -195,6 +195,18 @@ def _locked_flags(path):
     return flags | (MS_RELATIME if f & 4096 else 0)
 
 
+def _cap_ipc(plan, notes):
+    """System V shared memory is not in the address space: cap it, in this IPC namespace
+    only, to ``memory_mb`` in all and 16 segments."""
+    mb = int(plan["memory_mb"])
+    try:
+        for name, value in (("shmmax", mb << 20), ("shmall", mb << 8), ("shmmni", 16)):
+            with open(f"/proc/sys/kernel/{name}", "w") as f:
+                f.write(str(value))
+    except OSError as err:
+        notes.append(f"ipc: shared memory not capped ({err.strerror}); it ends with the child")
+
+
 def build_view(plan, notes):
     """Make a fresh tmpfs at ``plan["root"]`` the root of the mount namespace, holding only
     the allow-listed paths (see the module docstring); returns the scratch folder, or
@@ -235,6 +247,7 @@ def build_view(plan, notes):
         os.makedirs(root + "/dev/shm")
         _mount("tmpfs", root + "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV,
                f"size={tmp_mb}m,mode=1777")
+        _cap_ipc(plan, notes)
         os.makedirs(root + "/proc", exist_ok=True)
         if _libc.mount(b"proc", (root + "/proc").encode(), b"proc",
                        MS_NOSUID | MS_NODEV | MS_NOEXEC, None) != 0:
@@ -340,6 +353,8 @@ def _set_limits(plan, notes):
         ("RLIMIT_CPU", plan["cpu_s"], plan["cpu_s"] + 1),
         ("RLIMIT_FSIZE", plan["file_mb"] * mb, plan["file_mb"] * mb),
         ("RLIMIT_NPROC", plan["nproc"], plan["nproc"]),
+        # memory that the address space does not count (memfd, pipes) needs descriptors
+        ("RLIMIT_NOFILE", 64, 64),
     ]
     for name, soft, hard in limits:
         try:
