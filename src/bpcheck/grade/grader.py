@@ -194,6 +194,7 @@ def _score(case, msg, cfg):
     try:
         if case.exercise == 4:  # the symbolic check's cost is the child's to choose: limit it
             limits = cfg.limits
+            _warm_up_the_check()
             try:
                 return tuple(run_limited(_score_rules, case, meta, arrays,
                                          seconds=limits.check_timeout_s,
@@ -207,6 +208,19 @@ def _score(case, msg, cfg):
     except (ValueError, TypeError, KeyError) as err:
         return 0.0, [f"the returned value could not be checked ({type(err).__name__}: {err})"]
     return s.fraction, s.lines
+
+
+_warm: list = []
+
+
+def _warm_up_the_check():
+    """Run the symbolic check once here on the lecture's own rules, so that the modules it
+    imports on first use are loaded before each limited check is forked from this process."""
+    if not _warm:
+        from ..symbolic import check_recursion
+
+        check_recursion([2, 2, 2])
+        _warm.append(True)
 
 
 def _score_rules(case, meta, arrays):

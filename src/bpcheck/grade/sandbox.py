@@ -155,23 +155,20 @@ def pick_uid(limits: Limits) -> int | None:
 
 
 def _kill_uid(uid: int) -> None:
-    """SIGKILL every process whose real uid is ``uid``, until none is left."""
-    for _ in range(50):
+    """SIGKILL every live process whose real uid is ``uid``, until none is left."""
+    for _ in range(200):
         found = False
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
             try:
                 with open(f"/proc/{entry}/status") as f:
-                    for line in f:
-                        if line.startswith("Uid:"):
-                            ruid = int(line.split()[1])
-                            break
-                    else:
-                        continue
-            except OSError:
+                    fields = dict(line.split(":", 1) for line in f if line[:4] in ("Stat", "Uid:"))
+                ruid = int(fields["Uid"].split()[0])
+                zombie = fields["State"].split()[0] in "ZX"
+            except (OSError, KeyError, ValueError, IndexError):
                 continue
-            if ruid == uid:
+            if ruid == uid and not zombie:
                 found = True
                 try:
                     os.kill(int(entry), signal.SIGKILL)
@@ -179,7 +176,7 @@ def _kill_uid(uid: int) -> None:
                     pass
         if not found:
             return
-        time.sleep(0.01)
+        time.sleep(0.005)
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
