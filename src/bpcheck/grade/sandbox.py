@@ -539,7 +539,11 @@ def run_limited(fn, *args, seconds: float, memory_mb: int):
 
     r, w = os.pipe()
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: see below
+        # Python and JAX warn that a fork of a threaded process may deadlock in the child
+        # when it takes a lock another thread held; the copy runs SymPy only, whose locks
+        # are the GIL's, and a copy that hangs is killed at ``seconds``.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
         pid = os.fork()
     if pid == 0:  # pragma: no cover - the forked copy; it only computes and writes
         code = 0

@@ -210,7 +210,8 @@ def _cap_ipc(plan, notes):
 def build_view(plan, notes):
     """Make a fresh tmpfs at ``plan["root"]`` the root of the mount namespace, holding only
     the allow-listed paths (see the module docstring); returns the scratch folder, or
-    ``None`` (the view unchanged) when a step is refused."""
+    ``None`` when a step is refused (the notes say which; the child then keeps the host's
+    view, and the parent reports the paths it could read)."""
     import platform
 
     root = plan["root"]
@@ -221,7 +222,9 @@ def build_view(plan, notes):
         readonly = []
         for kind, path in _view(plan):
             target = root + path
-            if kind == "bind" and os.path.isfile(path):
+            if kind == "cover" and not os.path.isdir(path):  # a file: /dev/null over it
+                kind, path = "bind", "/dev/null"
+            if kind == "bind" and not os.path.isdir(path):
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 if not os.path.exists(target):
                     open(target, "w").close()
