@@ -530,13 +530,16 @@ def run_limited(fn, *args, seconds: float, memory_mb: int):
     and ``memory_mb`` of address space beyond what this process uses now.
 
     For parent-side work on child data whose cost the data decides (exercise 4's symbolic
-    check).  The result must be JSON data; it comes back through a pipe.  Raises
+    check); within :func:`submission_budget`, ``seconds`` is also cut to what is left.
+    The result must be JSON data; it comes back through a pipe.  Raises
     :class:`LimitExceeded` with the reason when the work is killed, runs out of memory or
     fails.
     """
     import resource
     import warnings
 
+    if _submission_end:  # within a submission's budget (see submission_budget)
+        seconds = max(0.1, min(seconds, _submission_end[-1] - time.monotonic()))
     r, w = os.pipe()
     with warnings.catch_warnings():
         # Python and JAX warn that a fork of a threaded process may deadlock in the child
