@@ -10,9 +10,9 @@ its own, in one of two modes:
   are then unmistakable); when the tests already run as an ordinary user, as that user.
 
 :func:`run_grader` returns what the checks need: the exit status, the wall time, the
-grader's own peak resident memory (``ru_maxrss`` of the grader process, read inside it,
-so the sandboxed children do not count), the results document and its size, and
-everything the run left behind on the host: processes of the sandbox's uids, System V
+grader's own peak resident memory (``VmHWM`` of the grader process, read inside it, so
+the sandboxed children do not count), the results document and its size, and
+everything the run left behind on the host: live processes of the sandbox's uids, System V
 IPC objects, files in the shared writable folders and in the grader's temporary folder.
 """
 
@@ -41,12 +41,15 @@ TEST_UID = 58000 + os.getpid() % 1000  # the ordinary user, when the tests run a
 CHILD_UID = 57000 + os.getpid() % 1000  # the uid a root grader gives its children here
 SHARED_FOLDERS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 
-# Runs the command in the grader's process, then reports that process's own peak memory.
+# Runs the command in the grader's process, then reports that process's own peak resident
+# memory: VmHWM, not ru_maxrss, which Linux carries over from the forking process (pytest)
+# across exec.
 _WRAPPER = """\
-import resource, sys
+import sys
 from bpcheck.grade.cli import main
 code = main(sys.argv[1:])
-print("PEAK_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+with open("/proc/self/status") as f:
+    print("PEAK_KB", next(ln.split()[1] for ln in f if ln.startswith("VmHWM:")), file=sys.stderr)
 sys.exit(code)
 """
 
@@ -134,12 +137,10 @@ def _processes(uids):
             continue
         try:
             with open(f"/proc/{entry}/status") as f:
-                for line in f:
-                    if line.startswith("Uid:"):
-                        if int(line.split()[1]) in uids:
-                            out.add(int(entry))
-                        break
-        except OSError:
+                fields = dict(line.split(":", 1) for line in f if line[:4] in ("Stat", "Uid:"))
+            if int(fields["Uid"].split()[0]) in uids and fields["State"].split()[0] != "Z":
+                out.add(int(entry))  # a zombie is a dead process waiting for its parent
+        except (OSError, KeyError, ValueError, IndexError):
             continue
     return out
 

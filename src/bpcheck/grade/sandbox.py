@@ -236,7 +236,7 @@ def _kill_tree(root: int, spare: set) -> None:
                 os.waitpid(p, os.WNOHANG)
             except ChildProcessError:
                 pass
-        if not alive:
+        if not tree - {root}:  # nothing left, not even a zombie on its way to this process
             return
         time.sleep(0.005)
 
