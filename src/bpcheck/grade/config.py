@@ -170,4 +170,7 @@ tmp_mb = 64             # size of the child's private /tmp
 processes = 16          # processes and threads of the child's uid
 output_kb = 64          # student output kept for the report
 restarts = 1            # fresh children after a crash or time-out, for the remaining tests
+submission_timeout_s = 600  # wall clock for the whole submission, whatever its children do
+check_timeout_s = 60    # exercise 4: each symbolic check of the student's rules, wall clock
+check_memory_mb = 2048  # exercise 4: memory of that check, beyond the grader's own
 '''
