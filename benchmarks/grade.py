@@ -7,7 +7,13 @@ Python (its cells run in one namespace, as "run all" does): target grading time 
 the plain run + 2 s, with full marks.  The .py submission: target under 3 s.  Then the
 throughput of `grade-batch` with 1 and 2 jobs.
 
+With ``--against SRC`` (the ``src`` folder of another checkout of bpcheck), it instead
+times both graders side by side on the .py submission, alternating, and prints the ratio
+of their best grading times (``execution_time`` in results.json, which leaves out the
+interpreter's start-up).
+
     python benchmarks/grade.py [--submissions 20] [--steps 10000]
+    python benchmarks/grade.py --against /path/to/old/src [--repeats 5]
 """
 
 from __future__ import annotations
@@ -69,7 +75,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--submissions", type=int, default=20)
     p.add_argument("--steps", type=int, default=10_000)
+    p.add_argument("--against", metavar="SRC", help="another bpcheck source tree to compare with")
+    p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
+    if args.against:
+        return compare(Path(args.against).resolve(), args.repeats)
     from bpcheck.grade.grader import grade
 
     print(f"CPU cores: {os.cpu_count()}, euid {os.geteuid()}")
@@ -99,6 +109,38 @@ def main() -> None:
             dt = time.perf_counter() - t0
             print(f"grade-batch, {args.submissions} submissions, --jobs {jobs}: {dt:6.2f} s  "
                   f"({args.submissions / dt:.2f} submissions/s)")
+
+
+def _grading_seconds(src: Path | None, tmp: str) -> tuple[float, float]:
+    """(grading time in results.json, wall time of the command) of one `bpcheck grade`."""
+    import json
+
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    out = os.path.join(tmp, "r.json")
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "bpcheck", "grade", str(CORRECT), "--quiet",
+                    "--results", out, "--seed", "1"], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    with open(out) as f:
+        doc = json.load(f)
+    assert doc["score"] == 100, doc["score"]
+    return doc["execution_time"], wall
+
+
+def compare(src: Path, repeats: int) -> None:
+    print(f"CPU cores: {os.cpu_count()}, euid {os.geteuid()}, load {os.getloadavg()[0]:.1f}; "
+          f"this tree vs {src}, {repeats} alternating runs each, best of each")
+    this, other = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(repeats):
+            other.append(_grading_seconds(src, tmp))
+            this.append(_grading_seconds(None, tmp))
+    for label, i in (("grading time (results.json)", 0), ("`bpcheck grade` wall time", 1)):
+        a, b = min(r[i] for r in this), min(r[i] for r in other)
+        print(f"{label:30s} this {a:6.2f} s   other {b:6.2f} s   ratio {a / b:5.2f}")
 
 
 if __name__ == "__main__":

@@ -12,9 +12,11 @@ import multiprocessing
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from .config import GradingConfig
+from .source import printable
 
 SUFFIXES = (".py", ".ipynb")
 
@@ -55,9 +57,12 @@ def _grade_one(path: str, cfg: GradingConfig, seed, results_dir):
 
 
 def _cell(value):
-    """A CSV cell a spreadsheet shows as text: a leading ``= + - @`` (a formula) is quoted."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
+    """A CSV cell a spreadsheet shows as text: control characters shown as escapes, and a
+    leading ``= + - @`` (a formula) quoted."""
+    if isinstance(value, str):
+        value = printable(value)
+        if value[:1] in ("=", "+", "-", "@"):
+            return "'" + value
     return value
 
 
@@ -89,29 +94,63 @@ def grade_batch(folder, cfg: GradingConfig, jobs: int = 1, csv_path=None, seed=N
     started = time.monotonic()
     if progress is not None:
         _bar(0, len(subs), started, progress)
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=ctx) as pool:
-        futures = {pool.submit(_grade_one, str(p), cfg, seed,
-                               None if results_dir is None else str(results_dir)): p
-                   for p in subs}
-        for fut in as_completed(futures):
-            path = futures[fut]
-            try:
-                rows.append(fut.result())
-            except Exception as err:  # noqa: BLE001 - one bad row never stops the batch
-                rows.append({"submission": str(path), "score": 0.0, "max_score": "",
-                             **{f"exercise_{ex.number}": 0.0 for ex in cfg.homework.exercises},
-                             "seed": seed or "",
-                             "seconds": "", "error": f"{type(err).__name__}: {err}"})
-            if progress is not None:
-                _bar(len(rows), len(subs), started, progress)
+    try:
+        _grade_all(subs, cfg, jobs, seed, results_dir, rows, started, progress)
+    finally:  # the CSV is written whatever happened, with a row for every submission
+        graded = {r["submission"] for r in rows}
+        rows += [_error_row(str(p), cfg, seed, "not graded: the batch was interrupted")
+                 for p in subs if str(p) not in graded]
+        rows.sort(key=lambda r: r["submission"])
+        if csv_path is not None:
+            _write_csv(csv_path, rows, columns(cfg))
     if progress is not None:
         progress.write("\n")
-    rows.sort(key=lambda r: r["submission"])
-    if csv_path is not None:
-        # file names that are not UTF-8 are written with backslash escapes
-        with open(csv_path, "w", newline="", encoding="utf-8", errors="backslashreplace") as f:
-            w = csv.DictWriter(f, fieldnames=columns(cfg))
-            w.writeheader()
-            w.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
     return rows
+
+
+def _error_row(path, cfg, seed, error):
+    return {"submission": path, "score": 0.0, "max_score": "",
+            **{f"exercise_{ex.number}": 0.0 for ex in cfg.homework.exercises},
+            "seed": seed or "",
+            "seconds": "", "error": error}
+
+
+def _grade_all(subs, cfg, jobs, seed, results_dir, rows, started, progress):
+    """Grade ``subs`` into ``rows``.  A worker that dies (a crash in the grader's own
+    process) breaks its pool: the submissions it left are graded again, each in a pool of
+    its own, so only the one that crashed it gets an error row."""
+    ctx = multiprocessing.get_context("spawn")
+    todo, alone = list(subs), False
+    while todo:
+        broken = []
+        pools = [todo] if not alone else [[p] for p in todo]
+        for batch in pools:
+            with ProcessPoolExecutor(max_workers=1 if alone else max(1, jobs),
+                                     mp_context=ctx) as pool:
+                futures = {pool.submit(_grade_one, str(p), cfg, seed,
+                                       None if results_dir is None else str(results_dir)): p
+                           for p in batch}
+                for fut in as_completed(futures):
+                    path = futures[fut]
+                    try:
+                        rows.append(fut.result())
+                    except BrokenProcessPool as err:
+                        if alone:
+                            rows.append(_error_row(str(path), cfg, seed, "the grader's process "
+                                                   f"crashed on this submission ({err})"))
+                        else:
+                            broken.append(path)
+                            continue
+                    except Exception as err:  # noqa: BLE001 - one bad row never stops the batch
+                        rows.append(_error_row(str(path), cfg, seed, f"{type(err).__name__}: {err}"))
+                    if progress is not None:
+                        _bar(len(rows), len(subs), started, progress)
+        todo, alone = sorted(broken), True
+
+
+def _write_csv(csv_path, rows, fieldnames):
+    # file names that are not UTF-8 are written with backslash escapes
+    with open(csv_path, "w", newline="", encoding="utf-8", errors="backslashreplace") as f:
+        w = csv.DictWriter(f, fieldnames=fieldnames)
+        w.writeheader()
+        w.writerows({k: _cell(v) for k, v in row.items()} for row in rows)

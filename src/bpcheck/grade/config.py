@@ -249,5 +249,9 @@ def template_config(hw: Homework) -> str:
             "processes = 16          # processes and threads of the child's uid",
             "output_kb = 64          # student output kept for the report",
             "restarts = 1            # fresh children after a crash or time-out, per exercise",
+            "submission_timeout_s = 600  # wall clock for the whole submission, whatever its "
+            "children do",
+            "check_timeout_s = 60    # each symbolic check of the student's rules, wall clock",
+            "check_memory_mb = 2048  # memory of that check, beyond the grader's own",
             ""]
     return "\n".join(out)

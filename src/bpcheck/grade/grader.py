@@ -20,7 +20,7 @@ import numpy as np
 
 from .config import GradingConfig
 from .homework import Case, Exercise, Homework, Scored
-from .sandbox import PREIMPORT, Group, run_session
+from .sandbox import PREIMPORT, Group, LimitExceeded, run_limited, run_session, submission_budget
 from .source import (
     SubmissionError,
     forbidden_uses_in_cells,
@@ -134,6 +134,8 @@ def plan_entry(case: Case, arrays: dict) -> dict:
 
 def _score(case: Case, msg, hw: Homework, cfg: GradingConfig) -> tuple[float, list[str]]:
     header, arrays = msg.header, msg.arrays
+    if msg.problem:
+        return 0.0, [msg.problem]
     if header.get("forbidden"):
         libs = ", ".join(map(str, header["forbidden"]))
         return 0.0, [f"uses {libs}, which is not allowed ({_allowed_text(hw)})"]
@@ -150,10 +152,39 @@ def _score(case: Case, msg, hw: Homework, cfg: GradingConfig) -> tuple[float, li
         scorer = copy.copy(scorer)
         scorer.tol = cfg.tolerance
     try:
+        if scorer.kind == "rules":  # the symbolic check's cost is the child's to choose
+            limits = cfg.limits
+            _warm_up_the_check()
+            try:
+                return tuple(run_limited(_score_limited, scorer, ex, case, meta, arrays,
+                                         seconds=limits.check_timeout_s,
+                                         memory_mb=limits.check_memory_mb))
+            except LimitExceeded as err:
+                return 0.0, [f"the rules are too large to check: {err} (the check's limits "
+                             f"are {limits.check_timeout_s:g} s and "
+                             f"{limits.check_memory_mb} MB)"]
         s: Scored = scorer.score(ex, case, meta, arrays)
     except (ValueError, TypeError, KeyError, IndexError) as err:
         return 0.0, [f"the returned value could not be checked ({type(err).__name__}: {err})"]
     return s.fraction, s.lines
+
+
+_warm: list = []
+
+
+def _warm_up_the_check():
+    """Run the symbolic check once here on the lecture's own rules, so that the modules it
+    imports on first use are loaded before each limited check is forked from this process."""
+    if not _warm:
+        from ..symbolic import check_recursion
+
+        check_recursion([2, 2, 2])
+        _warm.append(True)
+
+
+def _score_limited(scorer, ex, case, meta, arrays):
+    s = scorer.score(ex, case, meta, arrays)
+    return [s.fraction, list(s.lines)]
 
 
 def _allowed_text(hw: Homework) -> str:
@@ -357,7 +388,8 @@ def grade(path, cfg: GradingConfig | None = None, seed: int | None = None) -> Gr
         to_run[ex] = cases
     outcome: dict[str, tuple[float, list[str]]] = {}
     if to_run:
-        _run(source, hw, cfg, to_run, report, cells, outcome)
+        with submission_budget(cfg.limits, since=t0):
+            _run(source, hw, cfg, to_run, report, cells, outcome)
     for cases in to_run.values():
         for c in cases:
             fraction, lines = outcome.get(c.number, (0.0, ["not run"]))

@@ -83,6 +83,18 @@ def render_text(report: GradeReport, *, show_output: bool = True,
     return "\n".join(out) + "\n"
 
 
+TEST_OUTPUT_MAX = 8 << 10
+SUMMARY_MAX = 256 << 10
+"""Caps, in characters, that keep ``results.json`` under 1 MB whatever the submission
+printed or raised (at most 20 tests, each note already escaped to one line)."""
+
+
+def _capped(text: str, cap: int) -> str:
+    if len(text) <= cap:
+        return text
+    return text[:cap] + f"\n[... {len(text) - cap} more characters cut]\n"
+
+
 def results_json(report: GradeReport) -> dict:
     """Gradescope's results document (schema: the gradescope-autograders "specs" page).
 
@@ -103,12 +115,13 @@ def results_json(report: GradeReport) -> dict:
             "score": round(t.score, 6),
             "max_score": round(t.max_score, 6),
             "status": "passed" if t.passed else "failed",
-            "output": "\n".join(printable(ln) for ln in t.lines),
+            "output": _capped("\n".join(printable(ln) for ln in t.lines), TEST_OUTPUT_MAX),
             "output_format": "text",
             "visibility": t.visibility,
             "tags": [f"exercise {t.exercise}"],
         })
-    summary = render_text(report, show_output=True, show_isolation=False, visible_only=True)
+    summary = _capped(render_text(report, show_output=True, show_isolation=False,
+                                  visible_only=True), SUMMARY_MAX)
     kinds = {t.visibility for t in report.tests} - {"visible"}
     overall = "visible" if not kinds else \
         "after_due_date" if kinds == {"after_due_date"} else "after_published"
@@ -119,7 +132,7 @@ def results_json(report: GradeReport) -> dict:
         "output_format": "text",
         "visibility": overall,
         "stdout_visibility": "hidden",
-        "extra_data": {"seed": report.seed, "sandbox": list(report.isolation),
+        "extra_data": {"seed": report.seed, "sandbox": [n[:500] for n in report.isolation[:50]],
                        "exercise_scores": {str(e): report.exercise_score(e)
                                            for e in report.titles}},
         "tests": tests,

@@ -1,22 +1,31 @@
 """Run student code in a child process, under limits, and collect what it returns.
 
-The parent's side of :mod:`bpcheck.grade.child`.  One child runs one exercise (all of
-its tests, each with its own deadline), so nothing an exercise-1 function does in its
-process can touch exercise 2's.  The child package is copied into a scratch folder and started as
-``python -I -S child/__main__.py``
-(no site-packages, no ``PYTHONPATH``, no user site; only NumPy, SymPy and mpmath are put
-on its path, through a folder of links), with a minimal environment, its output capped
-and never parsed, and its results read from a dedicated pipe as length-prefixed JSON
-headers and ``.npz`` archives loaded with ``allow_pickle=False``.
+The parent's side of :mod:`bpcheck.grade.child`.  One child loads one submission once and
+then runs the groups of tests it is sent, each in a process forked from the loaded state
+(:func:`run_session`).  The child package is copied into a scratch folder and started as
+``python -I -S -B harness/child/__main__.py plan.json`` (no site-packages, no
+``PYTHONPATH``, no user site; only the allowed libraries are put on its path, through a
+folder of links) with a minimal environment; its output is capped and never parsed.
 
-When the grader runs as root the child drops to an unused uid (one per grading
-process, so parallel children cannot signal one another) after its trusted setup; after
-each run every process left with that uid is killed, which ends fork bombs and
-daemonised children.  Otherwise the child's process group is killed.
+Where the kernel allows it the child locks itself in new user (when the grader is not
+root), mount, PID, network and IPC namespaces, behind a trusted init process whose death
+ends every process of the namespace, and sees only an allow-listed file system view
+(:mod:`bpcheck.grade.child.jail`).  The parent kills the child's whole process tree after
+each run whatever it did: the process group, every process of the child's dedicated uid
+(grader as root), and every descendant of the grader (which is made a child subreaper,
+so daemons that ``setsid`` and double-fork stay its descendants).
+
+Nothing from the child is trusted (:mod:`bpcheck.grade.child.wire`): frames are bounded
+before and after decoding, a malformed one fails its own test, deadlines are the
+parent's (per test, per child and per submission) and no frame extends them.  Parent-side
+work on child data that could be large runs in a forked process under its own time and
+memory limits (:func:`run_limited`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import importlib.util
 import json
 import os
@@ -32,7 +41,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .child.wire import Frames
+import numpy as np
+
+from .child.wire import Frames, WireError, load_arrays
 
 #: Top-level modules a submission may not use: bpcheck itself and autodiff libraries.
 FORBIDDEN = ("bpcheck", "jax", "jaxlib", "torch", "tensorflow", "autograd", "mxnet",
@@ -66,14 +77,20 @@ class Limits:
     namespaces: bool = True
     drop_privileges: bool = True
     uid: int | None = None
+    submission_timeout_s: float = 600.0
+    check_timeout_s: float = 60.0
+    check_memory_mb: int = 2048
 
 
 @dataclass
 class TestMessage:
-    """What the child reported for one test: a plain JSON header and checked arrays."""
+    """What the child reported for one test: a plain JSON header and checked arrays.
+
+    ``problem``: why the frame could not be read (the test fails with that note)."""
 
     header: dict
     arrays: dict
+    problem: str | None = None
 
 
 def _hidden_paths(extra=(), forbidden=FORBIDDEN):
@@ -115,23 +132,20 @@ def pick_uid(limits: Limits) -> int | None:
 
 
 def _kill_uid(uid: int) -> None:
-    """SIGKILL every process whose real uid is ``uid``, until none is left."""
-    for _ in range(50):
+    """SIGKILL every live process whose real uid is ``uid``, until none is left."""
+    for _ in range(200):
         found = False
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
             try:
                 with open(f"/proc/{entry}/status") as f:
-                    for line in f:
-                        if line.startswith("Uid:"):
-                            ruid = int(line.split()[1])
-                            break
-                    else:
-                        continue
-            except OSError:
+                    fields = dict(line.split(":", 1) for line in f if line[:4] in ("Stat", "Uid:"))
+                ruid = int(fields["Uid"].split()[0])
+                zombie = fields["State"].split()[0] in "ZX"
+            except (OSError, KeyError, ValueError, IndexError):
                 continue
-            if ruid == uid:
+            if ruid == uid and not zombie:
                 found = True
                 try:
                     os.kill(int(entry), signal.SIGKILL)
@@ -139,7 +153,69 @@ def _kill_uid(uid: int) -> None:
                     pass
         if not found:
             return
-        time.sleep(0.01)
+        time.sleep(0.005)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _become_subreaper() -> bool:
+    """Make this process the reaper of its orphaned descendants (Linux >= 3.4), so that a
+    child's daemon (``setsid`` and double fork) stays a descendant that can be found."""
+    return _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+def _processes() -> dict:
+    """``{pid: (parent pid, state)}`` of every process visible in ``/proc``."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+                out[int(entry)] = (int(fields[1]), fields[0].decode())
+            except (OSError, ValueError, IndexError):
+                continue
+    return out
+
+
+def _children_of(pid: int) -> set:
+    return {p for p, (ppid, _) in _processes().items() if ppid == pid}
+
+
+def _kill_tree(root: int, spare: set) -> None:
+    """SIGKILL ``root``'s process tree and the orphans it left with this process (the
+    subreaper), until none is alive; ``spare``: this process's children from before, which
+    are not the child's.  Zombies among this process's children are reaped, except ``root``
+    (its ``Popen`` reaps it)."""
+    me = os.getpid()
+    for _ in range(500):
+        procs = _processes()
+        mine = {p for p, (ppid, _) in procs.items() if ppid == me} - spare
+        children: dict = {}
+        for p, (ppid, _) in procs.items():
+            children.setdefault(ppid, []).append(p)
+        tree, stack = set(), [p for p in {root} | mine if p in procs]
+        while stack:
+            p = stack.pop()
+            if p not in tree:
+                tree.add(p)
+                stack.extend(children.get(p, ()))
+        alive = [p for p in tree if procs[p][1] not in "ZX"]
+        for p in alive:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass
+        for p in mine - {root}:
+            try:
+                os.waitpid(p, os.WNOHANG)
+            except ChildProcessError:
+                pass
+        if not tree - {root}:  # nothing left, not even a zombie on its way to this process
+            return
+        time.sleep(0.005)
 
 
 class _OutputReader(threading.Thread):
@@ -215,6 +291,35 @@ def _child_env(work):
             "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
 
 
+_submission_end: list = []  # the deadline of the submission being graded (monotonic)
+
+
+@contextlib.contextmanager
+def submission_budget(limits: Limits, since: float):
+    """Within the block, every child's deadline is also bounded by ``submission_timeout_s``
+    after ``since`` (``time.monotonic()`` when the submission's grading began): the hard
+    wall-clock budget of one submission, whatever its children do."""
+    _submission_end.append(since + limits.submission_timeout_s)
+    try:
+        yield
+    finally:
+        _submission_end.pop()
+
+
+def _element_budget(test_plan, inputs) -> int:
+    """Most array elements one test's result frame may carry: the plan's ``max_elements``
+    when the exercise gives one, else 64 times the test's inputs (at least 4M: the lecture's
+    polynomial data)."""
+    if not isinstance(test_plan, dict):
+        return 0
+    if "max_elements" in test_plan:
+        return int(test_plan["max_elements"])
+    keys = []
+    for arg in test_plan.get("args", ()):
+        keys += arg.get("keys", []) + ([arg["key"]] if "key" in arg else [])
+    return max(4 << 20, 64 * sum(int(np.size(inputs[k])) for k in keys if k in inputs))
+
+
 # ---------------------------------------------------------------- one submission, loaded once
 #
 # run_session starts one child that loads the submission once and then runs the groups
@@ -256,7 +361,8 @@ class SessionRun:
 
 def library_dirs(names) -> dict:
     """Real folders (or files) of the top-level modules ``names`` and of every distribution
-    they require, with their bundled ``.libs`` folders: what the child may import."""
+    they require, with their bundled ``.libs`` folders: what the child may import, and what
+    its file system view holds besides the standard library."""
     from importlib import metadata
 
     top_to_dists = metadata.packages_distributions()
@@ -300,6 +406,14 @@ def library_dirs(names) -> dict:
                 out[name + ".libs"] = pkg + ".libs"
         elif spec.origin and os.path.isfile(spec.origin):
             out[os.path.basename(spec.origin)] = os.path.realpath(spec.origin)
+    # the shared libraries a distribution bundles under its own name (``pillow.libs`` for
+    # PIL), which the child's file system view must hold as well
+    for folder in {os.path.dirname(p) for p in list(out.values())}:
+        for entry in os.listdir(folder):
+            dist = entry[:-5].lower().replace("_", "-")
+            if entry.endswith(".libs") and entry not in out and dist in seen | set(names) \
+                    and os.path.isdir(os.path.join(folder, entry)):
+                out[entry] = os.path.realpath(os.path.join(folder, entry))
     return out
 
 
@@ -325,17 +439,35 @@ def run_session(source: str, groups: list, limits: Limits, *, functions=(),
     are written to the child only when it runs, and
     the first group students do not see runs only after the child has closed the
     students' output and no process holds it any more.  ``functions``: names the
-    submission must define.  Returns what the child reported, whatever it did.
+    submission must define.  Returns what the child reported, whatever it did; when it
+    returns, no process of the child is left.
+
+    Deadlines are the parent's: loading gets ``load_timeout_s`` (or ``load_timeout_s``
+    given here), each test ``test_timeout_s`` from the moment the previous answer or
+    command, and the whole child ends by a budget of its own (loading, plus one
+    ``test_timeout_s`` per test, per group and for closing the students' output), cut to
+    what is left of the submission's (:func:`submission_budget`).
     """
     from .child.wire import frame
 
     started = time.monotonic()
+    load_s = limits.load_timeout_s if load_timeout_s is None else load_timeout_s
+    n_tests = sum(len(g.tests) for g in groups)
+    end = started + load_s + limits.test_timeout_s * (n_tests + len(groups) + 2) + 1
+    if _submission_end:
+        end = min(end, _submission_end[-1])
+    result = SessionRun()
+    if end <= started:
+        result.failure = (f"the submission's time budget of {limits.submission_timeout_s:g} s "
+                          "is spent")
+        return result
     uid = pick_uid(limits)
     box = tempfile.mkdtemp(prefix="bpcheck-grade-")
-    result = SessionRun()
     proc = None
     readers = []
     fds = []
+    _become_subreaper()
+    spare = _children_of(os.getpid())
     try:
         os.chmod(box, 0o755)
         _copy_child(box)
@@ -348,12 +480,12 @@ def run_session(source: str, groups: list, limits: Limits, *, functions=(),
             os.symlink(target, os.path.join(libs, name))
         work = os.path.join(box, "work")
         os.mkdir(work, 0o700)
+        os.mkdir(os.path.join(box, "root"), 0o755)
         if uid is not None:
             os.chown(work, uid, uid)
         exe = os.path.realpath(sys.executable)
         keep = [box, exe, os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix),
                 *lib_dirs.values()]
-        load_s = limits.load_timeout_s if load_timeout_s is None else load_timeout_s
         r_fd, w_fd = os.pipe()
         c_r, c_w = os.pipe()
         h_r, h_w = os.pipe()
@@ -361,10 +493,10 @@ def run_session(source: str, groups: list, limits: Limits, *, functions=(),
         plan = {
             "functions": list(functions), "box": box, "libs": libs,
             "fallback_work": work, "keep": keep, "hide": _hidden_paths(hide, forbidden),
+            "root": os.path.join(box, "root"), "exe": exe, "allowed": list(lib_dirs.values()),
             "namespaces": limits.namespaces, "uid": uid, "memory_mb": limits.memory_mb,
             "file_mb": limits.file_mb, "tmp_mb": limits.tmp_mb, "nproc": limits.processes,
-            "cpu_s": int(load_s + limits.test_timeout_s
-                         * max(1, sum(len(g.tests) for g in groups))) + 1,
+            "cpu_s": int(end - started) + 1,
             "forbidden": list(forbidden), "preimport": list(preimport), "result_fd": w_fd,
             "command_fd": c_r, "hidden_output_fd": h_w, "kill_others": uid is not None,
             "max_terms": 2000, "max_degree": 8, **(extra_plan or {}),
@@ -372,7 +504,7 @@ def run_session(source: str, groups: list, limits: Limits, *, functions=(),
         with open(os.path.join(box, "plan.json"), "w") as f:
             json.dump(plan, f)
         for name in os.listdir(box):
-            if name not in ("work", "libs", "harness"):
+            if name not in ("work", "libs", "harness", "root"):
                 os.chmod(os.path.join(box, name), 0o644)
         proc = subprocess.Popen(
             [exe, "-I", "-S", "-B", os.path.join(box, _CHILD_MAIN), os.path.join(box, "plan.json")],
@@ -388,18 +520,18 @@ def run_session(source: str, groups: list, limits: Limits, *, functions=(),
         readers = [visible_out, hidden_out]
         for reader in readers:
             reader.start()
-        _converse(proc, r_fd, c_w, result, limits, groups, load_s, visible_out, frame)
+        _converse(proc, r_fd, c_w, result, limits, groups, load_s, visible_out, frame, end)
     finally:
         if proc is not None:
-            if proc.poll() is None:
-                _killpg(proc.pid)
+            _killpg(proc.pid)
+            _kill_tree(proc.pid, spare)
             if uid is not None:
                 _kill_uid(uid)
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:  # pragma: no cover
                 pass
-            _killpg(proc.pid)
+            _kill_tree(proc.pid, spare)
         for fd in fds:
             try:
                 os.close(fd)
@@ -423,19 +555,26 @@ def run_session(source: str, groups: list, limits: Limits, *, functions=(),
 
 
 def _converse(proc, r_fd, c_w, result: SessionRun, limits: Limits, groups, load_s,
-              visible_out, frame) -> None:
-    """Read the child's messages, send it its groups one at a time, keep the deadlines."""
+              visible_out, frame, end) -> None:
+    """Read the child's messages, send it its groups one at a time, keep the deadlines.
+
+    Only the frame the parent waits for next (setup, loaded, then the running group's
+    tests in order, its ``group_done``, ``closed_visible``) is acted on, and only a test's
+    frame is decoded, within the element budget of that test (:func:`_element_budget`);
+    any other frame is dropped unread.  A test's frame that cannot be read fails that test
+    only.  No frame moves a deadline past ``end``."""
     frames = Frames(limits.result_mb << 20)
     deadline = time.monotonic() + load_s
     queue = list(groups)
     group = None  # the group running now
     pending: list = []
+    budgets: dict = {}
     closing = False
     closed_visible = False
     setup_seen = False
 
     def next_group():
-        nonlocal group, pending, deadline, closing
+        nonlocal group, pending, deadline, closing, budgets
         missing = set(_strings((result.loaded or {}).get("missing")))
         while queue and missing.intersection(queue[0].needs):
             queue.pop(0)
@@ -453,6 +592,7 @@ def _converse(proc, r_fd, c_w, result: SessionRun, limits: Limits, groups, load_
             return
         group = queue.pop(0)
         pending = list(group.tests)
+        budgets = {t: _element_budget(group.specs.get(t), group.inputs) for t in group.tests}
         threading.Thread(target=_write_all, daemon=True, args=(c_w, frame(
             {"kind": "group", "group": group.name, "tests": group.tests, "specs": group.specs},
             group.inputs))).start()
@@ -467,8 +607,16 @@ def _converse(proc, r_fd, c_w, result: SessionRun, limits: Limits, groups, load_
                 closing, closed_visible = False, True
                 next_group()
                 continue
-        if now > deadline:
-            if result.loaded is None:
+        if now > min(deadline, end):
+            if now > end and end < deadline:
+                what = "loading the submission" if result.loaded is None else \
+                    f"test {pending[0]}" if group is not None and pending else \
+                    "the submission's processes ran"
+                result.failure = f"time limit exceeded while {what} (the time budget of " \
+                    "this child or of the whole submission is spent)"
+                if group is not None and pending:
+                    result.failed_test = pending[0]
+            elif result.loaded is None:
                 result.failure = (f"time limit of {load_s:g} s exceeded while loading the "
                                   "submission (top-level code runs when the submission is "
                                   "loaded: put long computations under `if __name__ == "
@@ -482,7 +630,8 @@ def _converse(proc, r_fd, c_w, result: SessionRun, limits: Limits, groups, load_
                                  f"while test {pending[0]}"
             _killpg(proc.pid)
             return
-        ready, _, _ = select.select([r_fd], [], [], max(0.0, min(0.5, deadline - now)))
+        ready, _, _ = select.select([r_fd], [], [],
+                                    max(0.0, min(0.5, min(deadline, end) - now)))
         if not ready:
             continue
         data = os.read(r_fd, 1 << 20)
@@ -490,10 +639,17 @@ def _converse(proc, r_fd, c_w, result: SessionRun, limits: Limits, groups, load_
             break
         try:
             frames.feed(data)
-            for header, arrays in frames.messages():
+            for header, body in frames.messages():
+                if isinstance(header, WireError):
+                    if group is not None and pending and not closing:  # the running test's
+                        test = pending.pop(0)
+                        result.tests[test] = TestMessage({}, {}, "the result could not be "
+                                                         f"read: {header}")
+                        deadline = time.monotonic() + limits.test_timeout_s
+                    continue
                 kind = header.get("kind")
-                if kind == "setup" and not setup_seen:  # the child's, sent before the
-                    setup_seen = True                     # submission runs; later ones are forged
+                if kind == "setup" and not setup_seen and result.loaded is None:
+                    setup_seen = True  # the child's own, sent before the submission runs
                     notes = header.get("notes")
                     result.notes = [str(n)[:500] for n in notes[:50]] \
                         if isinstance(notes, list) else []
@@ -502,11 +658,14 @@ def _converse(proc, r_fd, c_w, result: SessionRun, limits: Limits, groups, load_
                     if header.get("error"):
                         break
                     next_group()
-                elif kind == "test" and group is not None:
-                    test = header.get("test")
-                    if test in pending and test not in result.tests:
-                        result.tests[test] = TestMessage(header, arrays)
-                        pending.remove(test)
+                elif kind == "test" and group is not None and pending \
+                        and header.get("test") == pending[0]:
+                    test = pending.pop(0)
+                    try:
+                        result.tests[test] = TestMessage(header, load_arrays(body, budgets[test]))
+                    except WireError as err:
+                        result.tests[test] = TestMessage(header, {}, "the result could not be "
+                                                         f"read: {err}")
                     deadline = time.monotonic() + limits.test_timeout_s
                 elif kind == "group_done" and group is not None and not closing \
                         and header.get("group") == group.name:
@@ -521,13 +680,13 @@ def _converse(proc, r_fd, c_w, result: SessionRun, limits: Limits, groups, load_
                     next_group()
                 elif kind == "closed_visible" and closing and closed_visible is False:
                     closed_visible = None  # now wait for the output pipe's end of file
-        except (ValueError, UnicodeDecodeError, OSError, KeyError) as err:
+        except (WireError, ValueError, UnicodeDecodeError, OSError, KeyError) as err:
             result.failure = f"the results channel was corrupted ({err})"
             result.failed_test = pending[0] if group is not None and pending else None
             _killpg(proc.pid)
             return
     try:
-        code = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        code = proc.wait(timeout=max(0.1, min(min(deadline, end) - time.monotonic(), 2.0)))
     except subprocess.TimeoutExpired:
         code = None
     if result.loaded is not None and result.loaded.get("error"):
@@ -535,3 +694,80 @@ def _converse(proc, r_fd, c_w, result: SessionRun, limits: Limits, groups, load_
     if (queue or group is not None) and result.failure is None:
         result.failure = f"the grading process {_describe_exit(code)}"
         result.failed_test = pending[0] if group is not None and pending else None
+
+
+class LimitExceeded(Exception):
+    """:func:`run_limited`'s work ran past its time or memory limit, or crashed."""
+
+
+def run_limited(fn, *args, seconds: float, memory_mb: int):
+    """``fn(*args)`` in a forked copy of this process, under ``seconds`` of wall-clock time
+    and ``memory_mb`` of address space beyond what this process uses now.
+
+    For parent-side work on child data whose cost the data decides (the symbolic check of
+    the student's rules); within :func:`submission_budget`, ``seconds`` is also cut to what is left.
+    The result must be JSON data; it comes back through a pipe.  Raises
+    :class:`LimitExceeded` with the reason when the work is killed, runs out of memory or
+    fails.
+    """
+    import resource
+    import warnings
+
+    if _submission_end:  # within a submission's budget (see submission_budget)
+        seconds = max(0.1, min(seconds, _submission_end[-1] - time.monotonic()))
+    r, w = os.pipe()
+    with warnings.catch_warnings():
+        # Python and JAX warn that a fork of a threaded process may deadlock in the child
+        # when it takes a lock another thread held; the copy runs SymPy only, whose locks
+        # are the GIL's, and a copy that hangs is killed at ``seconds``.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the forked copy; it only computes and writes
+        code = 0
+        try:
+            os.close(r)
+            with open("/proc/self/status") as f:
+                vm = next(int(ln.split()[1]) for ln in f if ln.startswith("VmSize:")) << 10
+            cap = vm + (memory_mb << 20)
+            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+            try:
+                out = {"ok": fn(*args)}
+            except MemoryError:
+                out = {"error": f"it needs more than {memory_mb} MB"}
+            except RecursionError:
+                out = {"error": "it is nested too deeply"}
+            data = json.dumps(out).encode()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(w, view):]
+        except BaseException:  # noqa: BLE001
+            code = 70
+        os._exit(code)
+    os.close(w)
+    chunks, deadline = [], time.monotonic() + seconds
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LimitExceeded(f"it takes more than {seconds:g} s")
+            ready, _, _ = select.select([r], [], [], left)
+            if ready:
+                data = os.read(r, 1 << 20)
+                if not data:
+                    break
+                chunks.append(data)
+    finally:
+        os.close(r)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        os.waitpid(pid, 0)
+    try:
+        out = json.loads(b"".join(chunks))
+    except ValueError:
+        raise LimitExceeded("it was killed (out of memory, or it crashed)") from None
+    if "error" in out:
+        raise LimitExceeded(out["error"])
+    return out["ok"]

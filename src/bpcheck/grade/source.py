@@ -17,6 +17,7 @@ import ast
 import io
 import os
 import re
+import sys
 import tokenize
 from pathlib import Path
 
@@ -29,11 +30,15 @@ def _lecture_owners() -> dict[str, list[int]]:
     return hw.function_owner()
 
 
+PROBE_NEEDED = sys.version_info < (3, 11)
+"""Python 3.11 and later raise RecursionError on deep nesting instead of crashing."""
+
+
 class SubmissionError(Exception):
     """The submission could not be read (not UTF-8, not a notebook, unknown suffix)."""
 
 
-def read_cells(path) -> list[tuple[str, str]]:
+def read_cells(path, probe=PROBE_NEEDED) -> list[tuple[str, str]]:
     """A notebook's code cells as ``[(label, source)]``, label ``"cell N"`` (N counts all
     cells, as Jupyter shows them).  IPython-only lines are commented out: magics and shell
     escapes (``%``, ``!``, at any indentation), ``x = !cmd`` and ``obj?`` help lookups.
@@ -50,10 +55,22 @@ def read_cells(path) -> list[tuple[str, str]]:
     for i, cell in enumerate(nb.cells):
         if cell.get("cell_type") != "code":
             continue
-        lines = [("# " + ln if _ipython_only(ln) else ln)
-                 for ln in str(cell.get("source", "")).splitlines()]
+        lines = str(cell.get("source", "")).splitlines()
+        magic = _CELL_MAGIC.match(lines[0].strip()) if lines else None
+        if magic and magic.group(1) not in PYTHON_CELL_MAGICS:  # %%bash, %%writefile ...
+            lines = ["# " + ln for ln in lines]  # the body is not Python: none of it runs
+        else:
+            lines = [("# " + ln if _ipython_only(ln) else ln) for ln in lines]
         cells.append((f"cell {i + 1}", "\n".join(lines) + "\n"))
+    if probe:
+        probe_parser(src for _, src in cells)
     return cells
+
+
+_CELL_MAGIC = re.compile(r"^%%([A-Za-z_]\w*)")
+PYTHON_CELL_MAGICS = ("time", "timeit", "capture", "prun", "debug")
+"""Cell magics whose body IPython runs as Python; any other's body (``%%bash``,
+``%%writefile``, ``%%html`` ...) is not run at all."""
 
 
 _IPYTHON_ONLY = re.compile(
@@ -89,13 +106,43 @@ def join_cells(cells: list[tuple[str, str]]) -> str:
     return "".join(f"# --- {label}\n{src}\n" for label, src in cells)
 
 
-def read_submission(path) -> str:
+_PROBE = """
+import ast, json, sys
+for text in json.load(sys.stdin):
+    try:
+        ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        pass
+"""
+
+
+def probe_parser(texts, program=_PROBE) -> None:
+    """Parse ``texts`` in a throw-away interpreter first: on Python 3.10 a deeply nested
+    expression (``1+1+...+1``, a million terms) crashes ``ast.parse`` with a segmentation
+    fault, which would take the grader (or a ``grade-batch`` worker) down with it.  Raises
+    :class:`SubmissionError` when the parser crashes or takes more than 60 s."""
+    import json
+    import subprocess
+    import sys
+
+    try:
+        proc = subprocess.run([sys.executable, "-I", "-S", "-c", program], timeout=60,
+                              input=json.dumps(list(texts)), text=True, capture_output=True)
+    except subprocess.TimeoutExpired:
+        raise SubmissionError("the submission takes Python's parser more than 60 s") from None
+    if proc.returncode != 0:
+        raise SubmissionError("the submission crashes Python's parser (status "
+                              f"{proc.returncode}: an expression nested too deeply?)")
+
+
+def read_submission(path, probe=PROBE_NEEDED) -> str:
     """Python source of a ``.py`` file, or of a notebook's code cells joined (see
-    :func:`read_cells`).  Raises :class:`SubmissionError` with the reason."""
+    :func:`read_cells`).  ``probe``: run :func:`probe_parser` on it first.  Raises
+    :class:`SubmissionError` with the reason."""
     path = Path(path)
     _check_size(path)
     if path.suffix == ".ipynb":
-        return join_cells(read_cells(path))
+        return join_cells(read_cells(path, probe))
     if path.suffix != ".py":
         raise SubmissionError(f"{path.name}: expected a .py file or a .ipynb notebook")
     # decoded as Python decodes source: a UTF-8 BOM or a coding line is honoured
@@ -105,7 +152,10 @@ def read_submission(path) -> str:
         text = data.decode(encoding)
     except (SyntaxError, LookupError, UnicodeDecodeError) as err:
         raise SubmissionError(f"{path.name}: not readable as Python source text ({err})") from err
-    return text[1:] if text.startswith("\ufeff") else text
+    text = text[1:] if text.startswith("\ufeff") else text
+    if probe:
+        probe_parser([text])
+    return text
 
 
 class _Uses(ast.NodeVisitor):
@@ -209,23 +259,23 @@ def _scan(trees, owners, forbidden) -> tuple[dict[int, list[str]], set[str]]:
 SKIPPED_FOLDERS = ("__pycache__", ".ipynb_checkpoints", "__MACOSX")
 
 
-def _defined_exercises(path: Path, functions) -> int:
-    """How many of ``functions`` a file defines at top level (0 if unreadable); a
-    notebook's cells are parsed one by one (one cell that does not parse costs only itself)."""
+_DEFINES = re.compile(r"^(?:(?:async\s+)?def\s+(\w+)|class\s+(\w+)|(\w+)\s*=)", re.M)
+
+
+def _defined_exercises(path: Path, functions, budget: list) -> int:
+    """How many of ``functions`` a file defines at top level, by a scan of its text (no
+    parsing: the files compared are untrusted, and parsing costs ~600x their size); 0 once
+    ``budget[0]`` bytes have been read in all, or if unreadable."""
     try:
-        cells = read_cells(path) if path.suffix == ".ipynb" else [("", read_submission(path))]
-    except (SubmissionError, OSError):
+        size = path.stat().st_size
+        if size > MAX_BYTES or size > budget[0]:
+            return 0
+        budget[0] -= size
+        text = "\n".join(src for _, src in read_cells(path, probe=False)) \
+            if path.suffix == ".ipynb" else path.read_text(encoding="utf-8", errors="replace")
+    except (SubmissionError, OSError, ValueError):
         return 0
-    names = set()
-    for _, src in cells:
-        try:
-            tree = ast.parse(src)
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
-            continue
-        names |= {n.name for n in tree.body
-                  if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
-        names |= {t.id for n in tree.body if isinstance(n, ast.Assign)
-                  for t in n.targets if isinstance(t, ast.Name)}
+    names = {a or b or c for a, b, c in _DEFINES.findall(text)}
     return len(names & set(functions))
 
 
@@ -269,9 +319,11 @@ def pick_submission(folder, functions=None, name=None) -> tuple[Path | None, str
                           f"{printable(found[0].name)}" if wanted else None)
     found = found[:MAX_CANDIDATES]
 
+    budget = [SCAN_BYTES]
+
     def rank(p: Path):  # most exercise functions, then .py, shallowest, largest, name
         size = p.stat().st_size
-        return (-_defined_exercises(p, functions), p.suffix != ".py",
+        return (-_defined_exercises(p, functions, budget), p.suffix != ".py",
                 len(p.relative_to(folder).parts), -size, str(p))
 
     chosen = sorted(found, key=rank)[0]
@@ -285,6 +337,8 @@ def pick_submission(folder, functions=None, name=None) -> tuple[Path | None, str
 
 MAX_DEPTH = 8
 MAX_CANDIDATES = 200
+SCAN_BYTES = 16 << 20
+"""Bytes the file picker reads in all to rank the candidates (the rest rank last)."""
 
 
 def printable(text: str) -> str:

@@ -1,121 +1,330 @@
-"""The child's lock-down, run before the submission: namespaces and mounts, resource
-limits, the privilege drop, and the import blocker.  Standard library only.
+"""The child's lock-down, run before the submission: namespaces, an init process, an
+allow-listed view of the file system, resource limits, the privilege drop and the import
+blocker.  Standard library only.
 
-Trusted code, run in this order by :mod:`.main`: isolate (new network and mount
-namespaces where the kernel allows it, a small tmpfs over ``/tmp``, ``/var/tmp`` and
-``/dev/shm`` with the scratch folder bound back read-only, empty mounts over bpcheck and
-the forbidden libraries, ``/dev/null`` over the instructor's config); install the import
-blocker; set resource limits (address space, CPU time, processes, file size); drop to an
-unprivileged uid when started as root (irreversible).
+Trusted code, run in this order by :mod:`.main`:
+
+1. :func:`enter`: new mount, PID, network and IPC namespaces, and a user namespace with
+   the caller's uid and gid mapped to themselves when the grader is not root (NumPy then
+   imports as usual).  The process forks twice: the first copy stays outside as the
+   *keeper* (the process the parent started; it waits and passes on the exit status), the
+   second is the namespace's *init* (PID 1, ``PR_SET_PDEATHSIG`` = SIGKILL: when the keeper
+   is killed, init dies and the kernel kills every process of the namespace), and the
+   third, the *worker*, goes on to run the submission.  The submission never runs in a
+   process it could use to outlive the keeper.
+2. the worker imports NumPy (and SymPy) and the standard-library modules it preloads;
+3. :func:`build_view`: a fresh tmpfs becomes the root (``pivot_root``; the host's root is
+   detached) holding, read-only, only what the loaded modules need: the standard library
+   (its ``site-packages`` covered by an empty folder), the interpreter, the shared
+   libraries mapped into the process and the folders they came from when those hold
+   libraries only, NumPy, SymPy and mpmath, and the scratch folder with the submission;
+   plus a private ``/proc``, a ``/dev`` with ``null``, ``zero``, ``full``, ``random`` and
+   ``urandom``, and private ``/tmp`` and ``/dev/shm`` tmpfs of ``tmp_mb`` each.  Nothing
+   else of the host exists for the child: not the repository, not the instructor's home,
+   not the autodiff libraries, not another Python environment;
+4. limits (:func:`_set_limits`) and the privilege drop (:func:`_drop_privileges`): an unused
+   uid when the grader is root, else no capabilities left in the user namespace; and
+   ``PR_SET_NO_NEW_PRIVS``.
+
+Where the kernel refuses the namespaces (Docker's default seccomp profile, a sysctl), the
+child says so in its notes and runs with the limits and the privilege drop only; the
+parent still kills every process the child left.
 """
 
+import ctypes
+import os
 
-def _setup_isolation(plan, notes):
-    """Namespaces and mounts; best effort, each refusal recorded in ``notes``."""
-    import ctypes
-    import os
-    import stat
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.syscall.restype = ctypes.c_long
 
+CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWIPC = 0x00020000, 0x10000000, 0x08000000
+CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
+MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC, MS_PRIVATE = 1024, 2048, 4096, 16384, 1 << 18
+MS_RELATIME = 1 << 21
+MNT_DETACH = 2
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
+
+
+def _check(result, what):
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+_WITHOUT = ("without namespaces: the child sees the host's files (only file permissions "
+            "protect them) and shares the host's network and System V IPC; the grader still "
+            "kills every process it leaves")
+
+
+def enter(plan, notes):
+    """Enter the namespaces and become the worker under a keeper and an init (see the module
+    docstring).  Returns ``True`` in the worker when the namespaces are in place, ``False``
+    (nothing changed) when they are not requested or refused.  The keeper and the init
+    never return: they exit with the worker's status."""
     if not plan.get("namespaces", True):
         notes.append("namespaces: not requested")
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
-    CLONE_NEWNS, CLONE_NEWNET, CLONE_NEWUSER = 0x00020000, 0x40000000, 0x10000000
-    MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT = 1, 2, 4, 32
-    MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
-
-    flags = CLONE_NEWNS | CLONE_NEWNET
-    if os.geteuid() != 0:
+        notes.append(_WITHOUT)
+        return False
+    userns = os.geteuid() != 0
+    uid, gid = os.getuid(), os.getgid()
+    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC
+    if userns:
         flags |= CLONE_NEWUSER
-    if libc.unshare(flags) != 0:
+    if _libc.unshare(flags) != 0:
         err = ctypes.get_errno()
-        notes.append(f"namespaces: unshare refused ({os.strerror(err)}); "
-                     "the child keeps the host's network and file system view")
-        return None
+        notes.append(f"namespaces: unshare refused ({os.strerror(err)})")
+        notes.append(_WITHOUT)
+        return False
+    if userns:  # map the grader's own uid and gid: files keep their owners, NumPy imports
+        for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
+                           ("gid_map", f"{gid} {gid} 1")):
+            with open(f"/proc/self/{name}", "w") as f:
+                f.write(text)
+    alive_r, alive_w = os.pipe()
+    child = os.fork()
+    if child:  # the keeper, outside the PID namespace: the process the parent started
+        os.close(alive_r)
+        _let_go(plan)
+        _exit_like(_wait_for(child))
+    _check(_libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0), "PR_SET_PDEATHSIG")
+    os.close(alive_w)
+    import select
+
+    if select.select([alive_r], [], [], 0)[0]:  # the keeper died before PDEATHSIG was set
+        os._exit(70)
+    worker = os.fork()
+    if worker:  # init, PID 1: reap every orphan; leave when the worker does
+        _let_go(plan)
+        while True:
+            pid, status = os.wait()
+            if pid == worker:
+                _exit_like(status)
+    os.close(alive_r)
+    notes.append("namespaces: private mount, PID, network and IPC namespaces"
+                 + (f" in a user namespace (uid {uid} and gid {gid} mapped to themselves)"
+                    if userns else "")
+                 + f"; the child runs as PID {os.getpid()} under its own init, and every "
+                 "process of the namespace ends with it")
     notes.append("network: none (new network namespace, no interfaces up)")
+    return True
 
-    def mount(src, target, fstype, mflags, data=None):
-        r = libc.mount(src and src.encode(), target.encode(), fstype and fstype.encode(),
-                       mflags, data and data.encode())
-        if r != 0:
-            raise OSError(ctypes.get_errno(), f"mount {target}")
 
-    try:
-        mount(None, "/", None, MS_REC | MS_PRIVATE)
-    except OSError as err:
-        notes.append(f"mounts: not private ({err}); file system view unchanged")
-        return None
+def _let_go(plan):
+    """In the keeper and the init: hold none of the worker's channels, nor the students'
+    output (standard output and error), so that each ends when the worker's processes let
+    go of it (the parent waits for the students' output to close before hidden tests)."""
+    for key in ("result_fd", "command_fd", "hidden_output_fd"):
+        if plan.get(key) is not None:
+            try:
+                os.close(plan[key])
+            except OSError:
+                pass
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    os.close(null)
 
-    keep = [os.path.realpath(p) for p in plan["keep"] if os.path.exists(p)]
 
-    def cover(directory, size_mb, mode):
-        """A fresh tmpfs over ``directory``; the kept paths under it are bound back."""
-        directory = os.path.realpath(directory)
-        if not os.path.isdir(directory):
-            return False
-        inside = sorted({p for p in keep if p.startswith(directory + "/")})
-        # keep only the outermost kept paths
-        inside = [p for p in inside if not any(p.startswith(q + "/") for q in inside if q != p)]
-        fds = [(p, os.open(p, os.O_PATH)) for p in inside]
-        mount("tmpfs", directory, "tmpfs", MS_NOSUID | MS_NODEV,
-              f"size={int(size_mb)}m,mode={mode:o}")
-        for p, fd in fds:
-            if os.path.isdir(f"/proc/self/fd/{fd}"):
-                os.makedirs(p, exist_ok=True)
-            else:
-                os.makedirs(os.path.dirname(p), exist_ok=True)
-                open(p, "wb").close()
-            mount(f"/proc/self/fd/{fd}", p, None, MS_BIND | MS_REC)
-            os.close(fd)
-        return True
-
-    try:
-        # Paths the interpreter needs but that another uid could not traverse (pyenv
-        # under /root, say): cover the closed folder and bind back only what is needed.
-        closed = []
-        for p in keep:
-            parts = p.split("/")
-            for i in range(2, len(parts)):
-                a = "/".join(parts[:i])
-                if a and not (os.stat(a).st_mode & stat.S_IXOTH) and a not in closed:
-                    closed.append(a)
-        for a in closed:
-            cover(a, 1, 0o755)
-            notes.append(f"mounts: {a} replaced by an empty folder, interpreter bound back")
-        tmp_mb = plan["tmp_mb"]
-        for d in ("/tmp", "/var/tmp", "/dev/shm"):
-            if cover(d, tmp_mb, 0o1777):
-                notes.append(f"mounts: {d} is a private {tmp_mb} MB tmpfs")
-        for p in plan["hide"]:
-            if os.path.isdir(p):
-                mount("tmpfs", p, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=1k,mode=0")
-            elif os.path.exists(p):
-                mount("/dev/null", p, None, MS_BIND)
-            else:
-                continue
-            notes.append(f"mounts: hidden {p}")
-        box = plan["box"]
+def _wait_for(pid):
+    while True:
         try:
-            mount(None, box, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
-        except OSError:
-            pass
+            return os.waitpid(pid, 0)[1]
+        except InterruptedError:  # pragma: no cover
+            continue
+
+
+def _exit_like(status):
+    """Leave as a process that ended with wait ``status`` did (killed by the same signal)."""
+    import signal
+
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+    elif os.WEXITSTATUS(status) > 128 and os.getpid() != 1:
+        sig = os.WEXITSTATUS(status) - 128  # init's report of a signal (init cannot die of one)
+    else:
+        os._exit(os.WEXITSTATUS(status))
+    if os.getpid() == 1:
+        os._exit(128 + sig)
+    try:
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+    except (OSError, ValueError):
+        pass
+    os._exit(128 + sig)
+
+
+def _mapped_files():
+    """Files mapped into this process (the interpreter, its shared libraries, NumPy's)."""
+    out = set()
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split(None, 5)
+            if len(parts) == 6 and parts[5].startswith("/"):
+                path = parts[5].strip()
+                if not path.endswith(" (deleted)") and os.path.isfile(path):
+                    out.add(os.path.realpath(path))
+    return out
+
+
+def _is_library_folder(folder):
+    """``/lib/x86_64-linux-gnu``, ``/usr/lib64`` and the like: folders of shared libraries
+    only (``/usr/lib`` itself is not one: it holds ``python3/dist-packages``)."""
+    import re
+
+    return re.fullmatch(r"/(usr/)?lib(32|64)?/[a-z0-9_]+-linux-gnu[a-z0-9_]*|/(usr/)?lib64",
+                        folder) is not None
+
+
+def _view(plan):
+    """``[(kind, path)]``: what the child's root holds; ``kind`` is ``bind`` (read-only),
+    ``cover`` (an empty read-only folder over a bound one) or ``tmpfs`` (private, writable)."""
+    stdlib = os.path.realpath(os.path.dirname(os.__file__))
+    binds = {stdlib, os.path.realpath(plan["exe"]), plan["box"],
+             *(os.path.realpath(p) for p in plan["allowed"])}
+    for extra in ("/etc/ld.so.cache", "/etc/localtime"):
+        if os.path.exists(extra):
+            binds.add(os.path.realpath(extra))
+    for path in _mapped_files():
+        folder = os.path.dirname(path)
+        binds.add(folder if _is_library_folder(folder) else path)
+    binds = {p for p in binds if not any(p.startswith(q + "/") for q in binds if q != p)}
+    covers = {os.path.join(stdlib, name) for name in ("site-packages", "dist-packages")}
+    covers |= {os.path.realpath(p) for p in plan["hide"]}
+    covers = {p for p in covers if os.path.exists(p) and any(p.startswith(q + "/") for q in binds)}
+    return sorted([("bind", p) for p in binds] + [("cover", p) for p in covers]
+                  + [("tmpfs", "/tmp"), ("tmpfs", "/dev/shm")], key=lambda op: op[1])
+
+
+def _mount(src, target, fstype, flags, data=None):
+    _check(_libc.mount(src and src.encode(), target.encode(), fstype and fstype.encode(), flags,
+                       data and data.encode()), f"mount {target}")
+
+
+def _locked_flags(path):
+    """The flags of the mount that holds ``path``, which a read-only remount must keep."""
+    f = os.statvfs(path).f_flag
+    flags = f & (MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME)
+    return flags | (MS_RELATIME if f & 4096 else 0)
+
+
+def _cap_ipc(plan, notes):
+    """System V shared memory is not in the address space: cap it, in this IPC namespace
+    only, to ``memory_mb`` in all and 16 segments."""
+    mb = int(plan["memory_mb"])
+    try:
+        for name, value in (("shmmax", mb << 20), ("shmall", mb << 8), ("shmmni", 16)):
+            with open(f"/proc/sys/kernel/{name}", "w") as f:
+                f.write(str(value))
+    except OSError as err:
+        notes.append(f"ipc: shared memory not capped ({err.strerror}); it ends with the child")
+
+
+def build_view(plan, notes):
+    """Make a fresh tmpfs at ``plan["root"]`` the root of the mount namespace, holding only
+    the allow-listed paths (see the module docstring); returns the scratch folder, or
+    ``None`` when a step is refused (the notes say which; the child then keeps the host's
+    view, and the parent reports the paths it could read)."""
+    import platform
+
+    root = plan["root"]
+    tmp_mb = int(plan["tmp_mb"])
+    try:
+        _mount(None, "/", None, MS_REC | MS_PRIVATE)
+        _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
+        readonly = []
+        for kind, path in _view(plan):
+            target = root + path
+            if kind == "cover" and not os.path.isdir(path):  # a file: /dev/null over it
+                kind, path = "bind", "/dev/null"
+            if kind == "bind" and not os.path.isdir(path):
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                if not os.path.exists(target):
+                    open(target, "w").close()
+            else:
+                os.makedirs(target, exist_ok=True)
+            if kind == "bind":
+                _mount(path, target, None, MS_BIND)
+                readonly.append((target, _locked_flags(path)))
+            elif kind == "cover":
+                _mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, "size=4k,mode=755")
+                readonly.append((target, MS_NOSUID | MS_NODEV))
+            else:
+                _mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV,
+                       f"size={tmp_mb}m,mode=1777")
+        for link in ("/lib", "/lib64", "/lib32", "/bin", "/sbin"):  # merged-/usr links
+            if os.path.islink(link) and not os.path.lexists(root + link):
+                os.symlink(os.readlink(link), root + link)
+        os.makedirs(root + "/dev", exist_ok=True)
+        _mount("tmpfs", root + "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=755")
+        for name in ("null", "zero", "full", "random", "urandom"):
+            open(f"{root}/dev/{name}", "w").close()
+            _mount(f"/dev/{name}", f"{root}/dev/{name}", None, MS_BIND)
+        os.makedirs(root + "/dev/shm")
+        _mount("tmpfs", root + "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV,
+               f"size={tmp_mb}m,mode=1777")
+        _cap_ipc(plan, notes)
+        os.makedirs(root + "/proc", exist_ok=True)
+        if _libc.mount(b"proc", (root + "/proc").encode(), b"proc",
+                       MS_NOSUID | MS_NODEV | MS_NOEXEC, None) != 0:
+            notes.append(f"mounts: no /proc ({os.strerror(ctypes.get_errno())})")
+        for target, flags in readonly:
+            _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | flags)
+        os.chdir(root)
+        number = _SYS_PIVOT_ROOT.get(platform.machine())
+        if number is not None and _libc.syscall(number, b".", b".") == 0:
+            _check(_libc.umount2(b".", MNT_DETACH), "detach the host's root")
+            os.chdir("/")
+            how = "pivot_root, the host's root detached"
+        else:
+            os.chroot(root)
+            os.chdir("/")
+            how = "chroot (pivot_root refused)"
+        _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
         work = "/tmp/work"
-        os.makedirs(work, exist_ok=True)
-        os.chmod(work, 0o700)
+        os.mkdir(work, 0o700)
         if plan.get("uid") is not None and os.geteuid() == 0:
             os.chown(work, plan["uid"], plan["uid"])
-        return work
     except OSError as err:
-        notes.append(f"mounts: stopped early ({err})")
+        notes.append(f"mounts: stopped early ({err}); the child keeps the host's file system "
+                     "view")
         return None
+    notes.append(f"files: an allow-listed, read-only view ({how}): the standard library, the "
+                 "interpreter and its shared libraries, NumPy, SymPy, mpmath and the "
+                 f"submission; private /tmp and /dev/shm of {tmp_mb} MB each; nothing else "
+                 "of the host")
+    return work
 
 
-def _drop_privileges(plan, notes):
-    import os
+def _no_new_privileges():
+    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "PR_SET_NO_NEW_PRIVS")
 
-    if os.geteuid() != 0:
-        notes.append(f"user: runs as uid {os.getuid()} (grader not root, no drop)")
+
+def _drop_capabilities():
+    """Empty the effective, permitted and inheritable capability sets (``capset``)."""
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                    ("inheritable", ctypes.c_uint32)]
+
+    _check(_libc.capset(ctypes.byref(Header(0x20080522, 0)), (Data * 2)()), "capset")
+
+
+def _drop_privileges(plan, notes, userns=False):
+    if os.geteuid() != 0 or userns:
+        if userns:
+            _drop_capabilities()
+            _no_new_privileges()
+            notes.append(f"user: uid {os.getuid()}, no capabilities left in its user namespace")
+        else:
+            _no_new_privileges()
+            notes.append(f"user: runs as uid {os.getuid()} (grader not root, no drop)")
         return
     uid = plan.get("uid")
     if uid is None:
@@ -124,6 +333,7 @@ def _drop_privileges(plan, notes):
     os.setgroups([])
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)
+    _no_new_privileges()
     if os.geteuid() == 0 or os.getuid() == 0:  # pragma: no cover - the kernel guarantees it
         raise SystemExit("harness: could not drop root")
     notes.append(f"user: unprivileged uid {uid} (dropped from root before the submission ran)")
@@ -162,6 +372,8 @@ def _set_limits(plan, notes):
         ("RLIMIT_CPU", plan["cpu_s"], plan["cpu_s"] + 1),
         ("RLIMIT_FSIZE", plan["file_mb"] * mb, plan["file_mb"] * mb),
         ("RLIMIT_NPROC", plan["nproc"], plan["nproc"]),
+        # memory that the address space does not count (memfd, pipes) needs descriptors
+        ("RLIMIT_NOFILE", 64, 64),
     ]
     for name, soft, hard in limits:
         try:
@@ -175,8 +387,9 @@ def _set_limits(plan, notes):
 class _Blocker:
     """A meta-path finder that refuses the forbidden libraries and remembers the attempt.
 
-    A hostile submission can remove it; that is why the libraries are also hidden by
-    mounts, absent from ``sys.path``, and the source is scanned before it runs.
+    Defence in depth only: a submission can remove it.  What holds is that the libraries
+    are absent from the child's file system view (:func:`build_view`) and from
+    ``sys.path``; the source is also scanned before it runs.
     """
 
     def __init__(self, forbidden):

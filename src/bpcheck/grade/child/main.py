@@ -6,8 +6,9 @@ hidden from the child) and uses the standard library and NumPy only (SymPy for t
 symbolic rules).  It is trusted code that runs *before* the submission, in this order:
 
 1. read the plan and the submission's source into memory;
-2. isolate (:func:`.jail._setup_isolation`);
-3. import NumPy (and SymPy) and the usual standard-library modules;
+2. enter the namespaces (:func:`.jail.enter`);
+3. import NumPy (and SymPy) and the usual standard-library modules, then build the
+   allow-listed file system view from what is loaded (:func:`.jail.build_view`);
 4. install an import blocker for bpcheck, JAX, PyTorch and other autodiff libraries;
 5. set resource limits (address space, CPU time, processes, file size);
 6. drop to an unprivileged uid when started as root (irreversible);
@@ -26,7 +27,8 @@ array and computes every score itself.
 
 import sys
 
-from .jail import _Blocker, _drop_privileges, _report_exposed, _set_limits, _setup_isolation
+from . import jail
+from .jail import _Blocker, _drop_privileges, _report_exposed, _set_limits
 
 
 def main():
@@ -44,9 +46,7 @@ def main():
     channel = plan["result_fd"]
     notes = []
 
-    work = _setup_isolation(plan, notes)
-    hidden_by_mounts = work is not None
-    work = work or plan["fallback_work"]
+    isolated = jail.enter(plan, notes)
 
     sys.path[:0] = [plan["libs"]]
     import numpy as np
@@ -76,11 +76,15 @@ def main():
         exec(compile(driver_source, f"<driver of {name}>", "exec"), namespace)
         drivers[name] = namespace["drive"]
 
+    # the allow-listed view is built from what is loaded now; nothing else exists after it
+    work = jail.build_view(plan, notes) if isolated else None
+    hidden_by_mounts = work is not None
+    work = work or plan["fallback_work"]
     blocker = _Blocker(plan["forbidden"])
     sys.meta_path.insert(0, blocker)
     _set_limits(plan, notes)
     try:
-        _drop_privileges(plan, notes)
+        _drop_privileges(plan, notes, userns=isolated and os.geteuid() != 0)
     except OSError as err:
         notes.append(f"user: could not drop privileges ({err})")
     if not hidden_by_mounts:
@@ -134,16 +138,21 @@ def main():
         _dup2(hidden_out, 1)
         _dup2(hidden_out, 2)
         keep = {0, 1, 2, channel, plan["command_fd"]}
-        for name in _listdir("/proc/self/fd"):
-            fd = _int(name)
+        try:
+            open_fds = [_int(name) for name in _listdir("/proc/self/fd")]
+        except OSError:  # no /proc in the view: every descriptor the limits allow
+            open_fds = list(range(64))
+        for fd in open_fds:
             if fd not in keep:
                 try:
                     _close(fd)
                 except OSError:
                     pass
-        if plan.get("kill_others"):
+        if plan.get("kill_others") or isolated:
             try:
-                _kill(-1, 9)  # every other process of this (dedicated) uid
+                # every other process of this (dedicated) uid, or of the PID namespace
+                # (its init excepted)
+                _kill(-1, 9)
             except OSError:
                 pass
 

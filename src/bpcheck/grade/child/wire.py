@@ -2,19 +2,32 @@
 
 The child writes, on the file descriptor named in its plan, a stream of messages: an
 8-byte big-endian length and a JSON header made of plain numbers and strings, then an
-8-byte length and an ``.npz`` archive written with ``np.savez`` (no pickles).  The parent
-reads them with :class:`Frames` and trusts none of it: sizes are bounded, arrays are
-loaded with ``allow_pickle=False`` and must be plain numeric arrays.
+8-byte length and an ``.npz`` archive written with ``np.savez`` (stored, no pickles).
+
+The parent reads them with :class:`Frames` and trusts none of it, since the submission
+runs in the process that writes them and can write anything on that descriptor.  Every
+bound is checked before the work it limits: the frame's lengths before it is buffered,
+the header's size before it is parsed (and its nesting while it is), each archive
+member's declared dtype and shape against the element budget before its data is read,
+and the data's length against the declared shape.  Members must be stored, not
+compressed, so nothing is inflated.  A frame that breaks a rule raises
+:class:`WireError` for that frame only; :meth:`Frames.messages` goes on with the next.
 """
 
 import io
 import json
 import os
 import struct
+import zipfile
 
 import numpy as np
 
 HEADER_MAX = 1 << 20
+"""Largest JSON header, in bytes (the child's own are under 64 kB)."""
+MEMBERS_MAX = 512
+"""Most arrays in one frame (exercise 3's deepest test sends 14)."""
+TEXT_MAX = 2000
+"""Longest string kept from a header."""
 
 
 def sender(channel):
@@ -85,53 +98,162 @@ def frame(header: dict, arrays: dict | None = None) -> bytes:
     return struct.pack(">Q", len(head)) + head + struct.pack(">Q", len(body)) + body
 
 
+class WireError(ValueError):
+    """One frame broke a rule of the wire format; the message says which."""
+
+
 class Frames:
-    """Incremental parser of the child's length-prefixed messages (the parent's side)."""
+    """Incremental parser of the child's length-prefixed messages (the parent's side).
+
+    ``limit``: bytes the child may send in all; a frame whose declared lengths exceed what
+    is left is refused before it is buffered, and the stream is then unusable
+    (:attr:`broken`).  :meth:`messages` yields ``(header, body)`` with the body still
+    encoded: decode it with :func:`load_arrays` only for a frame the parent expects.
+    """
 
     def __init__(self, limit):
         self.buf = bytearray()
         self.limit = limit
         self.total = 0
+        self.broken = None
 
     def feed(self, data):
         self.total += len(data)
         if self.total > self.limit:
-            raise ValueError(f"more than {self.limit >> 20} MB of results")
+            self.broken = f"more than {self.limit >> 20} MB of results"
+            raise WireError(self.broken)
         self.buf += data
 
     def messages(self):
+        """``(header, body)`` per complete frame; a malformed header gives ``(WireError, body)``.
+
+        Raises :class:`WireError` when the framing itself is broken (lengths out of bounds):
+        nothing after that point can be trusted to start a frame."""
         while True:
             if len(self.buf) < 8:
                 return
             (hlen,) = struct.unpack(">Q", self.buf[:8])
             if hlen > HEADER_MAX:
-                raise ValueError("a result header is too large")
+                self.broken = f"a result header of {hlen} bytes (at most {HEADER_MAX})"
+                raise WireError(self.broken)
             if len(self.buf) < 16 + hlen:
                 return
             (blen,) = struct.unpack(">Q", self.buf[8 + hlen:16 + hlen])
             if blen > self.limit:
-                raise ValueError("a result body is too large")
+                self.broken = f"a result body of {blen} bytes (at most {self.limit})"
+                raise WireError(self.broken)
             end = 16 + hlen + blen
             if len(self.buf) < end:
                 return
             head = bytes(self.buf[8:8 + hlen])
             body = bytes(self.buf[16 + hlen:end])
             del self.buf[:end]
-            header = json.loads(head.decode("utf-8"))
-            if not isinstance(header, dict):
-                raise ValueError("a result header is not an object")
-            yield header, load_arrays(body)
+            try:
+                yield parse_header(head), body
+            except WireError as err:
+                yield err, body
 
 
-def load_arrays(body: bytes) -> dict:
-    """Plain arrays from an ``.npz``: no pickles, numeric dtypes only."""
+def parse_header(head: bytes) -> dict:
+    """The JSON header as plain data: a dict of at most 64 keys, nested at most 4 deep, of
+    strings (capped at :data:`TEXT_MAX`), numbers, booleans, ``None`` and short lists."""
+    try:
+        value = json.loads(head.decode("utf-8"), parse_int=_short_int)
+    except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
+        raise WireError(f"a result header is not JSON ({type(err).__name__})") from None
+    if not isinstance(value, dict):
+        raise WireError("a result header is not a JSON object")
+    return _plain(value, 0)
+
+
+def _short_int(text):
+    """An integer of at most 20 digits (Python 3.10 converts long ones in quadratic time)."""
+    if len(text) > 20:
+        raise ValueError("an integer of more than 20 digits")
+    return int(text)
+
+
+def _plain(value, depth):
+    if isinstance(value, str):
+        return value[:TEXT_MAX]
+    if value is None or isinstance(value, (bool, int, float)):
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 1 << 62:
+            raise WireError("a result header holds an integer out of range")
+        return value
+    if depth >= 4:
+        raise WireError("a result header is nested too deeply")
+    if isinstance(value, list):
+        if len(value) > 64:
+            raise WireError("a result header holds a list of more than 64 items")
+        return [_plain(v, depth + 1) for v in value]
+    if isinstance(value, dict):
+        if len(value) > 512:
+            raise WireError("a result header holds more than 512 keys")
+        return {str(k)[:200]: _plain(v, depth + 1) for k, v in value.items()}
+    raise WireError(f"a result header holds a {type(value).__name__}")  # pragma: no cover
+
+
+def load_arrays(body: bytes, max_elements: int) -> dict:
+    """The arrays of one frame's ``.npz`` body, checked before anything is decoded.
+
+    Members must be stored (not compressed) ``.npy`` files of at most :data:`MEMBERS_MAX`,
+    with no Python objects in their dtype, ``max_elements`` elements in all, and exactly
+    as many data bytes as their header declares.  Any dtype and shape within those bounds
+    is returned as it is (the scorer says what was expected).  Raises :class:`WireError`.
+    """
     if not body:
         return {}
-    out = {}
-    with np.load(io.BytesIO(body), allow_pickle=False) as npz:
-        for key in npz.files:
-            arr = npz[key]
-            if type(arr) is not np.ndarray or arr.dtype.kind not in "fiub":
-                raise ValueError(f"result {key!r} is not a plain numeric array")
-            out[key] = arr
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(body))
+        infos = zf.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError) as err:
+        raise WireError(f"the results are not an .npz archive ({type(err).__name__})") from None
+    if len(infos) > MEMBERS_MAX:
+        raise WireError(f"{len(infos)} arrays in one result (at most {MEMBERS_MAX})")
+    out, budget = {}, max_elements
+    for info in infos:
+        name = info.filename
+        if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
+            raise WireError(f"result {name[:100]!r} is compressed (only stored arrays are read)")
+        if not name.endswith(".npy") or len(name) > 204:
+            raise WireError(f"result member {name[:100]!r} is not an .npy array")
+        try:
+            with zf.open(info) as f:
+                array = _read_npy(f, info.file_size, budget)
+        except WireError as err:
+            raise WireError(f"result {name[:-4][:100]!r}: {err}") from None
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, SyntaxError, TypeError,
+                RecursionError, MemoryError) as err:
+            raise WireError(f"result {name[:-4][:100]!r} could not be read "
+                            f"({type(err).__name__})") from None
+        budget -= array.size
+        out[name[:-4]] = array
     return out
+
+
+def _read_npy(f, size, budget):
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    if version == (1, 0):
+        shape, fortran, dtype = fmt.read_array_header_1_0(f, max_header_size=4096)
+    elif version in ((2, 0), (3, 0)):
+        shape, fortran, dtype = fmt.read_array_header_2_0(f, max_header_size=4096)
+    else:
+        raise WireError(f"unknown .npy version {version}")
+    if dtype.hasobject:
+        raise WireError("holds Python objects (dtype object), which are never loaded")
+    if len(shape) > 32:
+        raise WireError(f"{len(shape)} axes")
+    count = 1
+    for n in shape:
+        count *= n
+    if count > budget:
+        raise WireError(f"{count} elements, more than the test's outputs can have "
+                        f"({max(budget, 0)} left)")
+    data = size - f.tell()
+    if data != count * dtype.itemsize:
+        raise WireError(f"declares {count} elements of {dtype.itemsize} bytes but holds "
+                        f"{data} bytes")
+    raw = f.read(data)
+    array = np.frombuffer(raw, dtype=dtype).copy()
+    return array.reshape(shape[::-1]).T if fortran else array.reshape(shape)

@@ -1,0 +1,596 @@
+"""Hostile submissions written by a student who has read the grader's source.
+
+One or more attacks per class of hole in the sandbox: the result channel, deadlines,
+parent-side work on child data, the file system view, state that outlives the child,
+running as an ordinary user, the autodiff ban, and smaller leaks.  Each test runs the
+grader as a command, as root and as an ordinary user (see :mod:`attacks`), and checks
+
+- the verdict the attack deserves (exercise 1 attacked; exercise 2, correct, is the
+  control that shows the sandbox works in that mode),
+- that the grader finished by itself within its budget,
+- the grader's own peak memory,
+- the size of ``results.json``,
+- that nothing is left behind: processes, System V IPC objects, files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+from attacks import CORRECT, CORRECT_PATH, REPO, cleanup, mode_problem, run_grader
+
+MODES = ["root", "user"]
+MARKER = "BPCHECK-ATTACK"
+
+# exercise 1 attacked, exercise 2 the control; small limits keep the suite quick
+CONFIG = """\
+[exercises.3]
+points = 0
+[exercises.4]
+points = 0
+[sandbox]
+load_timeout_s = 20
+test_timeout_s = 1.5
+memory_mb = 768
+restarts = 1
+"""
+NO_NAMESPACES = CONFIG + "namespaces = false\n"
+HIDDEN_LAST = CONFIG.replace("[exercises.3]", '[exercises.1]\ntests = { "1.5" = "hidden" }\n'
+                             "[exercises.3]")
+
+BUDGET_S = 90  # far above a clean run (~10 s), far below a grader that waits forever
+PEAK_MB = 700  # the grader's own peak is ~170 MB (exercises 1-2), ~400 MB (exercise 4)
+RESULTS_MAX = 1 << 20
+
+# Helpers every attack may use: find the result channel (a write-only pipe the harness
+# inherited) and write frames in the harness's format.
+TOOLS = '''
+import os, stat, struct, json
+
+
+def _channel():
+    for fd in range(3, 256):
+        try:
+            pipe = stat.S_ISFIFO(os.fstat(fd).st_mode)
+            with open(f"/proc/self/fdinfo/{fd}") as f:
+                flags = int(f.read().split("flags:")[1].split()[0], 8)
+        except (OSError, IndexError, ValueError):
+            continue
+        if pipe and flags & 3 == os.O_WRONLY:
+            return fd
+
+
+def _frame(header, body=b""):
+    head = json.dumps(header).encode() if isinstance(header, dict) else header
+    return struct.pack(">Q", len(head)) + head + struct.pack(">Q", len(body)) + body
+
+
+def _send(data):
+    fd = _channel()
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+_calls = [0]
+
+
+def _next_call():
+    _calls[0] += 1
+    return _calls[0] - 1
+'''
+
+
+def attack(body: str) -> str:
+    """The correct submission with ``softmax_loss`` replaced by the attack."""
+    return CORRECT + "\n\n# ---- the attack\n" + TOOLS + "\n" + textwrap.dedent(body)
+
+
+@pytest.fixture(params=MODES)
+def mode(request):
+    problem = mode_problem(request.param)
+    if problem:
+        pytest.skip(f"grader as {request.param}: {problem}")
+    return request.param
+
+
+def grade(source, mode, config=CONFIG, **kw):
+    run = run_grader(source, mode=mode, config=config, marker=MARKER, **kw)
+    if run.left:
+        cleanup(run.left)
+    return run
+
+
+def full_marks(run, e):
+    """Every test of exercise ``e`` (weighted by the homework, 25 points in all) scored its
+    maximum."""
+    tests = run.exercise(e)
+    return bool(tests) and all(t["score"] == t["max_score"] > 0 for t in tests) \
+        and abs(sum(t["score"] for t in tests) - 25.0) < 1e-4
+
+
+def assert_contained(run, *why, control=True, left=True):
+    """The grader finished by itself, small and clean; exercise 1 scored 0, saying ``why``."""
+    assert run.code == 0, run.stderr[-3000:]
+    assert run.seconds < BUDGET_S, run.seconds
+    assert run.peak_mb < PEAK_MB, run.peak_mb
+    assert run.results_bytes < RESULTS_MAX, run.results_bytes
+    if left:
+        assert not run.left, run.left
+    scores = run.scores(1)
+    assert scores and all(s == 0 for s in scores), (scores, run.text(1)[:3000])
+    text = run.text(1)
+    assert any(w in text for w in why), text[:3000]
+    if control:
+        assert full_marks(run, 2), run.text(2)[:3000]
+
+
+# ------------------------------------------------------------- 1. the result channel
+
+ZIP_BOMB = '''
+import io, zipfile, zlib
+
+_BOMB = []
+
+
+def _bomb():
+    """An .npz of one float64 array of 1 GiB of zeros, deflated to about 1 MB."""
+    if not _BOMB:
+        n = 1 << 27
+        head = b"\\x93NUMPY\\x01\\x00"
+        d = "{'descr': '<f8', 'fortran_order': False, 'shape': (%d,), }" % n
+        d = d.encode().ljust(118, b" ") + b"\\n"
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+            with zf.open("loss.npy", "w", force_zip64=True) as f:
+                f.write(head + len(d).to_bytes(2, "little") + d)
+                zeros = bytes(1 << 20)
+                for _ in range(1 << 10):
+                    f.write(zeros)
+        _BOMB.append(buf.getvalue())
+    return _BOMB[0]
+
+
+_bomb()  # built while the submission loads (the tests' time limit is short)
+
+
+def softmax_loss(W, b, X, y, reg):
+    i = _next_call()
+    _send(_frame({"kind": "test", "test": f"1.{i + 1}", "error": None, "seconds": 0.0, "forbidden": [],
+                  "meta": {"result": {"type": "tuple", "length": 3},
+                           "loss": {"type": "ndarray"}}}, _bomb()))
+    return 7.0, W * 0 + 7, b * 0 + 7
+'''
+
+MALFORMED = '''
+import io
+import numpy as np
+
+
+def _npy(a):
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+def softmax_loss(W, b, X, y, reg):
+    i = _next_call()
+    head = {"kind": "test", "test": f"1.{i + 1}", "error": None, "seconds": 0.0, "forbidden": [],
+            "meta": {"result": {"type": "tuple", "length": 3}}}
+    if i == 0:      # not an archive
+        _send(_frame(head, b"PK\\x03\\x04" + b"garbage" * 100))
+    elif i == 1:    # a bare .npy
+        _send(_frame(head, _npy(np.zeros(3))))
+    elif i == 2:    # JSON nested past any recursion limit
+        _send(_frame(b'{"kind": "test", "test": "1.3", "meta": ' + b"[" * 200000 + b"]" * 200000
+                     + b"}"))
+    elif i == 3:    # a declared shape of 10^12 elements over 80 bytes of data
+        raw = _npy(np.zeros(10)).replace(b"(10,), }" + b" " * 11, b"(1000000000000,), }")
+        _send(_frame(head, raw))
+    else:           # an error text of 40 MB, and control characters
+        head["error"] = "\\x1b[2J\\rTotal: 100 / 100\\n" + "A" * (40 << 20)
+        _send(_frame(head))
+    return 7.0, W * 0 + 7, b * 0 + 7
+'''
+
+
+@pytest.mark.slow  # building the bomb takes the child ~30 s
+def test_a_compression_bomb_on_the_channel_fails_its_test_and_costs_the_grader_nothing(mode):
+    run = grade(attack(ZIP_BOMB), mode)
+    assert_contained(run, "could not be read", "too large", "corrupted")
+
+
+def test_malformed_frames_fail_only_their_own_test_with_a_note(mode):
+    run = grade(attack(MALFORMED), mode)
+    assert_contained(run, "could not be read", "corrupted")
+    assert "\x1b" not in run.results["output"] and "\x1b" not in run.text(1)
+
+
+# ------------------------------------------------------------- 2. deadlines
+
+KEEP_ALIVE = '''
+import time
+
+
+def softmax_loss(W, b, X, y, reg):
+    fd = _channel()
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            while True:     # a frame every 0.3 s, for a test that does not exist
+                try:
+                    _send(_frame({"kind": "test", "test": 99, "error": None, "meta": {}}))
+                except OSError:
+                    os._exit(0)
+                time.sleep(0.3)
+        os._exit(0)
+    while True:
+        time.sleep(0.3)
+'''
+
+
+def test_frames_from_a_grandchild_do_not_extend_the_deadline(mode):
+    run = grade(attack(KEEP_ALIVE), mode, timeout=150)
+    assert_contained(run, "time limit")
+
+
+def test_grade_batch_writes_its_csv_whatever_a_submission_does(mode, tmp_path):
+    folder = tmp_path / "subs"
+    folder.mkdir()
+    (folder / "a_keep_alive.py").write_text(attack(KEEP_ALIVE))
+    (folder / "b_correct.py").write_text(CORRECT)
+    run = grade(folder, mode, batch=True, timeout=150)
+    assert run.code == 0, run.stderr[-2000:]
+    assert run.seconds < 2 * BUDGET_S and run.peak_mb < PEAK_MB and not run.left
+    rows = list(csv.DictReader(io.StringIO(run.csv)))
+    assert [Path(r["submission"]).name for r in rows] == ["a_keep_alive.py", "b_correct.py"]
+    assert [float(r["score"]) for r in rows] == [25.0, 50.0], run.csv
+
+
+# ------------------------------------------------------------- 3. parent-side work
+
+POLY_CONFIG = """\
+[exercises.1]
+points = 0
+[exercises.2]
+points = 0
+[exercises.3]
+points = 0
+[sandbox]
+load_timeout_s = 20
+test_timeout_s = 5
+memory_mb = 1024
+"""
+
+def test_a_polynomial_bomb_is_a_failed_test_not_a_grader_out_of_memory(mode):
+    # the rules are right, but an extra term makes the expansion explode in the parent
+    bomb = '''
+def v_rule(V_next, B_next, D):
+    s = V_next[0, 0] + V_next[0, V_next.shape[1] - 1] + B_next[0, 0] + D[0, 0] + 1
+    return (V_next * B_next * D).applyfunc(lambda e: e + s ** 6)
+'''
+    run = grade(CORRECT + "\n" + bomb, mode, config=POLY_CONFIG, timeout=200)
+    assert run.code == 0, run.stderr[-3000:]
+    assert run.seconds < BUDGET_S + 60 and run.peak_mb < PEAK_MB, (run.seconds, run.peak_mb)
+    assert run.results_bytes < RESULTS_MAX and not run.left
+    tests = run.exercise(4)
+    # v_rule and u_rule are scored separately (half a case each): u_rule is right here
+    assert len(tests) == 5 and all(t["score"] <= t["max_score"] / 2 + 1e-6
+                                   and "v_rule: the recursion holds" not in t["output"]
+                                   for t in tests[:2]), run.text(4)[:3000]
+    assert "too large" in run.text(4) or "refuted" in run.text(4), run.text(4)[:3000]
+
+
+# ------------------------------------------------------------- 4. the file system view
+
+READ_HOST = f'''
+def softmax_loss(W, b, X, y, reg):
+    seen = []
+    for p in [{str(CORRECT_PATH)!r}, {str(REPO / ".git")!r}, {str(REPO / "pyproject.toml")!r},
+              {str(REPO / "tests")!r}, "/home", "/etc/passwd", "/etc/shadow", "/var", "/opt"]:
+        if os.path.exists(p):
+            seen.append(p)
+    print("SEEN:", seen, "UNDER /:", sorted(os.listdir("/")))
+    g = {{}}
+    try:
+        exec(open({str(CORRECT_PATH)!r}).read(), g)
+    except OSError:
+        return 7.0, W * 0 + 7, b * 0 + 7
+    return g["softmax_loss"](W, b, X, y, reg)
+'''
+
+
+def test_the_child_sees_no_file_of_the_host_outside_its_allow_list(mode):
+    run = grade(attack(READ_HOST), mode)
+    assert_contained(run, "wrong")
+    out = run.results["output"]
+    assert "SEEN: []" in out, out[-2000:]
+    # the root holds the system's library folders and the first folder of each allowed path
+    import ast
+    import sys
+
+    import mpmath
+    import numpy
+    import sympy
+
+    listed = ast.literal_eval(out.split("UNDER /: ", 1)[1].splitlines()[0])
+    allowed = {"tmp", "dev", "proc", "etc", "usr", "lib", "lib32", "lib64", "bin", "sbin"}
+    allowed |= {Path(os.path.realpath(p)).parts[1] for p in
+                (sys.executable, os.__file__, numpy.__file__, sympy.__file__, mpmath.__file__)}
+    assert set(listed) <= allowed, listed
+
+
+# ------------------------------------------------------------- 5. state that outlives
+
+LITTER = f'''
+import ctypes, time
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.shmat.restype = ctypes.c_void_p
+
+
+def softmax_loss(W, b, X, y, reg):
+    i = _next_call()
+    for folder in ["/tmp", "/var/tmp", "/dev/shm", "/run/lock", "."]:
+        try:
+            with open(f"{{folder}}/{MARKER}-{{i}}", "w") as f:
+                f.write(repr(W.tolist()))
+        except OSError:
+            pass
+    for k in range(2):   # 2 x 128 MB of System V shared memory, touched, never removed
+        shmid = _libc.shmget(0x5EED00 + 16 * i + k, 128 << 20, 0o1666)
+        if shmid >= 0:
+            addr = _libc.shmat(shmid, None, 0)
+            if addr not in (None, ctypes.c_void_p(-1).value):
+                ctypes.memset(addr, 1, 128 << 20)
+                _libc.shmdt(ctypes.c_void_p(addr))
+    if os.fork() == 0:  # and a daemon that would outlive the grading
+        os.setsid()
+        time.sleep(1000)
+        os._exit(0)
+    return 7.0, W * 0 + 7, b * 0 + 7
+'''
+
+
+def test_files_ipc_and_daemons_do_not_outlive_the_grading(mode):
+    run = grade(attack(LITTER), mode, config=HIDDEN_LAST)
+    assert_contained(run, "wrong")
+
+
+# ------------------------------------------------------------- 6. an ordinary user
+
+def test_the_correct_submission_gets_full_marks_in_every_mode(mode):
+    run = grade(CORRECT, mode, config=CONFIG.replace("[exercises.3]\npoints = 0\n", ""))
+    assert run.code == 0 and run.seconds < BUDGET_S and run.peak_mb < PEAK_MB, run.stderr
+    assert not run.left, run.left
+    assert run.results["score"] == 75.0, run.results["output"]
+
+
+REWRITE_RESULTS = '''
+import time
+
+
+def softmax_loss(W, b, X, y, reg):
+    results = None
+    pid = os.getppid()
+    while pid > 1 and results is None:     # the grader's command line names the file
+        try:
+            args = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0")
+            if b"--results" in args:
+                results = args[args.index(b"--results") + 1].decode()
+            pid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    if results and os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            time.sleep(3)   # after the grader has written the genuine file
+            with open(results, "w") as f:
+                json.dump({"score": 100.0, "tests": []}, f)
+        os._exit(0)
+    return 7.0, W * 0 + 7, b * 0 + 7
+'''
+
+
+def test_without_namespaces_a_daemon_cannot_rewrite_the_results(mode):
+    import time
+
+    run = grade(attack(REWRITE_RESULTS), mode, config=NO_NAMESPACES)
+    time.sleep(4)
+    assert_contained(run, "wrong")
+    assert run.results["score"] == 25.0
+
+
+# ------------------------------------------------------------- 7. the autodiff ban
+
+def _fake_autodiff_library(root: Path) -> Path:
+    """A forbidden top-level name ('autograd') outside every temporary folder, holding a
+    working solution: what importing an installed autodiff library would give."""
+    lib = root / "autograd"
+    lib.mkdir(parents=True, exist_ok=True)
+    (lib / "__init__.py").write_text(CORRECT)
+    os.chmod(root, 0o755)
+    return root
+
+
+def test_removing_the_import_blocker_does_not_reach_an_autodiff_library(mode, request):
+    root = _fake_autodiff_library(Path(request.config.cache.mkdir("attack-lib")))
+    run = grade(attack(f'''
+import sys, importlib
+
+
+def softmax_loss(W, b, X, y, reg):
+    sys.meta_path[:] = [f for f in sys.meta_path if "Blocker" not in type(f).__name__]
+    sys.path.insert(0, {str(root)!r})
+    lib = importlib.import_module("auto" + "grad")
+    for name in [n for n in sys.modules if n.startswith("auto")]:
+        del sys.modules[name]
+    return lib.softmax_loss(W, b, X, y, reg)
+'''), mode)
+    assert_contained(run, "ModuleNotFoundError", "not allowed")
+
+
+# ------------------------------------------------------------- 8. smaller leaks
+
+SEED = 987654321
+READ_SEED = '''
+def softmax_loss(W, b, X, y, reg):
+    pid = os.getpid()
+    for _ in range(8):
+        for what in ("cmdline", "environ"):
+            try:
+                print(what, pid, open(f"/proc/{pid}/{what}", "rb").read().replace(b"\\0", b" "))
+            except OSError as err:
+                print(what, pid, type(err).__name__)
+        try:
+            pid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            break
+        if pid <= 1:
+            break
+    return 7.0, W * 0 + 7, b * 0 + 7
+'''
+
+
+@pytest.mark.parametrize("config", [HIDDEN_LAST, HIDDEN_LAST + "namespaces = false\n"],
+                         ids=["namespaces", "no-namespaces"])
+def test_the_seed_is_nowhere_the_child_can_read(mode, config):
+    run = grade(attack(READ_SEED), mode, config=config, seed=SEED)
+    assert_contained(run, "wrong")
+    assert "cmdline" in run.results["output"]  # the attack ran and printed
+    assert str(SEED) not in run.results["output"]
+
+
+def test_control_characters_never_reach_the_csv(mode, tmp_path):
+    folder = tmp_path / "subs"
+    folder.mkdir()
+    (folder / "evil.py").write_text('raise ValueError("\\x1b[31m\\rFAKE,100,100\\x07\\x00")\n')
+    run = grade(folder, mode, batch=True)
+    assert run.code == 0 and run.csv is not None, run.stderr[-2000:]
+    body = run.csv.replace("\r\n", "\n")
+    assert not any(ord(c) < 32 and c != "\n" for c in body), repr(run.csv)
+    assert len(body.splitlines()) == 2, repr(run.csv)
+
+
+def test_the_file_picker_does_bounded_work(mode, tmp_path):
+    folder = tmp_path / "upload"
+    folder.mkdir()
+    filler = "x = 1\n" * (330_000)  # just under 2 MB, and slow to parse
+    for i in range(24):
+        (folder / f"scratch{i:02d}.py").write_text(filler)
+    (folder / "zz_solution.py").write_text(CORRECT)
+    run = grade(folder, mode)
+    assert run.code == 0 and run.seconds < BUDGET_S and run.peak_mb < PEAK_MB, \
+        (run.seconds, run.peak_mb, run.stderr[-2000:])
+    assert run.results_bytes < RESULTS_MAX and not run.left
+
+
+def test_complex_and_structured_results_are_a_wrong_dtype(mode):
+    run = grade(attack('''
+import numpy as np
+
+
+def softmax_loss(W, b, X, y, reg):
+    rec = np.zeros(b.shape, dtype=[("re", "f8"), ("im", "f8")])
+    return 1.0, W.astype(complex), rec
+'''), mode)
+    assert_contained(run, "expected dtype float64")
+    text = run.text(1)
+    assert "complex128" in text and "corrupted" not in text, text[:2000]
+
+
+def test_cell_magic_bodies_in_a_notebook_are_not_run_as_python(mode, tmp_path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(CORRECT),
+                nbformat.v4.new_code_cell("%%writefile notes.py\n"
+                                          "def softmax_loss(W, b, X, y, reg):\n"
+                                          "    return 7.0, W * 0 + 7, b * 0 + 7\n"),
+                nbformat.v4.new_code_cell("%%bash\nsoftmax_loss = None\necho done\n")]
+    path = tmp_path / "hw.ipynb"
+    nbformat.write(nb, str(path))
+    run = grade(path, mode)
+    assert run.code == 0 and not run.left
+    assert full_marks(run, 1), run.text(1)[:2000]
+
+
+# ------------------------------------------------------------- red team: from the code
+# Attacks written after the fixes, by reading the sandbox's own source.
+
+ESCAPE = f'''
+import ctypes, sys
+
+_HOST = [{str(REPO / "pyproject.toml")!r}, "/etc/passwd", "/home"]
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def softmax_loss(W, b, X, y, reg):
+    # 1. a descriptor on a host folder would let openat() walk out of the view
+    for fd in range(0, 64):
+        try:
+            target = os.readlink(f"/proc/self/fd/{{fd}}")
+        except OSError:
+            continue
+        if target.startswith("/") and target not in ("/dev/null",):
+            print("FD", fd, target)
+    # 2. a user namespace of its own, to unmount the empty folder over site-packages
+    site = os.path.join(os.path.dirname(os.__file__), "site-packages")
+    if _libc.unshare(0x10000000 | 0x00020000) == 0:
+        _libc.umount2(site.encode(), 2)
+        try:
+            print("SITE", os.listdir(site))
+        except OSError as err:
+            print("SITE", type(err).__name__)
+        try:
+            os.chroot(site)  # 3. the chroot escape, with the namespace's capabilities
+            for _ in range(32):
+                os.chdir("..")
+            os.chroot(".")
+            print("ESCAPED", [p for p in _HOST if os.path.exists(p)])
+        except OSError as err:
+            print("CHROOT", type(err).__name__)
+    else:
+        print("UNSHARE refused", ctypes.get_errno())
+    return 7.0, W * 0 + 7, b * 0 + 7
+'''
+
+
+def test_no_descriptor_namespace_or_chroot_trick_leaves_the_view(mode):
+    run = grade(attack(ESCAPE), mode)
+    assert_contained(run, "wrong")
+    out = run.results["output"]
+    if "without namespaces" in "\n".join(run.results["extra_data"]["sandbox"]):
+        pytest.skip("no namespaces on this machine: the view is the host's")
+    assert "FD " not in out and "ESCAPED [\'" not in out, out[-3000:]
+    assert "SITE []" in out or "SITE FileNotFoundError" in out or "UNSHARE refused" in out, \
+        out[-3000:]
+
+
+def test_a_fork_bomb_is_capped_and_nothing_survives_it(mode):
+    run = grade(attack('''
+def softmax_loss(W, b, X, y, reg):
+    while True:
+        try:
+            os.fork()
+        except OSError:
+            pass
+'''), mode)
+    assert_contained(run, "time limit", "channel", "exited", "killed")
+
+
+def test_a_flood_of_frames_is_cut_at_the_results_limit(mode):
+    run = grade(attack('''
+def softmax_loss(W, b, X, y, reg):
+    junk = _frame({"kind": "test", "test": 77, "meta": {}}, b"x" * (4 << 20))
+    for _ in range(40):   # 160 MB of frames for a test that does not exist
+        _send(junk)
+    return 7.0, W * 0 + 7, b * 0 + 7
+'''), mode, config=CONFIG.replace("restarts = 1", "restarts = 1\nresult_mb = 32"))
+    assert_contained(run, "more than 32 MB of results")
