@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib.util
+import inspect
 import json
 import os
 import pwd
@@ -359,13 +360,39 @@ class SessionRun:
     seconds: float = 0.0
 
 
+def _packages_distributions() -> dict:
+    """``importlib.metadata.packages_distributions()``, completed on Python 3.10, whose
+    version reads only ``top_level.txt``: a distribution without that file (packaging,
+    for one) is mapped from the top-level names of its installed files, as 3.11 does."""
+    from importlib import metadata
+
+    out = metadata.packages_distributions()
+    if sys.version_info >= (3, 11):
+        return out
+    for dist in metadata.distributions():
+        if dist.read_text("top_level.txt") is not None:
+            continue
+        name = dist.metadata["Name"]
+        tops = set()
+        for path in dist.files or ():
+            parts = Path(str(path)).parts
+            top = parts[0] if len(parts) > 1 else inspect.getmodulename(str(path))
+            if top and "." not in top and top != "..":
+                tops.add(top)
+        for top in tops:
+            out.setdefault(top, [])
+            if name not in out[top]:
+                out[top].append(name)
+    return out
+
+
 def library_dirs(names) -> dict:
     """Real folders (or files) of the top-level modules ``names`` and of every distribution
     they require, with their bundled ``.libs`` folders: what the child may import, and what
     its file system view holds besides the standard library."""
     from importlib import metadata
 
-    top_to_dists = metadata.packages_distributions()
+    top_to_dists = _packages_distributions()
     dist_to_tops: dict[str, set] = {}
     for top, dists in top_to_dists.items():
         for d in dists:
