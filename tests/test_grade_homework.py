@@ -38,6 +38,19 @@ def test_an_instructors_exercise_is_graded_and_its_mistake_named(tmp_path, capsy
     assert 0 < doc["score"] < 10
 
 
+def test_an_exercise_with_one_output_accepts_it_returned_bare(tmp_path, capsys):
+    source = (SUBMISSIONS / "correct.py").read_text()
+    assert "    return (out,)\n" in source
+    bare = tmp_path / "bare.py"
+    bare.write_text(source.replace("    return (out,)\n", "    return out\n"))
+    assert run("grade", bare, "--homework", HOMEWORK, "--seed", 3) == 0
+    assert "Total: 10 / 10" in capsys.readouterr().out
+    wrong = tmp_path / "wrong.py"
+    wrong.write_text(source.replace("    return (out,)\n", "    return out + 1\n"))
+    assert run("grade", wrong, "--homework", HOMEWORK, "--seed", 3) == 0
+    assert "Total: 0 / 10" in capsys.readouterr().out
+
+
 def test_the_template_is_generated_from_the_homework(tmp_path):
     path = tmp_path / "conv.py"
     assert run("grade", "--homework", HOMEWORK, "--template", path) == 0

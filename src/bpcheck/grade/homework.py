@@ -206,14 +206,20 @@ class Exercise:
         return out
 
     def expected(self, case: Case):
-        return self.reference(**case.args)
+        return self.as_outputs(self.reference(**case.args))
+
+    def as_outputs(self, got):
+        """``got`` as the tuple of ``returns``: an exercise with one (non-list) output may
+        return it bare, as ``return out`` rather than ``return (out,)``."""
+        single = len(self.returns) == 1 and not self.returns[0].endswith("[]")
+        return (got,) if single and not isinstance(got, (tuple, list, dict)) else got
 
     def wrong_answers(self, case: Case) -> list[tuple[str, dict]]:
         """Each catalogued mistake's outputs on ``case``: ``[(name, {output: value})]``."""
         names = [n.removesuffix("[]") for n in self.returns]
         out = []
         for name, fn in self._mistakes:
-            got = fn(**case.args)
+            got = self.as_outputs(fn(**case.args))
             out.append((name, got if isinstance(got, dict) else dict(zip(names, got))))
         for table in self._mistake_tables:
             out.extend((name, dict(vals)) for name, vals in table(**case.args))

@@ -54,6 +54,10 @@ def runner(plan, module, drivers):
         else:
             result = module.__dict__[fname](*args)
         arrays, meta = {}, {}
+        returns = spec["returns"]
+        if _len(returns) == 1 and returns[0][1] != "list" \
+                and _type(result) is not _tuple and _type(result) is not _list:
+            result = (result,)  # one output may be returned bare
         if _type(result) is not _tuple and _type(result) is not _list:
             return arrays, {"result": {"type": _type(result).__qualname__}}
         meta["result"] = {"type": _type(result).__qualname__, "length": _len(result)}
