@@ -43,11 +43,12 @@ def test_an_exercise_with_one_output_accepts_it_returned_bare(tmp_path, capsys):
     assert "    return (out,)\n" in source
     bare = tmp_path / "bare.py"
     bare.write_text(source.replace("    return (out,)\n", "    return out\n"))
-    assert run("grade", bare, "--homework", HOMEWORK, "--seed", 3) == 0
+    results = tmp_path / "r.json"
+    assert run("grade", bare, "--homework", HOMEWORK, "--seed", 3, "--results", results) == 0
     assert "Total: 10 / 10" in capsys.readouterr().out
     wrong = tmp_path / "wrong.py"
     wrong.write_text(source.replace("    return (out,)\n", "    return out + 1\n"))
-    assert run("grade", wrong, "--homework", HOMEWORK, "--seed", 3) == 0
+    assert run("grade", wrong, "--homework", HOMEWORK, "--seed", 3, "--results", results) == 0
     assert "Total: 0 / 10" in capsys.readouterr().out
 
 
