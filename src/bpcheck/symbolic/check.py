@@ -189,24 +189,32 @@ def _check_layerwise(widths, v_rule, u_rule, activation) -> RecursionReport:
     conv = ToSymEngine()
     decider = LayerwiseDecider(net, conv)
     report = RecursionReport(net.widths, activation, holds=False, method="layerwise")
-    try:
+
+    def comparisons():
         for layer in layer_claims(net, v_rule, u_rule, conv):
             own = layer.own
             for quantity, own_claim, truth, real in (("V", own.claim_V, own.true_V, layer.V),
                                                      ("U", own.claim_U, own.true_U, layer.U)):
-                mismatch, monomials = _compare_layerwise(
-                    layer, quantity, own_claim, truth, real, decider, net)
-                report.layers.append(LayerCheck(layer.l, quantity, tuple(real.shape),
-                                                mismatch is None, monomials))
-                if mismatch is not None:
-                    report.mismatch = mismatch
-                    report.seconds = time.perf_counter() - start
-                    return report
+                yield (layer.l, quantity, real.shape,
+                       *_compare_layerwise(layer, quantity, own_claim, truth, real, decider, net))
+
+    return _record(report, comparisons(), start)
+
+
+def _record(report: RecursionReport, comparisons, start: float) -> RecursionReport:
+    """Fill ``report`` from ``(l, quantity, shape, mismatch, monomials)`` comparisons, in
+    order, stopping at the first mismatch or at a rule's error."""
+    try:
+        for l, quantity, shape, mismatch, monomials in comparisons:
+            report.layers.append(LayerCheck(l, quantity, tuple(shape), mismatch is None,
+                                            monomials))
+            if mismatch is not None:
+                report.mismatch = mismatch
+                break
+        else:
+            report.holds = True
     except RuleError as exc:
         report.error = str(exc)
-        report.seconds = time.perf_counter() - start
-        return report
-    report.holds = True
     report.seconds = time.perf_counter() - start
     return report
 
@@ -268,25 +276,16 @@ def _check_direct(widths, v_rule, u_rule, activation) -> RecursionReport:
     fast = Expander({**true.renaming, **true.forward_values}, idempotents)
     full = Expander(true.renaming, idempotents) if true.forward_values else None
     report = RecursionReport(net.widths, activation, holds=False, method="direct")
-    try:
+
+    def comparisons():
         for claim in claims(net, v_rule, u_rule):
             for quantity, matrix, truth in (("V", claim.V, true.V[claim.l]),
                                             ("U", claim.U, true.U[claim.l])):
-                mismatch, monomials = _compare(claim.l, quantity, matrix, truth, conv, fast,
-                                               full, net.widths[claim.l - 1])
-                report.layers.append(LayerCheck(claim.l, quantity, tuple(matrix.shape),
-                                                mismatch is None, monomials))
-                if mismatch is not None:
-                    report.mismatch = mismatch
-                    report.seconds = time.perf_counter() - start
-                    return report
-    except RuleError as exc:
-        report.error = str(exc)
-        report.seconds = time.perf_counter() - start
-        return report
-    report.holds = True
-    report.seconds = time.perf_counter() - start
-    return report
+                yield (claim.l, quantity, matrix.shape,
+                       *_compare(claim.l, quantity, matrix, truth, conv, fast, full,
+                                 net.widths[claim.l - 1]))
+
+    return _record(report, comparisons(), start)
 
 
 def _compare(l, quantity, matrix, truth, conv, fast, full, d_prev):
