@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import subprocess
 import time
 import zipfile
 
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from bpcheck.grade.child.wire import Frames, WireError, load_arrays, parse_header
-from bpcheck.grade.sandbox import LimitExceeded, run_limited
+from bpcheck.grade.sandbox import LimitExceeded, run_limited, start_limited
 
 
 def npz(**arrays) -> bytes:
@@ -116,3 +117,33 @@ def test_run_limited_returns_the_result_and_stops_work_past_its_limits():
     assert time.monotonic() - t0 < 10
     with pytest.raises(LimitExceeded, match="more than 64 MB"):
         run_limited(_allocate, 512, seconds=30, memory_mb=64)
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except FileNotFoundError:
+        return False
+
+
+def test_start_limited_runs_beside_the_caller_and_survives_a_childs_clean_up():
+    from bpcheck.grade import sandbox
+
+    t0 = time.monotonic()
+    works = [start_limited(_sleep, 1, seconds=30, memory_mb=256) for _ in range(2)]
+    assert time.monotonic() - t0 < 1  # started, not waited for
+    # the clean-up after a sandboxed child kills every other child of this process, but
+    # not the grader's own checks
+    other = subprocess.Popen(["sleep", "30"])
+    sandbox._kill_tree(other.pid, set())
+    assert other.wait(timeout=10) == -9
+    assert all(_alive(w.pid) for w in works)
+    assert [w.result() for w in works] == ["woke", "woke"]
+    assert time.monotonic() - t0 < 1.9  # the two ran at the same time
+    assert not any(_alive(w.pid) for w in works) and not sandbox._limited_pids
+    late = start_limited(_sleep, 60, seconds=30, memory_mb=256)
+    late.cancel()  # a grading that stops early ends what it started
+    assert not _alive(late.pid)
+    with pytest.raises(RuntimeError, match="already taken"):
+        late.result()

@@ -11,6 +11,7 @@ fresh child (up to ``restarts`` times per exercise) runs the remaining cases.
 from __future__ import annotations
 
 import ast
+import importlib.util
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -20,7 +21,8 @@ import numpy as np
 
 from .config import GradingConfig
 from .homework import Case, Exercise, Homework, Scored
-from .sandbox import PREIMPORT, Group, LimitExceeded, run_limited, run_session, submission_budget
+from .sandbox import (PREIMPORT, Group, LimitExceeded, run_session, start_limited,
+                      submission_budget)
 from .source import (
     SubmissionError,
     forbidden_uses_in_cells,
@@ -133,17 +135,24 @@ def plan_entry(case: Case, arrays: dict) -> dict:
 
 
 def _score(case: Case, msg, hw: Homework, cfg: GradingConfig) -> tuple[float, list[str]]:
+    return _begin_score(case, msg, hw, cfg)()
+
+
+def _begin_score(case: Case, msg, hw: Homework, cfg: GradingConfig):
+    """Start scoring ``msg``; returns a function that finishes it: ``() -> (fraction,
+    lines)``.  The symbolic check (the child decides its cost) starts now in a forked copy
+    under the check's limits, so that it runs while the child answers the next tests."""
     header, arrays = msg.header, msg.arrays
     if msg.problem:
-        return 0.0, [msg.problem]
+        return lambda: (0.0, [msg.problem])
     if header.get("forbidden"):
         libs = ", ".join(map(str, header["forbidden"]))
-        return 0.0, [f"uses {libs}, which is not allowed ({_allowed_text(hw)})"]
+        return lambda: (0.0, [f"uses {libs}, which is not allowed ({_allowed_text(hw)})"])
     if header.get("error"):
-        return 0.0, ["raised " + str(header["error"])]
+        return lambda: (0.0, ["raised " + str(header["error"])])
     meta = header.get("meta")
     if not isinstance(meta, dict):
-        return 0.0, ["no result came back"]
+        return lambda: (0.0, ["no result came back"])
     ex = case.exercise
     scorer = ex.scorer
     if cfg.tolerance is not None and hasattr(scorer, "tol"):
@@ -151,22 +160,29 @@ def _score(case: Case, msg, hw: Homework, cfg: GradingConfig) -> tuple[float, li
 
         scorer = copy.copy(scorer)
         scorer.tol = cfg.tolerance
-    try:
-        if scorer.kind == "rules":  # the symbolic check's cost is the child's to choose
-            limits = cfg.limits
-            _warm_up_the_check()
+    if scorer.kind != "rules":
+        def finish():
             try:
-                return tuple(run_limited(_score_limited, scorer, ex, case, meta, arrays,
-                                         seconds=limits.check_timeout_s,
-                                         memory_mb=limits.check_memory_mb))
-            except LimitExceeded as err:
-                return 0.0, [f"the rules are too large to check: {err} (the check's limits "
-                             f"are {limits.check_timeout_s:g} s and "
-                             f"{limits.check_memory_mb} MB)"]
-        s: Scored = scorer.score(ex, case, meta, arrays)
-    except (ValueError, TypeError, KeyError, IndexError) as err:
-        return 0.0, [f"the returned value could not be checked ({type(err).__name__}: {err})"]
-    return s.fraction, s.lines
+                s: Scored = scorer.score(ex, case, meta, arrays)
+            except (ValueError, TypeError, KeyError, IndexError) as err:
+                return 0.0, [f"the returned value could not be checked "
+                             f"({type(err).__name__}: {err})"]
+            return s.fraction, s.lines
+        return finish
+    limits = cfg.limits
+    _warm_up_the_check()
+    work = start_limited(_score_limited, scorer, ex, case, meta, arrays,
+                         seconds=limits.check_timeout_s, memory_mb=limits.check_memory_mb)
+
+    def finish_rules():
+        try:
+            fraction, lines = work.result()
+        except LimitExceeded as err:
+            return 0.0, [f"the rules are too large to check: {err} (the check's limits "
+                         f"are {limits.check_timeout_s:g} s and {limits.check_memory_mb} MB)"]
+        return float(fraction), [str(line) for line in lines]
+    finish_rules.cancel = work.cancel
+    return finish_rules
 
 
 _warm: list = []
@@ -193,6 +209,15 @@ def _allowed_text(hw: Homework) -> str:
 
 def _run(source, hw, cfg, cases_by_ex, report, cells, outcome):
     """Run every case of ``cases_by_ex`` in as few children as the submission allows."""
+    started: dict = {}  # test -> its scoring, started while the child ran
+    try:
+        _run_sessions(source, hw, cfg, cases_by_ex, report, cells, outcome, started)
+    finally:
+        for finish in started.values():
+            getattr(finish, "cancel", lambda: None)()
+
+
+def _run_sessions(source, hw, cfg, cases_by_ex, report, cells, outcome, started):
     limits = cfg.limits
     hide = [p for p in (cfg.path, hw.path) if p]
     drivers = {ex.name: ex.driver for ex in cases_by_ex if ex.driver}
@@ -220,7 +245,18 @@ def _run(source, hw, cfg, cases_by_ex, report, cells, outcome):
                 groups.append(Group(f"{ex.number}{'v' if visible else 'h'}", visible,
                                     [_test_id(c) for c in group], inputs, specs,
                                     ex.student_functions))
-        run = run_session(source, groups, limits,
+
+        def on_test(test, msg, case_of=case_of):
+            case = case_of.get(test)
+            if case is not None and case.exercise.scorer.kind == "rules":
+                try:
+                    started[test] = _begin_score(case, msg, hw, cfg)
+                except Exception:  # noqa: BLE001 - scored after the session instead
+                    pass
+
+        checks = any(ex.scorer.kind == "rules" for ex in pending)
+        run = run_session(source, groups, limits, on_test=on_test,
+                          while_starting=_warm_up_the_check if checks else None,
                           functions=functions, load_timeout_s=load_s, hide=hide,
                           allow=tuple(hw.allow) + (("sympy", "mpmath") if "sympy" in preimport
                                                    else ()),
@@ -271,7 +307,8 @@ def _run(source, hw, cfg, cases_by_ex, report, cells, outcome):
                     continue
                 cases.remove(c)
                 try:
-                    outcome[c.number] = _score(c, msg, hw, cfg)
+                    finish = started.pop(_test_id(c), None)
+                    outcome[c.number] = finish() if finish else _score(c, msg, hw, cfg)
                 except Exception as err:  # noqa: BLE001 - a forged message is a failed test
                     outcome[c.number] = (0.0, [f"the result could not be read "
                                                f"({type(err).__name__})"])
@@ -378,12 +415,11 @@ def grade(path, cfg: GradingConfig | None = None, seed: int | None = None) -> Gr
                                            "found in the source"])
             continue
         if ex.scorer.kind == "rules":
-            try:
-                from ..symbolic import check_recursion  # noqa: F401
-            except ImportError as err:
+            # found, not imported: SymPy is imported while the child runs (on_test)
+            if importlib.util.find_spec("sympy") is None:
                 for c in cases:
-                    _add(report, cfg, c, 0.0, [f"not graded: the grader lacks "
-                                               f"bpcheck.symbolic.check_recursion ({err})"])
+                    _add(report, cfg, c, 0.0, ["not graded: the grader lacks SymPy, which "
+                                               "bpcheck.symbolic.check_recursion needs"])
                 continue
         to_run[ex] = cases
     outcome: dict[str, tuple[float, list[str]]] = {}

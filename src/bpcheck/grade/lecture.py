@@ -15,7 +15,6 @@ from __future__ import annotations
 from functools import partial
 
 import numpy as np
-import sympy
 
 from . import reference
 from .homework import Homework, RelativeError, RuleCheck
@@ -218,6 +217,8 @@ def u_rule(V, a_prev):
 
     Return a SymPy Matrix (K, d_l * d_{l-1}), columns in the order of beta^(l) = vec(B^(l)').
     """
+    import sympy  # here, not at the top: grading starts before SymPy is needed
+
     return V * sympy.kronecker_product(sympy.eye(V.shape[1]), a_prev.T)
 
 
@@ -235,6 +236,8 @@ def _(widths):
 
 @rules.mistake("the Kronecker factors are swapped (a' kron I instead of I kron a')")
 def _(widths):
+    import sympy
+
     return {"u_rule": lambda V, a_prev: V * sympy.kronecker_product(a_prev.T,
                                                                     sympy.eye(V.shape[1]))}
 

@@ -28,6 +28,7 @@ import contextlib
 import ctypes
 import importlib.util
 import inspect
+import functools
 import json
 import os
 import pwd
@@ -193,7 +194,7 @@ def _kill_tree(root: int, spare: set) -> None:
     me = os.getpid()
     for _ in range(500):
         procs = _processes()
-        mine = {p for p, (ppid, _) in procs.items() if ppid == me} - spare
+        mine = {p for p, (ppid, _) in procs.items() if ppid == me} - spare - _limited_pids
         children: dict = {}
         for p, (ppid, _) in procs.items():
             children.setdefault(ppid, []).append(p)
@@ -389,7 +390,14 @@ def _packages_distributions() -> dict:
 def library_dirs(names) -> dict:
     """Real folders (or files) of the top-level modules ``names`` and of every distribution
     they require, with their bundled ``.libs`` folders: what the child may import, and what
-    its file system view holds besides the standard library."""
+    its file system view holds besides the standard library.  Worked out once per process
+    for each set of names (reading every installed distribution's metadata takes a
+    quarter of a second)."""
+    return dict(_library_dirs(tuple(sorted(set(names)))))
+
+
+@functools.lru_cache(maxsize=16)
+def _library_dirs(names: tuple) -> dict:
     from importlib import metadata
 
     top_to_dists = _packages_distributions()
@@ -459,7 +467,8 @@ def _write_all(fd, data):
 
 def run_session(source: str, groups: list, limits: Limits, *, functions=(),
                 load_timeout_s: float | None = None, hide=(), allow=ALLOWED_LIBRARIES,
-                forbidden=FORBIDDEN, preimport=PREIMPORT, extra_plan=None) -> SessionRun:
+                forbidden=FORBIDDEN, preimport=PREIMPORT, extra_plan=None,
+                on_test=None, while_starting=None) -> SessionRun:
     """Load ``source`` once in a child and run ``groups`` in order, each in a forked process.
 
     ``groups``: :class:`Group` s, the visible ones first; a group's entries and inputs
@@ -474,6 +483,10 @@ def run_session(source: str, groups: list, limits: Limits, *, functions=(),
     command, and the whole child ends by a budget of its own (loading, plus one
     ``test_timeout_s`` per test, per group and for closing the students' output), cut to
     what is left of the submission's (:func:`submission_budget`).
+
+    ``on_test(test, message)``, when given, is called with each test's
+    :class:`TestMessage` as soon as it is read (to start scoring it while the child goes
+    on); it must return quickly.
     """
     from .child.wire import frame
 
@@ -547,7 +560,10 @@ def run_session(source: str, groups: list, limits: Limits, *, functions=(),
         readers = [visible_out, hidden_out]
         for reader in readers:
             reader.start()
-        _converse(proc, r_fd, c_w, result, limits, groups, load_s, visible_out, frame, end)
+        if while_starting is not None:
+            while_starting()
+        _converse(proc, r_fd, c_w, result, limits, groups, load_s, visible_out, frame, end,
+                  on_test)
     finally:
         if proc is not None:
             _killpg(proc.pid)
@@ -582,7 +598,7 @@ def run_session(source: str, groups: list, limits: Limits, *, functions=(),
 
 
 def _converse(proc, r_fd, c_w, result: SessionRun, limits: Limits, groups, load_s,
-              visible_out, frame, end) -> None:
+              visible_out, frame, end, on_test=None) -> None:
     """Read the child's messages, send it its groups one at a time, keep the deadlines.
 
     Only the frame the parent waits for next (setup, loaded, then the running group's
@@ -693,6 +709,8 @@ def _converse(proc, r_fd, c_w, result: SessionRun, limits: Limits, groups, load_
                     except WireError as err:
                         result.tests[test] = TestMessage(header, {}, "the result could not be "
                                                          f"read: {err}")
+                    if on_test is not None:
+                        on_test(test, result.tests[test])
                     deadline = time.monotonic() + limits.test_timeout_s
                 elif kind == "group_done" and group is not None and not closing \
                         and header.get("group") == group.name:
@@ -737,6 +755,67 @@ def run_limited(fn, *args, seconds: float, memory_mb: int):
     :class:`LimitExceeded` with the reason when the work is killed, runs out of memory or
     fails.
     """
+    return start_limited(fn, *args, seconds=seconds, memory_mb=memory_mb).result()
+
+
+# pids of the forked copies of start_limited still running: this process's own work, which
+# the clean-up after a child (_kill_tree) leaves alone
+_limited_pids: set = set()
+
+
+class Limited:
+    """A :func:`start_limited` computation under way: :meth:`result` waits for it (within
+    its deadline, counted from the start), :meth:`cancel` ends it."""
+
+    def __init__(self, pid: int, fd: int, seconds: float, memory_mb: int):
+        self.pid, self.fd, self.seconds, self.memory_mb = pid, fd, seconds, memory_mb
+        self.deadline = time.monotonic() + seconds
+        self.done = False
+
+    def result(self):
+        if self.done:
+            raise RuntimeError("the result of this computation was already taken")
+        chunks = []
+        try:
+            while True:
+                left = self.deadline - time.monotonic()
+                if left <= 0:
+                    raise LimitExceeded(f"it takes more than {self.seconds:g} s")
+                ready, _, _ = select.select([self.fd], [], [], left)
+                if ready:
+                    data = os.read(self.fd, 1 << 20)
+                    if not data:
+                        break
+                    chunks.append(data)
+        finally:
+            self.cancel()
+        try:
+            out = json.loads(b"".join(chunks))
+        except ValueError:
+            raise LimitExceeded("it was killed (out of memory, or it crashed)") from None
+        if "error" in out:
+            raise LimitExceeded(out["error"])
+        return out["ok"]
+
+    def cancel(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        os.close(self.fd)
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:  # pragma: no cover
+            pass
+        _limited_pids.discard(self.pid)
+
+
+def start_limited(fn, *args, seconds: float, memory_mb: int) -> Limited:
+    """Start :func:`run_limited`'s work and return at once, so that this process can go on
+    (reading a child's next answers) while the forked copy computes."""
     import resource
     import warnings
 
@@ -772,29 +851,5 @@ def run_limited(fn, *args, seconds: float, memory_mb: int):
             code = 70
         os._exit(code)
     os.close(w)
-    chunks, deadline = [], time.monotonic() + seconds
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise LimitExceeded(f"it takes more than {seconds:g} s")
-            ready, _, _ = select.select([r], [], [], left)
-            if ready:
-                data = os.read(r, 1 << 20)
-                if not data:
-                    break
-                chunks.append(data)
-    finally:
-        os.close(r)
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-        os.waitpid(pid, 0)
-    try:
-        out = json.loads(b"".join(chunks))
-    except ValueError:
-        raise LimitExceeded("it was killed (out of memory, or it crashed)") from None
-    if "error" in out:
-        raise LimitExceeded(out["error"])
-    return out["ok"]
+    _limited_pids.add(pid)
+    return Limited(pid, r, seconds, memory_mb)

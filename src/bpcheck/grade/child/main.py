@@ -64,6 +64,8 @@ def main():
             __import__(m)
         except Exception:  # noqa: BLE001 - a missing optional module is fine
             pass
+    if "sympy" in sys.modules:
+        run.warm_up_rules()
     # matplotlib, where allowed, is imported by the submission itself, headless: the Agg
     # backend draws nothing on plt.show(), which would only warn that it cannot show.
     os.environ["MPLBACKEND"] = "Agg"
