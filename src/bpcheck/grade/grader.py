@@ -262,6 +262,7 @@ def _run_sessions(source, hw, cfg, cases_by_ex, report, cells, outcome, started)
                                                    else ()),
                           forbidden=hw.forbid, preimport=preimport,
                           extra_plan={"cells": cells, "drivers": drivers,
+                                      "allowed_text": _allowed_text(hw),
                                       "cell_timeout_s": limits.cell_timeout_s if cells else 0})
         for note in run.notes:
             if note not in report.isolation:

@@ -392,8 +392,9 @@ class _Blocker:
     ``sys.path``; the source is also scanned before it runs.
     """
 
-    def __init__(self, forbidden):
+    def __init__(self, forbidden, allowed="numpy and the standard library only"):
         self.forbidden = tuple(forbidden)
+        self.allowed = allowed
         self.attempts = []
 
     def find_spec(self, name, path=None, target=None):
@@ -401,7 +402,7 @@ class _Blocker:
         if top in self.forbidden:
             if top not in self.attempts:
                 self.attempts.append(top)
-            raise ImportError(f"{top} is not allowed in submissions (numpy, sympy and the "
-                              "standard library only)", name=name)
+            raise ImportError(f"{top} is not allowed in submissions ({self.allowed})",
+                              name=name)
 
     find_module = None

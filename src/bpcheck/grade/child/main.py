@@ -82,7 +82,8 @@ def main():
     work = jail.build_view(plan, notes) if isolated else None
     hidden_by_mounts = work is not None
     work = work or plan["fallback_work"]
-    blocker = _Blocker(plan["forbidden"])
+    blocker = _Blocker(plan["forbidden"], str(plan.get("allowed_text", ""))[:500]
+                       or "numpy and the standard library only")
     sys.meta_path.insert(0, blocker)
     _set_limits(plan, notes)
     try:
