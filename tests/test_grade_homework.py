@@ -144,3 +144,20 @@ def test_the_readme_shows_the_real_report_of_the_example(capsys, tmp_path):
     out = capsys.readouterr().out
     real = out.split("Total: 2 / 10", 1)[0] + "Total: 2 / 10\n"
     assert shown == real
+
+
+def test_the_zip_pins_what_the_homework_allows_and_warns_of_what_is_not_installed(
+        tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "autograder.zip"
+    assert run("gradescope-zip", out) == 0  # the lecture's homework allows matplotlib
+    with zipfile.ZipFile(out) as zf:
+        pins = zf.read("requirements.txt").decode().split()
+    assert f"matplotlib=={metadata.version('matplotlib')}" in pins
+    assert "warning" not in capsys.readouterr().err
+    homework = tmp_path / "hw.py"
+    homework.write_text(HOMEWORK.read_text().replace('allow=["numpy"]',
+                                                     'allow=["numpy", "not_installed_here"]'))
+    assert run("gradescope-zip", out, "--homework", homework) == 0
+    err = capsys.readouterr().err
+    assert "warning: the homework allows not_installed_here, which is not installed here" in err

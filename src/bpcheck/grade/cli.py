@@ -196,14 +196,20 @@ def _zip(argv) -> int:
                    "the running bpcheck's own source")
     args = p.parse_args(argv)
     from .config import ConfigError
-    from .gradescope import build_zip
+    from .config import load_config
+    from .gradescope import build_zip, not_installed
 
     try:
         names = build_zip(args.out, args.config, args.wheel, args.homework)
+        missing = not_installed(load_config(args.config, args.homework).homework.allow)
     except (ConfigError, OSError) as err:
         print(f"bpcheck gradescope-zip: {err}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}: {', '.join(names)}")
+    for module in missing:
+        print(f"warning: the homework allows {module}, which is not installed here, so the "
+              f"zip does not install it and a submission that imports it fails on Gradescope "
+              f"(install {module} here and build the zip again)", file=sys.stderr)
     return 0
 
 
