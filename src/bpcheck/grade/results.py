@@ -106,7 +106,9 @@ def results_json(report: GradeReport) -> dict:
     (``after_due_date`` < ``after_published`` < ``hidden`` is shown as
     ``after_published``, Gradescope's publication), so that the total cannot tell a
     student how a hidden test went, and ``extra_data`` keeps per-exercise totals for the
-    instructor."""
+    instructor.  (The specification itself says that students do not see their total
+    score while test cases are hidden; a test's own ``visibility`` overrides the
+    document's, which is why every visible test states ``visible``.)"""
     tests = []
     for t in report.tests:
         tests.append({
