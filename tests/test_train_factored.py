@@ -127,3 +127,22 @@ def test_deeper_net_trains_on_the_spiral():
     result = train_factored(X, y, lecture_init([2, 30, 30, 3], rng), step_size=1.0, iters=600)
     assert result.final_loss < 0.4 * result.losses[0]
     assert result.train_accuracy >= 0.85
+
+
+@pytest.mark.parametrize("widths", [[2, 100, 3], [2, 30, 20, 30, 3], [2, 3]])
+def test_the_trainers_buffered_step_takes_factored_steps_and_leaves_the_callers_params(widths):
+    rng = np.random.RandomState(1)
+    X, y = make_spiral(n_per_class=40, seed=rng)
+    params = lecture_init(widths, rng)
+    copy = [(B.copy(), b.copy()) for B, b in params]
+    result = train_factored(X, y, params, step_size=0.5, iters=30)
+    expected, losses = params, []
+    for _ in range(30):
+        expected, loss = factored_step(expected, X, y, 0.5, 1e-3)
+        losses.append(float(loss))
+    np.testing.assert_allclose(result.losses, losses, rtol=1e-12)
+    for (B, b), (B2, b2) in zip(result.params, expected):
+        np.testing.assert_allclose(B, B2, rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(b, b2, rtol=1e-10, atol=1e-14)
+    assert all(np.array_equal(B, C) and np.array_equal(b, c)
+               for (B, b), (C, c) in zip(params, copy))

@@ -99,14 +99,7 @@ def _describe(args, widths) -> str:
 
 
 def _train(args, X, y, rng, widths, progress):
-    from . import (
-        lecture_init,
-        train_factored,
-        train_jax,
-        train_softmax,
-        train_torch,
-        train_two_layer,
-    )
+    from . import lecture_init, train_factored, train_softmax, train_torch, train_two_layer
 
     common = {"step_size": args.step_size, "reg": args.reg, "iters": args.iters,
               "progress": progress}
@@ -117,6 +110,7 @@ def _train(args, X, y, rng, widths, progress):
     X = X.astype(args.dtype)
     if args.backend == "jax":
         from .._compat import enable_x64
+        from .jax_loop import train_jax  # JAX is imported here only
 
         if args.dtype == "float64":
             with enable_x64(True):
