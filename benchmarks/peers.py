@@ -36,7 +36,8 @@ Layouts: "flat" is one ``(N, P)`` (or ``(N, K, P)``) array in bpcheck's ``beta``
 "per-layer" is what the peers return, one array per weight and bias with ``N`` (and ``K``)
 in front (bpcheck: ``flat=False``).  The peers' flat rows add the concatenation to their
 per-layer call.  "vs fastest peer" is the fastest peer's time over this method's time
-(above 1: faster than every peer); "rel. error" is ``max |this - bpcheck NumPy| / max
+(above 1: faster than every peer, whatever layout they return); "same layout" compares
+with the fastest peer that returns this method's layout; "rel. error" is ``max |this - bpcheck NumPy| / max
 |bpcheck NumPy|`` over the flat results (float32, so about 1e-6 is agreement).  A peer
 that is not installed is skipped with a line saying so.
 """
@@ -112,15 +113,18 @@ class Row:
         peers = [m["best"] for m in live if m["peer"]]
         fastest = min(peers) if peers else None
         print(f"\n{self.title}")
-        print(f"  {'method':44s} {'layout':10s} {'ms':>10s} {'vs fastest peer':>16s} {'rel. error':>11s}")
+        print(f"  {'method':44s} {'layout':10s} {'ms':>10s} {'vs fastest peer':>16s} "
+              f"{'same layout':>12s} {'rel. error':>11s}")
         for m in self.methods:
             if "skip" in m:
                 print(f"  {m['skip']}")
                 continue
             ratio = f"{fastest / m['best']:.2f}x" if fastest else "-"
+            alike = [p["best"] for p in live if p["peer"] and p["layout"] == m["layout"]]
+            same = f"{min(alike) / m['best']:.2f}x" if alike else "-"
             note = "" if m["repeats"] == self.repeats else f"  (best of {m['repeats']})"
             print(f"  {m['name']:44s} {m['layout']:10s} {1e3 * m['best']:10.2f} {ratio:>16s} "
-                  f"{m['err']:11.1e}{note}", flush=True)
+                  f"{same:>12s} {m['err']:11.1e}{note}", flush=True)
 
 
 # --- the network, in every library --------------------------------------------------
@@ -270,15 +274,16 @@ def pergrad_row(widths, N, repeats, norms: bool):
     pj = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params]
     what = "per-example gradient norms" if norms else "per-example gradients"
     row = Row(f"{what}, {'-'.join(map(str, widths))}, N = {N}, cross-entropy, float32", repeats)
-    for lib, p in (("NumPy", params), ("JAX", pj)):
+    for lib, p, Xl, yl in (("NumPy", params, X, y), ("JAX", pj, jnp.asarray(X), jnp.asarray(y))):
         if norms:
-            row.add(f"bpcheck {lib}", "-", lambda p=p: bpcheck.per_example_grad_norms(p, X, y),
+            row.add(f"bpcheck {lib}", "-",
+                    lambda p=p, X=Xl, y=yl: bpcheck.per_example_grad_norms(p, X, y),
                     np.asarray, peer=False)
             continue
-        row.add(f"bpcheck {lib}", "flat", lambda p=p: bpcheck.per_example_grads(p, X, y),
+        row.add(f"bpcheck {lib}", "flat", lambda p=p, X=Xl, y=yl: bpcheck.per_example_grads(p, X, y),
                 np.asarray, peer=False)
         row.add(f"bpcheck {lib}", "per-layer",
-                lambda p=p: bpcheck.per_example_grads(p, X, y, flat=False),
+                lambda p=p, X=Xl, y=yl: bpcheck.per_example_grads(p, X, y, flat=False),
                 lambda o: flat_layers([t for pair in o for t in pair], (N,)), peer=False)
     torch_peers(row, params, X, y, norms)
     jax_pergrad_peer(row, params, X, y, norms)
@@ -300,13 +305,12 @@ def ggn_row(widths, N, repeats):
               f"cross-entropy (mean over examples), float32", repeats)
     row.add("bpcheck NumPy", "flat", lambda: bpcheck.gauss_newton_matvec(params, X, v),
             np.asarray, peer=False)
-    vj = jnp.asarray(v)
-    row.add("bpcheck JAX", "flat", lambda: bpcheck.gauss_newton_matvec(pj, X, vj),
+    vj, Xj = jnp.asarray(v), jnp.asarray(X)
+    row.add("bpcheck JAX", "flat", lambda: bpcheck.gauss_newton_matvec(pj, Xj, vj),
             np.asarray, peer=False)
 
     vt = [(jnp.asarray(dB), jnp.asarray(db))
           for dB, db in bpcheck.unflatten_params(v, widths)]
-    Xj = jnp.asarray(X)
 
     @jax.jit
     def jvp_vjp(p, X, t):

@@ -40,7 +40,8 @@ def is_tracer(x: Any) -> bool:
 
 def backend(*arrays: Any):
     """``jax.numpy`` if any argument is a JAX array, else ``np``."""
-    if any(is_jax(a) for a in arrays):
+    jax = _jax()
+    if jax is not None and any(isinstance(a, jax.Array) for a in arrays):
         import jax.numpy as jnp
 
         return jnp
@@ -58,7 +59,9 @@ def highest_precision(xp):
 
 
 def _check_dtype(name: str, x: Any) -> None:
-    dtype = np.dtype(x.dtype)
+    dtype = x.dtype if isinstance(x.dtype, np.dtype) else np.dtype(x.dtype)
+    if dtype.kind in "fiub":  # the common case, checked first
+        return
     if dtype.name == "bfloat16":
         raise TypeError(f"{name}: bfloat16 is not supported; use float16, float32 or float64")
     if dtype.kind not in "fiub":
@@ -92,6 +95,10 @@ def as_array(name: str, x: Any, xp) -> Any:
 
 def check_finite(name: str, x: Any) -> None:
     """Raise ``ValueError`` when a concrete array holds NaN or inf (skipped for tracers)."""
+    if type(x) is np.ndarray:  # the common case first: no JAX lookups
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            raise ValueError(f"{name}: contains NaN or inf; expected finite values")
+        return
     if is_tracer(x):
         return
     if np.dtype(x.dtype).kind in "iub":
@@ -125,6 +132,9 @@ def split_finite_checks(named: Sequence[tuple[str, Any]]) -> list[tuple[str, Any
     :func:`raise_unless_finite` reads back once.  Tracers and integer arrays are skipped."""
     device = []
     for name, x in named:
+        if type(x) is np.ndarray:
+            check_finite(name, x)
+            continue
         if x is None or is_tracer(x) or np.dtype(x.dtype).kind in "iub":
             continue
         if is_jax(x):
@@ -168,7 +178,8 @@ _TRANSPOSED = (
 
 def _pairs(params: Any) -> list:
     """``params`` checked to be a non-empty list of ``(B, b)`` pairs (their arrays unchecked)."""
-    if isinstance(params, (str, bytes)) or not isinstance(params, Sequence):
+    if type(params) is not list and type(params) is not tuple and (
+            isinstance(params, (str, bytes)) or not isinstance(params, Sequence)):
         raise TypeError(
             "params: expected a list of (B, b) pairs, one per layer, "
             f"got {type(params).__name__}"
@@ -177,6 +188,9 @@ def _pairs(params: Any) -> list:
         raise ValueError("params: empty parameter list; expected at least one (B, b) pair")
     flat = []
     for l, pair in enumerate(params, start=1):
+        if (type(pair) is tuple or type(pair) is list) and len(pair) == 2:  # the common case
+            flat.append(tuple(pair))
+            continue
         if not isinstance(pair, Sequence) or isinstance(pair, (str, bytes)) or len(pair) != 2:
             got = (f"an array of shape {tuple(pair.shape)}" if hasattr(pair, "shape")
                    else f"a {type(pair).__name__} of {len(pair)} item(s)"
