@@ -6,7 +6,9 @@ Conventions (docs/conventions.md): ``B^(l)`` has shape ``(d_l, d_{l-1})``, input
 
 from ._activations import Activation as Activation
 from ._gauss_newton import gauss_newton as gauss_newton
+from ._gauss_newton import GaussNewtonOperator as GaussNewtonOperator
 from ._gauss_newton import gauss_newton_matvec as gauss_newton_matvec
+from ._gauss_newton import gauss_newton_operator as gauss_newton_operator
 from ._losses import Loss as Loss
 from ._model import Network as Network
 from ._model import network as network
@@ -27,6 +29,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Activation",
+    "GaussNewtonOperator",
     "LayerFactors",
     "Loss",
     "Network",
@@ -34,6 +37,7 @@ __all__ = [
     "forward",
     "gauss_newton",
     "gauss_newton_matvec",
+    "gauss_newton_operator",
     "init_params",
     "jacobian",
     "jacobian_factors",

@@ -966,8 +966,9 @@ def model_vector(net: Network | None, v: Any):
     numbers); it is flattened with :meth:`Network.to_beta` and results come back through
     :meth:`Network.from_beta`.  Otherwise ``v`` and results pass unchanged.
     """
-    plain = (net is None or hasattr(v, "shape")
-             or (isinstance(v, (list, tuple)) and all(np.ndim(t) == 0 for t in v)))
+    plain = (net is None or hasattr(v, "shape")  # a list of numbers, not of layers' dicts:
+             or (isinstance(v, (list, tuple))
+                 and all(isinstance(t, (int, float, np.number)) for t in v)))
     if plain:
         return v, lambda result: result
     return net.to_beta(v), net.from_beta

@@ -1,0 +1,110 @@
+"""bpcheck.gauss_newton_operator: the factors once, then G v for many v, equal to
+gauss_newton_matvec and to the assembled matrix, in NumPy and JAX."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bpcheck
+from helpers import RTOL, rel_err
+from bpcheck import Loss
+
+
+def huber_grad(z, y):
+    return (z - y).clip(-1, 1)
+
+
+def huber_hessian(z, y):
+    inside = (abs(z - y) < 1).astype(z.dtype)
+    eye = np.eye(z.shape[1]) if isinstance(z, np.ndarray) else jnp.eye(z.shape[1])
+    return inside[:, :, None] * eye
+
+
+def setup(widths, N, seed=0):
+    rng = np.random.default_rng(seed)
+    params = [(B, 0.1 * rng.standard_normal(b.shape))
+              for B, b in bpcheck.init_params(widths, seed=seed)]
+    X = rng.standard_normal((N, widths[0]))
+    return params, X, rng
+
+
+CASES = [  # (loss, targets of N examples with K outputs, activation)
+    ("cross_entropy", None, "relu"),
+    ("mse", None, "tanh"),
+    ("binary_cross_entropy", None, ["gelu", "softplus"]),
+    (Loss(grad=huber_grad, hessian=huber_hessian), "real", "leaky_relu"),
+]
+
+
+@pytest.mark.parametrize("loss, targets, activation", CASES)
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_operator_products_equal_the_matvec_and_the_assembled_matrix(loss, targets, activation,
+                                                                     reduction):
+    K = 1 if loss == "binary_cross_entropy" else 3
+    widths = [4, 6, 5, K] if isinstance(activation, list) else [4, 6, K]
+    params, X, rng = setup(widths, 7)
+    y = rng.standard_normal((7, K)) if targets == "real" else None
+    kw = dict(loss=loss, y=y, reduction=reduction, activation=activation)
+    op = bpcheck.gauss_newton_operator(params, X, **kw)
+    P = bpcheck.param_count(widths)
+    assert op.shape == (P, P) and op.dtype == np.float64
+    G = bpcheck.gauss_newton(params, X, **kw)
+    v = rng.standard_normal(P)
+    assert rel_err(op @ v, bpcheck.gauss_newton_matvec(params, X, v, **kw)) < RTOL
+    assert rel_err(op @ v, G @ v) < RTOL
+    assert rel_err(op.to_dense(), G) < RTOL
+    V = rng.standard_normal((P, 3))
+    assert rel_err(op @ V, G @ V) < RTOL  # m products at once
+
+
+def test_jax_inputs_give_a_jax_operator_with_the_same_products():
+    params, X, rng = setup([5, 8, 8, 3], 6)
+    v = rng.standard_normal(bpcheck.param_count([5, 8, 8, 3]))
+    op = bpcheck.gauss_newton_operator(params, X, activation="tanh")
+    jop = bpcheck.gauss_newton_operator([(jnp.asarray(B), jnp.asarray(b)) for B, b in params],
+                                        jnp.asarray(X), activation="tanh")
+    out = jop @ jnp.asarray(v)
+    assert not isinstance(out, np.ndarray) and hasattr(out, "block_until_ready")
+    assert rel_err(np.asarray(out), op @ v) < 1e-5  # JAX's default float32
+    assert rel_err(np.asarray(jop @ v), op @ v) < 1e-5  # a NumPy v is taken as well
+
+
+def test_a_model_gives_and_takes_vectors_in_its_own_structure():
+    rng = np.random.default_rng(2)
+    layers = [{"W": rng.standard_normal((3, 4)), "b": rng.standard_normal(4)},
+              {"W": rng.standard_normal((4, 2)), "b": rng.standard_normal(2)}]
+    net = bpcheck.network(layers, layout="in_out", activation="tanh")
+    X = rng.standard_normal((5, 3))
+    op = bpcheck.gauss_newton_operator(net, X)
+    tree = net.from_beta(rng.standard_normal(op.shape[0]))
+    Gv = op @ tree
+    assert Gv[0]["W"].shape == (3, 4) and Gv[1]["b"].shape == (2,)
+    assert rel_err(net.to_beta(Gv), bpcheck.gauss_newton(net, X) @ net.to_beta(tree)) < RTOL
+
+
+def test_conjugate_gradients_through_scipy_solve_a_damped_gauss_newton_system():
+    linalg = pytest.importorskip("scipy.sparse.linalg")
+    params, X, rng = setup([4, 10, 3], 20)
+    op = bpcheck.gauss_newton_operator(params, X)
+    P = op.shape[0]
+    damped = linalg.LinearOperator((P, P), matvec=lambda v: op @ v + 0.1 * v, dtype=op.dtype)
+    b = rng.standard_normal(P)
+    x, info = linalg.cg(damped, b, rtol=1e-10, maxiter=10 * P)
+    assert info == 0
+    G = bpcheck.gauss_newton(params, X)
+    assert rel_err(x, np.linalg.solve(G + 0.1 * np.eye(P), b)) < 1e-6
+    assert linalg.aslinearoperator(op).shape == (P, P)
+
+
+def test_bad_vectors_are_named():
+    params, X, _ = setup([3, 4, 2], 5)
+    op = bpcheck.gauss_newton_operator(params, X)
+    P = op.shape[0]
+    with pytest.raises(ValueError, match=rf"v: expected a vector in beta order of shape \({P},\)"
+                                         rf".*got shape \({P - 1},\)"):
+        op @ np.ones(P - 1)
+    with pytest.raises(ValueError, match="v: contains NaN or inf"):
+        op @ np.full(P, np.nan)
+    with pytest.raises(TypeError, match="v: expected a real numeric array"):
+        op @ np.ones(P, dtype=complex)
+    assert "GaussNewtonOperator(widths=[3, 4, 2], loss='cross_entropy'" in repr(op)
