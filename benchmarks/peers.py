@@ -4,7 +4,7 @@ Run (the peers live in their own virtual environment, kept out of the project's)
 
     python3 -m venv .venv-bench
     .venv-bench/bin/pip install torch==2.13.0 backpack-for-pytorch opacus curvlinops-for-pytorch -e .
-    .venv-bench/bin/python benchmarks/peers.py [--repeats 7] [--only pergrad,norms,ggn,ntk,jacobian]
+    .venv-bench/bin/python benchmarks/peers.py [--repeats 7] [--only pergrad,norms,ggn,ggnop,ntk,jacobian]
 
 ReLU MLPs, float32, one process, CPU (or whatever JAX and PyTorch run on by default).
 Each row is timed as the best of ``--repeats`` calls (7; 3 for a method whose first timed
@@ -24,6 +24,12 @@ Tasks and sizes:
   with N = 128 and 10-32-32-3 with N = 64: bpcheck ``gauss_newton_matvec``, curvlinops
   ``GGNLinearOperator``, BackPACK ``ggn_vector_product_from_plist`` and ``jax.jvp`` /
   output Hessian / ``jax.vjp``;
+- ten Gauss-Newton-vector products with the same parameters and data (a short CG run),
+  same nets, each method set up once inside the timing: bpcheck ``gauss_newton_operator``
+  (factors once; products one by one, as CG needs them, and all ten as one ``(P, 10)``
+  block) against ``jax.jvp``/``jax.vjp`` per product, ``jax.linearize`` + ``jax.vjp`` once
+  with ``lax.map`` over the ten directions (all known in advance), curvlinops
+  ``GGNLinearOperator`` and BackPACK on one forward pass;
 - the NTK, 784-1024-1024-1024-10 with N = 32 and N = 256, full ``(N, N, K, K)`` and trace
   ``(N, N)``: bpcheck ``ntk`` against ``jax.vmap(jax.jacrev)`` and ``torch.func``
   ``vmap(jacrev)`` followed by the contraction ``J_i J_j'`` (skipped where their
@@ -55,7 +61,7 @@ import numpy as np
 
 import bpcheck
 
-TASKS = ("pergrad", "norms", "ggn", "ntk", "jacobian")
+TASKS = ("pergrad", "norms", "ggn", "ggnop", "ntk", "jacobian")
 SLOW = 1.0
 """Seconds: a method whose warm-up call takes longer is timed 3 times, not ``--repeats``."""
 PEER_JACOBIAN_BYTES = 8 << 30
@@ -361,6 +367,113 @@ def ggn_rows(repeats):
         ggn_row(widths, N, repeats)
 
 
+PRODUCTS = 10
+"""Products per row of the ``ggnop`` task (a short conjugate-gradient run)."""
+
+
+def ggn_operator_row(widths, N, repeats):
+    """``PRODUCTS`` Gauss-Newton-vector products with the same parameters and data, each
+    method set up once inside the timing: what a conjugate-gradient or Lanczos run does."""
+    params, X, y, v = make(widths, N)
+    vs = [v * (1 + 0.1 * i) for i in range(PRODUCTS)]  # distinct vectors, in sequence
+    pj, Xj = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params], jnp.asarray(X)
+    row = Row(f"{PRODUCTS} Gauss-Newton-vector products after one setup, "
+              f"{'-'.join(map(str, widths))}, N = {N}, cross-entropy (mean), float32", repeats)
+    seq = lambda o: np.concatenate([np.asarray(t) for t in o])
+    for lib, p, Xl, vl in (("NumPy", params, X, vs), ("JAX", pj, Xj, [jnp.asarray(t) for t in vs])):
+        def one_by_one(p=p, Xl=Xl, vl=vl):
+            op = bpcheck.gauss_newton_operator(p, Xl)
+            return [op @ t for t in vl]
+
+        block = np.stack(vs, axis=1) if lib == "NumPy" else jnp.asarray(np.stack(vs, axis=1))
+
+        def at_once(p=p, Xl=Xl, Vm=block):
+            return bpcheck.gauss_newton_operator(p, Xl) @ Vm
+
+        row.add(f"bpcheck operator, {lib}, one by one", "flat", one_by_one, seq, peer=False)
+        row.add(f"bpcheck operator, {lib}, (P, {PRODUCTS}) at once", "flat", at_once,
+                lambda o: np.asarray(o).T.reshape(-1), peer=False)
+    row.add("bpcheck gauss_newton_matvec each time, NumPy", "flat",
+            lambda: [bpcheck.gauss_newton_matvec(params, X, t) for t in vs], seq, peer=False)
+
+    T = jax.tree.map(lambda *ts: jnp.stack(ts),
+                     *[[(jnp.asarray(dB), jnp.asarray(db)) for dB, db in
+                        bpcheck.unflatten_params(t, widths)] for t in vs])
+
+    @jax.jit
+    def linearized(p, X, T):
+        f = lambda q: jax_mlp(q, X)
+        z, f_jvp = jax.linearize(f, p)
+        f_vjp = jax.vjp(f, p)[1]
+        s = jax.nn.softmax(z)
+
+        def one(t):
+            Jv = f_jvp(t)
+            u = s * Jv - s * jnp.sum(s * Jv, axis=1, keepdims=True)
+            return f_vjp(u / X.shape[0])[0]
+        return jax.lax.map(one, T)
+
+    @jax.jit
+    def jvp_vjp(p, X, t):  # what a CG loop in JAX calls once per product
+        f = lambda q: jax_mlp(q, X)
+        z, Jv = jax.jvp(f, (p,), (t,))
+        s = jax.nn.softmax(z)
+        u = s * Jv - s * jnp.sum(s * Jv, axis=1, keepdims=True)
+        return jax.vjp(f, p)[1](u / X.shape[0])[0]
+
+    ts = [jax.tree.map(lambda a, i=i: a[i], T) for i in range(PRODUCTS)]
+    row.add("jax.jvp / Hessian / jax.vjp (jit), one by one", "per-layer",
+            lambda: [jvp_vjp(pj, Xj, t) for t in ts],
+            lambda o: np.concatenate([flat_layers(jax.tree_util.tree_leaves(r), ()) for r in o]))
+    row.add(f"jax.linearize + jax.vjp once, lax.map over {PRODUCTS} (jit)", "per-layer",
+            lambda: linearized(pj, Xj, T),
+            lambda o: np.concatenate([flat_layers([np.asarray(t)[i] for t in
+                                                   jax.tree_util.tree_leaves(o)], ())
+                                      for i in range(PRODUCTS)]))
+    if HAVE["curvlinops"]:
+        from curvlinops import GGNLinearOperator
+
+        model = torch_model(params)
+        Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+        plist = list(model.parameters())
+        vts = [torch.from_numpy(t) for t in vs]
+
+        def theirs():
+            op = GGNLinearOperator(model, torch.nn.CrossEntropyLoss(reduction="mean"), plist,
+                                   [(Xt, yt)], check_deterministic=False)
+            return [op @ t for t in vts]
+
+        row.add("curvlinops GGNLinearOperator", "flat", theirs,
+                lambda o: np.concatenate([np.asarray(t) for t in o]))
+    else:
+        row.skip("curvlinops: skipped (curvlinops-for-pytorch or torch is not installed)")
+    if HAVE["backpack"]:
+        from backpack.hessianfree.ggnvp import ggn_vector_product_from_plist
+
+        model = torch_model(params)
+        Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+        plist = list(model.parameters())
+        vlists = [[torch.from_numpy(np.ascontiguousarray(q))
+                   for pair in bpcheck.unflatten_params(t, widths) for q in pair] for t in vs]
+
+        def bp_many():  # one forward pass, then the products on its graph
+            out = model(Xt)
+            loss = F.cross_entropy(out, yt)
+            return [ggn_vector_product_from_plist(loss, out, plist, vl) for vl in vlists]
+
+        row.add("BackPACK ggn_vector_product_from_plist, one forward", "per-layer", bp_many,
+                lambda o: np.concatenate([flat_layers([t.detach().numpy() for t in r], ())
+                                          for r in o]))
+    else:
+        row.skip("BackPACK: skipped (backpack-for-pytorch or torch is not installed)")
+    row.run()
+
+
+def ggn_operator_rows(repeats):
+    for widths, N in (([784, 1024, 1024, 10], 128), ([10, 32, 32, 3], 64)):
+        ggn_operator_row(widths, N, repeats)
+
+
 # --- NTK and Jacobian ----------------------------------------------------------------
 
 
@@ -479,6 +592,8 @@ def main():
         pergrad_rows(args.repeats, norms=True)
     if "ggn" in only:
         ggn_rows(args.repeats)
+    if "ggnop" in only:
+        ggn_operator_rows(args.repeats)
     if "ntk" in only:
         ntk_rows(args.repeats)
     if "jacobian" in only:

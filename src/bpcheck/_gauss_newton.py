@@ -159,22 +159,23 @@ def _operator_setup(params, X, acts, xp):
     return [f.V for f in fs[:-1]], [f.a_prev for f in fs], fs[-1].z
 
 
-def _operator_matvec(Vs, a_prevs, z, y, v, loss, scale, widths, xp):
-    """``J' H (J v)`` from the stored factors: ``J v = sum_l V^(l) (dB^(l) a^(l-1) +
-    db^(l))`` and ``(J' u)`` per layer ``vec((V^(l)' u)' a^(l-1))``: two products with
-    ``a^(l-1)`` per layer and contractions with the ``K`` rows of ``V``, no forward pass."""
-    slices = layer_slices(widths)
+def _operator_products(Vs, a_prevs, z, y, Vm, loss, scale, widths, xp):
+    """``J' H (J v)`` for the ``m`` rows ``v`` of ``Vm`` ``(m, P)``, from the stored factors:
+    ``J v = sum_l V^(l) (dB^(l) a^(l-1) + db^(l))`` and, per layer, ``J' u`` is
+    ``vec((V^(l)' u)' a^(l-1))``: two products with ``a^(l-1)`` per layer and contractions
+    with the ``K`` rows of ``V``, no forward pass.  Returns ``(m, P)``."""
+    m = Vm.shape[0]
     Jv = 0
-    for l, (a, (sB, sb)) in enumerate(zip(a_prevs, slices)):
-        d, dp = widths[l + 1], widths[l]
-        t = a @ v[sB].reshape(d, dp).T + v[sb]  # dB^(l) a^(l-1) + db^(l), (N, d_l)
-        Jv = Jv + (t if l == len(Vs) else (Vs[l] @ t[:, :, None])[..., 0])
-    u = loss.hessian_times(z, y, Jv, xp) * scale
+    for l, (a, (sB, sb)) in enumerate(zip(a_prevs, layer_slices(widths))):
+        dB = Vm[:, sB].reshape(m, widths[l + 1], widths[l])
+        t = xp.matmul(a, dB.transpose(0, 2, 1)) + Vm[:, None, sb]  # (m, N, d_l)
+        Jv = Jv + (t if l == len(Vs) else xp.matmul(Vs[l], t[..., None])[..., 0])
+    u = loss.hessian_times(z, y, Jv, xp) * scale  # (m, N, K)
     parts = []
     for l, a in enumerate(a_prevs):
-        delta = u if l == len(Vs) else (u[:, None, :] @ Vs[l])[:, 0, :]  # V^(l)' u
-        parts += [(delta.T @ a).reshape(-1), xp.sum(delta, axis=0)]
-    return xp.concatenate(parts)
+        delta = u if l == len(Vs) else xp.matmul(u[..., None, :], Vs[l])[..., 0, :]  # V' u
+        parts += [xp.matmul(delta.transpose(0, 2, 1), a).reshape(m, -1), xp.sum(delta, axis=1)]
+    return xp.concatenate(parts, axis=1)
 
 
 class GaussNewtonOperator:
@@ -210,26 +211,27 @@ class GaussNewtonOperator:
         v, back = model_vector(self._net, v)
         P = self.shape[0]
         v = as_array("v", v, self._xp)
-        if tuple(v.shape) == (P, 1):
-            return self.matvec(v[:, 0])[:, None]
-        if v.ndim == 2 and v.shape[0] == P:
-            return self._xp.stack([self.matvec(v[:, j]) for j in range(v.shape[1])], axis=1)
+        if v.ndim == 2 and v.shape[0] == P:  # m products in one pass
+            rows = np.ascontiguousarray(v.T) if self._xp is np else v.T
+            return self._products(rows).T
         if tuple(v.shape) != (P,):
             raise ValueError(f"v: expected a vector in beta order of shape ({P},) (or ({P}, m) "
                              f"for m products), got shape {tuple(v.shape)}")
-        if v.dtype != self.dtype:
-            v = v.astype(self.dtype)
-        unchecked = split_finite_checks([("v", v)])
+        return back(self._products(v[None, :])[0])
+
+    def _products(self, Vm):
+        if Vm.dtype != self.dtype:
+            Vm = Vm.astype(self.dtype)
+        unchecked = split_finite_checks([("v", Vm)])
         Vs, a_prevs, z = self._stored
-        return back(call(_operator_matvec, self._xp, self._static, Vs, a_prevs, z, self._y, v,
-                         unchecked=unchecked))
+        return call(_operator_products, self._xp, self._static, Vs, a_prevs, z, self._y, Vm,
+                    unchecked=unchecked)
 
     __matmul__ = matvec
 
     def to_dense(self):
-        """The ``(P, P)`` matrix itself, one product per column (small networks only)."""
-        eye = self._xp.eye(self.shape[0], dtype=self.dtype)
-        return self._xp.stack([self.matvec(eye[:, j]) for j in range(self.shape[0])], axis=1)
+        """The ``(P, P)`` matrix itself, from ``P`` products (small networks only)."""
+        return self._products(self._xp.eye(self.shape[0], dtype=self.dtype))
 
 
 def gauss_newton_operator(params: Any, X: Any, loss: Any = "cross_entropy", *, y: Any = None,

@@ -178,16 +178,17 @@ class Loss:
         return self.hessian_fn(z, y)
 
     def hessian_times(self, z, y, u, xp):
-        """``H_n u_n`` for every example, shape ``(N, K)``, without forming ``H`` where known."""
+        """``H_n u_n`` for every example, shape ``(N, K)`` (or ``(m, N, K)`` for ``m`` sets of
+        ``u``), without forming ``H`` where known."""
         if self.name == "mse":
             return u
         if self.name == "cross_entropy":
             p = _softmax(z, xp)
-            return p * u - p * xp.sum(p * u, axis=1, keepdims=True)
+            return p * u - p * xp.sum(p * u, axis=-1, keepdims=True)
         if self.name == "binary_cross_entropy":
             s = _sigmoid(z, xp)
             return s * (1 - s) * u
-        return xp.einsum("nkj,nj->nk", self.hessian_fn(z, y), u)
+        return xp.einsum("nkj,...nj->...nk", self.hessian_fn(z, y), u)
 
     @property
     def hessian_is_identity(self) -> bool:
