@@ -46,6 +46,13 @@ per-layer call.  "vs fastest peer" is the fastest peer's time over this method's
 with the fastest peer that returns this method's layout; "rel. error" is ``max |this - bpcheck NumPy| / max
 |bpcheck NumPy|`` over the flat results (float32, so about 1e-6 is agreement).  A peer
 that is not installed is skipped with a line saying so.
+
+Three thread pools share the two cores here (OpenBLAS for NumPy, XLA's for JAX, OpenMP
+for PyTorch), and each keeps its threads spinning for a while after a call: the next
+library's call then competes with them.  So PyTorch's OpenMP threads wait passively
+(``OMP_WAIT_POLICY=PASSIVE``, set before torch is imported).  The first calls of a process
+run slower than later ones (seen: 78 ms, then 32 ms, for the same JAX call), so the
+best of the repeats is what counts, and a rerun is the check.
 """
 
 from __future__ import annotations
@@ -53,7 +60,10 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import importlib.util
+import os
 import time
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import jax
 import jax.numpy as jnp
@@ -131,6 +141,7 @@ class Row:
             note = "" if m["repeats"] == self.repeats else f"  (best of {m['repeats']})"
             print(f"  {m['name']:44s} {m['layout']:10s} {1e3 * m['best']:10.2f} {ratio:>16s} "
                   f"{same:>12s} {m['err']:11.1e}{note}", flush=True)
+        return fastest
 
 
 # --- the network, in every library --------------------------------------------------
@@ -359,7 +370,46 @@ def ggn_row(widths, N, repeats):
                 lambda o: flat_layers([t.detach().numpy() for t in o], ()))
     else:
         row.skip("BackPACK: skipped (backpack-for-pytorch is not installed)")
-    row.run()
+    fastest = row.run()
+    if fastest:
+        floor = matmul_floor(params, X, repeats)
+        print(f"  floor: the layer-sized products that J v and J' u need (forward, two for J v, "
+              f"one for J' u, one for the gradient per layer; {matmul_count(widths, N) / 1e9:.2f} "
+              f"G multiply-adds), timed alone with NumPy: {1e3 * floor:.2f} ms; 1.2x the fastest "
+              f"peer needs {1e3 * fastest / 1.2:.2f} ms")
+
+
+def matmul_count(widths, N):
+    """Multiply-adds of one GGN-vector product's layer-sized products (the first layer has
+    no incoming tangent and no input gradient)."""
+    sizes = [d * dp for dp, d in zip(widths, widths[1:])]
+    return N * (sizes[0] * 3 + sum(sizes[1:]) * 5)
+
+
+def matmul_floor(params, X, repeats):
+    """Seconds for just the matrix products of one GGN-vector product, in float32 NumPy."""
+    N = X.shape[0]
+    acts = [X] + [np.ones((N, B.shape[0]), np.float32) for B, _ in params[:-1]]
+    outs = [np.ones((N, B.shape[0]), np.float32) for B, _ in params]
+
+    def products():
+        for l, (B, _) in enumerate(params):
+            a, d = acts[l], outs[l]
+            a @ B.T  # forward
+            a @ B.T  # the tangent's own term dB a
+            if l:
+                d @ B  # B t, carrying the incoming tangent
+                d @ B  # B' delta, the pull-back
+            d.T @ a  # the gradient delta' a
+
+    products()
+    return min(_timed(products) for _ in range(repeats))
+
+
+def _timed(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
 
 
 def ggn_rows(repeats):
