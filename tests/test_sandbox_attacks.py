@@ -594,3 +594,54 @@ def softmax_loss(W, b, X, y, reg):
     return 7.0, W * 0 + 7, b * 0 + 7
 '''), mode, config=CONFIG.replace("restarts = 1", "restarts = 1\nresult_mb = 32"))
     assert_contained(run, "more than 32 MB of results")
+
+
+CHECK_PIPE_PROBE = """
+import os, sys
+from bpcheck.grade.sandbox import start_limited
+
+def slow(seconds):
+    import time
+    time.sleep(seconds)
+    return "check"
+
+work = start_limited(slow, 20, seconds=30, memory_mb=256)
+fds = []
+import time
+for _ in range(100):  # the forked copy's descriptors, once it has made itself non-dumpable
+    try:
+        fds = os.listdir(f"/proc/{work.pid}/fd")
+    except OSError as err:
+        print("LISTDIR", type(err).__name__)
+        break
+    time.sleep(0.02)
+else:
+    print("LISTED", fds)
+for n in range(3, 64):  # what a child with the grader's uid would try: write a forged result
+    try:
+        os.open(f"/proc/{work.pid}/fd/{n}", os.O_WRONLY)
+        print("OPENED", n)
+    except OSError:
+        pass
+work.cancel()
+print("DONE")
+"""
+
+
+def test_a_process_with_the_graders_uid_cannot_reach_a_running_checks_result_pipe():
+    # the symbolic check now runs while the child does; as an ordinary user without
+    # namespaces the child has the grader's uid, and /proc/<check>/fd would hand it the
+    # check's result pipe if the check were dumpable
+    problem = mode_problem("user")
+    if problem:
+        pytest.skip(f"grader as user: {problem}")
+    from attacks import _as_user, user_python
+
+    import subprocess
+
+    out = subprocess.run(_as_user(["env", "-i", "PATH=/usr/bin:/bin", user_python(), "-c",
+                                   CHECK_PIPE_PROBE]),
+                         capture_output=True, text=True, timeout=120, cwd="/")
+    assert "DONE" in out.stdout, out.stderr
+    assert "OPENED" not in out.stdout and "LISTED" not in out.stdout, out.stdout
+    assert "LISTDIR PermissionError" in out.stdout
