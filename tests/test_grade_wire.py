@@ -9,12 +9,15 @@ import struct
 import subprocess
 import time
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bpcheck.grade.child.wire import Frames, WireError, load_arrays, parse_header
 from bpcheck.grade.sandbox import LimitExceeded, run_limited, start_limited
+
+CORRECT = Path(__file__).resolve().parent / "grade_submissions" / "correct.py"
 
 
 def npz(**arrays) -> bytes:
@@ -147,3 +150,31 @@ def test_start_limited_runs_beside_the_caller_and_survives_a_childs_clean_up():
     assert not _alive(late.pid)
     with pytest.raises(RuntimeError, match="already taken"):
         late.result()
+
+
+def test_rules_checks_start_while_the_child_runs_but_never_two_at_once(monkeypatch):
+    from bpcheck.grade import grader, sandbox
+
+    started, overlapping, during = [], [], []
+    session = sandbox.run_session
+
+    def watch_session(*args, **kwargs):
+        during.append(True)
+        try:
+            return session(*args, **kwargs)
+        finally:
+            during.append(False)
+
+    def watch_start(*args, **kwargs):
+        overlapping.append(sum(w.running() for w in started))
+        work = start_limited(*args, **kwargs)
+        work.in_session = during[-1]
+        started.append(work)
+        return work
+
+    monkeypatch.setattr(grader, "run_session", watch_session)
+    monkeypatch.setattr(grader, "start_limited", watch_start)
+    report = grader.grade(CORRECT, seed=1)
+    assert report.score == report.max_score
+    assert len(started) >= 5 and max(overlapping) == 0
+    assert any(w.in_session for w in started)  # scored while the child went on

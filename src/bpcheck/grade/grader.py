@@ -181,7 +181,7 @@ def _begin_score(case: Case, msg, hw: Homework, cfg: GradingConfig):
             return 0.0, [f"the rules are too large to check: {err} (the check's limits "
                          f"are {limits.check_timeout_s:g} s and {limits.check_memory_mb} MB)"]
         return float(fraction), [str(line) for line in lines]
-    finish_rules.cancel = work.cancel
+    finish_rules.cancel, finish_rules.running = work.cancel, work.running
     return finish_rules
 
 
@@ -248,7 +248,11 @@ def _run_sessions(source, hw, cfg, cases_by_ex, report, cells, outcome, started)
 
         def on_test(test, msg, case_of=case_of):
             case = case_of.get(test)
-            if case is not None and case.exercise.scorer.kind == "rules":
+            # one check at a time, as after the session: a child that makes every check
+            # expensive must not multiply the grader's memory (check_memory_mb) by the
+            # number of cases; the others are scored after the session
+            busy = any(getattr(f, "running", lambda: False)() for f in started.values())
+            if case is not None and case.exercise.scorer.kind == "rules" and not busy:
                 try:
                     started[test] = _begin_score(case, msg, hw, cfg)
                 except Exception:  # noqa: BLE001 - scored after the session instead

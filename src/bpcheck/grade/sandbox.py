@@ -771,7 +771,21 @@ class Limited:
     def __init__(self, pid: int, fd: int, seconds: float, memory_mb: int):
         self.pid, self.fd, self.seconds, self.memory_mb = pid, fd, seconds, memory_mb
         self.deadline = time.monotonic() + seconds
-        self.done = False
+        self.done = False  # result taken or cancelled
+        self.exited = False  # the forked copy is reaped (its pid may be reused: never kill it)
+
+    def running(self) -> bool:
+        """Whether the forked copy is still computing (reaps it once it has ended; what it
+        wrote stays readable in the pipe)."""
+        if not self.exited:
+            try:
+                pid, _ = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # pragma: no cover
+                pid = self.pid
+            if pid:
+                self.exited = True
+                _limited_pids.discard(self.pid)
+        return not self.exited
 
     def result(self):
         if self.done:
@@ -803,6 +817,8 @@ class Limited:
             return
         self.done = True
         os.close(self.fd)
+        if self.exited:
+            return
         try:
             os.kill(self.pid, signal.SIGKILL)
         except OSError:
@@ -811,6 +827,7 @@ class Limited:
             os.waitpid(self.pid, 0)
         except ChildProcessError:  # pragma: no cover
             pass
+        self.exited = True
         _limited_pids.discard(self.pid)
 
 
