@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import struct
 import subprocess
 import time
@@ -178,3 +180,31 @@ def test_rules_checks_start_while_the_child_runs_but_never_two_at_once(monkeypat
     assert report.score == report.max_score
     assert len(started) >= 5 and max(overlapping) == 0
     assert any(w.in_session for w in started)  # scored while the child went on
+
+
+def _spin(seconds):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+    return "spun"
+
+
+def test_a_limited_copy_past_its_time_ends_even_while_nobody_waits_for_it():
+    work = start_limited(_spin, 60, seconds=1, memory_mb=256)
+    time.sleep(4)  # the grader busy elsewhere (a session still running)
+    assert not work.running()  # its CPU limit ended it
+    with pytest.raises(LimitExceeded, match="more than 1 s"):
+        work.result()
+
+
+def test_a_limited_copy_that_ended_in_time_is_read_whenever_asked():
+    work = start_limited(_sleep, 0.2, seconds=1, memory_mb=256)
+    time.sleep(2)  # past its deadline, but it ended long before
+    assert work.result() == "woke"
+
+
+def test_only_a_normal_exit_counts():
+    work = start_limited(_sleep, 30, seconds=60, memory_mb=256)
+    os.kill(work.pid, signal.SIGKILL)  # whatever may have been written, it did not finish
+    with pytest.raises(LimitExceeded, match="killed"):
+        work.result()

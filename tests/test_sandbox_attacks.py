@@ -22,7 +22,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from attacks import CORRECT, CORRECT_PATH, REPO, cleanup, mode_problem, run_grader
+from attacks import (CORRECT, CORRECT_PATH, POLY_CONFIG, REPO, cleanup, mode_problem,
+                     run_grader)
 
 MODES = ["root", "user"]
 MARKER = "BPCHECK-ATTACK"
@@ -253,19 +254,6 @@ def test_grade_batch_writes_its_csv_whatever_a_submission_does(mode, tmp_path):
 
 
 # ------------------------------------------------------------- 3. parent-side work
-
-POLY_CONFIG = """\
-[exercises.1]
-points = 0
-[exercises.2]
-points = 0
-[exercises.3]
-points = 0
-[sandbox]
-load_timeout_s = 20
-test_timeout_s = 5
-memory_mb = 1024
-"""
 
 def test_a_polynomial_bomb_is_a_failed_test_not_a_grader_out_of_memory(mode):
     # the rules are right, but an extra term makes the expansion explode in the parent

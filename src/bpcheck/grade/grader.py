@@ -21,7 +21,7 @@ import numpy as np
 
 from .config import GradingConfig
 from .homework import Case, Exercise, Homework, Scored
-from .sandbox import (PREIMPORT, Group, LimitExceeded, run_session, start_limited,
+from .sandbox import (PREIMPORT, Group, LimitExceeded, pick_uid, run_session, start_limited,
                       submission_budget)
 from .source import (
     SubmissionError,
@@ -180,7 +180,10 @@ def _begin_score(case: Case, msg, hw: Homework, cfg: GradingConfig):
         except LimitExceeded as err:
             return 0.0, [f"the rules are too large to check: {err} (the check's limits "
                          f"are {limits.check_timeout_s:g} s and {limits.check_memory_mb} MB)"]
-        return float(fraction), [str(line) for line in lines]
+        fraction = float(fraction)
+        if not 0.0 <= fraction <= 1.0:  # NaN included: not what the check computes
+            return 0.0, [f"the check returned a fraction of {fraction!r}, expected 0..1"]
+        return fraction, [str(line)[:2000] for line in list(lines)[:50]]
     finish_rules.cancel, finish_rules.running = work.cancel, work.running
     return finish_rules
 
@@ -259,7 +262,11 @@ def _run_sessions(source, hw, cfg, cases_by_ex, report, cells, outcome, started)
                     pass
 
         checks = any(ex.scorer.kind == "rules" for ex in pending)
-        run = run_session(source, groups, limits, on_test=on_test,
+        # Checks run beside the child only when the child has a uid of its own: with the
+        # grader's uid (an ordinary user's grader) it could reach a running check through
+        # /proc; then every check runs after the session, when the child is gone.
+        beside = checks and pick_uid(limits) is not None
+        run = run_session(source, groups, limits, on_test=on_test if beside else None,
                           while_starting=_warm_up_the_check if checks else None,
                           functions=functions, load_timeout_s=load_s, hide=hide,
                           allow=tuple(hw.allow) + (("sympy", "mpmath") if "sympy" in preimport

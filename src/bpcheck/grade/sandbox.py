@@ -765,51 +765,74 @@ _limited_pids: set = set()
 
 
 class Limited:
-    """A :func:`start_limited` computation under way: :meth:`result` waits for it (within
-    its deadline, counted from the start), :meth:`cancel` ends it."""
+    """A :func:`start_limited` computation under way: :meth:`result` waits for it (a copy
+    still computing past its deadline, counted from the start, is stopped; one that ended
+    in time is read whenever asked), :meth:`cancel` ends it."""
 
     def __init__(self, pid: int, fd: int, seconds: float, memory_mb: int):
         self.pid, self.fd, self.seconds, self.memory_mb = pid, fd, seconds, memory_mb
         self.deadline = time.monotonic() + seconds
         self.done = False  # result taken or cancelled
         self.exited = False  # the forked copy is reaped (its pid may be reused: never kill it)
+        self.status: int | None = None  # its wait status, once reaped
 
     def running(self) -> bool:
         """Whether the forked copy is still computing (reaps it once it has ended; what it
         wrote stays readable in the pipe)."""
         if not self.exited:
             try:
-                pid, _ = os.waitpid(self.pid, os.WNOHANG)
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
             except ChildProcessError:  # pragma: no cover
-                pid = self.pid
+                pid, status = self.pid, None
             if pid:
-                self.exited = True
-                _limited_pids.discard(self.pid)
+                self._reaped(status)
         return not self.exited
+
+    def _reaped(self, status) -> None:
+        self.exited, self.status = True, status
+        _limited_pids.discard(self.pid)
 
     def result(self):
         if self.done:
             raise RuntimeError("the result of this computation was already taken")
-        chunks = []
+        chunks, size = [], 0
         try:
             while True:
-                left = self.deadline - time.monotonic()
-                if left <= 0:
-                    raise LimitExceeded(f"it takes more than {self.seconds:g} s")
-                ready, _, _ = select.select([self.fd], [], [], left)
-                if ready:
-                    data = os.read(self.fd, 1 << 20)
-                    if not data:
+                if self.running():
+                    left = self.deadline - time.monotonic()
+                    if left <= 0:
+                        raise LimitExceeded(f"it takes more than {self.seconds:g} s")
+                    wait = min(left, 0.5)
+                else:  # ended: all it wrote is in the pipe, and nothing else may hold it
+                    wait = 1.0
+                ready, _, _ = select.select([self.fd], [], [], wait)
+                if not ready:
+                    if self.exited:
                         break
-                    chunks.append(data)
+                    continue
+                data = os.read(self.fd, 1 << 20)
+                if not data:
+                    break
+                size += len(data)
+                if size > _LIMITED_RESULT_BYTES:
+                    raise LimitExceeded("its result is too large")
+                chunks.append(data)
         finally:
             self.cancel()
+        status = self.status
+        if status is None or not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
+            if status is not None and os.WIFSIGNALED(status) \
+                    and os.WTERMSIG(status) == signal.SIGXCPU:
+                raise LimitExceeded(f"it takes more than {self.seconds:g} s")
+            raise LimitExceeded("it was killed (out of memory, or it crashed)")
         try:
             out = json.loads(b"".join(chunks))
         except ValueError:
             raise LimitExceeded("it was killed (out of memory, or it crashed)") from None
+        if not isinstance(out, dict):
+            raise LimitExceeded("it returned no result")
         if "error" in out:
-            raise LimitExceeded(out["error"])
+            raise LimitExceeded(str(out["error"])[:200])
         return out["ok"]
 
     def cancel(self) -> None:
@@ -824,11 +847,14 @@ class Limited:
         except OSError:
             pass
         try:
-            os.waitpid(self.pid, 0)
+            _, status = os.waitpid(self.pid, 0)
         except ChildProcessError:  # pragma: no cover
-            pass
-        self.exited = True
-        _limited_pids.discard(self.pid)
+            status = None
+        self._reaped(status)
+
+
+_LIMITED_RESULT_BYTES = 1 << 20
+"""The most a limited computation may send back (its JSON result)."""
 
 
 def start_limited(fn, *args, seconds: float, memory_mb: int) -> Limited:
@@ -858,6 +884,10 @@ def start_limited(fn, *args, seconds: float, memory_mb: int) -> Limited:
                 vm = next(int(ln.split()[1]) for ln in f if ln.startswith("VmSize:")) << 10
             cap = vm + (memory_mb << 20)
             resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+            # the parent reads the result (and stops it) only when asked: the CPU limit
+            # ends a copy that computes past its time even while nobody is waiting
+            cpu = int(seconds) + 1
+            resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
             try:
                 out = {"ok": fn(*args)}
             except MemoryError:
