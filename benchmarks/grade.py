@@ -85,10 +85,13 @@ def main() -> None:
     print(f"CPU cores: {os.cpu_count()}, euid {os.geteuid()}")
     grade(CORRECT, seed=0)  # warm the file cache
     notebook_versus_plain(args.steps)
-    t0 = time.perf_counter()
-    report = grade(CORRECT, seed=1)
-    one = time.perf_counter() - t0
-    print(f"one correct .py submission, in process: {one:6.2f} s  (score {report.score:g} / "
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        report = grade(CORRECT, seed=1)
+        times.append(time.perf_counter() - t0)
+    print(f"one correct .py submission, in process: {min(times):6.2f} s best of 3 "
+          f"({', '.join(f'{t:.2f}' for t in times)}; score {report.score:g} / "
           f"{report.max_score:g}; target < 3 s)")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
