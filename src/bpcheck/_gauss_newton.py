@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ._activations import resolve_activations
-from ._arrays import prepare, split_finite_checks
+from ._arrays import as_array, prepare, split_finite_checks
 from ._compiled import call
 from ._losses import check_reduction, resolve_loss
 from ._model import model_params, model_vector
@@ -205,9 +205,7 @@ class GaussNewtonOperator:
                 f"shape={self.shape}, dtype={self.dtype})")
 
     def matvec(self, v: Any):
-        """``G v`` for one vector (see the class)."""
-        from ._arrays import as_array
-
+        """``G v`` for a vector ``(P,)``, or for each column of a block ``(P, m)`` (see the class)."""
         v, back = model_vector(self._net, v)
         P = self.shape[0]
         v = as_array("v", v, self._xp)

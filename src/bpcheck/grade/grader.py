@@ -135,24 +135,26 @@ def plan_entry(case: Case, arrays: dict) -> dict:
 
 
 def _score(case: Case, msg, hw: Homework, cfg: GradingConfig) -> tuple[float, list[str]]:
-    return _begin_score(case, msg, hw, cfg)()
+    return _begin_score(case, msg, hw, cfg)[0]()
 
 
 def _begin_score(case: Case, msg, hw: Homework, cfg: GradingConfig):
-    """Start scoring ``msg``; returns a function that finishes it: ``() -> (fraction,
-    lines)``.  The symbolic check (the child decides its cost) starts now in a forked copy
-    under the check's limits, so that it runs while the child answers the next tests."""
+    """Start scoring ``msg``; returns ``(finish, work)``: ``finish() -> (fraction, lines)``
+    completes it, and ``work`` is the :class:`~.sandbox.Limited` symbolic check it started
+    (``None`` for other scorers).  The symbolic check (the child decides its cost) starts
+    now in a forked copy under the check's limits, so that it can run while the child
+    answers the next tests."""
     header, arrays = msg.header, msg.arrays
     if msg.problem:
-        return lambda: (0.0, [msg.problem])
+        return (lambda: (0.0, [msg.problem])), None
     if header.get("forbidden"):
         libs = ", ".join(map(str, header["forbidden"]))
-        return lambda: (0.0, [f"uses {libs}, which is not allowed ({_allowed_text(hw)})"])
+        return (lambda: (0.0, [f"uses {libs}, which is not allowed ({_allowed_text(hw)})"])), None
     if header.get("error"):
-        return lambda: (0.0, ["raised " + str(header["error"])])
+        return (lambda: (0.0, ["raised " + str(header["error"])])), None
     meta = header.get("meta")
     if not isinstance(meta, dict):
-        return lambda: (0.0, ["no result came back"])
+        return (lambda: (0.0, ["no result came back"])), None
     ex = case.exercise
     scorer = ex.scorer
     if cfg.tolerance is not None and hasattr(scorer, "tol"):
@@ -168,7 +170,7 @@ def _begin_score(case: Case, msg, hw: Homework, cfg: GradingConfig):
                 return 0.0, [f"the returned value could not be checked "
                              f"({type(err).__name__}: {err})"]
             return s.fraction, s.lines
-        return finish
+        return finish, None
     limits = cfg.limits
     _warm_up_the_check()
     work = start_limited(_score_limited, scorer, ex, case, meta, arrays,
@@ -184,8 +186,7 @@ def _begin_score(case: Case, msg, hw: Homework, cfg: GradingConfig):
         if not 0.0 <= fraction <= 1.0:  # NaN included: not what the check computes
             return 0.0, [f"the check returned a fraction of {fraction!r}, expected 0..1"]
         return fraction, [str(line)[:2000] for line in list(lines)[:50]]
-    finish_rules.cancel, finish_rules.running = work.cancel, work.running
-    return finish_rules
+    return finish_rules, work
 
 
 _warm: list = []
@@ -212,12 +213,12 @@ def _allowed_text(hw: Homework) -> str:
 
 def _run(source, hw, cfg, cases_by_ex, report, cells, outcome):
     """Run every case of ``cases_by_ex`` in as few children as the submission allows."""
-    started: dict = {}  # test -> its scoring, started while the child ran
+    started: dict = {}  # test -> (finish, check) of the checks started while the child ran
     try:
         _run_sessions(source, hw, cfg, cases_by_ex, report, cells, outcome, started)
     finally:
-        for finish in started.values():
-            getattr(finish, "cancel", lambda: None)()
+        for _, work in started.values():
+            work.cancel()
 
 
 def _run_sessions(source, hw, cfg, cases_by_ex, report, cells, outcome, started):
@@ -251,15 +252,19 @@ def _run_sessions(source, hw, cfg, cases_by_ex, report, cells, outcome, started)
 
         def on_test(test, msg, case_of=case_of):
             case = case_of.get(test)
+            if case is None or case.exercise.scorer.kind != "rules":
+                return
             # one check at a time, as after the session: a child that makes every check
             # expensive must not multiply the grader's memory (check_memory_mb) by the
             # number of cases; the others are scored after the session
-            busy = any(getattr(f, "running", lambda: False)() for f in started.values())
-            if case is not None and case.exercise.scorer.kind == "rules" and not busy:
-                try:
-                    started[test] = _begin_score(case, msg, hw, cfg)
-                except Exception:  # noqa: BLE001 - scored after the session instead
-                    pass
+            if any(work.running() for _, work in started.values()):
+                return
+            try:
+                finish, work = _begin_score(case, msg, hw, cfg)
+            except Exception:  # noqa: BLE001 - scored after the session instead
+                return
+            if work is not None:  # no check to run (an error came back): scored after
+                started[test] = (finish, work)
 
         checks = any(ex.scorer.kind == "rules" for ex in pending)
         # Checks run beside the child only when the child has a uid of its own: with the
@@ -319,7 +324,7 @@ def _run_sessions(source, hw, cfg, cases_by_ex, report, cells, outcome, started)
                     continue
                 cases.remove(c)
                 try:
-                    finish = started.pop(_test_id(c), None)
+                    finish, _ = started.pop(_test_id(c), (None, None))
                     outcome[c.number] = finish() if finish else _score(c, msg, hw, cfg)
                 except Exception as err:  # noqa: BLE001 - a forged message is a failed test
                     outcome[c.number] = (0.0, [f"the result could not be read "

@@ -173,10 +173,11 @@ def score(exercise: Exercise, case: Case, meta: dict, arrays: dict, check=None) 
     v_rule, u_rule = rule_callables(renamed)
     right = exercise.expected(case)
     got, lines = 0.0, []
+    fast = _fast(check, widths)
     for index, (name, mine) in enumerate(((v_name, v_rule), (u_name, u_rule))):
         kwargs = {"v_rule": mine} if index == 0 else {"u_rule": mine}
-        report = check(list(widths), **kwargs, **_fast(check, widths))
-        if getattr(report, "holds", None) is not True and _fast(check, widths):
+        report = check(list(widths), **kwargs, **fast)
+        if getattr(report, "holds", None) is not True and fast:
             report = check(list(widths), **kwargs)  # the layerwise report names the layer
         if getattr(report, "holds", None) is True:
             got += 0.5
