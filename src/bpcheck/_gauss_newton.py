@@ -28,7 +28,7 @@ from ._arrays import as_array, prepare, split_finite_checks
 from ._compiled import call
 from ._losses import check_reduction, resolve_loss
 from ._model import model_params, model_vector
-from ._params import layer_slices, param_count
+from ._params import layers_from_beta, param_count
 from ._recursion import _factors, _forward_layers, pullback, push
 
 
@@ -71,7 +71,7 @@ def _gauss_newton(params, X, y, loss, acts, scale, widths, xp):
 
 
 def _gauss_newton_matvec(params, X, y, v, loss, acts, scale, widths, xp):
-    tangents = [(v[sB].reshape(B.shape), v[sb]) for (B, _), (sB, sb) in zip(params, layer_slices(widths))]
+    tangents = layers_from_beta(v, widths)
     a_prevs, zs, Ds = _forward_layers(params, X, acts, xp)
     u = loss.hessian_times(zs[-1], y, push(params, acts, Ds, a_prevs, tangents, xp), xp) * scale
     parts = []
@@ -166,9 +166,8 @@ def _operator_products(Vs, a_prevs, z, y, Vm, loss, scale, widths, xp):
     with the ``K`` rows of ``V``, no forward pass.  Returns ``(m, P)``."""
     m = Vm.shape[0]
     Jv = 0
-    for l, (a, (sB, sb)) in enumerate(zip(a_prevs, layer_slices(widths))):
-        dB = Vm[:, sB].reshape(m, widths[l + 1], widths[l])
-        t = xp.matmul(a, dB.transpose(0, 2, 1)) + Vm[:, None, sb]  # (m, N, d_l)
+    for l, (a, (dB, db)) in enumerate(zip(a_prevs, layers_from_beta(Vm, widths))):
+        t = xp.matmul(a, dB.transpose(0, 2, 1)) + db[:, None, :]  # (m, N, d_l)
         Jv = Jv + (t if l == len(Vs) else xp.matmul(Vs[l], t[..., None])[..., 0])
     u = loss.hessian_times(z, y, Jv, xp) * scale  # (m, N, K)
     parts = []

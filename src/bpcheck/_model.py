@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._activations import Activation, resolve_activations
+from ._params import layers_from_beta
 
 LAYOUTS = ("in_out", "out_in")
 _WEIGHT_KEYS = ("W", "w", "weight", "kernel")
@@ -141,16 +142,6 @@ class Network:
         """``[(W, b)]`` of a tree in the model's structure (the inverse of ``from_layers``)."""
         flat = self._structure.leaves(tree)
         return [(flat[d.keys[0]], flat[d.keys[1]]) for d in self._layers]
-
-
-def layers_from_beta(G: Any, widths: Sequence[int]) -> list:
-    """``(..., P)`` in ``beta`` order -> ``[(G_B^(l), G_b^(l))]`` of shapes
-    ``(..., d_l, d_{l-1})`` and ``(..., d_l)`` (views of ``G`` for NumPy)."""
-    from ._params import layer_slices
-
-    lead = tuple(G.shape[:-1])
-    return [(G[..., sB].reshape(lead + (d, d_prev)), G[..., sb])
-            for d_prev, d, (sB, sb) in zip(widths[:-1], widths[1:], layer_slices(widths))]
 
 
 def in_model_layout(result: Any, widths: Sequence[int], net: Network | None, flat: bool | None):

@@ -53,6 +53,14 @@ def layer_slices(widths: Sequence[int]) -> list[tuple[slice, slice]]:
     return out
 
 
+def layers_from_beta(G: Any, widths: Sequence[int]) -> list:
+    """``(..., P)`` in ``beta`` order -> ``[(G_B^(l), G_b^(l))]`` of shapes
+    ``(..., d_l, d_{l-1})`` and ``(..., d_l)`` (views of ``G`` for NumPy); unchecked."""
+    lead = tuple(G.shape[:-1])
+    return [(G[..., sB].reshape(lead + (d, d_prev)), G[..., sb])
+            for d_prev, d, (sB, sb) in zip(widths[:-1], widths[1:], layer_slices(widths))]
+
+
 def flatten_params(params: Any):
     """``beta`` of shape ``(P,)``: ``[vec(B^(1)'), b^(1), ..., vec(B^(L+1)'), b^(L+1)]``.
 
@@ -84,7 +92,4 @@ def unflatten_params(beta: Any, widths: Sequence[int]):
             f"beta: expected shape ({P},) for widths {widths} "
             f"(P = sum_l d_l (d_(l-1) + 1)), got {tuple(beta.shape)}"
         )
-    params = []
-    for (d_prev, d), (wB, wb) in zip(zip(widths[:-1], widths[1:]), layer_slices(widths)):
-        params.append((beta[wB].reshape(d, d_prev), beta[wb]))
-    return params
+    return layers_from_beta(beta, widths)
