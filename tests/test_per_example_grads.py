@@ -153,3 +153,19 @@ def test_per_example_grads_reject_bad_targets_and_loss_names(loss, y, exc, words
 def test_per_example_grads_reject_inputs_of_the_wrong_width():
     with pytest.raises(ValueError, match=r"X: has 5 features but B\^\(1\) expects d_0 = 4"):
         per_example_grads(bpcheck.init_params([4, 3]), np.ones((2, 5)), np.array([0, 1]))
+
+
+@pytest.mark.parametrize("flat", [True, False])
+def test_numpy_rows_split_over_threads_equal_autodiff(monkeypatch, flat):
+    """The NumPy fill splits rows over threads for large outputs; with the threshold
+    lowered to every output and an odd number of threads, every row is still written."""
+    from bpcheck import _recursion
+
+    monkeypatch.setattr(_recursion, "_THREADED_SIZE", 1)
+    monkeypatch.setattr(_recursion, "_THREADS", 3)
+    widths, N = [3, 5, 4, 2], 7
+    params, X, y = setup(widths, N, "cross_entropy")
+    G = per_example_grads(params, X, y, flat=flat)
+    if not flat:
+        G = np.concatenate([np.concatenate([gB.reshape(N, -1), gb], axis=1) for gB, gb in G], axis=1)
+    assert rel_err(G, autodiff_grads(params, X, y, "cross_entropy", widths)) < RTOL

@@ -33,7 +33,8 @@ from ._compiled import call
 from ._losses import check_reduction, resolve_loss
 from ._model import model_params
 from ._params import param_count
-from ._recursion import _as_blocks, _forward_layers, pullback
+from ._recursion import (_THREADED_SIZE, _as_blocks, _forward_layers, _single_threaded_blas,
+                         by_rows, pullback)
 
 
 def deltas_and_inputs(params, X, y, loss, acts, mean, xp):
@@ -47,15 +48,35 @@ def deltas_and_inputs(params, X, y, loss, acts, mean, xp):
 
 
 def _fill(out, deltas, a_prevs):
-    """Write ``[vec(delta^(l) a^(l-1)'), delta^(l), ...]`` into the rows of ``out`` in place."""
-    off = 0
-    for delta, a in zip(deltas, a_prevs):
-        d, dp = delta.shape[1], a.shape[1]
-        np.multiply(delta[:, :, None], a[:, None, :], out=_as_blocks(out[:, off:off + d * dp], d, dp))
-        off += d * dp
-        out[:, off:off + d] = delta
-        off += d
+    """Write ``[vec(delta^(l) a^(l-1)'), delta^(l), ...]`` into the rows of ``out`` in place,
+    the rows split over the cores (:func:`bpcheck._recursion.by_rows`)."""
+    def rows(n0, n1):
+        off = 0
+        for delta, a in zip(deltas, a_prevs):
+            d, dp = delta.shape[1], a.shape[1]
+            np.multiply(delta[n0:n1, :, None], a[n0:n1, None, :],
+                        out=_as_blocks(out[n0:n1, off:off + d * dp], d, dp))
+            off += d * dp
+            out[n0:n1, off:off + d] = delta[n0:n1]
+            off += d
+
+    by_rows(rows, out.shape[0], out.size)
     return out
+
+
+def _outer_layers(deltas, a_prevs):
+    """``[(delta^(l) a^(l-1)' per example, delta^(l))]``: the per-layer gradients, the
+    ``(N, d_l, d_{l-1})`` products written in place with the rows split over the cores."""
+    N = a_prevs[0].shape[0]
+    gBs = [np.empty((N, delta.shape[1], a.shape[1]), dtype=delta.dtype)
+           for delta, a in zip(deltas, a_prevs)]
+
+    def rows(n0, n1):
+        for gB, delta, a in zip(gBs, deltas, a_prevs):
+            np.multiply(delta[n0:n1, :, None], a[n0:n1, None, :], out=gB[n0:n1])
+
+    by_rows(rows, N, sum(gB.size for gB in gBs))
+    return list(zip(gBs, deltas))
 
 
 def _assemble_jax(deltas, a_prevs, xp):
@@ -77,6 +98,8 @@ def _assemble_jax(deltas, a_prevs, xp):
 def _per_example_grads(params, X, y, loss, acts, mean, flat, xp):
     deltas, a_prevs = deltas_and_inputs(params, X, y, loss, acts, mean, xp)
     if not flat:
+        if xp is np:
+            return _outer_layers(deltas, a_prevs)
         return [(delta[:, :, None] * a[:, None, :], delta) for delta, a in zip(deltas, a_prevs)]
     if xp is np:
         P = sum(delta.shape[1] * (a.shape[1] + 1) for delta, a in zip(deltas, a_prevs))
@@ -177,8 +200,11 @@ def per_example_grads(
         params, X, y, loss, reduction, activation, mesh, gather)
     if X2.shape[0] == 0 and flat:  # an empty batch: no rows
         return xp.zeros((0, param_count(widths)), X2.dtype)
-    G = _run(_per_example_grads, static + (bool(flat),), params, X2, y2, xp, mesh, bool(gather),
-             unchecked)
+    # the products that give the deltas are small; OpenBLAS's threads would spin beside
+    # the threaded fill that follows (see bpcheck._recursion._single_threaded_blas)
+    with _single_threaded_blas(xp is np and X2.shape[0] * param_count(widths) >= _THREADED_SIZE):
+        G = _run(_per_example_grads, static + (bool(flat),), params, X2, y2, xp, mesh,
+                 bool(gather), unchecked)
     if single:
         G = G[0] if flat else [(gB[0], gb[0]) for gB, gb in G]
     return G if flat or net is None else net.from_layers(G)

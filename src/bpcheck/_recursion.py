@@ -208,18 +208,27 @@ def _single_threaded_blas(active: bool):
     return _blas_controller().limit(limits=1, user_api="blas")
 
 
+def by_rows(fill, N: int, size: int) -> None:
+    """``fill(n0, n1)`` for consecutive row ranges covering ``0..N``, one per core when the
+    output has at least ``_THREADED_SIZE`` entries (``size``), else ``fill(0, N)``.
+
+    For writing large outputs in place: NumPy's elementwise products run on one core,
+    and the writes (and first-touch page faults) of a fresh array are the cost.
+    """
+    threads = min(_THREADS, N) if size >= _THREADED_SIZE else 1
+    if threads <= 1:
+        fill(0, N)
+        return
+    bounds = np.linspace(0, N, threads + 1).astype(int)
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda i: fill(bounds[i], bounds[i + 1]), range(threads)))
+
+
 def _assemble_numpy(factors):
     N, K, _ = factors[0].V.shape
     P = sum(f.V.shape[2] * (f.a_prev.shape[1] + 1) for f in factors)
     out = np.empty((N, K, P), dtype=factors[0].V.dtype)
-    threads = min(_THREADS, N) if N * K * P >= _THREADED_SIZE else 1
-    if threads == 1:
-        _fill_numpy(out, factors, 0, N)
-    else:
-        bounds = np.linspace(0, N, threads + 1).astype(int)
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(lambda i: _fill_numpy(out, factors, bounds[i], bounds[i + 1]),
-                          range(threads)))
+    by_rows(lambda n0, n1: _fill_numpy(out, factors, n0, n1), N, N * K * P)
     return out
 
 
