@@ -177,7 +177,7 @@ def test_empty_parameter_list_is_rejected():
 
 
 @pytest.mark.parametrize("where", ["X", "B", "b"])
-@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_nan_and_inf_are_rejected(where, bad):
     params, X = _network([3, 4, 2])
     if where == "X":

