@@ -212,3 +212,14 @@ def test_nan_check_is_skipped_under_jit_but_shapes_pass():
     params, X = _network([3, 4, 2])
     out = jax.jit(bpcheck.forward)(_to_jax(params), jnp.asarray(X))
     np.testing.assert_allclose(np.asarray(out), bpcheck.forward(params, X))
+
+
+def test_finite_values_whose_sum_overflows_are_accepted():
+    """The NaN/inf check sums first; a sum that overflows must fall back, not reject."""
+    params, X = _network([3, 4, 2])
+    X = np.full((2, 3), 3e38, dtype=np.float32)  # finite; the sum is inf in float32
+    out = bpcheck.forward([(B.astype(np.float32) * 0, b.astype(np.float32)) for B, b in params], X)
+    assert np.isfinite(out).all()
+    X[0, 0] = -np.inf  # a sum of +big and -inf is -inf: still caught
+    with pytest.raises(ValueError, match="X: contains NaN or inf"):
+        bpcheck.forward(params, X)

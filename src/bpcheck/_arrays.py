@@ -96,8 +96,13 @@ def as_array(name: str, x: Any, xp) -> Any:
 def check_finite(name: str, x: Any) -> None:
     """Raise ``ValueError`` when a concrete array holds NaN or inf (skipped for tracers)."""
     if type(x) is np.ndarray:  # the common case first: no JAX lookups
-        if x.dtype.kind == "f" and not np.isfinite(x).all():
-            raise ValueError(f"{name}: contains NaN or inf; expected finite values")
+        # a finite sum means finite entries (NaN and inf propagate); only an overflowing
+        # sum needs the elementwise test, which allocates a mask as large as x
+        if x.dtype.kind == "f":
+            with np.errstate(over="ignore", invalid="ignore"):
+                total = x.sum()
+            if not np.isfinite(total) and not np.isfinite(x).all():
+                raise ValueError(f"{name}: contains NaN or inf; expected finite values")
         return
     if is_tracer(x):
         return

@@ -74,8 +74,15 @@ def _gauss_newton_matvec(params, X, y, v, loss, acts, scale, widths, xp):
     tangents = layers_from_beta(v, widths)
     a_prevs, zs, Ds = _forward_layers(params, X, acts, xp)
     u = loss.hessian_times(zs[-1], y, push(params, acts, Ds, a_prevs, tangents, xp), xp) * scale
+    deltas = pullback(params, acts, Ds, u, xp)
+    if xp is np:  # each layer's gradient written in place: no concatenation
+        out = np.empty(param_count(widths), dtype=X.dtype)
+        for (gB, gb), delta, a in zip(layers_from_beta(out, widths), deltas, a_prevs):
+            np.matmul(delta.T, a, out=gB)
+            np.sum(delta, axis=0, out=gb)
+        return out
     parts = []
-    for delta, a in zip(pullback(params, acts, Ds, u, xp), a_prevs):
+    for delta, a in zip(deltas, a_prevs):
         parts += [(delta.T @ a).reshape(-1), xp.sum(delta, axis=0)]
     return xp.concatenate(parts)
 
