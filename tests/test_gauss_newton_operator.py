@@ -108,3 +108,20 @@ def test_bad_vectors_are_named():
     with pytest.raises(TypeError, match="v: expected a real numeric array"):
         op @ np.ones(P, dtype=complex)
     assert "GaussNewtonOperator(widths=[3, 4, 2], loss='cross_entropy'" in repr(op)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_a_block_of_vectors_is_transposed_in_chunks_on_threads_without_losing_a_column(
+        monkeypatch, order):
+    """``op @ V`` for ``V`` of shape ``(P, m)`` copies ``V.T`` in chunks over threads; with
+    chunks of 7 rows, 3 threads and every size threaded, each product is still right."""
+    from bpcheck import _gauss_newton, _recursion
+
+    monkeypatch.setattr(_gauss_newton, "_CHUNK", 7)
+    monkeypatch.setattr(_recursion, "_THREADED_SIZE", 1)
+    monkeypatch.setattr(_recursion, "_THREADS", 3)
+    widths = [4, 6, 3]
+    params, X, rng = setup(widths, 5)
+    op = bpcheck.gauss_newton_operator(params, X)
+    V = np.asarray(rng.standard_normal((bpcheck.param_count(widths), 4)), order=order)
+    assert rel_err(op @ V, bpcheck.gauss_newton(params, X) @ V) < RTOL

@@ -29,7 +29,7 @@ from ._compiled import call
 from ._losses import check_reduction, resolve_loss
 from ._model import model_params, model_vector
 from ._params import layers_from_beta, param_count
-from ._recursion import _factors, _forward_layers, pullback, push
+from ._recursion import _factors, _forward_layers, by_rows, pullback, push
 
 
 def _beta_order(widths):
@@ -174,14 +174,42 @@ def _operator_products(Vs, a_prevs, z, y, Vm, loss, scale, widths, xp):
     m = Vm.shape[0]
     Jv = 0
     for l, (a, (dB, db)) in enumerate(zip(a_prevs, layers_from_beta(Vm, widths))):
-        t = xp.matmul(a, dB.transpose(0, 2, 1)) + db[:, None, :]  # (m, N, d_l)
+        t = xp.matmul(a, dB.transpose(0, 2, 1))  # (m, N, d_l)
+        t = t + db[:, None, :] if xp is not np else np.add(t, db[:, None, :], out=t)
         Jv = Jv + (t if l == len(Vs) else xp.matmul(Vs[l], t[..., None])[..., 0])
     u = loss.hessian_times(z, y, Jv, xp) * scale  # (m, N, K)
+    deltas = [u if l == len(Vs) else xp.matmul(u[..., None, :], Vs[l])[..., 0, :]  # V' u
+              for l in range(len(a_prevs))]
+    if xp is np:  # each layer's block written in place: no concatenation
+        out = np.empty((m, param_count(widths)), dtype=u.dtype)
+        for (gB, gb), delta, a in zip(layers_from_beta(out, widths), deltas, a_prevs):
+            np.matmul(delta.transpose(0, 2, 1), a, out=gB)
+            np.sum(delta, axis=1, out=gb)
+        return out
     parts = []
-    for l, a in enumerate(a_prevs):
-        delta = u if l == len(Vs) else xp.matmul(u[..., None, :], Vs[l])[..., 0, :]  # V' u
+    for delta, a in zip(deltas, a_prevs):
         parts += [xp.matmul(delta.transpose(0, 2, 1), a).reshape(m, -1), xp.sum(delta, axis=1)]
     return xp.concatenate(parts, axis=1)
+
+
+def _transposed(v):
+    """``v.T`` as a C-contiguous copy, ``(P, m) -> (m, P)``, in cache-sized chunks of
+    ``P`` on all cores: ``np.ascontiguousarray(v.T)`` rereads ``v`` once per output row
+    (measured 70 ms against 32 ms on one core for ``(1.9e6, 10)`` float32)."""
+    if v.flags.f_contiguous:
+        return v.T
+    P, m = v.shape
+    out = np.empty((m, P), dtype=v.dtype)
+
+    def chunks(k0, k1):
+        for k in range(k0, k1, _CHUNK):
+            out[:, k:min(k + _CHUNK, k1)] = v[k:min(k + _CHUNK, k1)].T
+
+    by_rows(chunks, P, v.size)
+    return out
+
+
+_CHUNK = 8192  # rows of v per transposed piece: 8192 m-vectors stay in the cache
 
 
 class GaussNewtonOperator:
@@ -216,7 +244,7 @@ class GaussNewtonOperator:
         P = self.shape[0]
         v = as_array("v", v, self._xp)
         if v.ndim == 2 and v.shape[0] == P:  # m products in one pass
-            rows = np.ascontiguousarray(v.T) if self._xp is np else v.T
+            rows = _transposed(v) if self._xp is np else v.T
             return self._products(rows).T
         if tuple(v.shape) != (P,):
             raise ValueError(f"v: expected a vector in beta order of shape ({P},) (or ({P}, m) "
