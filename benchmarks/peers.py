@@ -50,7 +50,10 @@ that is not installed is skipped with a line saying so.
 Three thread pools share the two cores here (OpenBLAS for NumPy, XLA's for JAX, OpenMP
 for PyTorch), and each keeps its threads spinning for a while after a call: the next
 library's call then competes with them.  So PyTorch's OpenMP threads wait passively
-(``OMP_WAIT_POLICY=PASSIVE``, set before torch is imported).  The first calls of a process
+(``OMP_WAIT_POLICY=PASSIVE``, set before torch is imported), and every timed call
+starts after ``SETTLE`` seconds of idle: OpenBLAS spins about 0.1 s after a product
+(measured: a JAX call took 44 ms right after a NumPy product, 29 ms after a pause, and
+82 against 25 ms inside an interleaved row).  The first calls of a process
 run slower than later ones (seen: 78 ms, then 32 ms, for the same JAX call), so the
 best of the repeats is what counts, and a rerun is the check.
 """
@@ -74,6 +77,10 @@ import bpcheck
 TASKS = ("pergrad", "norms", "ggn", "ggnop", "ntk", "jacobian")
 SLOW = 1.0
 """Seconds: a method whose warm-up call takes longer is timed 3 times, not ``--repeats``."""
+SETTLE = 0.2
+"""Seconds of idle before each timed call, for the previous call's spinning threads."""
+QUICK = 0.05
+"""Seconds: a faster method is called once more, untimed, after the idle (see ``_settled``)."""
 PEER_JACOBIAN_BYTES = 8 << 30
 """The NTK peers form the ``(N, K, P)`` Jacobian; above this size they are skipped."""
 
@@ -91,6 +98,18 @@ if HAVE["torch"]:
 def block(x):
     """Wait for JAX results; a no-op for NumPy and PyTorch (synchronous on the CPU)."""
     return jax.block_until_ready(x)
+
+
+def _settled(fn, quick):
+    """Seconds for one call of ``fn`` after ``SETTLE`` seconds of idle; a ``quick`` one
+    (under ``QUICK`` seconds) is called once more untimed first, so that its own threads
+    are awake and the pause does not count as its cost."""
+    time.sleep(SETTLE)
+    if quick:
+        block(fn())
+    t = time.perf_counter()
+    block(fn())
+    return time.perf_counter() - t
 
 
 class Row:
@@ -112,9 +131,7 @@ class Row:
         ref = None
         for m in live:
             out = block(m["fn"]())  # warm-up (JAX compiles here)
-            t = time.perf_counter()
-            block(m["fn"]())
-            m["best"] = time.perf_counter() - t
+            m["best"] = _settled(m["fn"], quick=True)
             m["repeats"] = self.repeats if m["best"] < SLOW else min(self.repeats, 3)
             flat = np.asarray(m["to_flat"](out), dtype=np.float64)
             if ref is None:
@@ -123,9 +140,7 @@ class Row:
         for i in range(max(m["repeats"] for m in live) - 1):
             for m in live:
                 if i < m["repeats"] - 1:
-                    t = time.perf_counter()
-                    block(m["fn"]())
-                    m["best"] = min(m["best"], time.perf_counter() - t)
+                    m["best"] = min(m["best"], _settled(m["fn"], m["best"] < QUICK))
         peers = [m["best"] for m in live if m["peer"]]
         fastest = min(peers) if peers else None
         print(f"\n{self.title}")
@@ -372,11 +387,17 @@ def ggn_row(widths, N, repeats):
         row.skip("BackPACK: skipped (backpack-for-pytorch is not installed)")
     fastest = row.run()
     if fastest:
-        floor = matmul_floor(params, X, repeats)
+        floor, jax_floor = matmul_floor(params, X, repeats), jax_matmul_floor(params, X, repeats)
         print(f"  floor: the layer-sized products that J v and J' u need (forward, two for J v, "
-              f"one for J' u, one for the gradient per layer; {matmul_count(widths, N) / 1e9:.2f} "
-              f"G multiply-adds), timed alone with NumPy: {1e3 * floor:.2f} ms; 1.2x the fastest "
-              f"peer needs {1e3 * fastest / 1.2:.2f} ms")
+              f"one for J' u, one for the gradient per layer; {madds(matmul_count(widths, N))} "
+              f"multiply-adds), timed alone: NumPy {1e3 * floor:.2f} ms, one jax.jit program "
+              f"{1e3 * jax_floor:.2f} ms; 1.2x the fastest peer needs "
+              f"{1e3 * fastest / 1.2:.2f} ms")
+
+
+def madds(n):
+    """A count of multiply-adds, in G or M."""
+    return f"{n / 1e9:.2f} G" if n >= 1e8 else f"{n / 1e6:.2f} M"
 
 
 def matmul_count(widths, N):
@@ -403,13 +424,31 @@ def matmul_floor(params, X, repeats):
             d.T @ a  # the gradient delta' a
 
     products()
-    return min(_timed(products) for _ in range(repeats))
+    return min(_settled(products, quick=True) for _ in range(repeats))
 
 
-def _timed(fn):
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
+def jax_matmul_floor(params, X, repeats):
+    """:func:`matmul_floor`'s products as one ``jax.jit`` program (the outputs summed so
+    that none is dropped as dead code)."""
+    N = X.shape[0]
+    acts = [jnp.asarray(X)] + [jnp.ones((N, B.shape[0]), jnp.float32) for B, _ in params[:-1]]
+    outs = [jnp.ones((N, B.shape[0]), jnp.float32) for B, _ in params]
+    Bs = [jnp.asarray(B) for B, _ in params]
+
+    @jax.jit
+    def products(Bs, acts, outs):
+        total = 0.0
+        for l, B in enumerate(Bs):
+            a, d = acts[l], outs[l]
+            total += jnp.sum(a @ B.T) + jnp.sum(a @ (B + 1).T)  # forward, dB a
+            if l:
+                total += jnp.sum(d @ B) + jnp.sum(d @ (B + 1))  # B t, B' delta
+            total += jnp.sum(d.T @ a)  # delta' a
+        return total
+
+    run = lambda: products(Bs, acts, outs).block_until_ready()
+    run()
+    return min(_settled(run, quick=True) for _ in range(repeats))
 
 
 def ggn_rows(repeats):
@@ -517,6 +556,28 @@ def ggn_operator_row(widths, N, repeats):
     else:
         row.skip("BackPACK: skipped (backpack-for-pytorch or torch is not installed)")
     row.run()
+    ours, theirs = operator_count(widths, N, PRODUCTS), linearize_count(widths, N, PRODUCTS)
+    print(f"  multiply-adds of the layer-sized products: bpcheck's operator {madds(ours)} "
+          f"(forward and V^(l) once, two per layer per product), jax.linearize + jax.vjp "
+          f"{madds(theirs)} (forward once, five per layer per product, three for the "
+          f"first): at equal speed the operator is {theirs / ours:.2f}x faster")
+
+
+def operator_count(widths, N, m):
+    """Multiply-adds of ``m`` products by :class:`bpcheck.GaussNewtonOperator`, its setup
+    included: the forward pass, ``V^(l) = V^(l+1) B^(l+1) D^(l)`` (``N K`` rows), and per
+    product ``dB a`` and ``delta' a`` per layer plus the contractions with ``V^(l)``."""
+    sizes = [d * dp for dp, d in zip(widths, widths[1:])]
+    K, hidden = widths[-1], widths[1:-1]
+    setup = N * sum(sizes) + N * K * sum(d * d_next for d, d_next in zip(hidden, widths[2:]))
+    return setup + m * (2 * N * sum(sizes) + 2 * N * K * sum(hidden))
+
+
+def linearize_count(widths, N, m):
+    """Multiply-adds of ``m`` products by ``jax.linearize`` and ``jax.vjp`` traced once:
+    one forward pass, then :func:`matmul_count` less that forward pass per product."""
+    forward = N * sum(d * dp for dp, d in zip(widths, widths[1:]))
+    return forward + m * (matmul_count(widths, N) - forward)
 
 
 def ggn_operator_rows(repeats):

@@ -159,14 +159,15 @@ def gauss_newton_matvec(params: Any, X: Any, v: Any, loss: Any = "cross_entropy"
 # --- the Gauss-Newton matrix as an operator: factors once, products many times ---------
 
 
-def _operator_setup(params, X, acts, xp):
+def _operator_setup(params, X, y, acts, loss, xp):
     """What every product reuses: ``V^(l)`` for the hidden layers (``V^(L+1) = I`` is
-    never stored), the layer inputs ``a^(l-1)`` and the outputs ``z^(L+1)``."""
+    never stored), the layer inputs ``a^(l-1)`` and what ``H_n`` needs of the outputs
+    (:meth:`bpcheck.Loss.hessian_state`)."""
     fs = _factors(params, X, acts, xp)
-    return [f.V for f in fs[:-1]], [f.a_prev for f in fs], fs[-1].z
+    return [f.V for f in fs[:-1]], [f.a_prev for f in fs], loss.hessian_state(fs[-1].z, y, xp)
 
 
-def _operator_products(Vs, a_prevs, z, y, Vm, loss, scale, widths, xp):
+def _operator_products(Vs, a_prevs, h, Vm, loss, scale, widths, xp):
     """``J' H (J v)`` for the ``m`` rows ``v`` of ``Vm`` ``(m, P)``, from the stored factors:
     ``J v = sum_l V^(l) (dB^(l) a^(l-1) + db^(l))`` and, per layer, ``J' u`` is
     ``vec((V^(l)' u)' a^(l-1))``: two products with ``a^(l-1)`` per layer and contractions
@@ -176,9 +177,12 @@ def _operator_products(Vs, a_prevs, z, y, Vm, loss, scale, widths, xp):
     for l, (a, (dB, db)) in enumerate(zip(a_prevs, layers_from_beta(Vm, widths))):
         t = xp.matmul(a, dB.transpose(0, 2, 1))  # (m, N, d_l)
         t = t + db[:, None, :] if xp is not np else np.add(t, db[:, None, :], out=t)
-        Jv = Jv + (t if l == len(Vs) else xp.matmul(Vs[l], t[..., None])[..., 0])
-    u = loss.hessian_times(z, y, Jv, xp) * scale  # (m, N, K)
-    deltas = [u if l == len(Vs) else xp.matmul(u[..., None, :], Vs[l])[..., 0, :]  # V' u
+        # V^(l) t per example, batched over the N examples ((K, d_l) by (d_l, m)), not over
+        # the m N pairs: N small products instead of m N matrix-vector ones
+        Jv = Jv + (t if l == len(Vs) else xp.matmul(Vs[l], t.transpose(1, 2, 0)).transpose(2, 0, 1))
+    u = loss.times_hessian(h, Jv, xp) * scale  # (m, N, K)
+    uT = u.transpose(1, 0, 2)  # (N, m, K)
+    deltas = [u if l == len(Vs) else xp.matmul(uT, Vs[l]).transpose(1, 0, 2)  # V' u, (m, N, d_l)
               for l in range(len(a_prevs))]
     if xp is np:  # each layer's block written in place: no concatenation
         out = np.empty((m, param_count(widths)), dtype=u.dtype)
@@ -228,8 +232,8 @@ class GaussNewtonOperator:
     by ``scipy.sparse.linalg.aslinearoperator(op)``.  NumPy or JAX, as its inputs were.
     """
 
-    def __init__(self, stored, y, static, net, xp, dtype, P):
-        self._stored, self._y, self._static, self._net, self._xp = stored, y, static, net, xp
+    def __init__(self, stored, static, net, xp, dtype, P):
+        self._stored, self._static, self._net, self._xp = stored, static, net, xp
         self.shape = (P, P)
         self.dtype = np.dtype(dtype)
 
@@ -255,8 +259,8 @@ class GaussNewtonOperator:
         if Vm.dtype != self.dtype:
             Vm = Vm.astype(self.dtype)
         unchecked = split_finite_checks([("v", Vm)])
-        Vs, a_prevs, z = self._stored
-        return call(_operator_products, self._xp, self._static, Vs, a_prevs, z, self._y, Vm,
+        Vs, a_prevs, h = self._stored
+        return call(_operator_products, self._xp, self._static, Vs, a_prevs, h, Vm,
                     unchecked=unchecked)
 
     __matmul__ = matvec
@@ -287,6 +291,6 @@ def gauss_newton_operator(params: Any, X: Any, loss: Any = "cross_entropy", *, y
     params, widths, X2, y2, xp, _, static, unchecked = _setup(params, X, y, loss, reduction,
                                                               activation)
     loss_, acts, scale, widths_t = static
-    stored = call(_operator_setup, xp, (acts,), params, X2, unchecked=unchecked)
-    return GaussNewtonOperator(stored, y2, (loss_, scale, widths_t), net, xp, X2.dtype,
+    stored = call(_operator_setup, xp, (acts, loss_), params, X2, y2, unchecked=unchecked)
+    return GaussNewtonOperator(stored, (loss_, scale, widths_t), net, xp, X2.dtype,
                                param_count(widths))

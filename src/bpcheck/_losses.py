@@ -180,15 +180,31 @@ class Loss:
     def hessian_times(self, z, y, u, xp):
         """``H_n u_n`` for every example, shape ``(N, K)`` (or ``(m, N, K)`` for ``m`` sets of
         ``u``), without forming ``H`` where known."""
+        return self.times_hessian(self.hessian_state(z, y, xp), u, xp)
+
+    def hessian_state(self, z, y, xp):
+        """What :meth:`times_hessian` needs of ``z`` and ``y``, computed once for many
+        products: the softmax ``p`` (cross-entropy), ``s (1 - s)`` (binary cross-entropy),
+        ``H`` itself (a user's loss), nothing for ``"mse"``."""
+        if self.name == "mse":
+            return None
+        if self.name == "cross_entropy":
+            return _softmax(z, xp)
+        if self.name == "binary_cross_entropy":
+            s = _sigmoid(z, xp)
+            return s * (1 - s)
+        return self.hessian_fn(z, y)
+
+    def times_hessian(self, state, u, xp):
+        """``H_n u_n`` from :meth:`hessian_state`'s ``state``; ``u``: ``(N, K)`` or ``(m, N, K)``."""
         if self.name == "mse":
             return u
         if self.name == "cross_entropy":
-            p = _softmax(z, xp)
-            return p * u - p * xp.sum(p * u, axis=-1, keepdims=True)
+            pu = state * u
+            return pu - state * xp.sum(pu, axis=-1, keepdims=True)
         if self.name == "binary_cross_entropy":
-            s = _sigmoid(z, xp)
-            return s * (1 - s) * u
-        return xp.einsum("nkj,...nj->...nk", self.hessian_fn(z, y), u)
+            return state * u
+        return xp.einsum("nkj,...nj->...nk", state, u)
 
     @property
     def hessian_is_identity(self) -> bool:
