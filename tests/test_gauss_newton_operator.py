@@ -67,6 +67,23 @@ def test_jax_inputs_give_a_jax_operator_with_the_same_products():
     assert not isinstance(out, np.ndarray) and hasattr(out, "block_until_ready")
     assert rel_err(np.asarray(out), op @ v) < 1e-5  # JAX's default float32
     assert rel_err(np.asarray(jop @ v), op @ v) < 1e-5  # a NumPy v is taken as well
+    V = rng.standard_normal((v.shape[0], 3))
+    assert rel_err(np.asarray(jop @ jnp.asarray(V)), op @ V) < 1e-5  # m products at once
+
+
+def test_jax_blocks_of_products_with_a_user_loss_equal_numpy():
+    widths = [4, 6, 5, 2]
+    params, X, rng = setup(widths, 7)
+    y = rng.standard_normal((7, 2))
+    loss = Loss(grad=huber_grad, hessian=huber_hessian)
+    op = bpcheck.gauss_newton_operator(params, X, loss, y=y)
+    jop = bpcheck.gauss_newton_operator([(jnp.asarray(B), jnp.asarray(b)) for B, b in params],
+                                        jnp.asarray(X), loss, y=jnp.asarray(y))
+    V = rng.standard_normal((bpcheck.param_count(widths), 4))
+    expected = bpcheck.gauss_newton(params, X, loss, y=y) @ V
+    assert rel_err(op @ V, expected) < RTOL
+    assert rel_err(np.asarray(jop @ jnp.asarray(V)), expected) < 1e-5
+    assert rel_err(np.asarray(jop @ jnp.asarray(V[:, 1])), expected[:, 1]) < 1e-5
 
 
 def test_a_model_gives_and_takes_vectors_in_its_own_structure():
