@@ -5,6 +5,7 @@ Run (the peers live in their own virtual environment, kept out of the project's)
     python3 -m venv .venv-bench
     .venv-bench/bin/pip install torch==2.13.0 backpack-for-pytorch opacus curvlinops-for-pytorch -e .
     .venv-bench/bin/python benchmarks/peers.py [--repeats 7] [--only pergrad,norms,ggn,ggnop,ntk,jacobian]
+        [--nt-python PYTHON_WITH_NEURAL_TANGENTS]
 
 ReLU MLPs, float32, one process, CPU (or whatever JAX and PyTorch run on by default).
 Each row is timed as the best of ``--repeats`` calls (7; 3 for a method whose first timed
@@ -33,7 +34,9 @@ Tasks and sizes:
 - the NTK, 784-1024-1024-1024-10 with N = 32 and N = 256, full ``(N, N, K, K)`` and trace
   ``(N, N)``: bpcheck ``ntk`` against ``jax.vmap(jax.jacrev)`` and ``torch.func``
   ``vmap(jacrev)`` followed by the contraction ``J_i J_j'`` (skipped where their
-  ``(N, K, P)`` Jacobian would exceed 8 GiB: at N = 256 it is 28 GiB);
+  ``(N, K, P)`` Jacobian would exceed 8 GiB: at N = 256 it is 28 GiB), and neural-tangents'
+  three ``empirical_ntk_fn`` implementations when ``--nt-python`` names a Python that has
+  it (it runs on JAX 0.4.x only, so ``nt_peer.py`` times it there, in its own process);
 - the full Jacobian ``(N, K, P)``, 64-256-256-256-256-10 with N = 128: bpcheck ``jacobian``
   (NumPy; JAX called as is and inside ``jax.jit``) against ``jax.vmap(jax.jacrev)`` and
   ``torch.func`` ``vmap(jacrev)``.
@@ -123,13 +126,23 @@ class Row:
         reference (the first bpcheck method added)."""
         self.methods.append(dict(name=name, layout=layout, fn=fn, to_flat=to_flat, peer=peer))
 
+    def add_measured(self, name, layout, seconds, result, to_flat, note):
+        """A peer timed elsewhere (its own process): ``seconds`` and ``result`` as given."""
+        self.methods.append(dict(name=name, layout=layout, best=seconds, result=result,
+                                 to_flat=to_flat, peer=True, note=note))
+
     def skip(self, line: str):
         self.methods.append(dict(skip=line))
 
     def run(self):
-        live = [m for m in self.methods if "skip" not in m]
+        live = [m for m in self.methods if "skip" not in m and "result" not in m]
         ref = None
-        for m in live:
+        for m in live + [m for m in self.methods if "result" in m]:
+            if "result" in m:  # timed in its own process; its note says how
+                m["repeats"] = self.repeats
+                m["err"] = float(np.max(np.abs(m["to_flat"](m["result"]) - ref))
+                                 / max(np.max(np.abs(ref)), 1e-30))
+                continue
             out = block(m["fn"]())  # warm-up (JAX compiles here)
             m["best"] = _settled(m["fn"], quick=True)
             m["repeats"] = self.repeats if m["best"] < SLOW else min(self.repeats, 3)
@@ -141,6 +154,7 @@ class Row:
             for m in live:
                 if i < m["repeats"] - 1:
                     m["best"] = min(m["best"], _settled(m["fn"], m["best"] < QUICK))
+        live = [m for m in self.methods if "skip" not in m]
         peers = [m["best"] for m in live if m["peer"]]
         fastest = min(peers) if peers else None
         print(f"\n{self.title}")
@@ -154,6 +168,7 @@ class Row:
             alike = [p["best"] for p in live if p["peer"] and p["layout"] == m["layout"]]
             same = f"{min(alike) / m['best']:.2f}x" if alike else "-"
             note = "" if m["repeats"] == self.repeats else f"  (best of {m['repeats']})"
+            note += f"  ({m['note']})" if "note" in m else ""
             print(f"  {m['name']:44s} {m['layout']:10s} {1e3 * m['best']:10.2f} {ratio:>16s} "
                   f"{same:>12s} {m['err']:11.1e}{note}", flush=True)
         return fastest
@@ -620,7 +635,8 @@ def ntk_row(N, trace, repeats):
     if J_bytes > PEER_JACOBIAN_BYTES:
         row.skip(f"jax.vmap(jax.jacrev), torch.func vmap(jacrev): skipped (their (N, K, P) "
                  f"Jacobian would take {J_bytes / 2**30:.0f} GiB)")
-        row.skip("neural-tangents: not run by this script")
+        row.skip("neural-tangents: skipped too (its structured derivatives on this net at "
+                 "N = 256, trace only, passed 14.9 GB resident before it was stopped)")
         row.run()
         return
 
@@ -640,8 +656,43 @@ def ntk_row(N, trace, repeats):
         row.add("torch.func vmap(jacrev), then J J'", "-", torch_ntk, lambda o: o.numpy())
     else:
         row.skip("torch.func: skipped (torch is not installed)")
-    row.skip("neural-tangents: not run by this script")
+    nt_peer(row, params, X, trace, repeats)
     row.run()
+
+
+NT_PYTHON = os.environ.get("BPCHECK_NT_PYTHON")
+"""A Python with neural-tangents (``--nt-python``); it needs JAX 0.4.x, so it runs apart."""
+
+
+def nt_peer(row, params, X, trace, repeats):
+    """neural-tangents' three NTK implementations, timed by ``nt_peer.py`` in ``NT_PYTHON``
+    on the same inputs (not interleaved with the others: it is another process)."""
+    if not NT_PYTHON:
+        row.skip("neural-tangents: skipped (it needs JAX 0.4.x; give a Python that has it "
+                 "with --nt-python or BPCHECK_NT_PYTHON)")
+        return
+    import json
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        arrays = {"X": X}
+        for l, (B, b) in enumerate(params):
+            arrays[f"B{l}"], arrays[f"b{l}"] = B, b
+        np.savez(f"{tmp}/inputs.npz", **arrays)
+        cmd = [NT_PYTHON, os.path.join(os.path.dirname(__file__), "nt_peer.py"),
+               f"{tmp}/inputs.npz", f"{tmp}/ntk", "--repeats", str(repeats)]
+        proc = subprocess.run(cmd + (["--trace"] if trace else []), capture_output=True,
+                              text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+        lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+        if proc.returncode or not lines:
+            row.skip(f"neural-tangents: failed in {NT_PYTHON} (exit {proc.returncode}): "
+                     f"{proc.stderr.strip().splitlines()[-1:]}")
+            return
+        for r in lines:
+            row.add_measured(f"neural-tangents, {r['name']} (jit)", "-", r["best_s"],
+                             np.load(r["file"]), lambda o: np.asarray(o, np.float64),
+                             f"best of {r['repeats']}, own process: {r['versions']}")
 
 
 def ntk_rows(repeats):
@@ -682,11 +733,15 @@ def jacobian_rows(repeats):
 
 
 def main():
+    global NT_PYTHON
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--nt-python", default=os.environ.get("BPCHECK_NT_PYTHON"),
+                    help="a Python with neural-tangents (and JAX 0.4.x) for the NTK rows")
     ap.add_argument("--only", default=",".join(TASKS),
                     help=f"comma-separated tasks out of {', '.join(TASKS)}")
     args = ap.parse_args()
+    NT_PYTHON = args.nt_python
     only = args.only.split(",")
     for task in only:
         if task not in TASKS:
