@@ -36,7 +36,11 @@ from bpcheck.train.lecture import two_layer_step
 
 
 def best_ms(fn, repeats, *args):
-    """Best of ``repeats`` calls ``fn(*args)`` in ms, after one warm-up call (which compiles)."""
+    """Best of ``repeats`` calls ``fn(*args)`` in ms, after one warm-up call (which compiles),
+    a pause of ``SETTLE`` seconds and one more untimed call: the previous measurement's
+    thread pool (OpenBLAS spins about 0.1 s after a product) must not share the cores."""
+    jax.block_until_ready(fn(*args))
+    time.sleep(SETTLE)
     jax.block_until_ready(fn(*args))
     times = []
     for _ in range(repeats):
@@ -44,6 +48,9 @@ def best_ms(fn, repeats, *args):
         jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - t0)
     return 1e3 * min(times)
+
+
+SETTLE = 0.2
 
 
 def network(widths, N, seed=0):

@@ -111,7 +111,10 @@ def _per_example_grad_norms(params, X, y, loss, acts, mean, xp):
     deltas, a_prevs = deltas_and_inputs(params, X, y, loss, acts, mean, xp)
     sq = 0
     for delta, a in zip(deltas, a_prevs):
-        sq = sq + xp.sum(delta * delta, axis=1) * (xp.sum(a * a, axis=1) + 1)
+        if xp is np:  # row sums of squares without the squared arrays
+            sq = sq + np.einsum("ij,ij->i", delta, delta) * (np.einsum("ij,ij->i", a, a) + 1)
+        else:
+            sq = sq + xp.sum(delta * delta, axis=1) * (xp.sum(a * a, axis=1) + 1)
     return xp.sqrt(sq)
 
 

@@ -53,7 +53,8 @@ def _forward_layers(params, X, acts, xp):
     a = X
     a_prevs, zs, Ds = [], [], []
     for (B, b), act in zip(params, acts + (None,)):
-        z = a @ B.T + b
+        z = a @ B.T
+        z = z + b if xp is not np else np.add(z, b, out=z)  # NumPy: no second array
         a_prevs.append(a)
         zs.append(z)
         if act is not None:
