@@ -177,14 +177,14 @@ def _operator_products(Vs, a_prevs, h, Vm, loss, scale, widths, xp):
     m = Vm.shape[0]
     Jv = 0
     for l, (a, (dB, db)) in enumerate(zip(a_prevs, layers_from_beta(Vm, widths))):
-        t = xp.matmul(a, dB.transpose(0, 2, 1))  # (m, N, d_l)
-        t = t + db[:, None, :] if xp is not np else np.add(t, db[:, None, :], out=t)
+        t = np.matmul(a, dB.transpose(0, 2, 1))  # (m, N, d_l)
+        t += db[:, None, :]
         # V^(l) t per example, batched over the N examples ((K, d_l) by (d_l, m)), not over
         # the m N pairs: N small products instead of m N matrix-vector ones
-        Jv = Jv + (t if l == len(Vs) else xp.matmul(Vs[l], t.transpose(1, 2, 0)).transpose(2, 0, 1))
-    u = loss.times_hessian(h, Jv, xp) * scale  # (m, N, K)
+        Jv = Jv + (t if l == len(Vs) else np.matmul(Vs[l], t.transpose(1, 2, 0)).transpose(2, 0, 1))
+    u = loss.times_hessian(h, Jv, np) * scale  # (m, N, K)
     uT = u.transpose(1, 0, 2)  # (N, m, K)
-    deltas = [u if l == len(Vs) else xp.matmul(uT, Vs[l]).transpose(1, 0, 2)  # V' u, (m, N, d_l)
+    deltas = [u if l == len(Vs) else np.matmul(uT, Vs[l]).transpose(1, 0, 2)  # V' u, (m, N, d_l)
               for l in range(len(a_prevs))]
     out = np.empty((m, param_count(widths)), dtype=u.dtype)  # each block written in place
     for (gB, gb), delta, a in zip(layers_from_beta(out, widths), deltas, a_prevs):
