@@ -115,6 +115,10 @@ def _settled(fn, quick):
     return time.perf_counter() - t
 
 
+def _rel_err(flat, ref):
+    return float(np.max(np.abs(flat - ref)) / max(np.max(np.abs(ref)), 1e-30))
+
+
 class Row:
     """One table: methods timed in alternation, each checked against the reference."""
 
@@ -129,31 +133,28 @@ class Row:
     def add_measured(self, name, layout, seconds, result, to_flat, note):
         """A peer timed elsewhere (its own process): ``seconds`` and ``result`` as given."""
         self.methods.append(dict(name=name, layout=layout, best=seconds, result=result,
-                                 to_flat=to_flat, peer=True, note=note))
+                                 to_flat=to_flat, peer=True, note=note, repeats=self.repeats))
 
     def skip(self, line: str):
         self.methods.append(dict(skip=line))
 
     def run(self):
-        live = [m for m in self.methods if "skip" not in m and "result" not in m]
+        timed = [m for m in self.methods if "fn" in m]
         ref = None
-        for m in live + [m for m in self.methods if "result" in m]:
-            if "result" in m:  # timed in its own process; its note says how
-                m["repeats"] = self.repeats
-                m["err"] = float(np.max(np.abs(m["to_flat"](m["result"]) - ref))
-                                 / max(np.max(np.abs(ref)), 1e-30))
-                continue
+        for m in timed:
             out = block(m["fn"]())  # warm-up (JAX compiles here)
             m["best"] = _settled(m["fn"], quick=True)
             m["repeats"] = self.repeats if m["best"] < SLOW else min(self.repeats, 3)
             flat = np.asarray(m["to_flat"](out), dtype=np.float64)
-            if ref is None:
-                ref = flat
-            m["err"] = float(np.max(np.abs(flat - ref)) / max(np.max(np.abs(ref)), 1e-30))
-        for i in range(max(m["repeats"] for m in live) - 1):
-            for m in live:
+            ref = flat if ref is None else ref
+            m["err"] = _rel_err(flat, ref)  # now: the results may be large
+        for i in range(max(m["repeats"] for m in timed) - 1):
+            for m in timed:
                 if i < m["repeats"] - 1:
                     m["best"] = min(m["best"], _settled(m["fn"], m["best"] < QUICK))
+        for m in self.methods:  # timed in their own process (their note says how)
+            if "result" in m:
+                m["err"] = _rel_err(m["to_flat"](m["result"]), ref)
         live = [m for m in self.methods if "skip" not in m]
         peers = [m["best"] for m in live if m["peer"]]
         fastest = min(peers) if peers else None
