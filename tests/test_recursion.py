@@ -223,3 +223,32 @@ def test_finite_values_whose_sum_overflows_are_accepted():
     X[0, 0] = -np.inf  # a sum of +big and -inf is -inf: still caught
     with pytest.raises(ValueError, match="X: contains NaN or inf"):
         bpcheck.forward(params, X)
+
+
+def test_finite_checks_of_one_call_name_the_array_that_holds_nan():
+    """The NumPy arrays of a call are checked together: an overflowing but finite array
+    earlier in the call neither masks nor takes the blame for a NaN in a later one."""
+    params, X = _network([3, 4, 2])
+    params = [(B.astype(np.float32), b.astype(np.float32)) for B, b in params]
+    X = np.full((2, 3), 3e38, dtype=np.float32)
+    params[0] = (np.full_like(params[0][0], 3e38), params[0][1])
+    bad = [params[0], (params[1][0], params[1][1].copy())]
+    bad[1][1][1] = np.nan
+    with pytest.raises(ValueError, match=r"b\^\(2\) \(params\[1\]\[1\]\): contains NaN"):
+        bpcheck.forward(bad, X)
+    v = np.zeros(bpcheck.param_count([3, 4, 2]), np.float32)
+    v[-1] = np.inf
+    with pytest.raises(ValueError, match="v: contains NaN or inf"):
+        bpcheck.gauss_newton_matvec(params, X, v, loss="mse")
+
+
+def test_array_kind_caches_keep_arrays_and_tracers_apart():
+    from bpcheck._arrays import is_jax, is_tracer
+
+    seen = []
+    jax.jit(lambda x: seen.append((is_jax(x), is_tracer(x))) or x)(jnp.ones(2))
+    concrete = jnp.ones(2)
+    assert seen == [(True, True)]
+    assert (is_jax(concrete), is_tracer(concrete)) == (True, False)
+    assert (is_jax(np.ones(2)), is_tracer(np.ones(2))) == (False, False)
+    assert not is_jax(np.ones(2).view(np.matrix))

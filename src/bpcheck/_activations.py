@@ -110,11 +110,12 @@ class Activation:
 
     def value_and_derivative(self, z, xp):
         """``(sigma(z), sigma'(z))``, sharing the work between the two."""
-        name, p = self.name, dict(self.params)
-        one = xp.ones((), dtype=z.dtype)
+        name = self.name
         if name == "relu":
             on = z > 0
             return xp.where(on, z, 0), on.astype(z.dtype)  # where: max(0, z) without -0.0
+        p = dict(self.params)
+        one = xp.ones((), dtype=z.dtype)
         if name == "leaky_relu":
             on = z > 0
             return xp.where(on, z, p["slope"] * z), xp.where(on, one, p["slope"]).astype(z.dtype)

@@ -6,6 +6,7 @@ stacks the *rows* of ``B`` (``B.reshape(-1)`` in C order).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 from collections.abc import Sequence
 
@@ -45,12 +46,17 @@ def param_count(widths: Sequence[int]) -> int:
 
 def layer_slices(widths: Sequence[int]) -> list[tuple[slice, slice]]:
     """For each layer ``l``, the slices of ``beta`` holding ``vec(B^(l)')`` and ``b^(l)``."""
+    return list(_layer_slices(tuple(check_widths(widths))))
+
+
+@functools.lru_cache(maxsize=256)
+def _layer_slices(widths: tuple[int, ...]) -> tuple[tuple[slice, slice], ...]:
     out = []
     off = 0
     for d_prev, d in zip(widths[:-1], widths[1:]):
         out.append((slice(off, off + d * d_prev), slice(off + d * d_prev, off + d * (d_prev + 1))))
         off += d * (d_prev + 1)
-    return out
+    return tuple(out)
 
 
 def layers_from_beta(G: Any, widths: Sequence[int]) -> list:
@@ -58,7 +64,7 @@ def layers_from_beta(G: Any, widths: Sequence[int]) -> list:
     ``(..., d_l, d_{l-1})`` and ``(..., d_l)`` (views of ``G`` for NumPy); unchecked."""
     lead = tuple(G.shape[:-1])
     return [(G[..., sB].reshape(lead + (d, d_prev)), G[..., sb])
-            for d_prev, d, (sB, sb) in zip(widths[:-1], widths[1:], layer_slices(widths))]
+            for d_prev, d, (sB, sb) in zip(widths[:-1], widths[1:], _layer_slices(tuple(widths)))]
 
 
 def flatten_params(params: Any):
