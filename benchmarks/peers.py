@@ -409,6 +409,32 @@ def ggn_row(widths, N, repeats):
               f"multiply-adds), timed alone: NumPy {1e3 * floor:.2f} ms, one jax.jit program "
               f"{1e3 * jax_floor:.2f} ms; 1.2x the fastest peer needs "
               f"{1e3 * fastest / 1.2:.2f} ms")
+        parts = ggn_parts(params, X, v, pj, Xj, vj, repeats)
+        print(f"  bpcheck's parts, each timed alone: its input checks (shapes, dtypes, NaN and "
+              f"inf) NumPy {parts[0]:.2f} ms, JAX {parts[1]:.2f} ms; the computation alone NumPy "
+              f"{parts[2]:.2f} ms, its jax.jit program {parts[3]:.2f} ms")
+
+
+def ggn_parts(params, X, v, pj, Xj, vj, repeats):
+    """Milliseconds of bpcheck's GGN-vector product split in two, each part timed alone:
+    the checking of the arguments (NumPy, JAX) and the computation (NumPy, and the JAX
+    program called directly, without checks)."""
+    from bpcheck._compiled import compiled, joined
+    from bpcheck._gauss_newton import _gauss_newton_matvec, _setup
+
+    def checks(p, X, v):
+        return lambda: _setup(p, X, None, "cross_entropy", "mean", "relu", v=v)
+
+    static = _setup(params, X, None, "cross_entropy", "mean", "relu", v=v)[6]
+    program = compiled(_gauss_newton_matvec, static)
+    fns = [checks(params, X, v), checks(pj, Xj, vj),
+           lambda: _gauss_newton_matvec(params, X, None, v, *static, np),
+           lambda: joined(program(pj, Xj, None, vj))]
+    out = []
+    for fn in fns:
+        block(fn())
+        out.append(1e3 * min(_settled(fn, quick=True) for _ in range(repeats)))
+    return out
 
 
 def madds(n):

@@ -125,3 +125,17 @@ def test_gauss_newton_rejects_bad_vectors_and_loss_names(v, loss, exc, words):
     if loss == "gauss":
         with pytest.raises(ValueError, match="loss"):
             gauss_newton(params, np.ones((2, 4)), loss=loss)
+
+
+def test_matvec_joins_its_pieces_under_vmap_and_jit_too():
+    """JAX kernels return the product's pieces and a separate program joins them
+    (``bpcheck._compiled.joined``); under ``vmap`` and ``jit`` the join is traced with the rest."""
+    params, X = setup([3, 5, 4, 2], 6)
+    pj = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params]
+    G = gauss_newton(params, X)
+    Vs = np.random.default_rng(1).standard_normal((3, G.shape[0]))
+    batched = jax.jit(jax.vmap(lambda v: gauss_newton_matvec(pj, jnp.asarray(X), v)))(jnp.asarray(Vs))
+    assert rel_err(np.asarray(batched), Vs @ G) < RTOL
+    op = bpcheck.gauss_newton_operator(pj, jnp.asarray(X))
+    assert rel_err(np.asarray(jax.jit(op.matvec)(jnp.asarray(Vs.T))), G @ Vs.T) < RTOL
+    assert rel_err(np.asarray(op @ jnp.asarray(Vs[0])), G @ Vs[0]) < RTOL

@@ -252,3 +252,39 @@ def test_array_kind_caches_keep_arrays_and_tracers_apart():
     assert (is_jax(concrete), is_tracer(concrete)) == (True, False)
     assert (is_jax(np.ones(2)), is_tracer(np.ones(2))) == (False, False)
     assert not is_jax(np.ones(2).view(np.matrix))
+
+
+def test_jit_and_vmap_of_a_function_that_closes_over_jax_params():
+    """The usual JAX idiom: params closed over, data traced.  The concrete params are
+    still checked for NaN and inf (on the host, once per trace)."""
+    params, X = _network([3, 4, 2])
+    pj = _to_jax(params)
+    want = bpcheck.forward(params, X)
+    out = jax.jit(lambda X: bpcheck.forward(pj, X))(jnp.asarray(X))
+    np.testing.assert_allclose(np.asarray(out), want, rtol=1e-12)
+    out = jax.vmap(lambda x: bpcheck.forward(pj, x))(jnp.asarray(X))
+    np.testing.assert_allclose(np.asarray(out), want, rtol=1e-12)
+    J = jax.jit(lambda X: bpcheck.jacobian(pj, X))(jnp.asarray(X))
+    np.testing.assert_allclose(np.asarray(J), bpcheck.jacobian(params, X), rtol=1e-12)
+    bad = [(pj[0][0], pj[0][1].at[2].set(jnp.nan)), pj[1]]
+    with pytest.raises(ValueError, match=r"b\^\(1\) \(params\[0\]\[1\]\): contains NaN"):
+        jax.jit(lambda X: bpcheck.forward(bad, X))(jnp.asarray(X))
+
+
+def test_jit_of_every_entry_point_with_closed_over_params_and_targets():
+    params, X = _network([3, 4, 2])
+    pj, Xj = _to_jax(params), jnp.asarray(X)
+    y = jnp.array([0, 1, 1, 0, 1][:X.shape[0]])
+    np.testing.assert_allclose(np.asarray(jax.jit(lambda X: bpcheck.ntk(pj, X))(Xj)),
+                               bpcheck.ntk(params, X), rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(jax.jit(lambda X: bpcheck.per_example_grads(pj, X, y))(Xj)),
+                               bpcheck.per_example_grads(params, X, np.asarray(y)), rtol=1e-10)
+    y5 = y.at[0].set(5)  # concrete: made outside the traced function
+    with pytest.raises(ValueError, match=r"y: class labels must lie in 0\.\.1 \(K = 2 outputs\), got 5"):
+        jax.jit(lambda X: bpcheck.per_example_grad_norms(pj, X, y5))(Xj)
+    targets = jnp.zeros((X.shape[0], 2)).at[1, 1].set(jnp.inf)
+    with pytest.raises(ValueError, match="y: contains NaN or inf"):
+        jax.jit(lambda X: bpcheck.per_example_grads(pj, X, targets, loss="mse"))(Xj)
+    bad = [pj[0], (pj[1][0].at[0, 0].set(jnp.nan), pj[1][1])]
+    with pytest.raises(ValueError, match=r"B\^\(2\) \(params\[1\]\[0\]\): contains NaN"):
+        jax.jit(lambda X: bpcheck.ntk(bad, X))(Xj)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import finite_flags, raise_unless_finite
+from ._arrays import finite_flags, is_tracer, raise_unless_finite, split_finite_checks
 
 _programs: dict = {}
 
@@ -52,12 +52,39 @@ def call(kernel: Callable, xp, static: tuple, *arrays: Any, unchecked: Sequence 
 
     ``unchecked``: ``(name, array)`` pairs (``Prepared.unchecked``) that the same compiled
     program checks for NaN and inf; the flags are read back once, and the error names the
-    first offending array.
+    first offending array.  When an outer ``jax.jit`` or ``jax.vmap`` traces the call (the
+    concrete ``unchecked`` arrays closed over, others traced), the flags are traced too, so
+    the concrete arrays are checked on the host instead.
     """
     if xp is np:
         return kernel(*arrays, *static, np)
     if not unchecked:
         return compiled(kernel, static)(*arrays)
     out, flags = compiled(kernel, static, with_finite_flags=True)(*arrays, [x for _, x in unchecked])
+    if is_tracer(flags):
+        # traced by an outer jit or vmap (a tracer among the arrays) with concrete arrays
+        # closed over: those are checked now, on the host (any JAX operation here would
+        # be traced as well), once per trace
+        split_finite_checks([(name, np.asarray(x)) for name, x in unchecked])
+        return out
     raise_unless_finite(unchecked, flags)
     return out
+
+
+def _joined(*args):
+    *parts, axis, xp = args
+    return xp.concatenate(parts, axis=axis)
+
+
+def joined(parts: Sequence[Any], axis: int = -1):
+    """``concatenate(parts, axis)``; for JAX arrays a compiled program of its own (inlined
+    under an outer ``jax.jit``).
+
+    For kernels whose large output is made of pieces: with the concatenation inside the
+    kernel's program, XLA on the CPU ran the Gauss-Newton-vector product of a
+    784-1024-1024-10 network in 70-90 ms on most calls; the same kernel returning its
+    pieces took 20-30 ms, and joining them in a program of their own 2 ms.
+    """
+    if all(type(part) is np.ndarray for part in parts):
+        return np.concatenate(parts, axis=axis)
+    return compiled(_joined, (axis,))(*parts)

@@ -25,7 +25,7 @@ import numpy as np
 
 from ._activations import resolve_activations
 from ._arrays import as_array, prepare, split_finite_checks
-from ._compiled import call
+from ._compiled import call, joined
 from ._losses import check_reduction, resolve_loss
 from ._model import model_params, model_vector
 from ._params import layers_from_beta, param_count
@@ -80,7 +80,8 @@ def _gauss_newton_matvec(params, X, y, v, loss, acts, scale, widths, xp):
 def _beta_gradient(deltas, a_prevs, widths, xp):
     """``J' u`` in ``beta`` order from ``delta^(l) = V^(l)' u``: ``[vec(delta' a^(0)),
     sum_n delta^(1), ...]``, shape ``(..., P)`` for deltas ``(..., N, d_l)``.  NumPy writes
-    each layer's block in place (no concatenation)."""
+    each layer's block in place (no concatenation); JAX returns the pieces in ``beta``
+    order, for :func:`bpcheck._compiled.joined` to join outside the kernel's program."""
     lead = tuple(deltas[0].shape[:-2])
     if xp is np:
         out = np.empty(lead + (param_count(widths),), dtype=deltas[0].dtype)
@@ -94,7 +95,7 @@ def _beta_gradient(deltas, a_prevs, widths, xp):
     for delta, a in zip(deltas, a_prevs):
         parts += [xp.einsum("...nr,nc->...rc", delta, a).reshape(lead + (-1,)),
                   xp.sum(delta, axis=-2)]
-    return xp.concatenate(parts, axis=-1)
+    return parts
 
 
 def _check_nonempty(X2):
@@ -163,7 +164,8 @@ def gauss_newton_matvec(params: Any, X: Any, v: Any, loss: Any = "cross_entropy"
         )
     if v.dtype != X2.dtype:
         v = v.astype(X2.dtype)
-    return back(call(_gauss_newton_matvec, xp, static, params, X2, y2, v, unchecked=unchecked))
+    out = call(_gauss_newton_matvec, xp, static, params, X2, y2, v, unchecked=unchecked)
+    return back(out if xp is np else joined(out))
 
 
 # --- the Gauss-Newton matrix as an operator: factors once, products many times ---------
@@ -181,7 +183,8 @@ def _operator_products(Vs, a_prevs, h, Vm, loss, scale, widths, xp):
     """``J' H (J v)`` for the ``m`` rows ``v`` of ``Vm`` ``(m, P)``, from the stored factors:
     ``J v = sum_l V^(l) (dB^(l) a^(l-1) + db^(l))`` and, per layer, ``J' u`` is
     ``vec((V^(l)' u)' a^(l-1))``: two products with ``a^(l-1)`` per layer and contractions
-    with the ``K`` rows of ``V``, no forward pass.  Returns ``(m, P)``."""
+    with the ``K`` rows of ``V``, no forward pass.  Returns ``(m, P)`` (JAX: its pieces,
+    see :func:`_beta_gradient`)."""
     if xp is not np:
         return _operator_products_xla(Vs, a_prevs, h, Vm, loss, scale, widths, xp)
     Jv = 0
@@ -214,8 +217,9 @@ def _operator_products_xla(Vs, a_prevs, h, Vm, loss, scale, widths, xp):
 
 def _operator_columns(Vs, a_prevs, h, Vp, loss, scale, widths, xp):
     """:func:`_operator_products` for ``m`` vectors given as the columns of ``Vp``
-    ``(P, m)``, returned the same way: one JAX program, no separate transpositions."""
-    return _operator_products(Vs, a_prevs, h, Vp.T, loss, scale, widths, xp).T
+    ``(P, m)``, the pieces of the result ``(P, m)`` too: one JAX program, no separate
+    transpositions."""
+    return [part.T for part in _operator_products(Vs, a_prevs, h, Vp.T, loss, scale, widths, xp)]
 
 
 def _transposed(v):
@@ -283,7 +287,8 @@ class GaussNewtonOperator:
             Vm = Vm.astype(self.dtype)
         unchecked = split_finite_checks([("v", Vm)])
         Vs, a_prevs, h = self._stored
-        return call(kernel, self._xp, self._static, Vs, a_prevs, h, Vm, unchecked=unchecked)
+        out = call(kernel, self._xp, self._static, Vs, a_prevs, h, Vm, unchecked=unchecked)
+        return out if self._xp is np else joined(out, axis=0 if kernel is _operator_columns else -1)
 
     __matmul__ = matvec
 

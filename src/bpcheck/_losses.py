@@ -27,6 +27,14 @@ NAMES = ("cross_entropy", "mse", "binary_cross_entropy")
 REDUCTIONS = ("sum", "mean")
 
 
+def _host_range(y):
+    """``(min, max)`` of a concrete array; a JAX array's on the host, since inside an outer
+    ``jax.jit``'s trace (the array closed over) its own reductions would be traced."""
+    if type(y) is not np.ndarray:
+        y = np.asarray(y)
+    return y.min(), y.max()
+
+
 def _softmax(z, xp):
     z = z - xp.max(z, axis=1, keepdims=True)
     p = xp.exp(z)
@@ -120,7 +128,7 @@ class Loss:
                     f"(one label per row of X), got shape {tuple(y.shape)}"
                 )
             if not is_tracer(y) and y.size:
-                lo, hi = (int(y.min()), int(y.max()))
+                lo, hi = (int(t) for t in _host_range(y))
                 if lo < 0 or hi >= K:
                     bad = lo if lo < 0 else hi
                     raise ValueError(
@@ -146,7 +154,7 @@ class Loss:
                              f"for loss='binary_cross_entropy', got shape {tuple(y.shape)}")
         check_finite("y", y)
         if not is_tracer(y) and y.size:
-            lo, hi = float(y.min()), float(y.max())
+            lo, hi = (float(t) for t in _host_range(y))
             if lo < 0 or hi > 1:
                 raise ValueError(f"y: binary targets must lie in [0, 1], got {lo if lo < 0 else hi}")
         return y.reshape(N, 1).astype(dtype)
