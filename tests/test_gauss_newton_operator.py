@@ -142,3 +142,20 @@ def test_a_block_of_vectors_is_transposed_in_chunks_on_threads_without_losing_a_
     op = bpcheck.gauss_newton_operator(params, X)
     V = np.asarray(rng.standard_normal((bpcheck.param_count(widths), 4)), order=order)
     assert rel_err(op @ V, bpcheck.gauss_newton(params, X) @ V) < RTOL
+
+
+@pytest.mark.parametrize("widths, activation", [
+    ([4, 3], "relu"),  # no hidden layer: no V stored, only the inputs
+    ([4, 6, 3], "tanh"),
+    ([4, 6, 5, 7, 3], ["elu", "sigmoid", "leaky_relu"]),  # V^(1), V^(2), V^(3) stored
+])
+def test_products_for_any_depth_and_mixed_activations_equal_the_matrix(widths, activation):
+    params, X, rng = setup(widths, 6)
+    G = bpcheck.gauss_newton(params, X, activation=activation)
+    V = rng.standard_normal((bpcheck.param_count(widths), 3))
+    op = bpcheck.gauss_newton_operator(params, X, activation=activation)
+    assert rel_err(op @ V, G @ V) < 1e-10
+    assert rel_err(op @ V[:, 0], G @ V[:, 0]) < 1e-10
+    jop = bpcheck.gauss_newton_operator([(jnp.asarray(B), jnp.asarray(b)) for B, b in params],
+                                        jnp.asarray(X), activation=activation)
+    assert rel_err(np.asarray(jop @ jnp.asarray(V)), G @ V) < 1e-5

@@ -288,3 +288,23 @@ def test_jit_of_every_entry_point_with_closed_over_params_and_targets():
     bad = [pj[0], (pj[1][0].at[0, 0].set(jnp.nan), pj[1][1])]
     with pytest.raises(ValueError, match=r"B\^\(2\) \(params\[1\]\[0\]\): contains NaN"):
         jax.jit(lambda X: bpcheck.ntk(bad, X))(Xj)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_large_arrays_are_checked_by_their_dot_and_fall_back_when_it_overflows(dtype):
+    """From 2^14 entries the NaN/inf check sums ``x . x`` by BLAS; squares that overflow
+    (finite entries) fall back to the elementwise test, and views that are not contiguous
+    take the plain sum."""
+    from bpcheck._arrays import check_finite
+
+    for bad in (np.nan, np.inf, -np.inf):
+        for where in (0, 12345, -1):
+            x = np.ones(1 << 15, dtype)
+            x[where] = bad
+            with pytest.raises(ValueError, match="x: contains NaN or inf"):
+                check_finite("x", x)
+        y = np.ones((256, 512), dtype)
+        y[200, 300] = bad
+        with pytest.raises(ValueError, match="y: contains NaN or inf"):
+            check_finite("y", y[:, ::2])
+    check_finite("x", np.full(1 << 15, np.finfo(dtype).max / 2, dtype))

@@ -188,15 +188,26 @@ def _check_numpy_finite(named: Sequence[tuple[str, np.ndarray]]) -> None:
     """:func:`check_finite` for NumPy arrays, all under one ``errstate``.
 
     A finite sum means finite entries (NaN and inf propagate); only an overflowing sum
-    needs the elementwise test, which allocates a mask as large as the array.
+    needs the elementwise test, which allocates a mask as large as the array.  Large
+    contiguous float32/float64 arrays are summed as ``x . x`` by BLAS (NaN and inf
+    propagate there too): 0.16 against 0.58 ms for 1.9 million float32 entries.
     """
     floats = [(name, x) for name, x in named if x.dtype.kind == "f"]
     if not floats:
         return
     with np.errstate(over="ignore", invalid="ignore"):
         for name, x in floats:
-            if not math.isfinite(np.add.reduce(x, axis=None)) and not np.isfinite(x).all():
+            if x.size >= _DOT_SIZE and x.dtype in _BLAS_FLOATS and x.flags.c_contiguous:
+                flat = x.reshape(-1)
+                total = np.dot(flat, flat)
+            else:
+                total = np.add.reduce(x, axis=None)
+            if not math.isfinite(total) and not np.isfinite(x).all():
                 raise ValueError(f"{name}: contains NaN or inf; expected finite values")
+
+
+_DOT_SIZE = 1 << 14  # entries from which BLAS's dot beats NumPy's summation
+_BLAS_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 _FINITE: dict = {}
