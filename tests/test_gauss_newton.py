@@ -139,3 +139,19 @@ def test_matvec_joins_its_pieces_under_vmap_and_jit_too():
     op = bpcheck.gauss_newton_operator(pj, jnp.asarray(X))
     assert rel_err(np.asarray(jax.jit(op.matvec)(jnp.asarray(Vs.T))), G @ Vs.T) < RTOL
     assert rel_err(np.asarray(op @ jnp.asarray(Vs[0])), G @ Vs[0]) < RTOL
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_joined_equals_concatenate_eagerly_and_traced(axis):
+    from bpcheck._compiled import joined
+
+    rng = np.random.default_rng(0)
+    shapes = {0: [(2, 3), (4, 3), (1, 3)], 1: [(3, 2), (3, 4), (3, 1)], -1: [(3, 2), (3, 4), (3, 1)]}[axis]
+    parts = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    want = np.concatenate(parts, axis=axis)
+    assert np.array_equal(joined(parts, axis), want)
+    jparts = [jnp.asarray(p) for p in parts]
+    assert np.array_equal(np.asarray(joined(jparts, axis)), want)
+    assert np.array_equal(np.asarray(jax.jit(lambda *ps: joined(ps, axis))(*jparts)), want)
+    batched = jax.vmap(lambda *ps: joined(ps, axis))(*[jnp.stack([p, 2 * p]) for p in jparts])
+    assert np.array_equal(np.asarray(batched), np.stack([want, 2 * want]))

@@ -77,8 +77,8 @@ def _joined(*args):
 
 
 def joined(parts: Sequence[Any], axis: int = -1):
-    """``concatenate(parts, axis)``; for JAX arrays a compiled program of its own (inlined
-    under an outer ``jax.jit``).
+    """``concatenate(parts, axis)``; for JAX arrays a compiled program of its own, or, when
+    an outer ``jax.jit`` or ``jax.vmap`` traces the call, :func:`_written` into its program.
 
     For kernels whose large output is made of pieces: with the concatenation inside the
     kernel's program, XLA on the CPU ran the Gauss-Newton-vector product of a
@@ -87,4 +87,25 @@ def joined(parts: Sequence[Any], axis: int = -1):
     """
     if all(type(part) is np.ndarray for part in parts):
         return np.concatenate(parts, axis=axis)
+    if any(is_tracer(part) for part in parts):  # inside the caller's program
+        return _written(parts, axis)
     return compiled(_joined, (axis,))(*parts)
+
+
+def _written(parts, axis):
+    """The pieces written one after the other into a fresh buffer: what ``concatenate``
+    does, in the form that XLA on the CPU runs better when the pieces come from the same
+    program (the 784-1024-1024-10 product under ``jax.jit``: 73-88 ms with
+    ``concatenate`` on most calls, 23-49 ms so)."""
+    import jax.numpy as jnp
+    from jax import lax
+
+    axis %= parts[0].ndim
+    shape = list(parts[0].shape)
+    shape[axis] = sum(part.shape[axis] for part in parts)
+    out = jnp.zeros(shape, dtype=jnp.result_type(*parts))
+    start = [0] * len(shape)
+    for part in parts:
+        out = lax.dynamic_update_slice(out, part, tuple(start))
+        start[axis] += part.shape[axis]
+    return out
