@@ -36,9 +36,9 @@ def _host_range(y):
 
 
 def _softmax(z, xp):
-    z = z - xp.max(z, axis=1, keepdims=True)
+    z = z - z.max(axis=1, keepdims=True)  # methods: no NumPy dispatch wrapper
     p = xp.exp(z)
-    return p / xp.sum(p, axis=1, keepdims=True)
+    return p / p.sum(axis=1, keepdims=True)
 
 
 def _sigmoid(z, xp):
@@ -209,7 +209,7 @@ class Loss:
             return u
         if self.name == "cross_entropy":
             pu = state * u
-            return pu - state * xp.sum(pu, axis=-1, keepdims=True)
+            return pu - state * pu.sum(axis=-1, keepdims=True)
         if self.name == "binary_cross_entropy":
             return state * u
         return xp.einsum("nkj,...nj->...nk", state, u)
