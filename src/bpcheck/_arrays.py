@@ -138,8 +138,10 @@ def check_finite(name: str, x: Any) -> None:
         import jax.numpy as jnp
 
         ok = jnp.all(jnp.isfinite(x))
-        # inside an outer jit's trace even a concrete array's reduction is traced: the host's
-        ok = bool(np.isfinite(np.asarray(x)).all() if is_tracer(ok) else ok)
+        if is_tracer(ok):  # inside an outer jit's trace
+            check_on_host([(name, x)])
+            return
+        ok = bool(ok)
     else:
         ok = bool(np.isfinite(x).all())
     if not ok:
@@ -225,10 +227,16 @@ def check_all_finite(named: Sequence[tuple[str, Any]]) -> None:
 
             _FINITE["program"] = jax.jit(lambda xs: finite_flags(xs, jnp))
         flags = _FINITE["program"]([x for _, x in device])
-        if is_tracer(flags):  # inside an outer jit's trace: checked on the host instead
-            split_finite_checks([(name, np.asarray(x)) for name, x in device])
+        if is_tracer(flags):  # inside an outer jit's trace
+            check_on_host(device)
             return
         raise_unless_finite(device, flags)
+
+
+def check_on_host(named: Sequence[tuple[str, Any]]) -> None:
+    """:func:`check_finite` for concrete JAX arrays, read back to the host: inside an outer
+    ``jax.jit``'s trace any JAX operation on them, even a reduction, would be traced too."""
+    _check_numpy_finite([(name, np.asarray(x)) for name, x in named])
 
 
 def result_dtype(xp, arrays: Sequence[Any]):

@@ -29,7 +29,7 @@ import numpy as np
 
 from ._activations import resolve_activations
 from ._arrays import prepare
-from ._compiled import call
+from ._compiled import call, written
 from ._losses import check_reduction, resolve_loss
 from ._model import model_params
 from ._params import param_count
@@ -79,20 +79,14 @@ def _outer_layers(deltas, a_prevs):
     return list(zip(gBs, deltas))
 
 
-def _assemble_jax(deltas, a_prevs, xp):
-    """The ``(N, P)`` rows as one buffer updated block by block (XLA writes each once)."""
-    from jax import lax
-
+def _assemble_jax(deltas, a_prevs):
+    """The ``(N, P)`` rows as one buffer written block by block (XLA writes each once;
+    :func:`bpcheck._compiled.written`)."""
     N = a_prevs[0].shape[0]
-    P = sum(delta.shape[1] * (a.shape[1] + 1) for delta, a in zip(deltas, a_prevs))
-    out = xp.zeros((N, P), dtype=deltas[0].dtype)
-    off = 0
+    blocks = []
     for delta, a in zip(deltas, a_prevs):
-        out = lax.dynamic_update_slice(out, (delta[:, :, None] * a[:, None, :]).reshape(N, -1), (0, off))
-        off += delta.shape[1] * a.shape[1]
-        out = lax.dynamic_update_slice(out, delta, (0, off))
-        off += delta.shape[1]
-    return out
+        blocks += [(delta[:, :, None] * a[:, None, :]).reshape(N, -1), delta]
+    return written(blocks, axis=1)
 
 
 def _per_example_grads(params, X, y, loss, acts, mean, flat, xp):
@@ -104,7 +98,7 @@ def _per_example_grads(params, X, y, loss, acts, mean, flat, xp):
     if xp is np:
         P = sum(delta.shape[1] * (a.shape[1] + 1) for delta, a in zip(deltas, a_prevs))
         return _fill(np.empty((X.shape[0], P), dtype=X.dtype), deltas, a_prevs)
-    return _assemble_jax(deltas, a_prevs, xp)
+    return _assemble_jax(deltas, a_prevs)
 
 
 def _per_example_grad_norms(params, X, y, loss, acts, mean, xp):
