@@ -15,13 +15,19 @@ The column ``numpy 1 thr`` repeats the NumPy call with BLAS held to one thread
 (threadpoolctl): on a machine whose cores are busy with other work, BLAS threads that wait
 for each other cost more than they compute, and this column measures by how much.  The
 column ``checks`` times bpcheck's checking of the arguments alone, which a call under
-``jax.jit`` skips: ``call / jit`` cannot go below ``(checks + jit) / jit``.
+``jax.jit`` skips: ``call / jit`` cannot go below ``(checks + jit) / jit``.  The column
+``sys`` is the system CPU time of a NumPy call (median over the repeats, all threads): for
+a large result mostly the kernel zeroing the fresh pages it is written into, which varies
+with the machine's memory (on this one, the same call's ``sys`` ranged from 20 to 150 ms
+between runs).  The lines after the table time the calls with large results both fresh and
+written into a buffer the caller reuses (``out=``), where that cost is gone.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import time
 
 import jax
@@ -41,15 +47,23 @@ def best_ms(fn, repeats, *args):
     """Best of ``repeats`` calls ``fn(*args)`` in ms, after one warm-up call (which compiles),
     a pause of ``SETTLE`` seconds and one more untimed call: the previous measurement's
     thread pool (OpenBLAS spins about 0.1 s after a product) must not share the cores."""
+    return best_and_sys_ms(fn, repeats, *args)[0]
+
+
+def best_and_sys_ms(fn, repeats, *args):
+    """:func:`best_ms`, and the median system CPU time per call in ms (all threads): the
+    kernel's share, mostly the zeroing of the fresh pages a large result is written into."""
     jax.block_until_ready(fn(*args))
     time.sleep(SETTLE)
     jax.block_until_ready(fn(*args))
-    times = []
+    times, sys_times = [], []
     for _ in range(repeats):
+        s0 = resource.getrusage(resource.RUSAGE_SELF).ru_stime
         t0 = time.perf_counter()
         jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - t0)
-    return 1e3 * min(times)
+        sys_times.append(resource.getrusage(resource.RUSAGE_SELF).ru_stime - s0)
+    return 1e3 * min(times), 1e3 * float(np.median(sys_times))
 
 
 SETTLE = 0.2
@@ -106,15 +120,15 @@ def checks_ms(name, repeats, params, X, y, v):
 
 
 def library_rows(cases, repeats):
-    print(f"{'function':<30} {'widths, N':<28} {'numpy':>9} {'numpy 1 thr':>11} {'jax':>9} "
-          f"{'jax.jit':>9} {'numpy/jax':>9} {'call/jit':>8} {'checks':>7}   (ms; checks: what a "
-          "JAX call does beyond the jitted one)")
+    print(f"{'function':<30} {'widths, N':<28} {'numpy':>9} {'sys':>6} {'numpy 1 thr':>11} "
+          f"{'jax':>9} {'jax.jit':>9} {'numpy/jax':>9} {'call/jit':>8} {'checks':>7}   (ms; sys: "
+          "the kernel's CPU time per NumPy call; checks: what a JAX call does beyond the jitted one)")
     worst = {"numpy/jax": 0.0, "call/jit": 0.0}
     for name, widths, N in cases:
         fn = CASES[name]
         np_args, jax_args = network(widths, N)
         jitted = jax.jit(fn)
-        t_np = best_ms(fn, repeats, *np_args)
+        t_np, t_sys = best_and_sys_ms(fn, repeats, *np_args)
         with threadpool_limits(1, "blas"):
             t_np1 = best_ms(fn, repeats, *np_args)
         t_jax = best_ms(fn, repeats, *jax_args)
@@ -124,9 +138,33 @@ def library_rows(cases, repeats):
         worst["call/jit"] = max(worst["call/jit"], t_jax / t_jit)
         worst["checks"] = max(worst.get("checks", 0.0), (checks + t_jit) / t_jit)
         label = f"{'-'.join(map(str, widths))}, {N}"
-        print(f"{name:<30} {label:<28} {t_np:9.2f} {t_np1:11.2f} {t_jax:9.2f} {t_jit:9.2f} "
+        print(f"{name:<30} {label:<28} {t_np:9.2f} {t_sys:6.1f} {t_np1:11.2f} {t_jax:9.2f} {t_jit:9.2f} "
               f"{t_np / t_jax:9.2f} {t_jax / t_jit:8.2f} {checks:7.3f}", flush=True)
     return worst
+
+
+OUT_CASES = [  # NumPy calls whose result is large: fresh, and into the caller's buffer
+    ("per_example_grads", [64, 256, 256, 256, 10], 256,
+     lambda p, X, y, out: bpcheck.per_example_grads(p, X, y, out=out)),
+    ("per_example_grads flat=False", [64, 256, 256, 256, 10], 256,
+     lambda p, X, y, out: bpcheck.per_example_grads(p, X, y, flat=False, out=out)),
+    ("jacobian", [16, 128, 128, 128, 10], 256, lambda p, X, y, out: bpcheck.jacobian(p, X, out=out)),
+]
+
+
+def out_rows(repeats):
+    """A fresh result is memory the kernel must hand over zeroed (the ``sys`` column); with
+    ``out=`` a loop over batches of one size writes into the same buffer every time."""
+    print(f"{'NumPy, result written into':<30} {'widths, N':<28} {'fresh':>9} {'sys':>6} "
+          f"{'out=':>9} {'sys':>6} {'fresh/out=':>10}   (ms)")
+    for name, widths, N, fn in OUT_CASES:
+        (params, X, y, _), _ = network(widths, N)
+        buffer = fn(params, X, y, None)
+        t_fresh, s_fresh = best_and_sys_ms(fn, repeats, params, X, y, None)
+        t_out, s_out = best_and_sys_ms(fn, repeats, params, X, y, buffer)
+        label = f"{'-'.join(map(str, widths))}, {N}"
+        print(f"{name:<30} {label:<28} {t_fresh:9.2f} {s_fresh:6.1f} {t_out:9.2f} {s_out:6.1f} "
+              f"{t_fresh / t_out:10.2f}", flush=True)
 
 
 def trainer_rows(repeats, iters):
@@ -164,6 +202,8 @@ def main() -> None:
     print(f"jax {jax.__version__} on {jax.default_backend()}, numpy {np.__version__}, "
           f"{os.cpu_count()} cores, load average {load:.1f} at start")
     worst = library_rows(SMALL + (LARGE if args.large else []), args.repeats)
+    print()
+    out_rows(args.repeats)
     print()
     ratio = trainer_rows(max(args.repeats, 50), args.iters)
     print()

@@ -169,3 +169,114 @@ def test_numpy_rows_split_over_threads_equal_autodiff(monkeypatch, flat):
     if not flat:
         G = np.concatenate([np.concatenate([gB.reshape(N, -1), gb], axis=1) for gB, gb in G], axis=1)
     assert rel_err(G, autodiff_grads(params, X, y, "cross_entropy", widths)) < RTOL
+
+
+# --- out=: the caller's buffers, written in place ----------------------------------------
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+@pytest.mark.parametrize("flat", [True, False])
+def test_out_buffers_receive_the_gradients_of_a_fresh_call(monkeypatch, flat, threaded):
+    """Buffers filled with NaN beforehand: every entry is written, with the rows split over
+    threads too, and the call returns the buffers themselves."""
+    if threaded:
+        from bpcheck import _recursion
+
+        monkeypatch.setattr(_recursion, "_THREADED_SIZE", 1)
+        monkeypatch.setattr(_recursion, "_THREADS", 3)
+    widths, N = [3, 5, 4, 2], 7
+    params, X, y = setup(widths, N, "cross_entropy")
+    want = per_example_grads(params, X, y, flat=flat)
+    if flat:
+        out = np.full_like(want, np.nan)
+    else:
+        out = [(np.full_like(gB, np.nan), np.full_like(gb, np.nan)) for gB, gb in want]
+    assert per_example_grads(params, X, y, flat=flat, out=out) is out
+    for got, ref in zip(jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_array_equal(got, ref)
+    assert rel_err(per_example_grads(params, X, y), autodiff_grads(params, X, y, "cross_entropy",
+                                                                   widths)) < RTOL
+
+
+def test_out_may_be_a_strided_view_and_one_example_drops_the_batch_axis():
+    widths = [3, 5, 4, 2]
+    params, X, y = setup(widths, 4, "mse")
+    want = per_example_grads(params, X, y, "mse")
+    wide = np.zeros((4, 2 * want.shape[1]))
+    per_example_grads(params, X, y, "mse", out=wide[:, ::2])
+    np.testing.assert_array_equal(wide[:, ::2], want)
+    assert not wide[:, 1::2].any()  # nothing written between the columns
+    one = np.full(want.shape[1], np.nan)
+    assert per_example_grads(params, X[2], y[2], "mse", out=one) is one
+    assert rel_err(one, want[2]) < RTOL
+    pairs = [(np.zeros((d, dp)), np.zeros(d)) for dp, d in zip(widths, widths[1:])]
+    per_example_grads(params, X[2], y[2], "mse", flat=False, out=pairs)
+    assert rel_err(np.concatenate([np.r_[gB.ravel(), gb] for gB, gb in pairs]), want[2]) < RTOL
+
+
+def test_out_in_a_models_structure_is_written_through_its_orientation():
+    """Weights stored (d_in, d_out): the buffers in the model's own structure are filled
+    through their transposed views, and equal the structure a fresh call returns."""
+    from test_adapters import in_out_layers
+
+    layers = in_out_layers([3, 5, 4, 2])
+    net = bpcheck.network(layers, layout="in_out", activation="tanh")
+    rng = np.random.default_rng(1)
+    X, y = rng.standard_normal((6, 3)), rng.integers(0, 2, 6)
+    want = per_example_grads(net, X, y)
+    out = jax.tree_util.tree_map(lambda t: np.full(t.shape, np.nan), want)
+    assert per_example_grads(net, X, y, out=out) is out
+    assert out[0]["W"].shape == (6, 3, 5)
+    for got, ref in zip(jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_array_equal(got, ref)
+    with pytest.raises(TypeError, match=r"out: expected the model's structure"):
+        per_example_grads(net, X, y, out=out[:2])
+    bad = jax.tree_util.tree_map(lambda t: t, out)
+    bad[1]["W"] = np.zeros((6, 4, 5))  # (d_out, d_in): the other orientation
+    with pytest.raises(ValueError, match=r"out: .*1.* weight: expected shape \(6, 5, 4\), got \(6, 4, 5\)"):
+        per_example_grads(net, X, y, out=bad)
+
+
+def test_bad_out_buffers_are_errors_that_name_them_and_nothing_is_cast():
+    widths = [3, 5, 4, 2]
+    params, X, y = setup(widths, 4, "cross_entropy")
+    P = bpcheck.param_count(widths)
+    with pytest.raises(ValueError, match=rf"out: expected shape \(4, {P}\), got \(4, {P - 1}\)"):
+        per_example_grads(params, X, y, out=np.zeros((4, P - 1)))
+    with pytest.raises(ValueError, match=r"out: expected dtype float64 .*got float32; it is not cast"):
+        per_example_grads(params, X, y, out=np.zeros((4, P), np.float32))
+    with pytest.raises(TypeError, match=rf"out: expected a writeable NumPy array of shape \(4, {P}\)"):
+        per_example_grads(params, X, y, out=[[0.0] * P] * 4)
+    frozen = np.zeros((4, P))
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match=r"out: .*got a read-only array"):
+        per_example_grads(params, X, y, out=frozen)
+    with pytest.raises(TypeError, match=r"out: with flat=False, expected a list of 3 \(gB, gb\) pairs"):
+        per_example_grads(params, X, y, flat=False, out=np.zeros((4, P)))
+    pairs = [(np.zeros((4, d, dp)), np.zeros((4, d))) for dp, d in zip(widths, widths[1:])]
+    pairs[1] = (pairs[1][0], pairs[1][0][:, :, 0])  # the bias a view of the weight
+    with pytest.raises(ValueError, match=r"out\[1\]\[0\] and out\[1\]\[1\] share memory"):
+        per_example_grads(params, X, y, flat=False, out=pairs)
+    jp = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params]
+    with pytest.raises(TypeError, match=r"out: .*NumPy inputs only .*got JAX inputs"):
+        per_example_grads(jp, X, y, out=np.zeros((4, P)))
+
+
+def test_out_that_overlaps_an_input_is_refused_before_anything_is_written():
+    """X stored in the same buffer as the gradients would be overwritten while it is read."""
+    widths = [3, 5, 4, 2]
+    params, X, y = setup(widths, 4, "cross_entropy")
+    P = bpcheck.param_count(widths)
+    store = np.zeros((4, P + 3))
+    store[:, P - 1:P + 2] = X  # X's first column is the gradients' last
+    before = store.copy()
+    with pytest.raises(ValueError, match=r"out: shares memory with one of the call's input arrays"):
+        per_example_grads(params, store[:, P - 1:P + 2], y, out=store[:, :P])
+    np.testing.assert_array_equal(store, before)
+    W = np.zeros((4, P))  # a weight matrix inside the buffer
+    params[0] = (W[:3, :5].T, params[0][1])
+    with pytest.raises(ValueError, match=r"out: shares memory"):
+        per_example_grads(params, X, y, out=W)
+    # next to each other without overlapping is fine
+    store[:, P:] = X
+    per_example_grads(setup(widths, 4, "cross_entropy")[0], store[:, P:], y, out=store[:, :P])

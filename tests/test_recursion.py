@@ -308,3 +308,32 @@ def test_large_arrays_are_checked_by_their_dot_and_fall_back_when_it_overflows(d
         with pytest.raises(ValueError, match="y: contains NaN or inf"):
             check_finite("y", y[:, ::2])
     check_finite("x", np.full(1 << 15, np.finfo(dtype).max / 2, dtype))
+
+
+def test_jacobian_out_receives_the_fresh_jacobian_and_flat_false_gives_views_of_it(monkeypatch):
+    from bpcheck import _recursion
+
+    monkeypatch.setattr(_recursion, "_THREADED_SIZE", 1)  # rows split over threads
+    monkeypatch.setattr(_recursion, "_THREADS", 3)
+    params = bpcheck.init_params([4, 6, 5, 3], seed=0)
+    X = np.random.default_rng(0).standard_normal((7, 4))
+    want = bpcheck.jacobian(params, X)
+    out = np.full_like(want, np.nan)
+    assert bpcheck.jacobian(params, X, out=out) is out
+    np.testing.assert_array_equal(out, want)
+    one = np.full_like(want[0], np.nan)
+    assert bpcheck.jacobian(params, X[3], out=one) is one
+    np.testing.assert_allclose(one, want[3], rtol=1e-12, atol=1e-14)
+    out[:] = 0
+    layers = bpcheck.jacobian(params, X, flat=False, out=out)
+    assert np.shares_memory(layers[1][0], out) and np.array_equal(out, want)
+    with pytest.raises(ValueError, match=r"out: expected shape \(7, 3, 83\), got \(7, 83, 3\)"):
+        bpcheck.jacobian(params, X, out=np.zeros((7, 83, 3)))
+    with pytest.raises(ValueError, match=r"out: expected dtype float64 .*it is not cast"):
+        bpcheck.jacobian(params, X, out=np.zeros((7, 3, 83), np.float32))
+    store = np.zeros((7, 3, 90))
+    store[:, 0, 80:84] = X
+    with pytest.raises(ValueError, match=r"out: shares memory with one of the call's input arrays"):
+        bpcheck.jacobian(params, store[:, 0, 80:84], out=store[:, :, :83])
+    with pytest.raises(TypeError, match=r"out: .*NumPy inputs only"):
+        bpcheck.jacobian([(jnp.asarray(B), jnp.asarray(b)) for B, b in params], X, out=out)

@@ -414,3 +414,37 @@ def prepare(params: Any, X: Any, xp=None, *, defer_finite: bool = False, **other
         unchecked = []
     params, (X2,), _ = common_dtype(xp, params, [X2])
     return Prepared(params, widths, X2, single, xp, others, unchecked)
+
+
+def check_out(name: str, out: Any, shape: tuple, dtype: Any, inputs: Sequence[Any]) -> np.ndarray:
+    """A caller's buffer for a result written in place: a writeable NumPy array of exactly
+    ``shape`` and ``dtype`` (nothing is cast, broadcast or reshaped) that shares no memory
+    with any of ``inputs`` (the call's arrays, which the writing would change while they
+    are read).  Returns it; any strides are fine."""
+    shape, dtype = tuple(int(s) for s in shape), np.dtype(dtype)
+    want = f"a writeable NumPy array of shape {shape} and dtype {dtype}"
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name}: expected {want} to write the result into (NumPy inputs only), "
+                        f"got {type(out).__name__}")
+    if out.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape}, got {out.shape}")
+    if out.dtype != dtype:
+        raise ValueError(f"{name}: expected dtype {dtype} (the dtype of the result), got "
+                         f"{out.dtype}; it is not cast")
+    if not out.flags.writeable:
+        raise ValueError(f"{name}: expected {want}, got a read-only array")
+    for x in inputs:
+        if isinstance(x, np.ndarray) and overlaps(out, x):
+            raise ValueError(f"{name}: shares memory with one of the call's input arrays; "
+                             f"expected a separate buffer")
+    return out
+
+
+def overlaps(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether ``a`` and ``b`` share memory; a case too hard to decide counts as shared."""
+    if not np.may_share_memory(a, b):
+        return False
+    try:
+        return bool(np.shares_memory(a, b, max_work=1 << 16))
+    except getattr(np, "exceptions", np).TooHardError:  # np.exceptions: NumPy >= 1.25
+        return True

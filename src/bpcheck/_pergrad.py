@@ -23,12 +23,13 @@ The losses and their output gradients ``e_n`` and Hessians ``H_n`` are in
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
 
 from ._activations import resolve_activations
-from ._arrays import prepare
+from ._arrays import check_out, overlaps, prepare
 from ._compiled import call, written
 from ._losses import check_reduction, resolve_loss
 from ._model import model_params
@@ -64,12 +65,14 @@ def _fill(out, deltas, a_prevs):
     return out
 
 
-def _outer_layers(deltas, a_prevs):
+def _outer_layers(deltas, a_prevs, gBs=None):
     """``[(delta^(l) a^(l-1)' per example, delta^(l))]``: the per-layer gradients, the
-    ``(N, d_l, d_{l-1})`` products written in place with the rows split over the cores."""
+    ``(N, d_l, d_{l-1})`` products written in place (into ``gBs`` when given) with the rows
+    split over the cores."""
     N = a_prevs[0].shape[0]
-    gBs = [np.empty((N, delta.shape[1], a.shape[1]), dtype=delta.dtype)
-           for delta, a in zip(deltas, a_prevs)]
+    if gBs is None:
+        gBs = [np.empty((N, delta.shape[1], a.shape[1]), dtype=delta.dtype)
+               for delta, a in zip(deltas, a_prevs)]
 
     def rows(n0, n1):
         for gB, delta, a in zip(gBs, deltas, a_prevs):
@@ -155,6 +158,7 @@ def per_example_grads(
     flat: bool | None = None,
     mesh: Any = None,
     gather: bool = True,
+    out: Any = None,
 ):
     """Gradients of each example's loss with respect to the parameters.
 
@@ -187,6 +191,12 @@ def per_example_grads(
     rows (then ``N`` must be divisible by the number of devices).  NumPy in, NumPy out
     (the flat array filled in place); JAX (or a mesh) in, JAX out, compiled once per
     configuration; usable under ``jax.jit``.
+
+    ``out``: NumPy inputs only, the buffers to write the gradients into, in the form the
+    call returns (an ``(N, P)`` array for ``flat=True``; a list of ``(gB, gb)`` pairs or the
+    model's structure for ``flat=False``), each of exactly the result's shape and dtype and
+    sharing no memory with the inputs; returned filled.  For loops that take gradients of
+    batches of one size: no fresh memory for the kernel to zero on every call.
     """
     params, activation, net = model_params(params, activation)
     if flat is None:
@@ -195,6 +205,8 @@ def per_example_grads(
         raise TypeError(f"flat: expected True or False, got {flat!r}")
     params, widths, X2, y2, single, xp, mesh, static, unchecked = _setup(
         params, X, y, loss, reduction, activation, mesh, gather)
+    if out is not None:
+        return _grads_into(out, params, widths, X2, y2, single, xp, mesh, static, bool(flat), net)
     if X2.shape[0] == 0 and flat:  # an empty batch: no rows
         return xp.zeros((0, param_count(widths)), X2.dtype)
     # the products that give the deltas are small; OpenBLAS's threads would spin beside
@@ -205,6 +217,64 @@ def per_example_grads(
     if single:
         G = G[0] if flat else [(gB[0], gb[0]) for gB, gb in G]
     return G if flat or net is None else net.from_layers(G)
+
+
+def _grads_into(out, params, widths, X, y, single, xp, mesh, static, flat, net):
+    """:func:`per_example_grads` written into the caller's buffers ``out``."""
+    if xp is not np or mesh is not None:
+        raise TypeError("out: gradients are written in place for NumPy inputs only (JAX arrays "
+                        "are immutable); got " + ("a mesh" if mesh is not None else "JAX inputs"))
+    N, dtype = X.shape[0], X.dtype
+    lead = () if single else (N,)
+    inputs = [t for pair in params for t in pair] + [X, y]
+    specs = [("out", out, (param_count(widths),), False)] if flat else _out_specs(out, widths, net)
+    buffers = []
+    for name, buf, shape, swap in specs:
+        buf = check_out(name, buf, lead + shape, dtype, inputs)
+        buffers.append(buf.swapaxes(-1, -2) if swap else buf)
+    for i, j in itertools.combinations(range(len(buffers)), 2):
+        if overlaps(buffers[i], buffers[j]):
+            raise ValueError(f"{specs[i][0]} and {specs[j][0]} share memory; expected separate "
+                             f"buffers")
+    rows = [b[None] if single else b for b in buffers]  # (N, ...) in bpcheck's orientation
+    loss, acts, mean = static
+    with _single_threaded_blas(N * param_count(widths) >= _THREADED_SIZE):
+        deltas, a_prevs = deltas_and_inputs(params, X, y, loss, acts, mean, np)
+    if flat:
+        _fill(rows[0], deltas, a_prevs)
+    else:
+        _outer_layers(deltas, a_prevs, rows[0::2])
+        for gb, delta in zip(rows[1::2], deltas):
+            gb[...] = delta
+    return out
+
+
+def _out_specs(out, widths, net):
+    """``(name, buffer, shape without N, swap)`` for the weight and the bias of each layer of
+    ``out`` as :func:`per_example_grads` returns it with ``flat=False``: bpcheck's list of
+    ``(gB, gb)`` pairs, or the model's structure (``swap``: a weight stored ``(d_{l-1},
+    d_l)``, written through its transposed view)."""
+    L1 = len(widths) - 1
+    layers = zip(widths, widths[1:])
+    if net is None:
+        if (not isinstance(out, (list, tuple)) or len(out) != L1
+                or not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in out)):
+            raise TypeError(f"out: with flat=False, expected a list of {L1} (gB, gb) pairs, one "
+                            f"per layer, as per_example_grads returns them; got "
+                            f"{type(out).__name__}")
+        return [spec for l, ((gB, gb), (d_prev, d)) in enumerate(zip(out, layers))
+                for spec in ((f"out[{l}][0]", gB, (d, d_prev), False), (f"out[{l}][1]", gb, (d,), False))]
+    try:
+        leaves = net._leaves_of(out)
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        raise TypeError(f"out: expected the model's structure, as per_example_grads returns it "
+                        f"for this {net.source} ({err!r})") from None
+    specs = []
+    for dense, (W, b), (d_prev, d) in zip(net._layers, leaves, layers):
+        swap = dense.layout == "in_out"
+        specs += [(f"out: {dense.name} weight", W, (d_prev, d) if swap else (d, d_prev), swap),
+                  (f"out: {dense.name} bias", b, (d,), False)]
+    return specs
 
 
 def per_example_grad_norms(

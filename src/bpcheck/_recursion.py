@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._activations import resolve_activations
-from ._arrays import prepare
+from ._arrays import check_out, prepare
 from ._model import in_model_layout, model_params
 from ._compiled import call, written
 
@@ -225,10 +225,11 @@ def by_rows(fill, N: int, size: int) -> None:
         list(pool.map(lambda i: fill(bounds[i], bounds[i + 1]), range(threads)))
 
 
-def _assemble_numpy(factors):
+def _assemble_numpy(factors, out=None):
     N, K, _ = factors[0].V.shape
     P = sum(f.V.shape[2] * (f.a_prev.shape[1] + 1) for f in factors)
-    out = np.empty((N, K, P), dtype=factors[0].V.dtype)
+    if out is None:
+        out = np.empty((N, K, P), dtype=factors[0].V.dtype)
     by_rows(lambda n0, n1: _fill_numpy(out, factors, n0, n1), N, N * K * P)
     return out
 
@@ -247,7 +248,7 @@ def _jacobian_jax(params, X, acts, xp):
     return _assemble_jax(_factors(params, X, acts, xp))
 
 
-def jacobian(params: Any, X: Any, *, activation: Any = None, flat: bool = True):
+def jacobian(params: Any, X: Any, *, activation: Any = None, flat: bool = True, out: Any = None):
     """The per-example Jacobian ``d z^(L+1) / d beta'``, assembled from the factors.
 
     ``X``: inputs, shape ``(N, d_0)`` (or ``(d_0,)``); ``activation``: as in
@@ -260,14 +261,27 @@ def jacobian(params: Any, X: Any, *, activation: Any = None, flat: bool = True):
     ``flat=False``: the same numbers per layer, ``[(J_B^(l), J_b^(l))]`` of shapes
     ``(N, K, d_l, d_{l-1})`` and ``(N, K, d_l)`` (NumPy: views of the flat array); for a
     :class:`bpcheck.Network` or a model, in the model's own structure and orientation.
+
+    ``out``: NumPy inputs only, an array of exactly the flat result's shape and dtype,
+    sharing no memory with the inputs, to write the Jacobian into (with ``flat=False`` the
+    per-layer results are views of it): for repeated calls on batches of one size, no fresh
+    memory for the kernel to zero each time.
     """
     params, activation, net = model_params(params, activation)
     params, widths, X2, single, xp, _, unchecked = prepare(params, X, defer_finite=True)
     acts = resolve_activations(activation, len(params) - 1)
+    P = sum(d * (dp + 1) for dp, d in zip(widths, widths[1:]))
+    if out is not None:
+        if xp is not np:
+            raise TypeError("out: the Jacobian is written in place for NumPy inputs only (JAX "
+                            "arrays are immutable); got JAX inputs")
+        shape = (() if single else (X2.shape[0],)) + (widths[-1], P)
+        out = check_out("out", out, shape, X2.dtype, [t for pair in params for t in pair] + [X2])
     if xp is not np:
         J = call(_jacobian_jax, xp, (acts,), params, X2, unchecked=unchecked)
     else:
-        size = X2.shape[0] * widths[-1] * sum(d * (dp + 1) for dp, d in zip(widths, widths[1:]))
-        with _single_threaded_blas(size >= _THREADED_SIZE):
-            J = _assemble_numpy(_factors(params, X2, acts, np))
-    return in_model_layout(J[0] if single else J, widths, net, flat)
+        rows = None if out is None else out[None] if single else out
+        with _single_threaded_blas(X2.shape[0] * widths[-1] * P >= _THREADED_SIZE):
+            J = _assemble_numpy(_factors(params, X2, acts, np), rows)
+    J = out if out is not None else J[0] if single else J
+    return in_model_layout(J, widths, net, flat)
