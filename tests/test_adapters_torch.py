@@ -175,3 +175,18 @@ def test_a_module_other_than_sequential_is_an_error_that_says_what_to_do():
 
     with pytest.raises(TypeError, match=r"expected a torch\.nn\.Sequential .* got Net"):
         bpcheck.forward(Net(), np.ones((2, 3)))
+
+
+def test_per_example_grads_into_a_state_dict_shaped_buffer_equal_torch_func():
+    """out= in the state_dict's layout, reused over two batches of the same size."""
+    model = sequential(nn.Tanh())
+    buffers = {k: np.full((5,) + tuple(v.shape), np.nan) for k, v in model.state_dict().items()}
+    for seed in (1, 2):
+        X, y = data(seed=seed)
+        assert bpcheck.per_example_grads(model, X, y, out=buffers) is buffers
+        ref = torch_per_example_grads(model, X, y)
+        for k in ref:
+            assert rel_err(buffers[k], ref[k]) < RTOL, k
+    del buffers["2.bias"]
+    with pytest.raises(TypeError, match=r"out: expected the model's structure.*'2\.bias'"):
+        bpcheck.per_example_grads(model, X, y, out=buffers)
