@@ -419,17 +419,16 @@ def ggn_parts(params, X, v, pj, Xj, vj, repeats):
     """Milliseconds of bpcheck's GGN-vector product split in two, each part timed alone:
     the checking of the arguments (NumPy, JAX) and the computation (NumPy, and the JAX
     program called directly, without checks)."""
-    from bpcheck._compiled import compiled, joined
+    from bpcheck._compiled import call
     from bpcheck._gauss_newton import _gauss_newton_matvec, _setup
 
     def checks(p, X, v):
         return lambda: _setup(p, X, None, "cross_entropy", "mean", "relu", v=v)
 
     static = _setup(params, X, None, "cross_entropy", "mean", "relu", v=v)[6]
-    program = compiled(_gauss_newton_matvec, static)
     fns = [checks(params, X, v), checks(pj, Xj, vj),
            lambda: _gauss_newton_matvec(params, X, None, v, *static, np),
-           lambda: joined(program(pj, Xj, None, vj))]
+           lambda: call(_gauss_newton_matvec, jnp, static, pj, Xj, None, vj, join=-1)]
     out = []
     for fn in fns:
         block(fn())

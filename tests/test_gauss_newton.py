@@ -127,9 +127,14 @@ def test_gauss_newton_rejects_bad_vectors_and_loss_names(v, loss, exc, words):
             gauss_newton(params, np.ones((2, 4)), loss=loss)
 
 
-def test_matvec_joins_its_pieces_under_vmap_and_jit_too():
-    """JAX kernels return the product's pieces and a separate program joins them
-    (``bpcheck._compiled.joined``); under ``vmap`` and ``jit`` the join is traced with the rest."""
+@pytest.mark.parametrize("limit", [0, 1 << 16])
+def test_matvec_joins_its_pieces_under_vmap_and_jit_too(monkeypatch, limit):
+    """JAX kernels return the product's pieces; their program joins small ones itself, and a
+    separate program (``bpcheck._compiled.joined``) large ones (here every size with the limit
+    at 0); under ``vmap`` and ``jit`` the join is traced with the rest."""
+    from bpcheck import _compiled
+
+    monkeypatch.setattr(_compiled, "JOIN_IN_PROGRAM", limit)
     params, X = setup([3, 5, 4, 2], 6)
     pj = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params]
     G = gauss_newton(params, X)
@@ -139,6 +144,9 @@ def test_matvec_joins_its_pieces_under_vmap_and_jit_too():
     op = bpcheck.gauss_newton_operator(pj, jnp.asarray(X))
     assert rel_err(np.asarray(jax.jit(op.matvec)(jnp.asarray(Vs.T))), G @ Vs.T) < RTOL
     assert rel_err(np.asarray(op @ jnp.asarray(Vs[0])), G @ Vs[0]) < RTOL
+    assert rel_err(np.asarray(op @ jnp.asarray(Vs.T)), G @ Vs.T) < RTOL
+    assert rel_err(np.asarray(gauss_newton_matvec(pj, jnp.asarray(X), jnp.asarray(Vs[1]))),
+                   G @ Vs[1]) < RTOL
 
 
 @pytest.mark.parametrize("axis", [0, 1, -1])

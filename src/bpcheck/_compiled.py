@@ -21,53 +21,75 @@ _programs: dict = {}
 
 
 def compiled(kernel: Callable, static: tuple = (), *, key: Any = None, with_finite_flags: bool = False,
-             **jit_options: Any):
+             join: int | None = None, **jit_options: Any):
     """``jax.jit`` of ``lambda *arrays: kernel(*arrays, *static, jnp)``, built once and kept.
 
     ``key``: what identifies ``kernel`` in the cache (default: ``kernel`` itself); pass one
     when ``kernel`` is a closure made afresh per call.  ``with_finite_flags``: the program
     takes one more argument, a list of arrays, and returns ``(result, flags)`` with one
-    "all finite" flag per array of that list.  ``jit_options`` go to ``jax.jit`` (e.g.
+    "all finite" flag per array of that list.  ``join``: the kernel returns a list of
+    pieces to be joined along this axis; the program joins them itself when they are
+    small (at most ``JOIN_IN_PROGRAM`` entries: one program call fewer) and returns the
+    list otherwise, for :func:`joined`.  ``jit_options`` go to ``jax.jit`` (e.g.
     ``out_shardings``).  All of them are part of the cache key.
     """
     cache_key = (kernel if key is None else key, static, with_finite_flags,
-                 tuple(sorted(jit_options.items())))
+                 None if join is None else (join, JOIN_IN_PROGRAM), tuple(sorted(jit_options.items())))
     program = _programs.get(cache_key)
     if program is None:
         import jax
         import jax.numpy as jnp
 
+        limit = JOIN_IN_PROGRAM
+
+        def work(*arrays):
+            out = kernel(*arrays, *static, jnp)
+            if join is not None and sum(part.size for part in out) <= limit:
+                return jnp.concatenate(out, axis=join)
+            return out
+
         def run(*arrays):
             with jax.default_matmul_precision("highest"):
                 if not with_finite_flags:
-                    return kernel(*arrays, *static, jnp)
-                return kernel(*arrays[:-1], *static, jnp), finite_flags(arrays[-1], jnp)
+                    return work(*arrays)
+                return work(*arrays[:-1]), finite_flags(arrays[-1], jnp)
 
         program = _programs[cache_key] = jax.jit(run, **jit_options)
     return program
 
 
-def call(kernel: Callable, xp, static: tuple, *arrays: Any, unchecked: Sequence = ()):
+JOIN_IN_PROGRAM = 1 << 16
+"""Entries up to which a kernel's pieces are joined inside its own program (see
+:func:`compiled`): small joins cost nothing there, a program call costs tens of
+microseconds; large ones ran 3x slower inside (see :func:`joined`)."""
+
+
+def call(kernel: Callable, xp, static: tuple, *arrays: Any, unchecked: Sequence = (),
+         join: int | None = None):
     """``kernel(*arrays, *static, xp)``: directly for NumPy, compiled (:func:`compiled`) for JAX.
 
     ``unchecked``: ``(name, array)`` pairs (``Prepared.unchecked``) that the same compiled
     program checks for NaN and inf; the flags are read back once, and the error names the
     first offending array.  When an outer ``jax.jit`` or ``jax.vmap`` traces the call (the
     concrete ``unchecked`` arrays closed over, others traced), the flags are traced too, so
-    the concrete arrays are checked on the host instead.
+    the concrete arrays are checked on the host instead.  ``join``: for a JAX kernel that
+    returns pieces, the axis to join them along (in its program or by :func:`joined`); the
+    result is one array either way.
     """
     if xp is np:
         return kernel(*arrays, *static, np)
     if not unchecked:
-        return compiled(kernel, static)(*arrays)
-    out, flags = compiled(kernel, static, with_finite_flags=True)(*arrays, [x for _, x in unchecked])
-    if is_tracer(flags):
-        # traced by an outer jit or vmap (a tracer among the arrays) with concrete arrays
-        # closed over: those are checked now, once per trace
-        check_on_host(unchecked)
-        return out
-    raise_unless_finite(unchecked, flags)
-    return out
+        out = compiled(kernel, static, join=join)(*arrays)
+    else:
+        out, flags = compiled(kernel, static, with_finite_flags=True, join=join)(
+            *arrays, [x for _, x in unchecked])
+        if is_tracer(flags):
+            # traced by an outer jit or vmap (a tracer among the arrays) with concrete arrays
+            # closed over: those are checked now, once per trace
+            check_on_host(unchecked)
+        else:
+            raise_unless_finite(unchecked, flags)
+    return joined(out, join) if join is not None and isinstance(out, list) else out
 
 
 def _joined(*args):

@@ -25,7 +25,7 @@ import numpy as np
 
 from ._activations import resolve_activations
 from ._arrays import as_array, prepare, split_finite_checks
-from ._compiled import call, joined
+from ._compiled import call
 from ._losses import check_reduction, resolve_loss
 from ._model import model_params, model_vector
 from ._params import layers_from_beta, param_count
@@ -81,7 +81,8 @@ def _beta_gradient(deltas, a_prevs, widths, xp):
     """``J' u`` in ``beta`` order from ``delta^(l) = V^(l)' u``: ``[vec(delta' a^(0)),
     sum_n delta^(1), ...]``, shape ``(..., P)`` for deltas ``(..., N, d_l)``.  NumPy writes
     each layer's block in place (no concatenation); JAX returns the pieces in ``beta``
-    order, for :func:`bpcheck._compiled.joined` to join outside the kernel's program."""
+    order, for :func:`bpcheck._compiled.call` to join (``join=``: inside the kernel's
+    program when small, outside when large)."""
     lead = tuple(deltas[0].shape[:-2])
     if xp is np:
         out = np.empty(lead + (param_count(widths),), dtype=deltas[0].dtype)
@@ -164,8 +165,8 @@ def gauss_newton_matvec(params: Any, X: Any, v: Any, loss: Any = "cross_entropy"
         )
     if v.dtype != X2.dtype:
         v = v.astype(X2.dtype)
-    out = call(_gauss_newton_matvec, xp, static, params, X2, y2, v, unchecked=unchecked)
-    return back(out if xp is np else joined(out))
+    return back(call(_gauss_newton_matvec, xp, static, params, X2, y2, v, unchecked=unchecked,
+                     join=-1))
 
 
 # --- the Gauss-Newton matrix as an operator: factors once, products many times ---------
@@ -287,8 +288,8 @@ class GaussNewtonOperator:
             Vm = Vm.astype(self.dtype)
         unchecked = split_finite_checks([("v", Vm)])
         Vs, a_prevs, h = self._stored
-        out = call(kernel, self._xp, self._static, Vs, a_prevs, h, Vm, unchecked=unchecked)
-        return out if self._xp is np else joined(out, axis=0 if kernel is _operator_columns else -1)
+        return call(kernel, self._xp, self._static, Vs, a_prevs, h, Vm, unchecked=unchecked,
+                    join=0 if kernel is _operator_columns else -1)
 
     __matmul__ = matvec
 
