@@ -280,3 +280,50 @@ def test_out_that_overlaps_an_input_is_refused_before_anything_is_written():
     # next to each other without overlapping is fine
     store[:, P:] = X
     per_example_grads(setup(widths, 4, "cross_entropy")[0], store[:, P:], y, out=store[:, :P])
+
+
+# --- large JAX results on the CPU: filled on the host, handed to JAX without a copy ------
+
+
+def _host_fill_everywhere(monkeypatch):
+    """Every output counts as large: concrete JAX arrays on the CPU take the host fill."""
+    from bpcheck import _pergrad, _recursion
+
+    monkeypatch.setattr(_pergrad, "_THREADED_SIZE", 1)
+    monkeypatch.setattr(_recursion, "_THREADED_SIZE", 1)
+
+
+@pytest.mark.parametrize("flat", [True, False])
+def test_large_jax_gradients_filled_on_the_host_equal_the_compiled_ones(monkeypatch, flat):
+    widths, N = [3, 5, 4, 2], 7
+    params, X, y = setup(widths, N, "cross_entropy")
+    pj = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params]
+    Xj, yj = jnp.asarray(X), jnp.asarray(y)
+    compiled = per_example_grads(pj, Xj, yj, flat=flat)
+    _host_fill_everywhere(monkeypatch)
+    filled = per_example_grads(pj, Xj, yj, flat=flat)
+    for got, want in zip(jax.tree_util.tree_leaves(filled), jax.tree_util.tree_leaves(compiled)):
+        assert isinstance(got, jax.Array) and got.devices() == want.devices()
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))  # the same float operations
+    G = filled if flat else jnp.concatenate(
+        [jnp.concatenate([gB.reshape(N, -1), gb], axis=1) for gB, gb in filled], axis=1)
+    assert rel_err(np.asarray(G), autodiff_grads(params, X, y, "cross_entropy", widths)) < RTOL
+    assert rel_err(np.asarray(2 * G), 2 * np.asarray(G)) == 0  # an ordinary JAX array
+    # under jit the arrays are tracers: the compiled path, the same numbers
+    jitted = jax.jit(lambda X: per_example_grads(pj, X, yj, flat=flat))(Xj)
+    for got, want in zip(jax.tree_util.tree_leaves(jitted), jax.tree_util.tree_leaves(compiled)):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    bad = Xj.at[2, 1].set(jnp.nan)
+    with pytest.raises(ValueError, match=r"X: contains NaN or inf"):
+        per_example_grads(pj, bad, yj, flat=flat)
+
+
+def test_on_default_cpu_takes_concrete_single_device_arrays_only():
+    from bpcheck._arrays import on_default_cpu
+
+    x = jnp.ones(3)
+    assert on_default_cpu([x, None, np.ones(2)])
+    assert not on_default_cpu([np.ones(2)])  # no JAX array: the NumPy path
+    seen = []
+    jax.jit(lambda t: seen.append(on_default_cpu([x, t])) or t)(x)
+    assert seen == [False]

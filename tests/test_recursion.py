@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bpcheck
+from bpcheck._params import layers_from_beta
 from bpcheck.numcheck import jacrev_jacobian, rel_error
 
 
@@ -337,3 +338,20 @@ def test_jacobian_out_receives_the_fresh_jacobian_and_flat_false_gives_views_of_
         bpcheck.jacobian(params, store[:, 0, 80:84], out=store[:, :, :83])
     with pytest.raises(TypeError, match=r"out: .*NumPy inputs only"):
         bpcheck.jacobian([(jnp.asarray(B), jnp.asarray(b)) for B, b in params], X, out=out)
+
+
+def test_large_jax_jacobian_filled_on_the_host_equals_the_compiled_one(monkeypatch):
+    from bpcheck import _recursion
+
+    params = [(jnp.asarray(B), jnp.asarray(b)) for B, b in bpcheck.init_params([4, 6, 5, 3], seed=0)]
+    X = jnp.asarray(np.random.default_rng(0).standard_normal((7, 4)))
+    compiled = bpcheck.jacobian(params, X)
+    monkeypatch.setattr(_recursion, "_THREADED_SIZE", 1)
+    filled = bpcheck.jacobian(params, X)
+    assert isinstance(filled, jax.Array) and filled.devices() == compiled.devices()
+    np.testing.assert_array_equal(np.asarray(filled), np.asarray(compiled))
+    assert rel_error(np.asarray(filled), jacrev_jacobian(params, X)).max() < 1e-10
+    layers = bpcheck.jacobian(params, X, flat=False)
+    for got, want in zip(jax.tree_util.tree_leaves(layers),
+                         jax.tree_util.tree_leaves(layers_from_beta(compiled, [4, 6, 5, 3]))):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._activations import resolve_activations
-from ._arrays import check_out, prepare
+from ._arrays import check_out, host_buffer, on_default_cpu, prepare, to_jax
 from ._model import in_model_layout, model_params
 from ._compiled import call, written
 
@@ -256,7 +256,8 @@ def jacobian(params: Any, X: Any, *, activation: Any = None, flat: bool = True, 
     ``[vec(B^(1)'), b^(1), ...]``; the block of ``vec(B^(l)')`` is
     ``U^(l) = V^(l) (I kron a^(l-1)')`` and that of ``b^(l)`` is ``V^(l)``.  NumPy inputs:
     written once, in place, by all cores.  JAX inputs: compiled once per configuration,
-    usable under ``jax.jit`` and ``jax.vmap``.
+    usable under ``jax.jit`` and ``jax.vmap``; a large Jacobian of concrete arrays on the
+    CPU is written as NumPy's, from the compiled factors, and handed to JAX without a copy.
 
     ``flat=False``: the same numbers per layer, ``[(J_B^(l), J_b^(l))]`` of shapes
     ``(N, K, d_l, d_{l-1})`` and ``(N, K, d_l)`` (NumPy: views of the flat array); for a
@@ -277,11 +278,20 @@ def jacobian(params: Any, X: Any, *, activation: Any = None, flat: bool = True, 
                             "arrays are immutable); got JAX inputs")
         shape = (() if single else (X2.shape[0],)) + (widths[-1], P)
         out = check_out("out", out, shape, X2.dtype, [t for pair in params for t in pair] + [X2])
-    if xp is not np:
+    large = X2.shape[0] * widths[-1] * P >= _THREADED_SIZE
+    if xp is not np and large and on_default_cpu([t for pair in params for t in pair] + [X2]):
+        # concrete arrays on the CPU: the factors from the compiled program, the Jacobian
+        # filled by NumPy's threads (XLA writes it at a third of the speed) into a buffer
+        # that JAX takes over without a copy
+        factors = call(_factors, xp, (acts,), params, X2, unchecked=unchecked)
+        factors = [LayerFactors(np.asarray(f.V), np.asarray(f.a_prev), None, None) for f in factors]
+        rows = host_buffer((X2.shape[0], widths[-1], P), factors[0].V.dtype)
+        J = to_jax(_assemble_numpy(factors, rows))
+    elif xp is not np:
         J = call(_jacobian_jax, xp, (acts,), params, X2, unchecked=unchecked)
     else:
         rows = None if out is None else out[None] if single else out
-        with _single_threaded_blas(X2.shape[0] * widths[-1] * P >= _THREADED_SIZE):
+        with _single_threaded_blas(large):
             J = _assemble_numpy(_factors(params, X2, acts, np), rows)
     J = out if out is not None else J[0] if single else J
     return in_model_layout(J, widths, net, flat)
