@@ -151,3 +151,23 @@ def test_wrong_activation_arguments_are_named_errors():
         Activation("elu", alpha=float("nan"))
     with pytest.raises(TypeError, match=r"slope must be a real number, got '0.1'"):
         Activation("leaky_relu", slope="0.1")
+
+
+def test_numpy_relu_selects_bitwise_like_where_without_negative_zeros():
+    """NumPy's ReLU multiplies by the 0/1 mask (faster than np.where) and adds 0: the same
+    bits as selecting, +0.0 (not -0.0) for negative inputs, -0.0 and 0 alike, and the mask
+    broadcast over the rows of V in the backward recursion."""
+    relu = Activation("relu")
+    z = np.array([[-2.5, -0.0, 0.0, 1e-30, 3.0], [-1e-30, 7.0, -0.0, -4.0, 0.5]], np.float32)
+    value, D = relu.value_and_derivative(z, np)
+    want = np.where(z > 0, z, np.float32(0))
+    assert value.dtype == D.dtype == np.float32
+    np.testing.assert_array_equal(value.view(np.int32), want.view(np.int32))  # bits, signs included
+    np.testing.assert_array_equal(D, (z > 0).astype(np.float32))
+    M = np.random.default_rng(0).standard_normal((2, 3, 5))  # (N, K, d) rows of V, float64
+    got = relu.times_derivative(M, D[:, None, :], np)
+    want = np.where(D[:, None, :] > 0, M, 0.0)
+    np.testing.assert_array_equal(got.view(np.int64), want.view(np.int64))
+    assert not np.signbit(got[np.broadcast_to(D[:, None, :] == 0, got.shape)]).any()
+    jv, jD = relu.value_and_derivative(jnp.asarray(z), jnp)  # the JAX branch selects
+    np.testing.assert_array_equal(np.asarray(jv).view(np.int32), value.view(np.int32))
