@@ -65,21 +65,28 @@ def _fill(out, deltas, a_prevs):
     return out
 
 
-def _outer_layers(deltas, a_prevs, gBs=None):
+def _outer_layers(deltas, a_prevs, gBs):
     """``[(delta^(l) a^(l-1)' per example, delta^(l))]``: the per-layer gradients, the
-    ``(N, d_l, d_{l-1})`` products written in place (into ``gBs`` when given) with the rows
-    split over the cores."""
-    N = a_prevs[0].shape[0]
-    if gBs is None:
-        gBs = [np.empty((N, delta.shape[1], a.shape[1]), dtype=delta.dtype)
-               for delta, a in zip(deltas, a_prevs)]
-
+    ``(N, d_l, d_{l-1})`` products written into ``gBs`` in place with the rows split over
+    the cores."""
     def rows(n0, n1):
         for gB, delta, a in zip(gBs, deltas, a_prevs):
             np.multiply(delta[n0:n1, :, None], a[n0:n1, None, :], out=gB[n0:n1])
 
-    by_rows(rows, N, sum(gB.size for gB in gBs))
+    by_rows(rows, a_prevs[0].shape[0], sum(gB.size for gB in gBs))
     return list(zip(gBs, deltas))
+
+
+def _numpy_grads(deltas, a_prevs, flat, empty=np.empty):
+    """The per-example gradients from NumPy deltas and layer inputs, written by NumPy's
+    threads into arrays made by ``empty(shape, dtype)``: one ``(N, P)`` array (``flat``,
+    :func:`_fill`) or the per-layer pairs (:func:`_outer_layers`)."""
+    N, dtype = a_prevs[0].shape[0], deltas[0].dtype
+    if flat:
+        P = sum(delta.shape[1] * (a.shape[1] + 1) for delta, a in zip(deltas, a_prevs))
+        return _fill(empty((N, P), dtype), deltas, a_prevs)
+    return _outer_layers(deltas, a_prevs, [empty((N, delta.shape[1], a.shape[1]), dtype)
+                                           for delta, a in zip(deltas, a_prevs)])
 
 
 def _assemble_jax(deltas, a_prevs):
@@ -94,13 +101,10 @@ def _assemble_jax(deltas, a_prevs):
 
 def _per_example_grads(params, X, y, loss, acts, mean, flat, xp):
     deltas, a_prevs = deltas_and_inputs(params, X, y, loss, acts, mean, xp)
-    if not flat:
-        if xp is np:
-            return _outer_layers(deltas, a_prevs)
-        return [(delta[:, :, None] * a[:, None, :], delta) for delta, a in zip(deltas, a_prevs)]
     if xp is np:
-        P = sum(delta.shape[1] * (a.shape[1] + 1) for delta, a in zip(deltas, a_prevs))
-        return _fill(np.empty((X.shape[0], P), dtype=X.dtype), deltas, a_prevs)
+        return _numpy_grads(deltas, a_prevs, flat)
+    if not flat:
+        return [(delta[:, :, None] * a[:, None, :], delta) for delta, a in zip(deltas, a_prevs)]
     return _assemble_jax(deltas, a_prevs)
 
 
@@ -231,15 +235,9 @@ def _host_filled(static, flat, params, X, y, xp, unchecked):
     compiled program, the outer products filled by NumPy's threads into a buffer that JAX
     then takes over without a copy (see :func:`bpcheck._arrays.to_jax`)."""
     deltas, a_prevs = call(deltas_and_inputs, xp, static, params, X, y, unchecked=unchecked)
-    host_deltas = [np.asarray(delta) for delta in deltas]
-    host_inputs = [np.asarray(a) for a in a_prevs]
-    N, dtype = X.shape[0], host_deltas[0].dtype
-    if flat:
-        P = sum(d.shape[1] * (a.shape[1] + 1) for d, a in zip(host_deltas, host_inputs))
-        return to_jax(_fill(host_buffer((N, P), dtype), host_deltas, host_inputs))
-    gBs = [host_buffer((N, d.shape[1], a.shape[1]), dtype) for d, a in zip(host_deltas, host_inputs)]
-    _outer_layers(host_deltas, host_inputs, gBs)
-    return [(to_jax(gB), delta) for gB, delta in zip(gBs, deltas)]
+    G = _numpy_grads([np.asarray(delta) for delta in deltas], [np.asarray(a) for a in a_prevs],
+                     flat, host_buffer)
+    return to_jax(G) if flat else [(to_jax(gB), delta) for (gB, _), delta in zip(G, deltas)]
 
 
 def _grads_into(out, params, widths, X, y, single, xp, mesh, static, flat, net):

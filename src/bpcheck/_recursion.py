@@ -272,14 +272,15 @@ def jacobian(params: Any, X: Any, *, activation: Any = None, flat: bool = True, 
     params, widths, X2, single, xp, _, unchecked = prepare(params, X, defer_finite=True)
     acts = resolve_activations(activation, len(params) - 1)
     P = sum(d * (dp + 1) for dp, d in zip(widths, widths[1:]))
+    inputs = [t for pair in params for t in pair] + [X2]
     if out is not None:
         if xp is not np:
             raise TypeError("out: the Jacobian is written in place for NumPy inputs only (JAX "
                             "arrays are immutable); got JAX inputs")
         shape = (() if single else (X2.shape[0],)) + (widths[-1], P)
-        out = check_out("out", out, shape, X2.dtype, [t for pair in params for t in pair] + [X2])
+        out = check_out("out", out, shape, X2.dtype, inputs)
     large = X2.shape[0] * widths[-1] * P >= _THREADED_SIZE
-    if xp is not np and large and on_default_cpu([t for pair in params for t in pair] + [X2]):
+    if xp is not np and large and on_default_cpu(inputs):
         # concrete arrays on the CPU: the factors from the compiled program, the Jacobian
         # filled by NumPy's threads (XLA writes it at a third of the speed) into a buffer
         # that JAX takes over without a copy
