@@ -27,7 +27,7 @@ def autodiff_ggn(params, X, loss, widths):
     return np.asarray(jnp.einsum("nkp,nkj,njq->pq", J, H, J) / X.shape[0])
 
 
-def setup(widths, N, seed=0):
+def make_case(widths, N, seed=0):
     rng = np.random.default_rng(seed)
     params = [(B, rng.standard_normal(b.shape) * 0.1)
               for B, b in bpcheck.init_params(widths, seed=seed)]
@@ -54,7 +54,7 @@ losses = st.sampled_from(["cross_entropy", "mse"])
 @settings(max_examples=25, deadline=None)
 @given(widths=widths_strategy, N=st.integers(1, 5), loss=losses, seed=st.integers(0, 99))
 def test_gauss_newton_and_matvec_equal_the_assembled_jacobian_reference(widths, N, loss, seed):
-    params, X = setup(widths, N, seed)
+    params, X = make_case(widths, N, seed)
     want = jacobian_reference(params, X, loss)
     assert rel_err(gauss_newton(params, X, loss=loss), want) < RTOL
     v = np.random.default_rng(seed).standard_normal(want.shape[0])
@@ -64,7 +64,7 @@ def test_gauss_newton_and_matvec_equal_the_assembled_jacobian_reference(widths, 
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
 def test_gauss_newton_equals_jacrev_and_hessian_reference(loss):
     widths = [3, 5, 4, 3]
-    params, X = setup(widths, 6)
+    params, X = make_case(widths, 6)
     assert rel_err(gauss_newton(params, X, loss=loss), autodiff_ggn(params, X, loss, widths)) < RTOL
 
 
@@ -72,14 +72,14 @@ def test_gauss_newton_equals_jacrev_and_hessian_reference(loss):
 @settings(max_examples=30, deadline=None)
 @given(widths=widths_strategy, N=st.integers(1, 5), loss=losses, seed=st.integers(0, 99))
 def test_gauss_newton_equals_jacrev_and_hessian_reference_for_random_shapes(widths, N, loss, seed):
-    params, X = setup(widths, N, seed)
+    params, X = make_case(widths, N, seed)
     want = autodiff_ggn(params, X, loss, widths)
     assert rel_err(gauss_newton(params, X, loss=loss), want) < RTOL
 
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
 def test_numpy_and_jax_inputs_give_the_reference_gauss_newton(loss):
-    params, X = setup([4, 6, 5, 3], 7)
+    params, X = make_case([4, 6, 5, 3], 7)
     want = jacobian_reference(params, X, loss)
     assert rel_err(gauss_newton(params, X, loss=loss), want) < RTOL
     pj = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params]
@@ -89,7 +89,7 @@ def test_numpy_and_jax_inputs_give_the_reference_gauss_newton(loss):
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
 def test_matvec_equals_the_matrix_times_the_vector(loss):
-    params, X = setup([4, 6, 5, 3], 7)
+    params, X = make_case([4, 6, 5, 3], 7)
     G = gauss_newton(params, X, loss=loss)
     v = np.random.default_rng(1).standard_normal(G.shape[0])
     assert rel_err(gauss_newton_matvec(params, X, v, loss=loss), G @ v) < RTOL
@@ -99,7 +99,7 @@ def test_matvec_equals_the_matrix_times_the_vector(loss):
 
 
 def test_gauss_newton_is_symmetric_positive_semidefinite_and_jit_able():
-    params, X = setup([3, 5, 4, 3], 6)
+    params, X = make_case([3, 5, 4, 3], 6)
     G = gauss_newton(params, X)
     assert rel_err(G, G.T) < RTOL
     assert np.linalg.eigvalsh(G).min() > -1e-10 * np.abs(G).max()
@@ -135,7 +135,7 @@ def test_matvec_joins_its_pieces_under_vmap_and_jit_too(monkeypatch, limit):
     from bpcheck import _compiled
 
     monkeypatch.setattr(_compiled, "JOIN_IN_PROGRAM", limit)
-    params, X = setup([3, 5, 4, 2], 6)
+    params, X = make_case([3, 5, 4, 2], 6)
     pj = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params]
     G = gauss_newton(params, X)
     Vs = np.random.default_rng(1).standard_normal((3, G.shape[0]))

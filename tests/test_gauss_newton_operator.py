@@ -20,7 +20,7 @@ def huber_hessian(z, y):
     return inside[:, :, None] * eye
 
 
-def setup(widths, N, seed=0):
+def make_case(widths, N, seed=0):
     rng = np.random.default_rng(seed)
     params = [(B, 0.1 * rng.standard_normal(b.shape))
               for B, b in bpcheck.init_params(widths, seed=seed)]
@@ -42,7 +42,7 @@ def test_operator_products_equal_the_matvec_and_the_assembled_matrix(loss, targe
                                                                      reduction):
     K = 1 if loss == "binary_cross_entropy" else 3
     widths = [4, 6, 5, K] if isinstance(activation, list) else [4, 6, K]
-    params, X, rng = setup(widths, 7)
+    params, X, rng = make_case(widths, 7)
     y = rng.standard_normal((7, K)) if targets == "real" else None
     kw = dict(loss=loss, y=y, reduction=reduction, activation=activation)
     op = bpcheck.gauss_newton_operator(params, X, **kw)
@@ -58,7 +58,7 @@ def test_operator_products_equal_the_matvec_and_the_assembled_matrix(loss, targe
 
 
 def test_jax_inputs_give_a_jax_operator_with_the_same_products():
-    params, X, rng = setup([5, 8, 8, 3], 6)
+    params, X, rng = make_case([5, 8, 8, 3], 6)
     v = rng.standard_normal(bpcheck.param_count([5, 8, 8, 3]))
     op = bpcheck.gauss_newton_operator(params, X, activation="tanh")
     jop = bpcheck.gauss_newton_operator([(jnp.asarray(B), jnp.asarray(b)) for B, b in params],
@@ -73,7 +73,7 @@ def test_jax_inputs_give_a_jax_operator_with_the_same_products():
 
 def test_jax_blocks_of_products_with_a_user_loss_equal_numpy():
     widths = [4, 6, 5, 2]
-    params, X, rng = setup(widths, 7)
+    params, X, rng = make_case(widths, 7)
     y = rng.standard_normal((7, 2))
     loss = Loss(grad=huber_grad, hessian=huber_hessian)
     op = bpcheck.gauss_newton_operator(params, X, loss, y=y)
@@ -101,7 +101,7 @@ def test_a_model_gives_and_takes_vectors_in_its_own_structure():
 
 def test_conjugate_gradients_through_scipy_solve_a_damped_gauss_newton_system():
     linalg = pytest.importorskip("scipy.sparse.linalg")
-    params, X, rng = setup([4, 10, 3], 20)
+    params, X, rng = make_case([4, 10, 3], 20)
     op = bpcheck.gauss_newton_operator(params, X)
     P = op.shape[0]
     damped = linalg.LinearOperator((P, P), matvec=lambda v: op @ v + 0.1 * v, dtype=op.dtype)
@@ -114,7 +114,7 @@ def test_conjugate_gradients_through_scipy_solve_a_damped_gauss_newton_system():
 
 
 def test_bad_vectors_are_named():
-    params, X, _ = setup([3, 4, 2], 5)
+    params, X, _ = make_case([3, 4, 2], 5)
     op = bpcheck.gauss_newton_operator(params, X)
     P = op.shape[0]
     with pytest.raises(ValueError, match=rf"v: expected a vector in beta order of shape \({P},\)"
@@ -138,7 +138,7 @@ def test_a_block_of_vectors_is_transposed_in_chunks_on_threads_without_losing_a_
     monkeypatch.setattr(_recursion, "_THREADED_SIZE", 1)
     monkeypatch.setattr(_recursion, "_THREADS", 3)
     widths = [4, 6, 3]
-    params, X, rng = setup(widths, 5)
+    params, X, rng = make_case(widths, 5)
     op = bpcheck.gauss_newton_operator(params, X)
     V = np.asarray(rng.standard_normal((bpcheck.param_count(widths), 4)), order=order)
     assert rel_err(op @ V, bpcheck.gauss_newton(params, X) @ V) < RTOL
@@ -150,7 +150,7 @@ def test_a_block_of_vectors_is_transposed_in_chunks_on_threads_without_losing_a_
     ([4, 6, 5, 7, 3], ["elu", "sigmoid", "leaky_relu"]),  # V^(1), V^(2), V^(3) stored
 ])
 def test_products_for_any_depth_and_mixed_activations_equal_the_matrix(widths, activation):
-    params, X, rng = setup(widths, 6)
+    params, X, rng = make_case(widths, 6)
     G = bpcheck.gauss_newton(params, X, activation=activation)
     V = rng.standard_normal((bpcheck.param_count(widths), 3))
     op = bpcheck.gauss_newton_operator(params, X, activation=activation)

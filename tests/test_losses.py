@@ -49,7 +49,7 @@ LOSSES = {  # name -> (loss argument, one example's loss of (z, y) in plain JAX,
 }
 
 
-def setup(name, widths, N=6, seed=0):
+def make_case(name, widths, N=6, seed=0):
     rng = np.random.default_rng(seed)
     params = [(rng.standard_normal((d, dp)) / np.sqrt(dp), 0.2 * rng.standard_normal(d))
               for dp, d in zip(widths, widths[1:])]
@@ -79,7 +79,7 @@ def example_loss(name, widths, names):
 def test_per_example_grads_and_norms_equal_jax_grad_of_the_loss(name, names):
     loss, _, K = LOSSES[name]
     widths = [4, 5, 6, K]
-    params, X, y = setup(name, widths)
+    params, X, y = make_case(name, widths)
     activation = [Activation("leaky_relu", slope=0.1) if n == "leaky_relu" else n for n in names]
     beta = jnp.asarray(bpcheck.flatten_params(params))
     want = jax.jit(jax.vmap(jax.grad(example_loss(name, widths, names)), (None, 0, 0)))(beta, X, y)
@@ -99,7 +99,7 @@ def test_per_example_grads_and_norms_equal_jax_grad_of_the_loss(name, names):
 def test_gauss_newton_and_matvec_equal_jacrev_and_hessian_of_the_loss(name, names):
     loss, f, K = LOSSES[name]
     widths = [3, 5, K]
-    params, X, y = setup(name, widths, N=5, seed=1)
+    params, X, y = make_case(name, widths, N=5, seed=1)
     beta = jnp.asarray(bpcheck.flatten_params(params))
     out = lambda b, x: mlp(bpcheck.unflatten_params(b, widths), x, names)
     J = jax.jit(jax.vmap(jax.jacrev(out), (None, 0)))(beta, X)  # (N, K, P)
@@ -118,7 +118,7 @@ def test_gauss_newton_and_matvec_equal_jacrev_and_hessian_of_the_loss(name, name
 
 
 def test_the_defaults_keep_their_meaning_sum_for_gradients_mean_for_gauss_newton():
-    params, X, y = setup("cross_entropy", [4, 5, 3])
+    params, X, y = make_case("cross_entropy", [4, 5, 3])
     assert np.array_equal(bpcheck.per_example_grads(params, X, y),
                           bpcheck.per_example_grads(params, X, y, "cross_entropy", reduction="sum"))
     assert np.array_equal(bpcheck.gauss_newton(params, X),
@@ -130,7 +130,7 @@ def test_the_defaults_keep_their_meaning_sum_for_gradients_mean_for_gauss_newton
 @pytest.mark.parametrize("xp", [np, jnp], ids=["numpy", "jax"])
 def test_per_layer_gradients_have_the_layer_shapes_and_equal_the_flat_rows(xp):
     widths = [4, 5, 6, 3]
-    params, X, y = setup("cross_entropy", widths, N=7)
+    params, X, y = make_case("cross_entropy", widths, N=7)
     if xp is jnp:
         params = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params]
         X, y = jnp.asarray(X), jnp.asarray(y)
@@ -147,7 +147,7 @@ def test_per_layer_gradients_have_the_layer_shapes_and_equal_the_flat_rows(xp):
 
 
 def test_the_flat_numpy_array_is_filled_in_place_in_beta_order():
-    params, X, y = setup("mse", [3, 4, 2])
+    params, X, y = make_case("mse", [3, 4, 2])
     G = bpcheck.per_example_grads(params, X, y, "mse")
     assert G.flags.c_contiguous and G.shape == (6, 4 * 4 + 2 * 5)
     layers = bpcheck.per_example_grads(params, X, y, "mse", flat=False)
@@ -156,7 +156,7 @@ def test_the_flat_numpy_array_is_filled_in_place_in_beta_order():
 
 
 def test_a_user_loss_without_hessian_gives_gradients_but_not_gauss_newton():
-    params, X, y = setup("mse", [3, 4, 2])
+    params, X, y = make_case("mse", [3, 4, 2])
     grad_only = Loss(grad=lambda z, y: z - y)
     assert rel_err(bpcheck.per_example_grads(params, X, y, grad_only),
                    bpcheck.per_example_grads(params, X, y, "mse")) < 1e-15

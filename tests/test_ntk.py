@@ -18,7 +18,7 @@ def jacrev_jacobian(params, X, widths):
     return np.asarray(jax.vmap(jax.jacrev(f), (None, 0))(beta, jnp.asarray(X)))
 
 
-def setup(widths, N, N2=None, seed=0):
+def make_case(widths, N, N2=None, seed=0):
     rng = np.random.default_rng(seed)
     params = bpcheck.init_params(widths, seed=seed)
     params = [(B, rng.standard_normal(b.shape) * 0.1) for B, b in params]
@@ -37,7 +37,7 @@ widths_strategy = st.lists(st.integers(1, 6), min_size=2, max_size=5)
 @settings(max_examples=25, deadline=None)
 @given(widths=widths_strategy, N=st.integers(1, 6), N2=st.integers(1, 5), seed=st.integers(0, 99))
 def test_ntk_equals_contraction_of_the_assembled_jacobian(widths, N, N2, seed):
-    params, X1, X2 = setup(widths, N, N2, seed)
+    params, X1, X2 = make_case(widths, N, N2, seed)
     J1, J2 = bpcheck.jacobian(params, X1), bpcheck.jacobian(params, X2)
     assert rel_err(ntk(params, X1), np.einsum("ikp,jlp->ijkl", J1, J1)) < RTOL
     assert rel_err(ntk(params, X1, X2), np.einsum("ikp,jlp->ijkl", J1, J2)) < RTOL
@@ -45,7 +45,7 @@ def test_ntk_equals_contraction_of_the_assembled_jacobian(widths, N, N2, seed):
 
 def test_ntk_equals_contraction_of_the_jacrev_jacobian_numpy_and_jax():
     widths = [4, 6, 5, 3]
-    params, X1, X2 = setup(widths, 7, 5)
+    params, X1, X2 = make_case(widths, 7, 5)
     J1, J2 = jacrev_jacobian(params, X1, widths), jacrev_jacobian(params, X2, widths)
     want = np.einsum("ikp,jlp->ijkl", J1, J2)
     got_np = ntk(params, X1, X2)
@@ -56,7 +56,7 @@ def test_ntk_equals_contraction_of_the_jacrev_jacobian_numpy_and_jax():
 
 
 def test_trace_ntk_is_the_trace_of_the_full_ntk():
-    params, X1, X2 = setup([3, 5, 4, 4], 6, 4)
+    params, X1, X2 = make_case([3, 5, 4, 4], 6, 4)
     full = ntk(params, X1, X2)
     assert rel_err(ntk(params, X1, X2, trace=True), np.einsum("ijkk->ij", full)) < RTOL
     full = ntk(params, X1)
@@ -65,7 +65,7 @@ def test_trace_ntk_is_the_trace_of_the_full_ntk():
 
 
 def test_ntk_of_a_batch_with_itself_is_symmetric_psd():
-    params, X1, _ = setup([3, 8, 8, 2], 9)
+    params, X1, _ = make_case([3, 8, 8, 2], 9)
     T = ntk(params, X1).transpose(0, 2, 1, 3).reshape(18, 18)  # (N K, N K) Gram matrix
     assert rel_err(T, T.T) < RTOL
     assert np.linalg.eigvalsh(T).min() > -1e-10 * np.abs(T).max()
@@ -75,7 +75,7 @@ def test_ntk_of_a_batch_with_itself_is_symmetric_psd():
 @pytest.mark.parametrize("trace", [False, True])
 @pytest.mark.parametrize("block_size", [1, 4, 64])
 def test_tiled_ntk_equals_one_tile(backend, trace, block_size):
-    params, X1, X2 = setup([3, 5, 4, 3], 11, 7)
+    params, X1, X2 = make_case([3, 5, 4, 3], 11, 7)
     if backend == "jax":
         params, X1, X2 = to_jax(params), jnp.asarray(X1), jnp.asarray(X2)
     for other in (None, X2):
@@ -87,7 +87,7 @@ def test_tiled_ntk_equals_one_tile(backend, trace, block_size):
 def test_default_tiling_kicks_in_when_the_factors_outgrow_the_budget(monkeypatch):
     import bpcheck._ntk as mod
 
-    params, X1, X2 = setup([3, 16, 16, 2], 40, 9)
+    params, X1, X2 = make_case([3, 16, 16, 2], 40, 9)
     want = ntk(params, X1, trace=True), ntk(params, X1, X2)
     monkeypatch.setattr(mod, "_SINGLE_TILE_BYTES", 0)
     monkeypatch.setattr(mod, "_TILE_BYTES", 0)
@@ -97,7 +97,7 @@ def test_default_tiling_kicks_in_when_the_factors_outgrow_the_budget(monkeypatch
 
 
 def test_ntk_under_jit_equals_eager():
-    params, X1, X2 = setup([4, 6, 3], 5, 4)
+    params, X1, X2 = make_case([4, 6, 3], 5, 4)
     pj = to_jax(params)
     f = jax.jit(ntk, static_argnames=("trace", "block_size"))
     assert rel_err(f(pj, X1, X2), ntk(params, X1, X2)) < RTOL
@@ -106,7 +106,7 @@ def test_ntk_under_jit_equals_eager():
 
 def test_linear_model_ntk_is_identity_times_inputs_gram_plus_one():
     # L = 0: J_i = I kron [x_i', 1], so Theta(x_i, x_j) = (x_i' x_j + 1) I_K.
-    params, X1, X2 = setup([4, 3], 5, 2)
+    params, X1, X2 = make_case([4, 3], 5, 2)
     want = (X1 @ X2.T + 1)[:, :, None, None] * np.eye(3)
     assert rel_err(ntk(params, X1, X2), want) < RTOL
 
@@ -120,7 +120,7 @@ def test_ntk_takes_relu_derivative_zero_at_the_kink():
 
 
 def test_single_examples_drop_their_axis():
-    params, X1, X2 = setup([3, 4, 2], 3, 2)
+    params, X1, X2 = make_case([3, 4, 2], 3, 2)
     full = ntk(params, X1, X2)
     assert rel_err(ntk(params, X1[0], X2), full[0]) < RTOL
     assert rel_err(ntk(params, X1, X2[1]), full[:, 1]) < RTOL
@@ -128,7 +128,7 @@ def test_single_examples_drop_their_axis():
 
 
 def test_float32_jax_inputs_agree_with_float64_to_float32_accuracy():
-    params, X1, _ = setup([16, 32, 32, 4], 6)
+    params, X1, _ = make_case([16, 32, 32, 4], 6)
     p32 = [(jnp.asarray(B, jnp.float32), jnp.asarray(b, jnp.float32)) for B, b in params]
     got = ntk(p32, jnp.asarray(X1, jnp.float32))
     assert got.dtype == jnp.float32

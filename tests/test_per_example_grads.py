@@ -23,7 +23,7 @@ def loss_of_beta(loss, widths):
     return f
 
 
-def setup(widths, N, loss, seed=0):
+def make_case(widths, N, loss, seed=0):
     rng = np.random.default_rng(seed)
     params = [(B, rng.standard_normal(b.shape) * 0.1)
               for B, b in bpcheck.init_params(widths, seed=seed)]
@@ -58,7 +58,7 @@ losses = st.sampled_from(["cross_entropy", "mse"])
 @settings(max_examples=30, deadline=None)
 @given(widths=widths_strategy, N=st.integers(1, 6), loss=losses, seed=st.integers(0, 99))
 def test_per_example_grads_and_norms_equal_the_assembled_jacobian_reference(widths, N, loss, seed):
-    params, X, y = setup(widths, N, loss, seed)
+    params, X, y = make_case(widths, N, loss, seed)
     want = jacobian_reference(params, X, y, loss)
     assert rel_err(per_example_grads(params, X, y, loss), want) < RTOL
     norms = per_example_grad_norms(params, X, y, loss)
@@ -68,7 +68,7 @@ def test_per_example_grads_and_norms_equal_the_assembled_jacobian_reference(widt
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
 @pytest.mark.parametrize("widths", [[4, 6, 5, 3], [3, 2], [2, 7, 1, 4, 3]])
 def test_per_example_grads_and_norms_equal_vmap_of_jax_grad(widths, loss):
-    params, X, y = setup(widths, 5, loss)
+    params, X, y = make_case(widths, 5, loss)
     want = autodiff_grads(params, X, y, loss, widths)
     assert rel_err(per_example_grads(params, X, y, loss), want) < RTOL
     assert rel_err(per_example_grad_norms(params, X, y, loss), np.linalg.norm(want, axis=1)) < RTOL
@@ -78,7 +78,7 @@ def test_per_example_grads_and_norms_equal_vmap_of_jax_grad(widths, loss):
 @settings(max_examples=40, deadline=None)
 @given(widths=widths_strategy, N=st.integers(1, 6), loss=losses, seed=st.integers(0, 99))
 def test_per_example_grads_equal_vmap_of_jax_grad_for_random_shapes(widths, N, loss, seed):
-    params, X, y = setup(widths, N, loss, seed)
+    params, X, y = make_case(widths, N, loss, seed)
     want = autodiff_grads(params, X, y, loss, widths)
     assert rel_err(per_example_grads(params, X, y, loss), want) < RTOL
 
@@ -86,7 +86,7 @@ def test_per_example_grads_equal_vmap_of_jax_grad_for_random_shapes(widths, N, l
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
 def test_jax_inputs_give_jax_gradients_equal_to_the_reference(loss):
     widths = [4, 6, 5, 3]
-    params, X, y = setup(widths, 7, loss)
+    params, X, y = make_case(widths, 7, loss)
     want = jacobian_reference(params, X, y, loss)
     pj = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params]
     got = per_example_grads(pj, jnp.asarray(X), jnp.asarray(y), loss=loss)
@@ -95,7 +95,7 @@ def test_jax_inputs_give_jax_gradients_equal_to_the_reference(loss):
 
 def test_mean_of_per_example_grads_is_the_gradient_of_the_mean_loss():
     widths = [3, 5, 2]
-    params, X, y = setup(widths, 8, "cross_entropy")
+    params, X, y = make_case(widths, 8, "cross_entropy")
     beta = jnp.asarray(bpcheck.flatten_params(params))
     f = loss_of_beta("cross_entropy", widths)
     mean_loss = lambda b: jnp.mean(jax.vmap(f, (None, 0, 0))(b, X, y))
@@ -104,18 +104,18 @@ def test_mean_of_per_example_grads_is_the_gradient_of_the_mean_loss():
 
 
 def test_grads_and_norms_under_jit_equal_eager():
-    params, X, y = setup([4, 5, 3], 6, "mse")
+    params, X, y = make_case([4, 5, 3], 6, "mse")
     pj = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params]
     g = jax.jit(per_example_grads, static_argnames="loss")
     n = jax.jit(per_example_grad_norms, static_argnames="loss")
     assert rel_err(g(pj, X, y, loss="mse"), per_example_grads(params, X, y, "mse")) < RTOL
     assert rel_err(n(pj, X, y, loss="mse"), per_example_grad_norms(params, X, y, "mse")) < RTOL
-    params, X, y = setup([4, 5, 3], 6, "cross_entropy")
+    params, X, y = make_case([4, 5, 3], 6, "cross_entropy")
     assert rel_err(jax.jit(per_example_grads)(params, X, y), per_example_grads(params, X, y)) < RTOL
 
 
 def test_single_example_gives_one_gradient():
-    params, X, y = setup([4, 5, 3], 3, "cross_entropy")
+    params, X, y = make_case([4, 5, 3], 3, "cross_entropy")
     G = per_example_grads(params, X, y)
     assert rel_err(per_example_grads(params, X[1], y[1]), G[1]) < RTOL
     assert rel_err(per_example_grad_norms(params, X[1], y[1]), np.linalg.norm(G[1])) < RTOL
@@ -164,7 +164,7 @@ def test_numpy_rows_split_over_threads_equal_autodiff(monkeypatch, flat):
     monkeypatch.setattr(_recursion, "_THREADED_SIZE", 1)
     monkeypatch.setattr(_recursion, "_THREADS", 3)
     widths, N = [3, 5, 4, 2], 7
-    params, X, y = setup(widths, N, "cross_entropy")
+    params, X, y = make_case(widths, N, "cross_entropy")
     G = per_example_grads(params, X, y, flat=flat)
     if not flat:
         G = np.concatenate([np.concatenate([gB.reshape(N, -1), gb], axis=1) for gB, gb in G], axis=1)
@@ -185,7 +185,7 @@ def test_out_buffers_receive_the_gradients_of_a_fresh_call(monkeypatch, flat, th
         monkeypatch.setattr(_recursion, "_THREADED_SIZE", 1)
         monkeypatch.setattr(_recursion, "_THREADS", 3)
     widths, N = [3, 5, 4, 2], 7
-    params, X, y = setup(widths, N, "cross_entropy")
+    params, X, y = make_case(widths, N, "cross_entropy")
     want = per_example_grads(params, X, y, flat=flat)
     if flat:
         out = np.full_like(want, np.nan)
@@ -200,7 +200,7 @@ def test_out_buffers_receive_the_gradients_of_a_fresh_call(monkeypatch, flat, th
 
 def test_out_may_be_a_strided_view_and_one_example_drops_the_batch_axis():
     widths = [3, 5, 4, 2]
-    params, X, y = setup(widths, 4, "mse")
+    params, X, y = make_case(widths, 4, "mse")
     want = per_example_grads(params, X, y, "mse")
     wide = np.zeros((4, 2 * want.shape[1]))
     per_example_grads(params, X, y, "mse", out=wide[:, ::2])
@@ -239,7 +239,7 @@ def test_out_in_a_models_structure_is_written_through_its_orientation():
 
 def test_bad_out_buffers_are_errors_that_name_them_and_nothing_is_cast():
     widths = [3, 5, 4, 2]
-    params, X, y = setup(widths, 4, "cross_entropy")
+    params, X, y = make_case(widths, 4, "cross_entropy")
     P = bpcheck.param_count(widths)
     with pytest.raises(ValueError, match=rf"out: expected shape \(4, {P}\), got \(4, {P - 1}\)"):
         per_example_grads(params, X, y, out=np.zeros((4, P - 1)))
@@ -265,7 +265,7 @@ def test_bad_out_buffers_are_errors_that_name_them_and_nothing_is_cast():
 def test_out_that_overlaps_an_input_is_refused_before_anything_is_written():
     """X stored in the same buffer as the gradients would be overwritten while it is read."""
     widths = [3, 5, 4, 2]
-    params, X, y = setup(widths, 4, "cross_entropy")
+    params, X, y = make_case(widths, 4, "cross_entropy")
     P = bpcheck.param_count(widths)
     store = np.zeros((4, P + 3))
     store[:, P - 1:P + 2] = X  # X's first column is the gradients' last
@@ -279,7 +279,7 @@ def test_out_that_overlaps_an_input_is_refused_before_anything_is_written():
         per_example_grads(params, X, y, out=W)
     # next to each other without overlapping is fine
     store[:, P:] = X
-    per_example_grads(setup(widths, 4, "cross_entropy")[0], store[:, P:], y, out=store[:, :P])
+    per_example_grads(make_case(widths, 4, "cross_entropy")[0], store[:, P:], y, out=store[:, :P])
 
 
 # --- large JAX results on the CPU: filled on the host, handed to JAX without a copy ------
@@ -296,7 +296,7 @@ def _host_fill_everywhere(monkeypatch):
 @pytest.mark.parametrize("flat", [True, False])
 def test_large_jax_gradients_filled_on_the_host_equal_the_compiled_ones(monkeypatch, flat):
     widths, N = [3, 5, 4, 2], 7
-    params, X, y = setup(widths, N, "cross_entropy")
+    params, X, y = make_case(widths, N, "cross_entropy")
     pj = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params]
     Xj, yj = jnp.asarray(X), jnp.asarray(y)
     compiled = per_example_grads(pj, Xj, yj, flat=flat)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._arrays import is_jax, is_tracer
+from ._compat import shard_map
 from ._compiled import compiled
 
 
@@ -88,12 +89,12 @@ def _split_rows(fn: Callable, mesh: Any):
         pad = -N % mesh.size
         if pad:
             batched = [jnp.concatenate([b, jnp.zeros((pad,) + b.shape[1:], b.dtype)]) for b in batched]
-        split = jax.shard_map(
+        split = shard_map(
             lambda r, b: fn(*r, *b),
             mesh=mesh,
             in_specs=(P(), rows),
             out_specs=rows,
-            check_vma=False,  # per-device loops start from unsharded zeros
+            check=False,  # per-device loops start from unsharded zeros
         )
         out = split(tuple(replicated), tuple(batched))
         return jax.tree.map(lambda o: o[:N], out) if pad else out
