@@ -412,13 +412,20 @@ def ggn_row(widths, N, repeats):
         parts = ggn_parts(params, X, v, pj, Xj, vj, repeats)
         print(f"  bpcheck's parts, each timed alone: its input checks (shapes, dtypes, NaN and "
               f"inf) NumPy {parts[0]:.2f} ms, JAX {parts[1]:.2f} ms; the computation alone NumPy "
-              f"{parts[2]:.2f} ms, its jax.jit program {parts[3]:.2f} ms")
+              f"{parts[2]:.2f} ms, its jax.jit program {parts[3]:.2f} ms, with the NaN/inf "
+              f"flags read back {parts[4]:.2f} ms")
+        for name, least in (("NumPy", parts[0] + parts[2]), ("JAX", parts[1] + parts[4])):
+            print(f"  a checked {name} call takes at least checks + computation = {least:.2f} ms "
+                  f"against the {1e3 * fastest / 1.2:.2f} ms that 1.2x needs "
+                  f"({'within reach' if least <= 1e3 * fastest / 1.2 else 'out of reach'} "
+                  f"with these parts)")
 
 
 def ggn_parts(params, X, v, pj, Xj, vj, repeats):
     """Milliseconds of bpcheck's GGN-vector product split in two, each part timed alone:
     the checking of the arguments (NumPy, JAX) and the computation (NumPy, and the JAX
-    program called directly, without checks)."""
+    program called directly, without checks and with the NaN/inf flags that a checked
+    call's program also computes and reads back)."""
     from bpcheck._compiled import call
     from bpcheck._gauss_newton import _gauss_newton_matvec, _setup
 
@@ -426,9 +433,12 @@ def ggn_parts(params, X, v, pj, Xj, vj, repeats):
         return lambda: _setup(p, X, None, "cross_entropy", "mean", "relu", v=v)
 
     static = _setup(params, X, None, "cross_entropy", "mean", "relu", v=v)[6]
+    unchecked = _setup(pj, Xj, None, "cross_entropy", "mean", "relu", v=vj)[7]
     fns = [checks(params, X, v), checks(pj, Xj, vj),
            lambda: _gauss_newton_matvec(params, X, None, v, *static, np),
-           lambda: call(_gauss_newton_matvec, jnp, static, pj, Xj, None, vj, join=-1)]
+           lambda: call(_gauss_newton_matvec, jnp, static, pj, Xj, None, vj, join=-1),
+           lambda: call(_gauss_newton_matvec, jnp, static, pj, Xj, None, vj, join=-1,
+                        unchecked=unchecked)]
     out = []
     for fn in fns:
         block(fn())
