@@ -75,3 +75,69 @@ def test_a_layer_that_is_not_a_pair_is_described_in_one_line(bad, got):
     with pytest.raises(TypeError) as err:
         bpcheck.forward(bad, np.ones((1, 2)))
     assert str(err.value) == f"params[0] (layer 1): expected a pair (B, b), {got}"
+
+
+# --- a call like one checked before ------------------------------------------------------
+# prepare() remembers what the checks of shapes and dtypes found for a signature (kinds,
+# shapes, dtypes) of a call's arrays; a repeat must come out exactly as the full check would
+
+
+def _described(prep):
+    arrays = [t for pair in prep.params for t in pair] + [prep.X] + list(prep.others.values())
+    return (prep.widths, prep.single, prep.xp.__name__, [n for n, _ in prep.unchecked],
+            [(type(a).__name__, tuple(a.shape), str(a.dtype)) for a in arrays if a is not None])
+
+
+MIXES = {
+    "numpy": lambda B, b, X, v: (np.asarray(B), np.asarray(b), X, v),
+    "jax": lambda B, b, X, v: (jnp.asarray(B), jnp.asarray(b), jnp.asarray(X), jnp.asarray(v)),
+    "numpy params, jax X": lambda B, b, X, v: (B, b, jnp.asarray(X), v),
+    "jax params, numpy X": lambda B, b, X, v: (jnp.asarray(B), jnp.asarray(b), X, v),
+    "float32 params, float64 X": lambda B, b, X, v: (B.astype(np.float32), b.astype(np.float32), X, v),
+    "int X": lambda B, b, X, v: (B, b, np.ones_like(X, dtype=np.int64), v),
+    "one example": lambda B, b, X, v: (B, b, X[0], v),
+    "jax, one example": lambda B, b, X, v: (jnp.asarray(B), jnp.asarray(b), jnp.asarray(X[0]), v),
+}
+
+
+@pytest.mark.parametrize("mix", list(MIXES))
+@pytest.mark.parametrize("defer", [True, False])
+def test_a_repeated_signature_is_prepared_as_the_full_check_prepares_it(params, mix, defer):
+    from bpcheck._arrays import prepare
+
+    X, v = np.random.default_rng(0).standard_normal((5, 3)), np.ones(P)
+    made = [MIXES[mix](B, b, X, v) for B, b in params]
+    ps = [(B, b) for B, b, _, _ in made]
+    X2, v2 = made[0][2], made[0][3]
+    first = prepare(ps, X2, defer_finite=defer, v=v2)
+    again = prepare(ps, X2, defer_finite=defer, v=v2)
+    assert _described(again) == _described(first)
+    np.testing.assert_array_equal(np.asarray(again.X), np.asarray(first.X))
+
+
+@pytest.mark.parametrize("lib", ["numpy", "jax"])
+def test_a_call_like_one_checked_before_still_checks_its_values(params, lib):
+    as_ = np.asarray if lib == "numpy" else jnp.asarray
+    ps = [(as_(B), as_(b)) for B, b in params]
+    X, v = np.random.default_rng(0).standard_normal((5, 3)), np.ones(P)
+    bpcheck.gauss_newton_matvec(ps, as_(X), as_(v))  # checked in full, its signature kept
+    bad_X, bad_v, bad_B = X.copy(), v.copy(), np.array(params[1][0])
+    bad_X[2, 1], bad_v[-1], bad_B[0, 0] = np.nan, np.inf, np.nan
+    with pytest.raises(ValueError, match=r"^X: contains NaN or inf"):
+        bpcheck.gauss_newton_matvec(ps, as_(bad_X), as_(v))
+    with pytest.raises(ValueError, match=r"^v: contains NaN or inf"):
+        bpcheck.gauss_newton_matvec(ps, as_(X), as_(bad_v))
+    with pytest.raises(ValueError, match=r"^B\^\(2\) \(params\[1\]\[0\]\): contains NaN"):
+        bpcheck.gauss_newton_matvec([ps[0], (as_(bad_B), ps[1][1])], as_(X), as_(v))
+
+
+def test_the_same_arrays_under_another_name_are_named_as_given(params):
+    from bpcheck._arrays import prepare
+
+    X, a = np.ones((5, 3)), np.ones(7)
+    assert [n for n, _ in prepare(params, X, defer_finite=False, y=a).unchecked] == []
+    a[0] = np.nan
+    with pytest.raises(ValueError, match=r"^v: contains NaN"):
+        prepare(params, X, defer_finite=False, v=a)
+    with pytest.raises(ValueError, match=r"^y: contains NaN"):
+        prepare(params, X, defer_finite=False, y=a)

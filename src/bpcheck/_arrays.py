@@ -401,19 +401,70 @@ def prepare(params: Any, X: Any, xp=None, *, defer_finite: bool = False, **other
     the backend but not cast.
     """
     pairs = _pairs(params)
+    leaves = [t for pair in pairs for t in pair]
+    given = list(others.values())
+    key = _signature(leaves + [X] + given, xp, defer_finite, tuple(others))
+    seen = _CHECKED.get(key) if key is not None else None
+    if seen is not None:  # arrays of the same kinds, shapes and dtypes passed every check before
+        widths, xp, names = seen
+        single = X.ndim == 1
+        X2 = X[None, :] if single else X
+        unchecked = _finite_pass(list(zip(names, leaves + [X2] + given)), defer_finite)
+        return Prepared(pairs, widths, X2, single, xp, others, unchecked)
     if xp is None:
-        xp = backend(*[t for pair in pairs for t in pair], X, *others.values())
-    params, widths, xp = check_params(pairs, xp, finite=False)
+        xp = backend(*leaves, X, *given)
+    checked, widths, xp = check_params(pairs, xp, finite=False)
     X2, single = check_inputs("X", X, widths[0], xp, finite=False)
     others = {k: None if v is None else as_array(k, v, xp) for k, v in others.items()}
-    named = param_names(params) + [("X", X2)] + list(others.items())
-    if defer_finite:
-        unchecked = split_finite_checks(named)
-    else:
-        check_all_finite(named)
-        unchecked = []
-    params, (X2,), _ = common_dtype(xp, params, [X2])
-    return Prepared(params, widths, X2, single, xp, others, unchecked)
+    named = param_names(checked) + [("X", X2)] + list(others.items())
+    unchecked = _finite_pass(named, defer_finite)
+    checked, (X2,), _ = common_dtype(xp, checked, [X2])
+    if key is not None and len(_CHECKED) < _CHECKED_MAX and _unchanged(
+            leaves, X, given, [t for pair in checked for t in pair], X2, list(others.values())):
+        _CHECKED[key] = (widths, xp, [name for name, _ in named])
+    return Prepared(checked, widths, X2, single, xp, others, unchecked)
+
+
+def _finite_pass(named: list, defer: bool) -> list:
+    """The NaN/inf check of :func:`prepare`: all of ``named`` now, or (``defer``) the NumPy
+    arrays now and the concrete JAX ones returned, for the call's compiled program."""
+    if defer:
+        return split_finite_checks(named)
+    check_all_finite(named)
+    return []
+
+
+_CHECKED: dict = {}
+"""What :func:`prepare` found for a signature of a call's arguments (:func:`_signature`):
+the widths, the backend and the arrays' names.  The checks of shapes and dtypes depend on
+nothing else, so a call with a signature seen before skips them; the NaN/inf check, which
+depends on the values, runs every time."""
+_CHECKED_MAX = 1024
+
+
+def _signature(arrays: list, xp: Any, defer_finite: bool, names: tuple):
+    """``(xp, defer_finite, names, (type, shape, dtype) of each array)`` when every array is
+    a NumPy array or a concrete JAX array (or ``None``), else ``None``: lists, other
+    libraries' tensors, subclasses and tracers take the full checks every time."""
+    key = [xp, defer_finite, names]
+    for x in arrays:
+        t = type(x)
+        if t is np.ndarray or (t in _ARRAY_TYPES and not is_tracer(x)):
+            key.append((t, x.shape, x.dtype))
+        elif x is None:
+            key.append(None)
+        else:
+            return None
+    return tuple(key)
+
+
+def _unchanged(leaves, X, given, checked, X2, others) -> bool:
+    """Whether :func:`prepare` handed back the caller's own arrays, ``X`` at most made 2-d:
+    nothing converted to another library and nothing cast, so that a later call with the
+    same signature may use them as they come."""
+    same_X = X2 is X or (X.ndim == 1 and type(X2) is type(X) and X2.dtype == X.dtype)
+    return (same_X and all(a is b for a, b in zip(leaves, checked))
+            and all(a is b for a, b in zip(given, others)))
 
 
 def check_out(name: str, out: Any, shape: tuple, dtype: Any, inputs: Sequence[Any]) -> np.ndarray:
