@@ -398,7 +398,9 @@ def prepare(params: Any, X: Any, xp=None, *, defer_finite: bool = False, **other
     for JAX; with ``defer_finite=True`` the JAX arrays are left in ``unchecked``, for the
     compiled program of the call to check alongside its work).  Params and ``X`` come back
     in their common floating dtype; ``others`` (by name, ``None`` left as is) converted to
-    the backend but not cast.
+    the backend but not cast.  A call whose arrays match, in kind, shape and dtype, those of
+    an earlier call that passed and needed no conversion skips the shape and dtype checks
+    (:data:`_CHECKED`); NaN and inf are checked every time.
     """
     pairs = _pairs(params)
     leaves = [t for pair in pairs for t in pair]
