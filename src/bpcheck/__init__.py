@@ -5,6 +5,7 @@ Conventions (docs/conventions.md): ``B^(l)`` has shape ``(d_l, d_{l-1})``, input
 """
 
 from ._activations import Activation as Activation
+from ._arrays import release_memory as release_memory
 from ._gauss_newton import gauss_newton as gauss_newton
 from ._gauss_newton import GaussNewtonOperator as GaussNewtonOperator
 from ._gauss_newton import gauss_newton_matvec as gauss_newton_matvec
@@ -47,5 +48,6 @@ __all__ = [
     "param_count",
     "per_example_grad_norms",
     "per_example_grads",
+    "release_memory",
     "unflatten_params",
 ]

@@ -77,15 +77,16 @@ def _outer_layers(deltas, a_prevs, gBs):
     return list(zip(gBs, deltas))
 
 
-def _numpy_grads(deltas, a_prevs, flat, empty=np.empty):
+def _numpy_grads(deltas, a_prevs, flat):
     """The per-example gradients from NumPy deltas and layer inputs, written by NumPy's
-    threads into arrays made by ``empty(shape, dtype)``: one ``(N, P)`` array (``flat``,
-    :func:`_fill`) or the per-layer pairs (:func:`_outer_layers`)."""
+    threads into fresh arrays (:func:`bpcheck._arrays.host_buffer`: aligned for JAX, large
+    ones from resident memory): one ``(N, P)`` array (``flat``, :func:`_fill`) or the
+    per-layer pairs (:func:`_outer_layers`)."""
     N, dtype = a_prevs[0].shape[0], deltas[0].dtype
     if flat:
         P = sum(delta.shape[1] * (a.shape[1] + 1) for delta, a in zip(deltas, a_prevs))
-        return _fill(empty((N, P), dtype), deltas, a_prevs)
-    return _outer_layers(deltas, a_prevs, [empty((N, delta.shape[1], a.shape[1]), dtype)
+        return _fill(host_buffer((N, P), dtype), deltas, a_prevs)
+    return _outer_layers(deltas, a_prevs, [host_buffer((N, delta.shape[1], a.shape[1]), dtype)
                                            for delta, a in zip(deltas, a_prevs)])
 
 
@@ -236,7 +237,7 @@ def _host_filled(static, flat, params, X, y, xp, unchecked):
     then takes over without a copy (see :func:`bpcheck._arrays.to_jax`)."""
     deltas, a_prevs = call(deltas_and_inputs, xp, static, params, X, y, unchecked=unchecked)
     G = _numpy_grads([np.asarray(delta) for delta in deltas], [np.asarray(a) for a in a_prevs],
-                     flat, host_buffer)
+                     flat)
     return to_jax(G) if flat else [(to_jax(gB), delta) for (gB, _), delta in zip(G, deltas)]
 
 

@@ -229,7 +229,7 @@ def _assemble_numpy(factors, out=None):
     N, K, _ = factors[0].V.shape
     P = sum(f.V.shape[2] * (f.a_prev.shape[1] + 1) for f in factors)
     if out is None:
-        out = np.empty((N, K, P), dtype=factors[0].V.dtype)
+        out = host_buffer((N, K, P), factors[0].V.dtype)
     by_rows(lambda n0, n1: _fill_numpy(out, factors, n0, n1), N, N * K * P)
     return out
 
