@@ -19,8 +19,10 @@ column ``checks`` times bpcheck's checking of the arguments alone, which a call 
 ``sys`` is the system CPU time of a NumPy call (median over the repeats, all threads): for
 a large result mostly the kernel zeroing the fresh pages it is written into, which varies
 with the machine's memory (on this one, the same call's ``sys`` ranged from 20 to 150 ms
-between runs).  The lines after the table time the calls with large results both fresh and
-written into a buffer the caller reuses (``out=``), where that cost is gone.
+between runs).  bpcheck makes a large result in memory that an earlier one gave back when
+it was dropped (``bpcheck.release_memory``), so in a loop that cost falls on the first call
+only.  The lines after the table time the calls with large results both returned and
+written into a buffer the caller reuses (``out=``).
 """
 
 from __future__ import annotations
@@ -153,10 +155,12 @@ OUT_CASES = [  # NumPy calls whose result is large: fresh, and into the caller's
 
 
 def out_rows(repeats):
-    """A fresh result is memory the kernel must hand over zeroed (the ``sys`` column); with
-    ``out=`` a loop over batches of one size writes into the same buffer every time."""
-    print(f"{'NumPy, result written into':<30} {'widths, N':<28} {'fresh':>9} {'sys':>6} "
-          f"{'out=':>9} {'sys':>6} {'fresh/out=':>10}   (ms)")
+    """A returned result is memory that the kernel must hand over zeroed (the ``sys``
+    column) unless an earlier result, dropped, gave it back (``bpcheck.release_memory``);
+    with ``out=`` a loop over batches of one size writes into the same buffer every time."""
+    print(f"{'NumPy, result written into':<30} {'widths, N':<28} {'new':>9} {'sys':>6} "
+          f"{'out=':>9} {'sys':>6} {'new/out=':>10}   (ms; new: the result returned, in "
+          "memory the previous one gave back)")
     for name, widths, N, fn in OUT_CASES:
         (params, X, y, _), _ = network(widths, N)
         buffer = fn(params, X, y, None)
