@@ -133,10 +133,12 @@ def _start_numeric_part(seed: int, networks: int) -> subprocess.Popen:
 def _numeric_summary(part, networks: int, seed: int) -> str:
     from .numcheck import DEAD_NOTE
 
-    depths = [row[1].count("-") - 1 for row in part.rows]
-    widest = max(int(w) for row in part.rows for w in row[1].rstrip(".").split("-") if w)
-    worst_jacrev = max(row[4] for row in part.rows)
-    worst_fd = max(row[5] for row in part.rows)
+    column = {name: i for i, name in enumerate(part.columns)}  # by name: columns get added
+    widths = [row[column["widths"]] for row in part.rows]
+    depths = [w.count("-") - 1 for w in widths]
+    widest = max(int(d) for w in widths for d in w.rstrip(".").split("-") if d)
+    worst_jacrev = max(row[column["err vs jacrev"]] for row in part.rows)
+    worst_fd = max(row[column["err vs FD"]] for row in part.rows)
     dead = sum(DEAD_NOTE in n for n in part.notes)
     flagged = (f"; {dead} network{'s' if dead != 1 else ''} flagged for mostly dead units"
                if dead else "")
