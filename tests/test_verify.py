@@ -59,7 +59,7 @@ def test_the_numeric_summary_gives_the_tables_worst_errors(quick_run):
     part = next(p for p in doc["parts"] if p["title"].startswith("Numeric"))
     col = {name: i for i, name in enumerate(part["columns"])}
     worst = [max(row[col[name]] for row in part["rows"]) for name in ("err vs jacrev", "err vs FD")]
-    assert 0 < worst[0] < 1e-6 and 0 <= worst[1] < 1e-4  # float64 agreement, not a count
+    assert 0 <= worst[0] < 1e-6 and 0 <= worst[1] < 1e-4  # float64 agreement, not a count P
     summary = next(line for line in doc["summary"] if line.startswith("Numerically"))
     assert f"worst relative error {worst[0]:.1e} and {worst[1]:.1e}" in summary
 
