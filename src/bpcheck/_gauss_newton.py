@@ -25,7 +25,7 @@ import numpy as np
 
 from ._activations import resolve_activations
 from ._arrays import as_array, prepare, split_finite_checks
-from ._compiled import call
+from ._compiled import call, replayed
 from ._losses import check_reduction, resolve_loss
 from ._model import model_params, model_vector
 from ._params import layers_from_beta, param_count
@@ -117,6 +117,7 @@ def _setup(params, X, y, loss, reduction, activation, **others):
     return params, widths, X2, y2, xp, others, (loss, acts, scale, tuple(widths)), unchecked
 
 
+@replayed("params", "X")
 def gauss_newton(params: Any, X: Any, loss: Any = "cross_entropy", *, y: Any = None,
                  reduction: str = "mean", activation: Any = None):
     """The generalised Gauss-Newton matrix ``mean_n J_n' H_n J_n``, shape ``(P, P)``.
@@ -138,6 +139,7 @@ def gauss_newton(params: Any, X: Any, loss: Any = "cross_entropy", *, y: Any = N
     return call(_gauss_newton, xp, static, params, X2, y2, unchecked=unchecked)
 
 
+@replayed("params", "X", "v")
 def gauss_newton_matvec(params: Any, X: Any, v: Any, loss: Any = "cross_entropy", *,
                         y: Any = None, reduction: str = "mean", activation: Any = None):
     """``G v = mean_n J_n' H_n (J_n v)`` without forming ``G`` or ``J``, shape ``(P,)``.

@@ -26,7 +26,7 @@ import numpy as np
 from ._activations import resolve_activations
 from ._arrays import check_out, host_buffer, on_default_cpu, prepare, to_jax
 from ._model import in_model_layout, model_params
-from ._compiled import call, written
+from ._compiled import call, replayed, written
 
 
 class LayerFactors(NamedTuple):
@@ -115,6 +115,7 @@ def _outputs(params, X, acts, xp):
     return a @ B.T + b
 
 
+@replayed("params", "X")
 def forward(params: Any, X: Any, *, activation: Any = None):
     """Network outputs ``z^(L+1)``.
 
@@ -142,6 +143,7 @@ def _factors(params, X, acts, xp):
     return [LayerFactors(V, a, D, z) for V, a, D, z in zip(Vs, a_prevs, Ds, zs)]
 
 
+@replayed("params", "X")
 def jacobian_factors(params: Any, X: Any, *, activation: Any = None) -> list[LayerFactors]:
     """Per-layer factors of the Jacobian, by the backward recursion (no autodiff).
 

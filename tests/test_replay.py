@@ -1,0 +1,201 @@
+"""Repeat JAX calls run the program of an earlier call with the same signature, without
+the checks (``bpcheck._compiled.replayed``): same results, NaN and inf still caught,
+and every call that differs in anything the checks depend on takes the full path."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bpcheck
+from bpcheck import _compiled, _gauss_newton, _recursion
+
+WIDTHS = [3, 5, 5, 2]
+P = bpcheck.param_count(WIDTHS)
+
+
+def network(seed, widths=WIDTHS, N=6):
+    rng = np.random.default_rng(seed)
+    params = [(jnp.asarray(B), jnp.asarray(0.1 * rng.standard_normal(b.shape)))
+              for B, b in bpcheck.init_params(widths, seed)]
+    X = jnp.asarray(rng.standard_normal((N, widths[0])))
+    v = jnp.asarray(rng.standard_normal(bpcheck.param_count(widths)))
+    return params, X, v
+
+
+def as_numpy(params):
+    return [(np.asarray(B), np.asarray(b)) for B, b in params]
+
+
+@pytest.fixture(autouse=True)
+def no_plans(monkeypatch):
+    """Each test starts without plans (other tests make some for the same signatures)."""
+    monkeypatch.setattr(_compiled, "_PLANS", {})
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """How many times each function ran its checks (``prepare``)."""
+    calls = []
+    for module in (_gauss_newton, _recursion):
+        real = module.prepare
+        monkeypatch.setattr(module, "prepare",
+                            lambda *a, real=real, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+CALLS = {
+    "forward": lambda p, X, v: bpcheck.forward(p, X, activation="tanh"),
+    "jacobian_factors": lambda p, X, v: bpcheck.jacobian_factors(p, X),
+    "gauss_newton": lambda p, X, v: bpcheck.gauss_newton(p, X, "mse"),
+    "gauss_newton_matvec": lambda p, X, v: bpcheck.gauss_newton_matvec(p, X, v),
+}
+
+
+@pytest.mark.parametrize("name", CALLS)
+def test_a_repeat_call_skips_the_checks_and_gives_what_the_full_path_gives(name, counted):
+    fn = CALLS[name]
+    first = fn(*network(0))
+    assert len(counted) == 1
+    for seed in (1, 2):  # new arrays of the same signature: no checks, the values' results
+        params, X, v = network(seed)
+        got = fn(params, X, v)
+        want = fn(as_numpy(params), np.asarray(X), np.asarray(v))  # NumPy: always checked
+        for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+            assert isinstance(g, jax.Array)
+            np.testing.assert_allclose(np.asarray(g), w, rtol=1e-12, atol=1e-12)
+    assert len(counted) == 1 + 2  # the NumPy calls only
+    # the same arrays again give exactly the first result
+    again = fn(*network(0))
+    for g, w in zip(jax.tree_util.tree_leaves(again), jax.tree_util.tree_leaves(first)):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+
+
+@pytest.mark.parametrize("where", ["B^(2) (params[1][0])", "b^(3) (params[2][1])", "X", "v"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_and_inf_are_caught_on_a_repeat_call_and_named(where, bad, counted):
+    params, X, v = network(3)
+    for _ in range(2):
+        bpcheck.gauss_newton_matvec(params, X, v)
+        bpcheck.forward(params, X)
+    assert len(counted) == 2  # the second calls were repeats
+    if where == "X":
+        X = X.at[2, 1].set(bad)
+    elif where == "v":
+        v = v.at[P - 1].set(bad)
+    else:
+        layer, which = int(where[3]) - 1, where[0] == "b"  # B^(l): params[l - 1]
+        pair = list(params[layer])
+        pair[which] = pair[which].at[0].set(bad)
+        params[layer] = tuple(pair)
+    with pytest.raises(ValueError, match=re.escape(where) + ": contains NaN or inf"):
+        bpcheck.gauss_newton_matvec(params, X, v)
+    if where != "v":
+        with pytest.raises(ValueError, match=re.escape(where) + ": contains NaN or inf"):
+            bpcheck.forward(params, X)
+
+
+def test_a_different_signature_takes_the_full_path_and_its_errors(counted):
+    params, X, v = network(4)
+    bpcheck.gauss_newton_matvec(params, X, v)
+    with pytest.raises(ValueError, match=r"X: has 4 features but B\^\(1\) expects d_0 = 3"):
+        bpcheck.gauss_newton_matvec(params, jnp.ones((6, 4)), v)
+    with pytest.raises(ValueError, match=rf"v: expected a vector in beta order of shape \({P},\)"):
+        bpcheck.gauss_newton_matvec(params, X, v[:-1])
+    with pytest.raises(ValueError, match="reduction"):
+        bpcheck.gauss_newton_matvec(params, X, v, reduction="avg")
+    # other options are other plans, with their own results
+    np.testing.assert_allclose(
+        np.asarray(bpcheck.gauss_newton_matvec(params, X, v, reduction="sum")),
+        6 * np.asarray(bpcheck.gauss_newton_matvec(params, X, v)), rtol=1e-12)
+    tanh = bpcheck.forward(params, X, activation="tanh")
+    relu = bpcheck.forward(params, X)
+    np.testing.assert_allclose(np.asarray(bpcheck.forward(params, X, activation="tanh")), tanh)
+    np.testing.assert_allclose(np.asarray(bpcheck.forward(params, X, activation="relu")), relu)
+    assert not np.allclose(tanh, relu)
+
+
+def test_a_call_whose_arrays_were_converted_is_never_replayed(counted):
+    params, X, v = network(5)
+    for _ in range(3):  # float32 v with float64 params is cast: every call is checked
+        got = bpcheck.gauss_newton_matvec(params, X, v.astype(jnp.float32))
+    assert len(counted) == 3
+    np.testing.assert_allclose(
+        np.asarray(got),
+        bpcheck.gauss_newton_matvec(as_numpy(params), np.asarray(X),
+                                    np.asarray(v.astype(jnp.float32), dtype=float)), rtol=1e-12)
+    for _ in range(2):  # one example, made 2-d and its result 1-d: checked too
+        assert bpcheck.forward(params, X[0]).shape == (2,)
+    assert len(counted) == 3 + 1 + 2  # with the NumPy reference
+    for _ in range(2):  # NumPy arrays: checked
+        bpcheck.forward(as_numpy(params), np.asarray(X))
+    assert len(counted) == 8
+
+
+def test_an_array_given_twice_does_not_make_a_plan_that_takes_it_twice():
+    # square layers: the same (B, b) object for layers 1 and 2 in the first call; a later
+    # call with two different layers must use both
+    params, X, v = network(6, [4, 4, 4, 2])
+    shared = [params[0], params[0], params[2]]
+    first = bpcheck.forward(shared, X)
+    np.testing.assert_allclose(np.asarray(first), bpcheck.forward(as_numpy(shared), np.asarray(X)))
+    got = bpcheck.forward(params, X)
+    np.testing.assert_allclose(np.asarray(got), bpcheck.forward(as_numpy(params), np.asarray(X)),
+                               rtol=1e-12)
+
+
+def test_a_repeat_call_traced_by_an_outer_jit_checks_its_concrete_arrays_on_the_host():
+    params, X, v = network(7)
+    want = bpcheck.gauss_newton_matvec(params, X, v)
+    got = jax.jit(lambda: bpcheck.gauss_newton_matvec(params, X, v))()  # all closed over
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-12)
+    bad = X.at[0, 0].set(np.nan)
+    with pytest.raises(ValueError, match="X: contains NaN or inf"):
+        jax.jit(lambda: bpcheck.gauss_newton_matvec(params, bad, v))()
+
+
+def test_plans_are_made_only_for_calls_that_return_the_programs_result():
+    # the large product joins its pieces outside its program: no plan, still right
+    params, X, v = network(8, [400, 200, 2], N=3)  # P = 80602
+    before = len(_compiled._PLANS)
+    for _ in range(2):
+        got = bpcheck.gauss_newton_matvec(params, X, v)
+    assert len(_compiled._PLANS) == before
+    np.testing.assert_allclose(
+        np.asarray(got), bpcheck.gauss_newton_matvec(as_numpy(params), np.asarray(X),
+                                                     np.asarray(v)), rtol=1e-11, atol=1e-14)
+
+
+def _outputs(params, X, xp):
+    return X @ params[0][0].T + params[0][1]
+
+
+@_compiled.replayed("params", "X")
+def doubled(params, X):
+    """A function that changes its program's result: never replayed."""
+    from bpcheck._arrays import prepare
+
+    params, _, X2, _, xp, _, unchecked = prepare(params, X, defer_finite=True)
+    return 2 * _compiled.call(_outputs, xp, (), params, X2, unchecked=unchecked)
+
+
+@_compiled.replayed("params", "X")
+def two_programs(params, X):
+    """A function that runs two programs: never replayed."""
+    from bpcheck._arrays import prepare
+
+    params, _, X2, _, xp, _, unchecked = prepare(params, X, defer_finite=True)
+    first = _compiled.call(_outputs, xp, (), params, X2, unchecked=unchecked)
+    return _compiled.call(_outputs, xp, (), params, first, unchecked=unchecked)
+
+
+def test_only_a_function_that_returns_its_one_programs_result_is_replayed():
+    params, X, _ = network(9, [3, 3])
+    once = X @ params[0][0].T + params[0][1]
+    for _ in range(3):
+        np.testing.assert_allclose(np.asarray(doubled(params, X)), 2 * once, rtol=1e-14)
+        np.testing.assert_allclose(np.asarray(two_programs(params, X)),
+                                   once @ params[0][0].T + params[0][1], rtol=1e-14)
+    assert not _compiled._PLANS
