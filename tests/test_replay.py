@@ -46,49 +46,62 @@ def counted(monkeypatch):
     return calls
 
 
-CALLS = {
-    "forward": lambda p, X, v: bpcheck.forward(p, X, activation="tanh"),
-    "jacobian_factors": lambda p, X, v: bpcheck.jacobian_factors(p, X),
-    "gauss_newton": lambda p, X, v: bpcheck.gauss_newton(p, X, "mse"),
-    "gauss_newton_matvec": lambda p, X, v: bpcheck.gauss_newton_matvec(p, X, v),
+CALLS = {  # name -> (the public function, how the tests call it)
+    "forward": (bpcheck.forward, lambda f, p, X, v: f(p, X, activation="tanh")),
+    "jacobian_factors": (bpcheck.jacobian_factors, lambda f, p, X, v: f(p, X)),
+    "gauss_newton": (bpcheck.gauss_newton, lambda f, p, X, v: f(p, X, "mse")),
+    "gauss_newton_matvec": (bpcheck.gauss_newton_matvec, lambda f, p, X, v: f(p, X, v)),
 }
+LIBRARIES = {"jax": jnp.asarray, "numpy": np.asarray}
 
 
+@pytest.mark.parametrize("library", LIBRARIES)
 @pytest.mark.parametrize("name", CALLS)
-def test_a_repeat_call_skips_the_checks_and_gives_what_the_full_path_gives(name, counted):
-    fn = CALLS[name]
-    first = fn(*network(0))
+def test_a_repeat_call_skips_the_checks_and_gives_what_the_full_path_gives(name, library,
+                                                                           counted):
+    fn, use = CALLS[name]
+    to = LIBRARIES[library]
+    arrays = lambda p, X, v: ([(to(B), to(b)) for B, b in p], to(X), to(v))
+    first = use(fn, *arrays(*network(0)))
     assert len(counted) == 1
     for seed in (1, 2):  # new arrays of the same signature: no checks, the values' results
-        params, X, v = network(seed)
-        got = fn(params, X, v)
-        want = fn(as_numpy(params), np.asarray(X), np.asarray(v))  # NumPy: always checked
-        for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
-            assert isinstance(g, jax.Array)
-            np.testing.assert_allclose(np.asarray(g), w, rtol=1e-12, atol=1e-12)
-    assert len(counted) == 1 + 2  # the NumPy calls only
-    # the same arrays again give exactly the first result
-    again = fn(*network(0))
+        args = arrays(*network(seed))
+        got = use(fn, *args)
+        assert len(counted) == 1
+        want = use(fn.__wrapped__, *args)  # the full path, checks and all
+        counted.clear()
+        counted.append(1)
+        for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want),
+                        strict=True):
+            assert type(g) is type(w) and g.dtype == w.dtype
+            np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+    again = use(fn, *arrays(*network(0)))  # the first arrays again: the first result
     for g, w in zip(jax.tree_util.tree_leaves(again), jax.tree_util.tree_leaves(first)):
         np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+    assert len(counted) == 1
 
 
+@pytest.mark.parametrize("library", LIBRARIES)
 @pytest.mark.parametrize("where", ["B^(2) (params[1][0])", "b^(3) (params[2][1])", "X", "v"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
-def test_nan_and_inf_are_caught_on_a_repeat_call_and_named(where, bad, counted):
+def test_nan_and_inf_are_caught_on_a_repeat_call_and_named(where, bad, library, counted):
     params, X, v = network(3)
+    if library == "numpy":
+        params, X, v = as_numpy(params), np.array(X), np.array(v)
     for _ in range(2):
         bpcheck.gauss_newton_matvec(params, X, v)
         bpcheck.forward(params, X)
     assert len(counted) == 2  # the second calls were repeats
+    planted = lambda a, i: a.at[i].set(bad) if library == "jax" else np.where(
+        np.arange(a.size).reshape(a.shape) == np.ravel_multi_index(i, a.shape), bad, a)
     if where == "X":
-        X = X.at[2, 1].set(bad)
+        X = planted(X, (2, 1))
     elif where == "v":
-        v = v.at[P - 1].set(bad)
+        v = planted(v, (P - 1,))
     else:
         layer, which = int(where[3]) - 1, where[0] == "b"  # B^(l): params[l - 1]
         pair = list(params[layer])
-        pair[which] = pair[which].at[0].set(bad)
+        pair[which] = planted(pair[which], (0,) * pair[which].ndim)
         params[layer] = tuple(pair)
     with pytest.raises(ValueError, match=re.escape(where) + ": contains NaN or inf"):
         bpcheck.gauss_newton_matvec(params, X, v)
@@ -129,9 +142,20 @@ def test_a_call_whose_arrays_were_converted_is_never_replayed(counted):
     for _ in range(2):  # one example, made 2-d and its result 1-d: checked too
         assert bpcheck.forward(params, X[0]).shape == (2,)
     assert len(counted) == 3 + 1 + 2  # with the NumPy reference
-    for _ in range(2):  # NumPy arrays: checked
-        bpcheck.forward(as_numpy(params), np.asarray(X))
+    for _ in range(2):  # NumPy integers, cast to float: checked
+        bpcheck.forward(as_numpy(params), np.ones((2, 3), dtype=int))
     assert len(counted) == 8
+    for _ in range(2):  # lists: checked
+        bpcheck.forward([(B.tolist(), b.tolist()) for B, b in as_numpy(params)], np.asarray(X))
+    assert len(counted) == 10
+
+
+def test_a_numpy_sum_that_overflows_takes_the_full_path_and_is_no_error(counted):
+    params = [(np.full((2, 3), 3e38, np.float32), np.zeros(2, np.float32))]
+    X = np.eye(3, dtype=np.float32)
+    for _ in range(3):  # the weights sum to more than float32 holds; each is finite
+        np.testing.assert_array_equal(bpcheck.forward(params, X), np.full((3, 2), 3e38, np.float32))
+    assert len(counted) == 3  # each call looks at the entries again
 
 
 def test_an_array_given_twice_does_not_make_a_plan_that_takes_it_twice():
@@ -199,3 +223,12 @@ def test_only_a_function_that_returns_its_one_programs_result_is_replayed():
         np.testing.assert_allclose(np.asarray(two_programs(params, X)),
                                    once @ params[0][0].T + params[0][1], rtol=1e-14)
     assert not _compiled._PLANS
+
+
+def test_numpy_and_jax_calls_of_one_shape_have_plans_of_their_own(counted):
+    params, X, v = network(10)
+    for _ in range(2):
+        for args in ((params, X, v), (as_numpy(params), np.asarray(X), np.asarray(v))):
+            got = bpcheck.gauss_newton_matvec(*args)
+            assert type(got) is type(args[1])
+    assert len(counted) == 2

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import math
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -76,7 +78,9 @@ def call(kernel: Callable, xp, static: tuple, *arrays: Any, unchecked: Sequence 
     by :func:`joined`); the result is one array either way.
     """
     if xp is np:
-        return kernel(*arrays, *static, np)
+        out = kernel(*arrays, *static, np)
+        _record((kernel, static), arrays, out, False)
+        return out
     if not unchecked:
         out = compiled(kernel, static, join=join)(*arrays)
     else:
@@ -184,32 +188,70 @@ def written(parts: Sequence[Any], axis: int):
     return out
 
 
-# --- repeat calls: the program of an earlier call with the same signature, run again -----
+# --- repeat calls: the kernel of an earlier call with the same signature, run again ------
 #
-# A small JAX call spends more time checking its arguments than computing: the 10-32-32-3
-# Gauss-Newton-vector product of 64 examples ran 0.25 ms as a call against 0.08-0.12 ms
-# under jax.jit, 0.07 ms of it the checks.  Everything a call checks except NaN and inf
-# follows from the kinds, shapes and dtypes of its arrays and from its other arguments, so
-# a call that comes back with the same signature as one that passed, and that handed its
-# arrays unchanged to one checked program whose result it returned as is, runs that
-# program again straight away; the program still checks NaN and inf.
+# A small call spends as much time checking its arguments as computing: the 10-32-32-3
+# Gauss-Newton-vector product of 64 examples ran 0.25 ms as a JAX call against 0.08-0.12 ms
+# under jax.jit, 0.07 ms of it the checks, and 0.24 ms in NumPy, 0.16 ms of it the kernel.
+# Everything a call checks except NaN and inf follows from the kinds, shapes and dtypes of
+# its arrays and from its other arguments, so a call that comes back with the signature of
+# one that passed, and that handed its arrays unchanged to one kernel whose result it
+# returned as is, runs that kernel again straight away (JAX: the same compiled program),
+# with NaN and inf still checked.
 
 _PLANS: dict = {}
 _PLANS_MAX = 1024
 _RECORDING: contextvars.ContextVar = contextvars.ContextVar("bpcheck_recording", default=None)
-_CONCRETE: set = set()  # types seen to be concrete JAX arrays
+_CONCRETE: set = {np.ndarray}  # and the types seen to be concrete JAX arrays
 _SCALARS = (str, bool, int, float, type(None))
 
 
-def _record(program, leaves, out, joined_after) -> None:
-    """Note a checked program's call for :func:`replayed` (when a replayed function is
-    recording): the program, the arrays it took, and its result."""
+def _record(runner, arrays, out, joined_after) -> None:
+    """Note a kernel's run for :func:`replayed` (when a replayed function is recording):
+    what ran it (a checked program and the list of its arrays, or ``(kernel, static)`` and
+    the NumPy kernel's arrays as given), and its result."""
     records = _RECORDING.get()
     if records is not None:
-        records.append(None if joined_after else (program, leaves, out))
+        records.append(None if joined_after else (runner, arrays, out))
+
+
+def _template(arrays, leaves):
+    """``arrays`` (lists and tuples of arrays and ``None``) with each array replaced by its
+    index in ``leaves``, found by identity; ``None`` when one is not there."""
+    if arrays is None:
+        return _NONE
+    if type(arrays) in (list, tuple):
+        parts = [_template(part, leaves) for part in arrays]
+        return None if None in parts else (type(arrays), parts)
+    return next((i for i, leaf in enumerate(leaves) if leaf is arrays), None)
+
+
+_NONE = -1
+
+
+def _builder(template):
+    """A function of a later call's ``leaves`` that gives the arrays of :func:`_template`."""
+    if type(template) is int:
+        return (lambda leaves: None) if template == _NONE else operator.itemgetter(template)
+    kind, parts = template
+    builders = [_builder(part) for part in parts]
+    return lambda leaves: kind([build(leaves) for build in builders])
+
+
+def _host_finite(leaves) -> bool:
+    """Whether every floating NumPy array of ``leaves`` is all finite, from sums (NaN and
+    inf propagate; a sum that overflows counts as not finite, and the full path then looks
+    at the entries).  Small arrays are joined first: one sum instead of one each."""
+    floats = [x for x in leaves if x.dtype.kind == "f"]
+    with np.errstate(over="ignore", invalid="ignore"):
+        if sum(x.size for x in floats) <= JOIN_IN_PROGRAM:
+            return not floats or math.isfinite(
+                np.add.reduce(np.concatenate([x.reshape(-1) for x in floats])))
+        return all(math.isfinite(np.add.reduce(x, axis=None)) for x in floats)
 
 
 def _concrete(x) -> bool:
+    """A NumPy array or a concrete JAX array (not a subclass, a tracer or a list)."""
     t = type(x)
     if t in _CONCRETE:
         return True
@@ -221,8 +263,9 @@ def _concrete(x) -> bool:
 
 def _signature(fn, names, arrays, args, kwargs):
     """``(key, leaves)`` of a call for :func:`replayed`, or ``(None, None)`` when it has an
-    argument other than concrete JAX arrays in the ``arrays`` arguments (``params`` a list
-    or tuple of ``(B, b)`` pairs of them) and strings, numbers or ``None`` elsewhere."""
+    argument other than NumPy or concrete JAX arrays in the ``arrays`` arguments (``params``
+    a list or tuple of ``(B, b)`` tuples of them) and strings, numbers or ``None`` elsewhere.
+    The key holds each array's type, shape and dtype and the other arguments' values."""
     key, leaves = [fn], []
     for i, value in enumerate(args):
         part = _part(names[i] if i < len(names) else None, value, arrays, leaves)
@@ -253,30 +296,31 @@ def _part(name, value, arrays, leaves):
                     if not _concrete(t):
                         return _NO
                     leaves.append(t)
-                    part.append((t.shape, t.dtype))
+                    part.append((type(t), t.shape, t.dtype))
             return tuple(part)
         if not _concrete(value):
             return _NO
         leaves.append(value)
-        return value.shape, value.dtype
+        return type(value), value.shape, value.dtype
     if type(value) in _SCALARS:
         return type(value), value
     return _NO
 
 
 def replayed(*arrays: str):
-    """Decorator: repeat JAX calls of a public function skip its checks (see above).
+    """Decorator: repeat calls of a public function skip its checks (see above).
 
-    ``arrays``: the names of the arguments that may be JAX arrays (``"params"``: the
-    ``(B, b)`` list); a call with an array anywhere else, with NumPy arrays, lists,
-    models or objects takes the function's full path.  The first call with a signature runs
-    the function and notes its one checked program (:func:`call`); it becomes the plan
-    when every array that program took is one of the caller's, by identity (nothing
-    converted, cast or reshaped), and the function returned the program's result itself.
-    A plan's call whose NaN/inf flag is false, or that an outer ``jax.jit`` traces, takes
-    the full path again, which raises the error naming the array or checks on the host.
-    The wrapped function's outcome must depend on nothing but the signature and the values'
-    being finite.
+    ``arrays``: the names of the arguments that may be arrays (``"params"``: the ``(B, b)``
+    list); a call with an array anywhere else, or with lists, models, tracers or other
+    objects, takes the function's full path.  The first call with a signature runs the
+    function and notes its one kernel run (:func:`call`); it becomes the plan when every
+    array the kernel took is one of the caller's, by identity (nothing converted, cast or
+    reshaped), and the function returned the kernel's result itself.  A JAX plan runs the
+    same checked program, a NumPy plan the kernel after a check of the arrays' sums; when
+    either finds NaN or inf, or an outer ``jax.jit`` traces the call, the full path runs
+    again, and raises the error that names the array or checks on the host.  The wrapped
+    function's outcome must depend on nothing but the signature and the values' being
+    finite.
     """
     def wrap(fn):
         code = fn.__code__
@@ -289,8 +333,13 @@ def replayed(*arrays: str):
                 return fn(*args, **kwargs)
             plan = _PLANS.get(key)
             if plan is not None:
-                program, take = plan
-                out, ok = program(*[leaves[i] for i in take])
+                runner, take = plan
+                if type(runner) is tuple:  # NumPy: the kernel, after the NaN/inf check
+                    if _host_finite(leaves):
+                        kernel, static = runner
+                        return kernel(*take(leaves), *static, np)
+                    return fn(*args, **kwargs)
+                out, ok = runner(*[leaves[i] for i in take])
                 if not is_tracer(ok) and np.asarray(ok):
                     return out
                 return fn(*args, **kwargs)
@@ -304,11 +353,17 @@ def replayed(*arrays: str):
                     and len({id(leaf) for leaf in leaves}) == len(leaves)):
                 # (an array given twice, as X and v say, would be taken for both in a
                 # later call that gives two)
-                program, used, _ = records[0]
-                take = [next((i for i, leaf in enumerate(leaves) if leaf is x), None)
-                        for x in used]
-                if None not in take and len(_PLANS) < _PLANS_MAX:
-                    _PLANS[key] = (program, take)
+                runner, used, _ = records[0]
+                if type(runner) is tuple:
+                    take = _template(used, leaves)
+                    ok = take is not None
+                    take = ok and _builder(take)
+                else:
+                    take = [next((i for i, leaf in enumerate(leaves) if leaf is x), None)
+                            for x in used]
+                    ok = None not in take
+                if ok and len(_PLANS) < _PLANS_MAX:
+                    _PLANS[key] = (runner, take)
             return result
 
         return wrapper
