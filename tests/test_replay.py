@@ -232,3 +232,16 @@ def test_numpy_and_jax_calls_of_one_shape_have_plans_of_their_own(counted):
             got = bpcheck.gauss_newton_matvec(*args)
             assert type(got) is type(args[1])
     assert len(counted) == 2
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_and_inf_in_a_large_numpy_array_are_caught_on_a_repeat_call(bad, counted):
+    params, X, v = network(11, [300, 250, 2], N=3)  # B^(1): 75000 entries, summed by BLAS
+    params, X = as_numpy(params), np.asarray(X)
+    for _ in range(2):
+        bpcheck.forward(params, X)
+    assert len(counted) == 1
+    B = params[0][0].copy()
+    B[-1, -1] = bad
+    with pytest.raises(ValueError, match=re.escape("B^(1) (params[0][0]): contains NaN or inf")):
+        bpcheck.forward([(B, params[0][1]), params[1]], X)

@@ -201,13 +201,19 @@ def _check_numpy_finite(named: Sequence[tuple[str, np.ndarray]]) -> None:
         return
     with np.errstate(over="ignore", invalid="ignore"):
         for name, x in floats:
-            if x.size >= _DOT_SIZE and x.dtype in _BLAS_FLOATS and x.flags.c_contiguous:
-                flat = x.reshape(-1)
-                total = np.dot(flat, flat)
-            else:
-                total = np.add.reduce(x, axis=None)
-            if not math.isfinite(total) and not np.isfinite(x).all():
+            if not math.isfinite(finite_sum(x)) and not np.isfinite(x).all():
                 raise ValueError(f"{name}: contains NaN or inf; expected finite values")
+
+
+def finite_sum(x: np.ndarray):
+    """A number that is finite when every entry of the floating array ``x`` is (NaN and
+    inf propagate into it), and only then unless it overflows: ``x . x`` by BLAS for large
+    contiguous float32/float64 arrays, else the sum (call it under
+    ``np.errstate(over="ignore", invalid="ignore")``)."""
+    if x.size >= _DOT_SIZE and x.dtype in _BLAS_FLOATS and x.flags.c_contiguous:
+        flat = x.reshape(-1)
+        return np.dot(flat, flat)
+    return np.add.reduce(x, axis=None)
 
 
 _DOT_SIZE = 1 << 14  # entries from which BLAS's dot beats NumPy's summation

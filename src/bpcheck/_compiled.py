@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import check_all_finite, check_on_host, is_jax, is_tracer
+from ._arrays import check_all_finite, check_on_host, finite_sum, is_jax, is_tracer
 
 _programs: dict = {}
 
@@ -241,13 +241,14 @@ def _builder(template):
 def _host_finite(leaves) -> bool:
     """Whether every floating NumPy array of ``leaves`` is all finite, from sums (NaN and
     inf propagate; a sum that overflows counts as not finite, and the full path then looks
-    at the entries).  Small arrays are joined first: one sum instead of one each."""
+    at the entries): small arrays joined first, one sum instead of one each, and large
+    ones by :func:`bpcheck._arrays.finite_sum`."""
     floats = [x for x in leaves if x.dtype.kind == "f"]
     with np.errstate(over="ignore", invalid="ignore"):
         if sum(x.size for x in floats) <= JOIN_IN_PROGRAM:
             return not floats or math.isfinite(
                 np.add.reduce(np.concatenate([x.reshape(-1) for x in floats])))
-        return all(math.isfinite(np.add.reduce(x, axis=None)) for x in floats)
+        return all(math.isfinite(finite_sum(x)) for x in floats)
 
 
 def _concrete(x) -> bool:
@@ -265,46 +266,40 @@ def _signature(fn, names, arrays, args, kwargs):
     """``(key, leaves)`` of a call for :func:`replayed`, or ``(None, None)`` when it has an
     argument other than NumPy or concrete JAX arrays in the ``arrays`` arguments (``params``
     a list or tuple of ``(B, b)`` tuples of them) and strings, numbers or ``None`` elsewhere.
-    The key holds each array's type, shape and dtype and the other arguments' values."""
+    The key holds each array's type, shape and dtype and the other arguments' values (one
+    flat tuple: hashed on every call)."""
     key, leaves = [fn], []
-    for i, value in enumerate(args):
-        part = _part(names[i] if i < len(names) else None, value, arrays, leaves)
-        if part is _NO:
-            return None, None
-        key.append(part)
-    for name in sorted(kwargs):
-        part = _part(name, kwargs[name], arrays, leaves)
-        if part is _NO:
-            return None, None
-        key.append((name, part))
-    return tuple(key), leaves
-
-
-_NO = object()
-
-
-def _part(name, value, arrays, leaves):
-    if name in arrays and value is not None:
-        if name == "params":
+    n = len(names)
+    items = [(names[i] if i < n else None, value) for i, value in enumerate(args)]
+    if kwargs:
+        items += sorted(kwargs.items())
+    for name, value in items:
+        key.append(name)
+        if value is None or name not in arrays:
+            if type(value) not in _SCALARS:
+                return None, None
+            key.append(type(value))
+            key.append(value)
+        elif name == "params":
             if type(value) not in (list, tuple):
-                return _NO
-            part = [type(value)]
+                return None, None
+            key.append(type(value))
+            key.append(len(value))
             for pair in value:
                 if type(pair) is not tuple or len(pair) != 2:
-                    return _NO
-                for t in pair:
-                    if not _concrete(t):
-                        return _NO
-                    leaves.append(t)
-                    part.append((type(t), t.shape, t.dtype))
-            return tuple(part)
-        if not _concrete(value):
-            return _NO
-        leaves.append(value)
-        return type(value), value.shape, value.dtype
-    if type(value) in _SCALARS:
-        return type(value), value
-    return _NO
+                    return None, None
+                B, b = pair
+                if not (_concrete(B) and _concrete(b)):
+                    return None, None
+                leaves.append(B)
+                leaves.append(b)
+                key += (type(B), B.shape, B.dtype, type(b), b.shape, b.dtype)
+        else:
+            if not _concrete(value):
+                return None, None
+            leaves.append(value)
+            key += (type(value), value.shape, value.dtype)
+    return tuple(key), leaves
 
 
 def replayed(*arrays: str):
@@ -339,8 +334,8 @@ def replayed(*arrays: str):
                         kernel, static = runner
                         return kernel(*take(leaves), *static, np)
                     return fn(*args, **kwargs)
-                out, ok = runner(*[leaves[i] for i in take])
-                if not is_tracer(ok) and np.asarray(ok):
+                out, ok = runner(*(leaves if take is None else [leaves[i] for i in take]))
+                if np.asarray(ok) if type(ok) in _CONCRETE else False:
                     return out
                 return fn(*args, **kwargs)
             records: list = []
@@ -362,6 +357,8 @@ def replayed(*arrays: str):
                     take = [next((i for i, leaf in enumerate(leaves) if leaf is x), None)
                             for x in used]
                     ok = None not in take
+                    if take == list(range(len(leaves))):
+                        take = None  # the caller's arrays, in their order
                 if ok and len(_PLANS) < _PLANS_MAX:
                     _PLANS[key] = (runner, take)
             return result
