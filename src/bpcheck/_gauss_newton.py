@@ -225,6 +225,14 @@ def _operator_columns(Vs, a_prevs, h, Vp, loss, scale, widths, xp):
     return [part.T for part in _operator_products(Vs, a_prevs, h, Vp.T, loss, scale, widths, xp)]
 
 
+def _operator_vector(Vs, a_prevs, h, v, loss, scale, widths, xp):
+    """:func:`_operator_products` for one vector ``v`` ``(P,)``, result ``(P,)``: for JAX
+    the vector's leading axis is added and dropped inside the program (as operations of
+    their own, each cost more than the product of a small network)."""
+    parts = _operator_products(Vs, a_prevs, h, v[None, :], loss, scale, widths, xp)
+    return parts[0] if xp is np else [part[0] for part in parts]
+
+
 def _transposed(v):
     """``v.T`` as a C-contiguous copy, ``(P, m) -> (m, P)``, in cache-sized chunks of
     ``P`` on all cores: ``np.ascontiguousarray(v.T)`` rereads ``v`` once per output row
@@ -283,7 +291,7 @@ class GaussNewtonOperator:
         if tuple(v.shape) != (P,):
             raise ValueError(f"v: expected a vector in beta order of shape ({P},) (or ({P}, m) "
                              f"for m products), got shape {tuple(v.shape)}")
-        return back(self._products(v[None, :])[0])
+        return back(self._products(v, _operator_vector))
 
     def _products(self, Vm, kernel=_operator_products):
         if Vm.dtype != self.dtype:
