@@ -245,3 +245,73 @@ def test_nan_and_inf_in_a_large_numpy_array_are_caught_on_a_repeat_call(bad, cou
     B[-1, -1] = bad
     with pytest.raises(ValueError, match=re.escape("B^(1) (params[0][0]): contains NaN or inf")):
         bpcheck.forward([(B, params[0][1]), params[1]], X)
+
+
+def _same(got, want):
+    """Bit for bit the same result, or the same error."""
+    if isinstance(want, Exception):
+        return type(got) is type(want) and str(got) == str(want)
+    return all(type(g) is type(w) and g.dtype == w.dtype and g.shape == w.shape
+               and np.array_equal(np.asarray(g), np.asarray(w), equal_nan=True)
+               for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want),
+                               strict=True))
+
+
+def _outcome(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except (TypeError, ValueError) as error:
+        return error
+
+
+def _variants():
+    """Arguments that a review of the cache tried against it: layouts, subclasses, byte
+    orders, option values of other types (each a first and a repeat call, compared with
+    the full path)."""
+    params, X, v = network(12)
+    P_, X_, v_ = as_numpy(params), np.asarray(X), np.asarray(v)
+    yield "Fortran X", bpcheck.forward, (P_, np.asfortranarray(X_)), {}
+    readonly = X_.copy()
+    readonly.flags.writeable = False
+    yield "read-only X", bpcheck.forward, (P_, readonly), {}
+    yield "strided X", bpcheck.forward, (P_, np.repeat(X_, 2, axis=0)[::2]), {}
+    yield "big-endian X", bpcheck.forward, (P_, X_.astype(">f8")), {}
+    yield "big-endian params", bpcheck.forward, (
+        [(B.astype(">f8"), b.astype(">f8")) for B, b in P_], X_), {}
+    yield "ndarray subclass X", bpcheck.forward, (P_, X_.view(type("Sub", (np.ndarray,), {}))), {}
+    yield "masked X", bpcheck.forward, (P_, np.ma.masked_array(X_, mask=X_ > 1)), {}
+    yield "pairs as lists", bpcheck.forward, ([[B, b] for B, b in P_], X_), {}
+    yield "params a tuple", bpcheck.forward, (tuple(params), X), {}
+    yield "reduction True", bpcheck.gauss_newton_matvec, (params, X, v), {"reduction": True}
+    yield "activation 1", bpcheck.forward, (params, X), {"activation": 1}
+    yield "y 0", bpcheck.gauss_newton_matvec, (P_, X_, v_), {"y": 0}
+    yield "empty batch", bpcheck.gauss_newton, (params, X[:0]), {}
+    yield "float16", bpcheck.forward, ([(B.astype(np.float16), b.astype(np.float16))
+                                        for B, b in P_], X_.astype(np.float16)), {}
+
+
+@pytest.mark.parametrize("case", list(_variants()), ids=lambda case: case[0])
+def test_a_repeat_call_of_any_kind_gives_what_the_full_path_gives(case):
+    _, fn, args, kwargs = case
+    first = _outcome(fn, *args, **kwargs)
+    again = _outcome(fn, *args, **kwargs)
+    full = _outcome(fn.__wrapped__, *args, **kwargs)
+    assert _same(first, full) and _same(again, full)
+
+
+def test_calls_from_several_threads_give_what_the_full_path_gives():
+    from concurrent.futures import ThreadPoolExecutor
+
+    cases = [network(seed) for seed in range(4)]
+    cases += [(as_numpy(p), np.asarray(X), np.asarray(v)) for p, X, v in cases]
+
+    def one(i):
+        params, X, v = cases[i % len(cases)]
+        if i % 3 == 0:
+            X = X * np.nan
+        fn = (bpcheck.gauss_newton_matvec, bpcheck.forward)[i % 2]
+        args = (params, X, v) if fn is bpcheck.gauss_newton_matvec else (params, X)
+        return _same(_outcome(fn, *args), _outcome(fn.__wrapped__, *args))
+
+    with ThreadPoolExecutor(3) as pool:
+        assert all(pool.map(one, range(120)))
