@@ -562,12 +562,17 @@ def host_buffer(shape: tuple, dtype: Any) -> np.ndarray:
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes < POOL_MIN:
         raw = np.empty(nbytes + 64, np.uint8)
-        start = -raw.ctypes.data % 64
+        start = _aligned(raw)
         return raw[start:start + nbytes].view(dtype).reshape(shape)
     raw = _take(nbytes + 64)
     if raw is None:
         raw = np.empty(nbytes + 64, np.uint8)
     return np.asarray(_Block(raw, shape, dtype))
+
+
+def _aligned(raw: np.ndarray) -> int:
+    """The offset into ``raw`` of its first byte on a 64-byte boundary."""
+    return -raw.ctypes.data % 64
 
 
 class _Block:
@@ -586,8 +591,7 @@ class _Block:
 
     def __init__(self, raw: np.ndarray, shape: tuple, dtype: np.dtype):
         self.raw = raw
-        start = -raw.ctypes.data % 64
-        self.__array_interface__ = {"data": (raw.ctypes.data + start, False), "shape": shape,
+        self.__array_interface__ = {"data": (raw.ctypes.data + _aligned(raw), False), "shape": shape,
                                     "typestr": dtype.str, "descr": dtype.descr, "version": 3}
 
     def __del__(self):

@@ -215,27 +215,20 @@ def _record(runner, arrays, out, joined_after) -> None:
         records.append(None if joined_after else (runner, arrays, out))
 
 
-def _template(arrays, leaves):
-    """``arrays`` (lists and tuples of arrays and ``None``) with each array replaced by its
-    index in ``leaves``, found by identity; ``None`` when one is not there."""
+def _builder(arrays, leaves):
+    """A function of a later call's leaves that gives ``arrays`` (lists and tuples of arrays
+    and ``None``, as a NumPy kernel took them) with each array found in ``leaves`` by
+    identity replaced by the one at its place; ``None`` when an array is not there."""
     if arrays is None:
-        return _NONE
+        return lambda later: None
     if type(arrays) in (list, tuple):
-        parts = [_template(part, leaves) for part in arrays]
-        return None if None in parts else (type(arrays), parts)
-    return next((i for i, leaf in enumerate(leaves) if leaf is arrays), None)
-
-
-_NONE = -1
-
-
-def _builder(template):
-    """A function of a later call's ``leaves`` that gives the arrays of :func:`_template`."""
-    if type(template) is int:
-        return (lambda leaves: None) if template == _NONE else operator.itemgetter(template)
-    kind, parts = template
-    builders = [_builder(part) for part in parts]
-    return lambda leaves: kind([build(leaves) for build in builders])
+        builders = [_builder(part, leaves) for part in arrays]
+        if None in builders:
+            return None
+        kind = type(arrays)
+        return lambda later: kind([build(later) for build in builders])
+    i = next((i for i, leaf in enumerate(leaves) if leaf is arrays), None)
+    return None if i is None else operator.itemgetter(i)
 
 
 def _host_finite(leaves) -> bool:
@@ -350,9 +343,8 @@ def replayed(*arrays: str):
                 # later call that gives two)
                 runner, used, _ = records[0]
                 if type(runner) is tuple:
-                    take = _template(used, leaves)
+                    take = _builder(used, leaves)
                     ok = take is not None
-                    take = ok and _builder(take)
                 else:
                     take = [next((i for i, leaf in enumerate(leaves) if leaf is x), None)
                             for x in used]

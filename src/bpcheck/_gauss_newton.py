@@ -28,7 +28,7 @@ from ._arrays import as_array, prepare, split_finite_checks
 from ._compiled import call, replayed
 from ._losses import check_reduction, resolve_loss
 from ._model import model_params, model_vector
-from ._params import _layer_slices, layers_from_beta, param_count
+from ._params import beta_size, layers_from_beta, param_count
 from ._recursion import _factors, _forward_layers, by_rows, pullback, push
 
 
@@ -85,7 +85,7 @@ def _beta_gradient(deltas, a_prevs, widths, xp):
     program when small, outside when large)."""
     lead = tuple(deltas[0].shape[:-2])
     if xp is np:
-        out = np.empty(lead + (_layer_slices(tuple(widths))[-1][1].stop,), dtype=deltas[0].dtype)
+        out = np.empty(lead + (beta_size(widths),), dtype=deltas[0].dtype)
         for (gB, gb), delta, a in zip(layers_from_beta(out, widths), deltas, a_prevs):
             np.matmul(np.swapaxes(delta, -1, -2), a, out=gB)
             np.add.reduce(delta, axis=-2, out=gb)

@@ -44,6 +44,12 @@ def param_count(widths: Sequence[int]) -> int:
     return sum(d * (d_prev + 1) for d_prev, d in zip(widths[:-1], widths[1:]))
 
 
+def beta_size(widths: Sequence[int]) -> int:
+    """:func:`param_count` for widths already checked, from a cache: for kernels that run
+    on every call."""
+    return _layer_slices(tuple(widths))[-1][1].stop
+
+
 def layer_slices(widths: Sequence[int]) -> list[tuple[slice, slice]]:
     """For each layer ``l``, the slices of ``beta`` holding ``vec(B^(l)')`` and ``b^(l)``."""
     return list(_layer_slices(tuple(check_widths(widths))))
