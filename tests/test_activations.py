@@ -171,3 +171,24 @@ def test_numpy_relu_selects_bitwise_like_where_without_negative_zeros():
     assert not np.signbit(got[np.broadcast_to(D[:, None, :] == 0, got.shape)]).any()
     jv, jD = relu.value_and_derivative(jnp.asarray(z), jnp)  # the JAX branch selects
     np.testing.assert_array_equal(np.asarray(jv).view(np.int32), value.view(np.int32))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_value_alone_is_bitwise_the_value_beside_the_derivative_and_may_overwrite_z(name):
+    """``value`` skips the derivative; with ``out=z`` (NumPy) relu, tanh and identity write
+    over ``z``, the others return a new array; the bits are those of ``value_and_derivative``
+    in every case, -0.0 included."""
+    z = np.concatenate([np.linspace(-6, 6, 41), [-0.0, 0.0, -1e-30, 1e-30, -40.0, 40.0]])
+    for dtype in (np.float32, np.float64):
+        zd = z.astype(dtype)
+        want = act(name).value_and_derivative(zd, np)[0]
+        alone = act(name).value(zd, np)
+        scratch = zd.copy()
+        over = act(name).value(scratch, np, out=scratch)
+        assert over.dtype == alone.dtype == dtype
+        for got in (alone, over):
+            np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+        assert (over is scratch) == (name in ("relu", "tanh", "identity"))
+        jz = jnp.asarray(zd)
+        np.testing.assert_array_equal(np.asarray(act(name).value(jz, jnp)),
+                                      np.asarray(act(name).value_and_derivative(jz, jnp)[0]))

@@ -1,5 +1,7 @@
 """The V/U recursion and the Jacobian it assembles, against jax.jacrev and by hand."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -355,3 +357,166 @@ def test_large_jax_jacobian_filled_on_the_host_equals_the_compiled_one(monkeypat
     for got, want in zip(jax.tree_util.tree_leaves(layers),
                          jax.tree_util.tree_leaves(layers_from_beta(compiled, [4, 6, 5, 3]))):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+@pytest.mark.parametrize("N", [7, 2, 1])
+def test_numpy_forward_with_rows_split_over_threads_equals_the_jax_forward_for_every_activation(
+        monkeypatch, N):
+    from bpcheck import _recursion
+    from bpcheck._activations import NAMES
+
+    monkeypatch.setattr(_recursion, "_SPLIT_WORK", 1)  # rows split over threads
+    monkeypatch.setattr(_recursion, "_THREADS", 3)
+    params = bpcheck.init_params([4, 6, 5, 3], seed=0)
+    X = np.random.default_rng(1).standard_normal((N, 4))
+    before = [lib.num_threads for lib in _recursion._blas_libraries()]
+    for name in NAMES:
+        got = bpcheck.forward(params, X, activation=name)
+        want = bpcheck.forward([(jnp.asarray(B), jnp.asarray(b)) for B, b in params],
+                               jnp.asarray(X), activation=name)
+        assert got.shape == (N, 3) and got.dtype == np.float64
+        assert rel_error(got, np.asarray(want)).max() < 1e-13, name
+        np.testing.assert_array_equal(bpcheck.forward(params, X[0], activation=name),
+                                      bpcheck.forward(params, X[:1], activation=name)[0])
+    assert [lib.num_threads for lib in _recursion._blas_libraries()] == before
+
+
+def test_single_threaded_blas_is_set_and_restored_by_the_main_thread_only(monkeypatch):
+    """Inside the section the main thread's BLAS runs on one thread and gets its count back
+    afterwards.  A section in another thread leaves the process-wide count alone: sections
+    overlapping in two threads, each restoring what it saw on entry, would leave it at 1."""
+    import threading
+
+    from bpcheck import _recursion
+
+    libraries = _recursion._blas_libraries()
+    if libraries:
+        saved = [lib.num_threads for lib in libraries]
+        for lib in libraries:
+            lib.set_num_threads(2)
+        try:
+            with _recursion._single_threaded_blas(True):
+                inside = [lib.num_threads for lib in libraries]
+            with _recursion._single_threaded_blas(False):
+                inactive = [lib.num_threads for lib in libraries]
+            after = [lib.num_threads for lib in libraries]
+        finally:
+            for lib, n in zip(libraries, saved):
+                lib.set_num_threads(n)
+        assert (inside, inactive, after) == ([1] * len(libraries), [2] * len(libraries),
+                                             [2] * len(libraries))
+
+    class Library:  # what the section does, whatever OpenBLAS makes of calls from threads
+        num_threads = 4
+        calls: list = []
+
+        def set_num_threads(self, n):
+            self.calls.append((threading.current_thread().name, n))
+            Library.num_threads = n
+
+    monkeypatch.setattr(_recursion, "_blas_libraries", lambda: [Library()])
+    main_in, other_in, main_out = threading.Event(), threading.Event(), threading.Event()
+
+    def other():
+        main_in.wait(10)
+        with _recursion._single_threaded_blas(True):
+            other_in.set()
+            main_out.wait(10)
+
+    thread = threading.Thread(target=other, name="other")
+    thread.start()
+    with _recursion._single_threaded_blas(True):
+        main_in.set()
+        other_in.wait(10)
+    main_out.set()
+    thread.join(10)
+    assert Library.calls == [("MainThread", 1), ("MainThread", 4)]
+    assert Library.num_threads == 4
+
+
+def test_numpy_forward_called_from_several_threads_at_once_is_right_in_each(monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bpcheck import _recursion
+
+    monkeypatch.setattr(_recursion, "_SPLIT_WORK", 1)
+    monkeypatch.setattr(_recursion, "_THREADS", 3)
+    params = bpcheck.init_params([4, 6, 5, 3], seed=0)
+    Xs = [np.random.default_rng(i).standard_normal((5 + i, 4)) for i in range(6)]
+    want = [np.asarray(bpcheck.forward([(jnp.asarray(B), jnp.asarray(b)) for B, b in params],
+                                       jnp.asarray(X), activation="tanh")) for X in Xs]
+    before = [lib.num_threads for lib in _recursion._blas_libraries()]
+    with ThreadPoolExecutor(3) as pool:
+        futures = [pool.submit(bpcheck.forward, params, X, activation="tanh") for X in Xs * 5]
+        main = [bpcheck.forward(params, X, activation="tanh") for X in Xs * 5]
+        got = [f.result() for f in futures]
+    for g, w in zip(got + main, want * 10):
+        assert rel_error(g, w).max() < 1e-13
+    assert [lib.num_threads for lib in _recursion._blas_libraries()] == before
+
+
+def test_by_rows_covers_every_row_once_and_raises_a_workers_exception_after_all_are_done(
+        monkeypatch):
+    import time
+
+    from bpcheck import _recursion
+
+    monkeypatch.setattr(_recursion, "_THREADS", 3)
+    hits = np.zeros(10, int)
+    _recursion.by_rows(lambda n0, n1: hits.__setitem__(slice(n0, n1), hits[n0:n1] + 1), 10, 5, 1)
+    assert (hits == 1).all()
+    finished = []
+
+    def fill(n0, n1):  # ranges 0:3 (the caller's thread), 3:6 and 6:10 (the workers')
+        if n0 == 3:
+            raise RuntimeError(f"rows {n0}:{n1}")
+        if n0 == 6:
+            time.sleep(0.2)
+        finished.append(n0)
+
+    with pytest.raises(RuntimeError, match="rows 3:6"):
+        _recursion.by_rows(fill, 10, 5, 1)
+    assert sorted(finished) == [0, 6]  # the slow range was waited for before the raise
+
+
+FORKED_FORWARD = """
+import os, sys
+import numpy as np
+import bpcheck
+from bpcheck import _recursion
+
+_recursion._SPLIT_WORK, _recursion._THREADS = 1, 2  # one worker thread, idle after this call
+params = bpcheck.init_params([4, 6, 5, 3], seed=0)
+X = np.random.default_rng(1).standard_normal((9, 4))
+want = bpcheck.forward(params, X, activation="tanh")  # the parent's worker thread started
+assert _recursion._POOL
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    got = bpcheck.forward(params, X, activation="tanh")
+    os.write(write, b"same" if np.array_equal(got, want) else b"different")
+    os._exit(0)
+os.close(write)
+_, status = os.waitpid(pid, 0)
+print(os.read(read, 100).decode(), status)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_numpy_forward_split_over_threads_runs_in_a_forked_child():
+    """The worker threads do not survive a fork: a child gets a pool of its own (else its
+    split forward would wait forever on threads that are not there)."""
+    import signal
+    import subprocess
+    import sys
+
+    run = subprocess.Popen([sys.executable, "-W", "ignore", "-c", FORKED_FORWARD],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)
+    try:
+        out, err = run.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)  # the parent and its hung child
+        run.communicate()
+        pytest.fail("the forked child's forward did not finish in 60 s")
+    assert (run.returncode, out.split(), err) == (0, ["same", "0"], "")

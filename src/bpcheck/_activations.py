@@ -100,50 +100,66 @@ class Activation:
             self.name == "elu" and p["alpha"] != 1.0
         )
 
-    def value(self, z, xp):
-        """``sigma(z)``, elementwise, same shape and dtype as ``z``."""
-        return self.value_and_derivative(z, xp)[0]
+    def value(self, z, xp, out=None):
+        """``sigma(z)``, elementwise, same shape and dtype as ``z`` (no derivative computed).
+
+        ``out``: NumPy only, ``z`` itself when the caller no longer needs it: relu, tanh
+        and identity then write the value over it; the others return a new array."""
+        return self._evaluate(z, xp, False, out)[0]
 
     def derivative(self, z, xp):
         """``sigma'(z)``, elementwise: the diagonal of ``D``."""
-        return self.value_and_derivative(z, xp)[1]
+        return self._evaluate(z, xp, True, None)[1]
 
     def value_and_derivative(self, z, xp):
         """``(sigma(z), sigma'(z))``, sharing the work between the two."""
+        return self._evaluate(z, xp, True, None)
+
+    def _evaluate(self, z, xp, with_derivative, out):
+        """``(sigma(z), sigma'(z) or None)``: each activation's value beside its derivative."""
         name = self.name
         if name == "relu":
+            if not with_derivative:  # max(0, z); NumPy's maximum gives 0.0 for z = -0.0
+                return (np.maximum(z, 0, out=out) if xp is np else xp.where(z > 0, z, 0)), None
             D = (z > 0).astype(z.dtype)
             if xp is np:
                 return _masked(z, D), D
             return xp.where(D > 0, z, 0), D  # where: max(0, z) without -0.0
+        if name == "tanh":
+            t = np.tanh(z, out=out) if xp is np else xp.tanh(z)
+            return t, (1 - t * t if with_derivative else None)
+        if name == "identity":
+            return z, (xp.ones_like(z) if with_derivative else None)
         p = dict(self.params)
         one = xp.ones((), dtype=z.dtype)
         if name == "leaky_relu":
             on = z > 0
-            return xp.where(on, z, p["slope"] * z), xp.where(on, one, p["slope"]).astype(z.dtype)
+            return (xp.where(on, z, p["slope"] * z),
+                    xp.where(on, one, p["slope"]).astype(z.dtype) if with_derivative else None)
         if name == "elu":
             on = z > 0
             e = xp.exp(xp.minimum(z, 0))  # never overflows
             return (xp.where(on, z, p["alpha"] * (e - 1)),
-                    xp.where(on, one, p["alpha"] * e).astype(z.dtype))
-        if name == "tanh":
-            t = xp.tanh(z)
-            return t, 1 - t * t
+                    xp.where(on, one, p["alpha"] * e).astype(z.dtype) if with_derivative else None)
         if name == "sigmoid":
             s = _sigmoid(z, xp)
-            return s, s * (1 - s)
+            return s, (s * (1 - s) if with_derivative else None)
         if name == "softplus":
-            return xp.log1p(xp.exp(-xp.abs(z))) + xp.maximum(z, 0), _sigmoid(z, xp)
+            return (xp.log1p(xp.exp(-xp.abs(z))) + xp.maximum(z, 0),
+                    _sigmoid(z, xp) if with_derivative else None)
         if name == "gelu":
             cdf = 0.5 * (1 + _erf(z * (1 / math.sqrt(2.0)), xp))
+            if not with_derivative:
+                return z * cdf, None
             pdf = xp.exp(-0.5 * z * z) * (1 / math.sqrt(2 * math.pi))
             return z * cdf, cdf + z * pdf
-        if name == "gelu_tanh":
-            inner = _SQRT_2_OVER_PI * (z + _GELU_TANH_C * z * z * z)
-            t = xp.tanh(inner)
-            d_inner = _SQRT_2_OVER_PI * (1 + 3 * _GELU_TANH_C * z * z)
-            return 0.5 * z * (1 + t), 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * d_inner
-        return z, xp.ones_like(z)  # identity
+        # gelu_tanh
+        inner = _SQRT_2_OVER_PI * (z + _GELU_TANH_C * z * z * z)
+        t = xp.tanh(inner)
+        if not with_derivative:
+            return 0.5 * z * (1 + t), None
+        d_inner = _SQRT_2_OVER_PI * (1 + 3 * _GELU_TANH_C * z * z)
+        return 0.5 * z * (1 + t), 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * d_inner
 
     def times_derivative(self, M, D, xp):
         """``M * D`` with ``D = sigma'(z)`` broadcast over ``M``'s last axis; ReLU selects

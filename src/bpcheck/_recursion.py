@@ -15,9 +15,11 @@ No autodiff is used here; the tests compare against ``jax.jacrev``.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
@@ -108,11 +110,43 @@ def push(params, acts, Ds, a_prevs, tangents, xp):
 
 
 def _outputs(params, X, acts, xp):
+    if xp is np:
+        return _outputs_numpy(params, X, acts)
     a = X
     for (B, b), act in zip(params[:-1], acts):
         a = act.value(a @ B.T + b, xp)
     B, b = params[-1]
     return a @ B.T + b
+
+
+_SPLIT_WORK = 1 << 22  # multiply-adds of a NumPy forward pass from which its rows are split
+
+
+def _outputs_numpy(params, X, acts):
+    """NumPy's forward pass, each layer's output written over its pre-activation; for a
+    large batch the rows are split over the cores, each running the whole pass with
+    BLAS on one thread (np.tanh and the other activations run on one core, so one
+    thread per core beats BLAS's threads on the products alone)."""
+    N = X.shape[0]
+    out = np.empty((N, params[-1][0].shape[0]), dtype=X.dtype)
+
+    def rows(n0, n1):
+        a = X[n0:n1]
+        for (B, b), act in zip(params[:-1], acts):
+            z = a @ B.T
+            z += b
+            a = act.value(z, np, out=z)
+        B, b = params[-1]
+        np.matmul(a, B.T, out=out[n0:n1])
+        out[n0:n1] += b
+
+    work = N * sum(B.size for B, _ in params)
+    if work < _SPLIT_WORK or min(_THREADS, N) < 2 or not _in_main_thread():
+        rows(0, N)  # (another thread's split would run on BLAS's threads too: slower)
+        return out
+    with _single_threaded_blas(True):
+        by_rows(rows, N, work, threshold=1)
+    return out
 
 
 @replayed("params", "X")
@@ -127,7 +161,8 @@ def forward(params: Any, X: Any, *, activation: Any = None):
     output layer is linear.  ``None``: ReLU, or the model's own when ``params`` is a
     :class:`bpcheck.Network` or a model (see :func:`bpcheck.network`, which every function
     here takes in place of ``params``).  Returns shape ``(N, K)`` (or ``(K,)``), in NumPy
-    or JAX following the inputs (JAX: compiled once per configuration).
+    or JAX following the inputs (JAX: compiled once per configuration; NumPy: a large
+    batch's rows split over the cores).
     """
     params, activation, _ = model_params(params, activation)
     params, _, X2, single, xp, _, unchecked = prepare(params, X, defer_finite=True)
@@ -192,39 +227,77 @@ _THREADED_SIZE = 1 << 20  # entries of J from which the fill is split over threa
 
 
 @functools.lru_cache(maxsize=1)
-def _blas_controller():
+def _blas_libraries():
+    """threadpoolctl's handles on the BLAS libraries loaded in this process."""
     from threadpoolctl import ThreadpoolController
 
-    return ThreadpoolController()
+    return [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
 
 
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
 def _single_threaded_blas(active: bool):
-    """BLAS on one thread while the factors are computed, when a threaded fill follows.
+    """BLAS on one thread inside the block, when ``active`` and called from the main thread.
 
-    OpenBLAS's worker threads keep spinning for a while after a product; the fill
+    For products followed by a threaded fill, or computed by several threads at once:
+    OpenBLAS's worker threads keep spinning for a while after a product, and other
     threads then share the cores with them (measured: 175 ms instead of 130 ms for the
-    1.1 GB Jacobian of ``benchmarks/jacobian.py``).  The factor products are small, so
-    one BLAS thread costs nothing there.
+    1.1 GB Jacobian of ``benchmarks/jacobian.py``).  The count is process-wide, so only
+    the main thread changes it: sections overlapping in other threads would restore each
+    other's counts (and OpenBLAS 0.3.31 ignores a count set by another thread once the
+    main thread has set one).
     """
-    if not active:
-        return contextlib.nullcontext()
-    return _blas_controller().limit(limits=1, user_api="blas")
+    if not (active and _in_main_thread()):
+        yield
+        return
+    saved = [(lib, lib.num_threads) for lib in _blas_libraries()]
+    for lib, _ in saved:
+        lib.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for lib, threads in saved:
+            lib.set_num_threads(threads)
 
 
-def by_rows(fill, N: int, size: int) -> None:
-    """``fill(n0, n1)`` for consecutive row ranges covering ``0..N``, one per core when the
-    output has at least ``_THREADED_SIZE`` entries (``size``), else ``fill(0, N)``.
+_POOL: list = []  # the worker threads of by_rows, started on first use
+
+
+def _pool() -> ThreadPoolExecutor:
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(max(1, _THREADS - 1), thread_name_prefix="bpcheck"))
+    return _POOL[0]
+
+
+if hasattr(os, "register_at_fork"):  # a forked child has none of the parent's threads
+    os.register_at_fork(after_in_child=_POOL.clear)
+
+
+def by_rows(fill, N: int, size: int, threshold: int | None = None) -> None:
+    """``fill(n0, n1)`` for consecutive row ranges covering ``0..N``, one per core when
+    ``size`` (the output's entries, or the work) is at least ``threshold`` (default
+    ``_THREADED_SIZE``), else ``fill(0, N)``.  The caller's thread fills the first range,
+    a pool of worker threads the others; every range is done when this returns.
 
     For writing large outputs in place: NumPy's elementwise products run on one core,
     and the writes (and first-touch page faults) of a fresh array are the cost.
     """
-    threads = min(_THREADS, N) if size >= _THREADED_SIZE else 1
+    threads = min(_THREADS, N) if size >= (_THREADED_SIZE if threshold is None else threshold) else 1
     if threads <= 1:
         fill(0, N)
         return
-    bounds = np.linspace(0, N, threads + 1).astype(int)
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(lambda i: fill(bounds[i], bounds[i + 1]), range(threads)))
+    bounds = np.linspace(0, N, threads + 1).astype(int).tolist()
+    pool = _pool()
+    others = [pool.submit(fill, bounds[i], bounds[i + 1]) for i in range(1, threads)]
+    try:
+        fill(bounds[0], bounds[1])
+    finally:
+        concurrent.futures.wait(others)
+    for future in others:
+        future.result()  # a worker's exception, raised here
 
 
 def _assemble_numpy(factors, out=None):
