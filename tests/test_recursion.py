@@ -520,3 +520,41 @@ def test_numpy_forward_split_over_threads_runs_in_a_forked_child():
         run.communicate()
         pytest.fail("the forked child's forward did not finish in 60 s")
     assert (run.returncode, out.split(), err) == (0, ["same", "0"], "")
+
+
+def test_single_jax_examples_equal_a_batch_of_one_bit_for_bit_and_their_row_under_jit():
+    """A single example's batch axis is added and taken away by one JAX operation each
+    (``with_batch_axis``, ``without_axis``), not by eager indexing: the bits of a batch of
+    one, eagerly, and row ``n`` of the batch inside ``jax.jit``, in the same structure."""
+    params64, X64 = _network([3, 5, 4, 2], seed=3)
+    params = [(jnp.asarray(B, jnp.float32), jnp.asarray(b, jnp.float32)) for B, b in params64]
+    X = jnp.asarray(X64, jnp.float32)
+    y = jnp.asarray(np.arange(X.shape[0]) % 2)
+    calls = {  # f(x, t), and the same for a batch of one, its row taken
+        "forward": (lambda x, t: bpcheck.forward(params, x), lambda t: t[0]),
+        "jacobian_factors": (lambda x, t: bpcheck.jacobian_factors(params, x), lambda t: t[0]),
+        "jacobian": (lambda x, t: bpcheck.jacobian(params, x), lambda t: t[0]),
+        "jacobian per layer": (lambda x, t: bpcheck.jacobian(params, x, flat=False), lambda t: t[0]),
+        "per_example_grads": (lambda x, t: bpcheck.per_example_grads(params, x, t), lambda t: t[0]),
+        "per_example_grads per layer": (
+            lambda x, t: bpcheck.per_example_grads(params, x, t, flat=False), lambda t: t[0]),
+        "per_example_grad_norms": (lambda x, t: bpcheck.per_example_grad_norms(params, x, t),
+                                   lambda t: t[0]),
+        "ntk": (lambda x, t: bpcheck.ntk(params, x), lambda t: t[0, 0]),
+        "ntk against the batch": (lambda x, t: bpcheck.ntk(params, X, x), lambda t: t[:, 0]),
+    }
+    for name, (f, take) in calls.items():
+        one = jax.tree_util.tree_map(take, f(X[2:3], y[2:3]))
+        for got, exact in ((f(X[2], y[2]), True), (jax.jit(f)(X[2], y[2]), False)):
+            assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(one), name
+            for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(one)):
+                assert isinstance(g, jax.Array) and g.dtype == w.dtype == jnp.float32, name
+                assert g.shape == w.shape, name
+                if exact:
+                    np.testing.assert_array_equal(np.asarray(g), np.asarray(w), err_msg=name)
+                else:
+                    np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=2e-6,
+                                               atol=1e-7, err_msg=name)
+    f = bpcheck.jacobian_factors(params, X[2])
+    assert type(f[0]).__name__ == "LayerFactors" and f[0].V.shape == (2, 5)
+    assert f[0].a_prev.shape == (3,) and f[-1].D.shape == (2,)

@@ -188,6 +188,42 @@ def written(parts: Sequence[Any], axis: int):
     return out
 
 
+def _entry_zero(*args):
+    *leaves, axis, xp = args
+    return [leaf[(slice(None),) * axis + (0,)] for leaf in leaves]
+
+
+def without_axis(tree: Any, axis: int = 0):
+    """``tree`` (an array, or lists and tuples of arrays, named ones included) with every
+    array ``t`` replaced by entry 0 of its ``axis`` (``t[0]``, or ``t[:, 0]`` for ``axis=1``):
+    a single example's batch axis taken away.  NumPy: views.  JAX: one compiled program
+    for all the arrays (eager indexing dispatches several operations per array: about
+    70 microseconds each on the CPU), inlined when an outer ``jax.jit`` traces the call."""
+    leaves: list = []
+    _flatten(tree, leaves)
+    if all(type(leaf) is np.ndarray for leaf in leaves):
+        taken = _entry_zero(*leaves, axis, np)
+    else:
+        taken = compiled(_entry_zero, (axis,))(*leaves)
+    return _unflatten(tree, iter(taken))
+
+
+def _flatten(tree, leaves):
+    if isinstance(tree, (list, tuple)):
+        for item in tree:
+            _flatten(item, leaves)
+    else:
+        leaves.append(tree)
+
+
+def _unflatten(tree, leaves):
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):  # a named tuple
+        return type(tree)(*(_unflatten(item, leaves) for item in tree))
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_unflatten(item, leaves) for item in tree)
+    return next(leaves)
+
+
 # --- repeat calls: the kernel of an earlier call with the same signature, run again ------
 #
 # A small call spends as much time checking its arguments as computing: the 10-32-32-3

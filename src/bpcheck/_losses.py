@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import as_array, check_finite, is_tracer
+from ._arrays import as_array, check_finite, is_tracer, with_batch_axis
 
 NAMES = ("cross_entropy", "mse", "binary_cross_entropy")
 REDUCTIONS = ("sum", "mean")
@@ -107,7 +107,7 @@ class Loss:
             if y is None:
                 return None
             y = as_array("y", y, xp)
-            y = y[None] if single else y
+            y = with_batch_axis(y) if single else y
             if y.ndim == 0 or y.shape[0] != N:
                 raise ValueError(f"y: expected targets with one row per row of X (N = {N}), "
                                  f"got shape {tuple(y.shape)}")
@@ -134,7 +134,7 @@ class Loss:
                     raise ValueError(
                         f"y: class labels must lie in 0..{K - 1} (K = {K} outputs), got {bad}"
                     )
-            return y[None] if single else y
+            return with_batch_axis(y) if single else y
         if name == "mse":
             want = (K,) if single else (N, K)
             if tuple(y.shape) != want:
@@ -143,7 +143,7 @@ class Loss:
                     f"outputs per row of X), got shape {tuple(y.shape)}"
                 )
             check_finite("y", y)
-            return (y[None] if single else y).astype(dtype)
+            return (with_batch_axis(y) if single else y).astype(dtype)
         # binary cross-entropy
         if K != 1:
             raise ValueError(f"loss='binary_cross_entropy': expects one output logit (K = 1), "

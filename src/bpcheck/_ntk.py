@@ -30,7 +30,7 @@ import numpy as np
 
 from ._activations import resolve_activations
 from ._arrays import backend, check_all_finite, check_inputs, check_params, common_dtype, param_names
-from ._compiled import call
+from ._compiled import call, without_axis
 from ._model import model_params
 from ._recursion import _factors as layer_factors
 from ._sharding import batch_parallel, resolve_mesh
@@ -233,7 +233,7 @@ def ntk(
         kernel = _ntk_numpy if xp is np else _ntk_traced
         out = call(kernel, xp, (K, trace, rows, cols, acts), params, X1c, X2c)
     if single2:
-        out = out[:, 0]
+        out = without_axis(out, 1)
     if single1:
-        out = out[0]
+        out = without_axis(out)
     return out

@@ -30,7 +30,7 @@ import numpy as np
 
 from ._activations import resolve_activations
 from ._arrays import check_out, host_buffer, on_default_cpu, overlaps, prepare, to_jax
-from ._compiled import call, written
+from ._compiled import call, without_axis, written
 from ._losses import check_reduction, resolve_loss
 from ._model import model_params
 from ._params import param_count
@@ -227,7 +227,7 @@ def per_example_grads(
             G = _run(_per_example_grads, static + (bool(flat),), params, X2, y2, xp, mesh,
                      bool(gather), unchecked)
     if single:
-        G = G[0] if flat else [(gB[0], gb[0]) for gB, gb in G]
+        G = without_axis(G)
     return G if flat or net is None else net.from_layers(G)
 
 
@@ -321,4 +321,4 @@ def per_example_grad_norms(
     params, _, X2, y2, single, xp, mesh, static, unchecked = _setup(
         params, X, y, loss, reduction, activation, mesh, gather)
     n = _run(_per_example_grad_norms, static, params, X2, y2, xp, mesh, bool(gather), unchecked)
-    return n[0] if single else n
+    return without_axis(n) if single else n

@@ -28,7 +28,7 @@ import numpy as np
 from ._activations import resolve_activations
 from ._arrays import check_out, host_buffer, on_default_cpu, prepare, to_jax
 from ._model import in_model_layout, model_params
-from ._compiled import call, replayed, written
+from ._compiled import call, replayed, without_axis, written
 
 
 class LayerFactors(NamedTuple):
@@ -168,7 +168,7 @@ def forward(params: Any, X: Any, *, activation: Any = None):
     params, _, X2, single, xp, _, unchecked = prepare(params, X, defer_finite=True)
     acts = resolve_activations(activation, len(params) - 1)
     out = call(_outputs, xp, (acts,), params, X2, unchecked=unchecked)
-    return out[0] if single else out
+    return without_axis(out) if single else out
 
 
 def _factors(params, X, acts, xp):
@@ -197,7 +197,7 @@ def jacobian_factors(params: Any, X: Any, *, activation: Any = None) -> list[Lay
     acts = resolve_activations(activation, len(params) - 1)
     records = call(_factors, xp, (acts,), params, X2, unchecked=unchecked)
     if single:
-        records = [LayerFactors(*(t[0] for t in r)) for r in records]
+        records = without_axis(records)
     return records
 
 
@@ -369,5 +369,5 @@ def jacobian(params: Any, X: Any, *, activation: Any = None, flat: bool = True, 
         rows = None if out is None else out[None] if single else out
         with _single_threaded_blas(large):
             J = _assemble_numpy(_factors(params, X2, acts, np), rows)
-    J = out if out is not None else J[0] if single else J
+    J = out if out is not None else without_axis(J) if single else J
     return in_model_layout(J, widths, net, flat)
