@@ -225,6 +225,31 @@ def out_rows(repeats):
               f"{t_fresh / t_out:10.2f}", flush=True)
 
 
+SINGLE = {  # (params, x, y): one example, or a batch of one
+    "forward": lambda p, x, y: bpcheck.forward(p, x),
+    "jacobian_factors": lambda p, x, y: bpcheck.jacobian_factors(p, x),
+    "jacobian": lambda p, x, y: bpcheck.jacobian(p, x),
+    "per_example_grads": lambda p, x, y: bpcheck.per_example_grads(p, x, y),
+    "per_example_grad_norms": lambda p, x, y: bpcheck.per_example_grad_norms(p, x, y),
+    "ntk": lambda p, x, y: bpcheck.ntk(p, x),
+}
+
+
+def single_rows(repeats, widths=(10, 32, 32, 3)):
+    """JAX calls with one example ``x`` of shape ``(d_0,)``, against the same call with a
+    batch of one ``(1, d_0)`` (what adding and taking away the batch axis costs) and the
+    one-example call under ``jax.jit``."""
+    print(f"{'JAX, one example':<30} {'widths':<28} {'x':>9} {'X[:1]':>9} {'x, jit':>9} "
+          f"{'x/X[:1]':>9} {'call/jit':>8}   (ms)")
+    _, (params, X, y, _) = network(list(widths), 4)
+    for name, fn in SINGLE.items():
+        t_one = best_ms(fn, repeats, params, X[0], y[0])
+        t_batch = best_ms(fn, repeats, params, X[:1], y[:1])
+        t_jit = best_ms(jax.jit(fn), repeats, params, X[0], y[0])
+        print(f"{name:<30} {'-'.join(map(str, widths)):<28} {t_one:9.3f} {t_batch:9.3f} "
+              f"{t_jit:9.3f} {t_one / t_batch:9.2f} {t_one / t_jit:8.2f}", flush=True)
+
+
 def trainer_rows(repeats, iters):
     X, y = make_spiral(seed=np.random.RandomState(0))
     params = lecture_init([2, 100, 3], np.random.RandomState(0))
@@ -262,6 +287,8 @@ def main() -> None:
     worst = library_rows(SMALL + (LARGE if args.large else []), args.repeats)
     print()
     out_rows(args.repeats)
+    print()
+    single_rows(args.repeats)
     print()
     ratio = trainer_rows(max(args.repeats, 50), args.iters)
     print()
