@@ -110,6 +110,56 @@ def test_nan_and_inf_are_caught_on_a_repeat_call_and_named(where, bad, library, 
             bpcheck.forward(params, X)
 
 
+@pytest.mark.parametrize("library", LIBRARIES)
+@pytest.mark.parametrize("name", CALLS)
+def test_single_examples_are_replayed_with_the_batch_axis_added_and_taken_as_the_full_path_does(
+        name, library, counted):
+    """One example ``x`` of shape ``(d_0,)``: the first call adds the batch axis, runs the
+    kernel and takes the axis away from the result; repeat calls do the same three steps
+    without the checks, with the bits, types and structure of the full path."""
+    fn, use = CALLS[name]
+    to = LIBRARIES[library]
+    arrays = lambda p, X, v: ([(to(B), to(b)) for B, b in p], to(X[0]), to(v))
+    use(fn, *arrays(*network(0)))
+    assert len(counted) == 1
+    for seed in (1, 2):
+        args = arrays(*network(seed))
+        got = use(fn, *args)
+        assert len(counted) == 1
+        want = use(fn.__wrapped__, *args)
+        counted.clear()
+        counted.append(1)
+        assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
+        for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want),
+                        strict=True):
+            assert type(g) is type(w) and g.dtype == w.dtype and g.shape == w.shape
+            np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+    if name in ("forward", "jacobian_factors"):
+        leaf = jax.tree_util.tree_leaves(got)[0]
+        assert leaf.shape[0] == (2 if name == "forward" else WIDTHS[-1])  # no batch axis
+    params, X, v = network(1)
+    batch = use(fn, [(to(B), to(b)) for B, b in params], to(X[:1]), to(v))  # a plan of its own
+    for g, w in zip(jax.tree_util.tree_leaves(batch),
+                    jax.tree_util.tree_leaves(use(fn, *arrays(params, X, v))), strict=True):
+        np.testing.assert_array_equal(np.asarray(g).reshape(np.shape(w)), np.asarray(w))
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_nan_in_a_single_example_is_caught_on_a_repeat_call_and_named(library, counted):
+    params, X, v = network(3)
+    if library == "numpy":
+        params, X, v = as_numpy(params), np.array(X), np.array(v)
+    for _ in range(2):
+        bpcheck.forward(params, X[1])
+        bpcheck.gauss_newton_matvec(params, X[1], v)
+    assert len(counted) == 2
+    bad = X[1].at[2].set(np.inf) if library == "jax" else np.where(np.arange(3) == 2, np.inf, X[1])
+    with pytest.raises(ValueError, match=r"X: contains NaN or inf"):
+        bpcheck.forward(params, bad)
+    with pytest.raises(ValueError, match=r"X: contains NaN or inf"):
+        bpcheck.gauss_newton_matvec(params, bad, v)
+
+
 def test_a_different_signature_takes_the_full_path_and_its_errors(counted):
     params, X, v = network(4)
     bpcheck.gauss_newton_matvec(params, X, v)
@@ -139,9 +189,10 @@ def test_a_call_whose_arrays_were_converted_is_never_replayed(counted):
         np.asarray(got),
         bpcheck.gauss_newton_matvec(as_numpy(params), np.asarray(X),
                                     np.asarray(v.astype(jnp.float32), dtype=float)), rtol=1e-12)
-    for _ in range(2):  # one example, made 2-d and its result 1-d: checked too
-        assert bpcheck.forward(params, X[0]).shape == (2,)
-    assert len(counted) == 3 + 1 + 2  # with the NumPy reference
+    assert len(counted) == 3 + 1  # with the NumPy reference
+    for _ in range(2):  # one float32 example with float64 params, cast: checked
+        assert bpcheck.forward(params, X[0].astype(jnp.float32)).shape == (2,)
+    assert len(counted) == 6
     for _ in range(2):  # NumPy integers, cast to float: checked
         bpcheck.forward(as_numpy(params), np.ones((2, 3), dtype=int))
     assert len(counted) == 8
@@ -215,13 +266,40 @@ def two_programs(params, X):
     return _compiled.call(_outputs, xp, (), params, first, unchecked=unchecked)
 
 
+@_compiled.replayed("params", "X")
+def row_of_the_inputs(params, X):
+    """A function that takes a batch axis away from something other than its program's
+    result: never replayed."""
+    from bpcheck._arrays import prepare
+
+    params, _, X2, _, xp, _, unchecked = prepare(params, X, defer_finite=True)
+    _compiled.call(_outputs, xp, (), params, X2, unchecked=unchecked)
+    return _compiled.without_axis(X2)
+
+
+@_compiled.replayed("params", "X")
+def row_of_a_row(params, X):
+    """A function that takes two batch axes away: never replayed."""
+    from bpcheck._arrays import prepare
+
+    params, _, X2, _, xp, _, unchecked = prepare(params, X, defer_finite=True)
+    out = _compiled.call(_outputs, xp, (), params, X2, unchecked=unchecked)
+    return _compiled.without_axis(_compiled.without_axis(out[None]))
+
+
 def test_only_a_function_that_returns_its_one_programs_result_is_replayed():
     params, X, _ = network(9, [3, 3])
     once = X @ params[0][0].T + params[0][1]
-    for _ in range(3):
-        np.testing.assert_allclose(np.asarray(doubled(params, X)), 2 * once, rtol=1e-14)
-        np.testing.assert_allclose(np.asarray(two_programs(params, X)),
-                                   once @ params[0][0].T + params[0][1], rtol=1e-14)
+    for library in (jnp.asarray, np.asarray):
+        for seed in range(3):
+            p, Xs = [(library(B), library(b)) for B, b in params], library(X + seed)
+            once = Xs @ p[0][0].T + p[0][1]
+            np.testing.assert_allclose(np.asarray(doubled(p, Xs)), 2 * once, rtol=1e-14)
+            np.testing.assert_allclose(np.asarray(two_programs(p, Xs)),
+                                       once @ p[0][0].T + p[0][1], rtol=1e-14)
+            np.testing.assert_array_equal(np.asarray(row_of_the_inputs(p, Xs)), np.asarray(Xs[0]))
+            np.testing.assert_allclose(np.asarray(row_of_a_row(p, Xs)), np.asarray(once[0]),
+                                       rtol=1e-14)
     assert not _compiled._PLANS
 
 

@@ -10,7 +10,6 @@ A kernel is a pure function ``kernel(*arrays, *static, xp)``: ``arrays`` are tra
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import math
 import operator
@@ -19,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import check_all_finite, check_on_host, finite_sum, is_jax, is_tracer
+from ._arrays import (RECORDING, Reshaped, check_all_finite, check_on_host, finite_sum, is_jax,
+                      is_tracer, with_batch_axis)
 
 _programs: dict = {}
 
@@ -205,7 +205,11 @@ def without_axis(tree: Any, axis: int = 0):
         taken = _entry_zero(*leaves, axis, np)
     else:
         taken = compiled(_entry_zero, (axis,))(*leaves)
-    return _unflatten(tree, iter(taken))
+    out = _unflatten(tree, iter(taken))
+    notes = RECORDING.get()
+    if notes is not None:
+        notes.append(Reshaped(tree, out, axis))
+    return out
 
 
 def _flatten(tree, leaves):
@@ -237,7 +241,6 @@ def _unflatten(tree, leaves):
 
 _PLANS: dict = {}
 _PLANS_MAX = 1024
-_RECORDING: contextvars.ContextVar = contextvars.ContextVar("bpcheck_recording", default=None)
 _CONCRETE: set = {np.ndarray}  # and the types seen to be concrete JAX arrays
 _SCALARS = (str, bool, int, float, type(None))
 
@@ -246,25 +249,68 @@ def _record(runner, arrays, out, joined_after) -> None:
     """Note a kernel's run for :func:`replayed` (when a replayed function is recording):
     what ran it (a checked program and the list of its arrays, or ``(kernel, static)`` and
     the NumPy kernel's arrays as given), and its result."""
-    records = _RECORDING.get()
+    records = RECORDING.get()
     if records is not None:
         records.append(None if joined_after else (runner, arrays, out))
 
 
-def _builder(arrays, leaves):
+def _builder(arrays, leaves, added):
     """A function of a later call's leaves that gives ``arrays`` (lists and tuples of arrays
     and ``None``, as a NumPy kernel took them) with each array found in ``leaves`` by
-    identity replaced by the one at its place; ``None`` when an array is not there."""
+    identity replaced by the one at its place, and each array that is a leaf with a batch
+    axis added (``added``: ``id(result) -> (result, leaf)``) by that leaf of the later call
+    with the axis added; ``None`` when an array is neither."""
     if arrays is None:
         return lambda later: None
     if type(arrays) in (list, tuple):
-        builders = [_builder(part, leaves) for part in arrays]
+        builders = [_builder(part, leaves, added) for part in arrays]
         if None in builders:
             return None
         kind = type(arrays)
         return lambda later: kind([build(later) for build in builders])
-    i = next((i for i, leaf in enumerate(leaves) if leaf is arrays), None)
-    return None if i is None else operator.itemgetter(i)
+    i = _leaf_index(arrays, leaves)
+    if i is not None:
+        return operator.itemgetter(i)
+    result, source = added.get(id(arrays), (None, None))
+    i = _leaf_index(source, leaves) if result is arrays else None
+    return None if i is None else lambda later: with_batch_axis(later[i])
+
+
+def _leaf_index(x, leaves):
+    return next((i for i, leaf in enumerate(leaves) if leaf is x), None)
+
+
+def _plan(records, leaves, result):
+    """The plan of :func:`replayed` from a first call's notes (:data:`RECORDING`), or
+    ``None``: ``(runner, take, axis)``, ``take`` giving the runner's arrays from a later
+    call's leaves (``None``: the leaves as they are) and ``axis`` the batch axis to take
+    away from its result (``None``: returned as is)."""
+    kernels = [r for r in records if type(r) is not Reshaped]
+    if len(kernels) != 1 or kernels[0] is None or len({id(leaf) for leaf in leaves}) != len(leaves):
+        # (an array given twice, as X and v say, would be taken for both in a later call
+        # that gives two)
+        return None
+    runner, used, out = kernels[0]
+    added = {id(r.result): (r.result, r.source) for r in records
+             if type(r) is Reshaped and r.axis is None}
+    taken = [r for r in records if type(r) is Reshaped and r.axis is not None]
+    axis = None
+    if out is not result:  # one example: the result is the kernel's with its batch axis taken
+        if len(taken) != 1 or taken[0].result is not result or taken[0].source is not out:
+            return None
+        axis = taken[0].axis
+    if type(runner) is tuple:  # NumPy: (kernel, static) and the arrays as the kernel took them
+        take = _builder(used, leaves, added)
+        return None if take is None else (runner, take, axis)
+    builders = [_builder(x, leaves, added) for x in used]
+    if None in builders:
+        return None
+    indices = [_leaf_index(x, leaves) for x in used]
+    if indices == list(range(len(leaves))):
+        return runner, None, axis  # the caller's arrays, in their order
+    if None not in indices:
+        return runner, indices, axis
+    return runner, lambda later: [build(later) for build in builders], axis
 
 
 def _host_finite(leaves) -> bool:
@@ -339,7 +385,10 @@ def replayed(*arrays: str):
     objects, takes the function's full path.  The first call with a signature runs the
     function and notes its one kernel run (:func:`call`); it becomes the plan when every
     array the kernel took is one of the caller's, by identity (nothing converted, cast or
-    reshaped), and the function returned the kernel's result itself.  A JAX plan runs the
+    reshaped), or one with a batch axis added by :func:`bpcheck._arrays.with_batch_axis`
+    (one example), and the function returned the kernel's result itself, or that result
+    with the batch axis taken away by :func:`without_axis`; a later call does the same
+    additions and the same taking away.  A JAX plan runs the
     same checked program, a NumPy plan the kernel after a check of the arrays' sums; when
     either finds NaN or inf, or an outer ``jax.jit`` traces the call, the full path runs
     again, and raises the error that names the array or checks on the host.  The wrapped
@@ -357,38 +406,28 @@ def replayed(*arrays: str):
                 return fn(*args, **kwargs)
             plan = _PLANS.get(key)
             if plan is not None:
-                runner, take = plan
+                runner, take, axis = plan
                 if type(runner) is tuple:  # NumPy: the kernel, after the NaN/inf check
-                    if _host_finite(leaves):
-                        kernel, static = runner
-                        return kernel(*take(leaves), *static, np)
-                    return fn(*args, **kwargs)
-                out, ok = runner(*(leaves if take is None else [leaves[i] for i in take]))
-                if np.asarray(ok) if type(ok) in _CONCRETE else False:
-                    return out
-                return fn(*args, **kwargs)
+                    if not _host_finite(leaves):
+                        return fn(*args, **kwargs)
+                    kernel, static = runner
+                    out = kernel(*take(leaves), *static, np)
+                else:
+                    out, ok = runner(*(leaves if take is None else
+                                       [leaves[i] for i in take] if type(take) is list else
+                                       take(leaves)))
+                    if not (np.asarray(ok) if type(ok) in _CONCRETE else False):
+                        return fn(*args, **kwargs)
+                return out if axis is None else without_axis(out, axis)
             records: list = []
-            token = _RECORDING.set(records)
+            token = RECORDING.set(records)
             try:
                 result = fn(*args, **kwargs)
             finally:
-                _RECORDING.reset(token)
-            if (len(records) == 1 and records[0] is not None and records[0][2] is result
-                    and len({id(leaf) for leaf in leaves}) == len(leaves)):
-                # (an array given twice, as X and v say, would be taken for both in a
-                # later call that gives two)
-                runner, used, _ = records[0]
-                if type(runner) is tuple:
-                    take = _builder(used, leaves)
-                    ok = take is not None
-                else:
-                    take = [next((i for i, leaf in enumerate(leaves) if leaf is x), None)
-                            for x in used]
-                    ok = None not in take
-                    if take == list(range(len(leaves))):
-                        take = None  # the caller's arrays, in their order
-                if ok and len(_PLANS) < _PLANS_MAX:
-                    _PLANS[key] = (runner, take)
+                RECORDING.reset(token)
+            plan = _plan(records, leaves, result)
+            if plan is not None and len(_PLANS) < _PLANS_MAX:
+                _PLANS[key] = plan
             return result
 
         return wrapper
