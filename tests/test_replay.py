@@ -160,6 +160,31 @@ def test_nan_in_a_single_example_is_caught_on_a_repeat_call_and_named(library, c
         bpcheck.gauss_newton_matvec(params, bad, v)
 
 
+def test_a_repeat_jax_jacobian_skips_the_checks_and_a_numpy_one_has_no_plan(counted):
+    """JAX: the small Jacobian is its program's result (batch or one example), replayed; the
+    per-layer views and NumPy's Jacobian, written in place by threads, are not."""
+    for x_of in (lambda X: X, lambda X: X[1]):
+        counted.clear()
+        for seed in (0, 1, 2):
+            params, X, _ = network(seed)
+            got = bpcheck.jacobian(params, x_of(X))
+            want = bpcheck.jacobian.__wrapped__(params, x_of(X))
+            assert type(got) is type(want) and got.shape == want.shape
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+        assert len(counted) == 1 + 3  # the first call, and the three full paths
+    counted.clear()
+    for seed in (0, 1):
+        params, X, _ = network(seed)
+        layers = bpcheck.jacobian(params, X, flat=False)
+        np.testing.assert_array_equal(np.asarray(layers[1][0]).reshape(6, 2, -1),
+                                      np.asarray(bpcheck.jacobian(params, X))[:, :, 20:45])
+        bpcheck.jacobian(as_numpy(params), np.asarray(X))
+    assert len(counted) == 2 * 2  # per layer and NumPy: every call checked
+    bad = X.at[3, 0].set(np.nan)
+    with pytest.raises(ValueError, match="X: contains NaN or inf"):
+        bpcheck.jacobian(params, bad)
+
+
 def test_a_different_signature_takes_the_full_path_and_its_errors(counted):
     params, X, v = network(4)
     bpcheck.gauss_newton_matvec(params, X, v)

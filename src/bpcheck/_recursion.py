@@ -323,6 +323,7 @@ def _jacobian_jax(params, X, acts, xp):
     return _assemble_jax(_factors(params, X, acts, xp))
 
 
+@replayed("params", "X")
 def jacobian(params: Any, X: Any, *, activation: Any = None, flat: bool = True, out: Any = None):
     """The per-example Jacobian ``d z^(L+1) / d beta'``, assembled from the factors.
 
