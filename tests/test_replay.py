@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import bpcheck
-from bpcheck import _compiled, _gauss_newton, _recursion
+from bpcheck import _compiled, _gauss_newton, _pergrad, _recursion
 
 WIDTHS = [3, 5, 5, 2]
 P = bpcheck.param_count(WIDTHS)
@@ -39,7 +39,7 @@ def no_plans(monkeypatch):
 def counted(monkeypatch):
     """How many times each function ran its checks (``prepare``)."""
     calls = []
-    for module in (_gauss_newton, _recursion):
+    for module in (_gauss_newton, _pergrad, _recursion):
         real = module.prepare
         monkeypatch.setattr(module, "prepare",
                             lambda *a, real=real, **k: calls.append(1) or real(*a, **k))
@@ -183,6 +183,36 @@ def test_a_repeat_jax_jacobian_skips_the_checks_and_a_numpy_one_has_no_plan(coun
     bad = X.at[3, 0].set(np.nan)
     with pytest.raises(ValueError, match="X: contains NaN or inf"):
         bpcheck.jacobian(params, bad)
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+@pytest.mark.parametrize("norms", [False, True], ids=["grads", "norms"])
+def test_repeat_per_example_gradients_skip_the_checks_but_not_the_labels_range(library, norms,
+                                                                                counted):
+    """Class labels are values the signature does not hold: a repeat call checks their
+    range again (and X's devices) before its plan runs, and one out of range takes the
+    full path and its error."""
+    fn = bpcheck.per_example_grad_norms if norms else bpcheck.per_example_grads
+    to = LIBRARIES[library]
+    labels = np.array([0, 1, 1, 0, 1, 0])
+    for x_of in (lambda X: X, lambda X: X[2]):
+        counted.clear()
+        for seed in (0, 1, 2):
+            params, X, _ = network(seed)
+            args = ([(to(B), to(b)) for B, b in params], to(x_of(X)), to(x_of(labels)))
+            got, want = fn(*args), fn.__wrapped__(*args)
+            assert type(got) is type(want) and got.dtype == want.dtype and got.shape == want.shape
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+        assert len(counted) == 1 + 3
+        for bad in (2, -1):
+            with pytest.raises(ValueError, match=rf"y: class labels must lie in 0..1 .*got {bad}"):
+                fn(args[0], args[1], to(np.where(x_of(labels) == 1, bad, 0)))
+    counted.clear()
+    for _ in range(2):  # mean squared error: real targets, NaN caught on a repeat call
+        fn(args[0], to(X), to(np.ones((6, 2))), "mse")
+    assert len(counted) == (1 if library == "jax" else 2)  # NumPy copies y in astype: no plan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        fn(args[0], to(X), to(np.full((6, 2), np.nan)), "mse")
 
 
 def test_a_different_signature_takes_the_full_path_and_its_errors(counted):

@@ -58,6 +58,26 @@ TWO_DEVICE_SCRIPT = textwrap.dedent(
     same(per_example_grads(params, Xs, y[:12], gather=False),
          per_example_grads(params, X[:12], y[:12]), rows)
 
+    # a repeat call of one signature whose X is split takes the full path: its mesh is used
+    from bpcheck._pergrad import _repeatable
+    Xj, yj = jnp.asarray(X[:12]), jnp.asarray(y[:12])
+    assert _repeatable(params, Xj, yj) and not _repeatable(params, Xs, yj)
+    for _ in range(2):
+        same(per_example_grads(params, Xj, yj, gather=False), per_example_grads(params, X[:12], y[:12]),
+             Xj.sharding)
+    same(per_example_grads(params, Xs, yj, gather=False), per_example_grads(params, X[:12], y[:12]),
+         rows)
+    for _ in range(2):
+        same(per_example_grad_norms(params, Xj, yj), per_example_grad_norms(params, X[:12], y[:12]),
+             Xj.sharding)
+        same(per_example_grads(params, Xj, yj), per_example_grads(params, X[:12], y[:12]),
+             Xj.sharding)
+    same(per_example_grads(params, Xs, yj), per_example_grads(params, X[:12], y[:12]), replicated)
+    same(per_example_grad_norms(params, Xs, yj), per_example_grad_norms(params, X[:12], y[:12]),
+         replicated)
+    same(per_example_grad_norms(params, Xs, yj, gather=False),
+         per_example_grad_norms(params, X[:12], y[:12]), rows)
+
     # under an outer jit
     f = jax.jit(lambda p, X: ntk(p, X, trace=True, mesh=mesh))
     same(f(params, X), ntk(params, X, trace=True), replicated)

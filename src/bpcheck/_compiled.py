@@ -377,7 +377,7 @@ def _signature(fn, names, arrays, args, kwargs):
     return tuple(key), leaves
 
 
-def replayed(*arrays: str):
+def replayed(*arrays: str, recheck: Callable | None = None):
     """Decorator: repeat calls of a public function skip its checks (see above).
 
     ``arrays``: the names of the arguments that may be arrays (``"params"``: the ``(B, b)``
@@ -393,7 +393,8 @@ def replayed(*arrays: str):
     either finds NaN or inf, or an outer ``jax.jit`` traces the call, the full path runs
     again, and raises the error that names the array or checks on the host.  The wrapped
     function's outcome must depend on nothing but the signature and the values' being
-    finite.
+    finite, or also on what ``recheck(*args, **kwargs)`` finds true on every repeat call
+    before its plan runs (false: the full path).
     """
     def wrap(fn):
         code = fn.__code__
@@ -405,7 +406,7 @@ def replayed(*arrays: str):
             if key is None:
                 return fn(*args, **kwargs)
             plan = _PLANS.get(key)
-            if plan is not None:
+            if plan is not None and (recheck is None or recheck(*args, **kwargs)):
                 runner, take, axis = plan
                 if type(runner) is tuple:  # NumPy: the kernel, after the NaN/inf check
                     if not _host_finite(leaves):

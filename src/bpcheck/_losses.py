@@ -127,13 +127,9 @@ class Loss:
                     f"y: expected integer class labels of shape {want} for loss='cross_entropy' "
                     f"(one label per row of X), got shape {tuple(y.shape)}"
                 )
-            if not is_tracer(y) and y.size:
-                lo, hi = (int(t) for t in _host_range(y))
-                if lo < 0 or hi >= K:
-                    bad = lo if lo < 0 else hi
-                    raise ValueError(
-                        f"y: class labels must lie in 0..{K - 1} (K = {K} outputs), got {bad}"
-                    )
+            bad = self.target_out_of_range(y, K)
+            if bad is not None:
+                raise ValueError(f"y: class labels must lie in 0..{K - 1} (K = {K} outputs), got {bad}")
             return with_batch_axis(y) if single else y
         if name == "mse":
             want = (K,) if single else (N, K)
@@ -153,11 +149,22 @@ class Loss:
             raise ValueError(f"y: expected targets in [0, 1] of shape {shapes[0]} or {shapes[1]} "
                              f"for loss='binary_cross_entropy', got shape {tuple(y.shape)}")
         check_finite("y", y)
-        if not is_tracer(y) and y.size:
-            lo, hi = (float(t) for t in _host_range(y))
-            if lo < 0 or hi > 1:
-                raise ValueError(f"y: binary targets must lie in [0, 1], got {lo if lo < 0 else hi}")
+        bad = self.target_out_of_range(y, K)
+        if bad is not None:
+            raise ValueError(f"y: binary targets must lie in [0, 1], got {bad}")
         return y.reshape(N, 1).astype(dtype)
+
+    def target_out_of_range(self, y: Any, K: int):
+        """The smallest or largest target of a concrete ``y`` where it lies outside its range
+        (cross-entropy: class labels ``0..K-1``; binary cross-entropy: ``[0, 1]``), else
+        ``None`` (also for the other losses and for traced or empty ``y``)."""
+        if self.name not in ("cross_entropy", "binary_cross_entropy") or is_tracer(y) or not y.size:
+            return None
+        if self.name == "cross_entropy":
+            lo, hi = (int(t) for t in _host_range(y))
+            return lo if lo < 0 else hi if hi >= K else None
+        lo, hi = (float(t) for t in _host_range(y))
+        return lo if lo < 0 else hi if hi > 1 else None
 
     # --- derivatives with respect to z ------------------------------------------------
 

@@ -30,8 +30,8 @@ import numpy as np
 
 from ._activations import resolve_activations
 from ._arrays import check_out, host_buffer, on_default_cpu, overlaps, prepare, to_jax
-from ._compiled import call, without_axis, written
-from ._losses import check_reduction, resolve_loss
+from ._compiled import call, replayed, without_axis, written
+from ._losses import Loss, check_reduction, resolve_loss
 from ._model import model_params
 from ._params import param_count
 from ._recursion import (_THREADED_SIZE, _as_blocks, _forward_layers, _single_threaded_blas,
@@ -132,6 +132,17 @@ def _run(kernel, static, params, X, y, xp, mesh, gather, unchecked):
                           (X, y), gather, "X", key=(kernel, static))
 
 
+def _repeatable(params, X, y, loss="cross_entropy", **options):
+    """For a repeat call (:func:`bpcheck._compiled.replayed`): what the checks depend on
+    beyond the signature and NaN and inf, true as in the first call: the targets in their
+    range (class labels, binary targets) and ``X`` not split over devices (its mesh would
+    be used)."""
+    from ._sharding import resolve_mesh
+
+    K = params[-1][0].shape[0]
+    return Loss(loss).target_out_of_range(y, K) is None and resolve_mesh(None, X) is None
+
+
 def _setup(params, X, y, loss, reduction, activation, mesh, gather):
     from ._sharding import resolve_mesh
 
@@ -152,6 +163,7 @@ def _setup(params, X, y, loss, reduction, activation, mesh, gather):
     return params, widths, X2, y2, single, xp, mesh, (loss, acts, mean), unchecked
 
 
+@replayed("params", "X", "y", recheck=_repeatable)
 def per_example_grads(
     params: Any,
     X: Any,
@@ -299,6 +311,7 @@ def _out_specs(out, widths, net):
     return specs
 
 
+@replayed("params", "X", "y", recheck=_repeatable)
 def per_example_grad_norms(
     params: Any,
     X: Any,
