@@ -101,9 +101,14 @@ def _assemble_jax(deltas, a_prevs):
 
 
 def _per_example_grads(params, X, y, loss, acts, mean, flat, xp):
-    deltas, a_prevs = deltas_and_inputs(params, X, y, loss, acts, mean, xp)
     if xp is np:
+        # the products that give the deltas are small; OpenBLAS's threads would spin beside
+        # the threaded fill that follows (see bpcheck._recursion._single_threaded_blas)
+        P = sum(B.size + b.size for B, b in params)
+        with _single_threaded_blas(X.shape[0] * P >= _THREADED_SIZE):
+            deltas, a_prevs = deltas_and_inputs(params, X, y, loss, acts, mean, np)
         return _numpy_grads(deltas, a_prevs, flat)
+    deltas, a_prevs = deltas_and_inputs(params, X, y, loss, acts, mean, xp)
     if not flat:
         return [(delta[:, :, None] * a[:, None, :], delta) for delta, a in zip(deltas, a_prevs)]
     return _assemble_jax(deltas, a_prevs)
@@ -233,11 +238,8 @@ def per_example_grads(
             [t for pair in params for t in pair] + [X2, y2]):
         G = _host_filled(static, bool(flat), params, X2, y2, xp, unchecked)
     else:
-        # the products that give the deltas are small; OpenBLAS's threads would spin beside
-        # the threaded fill that follows (see bpcheck._recursion._single_threaded_blas)
-        with _single_threaded_blas(xp is np and large):
-            G = _run(_per_example_grads, static + (bool(flat),), params, X2, y2, xp, mesh,
-                     bool(gather), unchecked)
+        G = _run(_per_example_grads, static + (bool(flat),), params, X2, y2, xp, mesh,
+                 bool(gather), unchecked)
     if single:
         G = without_axis(G)
     return G if flat or net is None else net.from_layers(G)
