@@ -17,8 +17,8 @@ for each other cost more than they compute, and this column measures by how much
 column ``checks`` times bpcheck's checking of the arguments alone, which a call under
 ``jax.jit`` skips: ``call / jit`` cannot go below ``(checks + jit) / jit``.  It reads
 ``repeat`` where a repeat call skips them (``forward``, ``jacobian_factors``,
-``gauss_newton``, ``gauss_newton_matvec``, the per-example gradients and norms, and a JAX
-``jacobian`` that its program writes run an earlier call's program again when the
+``gauss_newton``, ``gauss_newton_matvec``, the per-example gradients and norms, ``ntk``
+and a JAX ``jacobian`` that its program writes run an earlier call's program again when the
 signature is the same, with NaN and inf still checked in the program).  The column
 ``sys`` is the system CPU time of a NumPy call (median over the repeats, all threads): for
 a large result mostly the kernel zeroing the fresh pages it is written into, which varies

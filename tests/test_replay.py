@@ -215,6 +215,43 @@ def test_repeat_per_example_gradients_skip_the_checks_but_not_the_labels_range(l
         fn(args[0], to(X), to(np.full((6, 2), np.nan)), "mse")
 
 
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_repeat_ntk_calls_skip_the_checks_and_catch_nan(library, monkeypatch):
+    from bpcheck import _ntk
+
+    checks = []
+    real = _ntk.check_params
+    monkeypatch.setattr(_ntk, "check_params", lambda *a, **k: checks.append(1) or real(*a, **k))
+    to = LIBRARIES[library]
+    cases = {  # (X1, X2) of a network's X -> options
+        "X": (lambda X: (X, None), {}), "x": (lambda X: (X[1], None), {}),
+        "x against X": (lambda X: (X[1], X[:4]), {}), "X against x": (lambda X: (X, X[2]), {}),
+        "trace": (lambda X: (X, X[:3]), {"trace": True}),
+    }
+    for name, (inputs, options) in cases.items():
+        checks.clear()
+        for seed in (0, 1, 2):
+            params, X, _ = network(seed)
+            args = ([(to(B), to(b)) for B, b in params], *(None if a is None else to(a)
+                                                          for a in inputs(X)))
+            got = bpcheck.ntk(*args, **options)
+            want = bpcheck.ntk.__wrapped__(*args, **options)
+            assert type(got) is type(want) and got.shape == want.shape, name
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=name)
+        assert len(checks) == 1 + 3, name
+    bad = to(np.where(np.arange(3) == 1, np.nan, np.asarray(X[1])))
+    with pytest.raises(ValueError, match=r"X1: contains NaN or inf"):
+        bpcheck.ntk(args[0], bad)  # a repeat call of the case "x"
+    with pytest.raises(ValueError, match=r"X2: contains NaN or inf"):
+        bpcheck.ntk(args[0], to(np.asarray(X[:4])), bad)
+    nan_params = [(B, b) for B, b in args[0]]
+    nan_params[1] = (nan_params[1][0], to(np.full(5, np.inf)))
+    with pytest.raises(ValueError, match=re.escape("b^(2) (params[1][1]): contains NaN or inf")):
+        bpcheck.ntk(nan_params, to(np.asarray(X)))
+    with pytest.raises(ValueError, match=re.escape("b^(2) (params[1][1]): contains NaN or inf")):
+        bpcheck.ntk(nan_params, to(np.zeros((0, 3))))  # an empty batch runs no kernel
+
+
 def test_a_different_signature_takes_the_full_path_and_its_errors(counted):
     params, X, v = network(4)
     bpcheck.gauss_newton_matvec(params, X, v)

@@ -60,8 +60,14 @@ TWO_DEVICE_SCRIPT = textwrap.dedent(
 
     # a repeat call of one signature whose X is split takes the full path: its mesh is used
     from bpcheck._pergrad import _repeatable
+    from bpcheck._ntk import _repeatable as ntk_repeatable
     Xj, yj = jnp.asarray(X[:12]), jnp.asarray(y[:12])
     assert _repeatable(params, Xj, yj) and not _repeatable(params, Xs, yj)
+    assert ntk_repeatable(params, Xj) and not ntk_repeatable(params, Xs)
+    for _ in range(2):
+        same(ntk(params, Xj, gather=False), ntk(params, X[:12]), Xj.sharding)
+    same(ntk(params, Xs, gather=False), ntk(params, X[:12]), rows)
+    same(ntk(params, Xs), ntk(params, X[:12]), replicated)
     for _ in range(2):
         same(per_example_grads(params, Xj, yj, gather=False), per_example_grads(params, X[:12], y[:12]),
              Xj.sharding)

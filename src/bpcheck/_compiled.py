@@ -189,22 +189,25 @@ def written(parts: Sequence[Any], axis: int):
 
 
 def _entry_zero(*args):
-    *leaves, axis, xp = args
-    return [leaf[(slice(None),) * axis + (0,)] for leaf in leaves]
+    *leaves, axes, xp = args
+    index = tuple(0 if i in axes else slice(None) for i in range(max(axes) + 1))
+    return [leaf[index] for leaf in leaves]
 
 
-def without_axis(tree: Any, axis: int = 0):
+def without_axis(tree: Any, axis: int | tuple = 0):
     """``tree`` (an array, or lists and tuples of arrays, named ones included) with every
-    array ``t`` replaced by entry 0 of its ``axis`` (``t[0]``, or ``t[:, 0]`` for ``axis=1``):
-    a single example's batch axis taken away.  NumPy: views.  JAX: one compiled program
-    for all the arrays (eager indexing dispatches several operations per array: about
-    70 microseconds each on the CPU), inlined when an outer ``jax.jit`` traces the call."""
+    array ``t`` replaced by entry 0 of its ``axis`` (``t[0]``; ``t[:, 0]`` for ``axis=1``;
+    ``t[0, 0]`` for ``axis=(0, 1)``): a single example's batch axis taken away.  NumPy:
+    views.  JAX: one compiled program for all the arrays (eager indexing dispatches several
+    operations per array: about 70 microseconds each on the CPU), inlined when an outer
+    ``jax.jit`` traces the call."""
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
     leaves: list = []
     _flatten(tree, leaves)
     if all(type(leaf) is np.ndarray for leaf in leaves):
-        taken = _entry_zero(*leaves, axis, np)
+        taken = _entry_zero(*leaves, axes, np)
     else:
-        taken = compiled(_entry_zero, (axis,))(*leaves)
+        taken = compiled(_entry_zero, (axes,))(*leaves)
     out = _unflatten(tree, iter(taken))
     notes = RECORDING.get()
     if notes is not None:

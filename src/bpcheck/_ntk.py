@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 
 from ._activations import resolve_activations
-from ._arrays import backend, check_all_finite, check_inputs, check_params, common_dtype, param_names
-from ._compiled import call, without_axis
+from ._arrays import (backend, check_all_finite, check_inputs, check_params, common_dtype, param_names,
+                      split_finite_checks)
+from ._compiled import call, replayed, without_axis
 from ._model import model_params
 from ._recursion import _factors as layer_factors
 from ._sharding import batch_parallel, resolve_mesh
@@ -139,6 +140,13 @@ def _ntk_traced(params, X1, X2, K, trace, rows, cols, acts, xp):
     return lax.fori_loop(0, -(-N1 // rows), row_block, out)
 
 
+def _repeatable(params, X1, *args, **options):
+    """For a repeat call (:func:`bpcheck._compiled.replayed`): ``X1`` still not split over
+    devices (its mesh would be used), as in the first call."""
+    return resolve_mesh(None, X1) is None
+
+
+@replayed("params", "X1", "X2", recheck=_repeatable)
 def ntk(
     params: Any,
     X1: Any,
@@ -205,7 +213,10 @@ def ntk(
     X1c, single1 = check_inputs("X1", X1, widths[0], xp, finite=False)
     X2c, single2 = ((None, single1) if X2 is None
                     else check_inputs("X2", X2, widths[0], xp, finite=False))
-    check_all_finite(param_names(params) + [("X1", X1c), ("X2", X2c)])
+    named = param_names(params) + [("X1", X1c), ("X2", X2c)]
+    unchecked = split_finite_checks(named)  # the JAX arrays: in the kernel's program
+    if mesh is not None or not (X1c.shape[0] and (X1c if X2c is None else X2c).shape[0]):
+        check_all_finite(unchecked)  # no kernel program checks them
     params, Xs, dtype = common_dtype(xp, params, [X1c] if X2c is None else [X1c, X2c])
     X1c, X2c = Xs if X2c is not None else (Xs[0], None)
     K = widths[-1]
@@ -231,9 +242,6 @@ def ntk(
             X1c.shape[0], N2, X2c is None, widths, trace, itemsize, block_size
         )
         kernel = _ntk_numpy if xp is np else _ntk_traced
-        out = call(kernel, xp, (K, trace, rows, cols, acts), params, X1c, X2c)
-    if single2:
-        out = without_axis(out, 1)
-    if single1:
-        out = without_axis(out)
-    return out
+        out = call(kernel, xp, (K, trace, rows, cols, acts), params, X1c, X2c, unchecked=unchecked)
+    axes = tuple(axis for axis, single in ((0, single1), (1, single2)) if single)
+    return without_axis(out, axes) if axes else out
