@@ -215,13 +215,13 @@ def ntk(
                     else check_inputs("X2", X2, widths[0], xp, finite=False))
     named = param_names(params) + [("X1", X1c), ("X2", X2c)]
     unchecked = split_finite_checks(named)  # the JAX arrays: in the kernel's program
-    if mesh is not None or not (X1c.shape[0] and (X1c if X2c is None else X2c).shape[0]):
-        check_all_finite(unchecked)  # no kernel program checks them
     params, Xs, dtype = common_dtype(xp, params, [X1c] if X2c is None else [X1c, X2c])
     X1c, X2c = Xs if X2c is not None else (Xs[0], None)
     K = widths[-1]
     itemsize = np.dtype(dtype).itemsize
     N1, N2 = X1c.shape[0], (X1c if X2c is None else X2c).shape[0]
+    if mesh is not None or N1 == 0 or N2 == 0:
+        check_all_finite(unchecked)  # no kernel program of call() checks them
     if N1 == 0 or N2 == 0:  # an empty batch: an empty kernel
         out = xp.zeros((N1, N2) if trace else (N1, N2, K, K), dtype)
         return out[:, 0] if single2 and N2 else (out[0] if single1 and N1 else out)

@@ -145,7 +145,7 @@ def _outputs_numpy(params, X, acts):
         rows(0, N)  # (another thread's split would run on BLAS's threads too: slower)
         return out
     with _single_threaded_blas(True):
-        by_rows(rows, N, work, threshold=1)
+        by_rows(rows, N, work, _SPLIT_WORK)
     return out
 
 
