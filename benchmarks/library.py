@@ -236,19 +236,49 @@ SINGLE = {  # (params, x, y): one example, or a batch of one
 }
 
 
-def single_rows(repeats, widths=(10, 32, 32, 3)):
+def single_rows(repeats, worst, widths=(10, 32, 32, 3)):
     """JAX calls with one example ``x`` of shape ``(d_0,)``, against the same call with a
     batch of one ``(1, d_0)`` (what adding and taking away the batch axis costs) and the
-    one-example call under ``jax.jit``."""
+    one-example call under ``jax.jit``; ``program``: the compiled program that a repeat call
+    runs (:func:`plan_ms`), with its NaN/inf flag read back, timed alone."""
     print(f"{'JAX, one example':<30} {'widths':<28} {'x':>9} {'X[:1]':>9} {'x, jit':>9} "
-          f"{'x/X[:1]':>9} {'call/jit':>8}   (ms)")
+          f"{'program':>9} {'x/X[:1]':>9} {'call/jit':>8} {'program/jit':>11}   (ms)")
     _, (params, X, y, _) = network(list(widths), 4)
     for name, fn in SINGLE.items():
+        plans = set(_compiled._PLANS)
         t_one = best_ms(fn, repeats, params, X[0], y[0])
+        t_program = plan_ms(plans, fn, repeats, params, X[0], y[0])
         t_batch = best_ms(fn, repeats, params, X[:1], y[:1])
         t_jit = best_ms(jax.jit(fn), repeats, params, X[0], y[0])
+        worst["call/jit"] = max(worst["call/jit"], t_one / t_jit)
+        worst["single"] = max(worst.get("single", (0.0,)), (t_one / t_jit, t_program / t_jit, name))
         print(f"{name:<30} {'-'.join(map(str, widths)):<28} {t_one:9.3f} {t_batch:9.3f} "
-              f"{t_jit:9.3f} {t_one / t_batch:9.2f} {t_one / t_jit:8.2f}", flush=True)
+              f"{t_jit:9.3f} {t_program:9.3f} {t_one / t_batch:9.2f} {t_one / t_jit:8.2f} "
+              f"{t_program / t_jit:11.2f}", flush=True)
+
+
+def plan_ms(plans, fn, repeats, *args):
+    """The compiled program of the one plan (``bpcheck._compiled.replayed``) that calls of
+    ``fn(*args)`` made since ``plans`` were the plans, run alone on the arrays a repeat call
+    hands it, its NaN/inf flag read back as a repeat call reads it: what a repeat call
+    costs without its own Python (finding the plan from the arguments' shapes and dtypes)."""
+    new = [key for key in _compiled._PLANS if key not in plans]
+    assert len(new) == 1, f"expected one new plan, found {len(new)}"
+    plan = runner, take, axis = _compiled._PLANS[new[0]]
+    given = []
+    _compiled._PLANS[new[0]] = (lambda *arrays: given.append(arrays) or runner(*arrays), take, axis)
+    try:
+        fn(*args)
+    finally:
+        _compiled._PLANS[new[0]] = plan
+    assert len(given) == 1, "the plan did not run"
+
+    def program():
+        out, ok = runner(*given[0])
+        assert np.asarray(ok)
+        return out
+
+    return best_ms(program, repeats)
 
 
 def trainer_rows(repeats, iters):
@@ -289,7 +319,7 @@ def main() -> None:
     print()
     out_rows(args.repeats)
     print()
-    single_rows(args.repeats)
+    single_rows(args.repeats, worst)
     print()
     ratio = trainer_rows(max(args.repeats, 50), args.iters)
     print()
@@ -298,6 +328,9 @@ def main() -> None:
               f"({'met' if worst[key] <= target else 'missed'})")
     print(f"  the checks alone keep call/jit at {worst.get('checks', 1.0):.2f} or more on the row "
           "where they weigh most, of those whose repeat calls do them")
+    call_jit, program_jit, name = worst["single"]
+    print(f"  worst one-example row, {name}: call/jit {call_jit:.2f}, of which the compiled program "
+          f"a repeat call runs, alone with its NaN/inf flag read back, {program_jit:.2f}")
     print(f"target factored trainer <= 2x the lecture's code per step: {ratio:.2f} "
           f"({'met' if ratio <= 2 else 'missed'})")
 

@@ -272,6 +272,29 @@ def test_a_different_signature_takes_the_full_path_and_its_errors(counted):
     assert not np.allclose(tanh, relu)
 
 
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_a_dtype_other_than_the_plans_takes_the_full_path(library, counted):
+    """The same shapes in another dtype are another signature: float32 ``v`` with float64
+    parameters is cast to float64 by the full path (a plan for float64 ``v`` would hand the
+    program float32), and all-float32 arrays give a float32 result."""
+    to = LIBRARIES[library]
+    params, X, v = network(8)
+    params = [(to(B), to(b)) for B, b in params]
+    X, v = to(X), to(v)
+    for _ in range(2):
+        bpcheck.gauss_newton_matvec(params, X, v)
+    assert len(counted) == 1
+    v32 = v.astype(np.float32)
+    got = bpcheck.gauss_newton_matvec(params, X, v32)
+    assert len(counted) == 2 and got.dtype == np.float64
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(
+        bpcheck.gauss_newton_matvec(params, X, v32.astype(np.float64))))
+    small = [(B.astype(np.float32), b.astype(np.float32)) for B, b in params]
+    for _ in range(2):
+        assert bpcheck.forward(small, X.astype(np.float32)).dtype == np.float32
+    assert bpcheck.forward(params, X).dtype == np.float64
+
+
 def test_a_call_whose_arrays_were_converted_is_never_replayed(counted):
     params, X, v = network(5)
     for _ in range(3):  # float32 v with float64 params is cast: every call is checked

@@ -309,11 +309,31 @@ def _plan(records, leaves, result):
     if None in builders:
         return None
     indices = [_leaf_index(x, leaves) for x in used]
-    if indices == list(range(len(leaves))):
-        return runner, None, axis  # the caller's arrays, in their order
-    if None not in indices:
-        return runner, indices, axis
-    return runner, lambda later: [build(later) for build in builders], axis
+    if axis is None and indices == list(range(len(leaves))):
+        return runner, None, None  # the caller's arrays, in their order
+    if axis is None and None not in indices:
+        return runner, indices, None
+    return _fused(runner, lambda later: [build(later) for build in builders], axis), None, None
+
+
+def _fused(runner, take, axis):
+    """One compiled program that does what a JAX plan with one example does in three
+    steps: the batch axes added to the caller's arrays (``take``), the checked program
+    ``runner`` (inlined), and the axis taken from its result (``axis``; ``None``: none).
+    Each step eager is a program call of its own, 15-35 microseconds on the CPU against
+    15-20 for a small kernel; the tests hold the fused program's results to the full
+    path's, bit for bit."""
+    import jax
+
+    def run(*leaves):
+        token = RECORDING.set(None)  # traced once: notes of no call
+        try:
+            out, ok = runner(*take(leaves))
+            return (out if axis is None else without_axis(out, axis)), ok
+        finally:
+            RECORDING.reset(token)
+
+    return jax.jit(run)
 
 
 def _host_finite(leaves) -> bool:
@@ -329,28 +349,34 @@ def _host_finite(leaves) -> bool:
         return all(math.isfinite(finite_sum(x)) for x in floats)
 
 
-def _concrete(x) -> bool:
-    """A NumPy array or a concrete JAX array (not a subclass, a tracer or a list)."""
+def _shape_of(x):
+    """What a plan's key holds of an array: a concrete JAX array's ``aval`` (its shape, dtype
+    and weak type, in one attribute whose hash JAX keeps: about 0.1 microseconds against
+    0.4 for shape and dtype read and hashed), a NumPy array's ``(shape, dtype)``; ``None``
+    for anything else (a subclass, a tracer, a list)."""
     t = type(x)
+    if t is np.ndarray:
+        return x.shape, x.dtype
     if t in _CONCRETE:
-        return True
-    if t is not np.ndarray and is_jax(x) and not is_tracer(x):
+        return x.aval
+    if is_jax(x) and not is_tracer(x):
         _CONCRETE.add(t)
-        return True
-    return False
+        return x.aval
+    return None
 
 
 def _signature(fn, names, arrays, args, kwargs):
     """``(key, leaves)`` of a call for :func:`replayed`, or ``(None, None)`` when it has an
     argument other than NumPy or concrete JAX arrays in the ``arrays`` arguments (``params``
     a list or tuple of ``(B, b)`` tuples of them) and strings, numbers or ``None`` elsewhere.
-    The key holds each array's type, shape and dtype and the other arguments' values (one
-    flat tuple: hashed on every call)."""
+    The key holds each array's shape and dtype (:func:`_shape_of`) and the other arguments'
+    types and values (one flat tuple: hashed on every call)."""
     key, leaves = [fn], []
     n = len(names)
-    items = [(names[i] if i < n else None, value) for i, value in enumerate(args)]
+    items = zip(names, args) if len(args) <= n else \
+        [(names[i] if i < n else None, value) for i, value in enumerate(args)]
     if kwargs:
-        items += sorted(kwargs.items())
+        items = [*items, *sorted(kwargs.items())]
     for name, value in items:
         key.append(name)
         if value is None or name not in arrays:
@@ -367,16 +393,19 @@ def _signature(fn, names, arrays, args, kwargs):
                 if type(pair) is not tuple or len(pair) != 2:
                     return None, None
                 B, b = pair
-                if not (_concrete(B) and _concrete(b)):
+                shape_B, shape_b = _shape_of(B), _shape_of(b)
+                if shape_B is None or shape_b is None:
                     return None, None
                 leaves.append(B)
                 leaves.append(b)
-                key += (type(B), B.shape, B.dtype, type(b), b.shape, b.dtype)
+                key.append(shape_B)
+                key.append(shape_b)
         else:
-            if not _concrete(value):
+            shape = _shape_of(value)
+            if shape is None:
                 return None, None
             leaves.append(value)
-            key += (type(value), value.shape, value.dtype)
+            key.append(shape)
     return tuple(key), leaves
 
 
