@@ -246,10 +246,17 @@ def single_rows(repeats, worst, widths=(10, 32, 32, 3)):
     _, (params, X, y, _) = network(list(widths), 4)
     for name, fn in SINGLE.items():
         plans = set(_compiled._PLANS)
-        t_one = best_ms(fn, repeats, params, X[0], y[0])
-        t_program = plan_ms(plans, fn, repeats, params, X[0], y[0])
-        t_batch = best_ms(fn, repeats, params, X[:1], y[:1])
-        t_jit = best_ms(jax.jit(fn), repeats, params, X[0], y[0])
+        fn(params, X[0], y[0])
+        new = [key for key in _compiled._PLANS if key not in plans]
+        assert len(new) == 1, f"{name}: expected one new plan, found {len(new)}"
+        jitted = jax.jit(fn)
+        # calls of tens of microseconds run at one of two or three speeds for seconds at a
+        # time on a shared machine: each column is the best of rounds taken in turn
+        times = [(best_ms(fn, repeats, params, X[0], y[0]),
+                  plan_ms(new[0], fn, repeats, params, X[0], y[0]),
+                  best_ms(fn, repeats, params, X[:1], y[:1]),
+                  best_ms(jitted, repeats, params, X[0], y[0])) for _ in range(ROUNDS)]
+        t_one, t_program, t_batch, t_jit = map(min, zip(*times))
         worst["call/jit"] = max(worst["call/jit"], t_one / t_jit)
         worst["single"] = max(worst.get("single", (0.0,)), (t_one / t_jit, t_program / t_jit, name))
         print(f"{name:<30} {'-'.join(map(str, widths)):<28} {t_one:9.3f} {t_batch:9.3f} "
@@ -257,20 +264,21 @@ def single_rows(repeats, worst, widths=(10, 32, 32, 3)):
               f"{t_program / t_jit:11.2f}", flush=True)
 
 
-def plan_ms(plans, fn, repeats, *args):
-    """The compiled program of the one plan (``bpcheck._compiled.replayed``) that calls of
-    ``fn(*args)`` made since ``plans`` were the plans, run alone on the arrays a repeat call
-    hands it, its NaN/inf flag read back as a repeat call reads it: what a repeat call
-    costs without its own Python (finding the plan from the arguments' shapes and dtypes)."""
-    new = [key for key in _compiled._PLANS if key not in plans]
-    assert len(new) == 1, f"expected one new plan, found {len(new)}"
-    plan = runner, take, axis = _compiled._PLANS[new[0]]
+ROUNDS = 3
+
+
+def plan_ms(key, fn, repeats, *args):
+    """The compiled program of the plan ``key`` (``bpcheck._compiled.replayed``) that calls
+    ``fn(*args)`` repeat, run alone on the arrays a repeat call hands it, its NaN/inf flag
+    read back as a repeat call reads it: what a repeat call costs without its own Python
+    (finding the plan from the arguments' shapes and dtypes)."""
+    plan = runner, take, axis = _compiled._PLANS[key]
     given = []
-    _compiled._PLANS[new[0]] = (lambda *arrays: given.append(arrays) or runner(*arrays), take, axis)
+    _compiled._PLANS[key] = (lambda *arrays: given.append(arrays) or runner(*arrays), take, axis)
     try:
         fn(*args)
     finally:
-        _compiled._PLANS[new[0]] = plan
+        _compiled._PLANS[key] = plan
     assert len(given) == 1, "the plan did not run"
 
     def program():

@@ -190,8 +190,8 @@ def test_a_repeat_jax_jacobian_skips_the_checks_and_a_numpy_one_has_no_plan(coun
 def test_repeat_per_example_gradients_skip_the_checks_but_not_the_labels_range(library, norms,
                                                                                 counted):
     """Class labels are values the signature does not hold: a repeat call checks their
-    range again (and X's devices) before its plan runs, and one out of range takes the
-    full path and its error."""
+    range again (NumPy: before its plan runs; JAX: in the plan's program, with NaN and
+    inf), and one out of range takes the full path and its error."""
     fn = bpcheck.per_example_grad_norms if norms else bpcheck.per_example_grads
     to = LIBRARIES[library]
     labels = np.array([0, 1, 1, 0, 1, 0])
@@ -317,11 +317,21 @@ def test_a_call_whose_arrays_were_converted_is_never_replayed(counted):
 
 
 def test_a_numpy_sum_that_overflows_takes_the_full_path_and_is_no_error(counted):
+    """Small NumPy arrays have their entries tested (nothing to overflow): repeat calls are
+    replayed.  Large ones are summed, and a sum that overflows sends the call to the full
+    path, which looks at the entries: no error either way."""
     params = [(np.full((2, 3), 3e38, np.float32), np.zeros(2, np.float32))]
     X = np.eye(3, dtype=np.float32)
     for _ in range(3):  # the weights sum to more than float32 holds; each is finite
         np.testing.assert_array_equal(bpcheck.forward(params, X), np.full((3, 2), 3e38, np.float32))
-    assert len(counted) == 3  # each call looks at the entries again
+    assert len(counted) == 1
+    d = 2 * _compiled.JOIN_IN_PROGRAM
+    params = [(np.full((2, d), 3e38, np.float32), np.zeros(2, np.float32))]
+    X = np.zeros((1, d), np.float32)
+    X[0, 0] = 1
+    for _ in range(3):
+        np.testing.assert_array_equal(bpcheck.forward(params, X), np.full((1, 2), 3e38, np.float32))
+    assert len(counted) == 1 + 3  # each call looks at the entries again
 
 
 def test_an_array_given_twice_does_not_make_a_plan_that_takes_it_twice():

@@ -121,9 +121,10 @@ class Activation:
         if name == "relu":
             if not with_derivative:  # max(0, z); NumPy's maximum gives 0.0 for z = -0.0
                 return (np.maximum(z, 0, out=out) if xp is np else xp.where(z > 0, z, 0)), None
-            D = (z > 0).astype(z.dtype)
             if xp is np:
+                D = (z > _ZERO.get(z.dtype, 0)).astype(z.dtype)
                 return _masked(z, D), D
+            D = (z > 0).astype(z.dtype)
             return xp.where(D > 0, z, 0), D  # where: max(0, z) without -0.0
         if name == "tanh":
             t = np.tanh(z, out=out) if xp is np else xp.tanh(z)
@@ -180,8 +181,11 @@ def _masked(M, D):
     gives for finite ``M``).  NumPy's ``where`` loop is 6-10 times slower than the two
     passes (256 x 10 x 256 float32: 1.48 ms against 0.25 ms)."""
     out = M * D
-    out += 0
+    out += _ZERO.get(out.dtype, 0)  # a 0-d array of out's dtype: half the time of Python's 0
     return out
+
+
+_ZERO = {np.dtype(t): np.zeros((), t) for t in (np.float16, np.float32, np.float64)}
 
 
 def _one(value: Any, where: str) -> Activation:

@@ -87,7 +87,7 @@ def _beta_gradient(deltas, a_prevs, widths, xp):
     if xp is np:
         out = np.empty(lead + (beta_size(widths),), dtype=deltas[0].dtype)
         for (gB, gb), delta, a in zip(layers_from_beta(out, widths), deltas, a_prevs):
-            np.matmul(np.swapaxes(delta, -1, -2), a, out=gB)
+            np.matmul(delta.T if delta.ndim == 2 else delta.swapaxes(-1, -2), a, out=gB)
             np.add.reduce(delta, axis=-2, out=gb)
         return out
     # contractions without batch axes: XLA runs each as one matrix product (its batched

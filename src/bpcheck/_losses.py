@@ -37,6 +37,10 @@ def _host_range(y):
 
 def _softmax(z, xp):
     z = z - z.max(axis=1, keepdims=True)  # methods: no NumPy dispatch wrapper
+    if xp is np:  # in place: no further arrays
+        p = np.exp(z, out=z)
+        p /= p.sum(axis=1, keepdims=True)
+        return p
     p = xp.exp(z)
     return p / p.sum(axis=1, keepdims=True)
 
@@ -165,6 +169,15 @@ class Loss:
             return lo if lo < 0 else hi if hi >= K else None
         lo, hi = (float(t) for t in _host_range(y))
         return lo if lo < 0 else hi if hi > 1 else None
+
+    def target_bounds(self, y: Any, K: int) -> tuple:
+        """``((y, lo, hi),)``: the range :meth:`target_out_of_range` checks, for a concrete
+        JAX ``y`` of class labels or binary targets, to be checked again inside a compiled
+        program (``bpcheck._compiled.call``'s ``bounds``); ``()`` otherwise."""
+        if self.name not in ("cross_entropy", "binary_cross_entropy") or y is None or \
+                type(y) is np.ndarray or is_tracer(y):
+            return ()
+        return ((y, 0, K - 1 if self.name == "cross_entropy" else 1),)
 
     # --- derivatives with respect to z ------------------------------------------------
 

@@ -128,7 +128,8 @@ def _per_example_grad_norms(params, X, y, loss, acts, mean, xp):
 def _run(kernel, static, params, X, y, xp, mesh, gather, unchecked):
     """``kernel`` in NumPy, compiled in JAX (:func:`bpcheck._compiled.call`), or over ``mesh``."""
     if mesh is None:
-        return call(kernel, xp, static, params, X, y, unchecked=unchecked)
+        return call(kernel, xp, static, params, X, y, unchecked=unchecked,
+                    bounds=static[0].target_bounds(y, params[-1][0].shape[0]))
     import jax.numpy as jnp
 
     from ._sharding import batch_parallel
@@ -139,13 +140,15 @@ def _run(kernel, static, params, X, y, xp, mesh, gather, unchecked):
 
 def _repeatable(params, X, y, loss="cross_entropy", **options):
     """For a repeat call (:func:`bpcheck._compiled.replayed`): what the checks depend on
-    beyond the signature and NaN and inf, true as in the first call: the targets in their
-    range (class labels, binary targets) and ``X`` not split over devices (its mesh would
+    beyond the signature and NaN and inf, true as in the first call: NumPy targets in their
+    range (class labels, binary targets; JAX ones are checked by the program's flag, see
+    :meth:`bpcheck.Loss.target_bounds`) and ``X`` not split over devices (its mesh would
     be used)."""
     from ._sharding import resolve_mesh
 
-    K = params[-1][0].shape[0]
-    return Loss(loss).target_out_of_range(y, K) is None and resolve_mesh(None, X) is None
+    if type(y) is np.ndarray and Loss(loss).target_out_of_range(y, params[-1][0].shape[0]) is not None:
+        return False
+    return resolve_mesh(None, X) is None
 
 
 def _setup(params, X, y, loss, reduction, activation, mesh, gather):
