@@ -1,6 +1,7 @@
 """bpcheck.gauss_newton_operator: the factors once, then G v for many v, equal to
 gauss_newton_matvec and to the assembled matrix, in NumPy and JAX."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -125,6 +126,54 @@ def test_bad_vectors_are_named():
     with pytest.raises(TypeError, match="v: expected a real numeric array"):
         op @ np.ones(P, dtype=complex)
     assert "GaussNewtonOperator(widths=[3, 4, 2], loss='cross_entropy'" in repr(op)
+
+
+@pytest.mark.parametrize("library", ["numpy", "jax"])
+def test_repeat_vector_products_rerun_the_first_ones_kernel_and_still_catch_nan(library,
+                                                                               monkeypatch):
+    """After one product with a vector, a vector of the same kind, shape and dtype runs
+    that product's kernel (JAX: its checked program) again without the checks: the bits of
+    a first product, NaN and inf still named, anything else the full path."""
+    to = np.asarray if library == "numpy" else jnp.asarray
+    params, X, rng = make_case([4, 6, 5, 3], 7)
+    params = [(to(B), to(b)) for B, b in params]
+    op = bpcheck.gauss_newton_operator(params, to(X), loss="mse", activation="tanh")
+    P = op.shape[0]
+    full = []  # products that took the full path
+    real = op._products
+    monkeypatch.setattr(op, "_products", lambda *a, **k: full.append(1) or real(*a, **k))
+    vs = [to(rng.standard_normal(P)) for _ in range(3)]
+    got = [op @ v for v in vs]
+    assert len(full) == 1
+    for v, g in zip(vs, got):  # each against the first product of an operator of its own
+        want = bpcheck.gauss_newton_operator(params, to(X), loss="mse", activation="tanh") @ v
+        assert type(g) is type(want) and g.dtype == want.dtype and g.shape == (P,)
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(want))
+    for bad in (np.nan, np.inf):
+        planted = to(np.where(np.arange(P) == P - 2, bad, np.asarray(vs[0])))
+        with pytest.raises(ValueError, match="v: contains NaN or inf"):
+            op @ planted
+    v32 = vs[1].astype(np.float32)  # another dtype: cast by the full path
+    np.testing.assert_array_equal(np.asarray(op @ v32), np.asarray(op @ to(np.asarray(v32, float))))
+    with pytest.raises(ValueError, match=rf"v: expected a vector in beta order of shape \({P},\)"):
+        op @ to(np.ones(P - 1))
+    block = to(np.stack([np.asarray(v) for v in vs], axis=1))  # (P, 3): the full path
+    np.testing.assert_allclose(np.asarray(op @ block), np.stack([np.asarray(g) for g in got], 1),
+                               rtol=1e-12, atol=1e-14)
+    assert len(full) == 1 + 2 + 1 + 1  # NaN and inf; float32; the block (a wrong shape raises first)
+    np.testing.assert_array_equal(np.asarray(op @ vs[2]), np.asarray(got[2]))
+    assert len(full) == 5
+
+
+def test_a_vector_product_traced_by_jax_jit_takes_the_full_path():
+    params, X, rng = make_case([4, 6, 3], 5)
+    op = bpcheck.gauss_newton_operator([(jnp.asarray(B), jnp.asarray(b)) for B, b in params],
+                                       jnp.asarray(X))
+    v = jnp.asarray(rng.standard_normal(op.shape[0]))
+    want = op @ v
+    op @ v  # a repeat
+    np.testing.assert_allclose(np.asarray(jax.jit(lambda u: op @ u)(v)), np.asarray(want),
+                               rtol=1e-12)
 
 
 @pytest.mark.parametrize("order", ["C", "F"])
