@@ -428,6 +428,38 @@ def test_only_a_function_that_returns_its_one_programs_result_is_replayed():
     assert not _compiled._PLANS
 
 
+RECHECK = {"passes": True, "full": 0}
+
+
+@_compiled.replayed("params", "X", recheck=lambda params, X: RECHECK["passes"])
+def outputs_while_rechecked(params, X):
+    """A function replayed while ``RECHECK["passes"]``; ``RECHECK["full"]`` counts its full
+    paths."""
+    from bpcheck._arrays import prepare
+
+    RECHECK["full"] += 1
+    params, _, X2, _, xp, _, unchecked = prepare(params, X, defer_finite=True)
+    return _compiled.call(_outputs, xp, (), params, X2, unchecked=unchecked)
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_a_recheck_that_fails_sends_a_repeat_call_to_the_full_path(library, monkeypatch):
+    """A JAX plan's program runs while the recheck does; when the recheck fails, its result
+    is dropped and the full path runs (NumPy: the plan does not run at all)."""
+    monkeypatch.setitem(RECHECK, "full", 0)
+    monkeypatch.setitem(RECHECK, "passes", True)
+    to = LIBRARIES[library]
+    params, X, _ = network(11, [3, 2])
+    p, Xs = [(to(B), to(b)) for B, b in params], to(X)
+    want = np.asarray(outputs_while_rechecked(p, Xs))
+    outputs_while_rechecked(p, Xs)
+    assert RECHECK["full"] == 1
+    RECHECK["passes"] = False
+    for _ in range(2):
+        np.testing.assert_array_equal(np.asarray(outputs_while_rechecked(p, Xs)), want)
+    assert RECHECK["full"] == 3
+
+
 def test_numpy_and_jax_calls_of_one_shape_have_plans_of_their_own(counted):
     params, X, v = network(10)
     for _ in range(2):

@@ -467,7 +467,8 @@ def replayed(*arrays: str, recheck: Callable | None = None):
     again, and raises the error that names the array or checks on the host.  The wrapped
     function's outcome must depend on nothing but the signature and the values' being
     finite, or also on what ``recheck(*args, **kwargs)`` finds true on every repeat call
-    before its plan runs (false: the full path).
+    before its plan's result is used (false: the full path; a NumPy plan is not run, a
+    JAX plan's program runs while the recheck does and its result is dropped).
     """
     def wrap(fn):
         code = fn.__code__
@@ -479,18 +480,22 @@ def replayed(*arrays: str, recheck: Callable | None = None):
             if key is None:
                 return fn(*args, **kwargs)
             plan = _PLANS.get(key)
-            if plan is not None and (recheck is None or recheck(*args, **kwargs)):
+            if plan is not None:
                 runner, take, axis = plan
-                if type(runner) is tuple:  # NumPy: the kernel, after the NaN/inf check
-                    if not _host_finite(leaves):
+                if type(runner) is tuple:  # NumPy: the kernel, after the checks
+                    if (recheck is not None and not recheck(*args, **kwargs)) or \
+                            not _host_finite(leaves):
                         return fn(*args, **kwargs)
                     kernel, static = runner
                     out = kernel(*take(leaves), *static, np)
                 else:
+                    # the program first: the recheck runs while it does (Python before
+                    # the call lets JAX's worker thread fall asleep: about 20 us to wake)
                     out, ok = runner(*(leaves if take is None else
                                        [leaves[i] for i in take] if type(take) is list else
                                        take(leaves)))
-                    if not (np.asarray(ok) if type(ok) in _CONCRETE else False):
+                    if (recheck is not None and not recheck(*args, **kwargs)) or \
+                            not (np.asarray(ok) if type(ok) in _CONCRETE else False):
                         return fn(*args, **kwargs)
                 return out if axis is None else without_axis(out, axis)
             records: list = []

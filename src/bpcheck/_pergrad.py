@@ -34,6 +34,7 @@ from ._compiled import call, replayed, without_axis, written
 from ._losses import Loss, check_reduction, resolve_loss
 from ._model import model_params
 from ._params import param_count
+from ._sharding import resolve_mesh
 from ._recursion import (_THREADED_SIZE, _as_blocks, _forward_layers, _single_threaded_blas,
                          by_rows, pullback)
 
@@ -144,16 +145,12 @@ def _repeatable(params, X, y, loss="cross_entropy", **options):
     range (class labels, binary targets; JAX ones are checked by the program's flag, see
     :meth:`bpcheck.Loss.target_bounds`) and ``X`` not split over devices (its mesh would
     be used)."""
-    from ._sharding import resolve_mesh
-
     if type(y) is np.ndarray and Loss(loss).target_out_of_range(y, params[-1][0].shape[0]) is not None:
         return False
     return resolve_mesh(None, X) is None
 
 
 def _setup(params, X, y, loss, reduction, activation, mesh, gather):
-    from ._sharding import resolve_mesh
-
     loss = resolve_loss(loss)
     mean = check_reduction(reduction) == "mean"
     if not isinstance(gather, (bool, np.bool_)):
