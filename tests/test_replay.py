@@ -346,6 +346,20 @@ def test_an_array_given_twice_does_not_make_a_plan_that_takes_it_twice():
                                rtol=1e-12)
 
 
+@pytest.mark.parametrize("norms", [False, True], ids=["grads", "norms"])
+def test_labels_closed_over_by_an_outer_jit_are_checked_once_and_the_program_runs(norms):
+    """Under ``jax.jit`` with ``params`` and ``X`` traced and the labels closed over, the
+    program's flag covers the labels' range alone (no array left to test for NaN)."""
+    fn = bpcheck.per_example_grad_norms if norms else bpcheck.per_example_grads
+    params, X, _ = network(12)
+    y = jnp.asarray([0, 1, 1, 0, 1, 0])
+    got = jax.jit(lambda p, X: fn(p, X, y))(params, X)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(fn(params, X, y)), rtol=1e-12)
+    bad = y + 1
+    with pytest.raises(ValueError, match=r"y: class labels must lie in 0\.\.1"):
+        jax.jit(lambda p, X: fn(p, X, bad))(params, X)
+
+
 def test_a_repeat_call_traced_by_an_outer_jit_checks_its_concrete_arrays_on_the_host():
     params, X, v = network(7)
     want = bpcheck.gauss_newton_matvec(params, X, v)

@@ -149,13 +149,17 @@ def checked_program(kernel: Callable, static: tuple, treedef: Any, positions: tu
 def all_finite(arrays: Sequence[Any], xp) -> Any:
     """True when every entry of every array is finite (traceable; one flag for all).
 
-    ``sum(x * 0)`` is NaN exactly when ``x`` holds a NaN or an inf and 0 otherwise, so the
-    sum of those sums is finite exactly when all entries are (:func:`finite_flags`).  Small
-    arrays are joined first: one reduction instead of one each, a few microseconds less
-    per call.
+    Small arrays (at most ``JOIN_IN_PROGRAM`` entries in all) are joined and tested entry
+    by entry: one fused loop, where XLA on the CPU splits a float sum into a tree of
+    partial sums (three more steps; the one-example Jacobian factors of a 10-32-32-3
+    network ran their program in 41 against 71 microseconds).  Large ones by sums:
+    ``sum(x * 0)`` is NaN exactly when ``x`` holds a NaN or an inf and 0 otherwise, so
+    the sum of those sums is finite exactly when all entries are (:func:`finite_flags`).
     """
+    if not arrays:  # (a call under an outer jit whose checked arrays are all traced)
+        return xp.asarray(True)
     if sum(x.size for x in arrays) <= JOIN_IN_PROGRAM:
-        return xp.isfinite(xp.sum(xp.concatenate([x.reshape(-1) for x in arrays]) * 0))
+        return xp.all(xp.isfinite(xp.concatenate([x.reshape(-1) for x in arrays])))
     return xp.isfinite(sum(xp.sum(x * 0) for x in arrays))
 
 
