@@ -329,7 +329,12 @@ def _plan(records, leaves, result):
         return runner, None, None  # the caller's arrays, in their order
     if axis is None and None not in indices:
         return runner, indices, None
-    return _fused(runner, lambda later: [build(later) for build in builders], axis), None, None
+    take = lambda later: [build(later) for build in builders]
+    import jax
+
+    if not hasattr(jax.lax, "optimization_barrier"):  # (not in JAX 0.4.31): the three steps
+        return runner, take, axis
+    return _fused(runner, take, axis), None, None
 
 
 def _fused(runner, take, axis):
@@ -337,15 +342,21 @@ def _fused(runner, take, axis):
     steps: the batch axes added to the caller's arrays (``take``), the checked program
     ``runner`` (inlined), and the axis taken from its result (``axis``; ``None``: none).
     Each step eager is a program call of its own, 15-35 microseconds on the CPU against
-    15-20 for a small kernel; the tests hold the fused program's results to the full
-    path's, bit for bit."""
+    15-20 for a small kernel.  Optimization barriers keep XLA from seeing through the
+    added axis into the kernel, or from the taken entry back into it: with an axis of 1
+    it knows of, XLA may compute a product in another order (an NTK entry 1 ulp off on
+    JAX 0.12), and the tests hold the fused program's results to the full path's, bit
+    for bit."""
     import jax
 
     def run(*leaves):
         token = RECORDING.set(None)  # traced once: notes of no call
         try:
-            out, ok = runner(*take(leaves))
-            return (out if axis is None else without_axis(out, axis)), ok
+            arrays = jax.lax.optimization_barrier(take(leaves))
+            out, ok = runner(*arrays)
+            if axis is not None:
+                out = without_axis(jax.lax.optimization_barrier(out), axis)
+            return out, ok
         finally:
             RECORDING.reset(token)
 
