@@ -564,3 +564,23 @@ def test_calls_from_several_threads_give_what_the_full_path_gives():
 
     with ThreadPoolExecutor(3) as pool:
         assert all(pool.map(one, range(120)))
+
+
+def test_rerun_takes_only_one_kernel_run_whose_result_was_returned_as_is():
+    """``_compiled.rerun`` (the operator's repeat products) refuses notes of anything else:
+    no run, a joined result, a batch axis note, two runs, another result, another last
+    array."""
+    from bpcheck._arrays import Reshaped
+
+    x, y, out = np.ones(3), np.ones(3), np.ones(3)
+    run = ((_outputs, ()), (x,), out)
+    assert _compiled.rerun([], x, out) is None
+    assert _compiled.rerun([None], x, out) is None
+    assert _compiled.rerun([Reshaped(x, out, None)], x, out) is None
+    assert _compiled.rerun([run, run], x, out) is None
+    assert _compiled.rerun([run], x, np.ones(3)) is None
+    assert _compiled.rerun([run], y, out) is None
+    double = (lambda x, xp: 2 * x, ())
+    again = _compiled.rerun([(double, (x,), out)], x, out)
+    np.testing.assert_array_equal(again(np.arange(3.0)), [0.0, 2.0, 4.0])
+    assert again(np.array([0.0, np.nan, 1.0])) is None  # NaN: the caller's full path

@@ -371,10 +371,9 @@ def rerun(records, x, result):
     ``None`` when the new ``x`` (NumPy: checked on the host; JAX: by the program's flag)
     holds NaN or inf.  ``None`` instead of a function when the notes are not of such a
     call.  For repeat calls with fixed stored arrays (``GaussNewtonOperator.matvec``)."""
-    kernels = [r for r in records if type(r) is not Reshaped]
-    if len(records) != 1 or kernels[0] is None:
+    if len(records) != 1 or type(records[0]) is not tuple:  # (None: joined after its run)
         return None
-    runner, used, out = kernels[0]
+    runner, used, out = records[0]
     if out is not result:
         return None
     if type(runner) is tuple:  # NumPy: the kernel's own arrays, as it took them
