@@ -10,6 +10,7 @@ A kernel is a pure function ``kernel(*arrays, *static, xp)``: ``arrays`` are tra
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import operator
@@ -273,6 +274,24 @@ def _record(runner, arrays, out, joined_after) -> None:
         records.append(None if joined_after else (runner, arrays, out))
 
 
+@contextlib.contextmanager
+def recording(notes):
+    """Within the block, :func:`call`, :func:`without_axis` and
+    :func:`bpcheck._arrays.with_batch_axis` append their notes to ``notes`` (``None``:
+    nowhere), as :func:`replayed`'s first call of a signature takes them."""
+    token = RECORDING.set(notes)
+    try:
+        yield notes
+    finally:
+        RECORDING.reset(token)
+
+
+def _passed(ok) -> bool:
+    """A checked program's flag read on the host: true for a concrete ``True`` only (a
+    traced flag, under an outer jit, is no answer)."""
+    return type(ok) in _CONCRETE and bool(np.asarray(ok))
+
+
 def _builder(arrays, leaves, added):
     """A function of a later call's leaves that gives ``arrays`` (lists and tuples of arrays
     and ``None``, as a NumPy kernel took them) with each array found in ``leaves`` by
@@ -350,15 +369,12 @@ def _fused(runner, take, axis):
     import jax
 
     def run(*leaves):
-        token = RECORDING.set(None)  # traced once: notes of no call
-        try:
+        with recording(None):  # traced once: notes of no call
             arrays = jax.lax.optimization_barrier(take(leaves))
             out, ok = runner(*arrays)
             if axis is not None:
                 out = without_axis(jax.lax.optimization_barrier(out), axis)
             return out, ok
-        finally:
-            RECORDING.reset(token)
 
     return jax.jit(run)
 
@@ -387,7 +403,7 @@ def rerun(records, x, result):
 
     def again(later):
         out, ok = runner(*rest, later)
-        return out if type(ok) in _CONCRETE and np.asarray(ok) else None
+        return out if _passed(ok) else None
 
     return again
 
@@ -509,15 +525,11 @@ def replayed(*arrays: str, recheck: Callable | None = None):
                                        [leaves[i] for i in take] if type(take) is list else
                                        take(leaves)))
                     if (recheck is not None and not recheck(*args, **kwargs)) or \
-                            not (np.asarray(ok) if type(ok) in _CONCRETE else False):
+                            not _passed(ok):
                         return fn(*args, **kwargs)
                 return out if axis is None else without_axis(out, axis)
-            records: list = []
-            token = RECORDING.set(records)
-            try:
+            with recording([]) as records:
                 result = fn(*args, **kwargs)
-            finally:
-                RECORDING.reset(token)
             plan = _plan(records, leaves, result)
             if plan is not None and len(_PLANS) < _PLANS_MAX:
                 _PLANS[key] = plan

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from ._activations import resolve_activations
-from ._arrays import RECORDING, as_array, prepare, split_finite_checks
-from ._compiled import call, replayed, rerun, shape_of
+from ._arrays import as_array, prepare, split_finite_checks
+from ._compiled import call, recording, replayed, rerun, shape_of
 from ._losses import check_reduction, resolve_loss
 from ._model import model_params, model_vector
 from ._params import beta_size, layers_from_beta, param_count
@@ -304,12 +304,8 @@ class GaussNewtonOperator:
                              f"for m products), got shape {tuple(v.shape)}")
         if self._net is not None or shape_of(v) is None:
             return back(self._products(v, _operator_vector))
-        records: list = []
-        token = RECORDING.set(records)
-        try:
+        with recording([]) as records:
             out = self._products(v, _operator_vector)
-        finally:
-            RECORDING.reset(token)
         again = rerun(records, v, out)
         if again is not None:
             self._again = (type(v), again)

@@ -50,6 +50,9 @@ def _sigmoid(z, xp):
     return xp.where(z >= 0, 1 / (1 + e), e / (1 + e))
 
 
+_RANGED = ("cross_entropy", "binary_cross_entropy")  # losses whose targets have a range
+
+
 class Loss:
     """A loss of the outputs ``z`` ``(N, K)`` and targets ``y``, by name or by its derivatives.
 
@@ -162,22 +165,24 @@ class Loss:
         """The smallest or largest target of a concrete ``y`` where it lies outside its range
         (cross-entropy: class labels ``0..K-1``; binary cross-entropy: ``[0, 1]``), else
         ``None`` (also for the other losses and for traced or empty ``y``)."""
-        if self.name not in ("cross_entropy", "binary_cross_entropy") or is_tracer(y) or not y.size:
+        if self.name not in _RANGED or is_tracer(y) or not y.size:
             return None
-        if self.name == "cross_entropy":
-            lo, hi = (int(t) for t in _host_range(y))
-            return lo if lo < 0 else hi if hi >= K else None
-        lo, hi = (float(t) for t in _host_range(y))
-        return lo if lo < 0 else hi if hi > 1 else None
+        low, high = self._target_range(K)
+        kind = int if self.name == "cross_entropy" else float
+        lo, hi = (kind(t) for t in _host_range(y))
+        return lo if lo < low else hi if hi > high else None
 
     def target_bounds(self, y: Any, K: int) -> tuple:
         """``((y, lo, hi),)``: the range :meth:`target_out_of_range` checks, for a concrete
         JAX ``y`` of class labels or binary targets, to be checked again inside a compiled
         program (``bpcheck._compiled.call``'s ``bounds``); ``()`` otherwise."""
-        if self.name not in ("cross_entropy", "binary_cross_entropy") or y is None or \
-                type(y) is np.ndarray or is_tracer(y):
+        if self.name not in _RANGED or y is None or type(y) is np.ndarray or is_tracer(y):
             return ()
-        return ((y, 0, K - 1 if self.name == "cross_entropy" else 1),)
+        return ((y, *self._target_range(K)),)
+
+    def _target_range(self, K: int) -> tuple:
+        """``(lo, hi)``: class labels ``0..K-1``, binary targets ``[0, 1]``."""
+        return (0, K - 1) if self.name == "cross_entropy" else (0, 1)
 
     # --- derivatives with respect to z ------------------------------------------------
 

@@ -34,9 +34,9 @@ from ._compiled import call, replayed, without_axis, written
 from ._losses import Loss, check_reduction, resolve_loss
 from ._model import model_params
 from ._params import param_count
-from ._sharding import resolve_mesh
 from ._recursion import (_THREADED_SIZE, _as_blocks, _forward_layers, _single_threaded_blas,
                          by_rows, pullback)
+from ._sharding import batch_parallel, resolve_mesh
 
 
 def deltas_and_inputs(params, X, y, loss, acts, mean, xp):
@@ -132,8 +132,6 @@ def _run(kernel, static, params, X, y, xp, mesh, gather, unchecked):
         return call(kernel, xp, static, params, X, y, unchecked=unchecked,
                     bounds=static[0].target_bounds(y, params[-1][0].shape[0]))
     import jax.numpy as jnp
-
-    from ._sharding import batch_parallel
 
     return batch_parallel(lambda p, Xl, yl: kernel(p, Xl, yl, *static, jnp), mesh, (params,),
                           (X, y), gather, "X", key=(kernel, static))
