@@ -16,9 +16,9 @@ hits them alike.  Timings on a shared machine are noisy: compare the methods of 
 Tasks and sizes:
 
 - per-example gradients of the cross-entropy (per example, not averaged), 784-1024-1024-10
-  with N = 128 and 64-256-256-256-10 with N = 256: bpcheck (NumPy and JAX), ``torch.func``
-  ``vmap(grad)``, BackPACK ``BatchGrad``, Opacus ``GradSampleModule`` and
-  ``jax.vmap(jax.grad)``;
+  with N = 128 and 64-256-256-256-10 with N = 256: bpcheck (NumPy and JAX, JAX called as is
+  and inside ``jax.jit``), ``torch.func`` ``vmap(grad)``, BackPACK ``BatchGrad``, Opacus
+  ``GradSampleModule`` and ``jax.vmap(jax.grad)``;
 - their norms, same nets: bpcheck ``per_example_grad_norms``, BackPACK ``BatchL2Grad``, and
   the norms of the per-example gradients of each other peer;
 - Gauss-Newton-vector products ``mean_n J_n' H_n J_n v`` (cross-entropy), 784-1024-1024-10
@@ -40,6 +40,13 @@ Tasks and sizes:
 - the full Jacobian ``(N, K, P)``, 64-256-256-256-256-10 with N = 128: bpcheck ``jacobian``
   (NumPy; JAX called as is and inside ``jax.jit``) against ``jax.vmap(jax.jacrev)`` and
   ``torch.func`` ``vmap(jacrev)``.
+
+Inside a user's ``jax.jit`` XLA writes the result, into memory it allocates per call (on
+the CPU: fresh pages, zeroed by the system on first touch), where bpcheck called as is
+fills it with NumPy's threads in memory kept from earlier results.  The per-example
+gradient and Jacobian rows therefore end with a floor line: one ``jax.jit`` program that
+only writes the per-layer outer products of the result's size, against the time that 1.2x
+the fastest peer needs.
 
 Layouts: "flat" is one ``(N, P)`` (or ``(N, K, P)``) array in bpcheck's ``beta`` order;
 "per-layer" is what the peers return, one array per weight and bias with ``N`` (and ``K``)
@@ -64,6 +71,7 @@ best of the repeats is what counts, and a rerun is the check.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.metadata
 import importlib.util
 import os
@@ -333,9 +341,21 @@ def pergrad_row(widths, N, repeats, norms: bool):
         row.add(f"bpcheck {lib}", "per-layer",
                 lambda p=p, X=Xl, y=yl: bpcheck.per_example_grads(p, X, y, flat=False),
                 lambda o: flat_layers([t for pair in o for t in pair], (N,)), peer=False)
+    if not norms:
+        Xj, yj = jnp.asarray(X), jnp.asarray(y)
+        for layout, flat in (("flat", True), ("per-layer", False)):
+            jitted = jax.jit(functools.partial(bpcheck.per_example_grads, flat=flat))
+            row.add("bpcheck JAX, inside jax.jit", layout, lambda f=jitted: f(pj, Xj, yj),
+                    np.asarray if flat else
+                    lambda o: flat_layers([t for pair in o for t in pair], (N,)), peer=False)
     torch_peers(row, params, X, y, norms)
     jax_pergrad_peer(row, params, X, y, norms)
-    row.run()
+    fastest = row.run()
+    if not norms:
+        rng = np.random.default_rng(1)
+        pairs = [(rng.standard_normal((N, d), np.float32), rng.standard_normal((N, dp), np.float32))
+                 for dp, d in zip(widths, widths[1:])]
+        xla_write_floor(pairs, fastest, repeats)
 
 
 def pergrad_rows(repeats, norms: bool):
@@ -750,8 +770,13 @@ def jacobian_rows(repeats):
             lambda o: flat_layers([t for pair in o for t in pair], (N, K)), peer=False)
     row.add("bpcheck JAX, called as is", "flat", lambda: bpcheck.jacobian(pj, Xj), np.asarray,
             peer=False)
+    row.add("bpcheck JAX, called as is", "per-layer", lambda: bpcheck.jacobian(pj, Xj, flat=False),
+            lambda o: flat_layers([t for pair in o for t in pair], (N, K)), peer=False)
     jitted = jax.jit(bpcheck.jacobian)
     row.add("bpcheck JAX, inside jax.jit", "flat", lambda: jitted(pj, Xj), np.asarray, peer=False)
+    layers = jax.jit(functools.partial(bpcheck.jacobian, flat=False))
+    row.add("bpcheck JAX, inside jax.jit", "per-layer", lambda: layers(pj, Xj),
+            lambda o: flat_layers([t for pair in o for t in pair], (N, K)), peer=False)
     jac, to_flat = jax_jacobian()
     per = jax.jit(jac)
     flat = jax.jit(lambda p, X: jnp.concatenate(
@@ -766,7 +791,34 @@ def jacobian_rows(repeats):
                 lambda o: o.numpy())
     else:
         row.skip("torch.func: skipped (torch is not installed)")
-    row.run()
+    fastest = row.run()
+    rng = np.random.default_rng(1)
+    pairs = [(rng.standard_normal((N, K, d), np.float32), rng.standard_normal((N, dp), np.float32))
+             for dp, d in zip(widths, widths[1:])]
+    xla_write_floor(pairs, fastest, repeats)
+
+
+def xla_write_floor(pairs, fastest, repeats):
+    """Print what one ``jax.jit`` program takes to write only the per-layer outer products
+    ``left[..., :, None] * right[:, None, ..., None, :]`` of ``pairs`` (``left`` ``(N, ...,
+    d_l)``, ``right`` ``(N, d_{l-1})``), nothing computed before them: the writes of a
+    per-layer result of this size, which is what a call inside a user's ``jax.jit`` gives
+    XLA to do at the least, against the time that 1.2x the fastest peer needs."""
+    def outer(pairs):
+        out = []
+        for left, right in pairs:
+            mid = (None,) * (left.ndim - 1)
+            out.append(left[..., :, None] * right[(slice(None),) + mid + (slice(None),)])
+        return out
+
+    program = jax.jit(outer)
+    args = [(jnp.asarray(a), jnp.asarray(b)) for a, b in pairs]
+    block(program(args))
+    best = min(_settled(lambda: program(args), False) for _ in range(repeats))
+    entries = sum(a.size * b.shape[1] for a, b in pairs)
+    print(f"  floor inside jax.jit: the per-layer outer products alone ({entries / 1e6:.0f} M "
+          f"entries, nothing computed before them), one jax.jit program: {1e3 * best:.2f} ms; "
+          f"1.2x the fastest peer needs {1e3 * fastest / 1.2:.2f} ms", flush=True)
 
 
 def main():

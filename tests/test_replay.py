@@ -161,8 +161,8 @@ def test_nan_in_a_single_example_is_caught_on_a_repeat_call_and_named(library, c
 
 
 def test_a_repeat_jax_jacobian_skips_the_checks_and_a_numpy_one_has_no_plan(counted):
-    """JAX: the small Jacobian is its program's result (batch or one example), replayed; the
-    per-layer views and NumPy's Jacobian, written in place by threads, are not."""
+    """JAX: the small Jacobian is its program's result (batch or one example, flat or per
+    layer), replayed; NumPy's Jacobian, written in place by threads, is not."""
     for x_of in (lambda X: X, lambda X: X[1]):
         counted.clear()
         for seed in (0, 1, 2):
@@ -176,10 +176,13 @@ def test_a_repeat_jax_jacobian_skips_the_checks_and_a_numpy_one_has_no_plan(coun
     for seed in (0, 1):
         params, X, _ = network(seed)
         layers = bpcheck.jacobian(params, X, flat=False)
+        full = bpcheck.jacobian.__wrapped__(params, X, flat=False)
+        for got, want in zip(jax.tree_util.tree_leaves(layers), jax.tree_util.tree_leaves(full)):
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
         np.testing.assert_array_equal(np.asarray(layers[1][0]).reshape(6, 2, -1),
                                       np.asarray(bpcheck.jacobian(params, X))[:, :, 20:45])
         bpcheck.jacobian(as_numpy(params), np.asarray(X))
-    assert len(counted) == 2 * 2  # per layer and NumPy: every call checked
+    assert len(counted) == 1 + 2 + 2  # per layer: the first call and two full paths; NumPy: both
     bad = X.at[3, 0].set(np.nan)
     with pytest.raises(ValueError, match="X: contains NaN or inf"):
         bpcheck.jacobian(params, bad)

@@ -152,13 +152,25 @@ def in_model_layout(result: Any, widths: Sequence[int], net: Network | None, fla
     :meth:`Network.from_beta`).  ``flat=None``: the model's structure for a network, flat
     otherwise.
     """
-    if flat is None:
-        flat = net is None
-    if not isinstance(flat, (bool, np.bool_)):
-        raise TypeError(f"flat: expected True or False, got {flat!r}")
-    if flat:
+    if wanted_flat(flat, net):
         return result
     return layers_from_beta(result, widths) if net is None else net.from_beta(result)
+
+
+def wanted_flat(flat: Any, net: Network | None) -> bool:
+    """Whether ``flat`` asks for one array in ``beta`` order: ``None`` means yes for
+    bpcheck's params, no (the model's structure) for a :class:`Network`."""
+    if flat is None:
+        return net is None
+    if not isinstance(flat, (bool, np.bool_)):
+        raise TypeError(f"flat: expected True or False, got {flat!r}")
+    return bool(flat)
+
+
+def in_model_layers(layers: list, net: Network | None):
+    """Per-layer results ``[(G_B^(l), G_b^(l))]`` in the model's structure for a
+    :class:`Network`, as they are for bpcheck's params."""
+    return layers if net is None else net.from_layers(layers)
 
 
 def _swap_last(x):

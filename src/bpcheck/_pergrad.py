@@ -32,7 +32,7 @@ from ._activations import resolve_activations
 from ._arrays import check_out, host_buffer, on_default_cpu, overlaps, prepare, to_jax
 from ._compiled import call, replayed, without_axis, written
 from ._losses import Loss, check_reduction, resolve_loss
-from ._model import model_params
+from ._model import in_model_layers, model_params, wanted_flat
 from ._params import param_count
 from ._recursion import (_THREADED_SIZE, _as_blocks, _forward_layers, _single_threaded_blas,
                          by_rows, pullback)
@@ -221,26 +221,23 @@ def per_example_grads(
     batches of one size: no fresh memory for the kernel to zero on every call.
     """
     params, activation, net = model_params(params, activation)
-    if flat is None:
-        flat = net is None
-    if not isinstance(flat, (bool, np.bool_)):
-        raise TypeError(f"flat: expected True or False, got {flat!r}")
+    flat = wanted_flat(flat, net)
     params, widths, X2, y2, single, xp, mesh, static, unchecked = _setup(
         params, X, y, loss, reduction, activation, mesh, gather)
     if out is not None:
-        return _grads_into(out, params, widths, X2, y2, single, xp, mesh, static, bool(flat), net)
+        return _grads_into(out, params, widths, X2, y2, single, xp, mesh, static, flat, net)
     if X2.shape[0] == 0 and flat:  # an empty batch: no rows
         return xp.zeros((0, param_count(widths)), X2.dtype)
     large = X2.shape[0] * param_count(widths) >= _THREADED_SIZE
     if xp is not np and mesh is None and large and on_default_cpu(
             [t for pair in params for t in pair] + [X2, y2]):
-        G = _host_filled(static, bool(flat), params, X2, y2, xp, unchecked)
+        G = _host_filled(static, flat, params, X2, y2, xp, unchecked)
     else:
-        G = _run(_per_example_grads, static + (bool(flat),), params, X2, y2, xp, mesh,
+        G = _run(_per_example_grads, static + (flat,), params, X2, y2, xp, mesh,
                  bool(gather), unchecked)
     if single:
         G = without_axis(G)
-    return G if flat or net is None else net.from_layers(G)
+    return G if flat else in_model_layers(G, net)
 
 
 def _host_filled(static, flat, params, X, y, xp, unchecked):

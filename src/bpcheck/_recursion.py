@@ -27,7 +27,7 @@ import numpy as np
 
 from ._activations import resolve_activations
 from ._arrays import check_out, host_buffer, on_default_cpu, prepare, to_jax
-from ._model import in_model_layout, model_params
+from ._model import in_model_layers, in_model_layout, model_params, wanted_flat
 from ._compiled import call, replayed, without_axis, written
 
 
@@ -323,6 +323,21 @@ def _jacobian_jax(params, X, acts, xp):
     return _assemble_jax(_factors(params, X, acts, xp))
 
 
+def _jacobian_layers_jax(params, X, acts, xp):
+    """The Jacobian per layer, ``[(J_B^(l), J_b^(l))]``, each block its own array: under
+    ``jax.jit`` XLA on the CPU writes these about 2.5 times as fast as the one flat buffer
+    (64-256x4-10, N = 128: 165 against 410-460 ms), and slicing that buffer into layers
+    copies it again (820 ms)."""
+    return [(f.V[:, :, :, None] * f.a_prev[:, None, None, :], f.V)
+            for f in _factors(params, X, acts, xp)]
+
+
+def _fill_layers_numpy(blocks, factors, n0, n1):
+    """Write rows ``n0:n1`` of each layer's ``J_B^(l)`` in place."""
+    for J_B, f in zip(blocks, factors):
+        np.multiply(f.V[n0:n1, :, :, None], f.a_prev[n0:n1, None, None, :], out=J_B[n0:n1])
+
+
 @replayed("params", "X")
 def jacobian(params: Any, X: Any, *, activation: Any = None, flat: bool = True, out: Any = None):
     """The per-example Jacobian ``d z^(L+1) / d beta'``, assembled from the factors.
@@ -336,7 +351,9 @@ def jacobian(params: Any, X: Any, *, activation: Any = None, flat: bool = True, 
     CPU is written as NumPy's, from the compiled factors, and handed to JAX without a copy.
 
     ``flat=False``: the same numbers per layer, ``[(J_B^(l), J_b^(l))]`` of shapes
-    ``(N, K, d_l, d_{l-1})`` and ``(N, K, d_l)`` (NumPy: views of the flat array); for a
+    ``(N, K, d_l, d_{l-1})`` and ``(N, K, d_l)`` (NumPy: views of the flat array; JAX: one
+    array per block, the flat one never written, which under ``jax.jit`` is about 2.5
+    times as fast as the flat result on the CPU); for a
     :class:`bpcheck.Network` or a model, in the model's own structure and orientation.
 
     ``out``: NumPy inputs only, an array of exactly the flat result's shape and dtype,
@@ -345,6 +362,7 @@ def jacobian(params: Any, X: Any, *, activation: Any = None, flat: bool = True, 
     memory for the kernel to zero each time.
     """
     params, activation, net = model_params(params, activation)
+    flat = wanted_flat(flat, net)
     params, widths, X2, single, xp, _, unchecked = prepare(params, X, defer_finite=True)
     acts = resolve_activations(activation, len(params) - 1)
     P = sum(d * (dp + 1) for dp, d in zip(widths, widths[1:]))
@@ -359,16 +377,23 @@ def jacobian(params: Any, X: Any, *, activation: Any = None, flat: bool = True, 
     if xp is not np and large and on_default_cpu(inputs):
         # concrete arrays on the CPU: the factors from the compiled program, the Jacobian
         # filled by NumPy's threads (XLA writes it at a third of the speed) into a buffer
-        # that JAX takes over without a copy
+        # that JAX takes over without a copy; per layer, each block in its own buffer (J_b
+        # is V itself)
         factors = call(_factors, xp, (acts,), params, X2, unchecked=unchecked)
-        factors = [LayerFactors(np.asarray(f.V), np.asarray(f.a_prev), None, None) for f in factors]
-        rows = host_buffer((X2.shape[0], widths[-1], P), factors[0].V.dtype)
-        J = to_jax(_assemble_numpy(factors, rows))
+        host = [LayerFactors(np.asarray(f.V), np.asarray(f.a_prev), None, None) for f in factors]
+        N, K = X2.shape[0], widths[-1]
+        if flat:
+            J = to_jax(_assemble_numpy(host, host_buffer((N, K, P), host[0].V.dtype)))
+        else:
+            blocks = [host_buffer(f.V.shape + f.a_prev.shape[1:], f.V.dtype) for f in host]
+            by_rows(lambda n0, n1: _fill_layers_numpy(blocks, host, n0, n1), N, N * K * P)
+            J = [(to_jax(J_B), f.V) for J_B, f in zip(blocks, factors)]
     elif xp is not np:
-        J = call(_jacobian_jax, xp, (acts,), params, X2, unchecked=unchecked)
+        kernel = _jacobian_jax if flat else _jacobian_layers_jax
+        J = call(kernel, xp, (acts,), params, X2, unchecked=unchecked)
     else:
         rows = None if out is None else out[None] if single else out
         with _single_threaded_blas(large):
             J = _assemble_numpy(_factors(params, X2, acts, np), rows)
     J = out if out is not None else without_axis(J) if single else J
-    return in_model_layout(J, widths, net, flat)
+    return in_model_layers(J, net) if type(J) is list else in_model_layout(J, widths, net, flat)
