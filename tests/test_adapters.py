@@ -132,3 +132,57 @@ def test_layers_that_are_not_dense_are_named():
                          {"W": np.ones((3, 3, 1)), "b": np.ones(1)}], layout="in_out")
     with pytest.raises(ValueError, match="layout: expected one of"):
         bpcheck.network(in_out_layers([3, 2]), layout="row")
+
+
+@pytest.mark.parametrize("library", ["numpy", "jax"])
+def test_in_out_results_are_computed_in_the_layers_orientation_on_every_path(monkeypatch, library):
+    """Per-layer per-example gradients and Jacobian rows of an ``in_out`` network are written
+    in its orientation, not transposed afterwards (a copy of the whole result: 280 of 350 ms
+    for the per-example gradients of a 784-1024-1024-10 network in JAX): the numbers of
+    bpcheck's own ``(B, b)`` results transposed, from the compiled program, under
+    ``jax.jit``, filled by NumPy's threads, and into ``out=``."""
+    from bpcheck import _pergrad, _recursion
+
+    widths, xp = [3, 5, 4, 2], np if library == "numpy" else jnp
+    layers = [{"W": xp.asarray(layer["W"]), "b": xp.asarray(layer["b"])}
+              for layer in in_out_layers(widths, seed=4)]
+    net = bpcheck.network(layers, layout="in_out", activation="tanh")
+    rng = np.random.default_rng(5)
+    X, y = xp.asarray(rng.standard_normal((7, 3))), xp.asarray(rng.integers(0, 2, 7))
+    want_g = bpcheck.per_example_grads(net.params, X, y, flat=False, activation="tanh")
+    want_J = bpcheck.jacobian(net.params, X, flat=False, activation="tanh")
+
+    def check(grads, rows, path):
+        for got, (gB, gb) in zip(grads, want_g):
+            if library == "numpy" and path != "jit":
+                assert got["W"].flags.c_contiguous, path  # written so, not a transposed view
+            np.testing.assert_allclose(np.asarray(got["W"]), np.swapaxes(np.asarray(gB), -1, -2),
+                                       rtol=1e-13, atol=1e-15, err_msg=path)
+            np.testing.assert_array_equal(np.asarray(got["b"]), np.asarray(gb), err_msg=path)
+        for got, (JB, Jb) in zip(rows, want_J):
+            assert got["W"].shape == (7, 2) + JB.shape[:1:-1], path
+            np.testing.assert_allclose(np.asarray(got["W"]), np.swapaxes(np.asarray(JB), -1, -2),
+                                       rtol=1e-13, atol=1e-15, err_msg=path)
+            np.testing.assert_allclose(np.asarray(got["b"]), np.asarray(Jb), rtol=1e-13,
+                                       atol=1e-15, err_msg=path)
+
+    def grads(X, y):
+        return bpcheck.per_example_grads(net, X, y)
+
+    def rows(X):
+        return bpcheck.jacobian(net, X, flat=False)
+
+    check(grads(X, y), rows(X), "compiled" if library == "jax" else "numpy")
+    if library == "jax":
+        check(jax.jit(grads)(X, y), jax.jit(rows)(X), "jit")
+        # no transposed copy of a result in the program (the forward pass's B' are 2-D)
+        assert "permutation=(0, 2, 1)" not in str(jax.make_jaxpr(grads)(X, y))
+        assert "permutation=(0, 1, 3, 2)" not in str(jax.make_jaxpr(rows)(X))
+    else:
+        out = jax.tree_util.tree_map(np.zeros_like, grads(X, y))
+        assert bpcheck.per_example_grads(net, X, y, out=out) is out
+        check(out, rows(X), "out=")
+    for module in (_recursion, _pergrad):
+        monkeypatch.setattr(module, "_THREADED_SIZE", 1)  # JAX: filled on the host
+    monkeypatch.setattr(_recursion, "_THREADS", 3)  # rows split over threads
+    check(grads(X, y), rows(X), "threads")

@@ -32,7 +32,7 @@ from ._activations import resolve_activations
 from ._arrays import check_out, host_buffer, on_default_cpu, overlaps, prepare, to_jax
 from ._compiled import call, replayed, without_axis, written
 from ._losses import Loss, check_reduction, resolve_loss
-from ._model import in_model_layers, model_params, wanted_flat
+from ._model import in_model_layers, layouts_of, model_params, outer, wanted_flat
 from ._params import param_count
 from ._recursion import (_THREADED_SIZE, _as_blocks, _forward_layers, _single_threaded_blas,
                          by_rows, pullback)
@@ -66,29 +66,30 @@ def _fill(out, deltas, a_prevs):
     return out
 
 
-def _outer_layers(deltas, a_prevs, gBs):
+def _outer_layers(deltas, a_prevs, gBs, layouts):
     """``[(delta^(l) a^(l-1)' per example, delta^(l))]``: the per-layer gradients, the
-    ``(N, d_l, d_{l-1})`` products written into ``gBs`` in place with the rows split over
-    the cores."""
+    products (``(N, d_l, d_{l-1})``, or ``(N, d_{l-1}, d_l)`` for an ``"in_out"`` layout)
+    written into ``gBs`` in place with the rows split over the cores."""
     def rows(n0, n1):
-        for gB, delta, a in zip(gBs, deltas, a_prevs):
-            np.multiply(delta[n0:n1, :, None], a[n0:n1, None, :], out=gB[n0:n1])
+        for gB, delta, a, layout in zip(gBs, deltas, a_prevs, layouts):
+            outer(delta[n0:n1], a[n0:n1], layout, out=gB[n0:n1])
 
     by_rows(rows, a_prevs[0].shape[0], sum(gB.size for gB in gBs))
     return list(zip(gBs, deltas))
 
 
-def _numpy_grads(deltas, a_prevs, flat):
+def _numpy_grads(deltas, a_prevs, flat, layouts):
     """The per-example gradients from NumPy deltas and layer inputs, written by NumPy's
     threads into fresh arrays (:func:`bpcheck._arrays.host_buffer`: aligned for JAX, large
     ones from resident memory): one ``(N, P)`` array (``flat``, :func:`_fill`) or the
-    per-layer pairs (:func:`_outer_layers`)."""
+    per-layer pairs, each weight's in its layer's layout (:func:`_outer_layers`)."""
     N, dtype = a_prevs[0].shape[0], deltas[0].dtype
     if flat:
         P = sum(delta.shape[1] * (a.shape[1] + 1) for delta, a in zip(deltas, a_prevs))
         return _fill(host_buffer((N, P), dtype), deltas, a_prevs)
-    return _outer_layers(deltas, a_prevs, [host_buffer((N, delta.shape[1], a.shape[1]), dtype)
-                                           for delta, a in zip(deltas, a_prevs)])
+    shapes = [(N, d.shape[1], a.shape[1]) if layout == "out_in" else (N, a.shape[1], d.shape[1])
+              for d, a, layout in zip(deltas, a_prevs, layouts)]
+    return _outer_layers(deltas, a_prevs, [host_buffer(shape, dtype) for shape in shapes], layouts)
 
 
 def _assemble_jax(deltas, a_prevs):
@@ -101,17 +102,18 @@ def _assemble_jax(deltas, a_prevs):
     return written(blocks, axis=1)
 
 
-def _per_example_grads(params, X, y, loss, acts, mean, flat, xp):
+def _per_example_grads(params, X, y, loss, acts, mean, flat, layouts, xp):
     if xp is np:
         # the products that give the deltas are small; OpenBLAS's threads would spin beside
         # the threaded fill that follows (see bpcheck._recursion._single_threaded_blas)
         P = sum(B.size + b.size for B, b in params)
         with _single_threaded_blas(X.shape[0] * P >= _THREADED_SIZE):
             deltas, a_prevs = deltas_and_inputs(params, X, y, loss, acts, mean, np)
-        return _numpy_grads(deltas, a_prevs, flat)
+        return _numpy_grads(deltas, a_prevs, flat, layouts)
     deltas, a_prevs = deltas_and_inputs(params, X, y, loss, acts, mean, xp)
     if not flat:
-        return [(delta[:, :, None] * a[:, None, :], delta) for delta, a in zip(deltas, a_prevs)]
+        return [(outer(delta, a, layout), delta)
+                for delta, a, layout in zip(deltas, a_prevs, layouts)]
     return _assemble_jax(deltas, a_prevs)
 
 
@@ -229,24 +231,25 @@ def per_example_grads(
     if X2.shape[0] == 0 and flat:  # an empty batch: no rows
         return xp.zeros((0, param_count(widths)), X2.dtype)
     large = X2.shape[0] * param_count(widths) >= _THREADED_SIZE
+    layouts = () if flat else layouts_of(net, len(params))  # each weight's orientation
     if xp is not np and mesh is None and large and on_default_cpu(
             [t for pair in params for t in pair] + [X2, y2]):
-        G = _host_filled(static, flat, params, X2, y2, xp, unchecked)
+        G = _host_filled(static, flat, layouts, params, X2, y2, xp, unchecked)
     else:
-        G = _run(_per_example_grads, static + (flat,), params, X2, y2, xp, mesh,
+        G = _run(_per_example_grads, static + (flat, layouts), params, X2, y2, xp, mesh,
                  bool(gather), unchecked)
     if single:
         G = without_axis(G)
     return G if flat else in_model_layers(G, net)
 
 
-def _host_filled(static, flat, params, X, y, xp, unchecked):
+def _host_filled(static, flat, layouts, params, X, y, xp, unchecked):
     """Large per-example gradients of concrete JAX arrays on the CPU: the deltas from the
     compiled program, the outer products filled by NumPy's threads into a buffer that JAX
     then takes over without a copy (see :func:`bpcheck._arrays.to_jax`)."""
     deltas, a_prevs = call(deltas_and_inputs, xp, static, params, X, y, unchecked=unchecked)
     G = _numpy_grads([np.asarray(delta) for delta in deltas], [np.asarray(a) for a in a_prevs],
-                     flat)
+                     flat, layouts)
     return to_jax(G) if flat else [(to_jax(gB), delta) for (gB, _), delta in zip(G, deltas)]
 
 
@@ -258,33 +261,29 @@ def _grads_into(out, params, widths, X, y, single, xp, mesh, static, flat, net):
     N, dtype = X.shape[0], X.dtype
     lead = () if single else (N,)
     inputs = [t for pair in params for t in pair] + [X, y]
-    specs = [("out", out, (param_count(widths),), False)] if flat else _out_specs(out, widths, net)
-    buffers = []
-    for name, buf, shape, swap in specs:
-        buf = check_out(name, buf, lead + shape, dtype, inputs)
-        buffers.append(buf.swapaxes(-1, -2) if swap else buf)
+    specs = [("out", out, (param_count(widths),))] if flat else _out_specs(out, widths, net)
+    buffers = [check_out(name, buf, lead + shape, dtype, inputs) for name, buf, shape in specs]
     for i, j in itertools.combinations(range(len(buffers)), 2):
         if overlaps(buffers[i], buffers[j]):
             raise ValueError(f"{specs[i][0]} and {specs[j][0]} share memory; expected separate "
                              f"buffers")
-    rows = [b[None] if single else b for b in buffers]  # (N, ...) in bpcheck's orientation
+    rows = [b[None] if single else b for b in buffers]  # (N, ...), weights in their layouts
     loss, acts, mean = static
     with _single_threaded_blas(N * param_count(widths) >= _THREADED_SIZE):
         deltas, a_prevs = deltas_and_inputs(params, X, y, loss, acts, mean, np)
     if flat:
         _fill(rows[0], deltas, a_prevs)
     else:
-        _outer_layers(deltas, a_prevs, rows[0::2])
+        _outer_layers(deltas, a_prevs, rows[0::2], layouts_of(net, len(params)))
         for gb, delta in zip(rows[1::2], deltas):
             gb[...] = delta
     return out
 
 
 def _out_specs(out, widths, net):
-    """``(name, buffer, shape without N, swap)`` for the weight and the bias of each layer of
+    """``(name, buffer, shape without N)`` for the weight and the bias of each layer of
     ``out`` as :func:`per_example_grads` returns it with ``flat=False``: bpcheck's list of
-    ``(gB, gb)`` pairs, or the model's structure (``swap``: a weight stored ``(d_{l-1},
-    d_l)``, written through its transposed view)."""
+    ``(gB, gb)`` pairs, or the model's structure (a weight in its layer's layout)."""
     L1 = len(widths) - 1
     layers = zip(widths, widths[1:])
     if net is None:
@@ -294,7 +293,7 @@ def _out_specs(out, widths, net):
                             f"per layer, as per_example_grads returns them; got "
                             f"{type(out).__name__}")
         return [spec for l, ((gB, gb), (d_prev, d)) in enumerate(zip(out, layers))
-                for spec in ((f"out[{l}][0]", gB, (d, d_prev), False), (f"out[{l}][1]", gb, (d,), False))]
+                for spec in ((f"out[{l}][0]", gB, (d, d_prev)), (f"out[{l}][1]", gb, (d,)))]
     try:
         leaves = net._leaves_of(out)
     except (KeyError, TypeError, ValueError, IndexError) as err:
@@ -302,9 +301,9 @@ def _out_specs(out, widths, net):
                         f"for this {net.source} ({err!r})") from None
     specs = []
     for dense, (W, b), (d_prev, d) in zip(net._layers, leaves, layers):
-        swap = dense.layout == "in_out"
-        specs += [(f"out: {dense.name} weight", W, (d_prev, d) if swap else (d, d_prev), swap),
-                  (f"out: {dense.name} bias", b, (d,), False)]
+        specs += [(f"out: {dense.name} weight", W,
+                   (d_prev, d) if dense.layout == "in_out" else (d, d_prev)),
+                  (f"out: {dense.name} bias", b, (d,))]
     return specs
 
 

@@ -27,7 +27,8 @@ import numpy as np
 
 from ._activations import resolve_activations
 from ._arrays import check_out, host_buffer, on_default_cpu, prepare, to_jax
-from ._model import in_model_layers, in_model_layout, model_params, wanted_flat
+from ._model import (in_model_layers, in_model_layout, layouts_of, model_params, outer,
+                     wanted_flat)
 from ._compiled import call, replayed, without_axis, written
 
 
@@ -323,19 +324,20 @@ def _jacobian_jax(params, X, acts, xp):
     return _assemble_jax(_factors(params, X, acts, xp))
 
 
-def _jacobian_layers_jax(params, X, acts, xp):
-    """The Jacobian per layer, ``[(J_B^(l), J_b^(l))]``, each block its own array: under
-    ``jax.jit`` XLA on the CPU writes these about 2.5 times as fast as the one flat buffer
-    (64-256x4-10, N = 128: 165 against 410-460 ms), and slicing that buffer into layers
-    copies it again (820 ms)."""
-    return [(f.V[:, :, :, None] * f.a_prev[:, None, None, :], f.V)
-            for f in _factors(params, X, acts, xp)]
+def _jacobian_layers_jax(params, X, acts, layouts, xp):
+    """The Jacobian per layer, ``[(J_W^(l), J_b^(l))]``, each block its own array, each
+    weight's in its layer's layout (:func:`bpcheck._model.outer`): under ``jax.jit`` XLA on
+    the CPU writes these about 2.5 times as fast as the one flat buffer (64-256x4-10,
+    N = 128: 165 against 410-460 ms), and slicing that buffer into layers copies it again
+    (820 ms)."""
+    return [(outer(f.V, f.a_prev, layout), f.V)
+            for f, layout in zip(_factors(params, X, acts, xp), layouts)]
 
 
-def _fill_layers_numpy(blocks, factors, n0, n1):
-    """Write rows ``n0:n1`` of each layer's ``J_B^(l)`` in place."""
-    for J_B, f in zip(blocks, factors):
-        np.multiply(f.V[n0:n1, :, :, None], f.a_prev[n0:n1, None, None, :], out=J_B[n0:n1])
+def _fill_layers_numpy(blocks, factors, layouts, n0, n1):
+    """Write rows ``n0:n1`` of each layer's ``J_W^(l)`` in place, in its layout."""
+    for J_W, f, layout in zip(blocks, factors, layouts):
+        outer(f.V[n0:n1], f.a_prev[n0:n1], layout, out=J_W[n0:n1])
 
 
 @replayed("params", "X")
@@ -374,6 +376,7 @@ def jacobian(params: Any, X: Any, *, activation: Any = None, flat: bool = True, 
         shape = (() if single else (X2.shape[0],)) + (widths[-1], P)
         out = check_out("out", out, shape, X2.dtype, inputs)
     large = X2.shape[0] * widths[-1] * P >= _THREADED_SIZE
+    layouts = layouts_of(net, len(params))  # each weight's orientation, for flat=False
     if xp is not np and large and on_default_cpu(inputs):
         # concrete arrays on the CPU: the factors from the compiled program, the Jacobian
         # filled by NumPy's threads (XLA writes it at a third of the speed) into a buffer
@@ -385,12 +388,14 @@ def jacobian(params: Any, X: Any, *, activation: Any = None, flat: bool = True, 
         if flat:
             J = to_jax(_assemble_numpy(host, host_buffer((N, K, P), host[0].V.dtype)))
         else:
-            blocks = [host_buffer(f.V.shape + f.a_prev.shape[1:], f.V.dtype) for f in host]
-            by_rows(lambda n0, n1: _fill_layers_numpy(blocks, host, n0, n1), N, N * K * P)
-            J = [(to_jax(J_B), f.V) for J_B, f in zip(blocks, factors)]
+            blocks = [host_buffer((N, K) + ((f.V.shape[2], f.a_prev.shape[1]) if layout == "out_in"
+                                             else (f.a_prev.shape[1], f.V.shape[2])), f.V.dtype)
+                      for f, layout in zip(host, layouts)]
+            by_rows(lambda n0, n1: _fill_layers_numpy(blocks, host, layouts, n0, n1), N, N * K * P)
+            J = [(to_jax(J_W), f.V) for J_W, f in zip(blocks, factors)]
     elif xp is not np:
-        kernel = _jacobian_jax if flat else _jacobian_layers_jax
-        J = call(kernel, xp, (acts,), params, X2, unchecked=unchecked)
+        J = call(*((_jacobian_jax, xp, (acts,)) if flat else
+                   (_jacobian_layers_jax, xp, (acts, layouts))), params, X2, unchecked=unchecked)
     else:
         rows = None if out is None else out[None] if single else out
         with _single_threaded_blas(large):
