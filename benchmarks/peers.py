@@ -3,9 +3,9 @@
 Run (the peers live in their own virtual environment, kept out of the project's):
 
     python3 -m venv .venv-bench
-    .venv-bench/bin/pip install torch==2.13.0 backpack-for-pytorch opacus curvlinops-for-pytorch -e .
-    .venv-bench/bin/python benchmarks/peers.py [--repeats 7] [--only pergrad,norms,ggn,ggnop,ntk,jacobian]
-        [--nt-python PYTHON_WITH_NEURAL_TANGENTS]
+    .venv-bench/bin/pip install torch==2.13.0 backpack-for-pytorch opacus curvlinops-for-pytorch flax -e .
+    .venv-bench/bin/python benchmarks/peers.py [--repeats 7]
+        [--only pergrad,norms,ggn,ggnop,ntk,jacobian,flax] [--nt-python PYTHON_WITH_NEURAL_TANGENTS]
 
 ReLU MLPs, float32, one process, CPU (or whatever JAX and PyTorch run on by default).
 Each row is timed as the best of ``--repeats`` calls (7; 3 for a method whose first timed
@@ -37,6 +37,10 @@ Tasks and sizes:
   ``(N, K, P)`` Jacobian would exceed 8 GiB: at N = 256 it is 28 GiB), and neural-tangents'
   three ``empirical_ntk_fn`` implementations when ``--nt-python`` names a Python that has
   it (it runs on JAX 0.4.x only, so ``nt_peer.py`` times it there, in its own process);
+- per-example gradients of a Flax NNX model (``nnx.Sequential`` of ``nnx.Linear``, kernels
+  ``(d_in, d_out)``), the per-example gradient sizes, in the model's own structure:
+  bpcheck given the model (``bpcheck.network``), called as is and inside ``jax.jit``,
+  against ``jax.vmap(jax.grad)`` of the model (when flax is installed);
 - the full Jacobian ``(N, K, P)``, 64-256-256-256-256-10 with N = 128: bpcheck ``jacobian``
   (NumPy; JAX called as is and inside ``jax.jit``) against ``jax.vmap(jax.jacrev)`` and
   ``torch.func`` ``vmap(jacrev)``.
@@ -85,7 +89,7 @@ import numpy as np
 
 import bpcheck
 
-TASKS = ("pergrad", "norms", "ggn", "ggnop", "ntk", "jacobian")
+TASKS = ("pergrad", "norms", "ggn", "ggnop", "ntk", "jacobian", "flax")
 SLOW = 1.0
 """Seconds: a method whose warm-up call takes longer is timed 3 times, not ``--repeats``."""
 SETTLE = 0.2
@@ -100,7 +104,7 @@ def have(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-HAVE = {name: have(name) for name in ("torch", "backpack", "opacus", "curvlinops")}
+HAVE = {name: have(name) for name in ("torch", "backpack", "opacus", "curvlinops", "flax")}
 if HAVE["torch"]:
     import torch
     import torch.nn.functional as F
@@ -798,6 +802,69 @@ def jacobian_rows(repeats):
     xla_write_floor(pairs, fastest, repeats)
 
 
+# --- a Flax model, as a researcher brings it --------------------------------------------
+
+
+def flax_model(params):
+    """An ``nnx.Sequential`` of ``nnx.Linear`` and ``nnx.relu`` holding ``params`` (its
+    kernels ``(d_in, d_out)``: ``B^(l)'``)."""
+    from flax import nnx
+
+    parts = []
+    for B, b in params:
+        layer = nnx.Linear(B.shape[1], B.shape[0], rngs=nnx.Rngs(0))
+        layer.kernel.value, layer.bias.value = jnp.asarray(B.T), jnp.asarray(b)
+        parts += [layer, nnx.relu]
+    return nnx.Sequential(*parts[:-1])
+
+
+def flax_flat(tree):
+    """A Flax state of per-example gradients (each layer's bias, then its kernel ``(N,
+    d_in, d_out)``) -> ``(N, P)`` in ``beta`` order."""
+    leaves = [np.asarray(t) for t in jax.tree_util.tree_leaves(tree)]
+    N = leaves[0].shape[0]
+    return np.concatenate([t for b, W in zip(leaves[0::2], leaves[1::2])
+                           for t in (np.swapaxes(W, -1, -2).reshape(N, -1), b)], axis=1)
+
+
+def flax_rows(repeats):
+    if not HAVE["flax"]:
+        print("\nper-example gradients of a Flax model: skipped (flax is not installed)")
+        return
+    for widths, N in (([784, 1024, 1024, 10], 128), ([64, 256, 256, 256, 10], 256)):
+        flax_row(widths, N, repeats)
+
+
+def flax_row(widths, N, repeats):
+    """Per-example gradients of a Flax NNX model, in its own structure (its state, kernels
+    ``(d_in, d_out)``): bpcheck given the model (read once with ``bpcheck.network``)
+    against ``jax.vmap(jax.grad)`` of the model's loss."""
+    from flax import nnx
+
+    params, X, y, _ = make(widths, N)
+    model = flax_model(params)
+    net = bpcheck.network(model)
+    Xj, yj = jnp.asarray(X), jnp.asarray(y)
+    row = Row(f"per-example gradients of a Flax NNX model, {'-'.join(map(str, widths))}, "
+              f"N = {N}, cross-entropy, float32", repeats)
+    row.add("bpcheck NumPy, (B, b) list", "flat", lambda: bpcheck.per_example_grads(params, X, y),
+            np.asarray, peer=False)
+    row.add("bpcheck JAX, model's state", "per-layer",
+            lambda: bpcheck.per_example_grads(net, Xj, yj), flax_flat, peer=False)
+    jitted = jax.jit(lambda X, y: bpcheck.per_example_grads(net, X, y))
+    row.add("bpcheck JAX, model's state, inside jax.jit", "per-layer",
+            lambda: jitted(Xj, yj), flax_flat, peer=False)
+    graphdef, state = nnx.split(model)
+
+    def loss(state, x, t):
+        return -jax.nn.log_softmax(nnx.merge(graphdef, state)(x[None])[0])[t]
+
+    per = jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, 0, 0)))
+    row.add("jax.vmap(jax.grad) of the model (jit)", "per-layer", lambda: per(state, Xj, yj),
+            flax_flat)
+    row.run()
+
+
 def xla_write_floor(pairs, fastest, repeats):
     """Print what one ``jax.jit`` program takes to write only the per-layer outer products
     ``left[..., :, None] * right[:, None, ..., None, :]`` of ``pairs`` (``left`` ``(N, ...,
@@ -837,7 +904,8 @@ def main():
             ap.error(f"--only: unknown task {task!r}; expected some of {', '.join(TASKS)}")
     versions = [f"numpy {np.__version__}", f"jax {jax.__version__}"]
     for name, dist in (("torch", "torch"), ("backpack", "backpack-for-pytorch"),
-                       ("opacus", "opacus"), ("curvlinops", "curvlinops-for-pytorch")):
+                       ("opacus", "opacus"), ("curvlinops", "curvlinops-for-pytorch"),
+                       ("flax", "flax")):
         if HAVE[name]:
             versions.append(f"{dist} {importlib.metadata.version(dist)}")
     print(f"bpcheck {bpcheck.__version__}; " + ", ".join(versions) + f"; JAX on {jax.devices()[0].platform}")
@@ -853,6 +921,8 @@ def main():
         ntk_rows(args.repeats)
     if "jacobian" in only:
         jacobian_rows(args.repeats)
+    if "flax" in only:
+        flax_rows(args.repeats)
 
 
 if __name__ == "__main__":
