@@ -587,3 +587,45 @@ def test_rerun_takes_only_one_kernel_run_whose_result_was_returned_as_is():
     again = _compiled.rerun([(double, (x,), out)], x, out)
     np.testing.assert_array_equal(again(np.arange(3.0)), [0.0, 2.0, 4.0])
     assert again(np.array([0.0, np.nan, 1.0])) is None  # NaN: the caller's full path
+
+
+NETWORK_CALLS = {  # name -> how the tests call it with a Network (y, v: the same each time)
+    "forward": lambda f, net, X, to: f(net, X),
+    "jacobian": lambda f, net, X, to: f(net, X),
+    "per_example_grad_norms": lambda f, net, X, to: f(net, X, to(np.arange(6) % 2)),
+    "gauss_newton_matvec": lambda f, net, X, to: f(net, X, to(np.linspace(-1, 1, P))),
+}
+
+
+@pytest.mark.parametrize("name, library", [(name, library) for name in NETWORK_CALLS
+                                           for library in LIBRARIES
+                                           if (name, library) != ("jacobian", "numpy")])
+def test_a_network_is_replayed_as_its_params_with_its_activations_in_the_signature(
+        name, library, counted):
+    """A model read by ``bpcheck.network`` repeats like its ``(B, b)`` list: no checks, the
+    full path's bits; a network of the same shapes with other activations is another
+    signature; NaN and inf are still caught.  (NumPy's Jacobian has no plan: written in
+    place by threads.)"""
+    fn, use, to = getattr(bpcheck, name), NETWORK_CALLS[name], LIBRARIES[library]
+
+    def read(seed, activation="tanh"):
+        params, X, _ = network(seed)
+        layers = [{"W": to(B).T, "b": to(b)} for B, b in params]  # x @ W + b
+        return bpcheck.network(layers, layout="in_out", activation=activation), to(X)
+
+    use(fn, *read(0), to)
+    assert len(counted) == 1
+    for seed in (1, 2):
+        net, X = read(seed)
+        got = use(fn, net, X, to)
+        assert len(counted) == 1, "a repeat call checked its arguments"
+        want = use(fn.__wrapped__, net, X, to)
+        counted.pop()
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    net, X = read(1, activation="relu")
+    got = use(fn, net, X, to)
+    assert len(counted) == 2, "another network's activations took a plan"
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(use(fn.__wrapped__, net, X, to)))
+    bad = X.at[1, 2].set(np.nan) if library == "jax" else np.where(X == X[1, 2], np.nan, X)
+    with pytest.raises(ValueError, match=r"X: contains NaN or inf"):
+        use(fn, read(2)[0], bad, to)

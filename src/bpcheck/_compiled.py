@@ -21,6 +21,7 @@ import numpy as np
 
 from ._arrays import (RECORDING, Reshaped, check_all_finite, check_on_host, finite_sum, is_jax,
                       is_tracer, with_batch_axis)
+from ._model import Network
 
 _programs: dict = {}
 
@@ -439,7 +440,8 @@ def shape_of(x):
 def _signature(fn, names, arrays, args, kwargs):
     """``(key, leaves)`` of a call for :func:`replayed`, or ``(None, None)`` when it has an
     argument other than NumPy or concrete JAX arrays in the ``arrays`` arguments (``params``
-    a list or tuple of ``(B, b)`` tuples of them) and strings, numbers or ``None`` elsewhere.
+    a list or tuple of ``(B, b)`` tuples of them, or a :class:`bpcheck.Network` of such a
+    list) and strings, numbers or ``None`` elsewhere.
     The key holds each array's shape and dtype (:func:`shape_of`) and the other arguments'
     types and values (one flat tuple: hashed on every call)."""
     key, leaves = [fn], []
@@ -456,6 +458,10 @@ def _signature(fn, names, arrays, args, kwargs):
             key.append(type(value))
             key.append(value)
         elif name == "params":
+            if type(value) is Network:  # a model read by bpcheck.network: its (B, b) list, and
+                key.append(Network)  # its activations, which the call's configuration holds
+                key.append(value.activation)
+                value = value.params
             if type(value) not in (list, tuple):
                 return None, None
             key.append(type(value))
