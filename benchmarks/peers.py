@@ -334,6 +334,7 @@ def pergrad_row(widths, N, repeats, norms: bool):
     pj = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params]
     what = "per-example gradient norms" if norms else "per-example gradients"
     row = Row(f"{what}, {'-'.join(map(str, widths))}, N = {N}, cross-entropy, float32", repeats)
+    per_layer = lambda o: flat_layers([t for pair in o for t in pair], (N,))  # noqa: E731
     for lib, p, Xl, yl in (("NumPy", params, X, y), ("JAX", pj, jnp.asarray(X), jnp.asarray(y))):
         if norms:
             row.add(f"bpcheck {lib}", "-",
@@ -344,14 +345,13 @@ def pergrad_row(widths, N, repeats, norms: bool):
                 np.asarray, peer=False)
         row.add(f"bpcheck {lib}", "per-layer",
                 lambda p=p, X=Xl, y=yl: bpcheck.per_example_grads(p, X, y, flat=False),
-                lambda o: flat_layers([t for pair in o for t in pair], (N,)), peer=False)
+                per_layer, peer=False)
     if not norms:
         Xj, yj = jnp.asarray(X), jnp.asarray(y)
         for layout, flat in (("flat", True), ("per-layer", False)):
             jitted = jax.jit(functools.partial(bpcheck.per_example_grads, flat=flat))
             row.add("bpcheck JAX, inside jax.jit", layout, lambda f=jitted: f(pj, Xj, yj),
-                    np.asarray if flat else
-                    lambda o: flat_layers([t for pair in o for t in pair], (N,)), peer=False)
+                    np.asarray if flat else per_layer, peer=False)
     torch_peers(row, params, X, y, norms)
     jax_pergrad_peer(row, params, X, y, norms)
     fastest = row.run()
@@ -769,18 +769,19 @@ def jacobian_rows(repeats):
     Xj = jnp.asarray(X)
     K = widths[-1]
     row = Row(f"full Jacobian (N, K, P), {'-'.join(map(str, widths))}, N = {N}, float32", repeats)
+    per_layer = lambda o: flat_layers([t for pair in o for t in pair], (N, K))  # noqa: E731
     row.add("bpcheck NumPy", "flat", lambda: bpcheck.jacobian(params, X), np.asarray, peer=False)
     row.add("bpcheck NumPy", "per-layer", lambda: bpcheck.jacobian(params, X, flat=False),
-            lambda o: flat_layers([t for pair in o for t in pair], (N, K)), peer=False)
+            per_layer, peer=False)
     row.add("bpcheck JAX, called as is", "flat", lambda: bpcheck.jacobian(pj, Xj), np.asarray,
             peer=False)
     row.add("bpcheck JAX, called as is", "per-layer", lambda: bpcheck.jacobian(pj, Xj, flat=False),
-            lambda o: flat_layers([t for pair in o for t in pair], (N, K)), peer=False)
+            per_layer, peer=False)
     jitted = jax.jit(bpcheck.jacobian)
     row.add("bpcheck JAX, inside jax.jit", "flat", lambda: jitted(pj, Xj), np.asarray, peer=False)
     layers = jax.jit(functools.partial(bpcheck.jacobian, flat=False))
     row.add("bpcheck JAX, inside jax.jit", "per-layer", lambda: layers(pj, Xj),
-            lambda o: flat_layers([t for pair in o for t in pair], (N, K)), peer=False)
+            per_layer, peer=False)
     jac, to_flat = jax_jacobian()
     per = jax.jit(jac)
     flat = jax.jit(lambda p, X: jnp.concatenate(

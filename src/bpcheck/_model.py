@@ -135,7 +135,7 @@ class Network:
         parts = []
         for (B, _), d, (W, b) in zip(self.params, self._layers, pairs):
             W, b = as_array(f"{d.name} weight", W, xp), as_array(f"{d.name} bias", b, xp)
-            want = tuple(B.shape) if d.layout == "out_in" else tuple(B.shape[::-1])
+            want = weight_shape(*B.shape, d.layout)
             if tuple(W.shape) != want or tuple(b.shape) != (B.shape[0],):
                 raise ValueError(
                     f"{d.name}: expected a weight of shape {want} and a bias of shape "
@@ -179,18 +179,9 @@ def layouts_of(net: Network | None, n: int) -> tuple:
     return ("out_in",) * n if net is None else net._layouts
 
 
-def outer(left, right, layout: str, out=None):
-    """``left right'`` per leading index, in ``layout``: ``left[..., :, None] *
-    right[..., None, :]`` for ``"out_in"`` (``left``: the ``d_l`` side, ``(..., d_l)``;
-    ``right``: ``a^(l-1)``, ``(N, d_{l-1})``, broadcast over any axes between), its
-    transpose written as such for ``"in_out"`` (no transposed copy afterwards: for the
-    per-example gradients of a 784-1024-1024-10 network that copy took 280 of 350 ms).
-    ``out``: NumPy only, the array to write the product into."""
-    mid = (None,) * (left.ndim - right.ndim)
-    r = right[(slice(None),) + mid]
-    x, y = (left[..., :, None], r[..., None, :]) if layout == "out_in" else \
-        (r[..., :, None], left[..., None, :])
-    return x * y if out is None else np.multiply(x, y, out=out)
+def weight_shape(d: int, d_prev: int, layout: str) -> tuple:
+    """The shape of a ``(d_l, d_{l-1})`` weight as ``layout`` stores it."""
+    return (d, d_prev) if layout == "out_in" else (d_prev, d)
 
 
 def in_model_layers(layers: list, net: Network | None):

@@ -32,10 +32,11 @@ from ._activations import resolve_activations
 from ._arrays import check_out, host_buffer, on_default_cpu, overlaps, prepare, to_jax
 from ._compiled import call, replayed, without_axis, written
 from ._losses import Loss, check_reduction, resolve_loss
-from ._model import Network, in_model_layers, layouts_of, model_params, outer, wanted_flat
+from ._model import (Network, in_model_layers, layouts_of, model_params, wanted_flat,
+                     weight_shape)
 from ._params import param_count
 from ._recursion import (_THREADED_SIZE, _as_blocks, _forward_layers, _single_threaded_blas,
-                         by_rows, pullback)
+                         by_rows, outer, pullback)
 from ._sharding import batch_parallel, resolve_mesh
 
 
@@ -87,9 +88,9 @@ def _numpy_grads(deltas, a_prevs, flat, layouts):
     if flat:
         P = sum(delta.shape[1] * (a.shape[1] + 1) for delta, a in zip(deltas, a_prevs))
         return _fill(host_buffer((N, P), dtype), deltas, a_prevs)
-    shapes = [(N, d.shape[1], a.shape[1]) if layout == "out_in" else (N, a.shape[1], d.shape[1])
-              for d, a, layout in zip(deltas, a_prevs, layouts)]
-    return _outer_layers(deltas, a_prevs, [host_buffer(shape, dtype) for shape in shapes], layouts)
+    gBs = [host_buffer((N,) + weight_shape(delta.shape[1], a.shape[1], layout), dtype)
+           for delta, a, layout in zip(deltas, a_prevs, layouts)]
+    return _outer_layers(deltas, a_prevs, gBs, layouts)
 
 
 def _assemble_jax(deltas, a_prevs):
@@ -302,8 +303,7 @@ def _out_specs(out, widths, net):
                         f"for this {net.source} ({err!r})") from None
     specs = []
     for dense, (W, b), (d_prev, d) in zip(net._layers, leaves, layers):
-        specs += [(f"out: {dense.name} weight", W,
-                   (d_prev, d) if dense.layout == "in_out" else (d, d_prev)),
+        specs += [(f"out: {dense.name} weight", W, weight_shape(d, d_prev, dense.layout)),
                   (f"out: {dense.name} bias", b, (d,))]
     return specs
 

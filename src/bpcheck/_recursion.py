@@ -27,8 +27,8 @@ import numpy as np
 
 from ._activations import resolve_activations
 from ._arrays import check_out, host_buffer, on_default_cpu, prepare, to_jax
-from ._model import (in_model_layers, in_model_layout, layouts_of, model_params, outer,
-                     wanted_flat)
+from ._model import (in_model_layers, in_model_layout, layouts_of, model_params, wanted_flat,
+                     weight_shape)
 from ._compiled import call, replayed, without_axis, written
 
 
@@ -324,9 +324,23 @@ def _jacobian_jax(params, X, acts, xp):
     return _assemble_jax(_factors(params, X, acts, xp))
 
 
+def outer(left, right, layout: str, out=None):
+    """``left right'`` per leading index, in ``layout``: ``left[..., :, None] *
+    right[..., None, :]`` for ``"out_in"`` (``left``: the ``d_l`` side, ``(..., d_l)``;
+    ``right``: ``a^(l-1)``, ``(N, d_{l-1})``, broadcast over any axes between), its
+    transpose written as such for ``"in_out"`` (no transposed copy afterwards: for the
+    per-example gradients of a 784-1024-1024-10 network that copy took 280 of 350 ms).
+    ``out``: NumPy only, the array to write the product into."""
+    mid = (None,) * (left.ndim - right.ndim)
+    r = right[(slice(None),) + mid]
+    x, y = (left[..., :, None], r[..., None, :]) if layout == "out_in" else \
+        (r[..., :, None], left[..., None, :])
+    return x * y if out is None else np.multiply(x, y, out=out)
+
+
 def _jacobian_layers_jax(params, X, acts, layouts, xp):
     """The Jacobian per layer, ``[(J_W^(l), J_b^(l))]``, each block its own array, each
-    weight's in its layer's layout (:func:`bpcheck._model.outer`): under ``jax.jit`` XLA on
+    weight's in its layer's layout (:func:`outer`): under ``jax.jit`` XLA on
     the CPU writes these about 2.5 times as fast as the one flat buffer (64-256x4-10,
     N = 128: 165 against 410-460 ms), and slicing that buffer into layers copies it again
     (820 ms)."""
@@ -388,14 +402,13 @@ def jacobian(params: Any, X: Any, *, activation: Any = None, flat: bool = True, 
         if flat:
             J = to_jax(_assemble_numpy(host, host_buffer((N, K, P), host[0].V.dtype)))
         else:
-            blocks = [host_buffer((N, K) + ((f.V.shape[2], f.a_prev.shape[1]) if layout == "out_in"
-                                             else (f.a_prev.shape[1], f.V.shape[2])), f.V.dtype)
-                      for f, layout in zip(host, layouts)]
+            blocks = [host_buffer((N, K) + weight_shape(f.V.shape[2], f.a_prev.shape[1], layout),
+                                  f.V.dtype) for f, layout in zip(host, layouts)]
             by_rows(lambda n0, n1: _fill_layers_numpy(blocks, host, layouts, n0, n1), N, N * K * P)
             J = [(to_jax(J_W), f.V) for J_W, f in zip(blocks, factors)]
     elif xp is not np:
-        J = call(*((_jacobian_jax, xp, (acts,)) if flat else
-                   (_jacobian_layers_jax, xp, (acts, layouts))), params, X2, unchecked=unchecked)
+        kernel, static = (_jacobian_jax, (acts,)) if flat else (_jacobian_layers_jax, (acts, layouts))
+        J = call(kernel, xp, static, params, X2, unchecked=unchecked)
     else:
         rows = None if out is None else out[None] if single else out
         with _single_threaded_blas(large):
