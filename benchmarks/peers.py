@@ -30,7 +30,10 @@ Tasks and sizes:
   (factors once; products one by one, as CG needs them, and all ten as one ``(P, 10)``
   block) against ``jax.jvp``/``jax.vjp`` per product, ``jax.linearize`` + ``jax.vjp`` once
   with ``lax.map`` over the ten directions (all known in advance), curvlinops
-  ``GGNLinearOperator`` and BackPACK on one forward pass;
+  ``GGNLinearOperator`` and BackPACK on one forward pass; the row ends with a floor line
+  (the layer-sized matrix products of the ten products at once, timed alone) and with
+  bpcheck's setup and products each timed alone, against the time 1.2x the fastest peer
+  needs;
 - the NTK, 784-1024-1024-1024-10 with N = 32 and N = 256, full ``(N, N, K, K)`` and trace
   ``(N, N)``: bpcheck ``ntk`` against ``jax.vmap(jax.jacrev)`` and ``torch.func``
   ``vmap(jacrev)`` followed by the contraction ``J_i J_j'`` (skipped where their
@@ -631,12 +634,81 @@ def ggn_operator_row(widths, N, repeats):
                                           for r in o]))
     else:
         row.skip("BackPACK: skipped (backpack-for-pytorch or torch is not installed)")
-    row.run()
+    fastest = row.run()
     ours, theirs = operator_count(widths, N, PRODUCTS), linearize_count(widths, N, PRODUCTS)
     print(f"  multiply-adds of the layer-sized products: bpcheck's operator {madds(ours)} "
           f"(forward and V^(l) once, two per layer per product), jax.linearize + jax.vjp "
           f"{madds(theirs)} (forward once, five per layer per product, three for the "
           f"first): at equal speed the operator is {theirs / ours:.2f}x faster")
+    if fastest:
+        need = 1e3 * fastest / 1.2
+        floor = operator_floor(params, X, PRODUCTS, repeats)
+        print(f"  floor: the operator's layer-sized products of {PRODUCTS} products at once "
+              f"(dB a and delta' a per layer, as (N, d_(l-1)) by (d_(l-1), {PRODUCTS} d_l) "
+              f"matrix products), timed alone: NumPy {floor[0]:.2f} ms, one jax.jit program "
+              f"{floor[1]:.2f} ms; 1.2x the fastest peer needs {need:.2f} ms")
+        parts = operator_parts(params, X, vs, repeats)
+        print(f"  bpcheck's parts, each timed alone: the setup (gauss_newton_operator: checks, "
+              f"forward pass, V^(l)) NumPy {parts[0][0]:.2f} ms, JAX {parts[1][0]:.2f} ms; "
+              f"then {PRODUCTS} products one by one NumPy {parts[0][1]:.2f} ms, JAX "
+              f"{parts[1][1]:.2f} ms, or at once NumPy {parts[0][2]:.2f} ms, JAX "
+              f"{parts[1][2]:.2f} ms")
+        for lib, (setup, one, many) in zip(("NumPy", "JAX"), parts):
+            for how, total in (("one by one", setup + one), ("at once", setup + many)):
+                print(f"  {lib} {how}: setup and products take at least {total:.2f} ms "
+                      f"against the {need:.2f} ms that 1.2x needs "
+                      f"({'within reach' if total <= need else 'out of reach'} with these parts)")
+
+
+def operator_floor(params, X, m, repeats):
+    """Milliseconds for just the layer-sized products of ``m`` operator products at once,
+    in float32 NumPy and as one ``jax.jit`` program: per layer ``a^(l-1) dB'`` and
+    ``delta' a^(l-1)`` for the ``m`` vectors, each as one matrix product."""
+    N = X.shape[0]
+    acts = [X] + [np.ones((N, B.shape[0]), np.float32) for B, _ in params[:-1]]
+    dBs = [np.ones((B.shape[1], m * B.shape[0]), np.float32) for B, _ in params]
+    deltas = [np.ones((N, m * B.shape[0]), np.float32) for B, _ in params]
+
+    def products():
+        for a, dB, delta in zip(acts, dBs, deltas):
+            a @ dB  # J v's own term of the layer, for the m vectors
+            a.T @ delta  # the layer's rows of J' u
+
+    @jax.jit
+    def jax_products(acts, dBs, deltas):
+        return sum(jnp.sum(a @ dB) + jnp.sum(a.T @ delta) for a, dB, delta in
+                   zip(acts, dBs, deltas))
+
+    jargs = [[jnp.asarray(t) for t in ts] for ts in (acts, dBs, deltas)]
+    run = lambda: jax_products(*jargs).block_until_ready()
+    out = []
+    for fn in (products, run):
+        fn()
+        out.append(1e3 * min(_settled(fn, quick=True) for _ in range(repeats)))
+    return out
+
+
+def operator_parts(params, X, vs, repeats):
+    """Milliseconds of the operator rows' calls split in two, each part timed alone, for
+    NumPy and JAX: ``(setup, products one by one, products at once)``, the setup being
+    :func:`bpcheck.gauss_newton_operator` and the products those of an operator built
+    beforehand."""
+    out = []
+    for to in (np.asarray, jnp.asarray):
+        p, Xl = [(to(B), to(b)) for B, b in params], to(X)
+        out.append(_operator_part_times(p, Xl, [to(t) for t in vs], to(np.stack(vs, axis=1)),
+                                        repeats))
+    return out
+
+
+def _operator_part_times(p, Xl, vl, block_, repeats):
+    op = bpcheck.gauss_newton_operator(p, Xl)
+    times = []
+    for fn in (lambda: bpcheck.gauss_newton_operator(p, Xl), lambda: [op @ t for t in vl],
+               lambda: op @ block_):
+        block(fn())
+        times.append(1e3 * min(_settled(fn, quick=True) for _ in range(repeats)))
+    return times
 
 
 def operator_count(widths, N, m):

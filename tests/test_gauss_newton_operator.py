@@ -87,6 +87,41 @@ def test_jax_blocks_of_products_with_a_user_loss_equal_numpy():
     assert rel_err(np.asarray(jop @ jnp.asarray(V[:, 1])), expected[:, 1]) < 1e-5
 
 
+def _transposed_shapes(jaxpr):
+    """The operand shapes of every ``transpose`` in ``jaxpr`` and the programs it calls."""
+    shapes = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "transpose":
+            shapes.append(tuple(eqn.invars[0].aval.shape))
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (list, tuple)) else [value]:
+                sub = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr's Jaxpr
+                if hasattr(sub, "eqns"):
+                    shapes += _transposed_shapes(sub)
+    return shapes
+
+
+def test_a_jax_block_of_vectors_is_never_transposed_whole():
+    """``op @ V`` for JAX ``V`` ``(P, m)`` reads each layer's rows of ``V`` in place and
+    writes the result's rows in place: no ``(P, m)`` or ``(m, P)`` array is transposed,
+    only per-layer products (and it equals NumPy's block and the vectors one by one)."""
+    widths = [5, 7, 6, 3]
+    params, X, rng = make_case(widths, 4)
+    P, m = bpcheck.param_count(widths), 3
+    V = rng.standard_normal((P, m))
+    op = bpcheck.gauss_newton_operator(params, X, activation="tanh")
+    jop = bpcheck.gauss_newton_operator([(jnp.asarray(B), jnp.asarray(b)) for B, b in params],
+                                        jnp.asarray(X), activation="tanh")
+    got = jop @ jnp.asarray(V)
+    assert got.shape == (P, m)
+    assert rel_err(np.asarray(got), op @ V) < 1e-5
+    assert rel_err(np.asarray(got), np.stack([np.asarray(jop @ jnp.asarray(V[:, i]))
+                                              for i in range(m)], axis=1)) < 1e-5
+    shapes = _transposed_shapes(jax.make_jaxpr(lambda V: jop @ V)(jnp.asarray(V)).jaxpr)
+    assert shapes, "expected the per-layer transposes"
+    assert all(np.prod(shape) < P * m for shape in shapes), shapes
+
+
 def test_a_model_gives_and_takes_vectors_in_its_own_structure():
     rng = np.random.default_rng(2)
     layers = [{"W": rng.standard_normal((3, 4)), "b": rng.standard_normal(4)},
