@@ -51,9 +51,12 @@ Tasks and sizes:
 Inside a user's ``jax.jit`` XLA writes the result, into memory it allocates per call (on
 the CPU: fresh pages, zeroed by the system on first touch), where bpcheck called as is
 fills it with NumPy's threads in memory kept from earlier results.  The per-example
-gradient and Jacobian rows therefore end with a floor line: one ``jax.jit`` program that
-only writes the per-layer outer products of the result's size, against the time that 1.2x
-the fastest peer needs.
+gradient and Jacobian rows therefore end with floor lines: one ``jax.jit`` program that
+only writes the per-layer outer products of the result's size; the same with what every
+method computes before them (the forward and backward passes that give the per-example
+``delta^(l)`` and ``a^(l-1)``; for the Jacobian the factors ``V^(l)``), timed alone and
+added; and the same products written into one flat buffer.  Each is set against the time
+that 1.2x the fastest peer (the fastest flat peer, for the flat buffer) needs.
 
 Layouts: "flat" is one ``(N, P)`` (or ``(N, K, P)``) array in bpcheck's ``beta`` order;
 "per-layer" is what the peers return, one array per weight and bias with ``N`` (and ``K``)
@@ -91,6 +94,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import bpcheck
+from bpcheck._activations import resolve_activations
+from bpcheck._compiled import written
+from bpcheck._losses import resolve_loss
+from bpcheck._pergrad import deltas_and_inputs
+from bpcheck._recursion import _factors
 
 TASKS = ("pergrad", "norms", "ggn", "ggnop", "ntk", "jacobian", "flax")
 SLOW = 1.0
@@ -173,6 +181,8 @@ class Row:
         live = [m for m in self.methods if "skip" not in m]
         peers = [m["best"] for m in live if m["peer"]]
         fastest = min(peers) if peers else None
+        self.fastest_flat = min((m["best"] for m in live if m["peer"] and m["layout"] == "flat"),
+                                default=None)
         print(f"\n{self.title}")
         print(f"  {'method':44s} {'layout':10s} {'ms':>10s} {'vs fastest peer':>16s} "
               f"{'same layout':>12s} {'rel. error':>11s}")
@@ -362,7 +372,11 @@ def pergrad_row(widths, N, repeats, norms: bool):
         rng = np.random.default_rng(1)
         pairs = [(rng.standard_normal((N, d), np.float32), rng.standard_normal((N, dp), np.float32))
                  for dp, d in zip(widths, widths[1:])]
-        xla_write_floor(pairs, fastest, repeats)
+        loss, acts = resolve_loss("cross_entropy"), resolve_activations("relu", len(widths) - 2)
+        passes = lambda p, X, y: deltas_and_inputs(p, X, y, loss, acts, False, jnp)  # noqa: E731
+        xla_write_floor(pairs, fastest, repeats,
+                        ("the forward and backward passes (bpcheck's deltas and layer inputs)",
+                         passes, (pj, jnp.asarray(X), jnp.asarray(y))), row.fastest_flat)
 
 
 def pergrad_rows(repeats, norms: bool):
@@ -872,7 +886,11 @@ def jacobian_rows(repeats):
     rng = np.random.default_rng(1)
     pairs = [(rng.standard_normal((N, K, d), np.float32), rng.standard_normal((N, dp), np.float32))
              for dp, d in zip(widths, widths[1:])]
-    xla_write_floor(pairs, fastest, repeats)
+    acts = resolve_activations("relu", len(widths) - 2)
+    factors = lambda p, X: [(f.V, f.a_prev) for f in _factors(p, X, acts, jnp)]  # noqa: E731
+    xla_write_floor(pairs, fastest, repeats,
+                    ("the forward pass and the factors V^(l) (K rows per example)", factors,
+                     (pj, Xj)), row.fastest_flat)
 
 
 # --- a Flax model, as a researcher brings it --------------------------------------------
@@ -938,12 +956,18 @@ def flax_row(widths, N, repeats):
     row.run()
 
 
-def xla_write_floor(pairs, fastest, repeats):
+def xla_write_floor(pairs, fastest, repeats, before=None, fastest_flat=None):
     """Print what one ``jax.jit`` program takes to write only the per-layer outer products
     ``left[..., :, None] * right[:, None, ..., None, :]`` of ``pairs`` (``left`` ``(N, ...,
     d_l)``, ``right`` ``(N, d_{l-1})``), nothing computed before them: the writes of a
     per-layer result of this size, which is what a call inside a user's ``jax.jit`` gives
-    XLA to do at the least, against the time that 1.2x the fastest peer needs."""
+    XLA to do at the least, against the time that 1.2x the fastest peer needs.
+
+    ``before``: ``(name, program, args)``, a ``jax.jit`` program of what every method
+    computes before those writes (the forward and backward passes), timed alone and added.
+    ``fastest_flat``: the fastest peer's time for the flat result; the same writes into
+    one flat buffer (``concatenate`` and ``dynamic_update_slice`` into zeros, the faster)
+    are then timed against 1.2x that."""
     def outer(pairs):
         out = []
         for left, right in pairs:
@@ -951,14 +975,40 @@ def xla_write_floor(pairs, fastest, repeats):
             out.append(left[..., :, None] * right[(slice(None),) + mid + (slice(None),)])
         return out
 
-    program = jax.jit(outer)
+    lead = pairs[0][0].ndim - 1
+    flat_forms = (lambda pairs: jnp.concatenate([t.reshape(t.shape[:lead] + (-1,)) for t in
+                                                 outer(pairs)], axis=-1),
+                  lambda pairs: written([t.reshape(t.shape[:lead] + (-1,)) for t in
+                                         outer(pairs)], axis=-1))
     args = [(jnp.asarray(a), jnp.asarray(b)) for a, b in pairs]
-    block(program(args))
-    best = min(_settled(lambda: program(args), False) for _ in range(repeats))
+    best = jit_ms(outer, args, repeats=repeats)
     entries = sum(a.size * b.shape[1] for a, b in pairs)
     print(f"  floor inside jax.jit: the per-layer outer products alone ({entries / 1e6:.0f} M "
-          f"entries, nothing computed before them), one jax.jit program: {1e3 * best:.2f} ms; "
+          f"entries, nothing computed before them), one jax.jit program: {best:.2f} ms; "
           f"1.2x the fastest peer needs {1e3 * fastest / 1.2:.2f} ms", flush=True)
+    if before is not None:
+        name, program, before_args = before
+        first = jit_ms(program, *before_args, repeats=repeats)
+        total = first + best
+        print(f"  with {name} before them, alone {first:.2f} ms: at least {total:.2f} ms "
+              f"against the {1e3 * fastest / 1.2:.2f} ms that 1.2x needs "
+              f"({'within reach' if total <= 1e3 * fastest / 1.2 else 'out of reach'})",
+              flush=True)
+    if fastest_flat is not None:
+        flat = min(jit_ms(form, args, repeats=repeats) for form in flat_forms)
+        total = flat + (first if before is not None else 0.0)
+        print(f"  flat: the same products written into one flat buffer, alone: {flat:.2f} ms"
+              + (f", with {name} {total:.2f} ms" if before is not None else "")
+              + f"; 1.2x the fastest flat peer needs {1e3 * fastest_flat / 1.2:.2f} ms "
+              f"({'within reach' if total <= 1e3 * fastest_flat / 1.2 else 'out of reach'})",
+              flush=True)
+
+
+def jit_ms(fn, *args, repeats):
+    """Best milliseconds of ``jax.jit(fn)(*args)``, compiled first."""
+    program = jax.jit(fn)
+    block(program(*args))
+    return 1e3 * min(_settled(lambda: program(*args), False) for _ in range(repeats))
 
 
 def main():
