@@ -9,7 +9,9 @@ Run (the peers live in their own virtual environment, kept out of the project's)
 
 ReLU MLPs, float32, one process, CPU (or whatever JAX and PyTorch run on by default).
 Each row is timed as the best of ``--repeats`` calls (7; 3 for a method whose first timed
-call takes over 1 s, said in its line) after one warm-up call (JAX compiles there); the methods
+call takes over 1 s, said in its line) after one warm-up call (JAX compiles there); a call
+under 1 ms is timed as the mean of 50 in a row (said in its line), single calls of that size
+being mostly the noise of waking threads; the methods
 of a row are timed in alternation, so that load from other processes on a shared machine
 hits them alike.  Timings on a shared machine are noisy: compare the methods of one row.
 
@@ -107,6 +109,12 @@ SETTLE = 0.2
 """Seconds of idle before each timed call, for the previous call's spinning threads."""
 QUICK = 0.05
 """Seconds: a faster method is called once more, untimed, after the idle (see ``_settled``)."""
+TINY = 1e-3
+"""Seconds: a method whose warm-up call is faster is timed over ``LOOP`` calls in a row
+(the mean of each such run counts as one time), not one: single calls of a few hundred
+microseconds after an idle pause varied 2x from run to run (the 10-32-32-3 GGN product's
+fastest peer: 0.21, then 0.11 ms)."""
+LOOP = 50
 PEER_JACOBIAN_BYTES = 8 << 30
 """The NTK peers form the ``(N, K, P)`` Jacobian; above this size they are skipped."""
 
@@ -126,16 +134,27 @@ def block(x):
     return jax.block_until_ready(x)
 
 
-def _settled(fn, quick):
+def _settled(fn, quick, loop=1):
     """Seconds for one call of ``fn`` after ``SETTLE`` seconds of idle; a ``quick`` one
     (under ``QUICK`` seconds) is called once more untimed first, so that its own threads
-    are awake and the pause does not count as its cost."""
+    are awake and the pause does not count as its cost.  ``loop``: the mean over that many
+    calls in a row (each waited for) instead."""
     time.sleep(SETTLE)
     if quick:
         block(fn())
     t = time.perf_counter()
+    for _ in range(loop):
+        block(fn())
+    return (time.perf_counter() - t) / loop
+
+
+def best_ms(fn, repeats):
+    """Milliseconds: the best of ``repeats`` :func:`_settled` times of ``fn``, warmed up
+    first, each the mean of ``LOOP`` calls in a row when a call takes under ``TINY``: how
+    the rows time their methods, for the parts timed alone."""
     block(fn())
-    return time.perf_counter() - t
+    loop = LOOP if _settled(fn, True) < TINY else 1
+    return 1e3 * min(_settled(fn, True, loop) for _ in range(repeats))
 
 
 def _rel_err(flat, ref):
@@ -167,6 +186,9 @@ class Row:
         for m in timed:
             out = block(m["fn"]())  # warm-up (JAX compiles here)
             m["best"] = _settled(m["fn"], quick=True)
+            m["loop"] = LOOP if m["best"] < TINY else 1
+            if m["loop"] > 1:
+                m["best"] = _settled(m["fn"], True, m["loop"])
             m["repeats"] = self.repeats if m["best"] < SLOW else min(self.repeats, 3)
             flat = np.asarray(m["to_flat"](out), dtype=np.float64)
             ref = flat if ref is None else ref
@@ -174,7 +196,7 @@ class Row:
         for i in range(max(m["repeats"] for m in timed) - 1):
             for m in timed:
                 if i < m["repeats"] - 1:
-                    m["best"] = min(m["best"], _settled(m["fn"], m["best"] < QUICK))
+                    m["best"] = min(m["best"], _settled(m["fn"], m["best"] < QUICK, m["loop"]))
         for m in self.methods:  # timed in their own process (their note says how)
             if "result" in m:
                 m["err"] = _rel_err(m["to_flat"](m["result"]), ref)
@@ -194,6 +216,7 @@ class Row:
             alike = [p["best"] for p in live if p["peer"] and p["layout"] == m["layout"]]
             same = f"{min(alike) / m['best']:.2f}x" if alike else "-"
             note = "" if m["repeats"] == self.repeats else f"  (best of {m['repeats']})"
+            note += f"  (mean of {m['loop']} in a row)" if m.get("loop", 1) > 1 else ""
             note += f"  ({m['note']})" if "note" in m else ""
             print(f"  {m['name']:44s} {m['layout']:10s} {1e3 * m['best']:10.2f} {ratio:>16s} "
                   f"{same:>12s} {m['err']:11.1e}{note}", flush=True)
@@ -481,11 +504,7 @@ def ggn_parts(params, X, v, pj, Xj, vj, repeats):
            lambda: call(_gauss_newton_matvec, jnp, static, pj, Xj, None, vj, join=-1),
            lambda: call(_gauss_newton_matvec, jnp, static, pj, Xj, None, vj, join=-1,
                         unchecked=unchecked)]
-    out = []
-    for fn in fns:
-        block(fn())
-        out.append(1e3 * min(_settled(fn, quick=True) for _ in range(repeats)))
-    return out
+    return [best_ms(fn, repeats) for fn in fns]
 
 
 def madds(n):
@@ -516,8 +535,7 @@ def matmul_floor(params, X, repeats):
                 d @ B  # B' delta, the pull-back
             d.T @ a  # the gradient delta' a
 
-    products()
-    return min(_settled(products, quick=True) for _ in range(repeats))
+    return best_ms(products, repeats) / 1e3
 
 
 def jax_matmul_floor(params, X, repeats):
@@ -539,9 +557,7 @@ def jax_matmul_floor(params, X, repeats):
             total += jnp.sum(d.T @ a)  # delta' a
         return total
 
-    run = lambda: products(Bs, acts, outs).block_until_ready()
-    run()
-    return min(_settled(run, quick=True) for _ in range(repeats))
+    return best_ms(lambda: products(Bs, acts, outs), repeats) / 1e3
 
 
 def ggn_rows(repeats):
@@ -694,12 +710,7 @@ def operator_floor(params, X, m, repeats):
                    zip(acts, dBs, deltas))
 
     jargs = [[jnp.asarray(t) for t in ts] for ts in (acts, dBs, deltas)]
-    run = lambda: jax_products(*jargs).block_until_ready()
-    out = []
-    for fn in (products, run):
-        fn()
-        out.append(1e3 * min(_settled(fn, quick=True) for _ in range(repeats)))
-    return out
+    return [best_ms(products, repeats), best_ms(lambda: jax_products(*jargs), repeats)]
 
 
 def operator_parts(params, X, vs, repeats):
@@ -717,12 +728,8 @@ def operator_parts(params, X, vs, repeats):
 
 def _operator_part_times(p, Xl, vl, block_, repeats):
     op = bpcheck.gauss_newton_operator(p, Xl)
-    times = []
-    for fn in (lambda: bpcheck.gauss_newton_operator(p, Xl), lambda: [op @ t for t in vl],
-               lambda: op @ block_):
-        block(fn())
-        times.append(1e3 * min(_settled(fn, quick=True) for _ in range(repeats)))
-    return times
+    return [best_ms(fn, repeats) for fn in (lambda: bpcheck.gauss_newton_operator(p, Xl),
+                                            lambda: [op @ t for t in vl], lambda: op @ block_)]
 
 
 def operator_count(widths, N, m):
