@@ -122,6 +122,45 @@ def test_a_jax_block_of_vectors_is_never_transposed_whole():
     assert all(np.prod(shape) < P * m for shape in shapes), shapes
 
 
+def test_a_large_jax_operator_on_the_cpu_runs_its_products_with_numpy(monkeypatch):
+    """From ``N P >= _HOST_PRODUCTS`` a JAX operator on the CPU keeps NumPy views of its
+    factors and computes ``op @ v`` and ``op @ V`` with them: JAX results equal to the
+    compiled program's, NaN still named; under ``jax.jit`` the compiled program runs."""
+    from bpcheck import _gauss_newton
+
+    widths = [5, 7, 6, 3]
+    params, X, rng = make_case(widths, 4)
+    P, m = bpcheck.param_count(widths), 3
+    jp = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params]
+    v, V = rng.standard_normal(P), rng.standard_normal((P, m))
+    compiled = bpcheck.gauss_newton_operator(jp, jnp.asarray(X), activation="tanh")
+    assert compiled._host is None  # small: the compiled program
+    expected_v = np.asarray(compiled @ jnp.asarray(v))
+    expected_V = np.asarray(compiled @ jnp.asarray(V))
+    monkeypatch.setattr(_gauss_newton, "_HOST_PRODUCTS", 1)
+    ran = []
+    on_host = _gauss_newton.GaussNewtonOperator._on_host
+    monkeypatch.setattr(_gauss_newton.GaussNewtonOperator, "_on_host",
+                        lambda self, *a: ran.append(a[1]) or on_host(self, *a))
+    op = bpcheck.gauss_newton_operator(jp, jnp.asarray(X), activation="tanh")
+    for _ in range(2):  # a second vector of the same kind too
+        got = op @ jnp.asarray(v)
+        assert isinstance(got, jax.Array) and got.shape == (P,) and got.dtype == op.dtype
+        assert rel_err(np.asarray(got), expected_v) < 1e-5
+    got = op @ jnp.asarray(V)
+    assert isinstance(got, jax.Array) and got.shape == (P, m)
+    assert rel_err(np.asarray(got), expected_V) < 1e-5
+    assert ran == [False, False, True]
+    assert rel_err(np.asarray(op @ v), expected_v) < 1e-5  # a NumPy v, taken as JAX
+    with pytest.raises(ValueError, match="v"):
+        op @ jnp.asarray(np.where(np.arange(P) == 3, np.nan, v))
+    with pytest.raises(ValueError, match=r"v: expected a vector"):
+        op @ jnp.ones(P + 1)
+    traced = jax.jit(lambda t: op @ t)(jnp.asarray(v))  # a tracer: the compiled program
+    assert rel_err(np.asarray(traced), expected_v) < 1e-5
+    assert len(ran) == 5  # the NaN vector was checked there too; the traced one was not
+
+
 def test_a_model_gives_and_takes_vectors_in_its_own_structure():
     rng = np.random.default_rng(2)
     layers = [{"W": rng.standard_normal((3, 4)), "b": rng.standard_normal(4)},
@@ -226,6 +265,24 @@ def test_a_block_of_vectors_is_transposed_in_chunks_on_threads_without_losing_a_
     op = bpcheck.gauss_newton_operator(params, X)
     V = np.asarray(rng.standard_normal((bpcheck.param_count(widths), 4)), order=order)
     assert rel_err(op @ V, bpcheck.gauss_newton(params, X) @ V) < RTOL
+
+
+@pytest.mark.parametrize("shape", [(53, 4), (4, 53), (1, 9), (9, 1)])
+def test_the_chunked_transpose_copies_tall_and_wide_blocks_aligned(monkeypatch, shape):
+    """``_transposed`` of ``(P, m)`` (a block of vectors) and of ``(m, P)`` (the products'
+    rows, back to a block): ``v.T`` exactly, C-contiguous, a copy 64-byte aligned (JAX takes
+    it over without a copy), with chunks of 7 along ``P`` on 3 threads."""
+    from bpcheck import _gauss_newton, _recursion
+
+    monkeypatch.setattr(_gauss_newton, "_CHUNK", 7)
+    monkeypatch.setattr(_recursion, "_THREADED_SIZE", 1)
+    monkeypatch.setattr(_recursion, "_THREADS", 3)
+    v = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    out = _gauss_newton._transposed(v)
+    np.testing.assert_array_equal(out, v.T)
+    assert out.flags.c_contiguous
+    # a single row or column is its own transpose: a view; otherwise a fresh aligned copy
+    assert np.shares_memory(out, v) if 1 in shape else out.ctypes.data % 64 == 0
 
 
 @pytest.mark.parametrize("widths, activation", [

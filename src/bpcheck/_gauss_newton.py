@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ._activations import resolve_activations
-from ._arrays import as_array, prepare, split_finite_checks
+from ._arrays import as_array, host_buffer, on_default_cpu, prepare, split_finite_checks, to_jax
 from ._compiled import call, recording, replayed, rerun, shape_of, written
 from ._losses import check_reduction, resolve_loss
 from ._model import model_params, model_vector
@@ -85,7 +85,7 @@ def _beta_gradient(deltas, a_prevs, widths, xp):
     program when small, outside when large)."""
     lead = tuple(deltas[0].shape[:-2])
     if xp is np:
-        out = np.empty(lead + (beta_size(widths),), dtype=deltas[0].dtype)
+        out = host_buffer(lead + (beta_size(widths),), deltas[0].dtype)  # aligned: see to_jax
         for (gB, gb), delta, a in zip(layers_from_beta(out, widths), deltas, a_prevs):
             np.matmul(delta.T if delta.ndim == 2 else delta.swapaxes(-1, -2), a, out=gB)
             np.add.reduce(delta, axis=-2, out=gb)
@@ -254,17 +254,23 @@ def _operator_vector(Vs, a_prevs, h, v, loss, scale, widths, xp):
 
 
 def _transposed(v):
-    """``v.T`` as a C-contiguous copy, ``(P, m) -> (m, P)``, in cache-sized chunks of
-    ``P`` on all cores: ``np.ascontiguousarray(v.T)`` rereads ``v`` once per output row
-    (measured 70 ms against 32 ms on one core for ``(1.9e6, 10)`` float32)."""
+    """``v.T`` as a C-contiguous copy, ``(P, m) -> (m, P)`` or ``(m, P) -> (P, m)``, in
+    cache-sized chunks of the long axis ``P`` on all cores: ``np.ascontiguousarray(v.T)``
+    rereads ``v`` once per output row (measured 70 ms against 32 ms on one core for
+    ``(1.9e6, 10)`` float32)."""
     if v.flags.f_contiguous:
         return v.T
-    P, m = v.shape
-    out = np.empty((m, P), dtype=v.dtype)
+    tall = v.shape[0] >= v.shape[1]
+    P = v.shape[0] if tall else v.shape[1]
+    out = host_buffer(v.shape[::-1], v.dtype)  # aligned: see to_jax
 
     def chunks(k0, k1):
         for k in range(k0, k1, _CHUNK):
-            out[:, k:min(k + _CHUNK, k1)] = v[k:min(k + _CHUNK, k1)].T
+            piece = slice(k, min(k + _CHUNK, k1))
+            if tall:
+                out[:, piece] = v[piece].T
+            else:
+                out[piece] = v[:, piece].T
 
     by_rows(chunks, P, v.size)
     return out
@@ -289,11 +295,12 @@ class GaussNewtonOperator:
     by ``scipy.sparse.linalg.aslinearoperator(op)``.  NumPy or JAX, as its inputs were.
     """
 
-    def __init__(self, stored, static, net, xp, dtype, P):
+    def __init__(self, stored, static, net, xp, dtype, P, host=None):
         self._stored, self._static, self._net, self._xp = stored, static, net, xp
         self.shape = (P, P)
         self.dtype = np.dtype(dtype)
         self._again = None  # (type of v, rerun) after a first product with one vector
+        self._host = host  # the stored factors as NumPy views: JAX products run on the host
 
     def __repr__(self) -> str:
         loss, _, widths = self._static
@@ -315,13 +322,16 @@ class GaussNewtonOperator:
         v, back = model_vector(self._net, v)
         P = self.shape[0]
         v = as_array("v", v, self._xp)
-        if v.ndim == 2 and v.shape[0] == P:  # m products in one pass
+        block = v.ndim == 2 and v.shape[0] == P  # m products in one pass
+        if not block and tuple(v.shape) != (P,):
+            raise ValueError(f"v: expected a vector in beta order of shape ({P},) (or ({P}, m) "
+                             f"for m products), got shape {tuple(v.shape)}")
+        if self._host is not None and on_default_cpu([v]):
+            return back(self._on_host(v, block))
+        if block:
             if self._xp is np:
                 return self._products(_transposed(v)).T
             return self._products(v, _operator_columns)
-        if tuple(v.shape) != (P,):
-            raise ValueError(f"v: expected a vector in beta order of shape ({P},) (or ({P}, m) "
-                             f"for m products), got shape {tuple(v.shape)}")
         if self._net is not None or shape_of(v) is None:
             return back(self._products(v, _operator_vector))
         with recording([]) as records:
@@ -339,6 +349,21 @@ class GaussNewtonOperator:
         return call(kernel, self._xp, self._static, Vs, a_prevs, h, Vm, unchecked=unchecked,
                     join=None if kernel is _operator_columns else -1)
 
+    def _on_host(self, v, block):
+        """The products of a concrete JAX ``v`` on the CPU, by NumPy on views of the
+        stored factors (:func:`gauss_newton_operator` says when), the result handed to JAX
+        without a copy."""
+        x = np.asarray(v)
+        if x.dtype != self.dtype:
+            x = x.astype(self.dtype)
+        split_finite_checks([("v", x)])  # NumPy: checked now, the error naming v
+        Vs, a_prevs, h = self._host
+        loss, scale, widths = self._static
+        if block:
+            rows = _operator_products(Vs, a_prevs, h, _transposed(x), loss, scale, widths, np)
+            return to_jax(_transposed(rows))
+        return to_jax(_operator_products(Vs, a_prevs, h, x[None], loss, scale, widths, np)[0])
+
     __matmul__ = matvec
 
     def to_dense(self):
@@ -353,7 +378,10 @@ def gauss_newton_operator(params: Any, X: Any, loss: Any = "cross_entropy", *, y
     Same arguments as :func:`gauss_newton`.  The factors are computed here, once; each
     ``op @ v`` then equals ``gauss_newton_matvec(params, X, v, ...)`` at a fraction of its
     cost (no forward pass).  Memory: the factors, ``N K (d_1 + ... + d_L)`` numbers, and
-    the layer inputs.
+    the layer inputs.  JAX inputs on the CPU with ``N P`` of at least ``2**23`` keep the
+    factors as NumPy views too: the products of concrete JAX vectors then run with
+    NumPy's matrix products and come back as JAX arrays without a copy (under ``jax.jit``
+    the compiled program runs).
 
     >>> import numpy as np, bpcheck
     >>> params = bpcheck.init_params([4, 8, 3], seed=0)
@@ -368,5 +396,19 @@ def gauss_newton_operator(params: Any, X: Any, loss: Any = "cross_entropy", *, y
                                                               activation)
     loss_, acts, scale, widths_t = static
     stored = call(_operator_setup, xp, (acts, loss_), params, X2, y2, unchecked=unchecked)
-    return GaussNewtonOperator(stored, (loss_, scale, widths_t), net, xp, X2.dtype,
-                               param_count(widths))
+    P = param_count(widths)
+    Vs, a_prevs, h = stored
+    host = None
+    if xp is not np and X2.shape[0] * P >= _HOST_PRODUCTS and on_default_cpu([*Vs, *a_prevs, h]):
+        host = ([np.asarray(V) for V in Vs], [np.asarray(a) for a in a_prevs],
+                None if h is None else np.asarray(h))
+    return GaussNewtonOperator(stored, (loss_, scale, widths_t), net, xp, X2.dtype, P, host)
+
+
+_HOST_PRODUCTS = 1 << 23
+"""``N P`` from which a JAX operator on the CPU runs its products with NumPy, whose matrix
+products are faster there than XLA's.  Ten products, one by one and as one ``(P, 10)``
+block, NumPy against the compiled program: 784-1024-1024-10, N = 128: 80.9 and 98.6
+against 89.2 and 125.4 ms; 64-256-256-10, N = 128 (``N P`` 1.1e7): 7.4 and 6.7 against
+9.6 and 8.5 ms; N = 96 (8.2e6): 6.2 and 5.4 against 7.9 and 5.3 ms; 64-128-128-10,
+N = 128 (3.3e6): 4.7 and 2.6 against 3.6 and 3.1 ms, one by one slower."""
