@@ -260,8 +260,7 @@ def _transposed(v):
     ``(1.9e6, 10)`` float32)."""
     if v.flags.f_contiguous:
         return v.T
-    tall = v.shape[0] >= v.shape[1]
-    P = v.shape[0] if tall else v.shape[1]
+    tall, P = v.shape[0] >= v.shape[1], max(v.shape)
     out = host_buffer(v.shape[::-1], v.dtype)  # aligned: see to_jax
 
     def chunks(k0, k1):
@@ -300,7 +299,7 @@ class GaussNewtonOperator:
         self.shape = (P, P)
         self.dtype = np.dtype(dtype)
         self._again = None  # (type of v, rerun) after a first product with one vector
-        self._host = host  # the stored factors as NumPy views: JAX products run on the host
+        self._host = host  # a NumPy operator on views of the same factors (see _on_host)
 
     def __repr__(self) -> str:
         loss, _, widths = self._static
@@ -350,19 +349,12 @@ class GaussNewtonOperator:
                     join=None if kernel is _operator_columns else -1)
 
     def _on_host(self, v, block):
-        """The products of a concrete JAX ``v`` on the CPU, by NumPy on views of the
-        stored factors (:func:`gauss_newton_operator` says when), the result handed to JAX
-        without a copy."""
-        x = np.asarray(v)
-        if x.dtype != self.dtype:
-            x = x.astype(self.dtype)
-        split_finite_checks([("v", x)])  # NumPy: checked now, the error naming v
-        Vs, a_prevs, h = self._host
-        loss, scale, widths = self._static
-        if block:
-            rows = _operator_products(Vs, a_prevs, h, _transposed(x), loss, scale, widths, np)
-            return to_jax(_transposed(rows))
-        return to_jax(_operator_products(Vs, a_prevs, h, x[None], loss, scale, widths, np)[0])
+        """The products of a concrete JAX ``v`` on the CPU, by the NumPy operator on views
+        of the same factors (:func:`gauss_newton_operator` says when), the result handed
+        to JAX without a copy (a block: first copied from the NumPy operator's transposed
+        view into C order)."""
+        out = self._host.matvec(np.asarray(v))
+        return to_jax(_transposed(out.T) if block else out)
 
     __matmul__ = matvec
 
@@ -400,8 +392,9 @@ def gauss_newton_operator(params: Any, X: Any, loss: Any = "cross_entropy", *, y
     Vs, a_prevs, h = stored
     host = None
     if xp is not np and X2.shape[0] * P >= _HOST_PRODUCTS and on_default_cpu([*Vs, *a_prevs, h]):
-        host = ([np.asarray(V) for V in Vs], [np.asarray(a) for a in a_prevs],
-                None if h is None else np.asarray(h))
+        views = ([np.asarray(V) for V in Vs], [np.asarray(a) for a in a_prevs],
+                 None if h is None else np.asarray(h))
+        host = GaussNewtonOperator(views, (loss_, scale, widths_t), None, np, X2.dtype, P)
     return GaussNewtonOperator(stored, (loss_, scale, widths_t), net, xp, X2.dtype, P, host)
 
 
