@@ -255,8 +255,9 @@ def test_a_block_of_vectors_is_transposed_in_chunks_on_threads_without_losing_a_
         monkeypatch, order):
     """``op @ V`` for ``V`` of shape ``(P, m)`` copies ``V.T`` in chunks over threads; with
     chunks of 7 rows, 3 threads and every size threaded, each product is still right."""
-    from bpcheck import _gauss_newton, _recursion
+    from bpcheck import _arrays, _gauss_newton, _recursion
 
+    monkeypatch.setattr(_arrays, "ALIGN_MIN", 0)  # these small copies aligned too
     monkeypatch.setattr(_gauss_newton, "_CHUNK", 7)
     monkeypatch.setattr(_recursion, "_THREADED_SIZE", 1)
     monkeypatch.setattr(_recursion, "_THREADS", 3)
@@ -272,8 +273,9 @@ def test_the_chunked_transpose_copies_tall_and_wide_blocks_aligned(monkeypatch, 
     """``_transposed`` of ``(P, m)`` (a block of vectors) and of ``(m, P)`` (the products'
     rows, back to a block): ``v.T`` exactly, C-contiguous, a copy 64-byte aligned (JAX takes
     it over without a copy), with chunks of 7 along ``P`` on 3 threads."""
-    from bpcheck import _gauss_newton, _recursion
+    from bpcheck import _arrays, _gauss_newton, _recursion
 
+    monkeypatch.setattr(_arrays, "ALIGN_MIN", 0)  # these small copies aligned too
     monkeypatch.setattr(_gauss_newton, "_CHUNK", 7)
     monkeypatch.setattr(_recursion, "_THREADED_SIZE", 1)
     monkeypatch.setattr(_recursion, "_THREADS", 3)

@@ -73,7 +73,8 @@ def _gauss_newton(params, X, y, loss, acts, scale, widths, xp):
 def _gauss_newton_matvec(params, X, y, v, loss, acts, scale, widths, xp):
     tangents = layers_from_beta(v, widths)
     a_prevs, zs, Ds = _forward_layers(params, X, acts, xp)
-    u = loss.hessian_times(zs[-1], y, push(params, acts, Ds, a_prevs, tangents, xp), xp) * scale
+    u = loss.hessian_times(zs[-1], y, push(params, acts, Ds, a_prevs, tangents, xp), xp)
+    u = np.multiply(u, scale, out=u) if xp is np else u * scale  # NumPy: u is a temporary
     return _beta_gradient(pullback(params, acts, Ds, u, xp), a_prevs, widths, xp)
 
 

@@ -68,9 +68,13 @@ def _layer_slices(widths: tuple[int, ...]) -> tuple[tuple[slice, slice], ...]:
 def layers_from_beta(G: Any, widths: Sequence[int]) -> list:
     """``(..., P)`` in ``beta`` order -> ``[(G_B^(l), G_b^(l))]`` of shapes
     ``(..., d_l, d_{l-1})`` and ``(..., d_l)`` (views of ``G`` for NumPy); unchecked."""
+    slices = _layer_slices(tuple(widths))
+    if G.ndim == 1:  # a vector: plain slices (a call of a small network's kernel reads them)
+        return [(G[sB].reshape(d, d_prev), G[sb])
+                for d_prev, d, (sB, sb) in zip(widths[:-1], widths[1:], slices)]
     lead = tuple(G.shape[:-1])
     return [(G[..., sB].reshape(lead + (d, d_prev)), G[..., sb])
-            for d_prev, d, (sB, sb) in zip(widths[:-1], widths[1:], _layer_slices(tuple(widths)))]
+            for d_prev, d, (sB, sb) in zip(widths[:-1], widths[1:], slices)]
 
 
 def flatten_params(params: Any):

@@ -89,9 +89,9 @@ def pullback(params, acts, Ds, e, xp):
     ``V^(l)' e = D^(l) B^(l+1)' V^(l+1)' e``, the transpose of :func:`_backward`'s step.
     Returns ``L+1`` arrays ``(N, d_l)`` in layer order.
     """
-    deltas = [e]
+    deltas, own = [e], xp is np  # NumPy: each product masked in place
     for l in range(len(params) - 2, -1, -1):
-        deltas.append(acts[l].times_derivative(deltas[-1] @ params[l + 1][0], Ds[l], xp))
+        deltas.append(acts[l].times_derivative(deltas[-1] @ params[l + 1][0], Ds[l], xp, own))
     deltas.reverse()
     return deltas
 
@@ -105,8 +105,16 @@ def push(params, acts, Ds, a_prevs, tangents, xp):
     """
     t = None
     for l, ((B, _), (dB, db)) in enumerate(zip(params, tangents)):
-        own = a_prevs[l] @ dB.T + db
-        t = own if t is None else acts[l - 1].times_derivative(t, Ds[l - 1], xp) @ B.T + own
+        term = a_prevs[l] @ dB.T
+        if xp is np:  # NumPy: the temporaries written over (a small network: fewer arrays)
+            term += db
+            if t is not None:
+                term += acts[l - 1].times_derivative(t, Ds[l - 1], np, True) @ B.T
+        else:
+            term = term + db
+            if t is not None:
+                term = acts[l - 1].times_derivative(t, Ds[l - 1], xp) @ B.T + term
+        t = term
     return t
 
 
