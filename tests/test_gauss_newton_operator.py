@@ -239,6 +239,35 @@ def test_repeat_vector_products_rerun_the_first_ones_kernel_and_still_catch_nan(
     assert len(full) == 5
 
 
+@pytest.mark.parametrize("library", ["numpy", "jax"])
+def test_repeat_jax_blocks_rerun_their_program_and_still_catch_nan(library, monkeypatch):
+    """A JAX block ``(P, m)`` of the kind, shape and dtype of an earlier one runs that
+    block's checked program again without the checks (NumPy blocks, transposed first, take
+    the full path each time): the bits of a first product, NaN and inf still named."""
+    to = np.asarray if library == "numpy" else jnp.asarray
+    params, X, rng = make_case([4, 6, 5, 3], 7)
+    params = [(to(B), to(b)) for B, b in params]
+    op = bpcheck.gauss_newton_operator(params, to(X))
+    P = op.shape[0]
+    full = []
+    real = op._products
+    monkeypatch.setattr(op, "_products", lambda *a, **k: full.append(1) or real(*a, **k))
+    blocks = [to(rng.standard_normal((P, 3))) for _ in range(3)]
+    got = [op @ V for V in blocks]
+    assert len(full) == (1 if library == "jax" else 3)
+    for V, g in zip(blocks, got):
+        want = bpcheck.gauss_newton_operator(params, to(X)) @ V
+        assert type(g) is type(want) and g.shape == (P, 3)
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(want))
+    planted = np.array(blocks[1])
+    planted[P - 1, 2] = np.inf
+    with pytest.raises(ValueError, match="v: contains NaN or inf"):
+        op @ to(planted)
+    np.testing.assert_allclose(np.asarray(op @ to(np.array(blocks[2])[:, :2])),
+                               np.asarray(got[2])[:, :2], rtol=1e-12, atol=1e-14)  # another m
+    assert len(full) == (3 if library == "jax" else 5)
+
+
 def test_a_vector_product_traced_by_jax_jit_takes_the_full_path():
     params, X, rng = make_case([4, 6, 3], 5)
     op = bpcheck.gauss_newton_operator([(jnp.asarray(B), jnp.asarray(b)) for B, b in params],

@@ -51,6 +51,8 @@ CALLS = {  # name -> (the public function, how the tests call it)
     "jacobian_factors": (bpcheck.jacobian_factors, lambda f, p, X, v: f(p, X)),
     "gauss_newton": (bpcheck.gauss_newton, lambda f, p, X, v: f(p, X, "mse")),
     "gauss_newton_matvec": (bpcheck.gauss_newton_matvec, lambda f, p, X, v: f(p, X, v)),
+    # the operator's setup replayed, the operator built on its result (one product each)
+    "gauss_newton_operator": (bpcheck.gauss_newton_operator, lambda f, p, X, v: f(p, X) @ v),
 }
 LIBRARIES = {"jax": jnp.asarray, "numpy": np.asarray}
 
@@ -629,3 +631,27 @@ def test_a_network_is_replayed_as_its_params_with_its_activations_in_the_signatu
     bad = X.at[1, 2].set(np.nan) if library == "jax" else np.where(X == X[1, 2], np.nan, X)
     with pytest.raises(ValueError, match=r"X: contains NaN or inf"):
         use(fn, read(2)[0], bad, to)
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+@pytest.mark.parametrize("where", ["B^(2) (params[1][0])", "X"])
+def test_a_repeat_operator_setup_still_catches_nan_and_names_it(where, library, counted):
+    """``gauss_newton_operator`` called again with the signature of an earlier call runs
+    the setup's program (NumPy: kernel) again without the checks, but NaN and inf in its
+    arrays still raise the full path's error."""
+    to = LIBRARIES[library]
+    params, X, v = network(4)
+    params, X = [(to(B), to(b)) for B, b in params], to(X)
+    want = bpcheck.gauss_newton_operator(params, X) @ to(v)
+    got = bpcheck.gauss_newton_operator(params, X) @ to(v)
+    assert len(counted) == 1
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    bad = np.array(params[1][0] if where != "X" else X)
+    bad[0, 0] = np.nan
+    if where == "X":
+        X = to(bad)
+    else:
+        params[1] = (to(bad), params[1][1])
+    with pytest.raises(ValueError, match=re.escape(where) + ": contains NaN or inf"):
+        bpcheck.gauss_newton_operator(params, X)
+    assert len(counted) == 2  # the full path ran, for its error

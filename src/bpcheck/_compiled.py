@@ -15,7 +15,7 @@ import functools
 import math
 import operator
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -319,11 +319,39 @@ def _leaf_index(x, leaves):
     return next((i for i, leaf in enumerate(leaves) if leaf is x), None)
 
 
+class Built(NamedTuple):
+    """A note of :func:`built`: the call's ``result`` is ``make(out)``, ``out`` a kernel's."""
+
+    out: Any
+    result: Any
+    make: Callable
+
+
+def built(out: Any, make: Callable) -> Any:
+    """``make(out)``: an object built from a kernel's result ``out`` (one that holds it),
+    noted so that :func:`replayed` runs the kernel again on a repeat call and returns
+    ``make`` of its result.  ``make`` may depend on nothing but the call's signature."""
+    result = make(out)
+    notes = RECORDING.get()
+    if notes is not None:
+        notes.append(Built(out, result, make))
+    return result
+
+
 def _plan(records, leaves, result):
     """The plan of :func:`replayed` from a first call's notes (:data:`RECORDING`), or
-    ``None``: ``(runner, take, axis)``, ``take`` giving the runner's arrays from a later
-    call's leaves (``None``: the leaves as they are) and ``axis`` the batch axis to take
-    away from its result (``None``: returned as is)."""
+    ``None``: ``(runner, take, after)``, ``take`` giving the runner's arrays from a later
+    call's leaves (``None``: the leaves as they are) and ``after`` what becomes of its
+    result: ``None`` returned as is, an axis the batch axis to take away, a function
+    (:func:`built`) the object to build from it."""
+    made = [r for r in records if type(r) is Built]
+    if made:
+        if len(made) != 1 or made[0].result is not result:
+            return None
+        plan = _plan([r for r in records if type(r) is not Built], leaves, made[0].out)
+        if plan is None or plan[2] is not None:
+            return None
+        return plan[0], plan[1], made[0].make
     kernels = [r for r in records if type(r) is not Reshaped]
     if len(kernels) != 1 or kernels[0] is None or len({id(leaf) for leaf in leaves}) != len(leaves):
         # (an array given twice, as X and v say, would be taken for both in a later call
@@ -495,9 +523,9 @@ def replayed(*arrays: str, recheck: Callable | None = None):
     function and notes its one kernel run (:func:`call`); it becomes the plan when every
     array the kernel took is one of the caller's, by identity (nothing converted, cast or
     reshaped), or one with a batch axis added by :func:`bpcheck._arrays.with_batch_axis`
-    (one example), and the function returned the kernel's result itself, or that result
-    with the batch axis taken away by :func:`without_axis`; a later call does the same
-    additions and the same taking away.  A JAX plan runs the
+    (one example), and the function returned the kernel's result itself, that result
+    with the batch axis taken away by :func:`without_axis`, or an object built on it by
+    :func:`built`; a later call does the same additions, taking away or building.  A JAX plan runs the
     same checked program, a NumPy plan the kernel after a check of the arrays' sums; when
     either finds NaN or inf, or an outer ``jax.jit`` traces the call, the full path runs
     again, and raises the error that names the array or checks on the host.  The wrapped
@@ -533,7 +561,9 @@ def replayed(*arrays: str, recheck: Callable | None = None):
                     if (recheck is not None and not recheck(*args, **kwargs)) or \
                             not _passed(ok):
                         return fn(*args, **kwargs)
-                return out if axis is None else without_axis(out, axis)
+                if axis is None:
+                    return out
+                return axis(out) if callable(axis) else without_axis(out, axis)
             with recording([]) as records:
                 result = fn(*args, **kwargs)
             plan = _plan(records, leaves, result)

@@ -18,6 +18,7 @@ the transposed recursion, about three forward passes.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Any
 
@@ -25,7 +26,7 @@ import numpy as np
 
 from ._activations import resolve_activations
 from ._arrays import as_array, host_buffer, on_default_cpu, prepare, split_finite_checks, to_jax
-from ._compiled import call, recording, replayed, rerun, shape_of, written
+from ._compiled import built, call, recording, replayed, rerun, shape_of, written
 from ._losses import check_reduction, resolve_loss
 from ._model import model_params, model_vector
 from ._params import _layer_slices, beta_size, layers_from_beta, param_count
@@ -299,7 +300,7 @@ class GaussNewtonOperator:
         self._stored, self._static, self._net, self._xp = stored, static, net, xp
         self.shape = (P, P)
         self.dtype = np.dtype(dtype)
-        self._again = None  # (type of v, rerun) after a first product with one vector
+        self._again = {}  # (type, shape) of a first v -> the rerun of its product
         self._host = host  # a NumPy operator on views of the same factors (see _on_host)
 
     def __repr__(self) -> str:
@@ -310,13 +311,13 @@ class GaussNewtonOperator:
     def matvec(self, v: Any):
         """``G v`` for a vector ``(P,)``, or for each column of a block ``(P, m)`` (see the class).
 
-        A vector of the kind, shape ``(P,)`` and dtype of an earlier one runs that
-        product's kernel (JAX: its compiled program) again straight away, NaN and inf still
-        checked: the products of an iterative solver cost their computation only."""
-        again = self._again
-        if again is not None and type(v) is again[0] and v.shape == self.shape[:1] and \
-                v.dtype == self.dtype:
-            out = again[1](v)
+        A vector of the kind, shape ``(P,)`` and dtype of an earlier one (or a JAX block of
+        an earlier block's) runs that product's kernel (JAX: its compiled program) again
+        straight away, NaN and inf still checked: the products of an iterative solver cost
+        their computation only."""
+        again = self._again.get((type(v), getattr(v, "shape", None)))
+        if again is not None and v.dtype == self.dtype:
+            out = again(v)
             if out is not None:
                 return out
         v, back = model_vector(self._net, v)
@@ -328,17 +329,16 @@ class GaussNewtonOperator:
                              f"for m products), got shape {tuple(v.shape)}")
         if self._host is not None and on_default_cpu([v]):
             return back(self._on_host(v, block))
-        if block:
-            if self._xp is np:
-                return self._products(_transposed(v)).T
-            return self._products(v, _operator_columns)
+        if block and self._xp is np:
+            return self._products(_transposed(v)).T
+        kernel = _operator_columns if block else _operator_vector
         if self._net is not None or shape_of(v) is None:
-            return back(self._products(v, _operator_vector))
+            return back(self._products(v, kernel))
         with recording([]) as records:
-            out = self._products(v, _operator_vector)
+            out = self._products(v, kernel)
         again = rerun(records, v, out)
-        if again is not None:
-            self._again = (type(v), again)
+        if again is not None and len(self._again) < _RERUNS:
+            self._again[(type(v), v.shape)] = again
         return out
 
     def _products(self, Vm, kernel=_operator_products):
@@ -364,6 +364,7 @@ class GaussNewtonOperator:
         return self._products(self._xp.eye(self.shape[0], dtype=self.dtype))
 
 
+@replayed("params", "X")
 def gauss_newton_operator(params: Any, X: Any, loss: Any = "cross_entropy", *, y: Any = None,
                           reduction: str = "mean", activation: Any = None) -> GaussNewtonOperator:
     """The Gauss-Newton matrix of :func:`gauss_newton` as a :class:`GaussNewtonOperator`.
@@ -389,15 +390,27 @@ def gauss_newton_operator(params: Any, X: Any, loss: Any = "cross_entropy", *, y
                                                               activation)
     loss_, acts, scale, widths_t = static
     stored = call(_operator_setup, xp, (acts, loss_), params, X2, y2, unchecked=unchecked)
-    P = param_count(widths)
-    Vs, a_prevs, h = stored
+    make = functools.partial(_operator, static=(loss_, scale, widths_t), net=net, xp=xp,
+                             dtype=X2.dtype, P=param_count(widths), N=X2.shape[0])
+    # a repeat call with the same signature (plain (B, b) lists) runs the setup's program
+    # again and builds the operator on its result, without the checks
+    return make(stored) if net is not None else built(stored, make)
+
+
+def _operator(stored, static, net, xp, dtype, P, N):
+    """The :class:`GaussNewtonOperator` on the factors ``stored`` (:func:`_operator_setup`),
+    with its NumPy twin on views of them when its products are to run on the host."""
     host = None
-    if xp is not np and X2.shape[0] * P >= _HOST_PRODUCTS and on_default_cpu([*Vs, *a_prevs, h]):
+    if xp is not np and N * P >= _HOST_PRODUCTS and on_default_cpu(
+            [*stored[0], *stored[1], stored[2]]):
+        Vs, a_prevs, h = stored
         views = ([np.asarray(V) for V in Vs], [np.asarray(a) for a in a_prevs],
                  None if h is None else np.asarray(h))
-        host = GaussNewtonOperator(views, (loss_, scale, widths_t), None, np, X2.dtype, P)
-    return GaussNewtonOperator(stored, (loss_, scale, widths_t), net, xp, X2.dtype, P, host)
+        host = GaussNewtonOperator(views, static, None, np, dtype, P)
+    return GaussNewtonOperator(stored, static, net, xp, dtype, P, host)
 
+
+_RERUNS = 8  # kinds and shapes of v whose products an operator reruns (see matvec)
 
 _HOST_PRODUCTS = 1 << 23
 """``N P`` from which a JAX operator on the CPU runs its products with NumPy, whose matrix
