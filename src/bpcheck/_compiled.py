@@ -525,10 +525,11 @@ def replayed(*arrays: str, recheck: Callable | None = None):
     reshaped), or one with a batch axis added by :func:`bpcheck._arrays.with_batch_axis`
     (one example), and the function returned the kernel's result itself, that result
     with the batch axis taken away by :func:`without_axis`, or an object built on it by
-    :func:`built`; a later call does the same additions, taking away or building.  A JAX plan runs the
-    same checked program, a NumPy plan the kernel after a check of the arrays' sums; when
-    either finds NaN or inf, or an outer ``jax.jit`` traces the call, the full path runs
-    again, and raises the error that names the array or checks on the host.  The wrapped
+    :func:`built`; a later call does the same additions, taking away or building.  A JAX
+    plan runs the same checked program, a NumPy plan the kernel after a check of the
+    arrays' sums; when either finds NaN or inf, or an outer ``jax.jit`` traces the call,
+    the full path runs again, and raises the error that names the array or checks on the
+    host.  The wrapped
     function's outcome must depend on nothing but the signature and the values' being
     finite, or also on what ``recheck(*args, **kwargs)`` finds true on every repeat call
     before its plan's result is used (false: the full path; a NumPy plan is not run, a
