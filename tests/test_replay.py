@@ -655,3 +655,17 @@ def test_a_repeat_operator_setup_still_catches_nan_and_names_it(where, library, 
     with pytest.raises(ValueError, match=re.escape(where) + ": contains NaN or inf"):
         bpcheck.gauss_newton_operator(params, X)
     assert len(counted) == 2  # the full path ran, for its error
+
+
+def test_an_operator_of_a_network_is_built_by_the_full_path_each_time(counted):
+    """A ``Network`` operator keeps the network, whose structure maps vectors in and out
+    and is not in the signature: no plan, every call checked, each operator its own."""
+    params, X, v = network(5)
+    ops = []
+    for layout in ("in_out", "out_in"):
+        layers = [{"W": B.T if layout == "in_out" else B, "b": b} for B, b in params]
+        ops.append(bpcheck.gauss_newton_operator(bpcheck.network(layers, layout=layout), X))
+    assert len(counted) == 2
+    want = bpcheck.gauss_newton_operator(params, X) @ v
+    for op in ops:
+        np.testing.assert_array_equal(np.asarray(op @ v), np.asarray(want))
