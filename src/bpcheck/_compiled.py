@@ -529,11 +529,11 @@ def replayed(*arrays: str, recheck: Callable | None = None):
     plan runs the same checked program, a NumPy plan the kernel after a check of the
     arrays' sums; when either finds NaN or inf, or an outer ``jax.jit`` traces the call,
     the full path runs again, and raises the error that names the array or checks on the
-    host.  The wrapped
-    function's outcome must depend on nothing but the signature and the values' being
-    finite, or also on what ``recheck(*args, **kwargs)`` finds true on every repeat call
-    before its plan's result is used (false: the full path; a NumPy plan is not run, a
-    JAX plan's program runs while the recheck does and its result is dropped).
+    host.  The wrapped function's outcome must depend on nothing but the signature and
+    the values' being finite, or also on what ``recheck(*args, **kwargs)`` finds true on
+    every repeat call before its plan's result is used (false: the full path; a NumPy
+    plan is not run, a JAX plan's program runs while the recheck does and its result is
+    dropped).
     """
     def wrap(fn):
         code = fn.__code__
@@ -546,7 +546,7 @@ def replayed(*arrays: str, recheck: Callable | None = None):
                 return fn(*args, **kwargs)
             plan = _PLANS.get(key)
             if plan is not None:
-                runner, take, axis = plan
+                runner, take, after = plan
                 if type(runner) is tuple:  # NumPy: the kernel, after the checks
                     if (recheck is not None and not recheck(*args, **kwargs)) or \
                             not _host_finite(leaves):
@@ -562,9 +562,9 @@ def replayed(*arrays: str, recheck: Callable | None = None):
                     if (recheck is not None and not recheck(*args, **kwargs)) or \
                             not _passed(ok):
                         return fn(*args, **kwargs)
-                if axis is None:
+                if after is None:
                     return out
-                return axis(out) if callable(axis) else without_axis(out, axis)
+                return after(out) if callable(after) else without_axis(out, after)
             with recording([]) as records:
                 result = fn(*args, **kwargs)
             plan = _plan(records, leaves, result)

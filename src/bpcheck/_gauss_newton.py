@@ -400,10 +400,9 @@ def gauss_newton_operator(params: Any, X: Any, loss: Any = "cross_entropy", *, y
 def _operator(stored, static, net, xp, dtype, P, N):
     """The :class:`GaussNewtonOperator` on the factors ``stored`` (:func:`_operator_setup`),
     with its NumPy twin on views of them when its products are to run on the host."""
+    Vs, a_prevs, h = stored
     host = None
-    if xp is not np and N * P >= _HOST_PRODUCTS and on_default_cpu(
-            [*stored[0], *stored[1], stored[2]]):
-        Vs, a_prevs, h = stored
+    if xp is not np and N * P >= _HOST_PRODUCTS and on_default_cpu([*Vs, *a_prevs, h]):
         views = ([np.asarray(V) for V in Vs], [np.asarray(a) for a in a_prevs],
                  None if h is None else np.asarray(h))
         host = GaussNewtonOperator(views, static, None, np, dtype, P)

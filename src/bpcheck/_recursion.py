@@ -103,19 +103,18 @@ def push(params, acts, Ds, a_prevs, tangents, xp):
     ``t^(l) = sum_{m <= l} (V^(l) of layer m's term)``: ``t^(1) = dB^(1) a^(0) + db^(1)``,
     ``t^(l) = B^(l) D^(l-1) t^(l-1) + dB^(l) a^(l-1) + db^(l)``, ``J v = t^(L+1)``.
     """
-    t = None
+    t, own = None, xp is np  # NumPy: the temporaries written over (small networks: fewer arrays)
     for l, ((B, _), (dB, db)) in enumerate(zip(params, tangents)):
-        term = a_prevs[l] @ dB.T
-        if xp is np:  # NumPy: the temporaries written over (a small network: fewer arrays)
-            term += db
-            if t is not None:
-                term += acts[l - 1].times_derivative(t, Ds[l - 1], np, True) @ B.T
-        else:
-            term = term + db
-            if t is not None:
-                term = acts[l - 1].times_derivative(t, Ds[l - 1], xp) @ B.T + term
+        term = _added(a_prevs[l] @ dB.T, db, own)
+        if t is not None:
+            term = _added(term, acts[l - 1].times_derivative(t, Ds[l - 1], xp, own) @ B.T, own)
         t = term
     return t
+
+
+def _added(x, y, own):
+    """``x + y``, into ``x`` when ``own`` (``x`` a NumPy temporary of the caller's)."""
+    return np.add(x, y, out=x) if own else x + y
 
 
 def _outputs(params, X, acts, xp):
