@@ -107,3 +107,37 @@ def test_equinox_sequential_of_linear_and_lambda_layers():
     with pytest.raises(ValueError, match=r"model\.layers\[1\] \(LayerNorm\)"):
         bpcheck.network(eqx.nn.Sequential([eqx.nn.Linear(4, 5, key=keys[0]), eqx.nn.LayerNorm(5),
                                            eqx.nn.Linear(5, 3, key=keys[1])]))
+
+
+def _same_trees(got, want, tol=RTOL):
+    assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
+    for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        assert g.shape == w.shape and rel_err(g, w) < tol
+
+
+def test_an_equinox_model_works_inside_jax_jit_closed_over_or_as_an_argument():
+    """Inside a jit trace JAX's operations give tracers even on concrete arrays (JAX 0.4.36
+    on): reading the model (its final activation, its forward pass) must still work."""
+    model = mlp(jax.nn.softplus)
+    X, y = data()
+    eager = bpcheck.per_example_grads(model, X, y)
+    _same_trees(jax.jit(lambda X: bpcheck.per_example_grads(model, X, y))(X), eager)
+    _same_trees(eqx.filter_jit(lambda m, X: bpcheck.per_example_grads(m, X, y))(model, X), eager)
+    assert rel_err(jax.jit(lambda X: bpcheck.forward(bpcheck.network(model), X))(X),
+                   jax.vmap(model)(jnp.asarray(X))) < RTOL
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    seq = eqx.nn.Sequential([eqx.nn.Linear(4, 5, key=keys[0]), eqx.nn.Lambda(jnp.tanh),
+                             eqx.nn.Linear(5, 3, key=keys[1])])
+    X32 = X.astype(np.float32)
+    _same_trees(jax.jit(lambda X: bpcheck.per_example_grads(seq, X, y))(X32),
+                bpcheck.per_example_grads(seq, X32, y), tol=1e-6)
+
+
+def test_inside_jax_jit_a_closed_over_model_is_still_checked_against_its_forward_pass():
+    model = mlp(lambda x: jnp.tanh(x))
+    X, _ = data()
+    with pytest.raises(ValueError, match="does not reproduce the model's forward pass"):
+        jax.jit(lambda X: bpcheck.forward(bpcheck.network(model, activation="sigmoid"), X))(X)
+    final = eqx.nn.MLP(4, 3, 5, 2, final_activation=jax.nn.sigmoid, key=jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="model.final_activation: expected the identity"):
+        jax.jit(lambda X: bpcheck.forward(final, X))(X)

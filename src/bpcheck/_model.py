@@ -32,6 +32,7 @@ computes (layers in another order, another activation) is an error, not a wrong 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 from collections.abc import Mapping, Sequence
@@ -40,6 +41,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._activations import Activation, resolve_activations
+from ._arrays import is_jax, is_tracer
 from ._params import layers_from_beta
 
 LAYOUTS = ("in_out", "out_in")
@@ -294,10 +296,13 @@ def _is_identity(fn) -> bool:
 
     if getattr(jax.nn, "identity", None) is not None and fn is jax.nn.identity:
         return True
-    probe = jnp.asarray([-2.5, -0.5, 0.0, 0.25, 3.0])
-    try:
-        out = fn(probe)
-    except Exception:  # a function that does not take a vector is no identity
+    with jax.ensure_compile_time_eval():  # concrete also inside a jax.jit trace
+        probe = jnp.asarray([-2.5, -0.5, 0.0, 0.25, 3.0])
+        try:
+            out = fn(probe)
+        except Exception:  # a function that does not take a vector is no identity
+            return False
+    if is_tracer(out):  # the function closes over a traced array: it is no identity
         return False
     return bool(np.array_equal(np.asarray(out), np.asarray(probe)))
 
@@ -956,10 +961,22 @@ def _check_orientation(layers: Sequence[Dense]) -> None:
 _PROBE_TOL = {8: 1e-9, 4: 1e-4, 2: 1e-2}
 
 
+def _concrete(params):
+    """``jax.ensure_compile_time_eval()`` for a model of JAX arrays (inside a ``jax.jit``
+    trace JAX's operations give tracers even on concrete arrays, from JAX 0.4.36 on);
+    nothing for NumPy and PyTorch."""
+    if any(is_jax(t) for pair in params for t in pair):
+        import jax
+
+        return jax.ensure_compile_time_eval()
+    return contextlib.nullcontext()
+
+
 def _check_forward(net: Network, run) -> None:
     """The model's forward pass equals bpcheck's on three random inputs (relative to the
-    largest output), unless the weights are JAX tracers (inside ``jax.jit``)."""
-    from ._arrays import is_tracer
+    largest output), unless the weights are JAX tracers (the model an argument of a
+    ``jax.jit``); a model closed over by a traced function is run concretely
+    (``jax.ensure_compile_time_eval``), as outside it."""
     from ._recursion import forward
 
     B1 = net.params[0][0]
@@ -967,8 +984,11 @@ def _check_forward(net: Network, run) -> None:
         return
     dtype = np.dtype(B1.dtype)
     X = np.random.default_rng(0).standard_normal((3, net.widths[0])).astype(dtype)
-    ours = np.asarray(forward(net, X), dtype=np.float64)
-    theirs = np.asarray(run(X), dtype=np.float64)
+    with _concrete(net.params):
+        ours, theirs = forward(net, X), run(X)
+    if is_tracer(ours) or is_tracer(theirs):  # the model closes over a traced array
+        return
+    ours, theirs = np.asarray(ours, dtype=np.float64), np.asarray(theirs, dtype=np.float64)
     if theirs.shape != ours.shape:
         raise ValueError(f"model: its forward pass gives shape {theirs.shape} for inputs "
                          f"{X.shape}, bpcheck's network {ours.shape}")
