@@ -192,3 +192,47 @@ def test_value_alone_is_bitwise_the_value_beside_the_derivative_and_may_overwrit
         jz = jnp.asarray(zd)
         np.testing.assert_array_equal(np.asarray(act(name).value(jz, jnp)),
                                       np.asarray(act(name).value_and_derivative(jz, jnp)[0]))
+
+
+def test_a_thresholded_softplus_is_z_itself_above_its_threshold_as_torch_computes_it():
+    """PyTorch's Softplus is linear above its threshold (default 20); the reference here is
+    JAX's softplus with that switch written out, its derivative by jax.grad."""
+    t = 0.75
+    a = Activation("softplus", threshold=t)
+    assert repr(a) == "Activation('softplus', threshold=0.75)"
+    assert repr(Activation("softplus")) == "Activation('softplus')"
+    assert a != Activation("softplus")
+    assert Activation("softplus", threshold=float("inf")) == Activation("softplus")
+
+    def reference(z):
+        return jnp.where(z > t, z, jax.nn.softplus(z))
+
+    z = np.concatenate([np.linspace(-6, 6, 101), [t - 1e-9, t + 1e-9, 40.0]])
+    for xp in (np, jnp):
+        value, deriv = a.value_and_derivative(xp.asarray(z), xp)
+        assert rel_err(value, reference(jnp.asarray(z))) < 1e-15
+        assert rel_err(deriv, jax.vmap(jax.grad(reference))(jnp.asarray(z))) < 1e-15
+    assert np.asarray(a.derivative(np.array([t + 1e-9]), np))[0] == 1.0
+    assert np.asarray(a.derivative(np.array([t - 1e-9]), np))[0] < 0.7
+    # bpcheck verify's references (numcheck) honour the threshold too
+    assert rel_err(_jax_activation(a)(jnp.asarray(z)), reference(jnp.asarray(z))) < 1e-15
+
+    rng = np.random.default_rng(3)
+    widths = [3, 6, 5, 2]
+    params = [(rng.standard_normal((d, dp)), 0.3 * rng.standard_normal(d))
+              for dp, d in zip(widths, widths[1:])]
+    X = rng.standard_normal((8, 3))
+    beta = bpcheck.flatten_params(params)
+
+    def f(beta, x):
+        h = x
+        for B, b in bpcheck.unflatten_params(beta, widths)[:-1]:
+            h = reference(h @ B.T + b)
+        B, b = bpcheck.unflatten_params(beta, widths)[-1]
+        return h @ B.T + b
+
+    z1 = X @ params[0][0].T + params[0][1]
+    assert (z1 > t).any() and (z1 < t).any()  # both sides of the switch are exercised
+    J_ref = jax.vmap(jax.jacrev(f), in_axes=(None, 0))(jnp.asarray(beta), jnp.asarray(X))
+    assert rel_err(bpcheck.jacobian(params, X, activation=a), J_ref) < 1e-12
+    assert rel_err(bpcheck.jacobian(params, X, activation="softplus"), J_ref) > 1e-3

@@ -190,3 +190,23 @@ def test_per_example_grads_into_a_state_dict_shaped_buffer_equal_torch_func():
     del buffers["2.bias"]
     with pytest.raises(TypeError, match=r"out: expected the model's structure.*'2\.bias'"):
         bpcheck.per_example_grads(model, X, y, out=buffers)
+
+
+def test_a_softplus_is_read_with_its_threshold_and_matches_torch_on_both_sides_of_it():
+    """torch's Softplus is z itself above its threshold (default 20): read as such, the
+    gradients match torch.func where pre-activations pass the threshold."""
+    assert bpcheck.network(sequential(nn.Softplus())).activation[0] == \
+        bpcheck.Activation("softplus", threshold=20.0)
+    model = sequential(nn.Softplus(threshold=1.5))
+    X, y = data()
+    X = 4 * X  # pre-activations on both sides of 1.5
+    with torch.no_grad():
+        z1 = model[0](torch.from_numpy(X)).numpy()
+        want = model(torch.from_numpy(X)).numpy()
+    assert (z1 > 1.5).any() and (z1 < 1.5).any()
+    assert rel_err(bpcheck.forward(model, X), want) < RTOL
+    got, ref = bpcheck.per_example_grads(model, X, y), torch_per_example_grads(model, X, y)
+    for k in ref:
+        assert rel_err(got[k], ref[k]) < RTOL, k
+    with pytest.raises(ValueError, match="activation"):  # the model states its threshold
+        bpcheck.network(model, activation="softplus")

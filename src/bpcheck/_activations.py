@@ -26,7 +26,7 @@ _PARAMETERS = {
     "elu": {"alpha": 1.0},
     "tanh": {},
     "sigmoid": {},
-    "softplus": {},
+    "softplus": {"threshold": math.inf},  # inf: none
     "gelu": {},
     "gelu_tanh": {},
     "identity": {},
@@ -57,8 +57,10 @@ class Activation:
     ``Activation("relu")`` (default of every function), ``"leaky_relu"`` (``slope``,
     default 0.01: ``z`` for ``z > 0``, ``slope * z`` otherwise), ``"elu"`` (``alpha``,
     default 1.0: ``alpha (exp(z) - 1)`` for ``z <= 0``), ``"tanh"``, ``"sigmoid"``,
-    ``"softplus"`` (``log(1 + exp(z))``), ``"gelu"`` (exact, ``z Phi(z)`` with the normal
-    CDF ``Phi``), ``"gelu_tanh"`` (the tanh approximation
+    ``"softplus"`` (``log(1 + exp(z))``; ``threshold``, default none: ``z`` itself for
+    ``z > threshold``, as PyTorch's ``Softplus`` computes it, whose default is 20),
+    ``"gelu"`` (exact, ``z Phi(z)`` with the normal CDF ``Phi``), ``"gelu_tanh"`` (the
+    tanh approximation
     ``0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3)))``) and ``"identity"``.
 
     >>> Activation("leaky_relu", slope=0.2)
@@ -77,13 +79,13 @@ class Activation:
                 raise TypeError(f"Activation({name!r}): unknown parameter {key}={value!r}; {want}")
             if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
                 raise TypeError(f"Activation({name!r}): {key} must be a real number, got {value!r}")
-            if not math.isfinite(value):
+            if not math.isfinite(value) and not (key == "threshold" and value == math.inf):
                 raise ValueError(f"Activation({name!r}): {key} must be finite, got {value!r}")
         self.name = name
         self.params = tuple((k, float(params.get(k, v))) for k, v in allowed.items())
 
     def __repr__(self) -> str:
-        extra = "".join(f", {k}={v!r}" for k, v in self.params)
+        extra = "".join(f", {k}={v!r}" for k, v in self.params if v != math.inf)
         return f"Activation({self.name!r}{extra})"
 
     def __eq__(self, other: object) -> bool:
@@ -146,8 +148,13 @@ class Activation:
             s = _sigmoid(z, xp)
             return s, (s * (1 - s) if with_derivative else None)
         if name == "softplus":
-            return (xp.log1p(xp.exp(-xp.abs(z))) + xp.maximum(z, 0),
-                    _sigmoid(z, xp) if with_derivative else None)
+            value = xp.log1p(xp.exp(-xp.abs(z))) + xp.maximum(z, 0)
+            D = _sigmoid(z, xp) if with_derivative else None
+            if p["threshold"] != math.inf:  # linear above it
+                above = z > p["threshold"]
+                value = xp.where(above, z, value)
+                D = xp.where(above, one, D) if with_derivative else None
+            return value, D
         if name == "gelu":
             cdf = 0.5 * (1 + _erf(z * (1 / math.sqrt(2.0)), xp))
             if not with_derivative:

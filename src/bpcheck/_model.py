@@ -392,7 +392,7 @@ def _torch_activation(m):
         if m.beta != 1:
             raise ValueError(f"model: a Softplus with beta={m.beta}; bpcheck's softplus is "
                              f"log(1 + exp(z)), beta=1")
-        return Activation("softplus")
+        return Activation("softplus", threshold=float(m.threshold))  # z itself above it
     return None
 
 

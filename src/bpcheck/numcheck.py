@@ -89,11 +89,16 @@ def _jax_activation(act: Activation):
         "elu": lambda z: jax.nn.elu(z, p.get("alpha")),
         "tanh": jnp.tanh,
         "sigmoid": jax.nn.sigmoid,
-        "softplus": jax.nn.softplus,
+        "softplus": lambda z: _above(z, p["threshold"], jax.nn.softplus(z), jnp),
         "gelu": lambda z: jax.nn.gelu(z, approximate=False),
         "gelu_tanh": lambda z: jax.nn.gelu(z, approximate=True),
         "identity": lambda z: z,
     }[act.name]
+
+
+def _above(z, threshold, value, xp):
+    """``value``, but ``z`` itself where ``z > threshold`` (a thresholded softplus)."""
+    return value if threshold == math.inf else xp.where(z > threshold, z, value)
 
 
 def _numpy_activation(act: Activation):
@@ -106,7 +111,7 @@ def _numpy_activation(act: Activation):
         "elu": lambda z: np.where(z > 0, z, p.get("alpha") * np.expm1(np.minimum(z, 0))),
         "tanh": np.tanh,
         "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
-        "softplus": lambda z: np.logaddexp(0, z),
+        "softplus": lambda z: _above(z, p["threshold"], np.logaddexp(0, z), np),
         "gelu": lambda z: 0.5 * z * (1 + erf(z / np.sqrt(2)).astype(z.dtype)),
         "gelu_tanh": lambda z: 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z ** 3))),
         "identity": lambda z: z,
