@@ -199,3 +199,32 @@ def test_binary_targets_outside_0_1_or_of_the_wrong_shape_are_rejected():
     column = bpcheck.per_example_grads(params, X, np.array([[0.0], [1], [1], [0]]), "binary_cross_entropy")
     assert np.array_equal(column, bpcheck.per_example_grads(params, X, np.array([0.0, 1, 1, 0]),
                                                             "binary_cross_entropy"))
+
+
+@pytest.mark.parametrize("xp", [np, jnp], ids=["numpy", "jax"])
+def test_a_user_loss_whose_grad_or_hessian_has_the_wrong_shape_is_a_named_error(xp):
+    """A batch mean (1, K) or a vector (K,) would be broadcast over the examples (JAX gave
+    every example the same output gradient) or fail deep in a product."""
+    params = [(xp.asarray(B), xp.asarray(b)) for B, b in bpcheck.init_params([3, 4, 2], seed=0)]
+    rng = np.random.default_rng(0)
+    X, y = xp.asarray(rng.standard_normal((5, 3))), xp.asarray(rng.standard_normal((5, 2)))
+    v = xp.asarray(rng.standard_normal(bpcheck.param_count([3, 4, 2])))
+    for wrong in (lambda z, y: (z - y).mean(0, keepdims=True), lambda z, y: (z - y).mean(0),
+                  lambda z, y: (z - y).sum(1, keepdims=True)):
+        bad = Loss(grad=wrong)
+        for call in (bpcheck.per_example_grads, bpcheck.per_example_grad_norms):
+            with pytest.raises(ValueError, match=r"Loss\.grad: expected an array of shape "
+                                                 r"\(N, K\) = \(5, 2\) .*got shape"):
+                call(params, X, y, bad)
+    eye = xp.eye(2)
+    for wrong in (lambda z, y: eye, lambda z, y: eye[None], lambda z, y: "H"):
+        bad = Loss(grad=lambda z, y: z - y, hessian=wrong)
+        for call in (bpcheck.gauss_newton, bpcheck.gauss_newton_operator):
+            with pytest.raises(ValueError, match=r"Loss\.hessian: expected an array of shape "
+                                                 r"\(N, K, K\) = \(5, 2, 2\) .*got (shape|a str)"):
+                call(params, X, bad, y=y)
+        with pytest.raises(ValueError, match=r"Loss\.hessian: expected an array of shape"):
+            bpcheck.gauss_newton_matvec(params, X, v, bad, y=y)
+    good = Loss(grad=lambda z, y: z - y, hessian=lambda z, y: xp.broadcast_to(eye, (5, 2, 2)))
+    assert rel_err(bpcheck.gauss_newton_matvec(params, X, v, good, y=y),
+                   bpcheck.gauss_newton_matvec(params, X, v, "mse", y=y)) < RTOL

@@ -50,6 +50,18 @@ def _sigmoid(z, xp):
     return xp.where(z >= 0, 1 / (1 + e), e / (1 + e))
 
 
+def _user_output(out, want: tuple, which: str, form: str, meaning: str):
+    """A user loss's ``grad`` or ``hessian`` result, checked to have the shape ``want`` (known
+    when tracing too): a batch mean ``(1, K)`` or a vector ``(K,)`` would otherwise be
+    broadcast over the examples, or fail deep in a product."""
+    shape = getattr(out, "shape", None)
+    if shape is None or tuple(shape) != want:
+        got = f"shape {tuple(shape)}" if shape is not None else f"a {type(out).__name__}"
+        raise ValueError(f"Loss.{which}: expected an array of shape {form} = {want} ({meaning}), "
+                         f"got {got}")
+    return out
+
+
 _RANGED = ("cross_entropy", "binary_cross_entropy")  # losses whose targets have a range
 
 
@@ -195,7 +207,8 @@ class Loss:
             return _softmax(z, xp) - onehot
         if self.name == "binary_cross_entropy":
             return _sigmoid(z, xp) - y
-        return self.grad_fn(z, y)
+        return _user_output(self.grad_fn(z, y), tuple(z.shape), "grad", "(N, K)",
+                            "row n the gradient of example n's loss")
 
     def hessian(self, z, y, xp):
         """``H_n = d^2 loss_n / d z_n d z_n'``, shape ``(N, K, K)``."""
@@ -208,7 +221,7 @@ class Loss:
         if self.name == "binary_cross_entropy":
             s = _sigmoid(z, xp)
             return (s * (1 - s))[:, :, None]
-        return self.hessian_fn(z, y)
+        return self._user_hessian(z, y)
 
     def hessian_times(self, z, y, u, xp):
         """``H_n u_n`` for every example, shape ``(N, K)`` (or ``(m, N, K)`` for ``m`` sets of
@@ -226,7 +239,12 @@ class Loss:
         if self.name == "binary_cross_entropy":
             s = _sigmoid(z, xp)
             return s * (1 - s)
-        return self.hessian_fn(z, y)
+        return self._user_hessian(z, y)
+
+    def _user_hessian(self, z, y):
+        N, K = z.shape
+        return _user_output(self.hessian_fn(z, y), (N, K, K), "hessian", "(N, K, K)",
+                            "entry n the Hessian of example n's loss")
 
     def times_hessian(self, state, u, xp):
         """``H_n u_n`` from :meth:`hessian_state`'s ``state``; ``u``: ``(N, K)`` or ``(m, N, K)``."""
