@@ -331,3 +331,21 @@ def test_products_for_any_depth_and_mixed_activations_equal_the_matrix(widths, a
     jop = bpcheck.gauss_newton_operator([(jnp.asarray(B), jnp.asarray(b)) for B, b in params],
                                         jnp.asarray(X), activation=activation)
     assert rel_err(np.asarray(jop @ jnp.asarray(V)), G @ V) < 1e-5
+
+
+def test_an_operator_of_numpy_arrays_takes_jax_vectors_checked_and_gives_jax_results():
+    params = bpcheck.init_params([3, 4, 2], seed=0)
+    X = np.random.default_rng(0).standard_normal((5, 3))
+    op = bpcheck.gauss_newton_operator(params, X)
+    P = op.shape[0]
+    V = np.random.default_rng(1).standard_normal((P, 3))
+    for v in (V[:, 0], V):
+        got = op @ jnp.asarray(v)
+        assert isinstance(got, jax.Array) and got.shape == v.shape
+        assert np.array_equal(np.asarray(got), op @ v)
+    bad = V[:, 0].copy()
+    bad[3] = np.nan
+    with pytest.raises(ValueError, match="v: contains NaN or inf"):
+        op @ jnp.asarray(bad)
+    with pytest.raises(TypeError, match="v: a traced JAX array .* built from NumPy arrays"):
+        jax.jit(lambda v: op @ v)(jnp.asarray(V[:, 0]))

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from ._activations import resolve_activations
-from ._arrays import as_array, host_buffer, on_default_cpu, prepare, split_finite_checks, to_jax
+from ._arrays import (as_array, host_buffer, is_jax, is_tracer, on_default_cpu, prepare,
+                      split_finite_checks, to_jax)
 from ._compiled import built, call, recording, replayed, rerun, shape_of, written
 from ._losses import check_reduction, resolve_loss
 from ._model import model_params, model_vector
@@ -293,7 +294,8 @@ class GaussNewtonOperator:
     ``op @ v`` or ``op.matvec(v)``: ``v`` of shape ``(P,)`` in ``beta`` order (or in the
     model's own structure when the operator was built from a model), or ``(P, m)`` for
     ``m`` products at once.  ``shape`` and ``dtype`` make it a SciPy ``LinearOperator``
-    by ``scipy.sparse.linalg.aslinearoperator(op)``.  NumPy or JAX, as its inputs were.
+    by ``scipy.sparse.linalg.aslinearoperator(op)``.  NumPy or JAX, as its inputs were (a
+    JAX ``v`` for an operator of NumPy arrays gives a JAX result, computed with NumPy).
     """
 
     def __init__(self, stored, static, net, xp, dtype, P, host=None):
@@ -323,6 +325,8 @@ class GaussNewtonOperator:
         v, back = model_vector(self._net, v)
         P = self.shape[0]
         v = as_array("v", v, self._xp)
+        if self._xp is np and is_jax(v):
+            return back(self._jax_vector(v))
         block = v.ndim == 2 and v.shape[0] == P  # m products in one pass
         if not block and tuple(v.shape) != (P,):
             raise ValueError(f"v: expected a vector in beta order of shape ({P},) (or ({P}, m) "
@@ -340,6 +344,18 @@ class GaussNewtonOperator:
         if again is not None and len(self._again) < _RERUNS:
             self._again[(type(v), v.shape)] = again
         return out
+
+    def _jax_vector(self, v):
+        """A JAX ``v`` for an operator built from NumPy arrays: its products on the host,
+        the result a JAX array (JAX inputs give JAX results, as everywhere)."""
+        if is_tracer(v):
+            raise TypeError(
+                "v: a traced JAX array (inside jax.jit, jax.vmap or jax.grad), but this "
+                "operator was built from NumPy arrays and computes with NumPy; build it from "
+                "JAX arrays (gauss_newton_operator of jnp.asarray(...)) to use it there")
+        import jax.numpy as jnp
+
+        return jnp.asarray(self.matvec(np.asarray(v)))
 
     def _products(self, Vm, kernel=_operator_products):
         if Vm.dtype != self.dtype:
