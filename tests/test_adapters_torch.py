@@ -210,3 +210,32 @@ def test_a_softplus_is_read_with_its_threshold_and_matches_torch_on_both_sides_o
         assert rel_err(got[k], ref[k]) < RTOL, k
     with pytest.raises(ValueError, match="activation"):  # the model states its threshold
         bpcheck.network(model, activation="softplus")
+
+
+class _ScaledLinear(nn.Linear):
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.scale = nn.Parameter(torch.ones(1))
+
+
+def _old_weight_norm(layer):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecated in favour of parametrizations
+        return torch.nn.utils.weight_norm(layer)
+
+
+@pytest.mark.parametrize("first, message", [
+    (lambda: nn.utils.parametrizations.weight_norm(nn.Linear(4, 5)),
+     r"model\[0\] \(ParametrizedLinear\) is parametrized"),
+    (lambda: nn.utils.parametrizations.spectral_norm(nn.Linear(4, 5)), "is parametrized"),
+    (lambda: _old_weight_norm(nn.Linear(4, 5)), "the parameter 0.weight_g belongs to no Linear"),
+    (lambda: _ScaledLinear(4, 5), "the parameter 0.scale belongs to no Linear"),
+], ids=["weight_norm", "spectral_norm", "old_weight_norm", "extra_parameter"])
+def test_parameters_other_than_the_linear_weights_and_biases_are_named_errors(first, message):
+    """Results are keyed like the model's parameters: a weight computed from others would
+    get a gradient under a name that is no parameter, and the real ones none."""
+    model = nn.Sequential(first(), nn.ReLU(), nn.Linear(5, 3))
+    with pytest.raises(ValueError, match=message):
+        bpcheck.network(model)

@@ -396,6 +396,29 @@ def _torch_activation(m):
     return None
 
 
+def _torch_parametrized(m) -> bool:
+    from torch.nn.utils import parametrize
+
+    return parametrize.is_parametrized(m)
+
+
+def _torch_parameters_are(model, keys: list) -> None:
+    """The model's parameters are exactly the weights and biases read (``keys``, named as
+    in ``state_dict``): results are keyed by them, so a parameter read from elsewhere (the
+    old ``weight_norm``'s ``weight_g`` and ``weight_v``) or one left out is an error."""
+    names = [name for name, _ in model.named_parameters()]
+    for name in names:
+        if name not in keys:
+            raise ValueError(
+                f"model: the parameter {name} belongs to no Linear layer's weight or bias; "
+                f"bpcheck models Linear layers with elementwise activations only (a layer "
+                f"whose weight is computed, as by weight_norm, is not supported)")
+    for key in keys:
+        if key not in names:
+            raise ValueError(f"model: {key} is not among the model's parameters "
+                             f"(named_parameters: {names}); bpcheck reads plain Linear layers")
+
+
 def _torch_array(t, name: str):
     """A detached NumPy copy of a tensor (moved to the CPU, dtype kept)."""
     t = t.detach().cpu()
@@ -438,6 +461,12 @@ def _read_torch(model):
                 )
             if any(m is seen for seen in linears):
                 raise ValueError(f"model: {where} appears twice (tied weights are not supported)")
+            if _torch_parametrized(m):
+                raise ValueError(
+                    f"model: {where} is parametrized (weight_norm, spectral_norm, ...): its "
+                    f"weight is computed from other parameters, whose gradients bpcheck does not "
+                    f"give; remove the parametrization first "
+                    f"(torch.nn.utils.parametrize.remove_parametrizations)")
             linears.append(m)
             walk.dense(Dense(where, _torch_array(m.weight, f"model[{key}].weight"),
                              _torch_array(m.bias, f"model[{key}].bias"), "out_in",
@@ -458,6 +487,7 @@ def _read_torch(model):
             raise _unsupported(where, f"a {type(m).__name__} layer")
     layers, acts = walk.finish()
     keys = [k for d in layers for k in d.keys]
+    _torch_parameters_are(model, keys)
 
     def rebuild(values):
         return {k: values[k] for k in keys}
