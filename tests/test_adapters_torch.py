@@ -239,3 +239,16 @@ def test_parameters_other_than_the_linear_weights_and_biases_are_named_errors(fi
     model = nn.Sequential(first(), nn.ReLU(), nn.Linear(5, 3))
     with pytest.raises(ValueError, match=message):
         bpcheck.network(model)
+
+
+def test_a_vector_in_the_models_structure_with_a_missing_or_unexpected_key_is_named():
+    model = sequential(nn.Tanh(), widths=(4, 5, 3))
+    X, _ = data()
+    v = {k: torch.randn_like(p) for k, p in model.state_dict().items()}
+    assert set(bpcheck.gauss_newton_matvec(model, X, v)) == set(v)
+    missing = {k: t for k, t in v.items() if k != "0.bias"}
+    with pytest.raises(ValueError, match=r"v: in the structure of the torch Sequential: .*"
+                                         r"missing \['0.bias'\], unexpected \[\]"):
+        bpcheck.gauss_newton_matvec(model, X, missing)
+    with pytest.raises(ValueError, match=r"missing \[\], unexpected \['2.weigth'\]"):
+        bpcheck.gauss_newton_matvec(model, X, {**v, "2.weigth": torch.zeros(3, 5)})

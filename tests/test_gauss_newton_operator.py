@@ -349,3 +349,17 @@ def test_an_operator_of_numpy_arrays_takes_jax_vectors_checked_and_gives_jax_res
         op @ jnp.asarray(bad)
     with pytest.raises(TypeError, match="v: a traced JAX array .* built from NumPy arrays"):
         jax.jit(lambda v: op @ v)(jnp.asarray(V[:, 0]))
+
+
+def test_a_vector_whose_layers_have_other_keys_than_the_models_is_named():
+    rng = np.random.default_rng(2)
+    layers = [{"W": rng.standard_normal((3, 4)), "b": rng.standard_normal(4)},
+              {"W": rng.standard_normal((4, 2)), "b": rng.standard_normal(2)}]
+    net = bpcheck.network(layers, layout="in_out", activation="tanh")
+    op = bpcheck.gauss_newton_operator(net, rng.standard_normal((5, 3)))
+    tree = net.from_beta(rng.standard_normal(op.shape[0]))
+    with pytest.raises(ValueError, match=r"v: in the structure of the list of layers: layer 1: "
+                                         r"expected the keys \['W', 'b'\], got \['W', 'b', 'c'\]"):
+        op @ [tree[0], {**tree[1], "c": np.zeros(2)}]
+    with pytest.raises(ValueError, match=r"v: .*layer 0: expected the keys \['W', 'b'\], got \['W'\]"):
+        op @ [{"W": tree[0]["W"]}, tree[1]]

@@ -498,7 +498,17 @@ def _read_torch(model):
         with torch.no_grad():
             return model(torch.from_numpy(X)).numpy()
 
-    return layers, acts, _Structure(rebuild, lambda tree: tree), run
+    def leaves(tree):
+        if not isinstance(tree, Mapping):
+            raise TypeError(f"expected a dict keyed like the model's state_dict ({keys}), "
+                            f"got {type(tree).__name__}")
+        missing, extra = [k for k in keys if k not in tree], [k for k in tree if k not in keys]
+        if missing or extra:
+            raise ValueError(f"expected the keys of the model's state_dict, {keys}; "
+                             f"missing {missing}, unexpected {extra}")
+        return tree
+
+    return layers, acts, _Structure(rebuild, leaves), run
 
 
 class _Structure(NamedTuple):
@@ -862,6 +872,9 @@ def _read_pytree(layers, layout):
     def leaves(tree):
         if not isinstance(tree, Sequence) or len(tree) != len(kinds):
             raise ValueError(f"expected a list of {len(kinds)} layers shaped like the model's")
+        for i, (_, keys) in enumerate(kinds):
+            if isinstance(tree[i], Mapping) and sorted(tree[i]) != sorted(keys):
+                raise ValueError(f"layer {i}: expected the keys {list(keys)}, got {list(tree[i])}")
         return {(i, k): tree[i][k] for i, (_, keys) in enumerate(kinds) for k in keys}
 
     return found, None, _Structure(rebuild, leaves), None
@@ -1077,7 +1090,12 @@ def model_vector(net: Network | None, v: Any):
                  and all(isinstance(t, (int, float, np.number)) for t in v)))
     if plain:
         return v, lambda result: result
-    return net.to_beta(v), net.from_beta
+    try:
+        return net.to_beta(v), net.from_beta
+    except (KeyError, IndexError, TypeError, ValueError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        kind = TypeError if isinstance(err, TypeError) else ValueError
+        raise kind(f"v: in the structure of the {net.source}: {message}") from None
 
 
 def model_params(params: Any, activation: Any):
