@@ -163,3 +163,22 @@ def test_joined_equals_concatenate_eagerly_and_traced(axis):
     assert np.array_equal(np.asarray(jax.jit(lambda *ps: joined(ps, axis))(*jparts)), want)
     batched = jax.vmap(lambda *ps: joined(ps, axis))(*[jnp.stack([p, 2 * p]) for p in jparts])
     assert np.array_equal(np.asarray(batched), np.stack([want, 2 * want]))
+
+
+@pytest.mark.parametrize("loss, y", [("cross_entropy", None), ("mse", "real")])
+def test_a_vector_more_precise_than_params_and_x_is_not_rounded_to_their_dtype(loss, y):
+    """float32 params and X with a float64 v: the product in float64, as NumPy promotes
+    (v was rounded to float32 before); a float32 v with float64 inputs stays float64."""
+    rng = np.random.default_rng(4)
+    params64 = bpcheck.init_params([3, 5, 2], seed=4)
+    params32 = [(B.astype(np.float32), b.astype(np.float32)) for B, b in params64]
+    X = rng.standard_normal((6, 3)).astype(np.float32)
+    y = rng.standard_normal((6, 2)).astype(np.float32) if y else None
+    v = 1 + 1e-9 * rng.standard_normal(bpcheck.param_count([3, 5, 2]))  # not a float32 vector
+    got = bpcheck.gauss_newton_matvec(params32, X, v, loss, y=y)
+    want = bpcheck.gauss_newton_matvec([(B.astype(np.float64), b.astype(np.float64))
+                                        for B, b in params32], X.astype(np.float64), v, loss,
+                                       y=None if y is None else y.astype(np.float64))
+    assert got.dtype == np.float64 and np.array_equal(got, want)
+    assert bpcheck.gauss_newton_matvec(params64, X.astype(np.float64), v.astype(np.float32),
+                                       loss, y=y).dtype == np.float64

@@ -148,7 +148,8 @@ def gauss_newton_matvec(params: Any, X: Any, v: Any, loss: Any = "cross_entropy"
     """``G v = mean_n J_n' H_n (J_n v)`` without forming ``G`` or ``J``, shape ``(P,)``.
 
     ``X``: inputs ``(N, d_0)`` (or ``(d_0,)``); ``v``: a vector in ``beta`` order, shape
-    ``(P,)`` with ``P = sum_l d_l (d_{l-1} + 1)``; ``loss``, ``y``, ``reduction`` and
+    ``(P,)`` with ``P = sum_l d_l (d_{l-1} + 1)`` (computed in the common floating dtype of
+    ``params``, ``X`` and ``v``); ``loss``, ``y``, ``reduction`` and
     ``activation`` as in :func:`gauss_newton`.  ``J_n v`` is
     ``sum_l V_n^(l) (dB^(l) a_n^(l-1) + db^(l))`` by Horner's rule on the ``V`` recursion,
     and ``J_n' u`` the transposed recursion: about three forward passes.  NumPy in, NumPy
@@ -169,7 +170,11 @@ def gauss_newton_matvec(params: Any, X: Any, v: Any, loss: Any = "cross_entropy"
             f"(P = sum_l d_l (d_(l-1) + 1)), got shape {tuple(v.shape)}"
         )
     if v.dtype != X2.dtype:
-        v = v.astype(X2.dtype)
+        dtype = np.result_type(v.dtype, X2.dtype) if v.dtype.kind == "f" else X2.dtype
+        if dtype != X2.dtype:  # a v more precise than params and X: all computed in its dtype
+            params, X2 = [(B.astype(dtype), b.astype(dtype)) for B, b in params], X2.astype(dtype)
+            y2 = y2.astype(dtype) if y2 is not None and y2.dtype.kind == "f" else y2
+        v = v.astype(dtype)
     return back(call(_gauss_newton_matvec, xp, static, params, X2, y2, v, unchecked=unchecked,
                      join=-1))
 
@@ -293,7 +298,10 @@ class GaussNewtonOperator:
 
     ``op @ v`` or ``op.matvec(v)``: ``v`` of shape ``(P,)`` in ``beta`` order (or in the
     model's own structure when the operator was built from a model), or ``(P, m)`` for
-    ``m`` products at once.  ``shape`` and ``dtype`` make it a SciPy ``LinearOperator``
+    ``m`` products at once, computed in ``dtype``, fixed when the operator is built (a
+    ``v`` of another dtype is cast to it: a float64 ``v`` for a float32 operator is rounded
+    to float32; build it from float64 arrays for float64 products).  ``shape`` and
+    ``dtype`` make it a SciPy ``LinearOperator``
     by ``scipy.sparse.linalg.aslinearoperator(op)``.  NumPy or JAX, as its inputs were (a
     JAX ``v`` for an operator of NumPy arrays gives a JAX result, computed with NumPy).
     """
