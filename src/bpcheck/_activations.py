@@ -123,9 +123,9 @@ class Activation:
         if name == "relu":
             if not with_derivative:  # max(0, z); NumPy's maximum gives 0.0 for z = -0.0
                 return (np.maximum(z, 0, out=out) if xp is np else xp.where(z > 0, z, 0)), None
-            if xp is np:
-                D = (z > _ZERO.get(z.dtype, 0)).astype(z.dtype)
-                return _masked(z, D), D
+            if xp is np:  # maximum: one pass (+0.0 for -0.0 too: tested bitwise against where)
+                zero = _ZERO.get(z.dtype, 0)
+                return np.maximum(z, zero), (z > zero).astype(z.dtype)
             D = (z > 0).astype(z.dtype)
             return xp.where(D > 0, z, 0), D  # where: max(0, z) without -0.0
         if name == "tanh":
