@@ -168,12 +168,61 @@ def library_rows(cases, repeats):
 
 def _numpy_ggn_parts(repeats, t_jax, params, X, y, v):
     from bpcheck._gauss_newton import _gauss_newton_matvec, _setup
+    from bpcheck._params import _layer_slices
 
     static = _setup(params, X, None, "cross_entropy", "mean", "relu", v=v)[6]
     t = best_ms(lambda: _gauss_newton_matvec(params, X, None, v, *static, np), repeats)
+    slices = _layer_slices(tuple(static[3]))
+    out = np.empty_like(v)
+    err = np.max(np.abs(fewest_calls_ggn(params, X, v, slices, out) - bpcheck.gauss_newton_matvec(
+        params, X, v))) / np.max(np.abs(out))
+    assert err < 1e-5, f"the hand-written kernel disagrees with bpcheck: {err:.1e}"
+    t_hand = best_ms(lambda: fewest_calls_ggn(params, X, v, slices, out), repeats)
+    calls = 13 * (len(params) - 1) + 16
     return (f"the NumPy computation alone (no checks) takes {t:.3f} ms, {t / t_jax:.2f}x the "
-            f"JAX call's {t_jax:.3f} ms: about 60 NumPy operations on arrays of a few "
-            "thousand entries, against one compiled program")
+            f"JAX call's {t_jax:.3f} ms; a kernel written by hand for this case alone (ReLU, "
+            f"mean cross-entropy) with the fewest NumPy calls I could write ({calls}), no "
+            f"checks, takes {t_hand:.3f} ms, {t_hand / t_jax:.2f}x the JAX call")
+
+
+def fewest_calls_ggn(params, X, v, slices, out):
+    """``G v`` of bpcheck.gauss_newton_matvec for ReLU and mean cross-entropy (``out``: the
+    result, in beta order), with as few NumPy calls as I could write it, ``13 H + 16`` for
+    ``H`` hidden layers (forward ``4 H + 2``, ``J v`` ``5 H + 2``, the Hessian 10, ``J' u``
+    ``4 H + 2``; views and reshapes not counted): no checks, no generality.  On a small
+    network, where each call costs 2-3 microseconds whatever it computes, about the
+    floor of a NumPy implementation."""
+    acts, masks = [X], []
+    for B, b in params[:-1]:
+        z = acts[-1] @ B.T
+        z += b
+        masks.append(z > 0)
+        acts.append(np.multiply(z, masks[-1], out=z))
+    B, b = params[-1]
+    z = acts[-1] @ B.T
+    z += b
+    t = None  # J v, layer by layer
+    for l, ((B, b), (sB, sb)) in enumerate(zip(params, slices)):
+        term = acts[l] @ v[sB].reshape(b.shape[0], -1).T
+        term += v[sb]
+        if t is not None:
+            t *= masks[l - 1]
+            term += t @ B.T
+        t = term
+    z -= z.max(axis=1, keepdims=True)  # the softmax p, then u = H (J v) / N
+    p = np.exp(z, out=z)
+    p /= p.sum(axis=1, keepdims=True)
+    t *= p
+    u = t - p * t.sum(axis=1, keepdims=True)
+    u *= 1 / X.shape[0]
+    for l in range(len(params) - 1, -1, -1):  # J' u into out
+        sB, sb = slices[l]
+        np.matmul(u.T, acts[l], out=out[sB].reshape(params[l][1].shape[0], -1))
+        np.add.reduce(u, axis=0, out=out[sb])
+        if l:
+            u = u @ params[l][0]
+            u *= masks[l - 1]
+    return out
 
 
 def _numpy_tanh_parts(repeats, t_jax, params, X, y, v):
