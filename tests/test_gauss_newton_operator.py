@@ -363,3 +363,20 @@ def test_a_vector_whose_layers_have_other_keys_than_the_models_is_named():
         op @ [tree[0], {**tree[1], "c": np.zeros(2)}]
     with pytest.raises(ValueError, match=r"v: .*layer 0: expected the keys \['W', 'b'\], got \['W'\]"):
         op @ [{"W": tree[0]["W"]}, tree[1]]
+
+
+def test_an_operator_keeps_its_own_copy_of_the_data_it_was_built_from():
+    """A batch loop that refills X must not change an operator built before (its factors
+    and Hessian come from the old X; a^(0) was X itself), nor jacobian_factors' a^(0)."""
+    rng = np.random.default_rng(0)
+    params = bpcheck.init_params([3, 5, 2], seed=0)
+    X, y = rng.standard_normal((4, 3)), rng.integers(0, 2, 4)
+    v = rng.standard_normal(bpcheck.param_count([3, 5, 2]))
+    for _ in range(2):  # the second time from the replayed plan
+        X_old = X.copy()
+        op = bpcheck.gauss_newton_operator(params, X, y=y)
+        factors = bpcheck.jacobian_factors(params, X)
+        X[:] = rng.standard_normal((4, 3))
+        assert rel_err(op @ v, bpcheck.gauss_newton_matvec(params, X_old, v, y=y)) < RTOL
+        assert not np.shares_memory(factors[0].a_prev, X)
+        assert np.array_equal(factors[0].a_prev, X_old)

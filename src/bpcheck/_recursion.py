@@ -181,6 +181,8 @@ def forward(params: Any, X: Any, *, activation: Any = None):
 
 def _factors(params, X, acts, xp):
     a_prevs, zs, Ds = _forward_layers(params, X, acts, xp)
+    if xp is np:  # a^(0) a copy: the caller may write into X or into the result afterwards
+        a_prevs[0] = X.copy()
     Vs = _backward(params, acts, Ds, X.shape[0], xp, X.dtype)
     Ds = Ds + [xp.ones_like(zs[-1])]
     return [LayerFactors(V, a, D, z) for V, a, D, z in zip(Vs, a_prevs, Ds, zs)]
