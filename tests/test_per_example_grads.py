@@ -327,3 +327,19 @@ def test_on_default_cpu_takes_concrete_single_device_arrays_only():
     seen = []
     jax.jit(lambda t: seen.append(on_default_cpu([x, t])) or t)(x)
     assert seen == [False]
+
+
+@pytest.mark.parametrize("xp", [np, jnp], ids=["numpy", "jax"])
+def test_float16_norms_are_summed_in_float32_and_do_not_overflow(xp):
+    """Squared norms summed in float16 overflowed for any norm above about 256."""
+    rng = np.random.default_rng(0)
+    p64 = bpcheck.init_params([8, 16, 4], seed=0)
+    p16 = [(xp.asarray(B.astype(np.float16)), xp.asarray(b.astype(np.float16))) for B, b in p64]
+    X = (rng.standard_normal((3, 8)) * 4).astype(np.float16)
+    Y = np.full((3, 4), -20, np.float16)
+    got = bpcheck.per_example_grad_norms(p16, xp.asarray(X), xp.asarray(Y), "mse")
+    want = np.linalg.norm(bpcheck.per_example_grads(
+        [(np.asarray(B, np.float64), np.asarray(b, np.float64)) for B, b in p16],
+        X.astype(np.float64), Y.astype(np.float64), "mse"), axis=1)
+    assert got.dtype == np.float16 and want.min() > 300
+    assert np.max(np.abs(np.asarray(got, np.float64) - want) / want) < 2e-3

@@ -120,13 +120,18 @@ def _per_example_grads(params, X, y, loss, acts, mean, flat, layouts, xp):
 
 def _per_example_grad_norms(params, X, y, loss, acts, mean, xp):
     deltas, a_prevs = deltas_and_inputs(params, X, y, loss, acts, mean, xp)
+    dtype = X.dtype
+    if np.dtype(dtype).itemsize < 4:  # float16: squares summed in float32 (norms above 256
+        # would overflow), the norms cast back
+        deltas, a_prevs = ([t.astype(np.float32) for t in ts] for ts in (deltas, a_prevs))
     sq = 0
     for delta, a in zip(deltas, a_prevs):
         if xp is np:  # row sums of squares without the squared arrays
             sq = sq + np.einsum("ij,ij->i", delta, delta) * (np.einsum("ij,ij->i", a, a) + 1)
         else:
             sq = sq + xp.sum(delta * delta, axis=1) * (xp.sum(a * a, axis=1) + 1)
-    return xp.sqrt(sq)
+    norms = xp.sqrt(sq)
+    return norms if norms.dtype == dtype else norms.astype(dtype)
 
 
 def _run(kernel, static, params, X, y, xp, mesh, gather, unchecked):
