@@ -141,3 +141,26 @@ def test_the_same_arrays_under_another_name_are_named_as_given(params):
         prepare(params, X, defer_finite=False, v=a)
     with pytest.raises(ValueError, match=r"^y: contains NaN"):
         prepare(params, X, defer_finite=False, y=a)
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+def test_matrix_inputs_are_read_as_arrays_and_masked_ones_are_named_errors(params):
+    """np.matrix passed the checks and then failed deep inside (its products and reductions
+    differ from an ndarray's); a masked array's mask would be dropped."""
+    X = np.random.default_rng(0).standard_normal((5, 3))
+    v = np.random.default_rng(1).standard_normal(P)
+    with_matrix = [(np.asmatrix(B), b) for B, b in params]
+    for fn in (bpcheck.forward, bpcheck.jacobian, bpcheck.ntk):
+        for p, x in ((params, np.asmatrix(X)), (with_matrix, X)):
+            got = fn(p, x)
+            assert type(got) is np.ndarray and np.array_equal(got, fn(params, X))
+    assert np.array_equal(bpcheck.per_example_grads(params, np.asmatrix(X), np.zeros(5, int)),
+                          bpcheck.per_example_grads(params, X, np.zeros(5, int)))
+    op = bpcheck.gauss_newton_operator(params, X)
+    assert np.array_equal(op @ np.asmatrix(v).T, op @ v[:, None])
+    masked = np.ma.masked_array(X, mask=X > 1)
+    for fn in (bpcheck.forward, bpcheck.jacobian):
+        with pytest.raises(TypeError, match=r"X: a masked array, whose mask bpcheck would drop"):
+            fn(params, masked)
+    with pytest.raises(TypeError, match=r"v: a masked array"):
+        op @ np.ma.masked_array(v)

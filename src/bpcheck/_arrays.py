@@ -141,7 +141,11 @@ def as_array(name: str, x: Any, xp) -> Any:
     if is_jax(x):
         _check_dtype(name, x)
         return x
-    if isinstance(x, np.ndarray):
+    if isinstance(x, np.ndarray):  # a subclass: np.matrix, a masked array, a memmap
+        if isinstance(x, np.ma.MaskedArray):
+            raise TypeError(f"{name}: a masked array, whose mask bpcheck would drop; pass "
+                            f"{name}.filled(value) or {name}.data")
+        x = np.asarray(x)  # (a matrix's products and reductions are not an ndarray's)
         _check_dtype(name, x)
         return x if xp is np else xp.asarray(x)
     if type(x).__module__ == "torch" and hasattr(x, "detach"):  # a torch.Tensor
