@@ -164,3 +164,26 @@ def test_matrix_inputs_are_read_as_arrays_and_masked_ones_are_named_errors(param
             fn(params, masked)
     with pytest.raises(TypeError, match=r"v: a masked array"):
         op @ np.ma.masked_array(v)
+
+
+def test_empty_jax_batches_give_empty_results_like_numpy(params):
+    """reshape(..., -1) of a zero-size array raised ZeroDivisionError in the JAX Jacobian
+    and in a JAX operator's (P, 0) block."""
+    jp = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params]
+    empty = np.zeros((0, 3))
+    got = bpcheck.jacobian(jp, jnp.asarray(empty))
+    assert isinstance(got, jax.Array) and got.shape == bpcheck.jacobian(params, empty).shape == (0, 2, P)
+    X = np.random.default_rng(0).standard_normal((5, 3))
+    block = bpcheck.gauss_newton_operator(jp, jnp.asarray(X)) @ jnp.ones((P, 0))
+    assert block.shape == (bpcheck.gauss_newton_operator(params, X) @ np.ones((P, 0))).shape == (P, 0)
+
+
+def test_jax_integer_inputs_follow_jax_promotion(params):
+    """float32 weights with integer X: float32 as jnp promotes (np.result_type gave float64:
+    JAX warned five times with x64 off, and results doubled in size with it on)."""
+    jp = [(jnp.asarray(B, jnp.float32), jnp.asarray(b, jnp.float32)) for B, b in params]
+    Xi = np.arange(15).reshape(5, 3) % 4 - 2
+    got = bpcheck.jacobian(jp, jnp.asarray(Xi))
+    assert got.dtype == jnp.float32
+    assert np.array_equal(got, bpcheck.jacobian(jp, jnp.asarray(Xi, jnp.float32)))
+    assert bpcheck.forward(params, Xi).dtype == np.float64  # NumPy keeps NumPy's promotion

@@ -283,8 +283,9 @@ def check_on_host(named: Sequence[tuple[str, Any]]) -> None:
 
 
 def result_dtype(xp, arrays: Sequence[Any]):
-    """Common floating dtype: float64 for NumPy integers, JAX's default float for JAX."""
-    dtype = np.result_type(*[a.dtype for a in arrays])
+    """Common floating dtype, by the backend's own promotion (JAX: float32 weights and integer
+    inputs stay float32), and for integers alone float64 (NumPy) or JAX's default float."""
+    dtype = np.dtype((np if xp is np else xp).result_type(*[a.dtype for a in arrays]))
     if dtype.kind != "f":
         dtype = np.dtype(np.float64) if xp is np else xp.zeros(()).dtype
     return dtype

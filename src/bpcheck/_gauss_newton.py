@@ -249,7 +249,7 @@ def _operator_columns(Vs, a_prevs, h, Vp, loss, scale, widths, xp):
         delta = u.transpose(1, 2, 0) if l == L - 1 else xp.einsum("mnk,nkr->nrm", u, Vs[l])
         # (d_{l-1}, d_l m) is a plain matrix product; (d_l, d_{l-1}, m) moves m at a time
         gB = xp.einsum("nc,nrm->crm", a, delta).transpose(1, 0, 2)
-        parts += [gB.reshape(-1, m), delta.sum(axis=0)]
+        parts += [gB.reshape(gB.shape[0] * gB.shape[1], m), delta.sum(axis=0)]  # (m may be 0)
     return written(parts, axis=0)
 
 

@@ -325,7 +325,8 @@ def _assemble_jax(factors):
     N, K, _ = factors[0].V.shape
     blocks = []
     for f in factors:
-        blocks += [(f.V[:, :, :, None] * f.a_prev[:, None, None, :]).reshape(N, K, -1), f.V]
+        size = f.V.shape[2] * f.a_prev.shape[1]  # (not -1: N may be 0)
+        blocks += [(f.V[:, :, :, None] * f.a_prev[:, None, None, :]).reshape(N, K, size), f.V]
     return written(blocks, axis=2)
 
 
