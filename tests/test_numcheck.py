@@ -246,3 +246,20 @@ def test_random_checks_cover_the_activations_and_pass():
     results = run_random_checks(seed=1, networks=12, max_depth=4)
     assert {r.activation for r in results[5:]} - {"relu"}  # not only ReLU after the corners
     assert all(r.passed for r in results), [r.message for r in results if not r.passed]
+
+
+def test_a_pre_activation_in_gelu_tanhs_tail_does_not_fail_a_correct_jacobian():
+    """jax.grad of gelu_tanh's formula at z = -7.34 gives -3.5e-14 where the derivative is
+    -4.5e-16 (bpcheck: 0.0): an error of the reference, which the floor for smooth
+    activations absorbs (bpcheck verify --networks 25 failed on it); a wrong derivative
+    is still caught."""
+    params = [(np.array([[1.0], [1.0]]), np.array([0.0, 8.34])), (np.array([[1.0, 1.0]]), np.zeros(1))]
+    X = np.array([[-7.34], [-7.0]])
+    result = check_network(params, X, activation="gelu_tanh")
+    assert result.passed, result.message
+
+    def gelu_derivative_in_gelu_tanh_net(p, x, activation):
+        return bpcheck.jacobian(p, x, activation="gelu")
+
+    wrong = check_network(params, X, activation="gelu_tanh", jacobian_fn=gelu_derivative_in_gelu_tanh_net)
+    assert not wrong.passed and wrong.jacrev_error > 1e-6
