@@ -190,6 +190,9 @@ def test_verify_numeric_writes_json_and_exits_zero(tmp_path, capsys):
     (["--json", "/nonexistent-folder/v.json"],
      "argument --json: the folder '/nonexistent-folder' of '/nonexistent-folder/v.json' does not exist"),
     (["--markdown", "."], "argument --markdown: expected a file path, got the folder '.'"),
+    (["--json", ""], "argument --json: expected a file path, got an empty string"),
+    (["--markdown", "/proc/bpcheck-report.md"],
+     "argument --markdown: '/proc/bpcheck-report.md' cannot be written"),
 ])
 def test_verify_rejects_bad_arguments_before_running(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -263,3 +266,16 @@ def test_a_pre_activation_in_gelu_tanhs_tail_does_not_fail_a_correct_jacobian():
 
     wrong = check_network(params, X, activation="gelu_tanh", jacobian_fn=gelu_derivative_in_gelu_tanh_net)
     assert not wrong.passed and wrong.jacrev_error > 1e-6
+
+
+def test_verify_follows_a_symbolic_link_to_an_output_before_running(tmp_path, capsys):
+    """A dangling link passed the checks of its own folder, then failed after the run."""
+    link = tmp_path / "out.json"
+    link.symlink_to(tmp_path / "missing" / "out.json")
+    with pytest.raises(SystemExit) as exc:
+        verify_main(["--numeric-only", "--json", str(link)])
+    assert exc.value.code == 2
+    err = capsys.readouterr()
+    assert f"the folder '{tmp_path / 'missing'}' of '{link}' does not exist" in err.err
+    assert "VERDICT" not in err.out
+    assert not (tmp_path / "missing").exists()

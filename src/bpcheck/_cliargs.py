@@ -39,6 +39,17 @@ def finite_float(strictly_positive: bool):
     return parse
 
 
+def _try_create(parser, option: str, path: str, given: str) -> None:
+    """Create the new file ``path`` and remove it again: what the checks of modes cannot
+    tell (a folder such as /proc that takes no new files, a full disk)."""
+    try:
+        with open(path, "x", encoding="utf-8"):
+            pass
+    except OSError as err:
+        parser.error(f"argument {option}: {given!r} cannot be written ({err.strerror})")
+    os.remove(path)
+
+
 def check_output_paths(parser: argparse.ArgumentParser, **paths: str | None) -> None:
     """Before any work: each output's folder exists and can be written, the output is not a
     folder and, if it exists, can be overwritten; no two options name the same file.
@@ -50,17 +61,22 @@ def check_output_paths(parser: argparse.ArgumentParser, **paths: str | None) -> 
         if path is None:
             continue
         option = "--" + name.replace("_", "-")
+        if not path:
+            parser.error(f"argument {option}: expected a file path, got an empty string")
+        given, path = path, os.path.realpath(path)  # a symbolic link: where it points
         if os.path.isdir(path):
-            parser.error(f"argument {option}: expected a file path, got the folder {path!r}")
+            parser.error(f"argument {option}: expected a file path, got the folder {given!r}")
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
-            parser.error(f"argument {option}: the folder {folder!r} of {path!r} does not exist")
+            parser.error(f"argument {option}: the folder {folder!r} of {given!r} does not exist")
         if not os.access(folder, os.W_OK | os.X_OK):
-            parser.error(f"argument {option}: the folder {folder!r} of {path!r} is not writable")
-        if os.path.exists(path) and not os.access(path, os.W_OK):
-            parser.error(f"argument {option}: {path!r} exists and cannot be overwritten")
-        real = os.path.realpath(path)
-        if real in seen:
-            parser.error(f"argument {option}: {path!r} is also the path given to {seen[real]}; "
+            parser.error(f"argument {option}: the folder {folder!r} of {given!r} is not writable")
+        if os.path.exists(path):
+            if not os.access(path, os.W_OK):
+                parser.error(f"argument {option}: {given!r} exists and cannot be overwritten")
+        else:
+            _try_create(parser, option, path, given)
+        if path in seen:
+            parser.error(f"argument {option}: {given!r} is also the path given to {seen[path]}; "
                          "expected a different file")
-        seen[real] = option
+        seen[path] = option
