@@ -31,7 +31,7 @@ from ._compiled import built, call, recording, replayed, rerun, shape_of, writte
 from ._losses import check_reduction, resolve_loss
 from ._model import model_params, model_vector
 from ._params import _layer_slices, beta_size, layers_from_beta, param_count
-from ._recursion import _factors, _forward_layers, by_rows, pullback, push
+from ._recursion import _factors, _forward_layers, by_rows, kept_factors, pullback, push
 
 
 def _beta_order(widths):
@@ -186,7 +186,7 @@ def _operator_setup(params, X, y, acts, loss, xp):
     """What every product reuses: ``V^(l)`` for the hidden layers (``V^(L+1) = I`` is
     never stored), the layer inputs ``a^(l-1)`` and what ``H_n`` needs of the outputs
     (:meth:`bpcheck.Loss.hessian_state`)."""
-    fs = _factors(params, X, acts, xp)
+    fs = kept_factors(params, X, acts, xp)
     return [f.V for f in fs[:-1]], [f.a_prev for f in fs], loss.hessian_state(fs[-1].z, y, xp)
 
 

@@ -180,12 +180,22 @@ def forward(params: Any, X: Any, *, activation: Any = None):
 
 
 def _factors(params, X, acts, xp):
+    """The factors of every layer; NumPy's ``a^(0)`` is ``X`` itself (see
+    :func:`kept_factors` for factors that outlive the call)."""
     a_prevs, zs, Ds = _forward_layers(params, X, acts, xp)
-    if xp is np:  # a^(0) a copy: the caller may write into X or into the result afterwards
-        a_prevs[0] = X.copy()
     Vs = _backward(params, acts, Ds, X.shape[0], xp, X.dtype)
     Ds = Ds + [xp.ones_like(zs[-1])]
     return [LayerFactors(V, a, D, z) for V, a, D, z in zip(Vs, a_prevs, Ds, zs)]
+
+
+def kept_factors(params, X, acts, xp):
+    """:func:`_factors` for a result the caller keeps (:func:`jacobian_factors`, an
+    operator's stored factors): NumPy's ``a^(0)`` a copy of ``X``, since the caller may
+    write into ``X`` or into the result afterwards."""
+    fs = _factors(params, X, acts, xp)
+    if xp is np:
+        fs[0] = fs[0]._replace(a_prev=X.copy())
+    return fs
 
 
 @replayed("params", "X")
@@ -205,7 +215,7 @@ def jacobian_factors(params: Any, X: Any, *, activation: Any = None) -> list[Lay
     params, activation, _ = model_params(params, activation)
     params, _, X2, single, xp, _, unchecked = prepare(params, X, defer_finite=True)
     acts = resolve_activations(activation, len(params) - 1)
-    records = call(_factors, xp, (acts,), params, X2, unchecked=unchecked)
+    records = call(kept_factors, xp, (acts,), params, X2, unchecked=unchecked)
     if single:
         records = without_axis(records)
     return records
