@@ -63,3 +63,19 @@ def test_normal_form_sums_out_a_delta_only_over_a_matching_range():
     delta_sum = sp.Sum(sp.KroneckerDelta(t, i) * f[t], (t, 0, n - 1))
     assert sum_normal_form(delta_sum, {i: n}) == sum_normal_form(f[i])
     assert sum_normal_form(delta_sum, {i: m_}) != sum_normal_form(f[i])
+
+
+def test_normal_form_never_takes_a_free_symbol_for_a_bound_index():
+    """Bound indices are renamed canonically; a caller's free symbol with the same name and
+    assumptions (``_j0``, integer) must stay a different symbol, or sum_t f_t g_J and
+    sum_t f_t g_t (different numbers) get one normal form."""
+    J = sp.Symbol("_j0", integer=True)
+    t = sp.Symbol("t", integer=True, nonnegative=True)
+    n = sp.Symbol("n", integer=True, positive=True)
+    f, g = sp.IndexedBase("f"), sp.IndexedBase("g")
+    lhs, rhs = sp.Sum(f[t] * g[J], (t, 0, n - 1)), sp.Sum(f[t] * g[t], (t, 0, n - 1))
+    values = {n: 2, J: 1}
+    numbers = [e.subs(values).doit().subs({f[0]: 1, f[1]: 2, g[0]: 3, g[1]: 5}) for e in (lhs, rhs)]
+    assert numbers == [15, 13]
+    assert sum_normal_form(lhs) != sum_normal_form(rhs)
+    assert sum_normal_form(lhs) == sum_normal_form(sp.Sum(g[J] * f[t], (t, 0, n - 1)))

@@ -61,3 +61,17 @@ def test_a_W_that_uses_the_layers_own_matrix_is_not_free_of_layer_l():
 def test_unknown_activation_names_the_argument():
     with pytest.raises(ValueError, match="activation: expected 'relu' or 'sigma', got 'tanh'"):
         induction_step("tanh")
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_wrong_step_written_with_a_free_symbol_named_like_a_bound_index_is_rejected(model):
+    J = sp.Symbol("_j0", integer=True)  # the name the normal form gives its first bound index
+
+    def D_on_a_free_index(W_next, B_next, D, k, m, t):
+        return W_next[k, t] * B_next[t, m] * D[J]
+
+    def no_sum_over_t(W_next, B_next, D, k, m, t):
+        return W_next[k, J] * B_next[J, m] * D[m]
+
+    for wrong in (D_on_a_free_index, no_sum_over_t):
+        assert induction_step(model, summand=wrong).holds is False, wrong.__name__

@@ -47,6 +47,11 @@ def _terms(expr):
     return [((), expr)]
 
 
+class _Bound(sp.Symbol):
+    """The canonical name of a bound index: a class of its own, so that no free symbol of
+    the caller's (a ``Symbol("_j0", integer=True)`` say) is ever taken for one."""
+
+
 def _rename(limits, body):
     if not limits:
         return (), body
@@ -57,7 +62,7 @@ def _rename(limits, body):
         names, key, n = {}, [], 0
         for r, vs in zip(ranges, order):
             for v in vs:
-                names[v] = sp.Symbol(f"_j{n}", integer=True)
+                names[v] = _Bound(f"_j{n}", integer=True)
                 key.append((names[v], r[0], r[1]))
                 n += 1
         candidate = (tuple(key), body.xreplace(names))
