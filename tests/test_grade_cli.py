@@ -489,3 +489,25 @@ def test_grade_batch_csv_cells_are_not_formulas(tmp_path):
         row = next(csv.DictReader(f))
     assert row["error"].startswith("'=HYPERLINK(1).ipynb: not a readable Jupyter notebook")
     assert not any(v.startswith(("=", "+", "-", "@")) for v in row.values())
+
+
+@pytest.mark.parametrize("n_tests", [20, 200])
+def test_results_json_stays_under_1_mb_in_bytes_whatever_the_text_and_the_number_of_tests(
+        n_tests, tmp_path):
+    """Caps counted in characters let 2000-emoji notes (12 bytes each as JSON writes them)
+    make a 3.2 MB results.json; a homework with many tests shares one budget."""
+    from bpcheck.grade.grader import GradeReport, TestResult
+    from bpcheck.grade.results import results_json, write_results
+
+    emoji, quote = "\U0001F600" * 2000, '"\\' * 1000
+    report = GradeReport("hw.py", 1, student_output=(emoji + "\n") * 200)
+    for i in range(n_tests):
+        report.tests.append(TestResult(f"1.{i + 1}", f"test {i + 1}", 0.0, 1.0,
+                                       [emoji, quote] * 25))
+    path = tmp_path / "results.json"
+    write_results(results_json(report), path)
+    size = path.stat().st_size
+    assert size < 1 << 20, size
+    doc = json.loads(path.read_text())
+    assert all("more characters cut" in t["output"] for t in doc["tests"])
+    assert doc["tests"][0]["output"].startswith("\U0001F600")

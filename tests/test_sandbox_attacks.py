@@ -212,6 +212,57 @@ def test_malformed_frames_fail_only_their_own_test_with_a_note(mode):
     assert "\x1b" not in run.results["output"] and "\x1b" not in run.text(1)
 
 
+ARCHIVE_TRICKS = '''
+import io
+import struct
+import numpy as np
+
+
+def _answer():
+    buf = io.BytesIO()
+    np.savez(buf, **{"0": np.array(7.0), "1": np.zeros((3, 3)), "2": np.zeros(3)})
+    return bytearray(buf.getvalue())
+
+
+def softmax_loss(W, b, X, y, reg):
+    i = _next_call()
+    head = {"kind": "test", "test": f"1.{i + 1}", "error": None, "seconds": 0.0, "forbidden": [],
+            "meta": {"result": {"type": "tuple", "length": 3}}}
+    body = _answer()
+    entry = body.find(b"PK\\x01\\x02")
+    if i == 0:      # "encrypted": zipfile raised RuntimeError
+        body[entry + 8] |= 0x01
+    elif i == 1:    # strong encryption: NotImplementedError
+        body[entry + 8] |= 0x40
+    elif i == 2:    # a zip64 offset of 2**64 - 1: OverflowError
+        end = body.rfind(b"PK\\x05\\x06")
+        extra = struct.pack("<HHQQQ", 1, 24, 8, 8, (1 << 64) - 1)
+        name = struct.unpack_from("<H", body, entry + 28)[0]
+        first = bytearray(body[entry:entry + 46 + name])
+        struct.pack_into("<HL", first, 30, len(extra), 0)
+        struct.pack_into("<L", first, 42, 0xFFFFFFFF)
+        rest = body[entry + 46 + name:end]
+        tail = bytearray(body[end:])
+        struct.pack_into("<L", tail, 12, len(first) + len(extra) + len(rest))
+        body = body[:entry] + first + extra + rest + tail
+    else:           # 65535 directory entries: zipfile built them all before any count
+        one = struct.pack("<4s6H3L5H2L", b"PK\\x01\\x02", 20, 20, 0, 0, 0, 0, 0, 0, 0, 1,
+                          0, 0, 0, 0, 0, 0) + b"a"
+        body = one * 65535 + struct.pack("<4s4H2LH", b"PK\\x05\\x06", 0, 0, 65535, 65535,
+                                         len(one) * 65535, 0, 0)
+    _send(_frame(head, bytes(body)))
+    return 7.0, W * 0 + 7, b * 0 + 7
+'''
+
+
+def test_archives_that_zipfile_cannot_read_fail_their_test_not_the_grader(mode):
+    """Flag bits and zip64 fields that made zipfile raise RuntimeError, NotImplementedError
+    or OverflowError failed the whole grading run ("The autograder failed")."""
+    run = grade(attack(ARCHIVE_TRICKS), mode)
+    assert_contained(run, "could not be read")
+    assert "autograder failed" not in run.results["output"]
+
+
 # ------------------------------------------------------------- 2. deadlines
 
 KEEP_ALIVE = '''

@@ -84,15 +84,24 @@ def render_text(report: GradeReport, *, show_output: bool = True,
 
 
 TEST_OUTPUT_MAX = 8 << 10
+TESTS_OUTPUT_MAX = 384 << 10
 SUMMARY_MAX = 256 << 10
-"""Caps, in characters, that keep ``results.json`` under 1 MB whatever the submission
-printed or raised (at most 20 tests, each note already escaped to one line)."""
+"""Caps that keep ``results.json`` under 1 MB whatever the submission printed or raised,
+in bytes of the JSON text as written (non-ASCII escaped, ``\\ud83d\\ude00`` 12 bytes for
+one emoji, so counting characters is not enough): one test's output, all tests' together
+(each test gets an equal share, however many tests the homework has), and the summary."""
 
 
 def _capped(text: str, cap: int) -> str:
-    if len(text) <= cap:
+    """``text``, cut so that its JSON encoding (as :func:`write_results` writes it, the cut
+    note included) takes at most ``cap`` bytes."""
+    if len(json.dumps(text)) <= cap:
         return text
-    return text[:cap] + f"\n[... {len(text) - cap} more characters cut]\n"
+    room = cap - 64  # the note
+    keep = len(text)
+    while keep and (size := len(json.dumps(text[:keep]))) > room:
+        keep = min(keep - 1, keep * room // size)
+    return text[:keep] + f"\n[... {len(text) - keep} more characters cut]\n"
 
 
 def results_json(report: GradeReport) -> dict:
@@ -110,6 +119,7 @@ def results_json(report: GradeReport) -> dict:
     score while test cases are hidden; a test's own ``visibility`` overrides the
     document's, which is why every visible test states ``visible``.)"""
     tests = []
+    test_cap = min(TEST_OUTPUT_MAX, TESTS_OUTPUT_MAX // max(len(report.tests), 1))
     for t in report.tests:
         tests.append({
             "name": t.name,
@@ -117,7 +127,7 @@ def results_json(report: GradeReport) -> dict:
             "score": round(t.score, 6),
             "max_score": round(t.max_score, 6),
             "status": "passed" if t.passed else "failed",
-            "output": _capped("\n".join(printable(ln) for ln in t.lines), TEST_OUTPUT_MAX),
+            "output": _capped("\n".join(printable(ln) for ln in t.lines), test_cap),
             "output_format": "text",
             "visibility": t.visibility,
             "tags": [f"exercise {t.exercise}"],

@@ -18,7 +18,7 @@ import io
 import json
 import os
 import struct
-import zipfile
+import zlib
 
 import numpy as np
 
@@ -193,42 +193,110 @@ def _plain(value, depth):
     raise WireError(f"a result header holds a {type(value).__name__}")  # pragma: no cover
 
 
+_END = struct.Struct("<4s4H2LH")
+"""The archive's end record: signature, disk numbers, entry counts, the directory's size
+and offset, the comment's length (22 bytes)."""
+_ENTRY = struct.Struct("<4s6H3L5H2L")
+"""A directory entry (46 bytes): signature, versions, flags, method, time, date, CRC,
+sizes, the lengths of name, extra field and comment, disk, attributes, the member's offset."""
+_LOCAL = struct.Struct("<4s5H3L2H")
+"""A member's own header (30 bytes), before its name, extra field and data."""
+EXTRA_MAX = 64
+"""Longest extra field of a member (``np.savez`` writes 20 bytes, in the member's own
+header only)."""
+NAME_MAX = 204
+"""Longest member name: a 200-character result name and ``.npy``."""
+
+
 def load_arrays(body: bytes, max_elements: int) -> dict:
     """The arrays of one frame's ``.npz`` body, checked before anything is decoded.
 
-    Members must be stored (not compressed) ``.npy`` files of at most :data:`MEMBERS_MAX`,
-    with no Python objects in their dtype, ``max_elements`` elements in all, and exactly
-    as many data bytes as their header declares.  Any dtype and shape within those bounds
-    is returned as it is (the scorer says what was expected).  Raises :class:`WireError`.
+    The archive is read here, not by :mod:`zipfile`, and must be laid out as ``np.savez``
+    writes it: members, then their directory, then the end record, with no comment,
+    encryption, zip64 end record or data before the first member.  It holds at most
+    :data:`MEMBERS_MAX` stored (not compressed) ``.npy`` files with distinct names, short
+    extra fields and intact CRCs, with no Python objects in their dtype, ``max_elements``
+    elements in all, and exactly as many data bytes as their header declares.  Any dtype
+    and shape within those bounds is returned as it is (the scorer says what was
+    expected).  Raises :class:`WireError`, and nothing else, whatever the bytes.
+
+    (:mod:`zipfile` builds every directory entry before a count can be checked, decodes
+    extra fields in quadratic time, may follow a zip64 record to a second directory, and
+    raises ``RuntimeError``, ``NotImplementedError`` or ``OverflowError`` for flags and
+    offsets it does not support.)
     """
     if not body:
         return {}
     try:
-        zf = zipfile.ZipFile(io.BytesIO(body))
-        infos = zf.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError) as err:
-        raise WireError(f"the results are not an .npz archive ({type(err).__name__})") from None
-    if len(infos) > MEMBERS_MAX:
-        raise WireError(f"{len(infos)} arrays in one result (at most {MEMBERS_MAX})")
+        members = _members(body)
+    except struct.error:
+        raise WireError("the results are not an .npz archive (a record is cut short)") from None
     out, budget = {}, max_elements
-    for info in infos:
-        name = info.filename
-        if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
-            raise WireError(f"result {name[:100]!r} is compressed (only stored arrays are read)")
-        if not name.endswith(".npy") or len(name) > 204:
-            raise WireError(f"result member {name[:100]!r} is not an .npy array")
+    for name, data, crc in members:
+        if zlib.crc32(data) != crc:
+            raise WireError(f"result {name[:100]!r} is damaged (its CRC does not match)")
         try:
-            with zf.open(info) as f:
-                array = _read_npy(f, info.file_size, budget)
+            array = _read_npy(io.BytesIO(data), len(data), budget)
         except WireError as err:
             raise WireError(f"result {name[:-4][:100]!r}: {err}") from None
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile, SyntaxError, TypeError,
-                RecursionError, MemoryError) as err:
+        except Exception as err:  # whatever NumPy's header parser raises on hostile bytes
             raise WireError(f"result {name[:-4][:100]!r} could not be read "
                             f"({type(err).__name__})") from None
         budget -= array.size
         out[name[:-4]] = array
     return out
+
+
+def _members(body: bytes) -> list:
+    """``[(name, data, crc)]`` of the archive's members, from its directory, every length
+    and offset checked against the body before it is used."""
+    n = len(body)
+    end = n - _END.size
+    if end < 0 or body[end:end + 4] != b"PK\x05\x06":
+        raise WireError("the results are not an .npz archive (no end record where np.savez "
+                        "writes it)")
+    _, disk, first_disk, here, count, size, offset, comment = _END.unpack_from(body, end)
+    if disk or first_disk or here != count or comment or offset + size != end:
+        raise WireError("the results are not an .npz archive as np.savez writes it (its end "
+                        "record)")
+    if end >= 20 and body[end - 20:end - 16] == b"PK\x06\x07":
+        raise WireError("the results are not an .npz archive as np.savez writes it (a zip64 "
+                        "end record)")
+    if count > MEMBERS_MAX:
+        raise WireError(f"{count} arrays in one result (at most {MEMBERS_MAX})")
+    # members one after the other, in the directory's order, from the start: no byte is
+    # read twice (512 entries on one 64 MB member would be 32 GB of copies and CRCs)
+    members, names, pos, following = [], set(), offset, 0
+    for _ in range(count):
+        (sig, _, _, flags, method, _, _, crc, packed, unpacked, name_len, extra_len,
+         comment_len, _, _, _, at) = _ENTRY.unpack_from(body, pos)
+        name = body[pos + _ENTRY.size:pos + _ENTRY.size + name_len].decode("utf-8", "replace")
+        pos += _ENTRY.size + name_len + extra_len + comment_len
+        if sig != b"PK\x01\x02" or pos > end:
+            raise WireError("the results are not an .npz archive (a damaged directory)")
+        if flags & ~0x800 or extra_len > EXTRA_MAX or comment_len:
+            raise WireError(f"result {name[:100]!r} is not stored as np.savez stores it "
+                            f"(flags {flags:#x}, extra field {extra_len} bytes, comment "
+                            f"{comment_len} bytes)")
+        if method != 0 or packed != unpacked:
+            raise WireError(f"result {name[:100]!r} is compressed (only stored arrays are read)")
+        if not name.endswith(".npy") or name_len > NAME_MAX:
+            raise WireError(f"result member {name[:100]!r} is not an .npy array")
+        if name in names:
+            raise WireError(f"result {name[:100]!r} is in the archive twice")
+        names.add(name)
+        local = _LOCAL.unpack_from(body, at) if at == following and at + _LOCAL.size <= offset \
+            else None
+        start = None if local is None else at + _LOCAL.size + local[9] + local[10]
+        if local is None or local[0] != b"PK\x03\x04" or local[10] > EXTRA_MAX or \
+                start + packed > offset:
+            raise WireError(f"result {name[:100]!r}: its data is not where np.savez puts it "
+                            f"(right after the previous member's)")
+        members.append((name, body[start:start + packed], crc))
+        following = start + packed
+    if pos != end or following != offset:
+        raise WireError("the results are not an .npz archive (a damaged directory)")
+    return members
 
 
 def _read_npy(f, size, budget):
