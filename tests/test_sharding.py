@@ -51,6 +51,22 @@ TWO_DEVICE_SCRIPT = textwrap.dedent(
     same(per_example_grad_norms(params, X, y, mesh=mesh),
          per_example_grad_norms(params, X, y), replicated)
 
+    # reduction="mean" divides by the batch's N, not by the rows one device holds (the
+    # gradients came out N / rows-per-device times too large: 13 / 7 here, 2 when split)
+    for reduction in ("mean", "sum"):
+        same(per_example_grads(params, X, y, reduction=reduction, mesh=mesh),
+             per_example_grads(params, X, y, reduction=reduction), replicated)
+        same(per_example_grad_norms(params, X, y, reduction=reduction, mesh=mesh),
+             per_example_grad_norms(params, X, y, reduction=reduction), replicated)
+    X12s = jax.device_put(jnp.asarray(X[:12]), rows)
+    same(per_example_grads(params, X12s, y[:12], reduction="mean", gather=False),
+         per_example_grads(params, X[:12], y[:12], reduction="mean"), rows)
+
+    # a loss that takes no targets (y=None) over an odd batch, padded
+    half_square = bpcheck.Loss(grad=lambda z, t: z)
+    same(per_example_grads(params, X, None, half_square, mesh=mesh),
+         per_example_grads(params, X, None, half_square), replicated)
+
     # inputs already split: their mesh is used; gather=False leaves the result split
     Xs = jax.device_put(jnp.asarray(X[:12]), rows)
     same(ntk(params, Xs, gather=False), ntk(params, X[:12]), rows)

@@ -42,11 +42,12 @@ from ._sharding import batch_parallel, resolve_mesh
 
 def deltas_and_inputs(params, X, y, loss, acts, mean, xp):
     """``delta^(l) = V^(l)' e`` and ``a^(l-1)`` for every layer, ``e`` the output gradient of
-    each example's loss (divided by ``N`` when ``mean``)."""
+    each example's loss, divided by ``N`` when ``mean``: ``True`` for ``X``'s own rows, or
+    the batch's ``N`` itself when ``X`` is one device's part of it (:func:`_run`)."""
     a_prevs, zs, Ds = _forward_layers(params, X, acts, xp)
     e = loss.grad(zs[-1], y, xp)
     if mean:
-        e = e / X.shape[0]
+        e = e / (X.shape[0] if mean is True else mean)
     return pullback(params, acts, Ds, e, xp), a_prevs
 
 
@@ -141,6 +142,8 @@ def _run(kernel, static, params, X, y, xp, mesh, gather, unchecked):
                     bounds=static[0].target_bounds(y, params[-1][0].shape[0]))
     import jax.numpy as jnp
 
+    loss, acts, mean, *rest = static  # each device sees its rows only: the mean over all N
+    static = (loss, acts, X.shape[0] if mean else False, *rest)
     return batch_parallel(lambda p, Xl, yl: kernel(p, Xl, yl, *static, jnp), mesh, (params,),
                           (X, y), gather, "X", key=(kernel, static))
 

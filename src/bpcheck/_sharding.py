@@ -88,7 +88,9 @@ def _split_rows(fn: Callable, mesh: Any):
         N = batched[0].shape[0]
         pad = -N % mesh.size
         if pad:
-            batched = [jnp.concatenate([b, jnp.zeros((pad,) + b.shape[1:], b.dtype)]) for b in batched]
+            batched = [None if b is None else  # (y of a loss that takes no targets)
+                       jnp.concatenate([b, jnp.zeros((pad,) + b.shape[1:], b.dtype)])
+                       for b in batched]
         split = shard_map(
             lambda r, b: fn(*r, *b),
             mesh=mesh,
