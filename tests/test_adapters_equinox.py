@@ -141,3 +141,13 @@ def test_inside_jax_jit_a_closed_over_model_is_still_checked_against_its_forward
     final = eqx.nn.MLP(4, 3, 5, 2, final_activation=jax.nn.sigmoid, key=jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="model.final_activation: expected the identity"):
         jax.jit(lambda X: bpcheck.forward(final, X))(X)
+
+
+@pytest.mark.parametrize("bound", [3.5, 100.0, 1e4])
+def test_a_final_activation_that_clips_large_logits_is_a_named_error(bound):
+    """A clip of the logits is the identity on small values: random inputs never reach it,
+    so bpcheck's forward pass and Jacobian silently left it out (Jacobian error 24.9)."""
+    clip = lambda z: jnp.clip(z, -bound, bound)  # noqa: E731
+    model = eqx.nn.MLP(4, 3, 5, 2, final_activation=clip, key=jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="model.final_activation: expected the identity"):
+        bpcheck.jacobian(model, np.ones((2, 4), np.float32))

@@ -289,15 +289,17 @@ def _read_jax_activation(fn):
 
 def _is_identity(fn) -> bool:
     """``jax.nn.identity``, or a function that returns its input unchanged on a probe with
-    negative, zero and positive entries (``eqx.nn.MLP``'s default final activation is a
-    ``lambda x: x``)."""
+    negative, zero and positive entries from 1e-3 to 1e6 in size (``eqx.nn.MLP``'s default
+    final activation is a ``lambda x: x``; a clip of the logits at 3.5 passed a probe of
+    entries up to 3 and then went unseen, since random inputs rarely reach it)."""
     import jax
     import jax.numpy as jnp
 
     if getattr(jax.nn, "identity", None) is not None and fn is jax.nn.identity:
         return True
     with jax.ensure_compile_time_eval():  # concrete also inside a jax.jit trace
-        probe = jnp.asarray([-2.5, -0.5, 0.0, 0.25, 3.0])
+        probe = jnp.asarray([-1e6, -1e3, -30.0, -2.5, -0.5, -1e-3, 0.0, 1e-3, 0.25, 3.0, 30.0,
+                             1e3, 1e6])
         try:
             out = fn(probe)
         except Exception:  # a function that does not take a vector is no identity
