@@ -508,6 +508,19 @@ def test_the_seed_is_nowhere_the_child_can_read(mode, config):
     assert str(SEED) not in run.results["output"]
 
 
+@pytest.mark.parametrize("spelling", [["--seed", f"000{SEED}"], [f"--seed=+{SEED}"],
+                                      ["--see", str(SEED)], [f"--se={SEED}"]])
+def test_the_seed_is_hidden_however_the_command_line_spells_it(mode, spelling):
+    """argparse reads leading zeros, a sign and abbreviated options; only "--seed N" and
+    "--seed=N" were hidden, so without namespaces the child read the others."""
+    run = grade(attack(READ_SEED), mode, config=HIDDEN_LAST + "namespaces = false\n",
+                seed_args=spelling)
+    assert_contained(run, "wrong")
+    assert "cmdline" in run.results["output"]
+    assert str(SEED) not in run.results["output"]
+    assert run.results["extra_data"]["seed"] == SEED
+
+
 def test_control_characters_never_reach_the_csv(mode, tmp_path):
     folder = tmp_path / "subs"
     folder.mkdir()

@@ -181,23 +181,25 @@ def _marked_files(marker):
 
 def run_grader(submission: str | Path, *, mode: str, config: str = "",
                seed: int = 1, batch: bool = False, timeout: float = 240,
-               marker: str = "BPCHECK-ATTACK", extra=()) -> Run:
+               marker: str = "BPCHECK-ATTACK", extra=(), seed_args=None) -> Run:
     """Grade ``submission`` (source text, or a path) with the ``config`` TOML text.
 
     ``batch``: ``submission`` is a folder, graded with ``grade-batch`` into a CSV.  The
     grader is killed after ``timeout`` s (a hang is then a failed test, never a stuck
     suite).  ``marker``: files whose name contains it in the shared folders count as
-    left behind.
+    left behind.  ``seed_args``: the seed's arguments as written (default
+    ``["--seed", str(seed)]``).
     """
     # not under pytest's tmp_path: that folder is private to the test's own uid
     work = Path(tempfile.mkdtemp(prefix="bpcheck-attack-"))
     try:
-        return _run(work, submission, mode, config, seed, batch, timeout, marker, extra)
+        seed_args = ["--seed", str(seed)] if seed_args is None else list(seed_args)
+        return _run(work, submission, mode, config, seed_args, batch, timeout, marker, extra)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _run(work, submission, mode, config, seed, batch, timeout, marker, extra):
+def _run(work, submission, mode, config, seed_args, batch, timeout, marker, extra):
     if isinstance(submission, str):
         sub = work / "submission.py"
         sub.write_text(submission)
@@ -228,7 +230,7 @@ def _run(work, submission, mode, config, seed, batch, timeout, marker, extra):
         args = ["grade-batch", str(sub), "--csv", str(csv), "--jobs", "1"]
     else:
         args = ["grade", str(sub), "--results", str(results), "--quiet"]
-    args += ["--config", str(cfg), "--seed", str(seed), *extra]
+    args += ["--config", str(cfg), *seed_args, *extra]
     python = user_python() if mode == "user" else sys.executable
     cmd = [python, "-c", _WRAPPER, *args]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TMPDIR": str(grader_tmp),

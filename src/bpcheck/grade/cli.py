@@ -61,16 +61,25 @@ def _hide_seed(args) -> None:
         if not 0 < start < end or end - start > 1 << 20:
             return
         raw = ctypes.string_at(start, end - start)
-        value = str(args.seed).encode()
         parts = raw.split(b"\0")
-        for i, part in enumerate(parts):
-            if part == value and i and parts[i - 1] == b"--seed":
+        for i, part in enumerate(parts[1:], 1):  # every spelling argparse reads as the seed:
+            # "0005", "+5", "--seed=5", "--see 5", "--se=5" (any argument that is the number)
+            key, equals, value = part.rpartition(b"=")
+            if _is_number(part, args.seed):
                 parts[i] = b"*" * len(part)
-            elif part == b"--seed=" + value:
-                parts[i] = b"--seed=" + b"*" * len(value)
+            elif equals and _is_number(value, args.seed):
+                parts[i] = key + equals + b"*" * len(value)
         ctypes.memmove(start, b"\0".join(parts), end - start)
     except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux, or no access
         return
+
+
+def _is_number(text: bytes, n: int) -> bool:
+    """Whether ``int(text)`` (as argparse reads ``--seed``) gives ``n``."""
+    try:
+        return int(text) == n
+    except ValueError:
+        return False
 
 
 def _load_cfg(args):
