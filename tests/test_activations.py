@@ -236,3 +236,22 @@ def test_a_thresholded_softplus_is_z_itself_above_its_threshold_as_torch_compute
     J_ref = jax.vmap(jax.jacrev(f), in_axes=(None, 0))(jnp.asarray(beta), jnp.asarray(X))
     assert rel_err(bpcheck.jacobian(params, X, activation=a), J_ref) < 1e-12
     assert rel_err(bpcheck.jacobian(params, X, activation="softplus"), J_ref) > 1e-3
+
+
+@pytest.mark.parametrize("name", ["gelu", "gelu_tanh", "tanh", "elu", "softplus", "sigmoid"])
+def test_float16_networks_keep_float16_with_every_activation(name):
+    """SciPy's erf has no float16 loop: exact gelu gave float64 Jacobians and gradients for
+    float16 inputs (four times the memory), unlike forward and every other activation."""
+    params = [(B.astype(np.float16), b.astype(np.float16))
+              for B, b in bpcheck.init_params([3, 4, 2], seed=0)]
+    X = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float16)
+    y = np.array([0, 1, 1, 0, 1])
+    for result in (bpcheck.forward(params, X, activation=name),
+                   bpcheck.jacobian(params, X, activation=name),
+                   bpcheck.per_example_grads(params, X, y, activation=name),
+                   bpcheck.ntk(params, X, activation=name),
+                   bpcheck.jacobian_factors(params, X, activation=name)[0].V):
+        assert result.dtype == np.float16
+    wide = [(B.astype(np.float64), b.astype(np.float64)) for B, b in params]
+    assert rel_err(bpcheck.jacobian(params, X, activation=name),
+                   bpcheck.jacobian(wide, X.astype(np.float64), activation=name)) < 1e-2

@@ -381,3 +381,28 @@ def test_an_operator_keeps_its_own_copy_of_the_data_it_was_built_from():
         assert rel_err(op @ v, bpcheck.gauss_newton_matvec(params, X_old, v, y=y)) < RTOL
         assert not np.shares_memory(factors[0].a_prev, X)
         assert np.array_equal(factors[0].a_prev, X_old)
+
+
+@pytest.mark.parametrize("to", [np.asarray, jnp.asarray], ids=["numpy", "jax"])
+def test_products_from_the_left_and_the_transpose_are_those_of_the_symmetric_G(to):
+    """G is symmetric: M @ op, op.T and SciPy's adjoint products (which lsqr uses) are
+    defined by it; before, M @ op raised NumPy's gufunc error and op.T AttributeError."""
+    rng = np.random.default_rng(0)
+    params = [(to(B), to(b)) for B, b in bpcheck.init_params([4, 6, 3], seed=0)]
+    op = bpcheck.gauss_newton_operator(params, to(rng.standard_normal((7, 4))))
+    P = op.shape[0]
+    G = np.asarray(op.to_dense())
+    M = rng.standard_normal((2, P))
+    assert rel_err(np.asarray(to(M) @ op), M @ G) < RTOL
+    assert rel_err(np.asarray(to(M[0]) @ op), M[0] @ G) < RTOL
+    assert op.T is op and op.H is op
+    with pytest.raises(ValueError, match=rf"M: expected rows in beta order, shape \(m, {P}\)"):
+        to(M[:, :-1]) @ op
+    if to is np.asarray:
+        linalg = pytest.importorskip("scipy.sparse.linalg")
+        lin = linalg.aslinearoperator(op)
+        assert rel_err(lin.rmatvec(M[0]), G @ M[0]) < RTOL
+        assert rel_err(lin.T @ M[0], G @ M[0]) < RTOL
+        b = G @ M[0]  # in G's range: lsqr (adjoint products) finds an x with G x = b
+        x = linalg.lsqr(lin, b, atol=1e-12, btol=1e-12, iter_lim=500)[0]
+        assert rel_err(G @ x, b) < 1e-6

@@ -43,7 +43,8 @@ def _erf(z, xp):
         from scipy.special import erf
     except ImportError:  # pragma: no cover - scipy comes with JAX
         return np.frompyfunc(math.erf, 1, 1)(z).astype(z.dtype)
-    return erf(z)
+    out = erf(z)  # (float64 for float16: SciPy has no float16 loop)
+    return out if out.dtype == z.dtype else out.astype(z.dtype)
 
 
 def _sigmoid(z, xp):

@@ -382,6 +382,28 @@ class GaussNewtonOperator:
         return to_jax(_transposed(out.T) if block else out)
 
     __matmul__ = matvec
+    matmat = matvec
+    rmatvec = matvec  # G is symmetric: v' G = (G v)', for SciPy's adjoint products (lsqr)
+    rmatmat = matvec
+    __array_ufunc__ = None  # NumPy's M @ op defers to __rmatmul__
+
+    @property
+    def T(self):
+        """The operator itself: ``G`` is symmetric."""
+        return self
+
+    H = T  # the adjoint, as SciPy names it: G is real and symmetric
+
+    def __rmatmul__(self, M):
+        """``M @ G``: ``v @ G = G v`` for a vector, ``(G M')'`` for the ``m`` rows of a block
+        ``M`` of shape ``(m, P)`` (``G`` is symmetric)."""
+        shape = getattr(M, "shape", None)
+        if shape is None or len(shape) != 2:
+            return self.matvec(M)
+        if shape[1] != self.shape[0]:
+            raise ValueError(f"M: expected rows in beta order, shape (m, {self.shape[0]}) for "
+                             f"M @ op, got shape {tuple(shape)}")
+        return self.matvec(M.T).T
 
     def to_dense(self):
         """The ``(P, P)`` matrix itself, from ``P`` products (small networks only)."""
