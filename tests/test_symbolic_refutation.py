@@ -147,3 +147,40 @@ def test_a_pass_at_small_depth_says_what_it_did_not_cover():
     r2 = check_recursion([2, 3, 3, 2], v_rule=lambda V, B, D: B * D)
     assert not r2.holds  # at L = 2 the missing V^(l+1) shows
     assert check_recursion([2, 3, 3, 2]).notes == []
+    # at L = 0 u_rule sees V = I_K only: one that drops V passes there, and the note says so
+    def without_V(V, a_prev):
+        return sp.kronecker_product(sp.eye(V.shape[1]), a_prev.T)
+
+    r0 = check_recursion([3, 2], u_rule=without_V)
+    assert r0.holds and "u_rule was called only with V = I_K" in str(r0)
+    assert not check_recursion([3, 3, 2], u_rule=without_V).holds
+
+
+def test_a_wrong_rule_with_a_float_in_a_later_entry_is_refuted_not_a_crash():
+    """The first wrong entry is shown; naming the known mistake compares every entry, and a
+    float there (which SymEngine does not take exactly) raised TypeError out of the check."""
+    def D_omitted_and_a_float(V_next, B_next, D):
+        V = V_next * B_next
+        V[-1, -1] = sp.Float(1.0) * V[-1, -1]
+        return V
+
+    for method in ("layerwise", "direct"):
+        r = check_recursion([2, 3, 3, 2], v_rule=D_omitted_and_a_float, method=method)
+        assert not r.holds and "claim - true" in str(r), str(r)
+
+
+@pytest.mark.filterwarnings("ignore::sympy.utilities.exceptions.SymPyDeprecationWarning")
+def test_an_entry_that_is_no_scalar_expression_blames_the_rule_that_returned_it():
+    """sp.true or a Tuple in a v_rule's matrix used to pass the entry check and then fail
+    inside the lecture's default u_rule, which the report blamed."""
+    def with_true(V_next, B_next, D):
+        V = V_next * B_next * D
+        V[0, 0] = sp.true
+        return V
+
+    def with_tuples(V_next, B_next, D):
+        return (V_next * B_next * D).applyfunc(lambda e: sp.Tuple(e))
+
+    for rule in (with_true, with_tuples):
+        r = check_recursion([2, 3, 3, 2], v_rule=rule)
+        assert not r.holds and "v_rule at layer l = 2 returned an entry" in r.error, r.error

@@ -97,11 +97,12 @@ class RecursionReport:
 
     @property
     def notes(self) -> list[str]:
-        """What a pass at these widths does not cover: the V rule at small depth."""
+        """What a pass at these widths does not cover: the rules at small depth."""
         L = len(self.widths) - 2
         if L == 0:
-            return ["L = 0: v_rule was not called (V^(1) = I_K); use widths with a hidden "
-                    "layer to check it"]
+            return ["L = 0: v_rule was not called (V^(1) = I_K), and u_rule was called only "
+                    "with V = I_K (a u_rule that drops V passes here); use widths with a "
+                    "hidden layer to check them"]
         if L == 1:
             return ["L = 1: v_rule was called only with V^(l+1) = I_K; use L >= 2 to check "
                     "how it combines V^(l+1)"]
@@ -260,8 +261,13 @@ def _known(layer, quantity, own_claim, decider, net) -> str:
         except RuleError:
             continue
         conv = decider.conv
-        if all(decider.own.difference(conv(a), conv(b))[0] is Decision.EQUAL
-               for a, b in zip(own_claim, theirs)):
+        try:
+            same = all(decider.own.difference(conv(a), conv(b))[0] is Decision.EQUAL
+                       for a, b in zip(own_claim, theirs))
+        except Exception:  # noqa: BLE001  (an entry SymEngine cannot take, a float say: the
+            # claim is no known mistake; the refutation itself is decided and shown already)
+            same = False
+        if same:
             names.append(f'"{planted.name}" ({planted.mistake})')
     return " = ".join(names)
 

@@ -104,7 +104,9 @@ def call_rule(rule: Callable, name: str, args: tuple, context: dict[str, Any],
     if tuple(result.shape) != tuple(shape):
         raise RuleError(f"{where} returned shape {tuple(result.shape)}; expected {shape}")
     entries = list(result)
-    bad = [e for e in entries if not isinstance(e, sp.Basic) or isinstance(e, sp.MatrixBase)]
+    bad = [e for e in entries if not isinstance(e, sp.Expr) or isinstance(e, sp.MatrixBase)]
+    # (sp.Basic alone let sp.true, a Tuple or an Interval through, to fail later in a rule
+    # the user did not write)
     if bad:
         raise RuleError(f"{where} returned an entry {short_repr(bad[0])} that is not a SymPy "
                         "scalar expression")
