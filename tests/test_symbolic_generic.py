@@ -79,3 +79,27 @@ def test_normal_form_never_takes_a_free_symbol_for_a_bound_index():
     assert numbers == [15, 13]
     assert sum_normal_form(lhs) != sum_normal_form(rhs)
     assert sum_normal_form(lhs) == sum_normal_form(sp.Sum(g[J] * f[t], (t, 0, n - 1)))
+
+
+def test_bad_arguments_name_the_argument_instead_of_passing_or_crashing():
+    """one_layer_step('banana') returned holds=True (anything but 'relu' was read as sigma);
+    chain_step(-1) and a summand returning None raised from deep inside SymPy."""
+    from bpcheck.symbolic import check_recursion, induction_step, recursion_latex
+
+    for call in (lambda: one_layer_step("banana"), lambda: one_layer_step(None),
+                 lambda: recursion_latex("x")):
+        with pytest.raises(ValueError, match=r"activation: expected one of \('relu', 'sigma'\)"):
+            call()
+    for L in (-1, 1.5, "2", True):
+        with pytest.raises(ValueError, match="L: expected a depth, an int of at least 0"):
+            chain_step(L)
+    assert chain_step(0).holds is True
+    with pytest.raises(TypeError, match="summand: expected a function"):
+        induction_step(summand=3)
+    with pytest.raises(TypeError, match="summand: expected a SymPy expression, got NoneType"):
+        induction_step(summand=lambda *args: None)
+    with pytest.raises(TypeError, match="summand: raised TypeError"):
+        induction_step(summand=lambda a, b: a)
+    for seed in ("a", -1, 1.5):
+        with pytest.raises(ValueError, match="seed: expected an int of at least 0"):
+            check_recursion(seed=seed)

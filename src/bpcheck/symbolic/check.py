@@ -177,6 +177,8 @@ def check_recursion(widths: Sequence[int] | None = None, v_rule: Callable | None
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
     check_activation(activation)
+    if type(seed) is not int or seed < 0:
+        raise ValueError(f"seed: expected an int of at least 0, got {seed!r}")
     if widths is None:
         return _check_grid(v_rule, u_rule, activation, method, seed)
     if method == "direct":

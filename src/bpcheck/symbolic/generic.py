@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
+from .network import check_activation
 from .sums import sum_normal_form
 
 
@@ -131,6 +132,7 @@ def vec_kronecker_step() -> GenericStep:
 
 def one_layer_step(activation: str = "relu") -> GenericStep:
     """(ii) ``d z^(l+1) / d b^(l)' = B^(l+1) D^(l)``, entry ``(k, m)``, widths ``n_{l-1..l+1}``."""
+    check_activation(activation)
     start = time.perf_counter()
     n_prev, n, n_next = sp.symbols("n_{l-1} n_l n_{l+1}", integer=True, positive=True)
     B, B_next = sp.IndexedBase("B^{(l)}"), sp.IndexedBase("B^{(l+1)}")
@@ -162,6 +164,8 @@ def one_layer_step(activation: str = "relu") -> GenericStep:
 
 def chain_step(L: int) -> GenericStep:
     """(iii) ``V^(1)`` and ``U^(1)`` by the recursion equal the derivatives, depth ``L``."""
+    if type(L) is not int or L < 0:
+        raise ValueError(f"L: expected a depth, an int of at least 0, got {L!r}")
     start = time.perf_counter()
     n = widths(L + 2)
     B = [None] + [sp.IndexedBase(f"B^{{({l})}}") for l in range(1, L + 2)]

@@ -54,6 +54,20 @@ def lecture_summand(W_next, B_next, D, k, m, t):
     return W_next[k, t] * B_next[t, m] * D[m]
 
 
+def _checked(summand: Callable) -> Callable:
+    """``summand`` whose result must be a SymPy expression; its errors name it."""
+    def term(*args):
+        try:
+            out = summand(*args)
+        except Exception as exc:  # noqa: BLE001  (the user's function, whatever it raises)
+            raise TypeError(f"summand: raised {type(exc).__name__}: {exc}") from exc
+        if not isinstance(out, sp.Expr):
+            raise TypeError(f"summand: expected a SymPy expression, got {type(out).__name__}")
+        return out
+
+    return term
+
+
 def _symbols():
     n_prev, n, n_next, K = sp.symbols("n_{l-1} n_l n_{l+1} K", integer=True, positive=True)
     names = {"W_next": "W^{(l+1)}", "c_next": "c^{(l+1)}", "B_next": "B^{(l+1)}",
@@ -93,9 +107,12 @@ def induction_step(activation: str = "relu", summand: Callable | None = None) ->
     """
     if activation not in ("relu", "sigma"):
         raise ValueError(f"activation: expected 'relu' or 'sigma', got {activation!r}")
+    if summand is not None and not callable(summand):
+        raise TypeError(f"summand: expected a function (W_next, B_next, D, k, m, t) -> the "
+                        f"SymPy term, got {type(summand).__name__}")
     start = time.perf_counter()
-    summand = summand or lecture_summand
     (n_prev, n, n_next, K), x = _symbols()
+    summand = _checked(summand or lecture_summand)
     slope = sp.IndexedBase("d^{(l)}" if activation == "relu" else "s^{(l)}")
     k, m, p, q, i, j, r, t = (_index(s) for s in "kmpqijrt")
 

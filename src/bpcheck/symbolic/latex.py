@@ -32,6 +32,9 @@ PLANTED = {
 
 def recursion_latex(activation: str = "relu") -> dict[str, str]:
     """Label -> LaTeX for the forward pass, ``D``, and the two recursions."""
+    from .network import check_activation
+
+    check_activation(activation)
     return {
         "forward pass": FORWARD,
         "activation derivative": D_RELU if activation == "relu" else D_SIGMA,
