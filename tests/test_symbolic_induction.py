@@ -9,7 +9,23 @@ MODELS = ["relu", "sigma"]
 
 
 def test_base_case_W_is_the_identity_and_c_is_zero():
-    assert induction_base().holds is True
+    step = induction_base()
+    assert step.holds is True
+    assert len(step.checks) == 3 and all(step.checks.values()), step.checks
+
+
+def test_the_base_cases_derivatives_are_checked_and_catch_a_wrong_output_layer(monkeypatch):
+    """V^(L+1) = I_K and U^(L+1) = I_K kron a^(L)' are checked with K and n_L symbolic; an
+    output layer written with B transposed must fail the U check (and only that one)."""
+    from bpcheck.symbolic import induction
+
+    def transposed(B, b, a, r, j, n):
+        return sp.Sum(B[j, r] * a[j], (j, 0, n - 1)) + b[r]
+
+    monkeypatch.setattr(induction, "output_layer", transposed)
+    step = induction_base()
+    failed = [name for name, ok in step.checks.items() if not ok]
+    assert step.holds is False and failed == ["d z^(L+1)_k / d B^(L+1)_pq = (I_K)_kp a^(L)_q"]
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -75,3 +91,17 @@ def test_a_wrong_step_written_with_a_free_symbol_named_like_a_bound_index_is_rej
 
     for wrong in (D_on_a_free_index, no_sum_over_t):
         assert induction_step(model, summand=wrong).holds is False, wrong.__name__
+
+
+def test_relu_steps_use_that_each_pattern_entry_is_zero_or_one_as_check_recursion_does():
+    """D^2 = D for a 0/1 pattern: check_recursion accepts V B D D, and so does the step now
+    (it was refuted); with a generic sigma D^2 is wrong and stays refuted."""
+    def D_squared(W_next, B_next, D, k, m, t):
+        return W_next[k, t] * B_next[t, m] * D[m] ** 2
+
+    def D_doubled(W_next, B_next, D, k, m, t):
+        return 2 * W_next[k, t] * B_next[t, m] * D[m]
+
+    assert induction_step("relu", summand=D_squared).holds is True
+    assert induction_step("sigma", summand=D_squared).holds is False
+    assert induction_step("relu", summand=D_doubled).holds is False

@@ -65,3 +65,18 @@ def test_refutation_part_fails_when_a_planted_rule_is_not_refuted(monkeypatch):
     part = parts_module.refutation_part()
     assert part.passed is False
     assert any(row[0] == "not a mistake" and row[5] is False for row in part.rows)
+
+
+def test_an_undecided_planted_rule_does_not_count_as_refuted(monkeypatch):
+    """A claim the checker cannot decide (a float entry) is never a pass, but neither is it
+    a refutation: a control that ends undecided fails, instead of counting as caught."""
+    import sympy as sp
+
+    undecided = PlantedRule("undecided", "a float factor", lambda V, B, D: V * B * D * sp.Float(1.0),
+                            None, (2, 3, 2))
+    monkeypatch.setattr(parts_module, "PLANTED", (undecided,))
+    monkeypatch.setattr(parts_module, "WIDTH_DEPENDENT", ())
+    part = parts_module.refutation_part(quick=True)
+    row = next(r for r in part.rows if r[0] == "undecided")
+    assert row[5] is False and part.passed is False
+    assert "(not comparable" in row[6] or "undecided" in row[6]

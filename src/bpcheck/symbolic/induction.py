@@ -81,19 +81,40 @@ def _bases(expr) -> set:
     return {e.base for e in expr.atoms(sp.Indexed)}
 
 
+def output_layer(B, b, a, r, j, n):
+    """``z^(L+1)_r = sum_{j < n_L} B^(L+1)_{rj} a^(L)_j + b^(L+1)_r``."""
+    return sp.Sum(B[r, j] * a[j], (j, 0, n - 1)) + b[r]
+
+
 def induction_base() -> GenericStep:
-    """``P(L+1)``: ``z^(L+1) = I_K z^(L+1) + 0``, entry ``k``, ``K`` symbolic."""
+    """``P(L+1)``: ``z^(L+1) = I_K z^(L+1) + 0``, entry ``k``, ``K`` symbolic, and the
+    derivatives it gives for the output layer, ``n_L`` symbolic too: with
+    ``z^(L+1) = B^(L+1) a^(L) + b^(L+1)``, ``d z^(L+1)_k / d b^(L+1)_m = (I_K)_{km}``
+    (``V^(L+1) = I_K``) and ``d z^(L+1)_k / d B^(L+1)_{pq} = (I_K)_{kp} a^(L)_q``
+    (``U^(L+1) = I_K kron a^(L)'``)."""
     start = time.perf_counter()
     K = sp.Symbol("K", integer=True, positive=True)
+    n = sp.Symbol("n_L", integer=True, positive=True)
     z = sp.IndexedBase("z^{(L+1)}")
-    k, r = _index("k"), _index("r")
-    holds = _equal(sp.Sum(sp.KroneckerDelta(k, r) * z[r], (r, 0, K - 1)), z[k], {k: K})
+    B, b, a = (sp.IndexedBase(name) for name in ("B^{(L+1)}", "b^{(L+1)}", "a^{(L)}"))
+    k, m, p, q, r, j = (_index(s) for s in "kmpqrj")
+    identity = sp.Sum(sp.KroneckerDelta(k, r) * z[r], (r, 0, K - 1))
+    written = output_layer(B, b, a, r, j, n)
+    out = sp.Sum(sp.KroneckerDelta(k, r) * written, (r, 0, K - 1))  # W^(L+1) z^(L+1) + 0
+    checks = {
+        "z^(L+1) = I_K z^(L+1) + 0": _equal(identity, z[k], {k: K}),
+        "d z^(L+1)_k / d b^(L+1)_m = (I_K)_km": _equal(sp.diff(out, b[m]),
+                                                       sp.KroneckerDelta(k, m), {k: K, m: K}),
+        "d z^(L+1)_k / d B^(L+1)_pq = (I_K)_kp a^(L)_q": _equal(
+            sp.diff(out, B[p, q]), sp.KroneckerDelta(k, p) * a[q], {k: K, p: K, q: n}),
+    }
     tex = (r"P(L+1):\quad z^{(L+1)} = I_K\, z^{(L+1)} + 0,\quad W^{(L+1)} = I_K,\ c^{(L+1)} = 0:"
-           r"\quad " + sp.latex(sp.Sum(sp.KroneckerDelta(k, r) * z[r], (r, 0, K - 1))) + " = "
-           + sp.latex(z[k]))
+           r"\quad " + sp.latex(identity) + " = " + sp.latex(z[k])
+           + r",\quad V^{(L+1)} = I_K,\quad U^{(L+1)} = I_K \otimes a^{(L)\prime}")
     return GenericStep("induction base P(L+1)", "z^(L+1) = I_K z^(L+1) + 0: W^(L+1) = I_K, "
-                       "c^(L+1) = 0, free of every parameter", tex, holds,
-                       time.perf_counter() - start)
+                       "c^(L+1) = 0, free of every parameter; d z^(L+1)/d b^(L+1)' = I_K, "
+                       "d z^(L+1)/d B^(L+1)_pq = (I_K)_kp a^(L)_q; K, n_L symbolic",
+                       tex, all(checks.values()), time.perf_counter() - start, checks)
 
 
 def induction_step(activation: str = "relu", summand: Callable | None = None) -> GenericStep:
@@ -117,7 +138,12 @@ def induction_step(activation: str = "relu", summand: Callable | None = None) ->
     k, m, p, q, i, j, r, t = (_index(s) for s in "kmpqijrt")
 
     def W(row, col):  # the claimed W^(l), an entry function
-        return sp.Sum(summand(x["W_next"], x["B_next"], slope, row, col, t), (t, 0, n_next - 1))
+        term = summand(x["W_next"], x["B_next"], slope, row, col, t)
+        if activation == "relu":  # each d^(l)_i is 0 or 1: d^k = d (as check_recursion uses)
+            term = term.replace(lambda e: isinstance(e, sp.Pow) and isinstance(e.base, sp.Indexed)
+                                and e.base.base == slope and e.exp.is_Integer and e.exp > 0,
+                                lambda e: e.base)
+        return sp.Sum(term, (t, 0, n_next - 1))
 
     def z(row):
         return sp.Sum(x["B"][row, j] * x["a_prev"][j], (j, 0, n_prev - 1)) + x["b"][row]

@@ -8,6 +8,7 @@ import time
 
 from .._report import Part
 from . import latex
+from .canonical import Decision
 from .check import check_recursion
 from .generic import chain_step, one_layer_step, vec_kronecker_step
 from .induction import induction_base, induction_step
@@ -131,8 +132,17 @@ def _where(r) -> str:
         return r.error
     if r.mismatch is not None:
         m = r.mismatch
-        return f"{m.quantity}^({m.l}) entry {m.entry} (d/d {m.parameter})"
+        undecided = "" if m.decision == Decision.DIFFERENT.value else f", {m.decision}"
+        return f"{m.quantity}^({m.l}) entry {m.entry} (d/d {m.parameter}{undecided})"
     return "not refuted"
+
+
+def _refuted(r) -> bool:
+    """Refuted outright: a rule error (the misbehaving-code mistakes), or an entry decided
+    different; an undecided comparison fails the control (it is no refutation, though it
+    is never a pass)."""
+    return r.error is not None or (r.mismatch is not None
+                                   and r.mismatch.decision == Decision.DIFFERENT.value)
 
 
 def _wrong_index(W_next, B_next, D, k, m, t):
@@ -152,7 +162,7 @@ def refutation_part(quick: bool = False) -> Part:
     for planted in planted_rules:
         for model in models:
             r = check_recursion(planted.widths, planted.v_rule, planted.u_rule, activation=model)
-            refuted = not r.holds
+            refuted = _refuted(r)
             ok &= refuted
             part.rows.append([planted.name, planted.mistake, str(list(planted.widths)), model,
                               "refuted", refuted, _where(r)])
@@ -162,7 +172,8 @@ def refutation_part(quick: bool = False) -> Part:
         for planted in WIDTH_DEPENDENT:
             grid = check_recursion(v_rule=planted.v_rule, u_rule=planted.u_rule)
             beyond = planted.name == "wrong beyond L = 6"  # what a finite grid cannot catch
-            as_expected = grid.holds if beyond else not grid.holds
+            as_expected = grid.holds if beyond else \
+                grid.refutation is not None and _refuted(grid.refutation)
             ok &= as_expected
             part.rows.append([planted.name, planted.mistake, "default grid (seed 0)", "relu",
                               "passes (beyond the grid)" if beyond else "refuted", as_expected,
