@@ -511,3 +511,17 @@ def test_results_json_stays_under_1_mb_in_bytes_whatever_the_text_and_the_number
     doc = json.loads(path.read_text())
     assert all("more characters cut" in t["output"] for t in doc["tests"])
     assert doc["tests"][0]["output"].startswith("\U0001F600")
+
+
+def test_the_caps_end_for_any_number_of_tests():
+    """With over 6144 tests each test's share is under the cut note's 64 bytes: the cut
+    loop ran forever (negative room), and the grader hung before writing results.json."""
+    from bpcheck.grade.grader import GradeReport, TestResult
+    from bpcheck.grade.results import results_json
+
+    report = GradeReport("hw.py", 1)
+    for i in range(6145):
+        report.tests.append(TestResult(f"1.{i + 1}", f"t{i}", 0.0, 1.0, ["x" * 500]))
+    doc = results_json(report)
+    assert len(doc["tests"]) == 6145
+    assert all(t["output"].startswith("\n[... 500 more characters cut]") for t in doc["tests"])

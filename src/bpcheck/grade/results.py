@@ -86,10 +86,12 @@ def render_text(report: GradeReport, *, show_output: bool = True,
 TEST_OUTPUT_MAX = 8 << 10
 TESTS_OUTPUT_MAX = 384 << 10
 SUMMARY_MAX = 256 << 10
-"""Caps that keep ``results.json`` under 1 MB whatever the submission printed or raised,
-in bytes of the JSON text as written (non-ASCII escaped, ``\\ud83d\\ude00`` 12 bytes for
-one emoji, so counting characters is not enough): one test's output, all tests' together
-(each test gets an equal share, however many tests the homework has), and the summary."""
+"""Caps on the submission's text in ``results.json``, 640 kB in all whatever it printed or
+raised, in bytes of the JSON text as written (non-ASCII escaped, ``\\ud83d\\ude00`` 12
+bytes for one emoji, so counting characters is not enough): one test's output, all tests'
+together (each test gets an equal share, however many tests the homework has), and the
+summary.  The homework's own names and scores add about 350 bytes a test: under 1 MB in
+all up to about 1000 tests."""
 
 
 def _capped(text: str, cap: int) -> str:
@@ -99,8 +101,8 @@ def _capped(text: str, cap: int) -> str:
         return text
     room = cap - 64  # the note
     keep = len(text)
-    while keep and (size := len(json.dumps(text[:keep]))) > room:
-        keep = min(keep - 1, keep * room // size)
+    while keep > 0 and (size := len(json.dumps(text[:keep]))) > room:
+        keep = max(0, min(keep - 1, keep * room // size))
     return text[:keep] + f"\n[... {len(text) - keep} more characters cut]\n"
 
 

@@ -607,7 +607,10 @@ def _converse(proc, r_fd, c_w, result: SessionRun, limits: Limits, groups, load_
     frame is decoded, within the element budget of that test (:func:`_element_budget`);
     any other frame is dropped unread.  A test's frame that cannot be read fails that test
     only.  No frame moves a deadline past ``end``."""
-    frames = Frames(limits.result_mb << 20)
+    # what a child sends: setup, loaded, one frame per test and one at the end of each
+    # group, closed_visible; twice that, and some, before the stream counts as a flood
+    frames = Frames(limits.result_mb << 20,
+                    most=64 + 2 * sum(len(g.tests) + 1 for g in groups))
     deadline = time.monotonic() + load_s
     queue = list(groups)
     group = None  # the group running now
