@@ -26,7 +26,9 @@ Tasks and sizes:
 - Gauss-Newton-vector products ``mean_n J_n' H_n J_n v`` (cross-entropy), 784-1024-1024-10
   with N = 128 and 10-32-32-3 with N = 64: bpcheck ``gauss_newton_matvec``, curvlinops
   ``GGNLinearOperator``, BackPACK ``ggn_vector_product_from_plist`` and ``jax.jvp`` /
-  output Hessian / ``jax.vjp``;
+  output Hessian / ``jax.vjp``; the row ends with the rate 1.2x the fastest peer needs for
+  the product's multiply-adds against the fastest single matrix product timed on the
+  machine in the same run, a floor line and bpcheck's parts each timed alone;
 - ten Gauss-Newton-vector products with the same parameters and data (a short CG run),
   same nets, each method set up once inside the timing: bpcheck ``gauss_newton_operator``
   (factors once; products one by one, as CG needs them, and all ten as one ``(P, 10)``
@@ -473,6 +475,15 @@ def ggn_row(widths, N, repeats):
               f"multiply-adds), timed alone: NumPy {1e3 * floor:.2f} ms, one jax.jit program "
               f"{1e3 * jax_floor:.2f} ms; 1.2x the fastest peer needs "
               f"{1e3 * fastest / 1.2:.2f} ms")
+        rate, where = best_rate(widths, N, repeats)
+        madd_count = matmul_count(widths, N)
+        needed = madd_count / (fastest / 1.2)
+        verdict = "out of reach for any method doing them as matrix products" \
+            if rate < needed else "within reach at that rate"
+        print(f"  rate: 1.2x the fastest peer needs its {madds(madd_count)} multiply-adds at "
+              f"{needed / 1e9:.1f} G/s at least (the peer: {madd_count / fastest / 1e9:.1f} "
+              f"G/s); the fastest single matrix product timed on this machine now reached "
+              f"{rate / 1e9:.1f} G/s ({where}): {verdict}")
         parts = ggn_parts(params, X, v, pj, Xj, vj, repeats)
         print(f"  bpcheck's parts, each timed alone: its input checks (shapes, dtypes, NaN and "
               f"inf), which a repeat call skips, NumPy {parts[0]:.2f} ms, JAX {parts[1]:.2f} ms; "
@@ -505,6 +516,28 @@ def ggn_parts(params, X, v, pj, Xj, vj, repeats):
            lambda: call(_gauss_newton_matvec, jnp, static, pj, Xj, None, vj, join=-1,
                         unchecked=unchecked)]
     return [best_ms(fn, repeats) for fn in fns]
+
+
+def best_rate(widths, N, repeats):
+    """Multiply-adds per second of the fastest single float32 matrix product timed here, and
+    which: each layer-sized product shape of a GGN-vector product (and its stacked form,
+    forward and tangent at once), and a 2048-square one, in NumPy and as a ``jax.jit``
+    program.  No method that does a row's multiply-adds as matrix products runs them
+    faster than this rate."""
+    shapes = {(2048, 2048, 2048)}
+    for d_prev, d in zip(widths, widths[1:]):
+        shapes |= {(N, d_prev, d), (2 * N, d_prev, d), (N, d, d_prev), (d, N, d_prev)}
+    matmul = jax.jit(jnp.matmul)
+    best = (0.0, "")
+    for m, k, n in sorted(shapes):
+        A = np.random.default_rng(0).standard_normal((m, k)).astype(np.float32)
+        B = np.random.default_rng(1).standard_normal((k, n)).astype(np.float32)
+        Aj, Bj = jnp.asarray(A), jnp.asarray(B)
+        for lib, fn in (("NumPy", lambda A=A, B=B: A @ B),
+                        ("XLA", lambda Aj=Aj, Bj=Bj: matmul(Aj, Bj))):
+            rate = m * k * n / (best_ms(fn, repeats) / 1e3)
+            best = max(best, (rate, f"{lib}, ({m}, {k}) by ({k}, {n})"))
+    return best
 
 
 def madds(n):
