@@ -7,6 +7,8 @@ statements of the recursion and of the planted mistakes.
 
 from __future__ import annotations
 
+from .network import check_activation
+
 V_RECURSION = (r"V^{(l)} = \frac{\partial z^{(L+1)}}{\partial b^{(l)\prime}}"
                r" = V^{(l+1)} B^{(l+1)} D^{(l)}, \qquad V^{(L+1)} = I_K")
 U_RECURSION = (r"U^{(l)} = \frac{\partial z^{(L+1)}}{\partial \beta^{(l)\prime}}"
@@ -32,8 +34,6 @@ PLANTED = {
 
 def recursion_latex(activation: str = "relu") -> dict[str, str]:
     """Label -> LaTeX for the forward pass, ``D``, and the two recursions."""
-    from .network import check_activation
-
     check_activation(activation)
     return {
         "forward pass": FORWARD,

@@ -245,7 +245,7 @@ def load_arrays(body: bytes, max_elements: int) -> dict:
         if zlib.crc32(data) != crc:
             raise WireError(f"result {name[:100]!r} is damaged (its CRC does not match)")
         try:
-            array = _read_npy(io.BytesIO(data), len(data), budget)
+            array = _read_npy(data, budget)
         except WireError as err:
             raise WireError(f"result {name[:-4][:100]!r}: {err}") from None
         except Exception as err:  # whatever NumPy's header parser raises on hostile bytes
@@ -257,8 +257,9 @@ def load_arrays(body: bytes, max_elements: int) -> dict:
 
 
 def _members(body: bytes) -> list:
-    """``[(name, data, crc)]`` of the archive's members, from its directory, every length
-    and offset checked against the body before it is used."""
+    """``[(name, data, crc)]`` of the archive's members (``data`` a view into ``body``),
+    from its directory, every length and offset checked against the body before it is
+    used."""
     n = len(body)
     end = n - _END.size
     if end < 0 or body[end:end + 4] != b"PK\x05\x06":
@@ -276,6 +277,7 @@ def _members(body: bytes) -> list:
     # members one after the other, in the directory's order, from the start: no byte is
     # read twice (512 entries on one 64 MB member would be 32 GB of copies and CRCs)
     members, names, pos, following = [], set(), offset, 0
+    view = memoryview(body)  # each member's data a view: copied once, into its array
     for _ in range(count):
         (sig, _, _, flags, method, _, _, crc, packed, unpacked, name_len, extra_len,
          comment_len, _, _, _, at) = _ENTRY.unpack_from(body, pos)
@@ -301,7 +303,7 @@ def _members(body: bytes) -> list:
                 local[10] > EXTRA_MAX or start + packed > offset:
             raise WireError(f"result {name[:100]!r}: its data is not where np.savez puts it "
                             f"(right after the previous member's)")
-        members.append((name, body[start:start + packed], crc))
+        members.append((name, view[start:start + packed], crc))
         following = start + packed
     if pos != end or following != offset:
         raise WireError("the results are not an .npz archive (a damaged directory)")
@@ -313,21 +315,22 @@ NPY_HEADER_MAX = 1024
 _NPY_KEYS = {"descr", "fortran_order", "shape"}
 
 
-def _read_npy(f, size, budget):
-    """One member's array.  Its header is read here as ``np.save`` writes it, a Python
-    literal parsed once: NumPy's own reader passes a header it cannot parse through a
-    tokenizer pass for Python 2 files, 18 ms a member (9 s a frame of 512)."""
-    magic = f.read(8)
+def _read_npy(data, budget):
+    """The array of one member's bytes ``data`` (a view), its values copied once.  Its
+    header is read here as ``np.save`` writes it, a Python literal parsed once: NumPy's own
+    reader passes a header it cannot parse through a tokenizer pass for Python 2 files,
+    18 ms a member (9 s a frame of 512)."""
+    magic = bytes(data[:8])
     if len(magic) != 8 or magic[:6] != b"\x93NUMPY" or magic[6] not in (1, 2, 3) or magic[7]:
         raise WireError("not an .npy array (its magic string)")
     version = magic[6]
-    length = f.read(2 if version == 1 else 4)
-    if len(length) != (2 if version == 1 else 4):
+    at = 10 if version == 1 else 12  # after the header's length
+    if len(data) < at:
         raise WireError("its header is cut short")
-    hlen = int.from_bytes(length, "little")
+    hlen = int.from_bytes(data[8:at], "little")
     if hlen > NPY_HEADER_MAX:
         raise WireError(f"a header of {hlen} bytes (at most {NPY_HEADER_MAX})")
-    raw = f.read(hlen)
+    raw = bytes(data[at:at + hlen])
     if len(raw) != hlen:
         raise WireError("its header is cut short")
     try:
@@ -353,10 +356,9 @@ def _read_npy(f, size, budget):
     if count * -(-dtype.itemsize // 8) > budget:
         raise WireError(f"{count} elements of {dtype.itemsize} bytes, more than the test's "
                         f"outputs can have ({max(budget, 0)} numbers of 8 bytes left)")
-    data = size - f.tell()
-    if data != count * dtype.itemsize:
+    values = data[at + hlen:]
+    if len(values) != count * dtype.itemsize:
         raise WireError(f"declares {count} elements of {dtype.itemsize} bytes but holds "
-                        f"{data} bytes")
-    raw = f.read(data)
-    array = np.frombuffer(raw, dtype=dtype).copy()
+                        f"{len(values)} bytes")
+    array = np.frombuffer(values, dtype=dtype).copy()
     return array.reshape(shape[::-1]).T if fortran else array.reshape(shape)
