@@ -445,6 +445,43 @@ def test_without_namespaces_a_daemon_cannot_rewrite_the_results(mode):
     assert run.results["score"] == 25.0
 
 
+OUTLIVE_GROUP = '''
+import time
+
+_right_two_layer_loss = two_layer_loss
+
+
+def softmax_loss(W, b, X, y, reg):
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()
+        if os.fork() == 0:   # orphaned, so adopted by the grader (its subreaper)
+            with open("daemon.pid", "w") as f:
+                f.write(str(os.getpid()))
+            time.sleep(30)
+        os._exit(0)
+    time.sleep(0.05)
+    return 7.0, W * 0 + 7, b * 0 + 7
+
+
+def two_layer_loss(*args):   # the control answers right only once no daemon is left
+    try:
+        os.kill(int(open("daemon.pid").read()), 0)
+    except (OSError, ValueError):
+        return _right_two_layer_loss(*args)
+    raise RuntimeError("a daemon of exercise 1 is still alive")
+'''
+
+
+@pytest.mark.parametrize("namespaces", [True, False], ids=["namespaces", "no-namespaces"])
+def test_no_process_of_one_exercise_outlives_it(mode, namespaces):
+    # left alive, such daemons hold the uid's process limit: as an ordinary user without
+    # namespaces (the grader's own threads count too), the next exercise's first test then
+    # timed out on some runs of the daemon attack above
+    run = grade(attack(OUTLIVE_GROUP), mode, config=CONFIG if namespaces else NO_NAMESPACES)
+    assert_contained(run, "wrong")
+
+
 # ------------------------------------------------------------- 7. the autodiff ban
 
 def _fake_autodiff_library(root: Path) -> Path:

@@ -187,11 +187,12 @@ def _children_of(pid: int) -> set:
     return {p for p, (ppid, _) in _processes().items() if ppid == pid}
 
 
-def _kill_tree(root: int, spare: set) -> None:
+def _kill_tree(root: int | None, spare: set) -> None:
     """SIGKILL ``root``'s process tree and the orphans it left with this process (the
     subreaper), until none is alive; ``spare``: this process's children from before, which
     are not the child's.  Zombies among this process's children are reaped, except ``root``
-    (its ``Popen`` reaps it)."""
+    (its ``Popen`` reaps it).  ``root=None``: the orphans only (with ``root`` in
+    ``spare``: what a finished group of tests left, the child kept)."""
     me = os.getpid()
     for _ in range(500):
         procs = _processes()
@@ -563,8 +564,11 @@ def run_session(source: str, groups: list, limits: Limits, *, functions=(),
             reader.start()
         if while_starting is not None:
             while_starting()
+        # the processes a finished group left (daemons, zombies adopted by this process)
+        # are killed and reaped before the next group starts: they count against the
+        # child's process limit (as an ordinary user, with the grader's own threads)
         _converse(proc, r_fd, c_w, result, limits, groups, load_s, visible_out, frame, end,
-                  on_test)
+                  on_test, lambda: _kill_tree(None, spare | {proc.pid}))
     finally:
         if proc is not None:
             _killpg(proc.pid)
@@ -599,14 +603,15 @@ def run_session(source: str, groups: list, limits: Limits, *, functions=(),
 
 
 def _converse(proc, r_fd, c_w, result: SessionRun, limits: Limits, groups, load_s,
-              visible_out, frame, end, on_test=None) -> None:
+              visible_out, frame, end, on_test=None, after_group=None) -> None:
     """Read the child's messages, send it its groups one at a time, keep the deadlines.
 
     Only the frame the parent waits for next (setup, loaded, then the running group's
     tests in order, its ``group_done``, ``closed_visible``) is acted on, and only a test's
     frame is decoded, within the element budget of that test (:func:`_element_budget`);
     any other frame is dropped unread.  A test's frame that cannot be read fails that test
-    only.  No frame moves a deadline past ``end``."""
+    only.  No frame moves a deadline past ``end``.  ``after_group()``, when given, runs
+    when a group has ended, before the next one is sent."""
     # what a child sends: setup, loaded, one frame per test and one at the end of each
     # group, closed_visible; twice that, and some, before the stream counts as a flood
     frames = Frames(limits.result_mb << 20,
@@ -726,6 +731,8 @@ def _converse(proc, r_fd, c_w, result: SessionRun, limits: Limits, groups, load_
                         result.failure = f"the grading process {_describe_exit(code)}"
                         _killpg(proc.pid)
                         return
+                    if after_group is not None:
+                        after_group()
                     next_group()
                 elif kind == "closed_visible" and closing and closed_visible is False:
                     closed_visible = None  # now wait for the output pipe's end of file
