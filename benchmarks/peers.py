@@ -26,9 +26,11 @@ Tasks and sizes:
 - Gauss-Newton-vector products ``mean_n J_n' H_n J_n v`` (cross-entropy), 784-1024-1024-10
   with N = 128 and 10-32-32-3 with N = 64: bpcheck ``gauss_newton_matvec``, curvlinops
   ``GGNLinearOperator``, BackPACK ``ggn_vector_product_from_plist`` and ``jax.jvp`` /
-  output Hessian / ``jax.vjp``; the row ends with the rate 1.2x the fastest peer needs for
-  the product's multiply-adds against the fastest single matrix product timed on the
-  machine in the same run, a floor line and bpcheck's parts each timed alone;
+  output Hessian / ``jax.vjp``; the row ends with a floor line (the products timed alone),
+  the rate 1.2x the fastest peer needs for the product's multiply-adds against the fastest
+  single matrix product timed on the machine in the same run, the time the products take
+  at the rates timed for their own shapes (and the stacked ones they can join), a NumPy
+  kernel written by hand with the fewest calls, and bpcheck's parts each timed alone;
 - ten Gauss-Newton-vector products with the same parameters and data (a short CG run),
   same nets, each method set up once inside the timing: bpcheck ``gauss_newton_operator``
   (factors once; products one by one, as CG needs them, and all ten as one ``(P, 10)``
@@ -475,25 +477,38 @@ def ggn_row(widths, N, repeats):
               f"multiply-adds), timed alone: NumPy {1e3 * floor:.2f} ms, one jax.jit program "
               f"{1e3 * jax_floor:.2f} ms; 1.2x the fastest peer needs "
               f"{1e3 * fastest / 1.2:.2f} ms")
-        rate, where = best_rate(widths, N, repeats)
-        madd_count = matmul_count(widths, N)
-        needed = madd_count / (fastest / 1.2)
-        verdict = "out of reach for any method doing them as matrix products" \
-            if rate < needed else "within reach at that rate"
-        print(f"  rate: 1.2x the fastest peer needs its {madds(madd_count)} multiply-adds at "
-              f"{needed / 1e9:.1f} G/s at least (the peer: {madd_count / fastest / 1e9:.1f} "
-              f"G/s); the fastest single matrix product timed on this machine now reached "
-              f"{rate / 1e9:.1f} G/s ({where}): {verdict}")
+        rate_lines(widths, N, fastest, repeats)
         parts = ggn_parts(params, X, v, pj, Xj, vj, repeats)
         print(f"  bpcheck's parts, each timed alone: its input checks (shapes, dtypes, NaN and "
               f"inf), which a repeat call skips, NumPy {parts[0]:.2f} ms, JAX {parts[1]:.2f} ms; "
               f"the computation alone NumPy {parts[2]:.2f} ms, its jax.jit program "
               f"{parts[3]:.2f} ms, with the NaN/inf flag read back {parts[4]:.2f} ms")
+        hand = hand_kernel_ms(params, X, v, repeats)
+        print(f"  a NumPy kernel written by hand for this case alone (ReLU, mean cross-entropy; "
+              f"library.py's fewest_calls_ggn), no checks: {hand:.2f} ms against the "
+              f"{1e3 * fastest / 1.2:.2f} ms that 1.2x needs "
+              f"({'within reach' if hand <= 1e3 * fastest / 1.2 else 'out of reach'} for NumPy "
+              f"as far as these calls go)")
         for name, least in (("NumPy", parts[2]), ("JAX", parts[4])):
             print(f"  a repeat {name} call takes at least the computation = {least:.2f} ms "
                   f"against the {1e3 * fastest / 1.2:.2f} ms that 1.2x needs "
                   f"({'within reach' if least <= 1e3 * fastest / 1.2 else 'out of reach'} "
                   f"with these parts)")
+
+
+def hand_kernel_ms(params, X, v, repeats):
+    """Milliseconds of ``library.fewest_calls_ggn`` (the GGN-vector product with the fewest
+    NumPy calls, for ReLU and mean cross-entropy only), checked against bpcheck first."""
+    from library import fewest_calls_ggn
+
+    from bpcheck._params import _layer_slices
+
+    slices = _layer_slices(tuple([params[0][0].shape[1]] + [B.shape[0] for B, _ in params]))
+    out = np.empty_like(v)
+    ref = bpcheck.gauss_newton_matvec(params, X, v)
+    err = np.max(np.abs(fewest_calls_ggn(params, X, v, slices, out) - ref)) / np.max(np.abs(ref))
+    assert err < 1e-5, f"the hand-written kernel disagrees with bpcheck: {err:.1e}"
+    return best_ms(lambda: fewest_calls_ggn(params, X, v, slices, out), repeats)
 
 
 def ggn_parts(params, X, v, pj, Xj, vj, repeats):
@@ -518,26 +533,69 @@ def ggn_parts(params, X, v, pj, Xj, vj, repeats):
     return [best_ms(fn, repeats) for fn in fns]
 
 
-def best_rate(widths, N, repeats):
-    """Multiply-adds per second of the fastest single float32 matrix product timed here, and
-    which: each layer-sized product shape of a GGN-vector product (and its stacked form,
-    forward and tangent at once), and a 2048-square one, in NumPy and as a ``jax.jit``
-    program.  No method that does a row's multiply-adds as matrix products runs them
-    faster than this rate."""
-    shapes = {(2048, 2048, 2048)}
-    for d_prev, d in zip(widths, widths[1:]):
-        shapes |= {(N, d_prev, d), (2 * N, d_prev, d), (N, d, d_prev), (d, N, d_prev)}
+def product_shapes(widths, N):
+    """The layer-sized matrix products of one GGN-vector product, as ``(m, k, n)`` shapes
+    (an ``(m, k)`` by ``(k, n)`` product), each with the shapes of the stacked products it
+    can be part of: the forward product ``a B'`` shares ``a`` with the tangent's own term
+    ``a dB'`` (``(N, d_prev, 2 d)`` at once) and ``B`` with the carried tangent ``t B'``
+    (``(2 N, d_prev, d)`` at once); the pull-back ``delta B`` and the gradient
+    ``delta' a`` share no factor with another product of the same step.  The same products
+    as :func:`matmul_count` counts."""
+    products = []
+    for l, (d_prev, d) in enumerate(zip(widths, widths[1:])):
+        own = (N, d_prev, d)
+        products += [(own, (own, (2 * N, d_prev, d), (N, d_prev, 2 * d))),  # a B'
+                     (own, (own, (N, d_prev, 2 * d)))]  # a dB'
+        if l:
+            products += [(own, (own, (2 * N, d_prev, d))),  # t B'
+                         ((N, d, d_prev), ((N, d, d_prev),))]  # delta B
+        products.append(((d, N, d_prev), ((d, N, d_prev),)))  # delta' a
+    return products
+
+
+def product_rates(shapes, repeats):
+    """Multiply-adds per second of each float32 matrix product shape ``(m, k, n)``: the
+    faster of NumPy and a ``jax.jit`` program, as ``{shape: (rate, library)}``."""
     matmul = jax.jit(jnp.matmul)
-    best = (0.0, "")
+    rates = {}
     for m, k, n in sorted(shapes):
         A = np.random.default_rng(0).standard_normal((m, k)).astype(np.float32)
         B = np.random.default_rng(1).standard_normal((k, n)).astype(np.float32)
         Aj, Bj = jnp.asarray(A), jnp.asarray(B)
-        for lib, fn in (("NumPy", lambda A=A, B=B: A @ B),
-                        ("XLA", lambda Aj=Aj, Bj=Bj: matmul(Aj, Bj))):
-            rate = m * k * n / (best_ms(fn, repeats) / 1e3)
-            best = max(best, (rate, f"{lib}, ({m}, {k}) by ({k}, {n})"))
-    return best
+        rates[m, k, n] = max(
+            (m * k * n / (best_ms(fn, repeats) / 1e3), lib)
+            for lib, fn in (("NumPy", lambda A=A, B=B: A @ B),
+                            ("XLA", lambda Aj=Aj, Bj=Bj: matmul(Aj, Bj))))
+    return rates
+
+
+def rate_lines(widths, N, fastest, repeats):
+    """Two bounds on the GGN row: the multiply-add rate 1.2x the fastest peer needs against
+    the fastest product the machine ran (a 2048-square one, or one of the row's shapes),
+    and the time the row's products take at the rates timed for their own shapes."""
+    products = product_shapes(widths, N)
+    square = (2048, 2048, 2048)
+    rates = product_rates({square} | {s for _, stacks in products for s in stacks}, repeats)
+    madd_count = matmul_count(widths, N)
+    assert madd_count == sum(m * k * n for (m, k, n), _ in products)
+    needed = madd_count / (fastest / 1.2)
+    rate, lib = rates[square]
+    best_shape = max((s for s in rates if s != square), key=lambda s: rates[s][0])
+    verdict = ("out of reach for any method doing them as matrix products" if rate < needed
+               else "within reach at that rate")
+    print(f"  rate: 1.2x the fastest peer needs its {madds(madd_count)} multiply-adds at "
+          f"{needed / 1e9:.1f} G/s at least (the peer: {madd_count / fastest / 1e9:.1f} G/s); "
+          f"a 2048-square product ran at {rate / 1e9:.1f} G/s ({lib}): {verdict}; the fastest "
+          f"of the row's own shapes, {best_shape}, at {rates[best_shape][0] / 1e9:.1f} G/s "
+          f"({rates[best_shape][1]})")
+    floor = sum(m * k * n / max(rates[s][0] for s in stacks) for (m, k, n), stacks in products)
+    reach = "within reach" if floor <= fastest / 1.2 else "out of reach"
+    print(f"  products at their shapes' rates: each of the {len(products)} products at the "
+          f"fastest rate timed above for its own shape or a stacked one it can join (forward "
+          f"with the tangent's term, (N, d_prev, 2 d); forward with the carried tangent, "
+          f"(2 N, d_prev, d)), NumPy or XLA, adds up to {1e3 * floor:.2f} ms against the "
+          f"{1e3 * fastest / 1.2:.2f} ms 1.2x needs: {reach} for any method that runs these "
+          f"products at these shapes or stacked in those pairs (each has N = {N} as a side)")
 
 
 def madds(n):
