@@ -139,19 +139,21 @@ def main():
                 _kill(-1, 9)
             except OSError:
                 pass
-        for _ in range(200 if isolated else 0):  # until init has reaped them (1 s at most)
+        for _ in range(200):  # namespace: until init and this process reaped them (1 s at most)
+            while True:
+                try:
+                    if _waitpid(-1, _WNOHANG)[0] == 0:
+                        break
+                except OSError:  # no child left
+                    break
+            if not isolated:
+                break
             try:
                 if not [n for n in _listdir("/proc") if n.isdigit() and _int(n) not in (1, _me)]:
                     break
             except OSError:
                 break
             _sleep(0.005)
-        while True:
-            try:
-                if _waitpid(-1, _WNOHANG)[0] == 0:
-                    break
-            except OSError:  # no child left
-                break
 
     def close_visible_output():
         """From now on print goes to the hidden-output pipe; every other descriptor of
