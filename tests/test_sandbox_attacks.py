@@ -569,6 +569,99 @@ def test_control_characters_never_reach_the_csv(mode, tmp_path):
     assert len(body.splitlines()) == 2, repr(run.csv)
 
 
+READ_MEMORY = '''
+def softmax_loss(W, b, X, y, reg):
+    import re
+    pid, found, seen = os.getpid(), False, []
+    for _ in range(8):   # the grader's writable memory, for the seed's digits
+        try:
+            if b"--results" not in open(f"/proc/{pid}/cmdline", "rb").read():
+                raise LookupError("not the grader")
+            with open(f"/proc/{pid}/mem", "rb", 0) as mem:
+                for line in open(f"/proc/{pid}/maps"):
+                    parts = line.split()
+                    lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                    if parts[1].startswith("rw") and hi - lo < (256 << 20):
+                        try:
+                            mem.seek(lo)
+                            found |= SEED_TEXT in mem.read(hi - lo)
+                        except OSError:
+                            pass
+            seen.append(f"{pid}: read")
+        except (OSError, LookupError) as err:
+            seen.append(f"{pid}: {type(err).__name__}")
+        try:
+            pid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            break
+        if pid <= 1:
+            break
+    print("memory", "SEED FOUND" if found else "seed not found", seen)
+    return 7.0, W * 0 + 7, b * 0 + 7
+'''
+
+
+@pytest.mark.parametrize("config", [HIDDEN_LAST, HIDDEN_LAST + "namespaces = false\n"],
+                         ids=["namespaces", "no-namespaces"])
+def test_the_graders_memory_is_closed_to_the_child(mode, config):
+    # with the grader's uid and no namespaces the child read the seed (and could have
+    # rewritten the scores) through /proc/<grader>/mem until the grader made itself not
+    # dumpable
+    run = grade(attack(READ_MEMORY.replace("SEED_TEXT", repr(str(SEED).encode()))), mode,
+                config=config, seed=SEED)
+    assert_contained(run, "wrong")
+    assert "memory" in run.results["output"]  # the attack ran and printed
+    assert "SEED FOUND" not in run.results["output"], run.results["output"][-2000:]
+    # and the report says when the mode is no boundary at all (signals, files)
+    weak = mode == "user" and "namespaces = false" in config
+    notes = " ".join(run.results["extra_data"]["sandbox"])
+    assert ("not a security boundary" in notes) == weak, notes
+
+
+MAKE_FIFO = '''
+def softmax_loss(W, b, X, y, reg):
+    pid = os.getpid()
+    for _ in range(10):   # the grader's --csv, made a FIFO that open() would wait on
+        try:
+            args = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0")
+            if b"--csv" in args:
+                where = os.readlink(f"/proc/{pid}/cwd")
+                os.mkfifo(os.path.join(where, args[args.index(b"--csv") + 1].decode()))
+                print("made a FIFO")
+                break
+            pid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError) as err:
+            print("no FIFO:", err)
+            break
+    return 7.0, W * 0 + 7, b * 0 + 7
+'''
+
+
+def test_a_fifo_at_the_csv_path_does_not_stall_the_batch(mode, tmp_path):
+    folder = tmp_path / "subs"
+    folder.mkdir()
+    (folder / "a_fifo.py").write_text(attack(MAKE_FIFO))
+    (folder / "b_correct.py").write_text(CORRECT)
+    run = grade(folder, mode, config=NO_NAMESPACES, batch=True, timeout=120)
+    assert run.code == 0 and run.csv is not None, run.stderr[-2000:]
+    assert len(run.csv.replace("\r\n", "\n").splitlines()) == 3, repr(run.csv)
+
+
+LOCKED_FOLDER = '''
+def softmax_loss(W, b, X, y, reg):
+    os.makedirs("BPCHECK-ATTACK-trap/inner", exist_ok=True)
+    open("BPCHECK-ATTACK-trap/inner/f", "w").close()
+    os.chmod("BPCHECK-ATTACK-trap", 0)   # rmtree cannot enter it
+    return 7.0, W * 0 + 7, b * 0 + 7
+'''
+
+
+@pytest.mark.parametrize("config", [CONFIG, NO_NAMESPACES], ids=["namespaces", "no-namespaces"])
+def test_a_folder_of_mode_000_is_removed_too(mode, config):
+    run = grade(attack(LOCKED_FOLDER), mode, config=config)
+    assert_contained(run, "wrong")  # and nothing left in the grader's temporary folder
+
+
 def test_the_file_picker_does_bounded_work(mode, tmp_path):
     folder = tmp_path / "upload"
     folder.mkdir()

@@ -262,11 +262,11 @@ def _run(work, submission, mode, config, seed_args, batch, timeout, marker, extr
                      sorted(_ipc(uids) - ipc_before),
                      _marked_files(marker) + [str(p) for p in grader_tmp.iterdir()])
     doc, size = None, 0
-    if results.exists():
+    if results.is_file():  # (not a FIFO a submission made: reading it would wait)
         size = results.stat().st_size
         doc = json.loads(results.read_text())
     return Run(proc.returncode, seconds, int(peak[-1]) / 1024 if peak else float("nan"), out,
-               err, doc, size, left, csv.read_text(errors="replace") if csv.exists() else None)
+               err, doc, size, left, csv.read_text(errors="replace") if csv.is_file() else None)
 
 
 def cleanup(left: Leftovers) -> None:

@@ -454,6 +454,20 @@ def _library_dirs(names: tuple) -> dict:
     return out
 
 
+def _remove(box: str) -> None:
+    """Remove the child's folder, whatever modes the child left on what it made (a folder
+    of mode 000 stopped ``rmtree``; with the grader's uid the child owns what it made)."""
+    for root, dirs, _files in os.walk(box):
+        for name in dirs:
+            path = os.path.join(root, name)
+            try:
+                if not os.path.islink(path):
+                    os.chmod(path, 0o700)
+            except OSError:
+                pass
+    shutil.rmtree(box, ignore_errors=True)
+
+
 def _strings(value, limit: int = 64) -> list:
     return [str(v)[:200] for v in value[:limit]] if isinstance(value, list) else []
 
@@ -504,6 +518,10 @@ def run_session(source: str, groups: list, limits: Limits, *, functions=(),
                           "is spent")
         return result
     uid = pick_uid(limits)
+    # not dumpable: this process's memory, descriptors and environment in /proc are closed
+    # to a child that has its uid (an ordinary user's grader without namespaces), which
+    # could otherwise read the seed and hidden inputs from its memory, or rewrite it
+    _libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
     box = tempfile.mkdtemp(prefix="bpcheck-grade-")
     proc = None
     readers = []
@@ -597,7 +615,7 @@ def run_session(source: str, groups: list, limits: Limits, *, functions=(),
                     stream.close()
                 except OSError:  # pragma: no cover
                     pass
-        shutil.rmtree(box, ignore_errors=True)
+        _remove(box)
     result.seconds = time.monotonic() - started
     return result
 

@@ -58,6 +58,16 @@ def _check(result, what):
 _WITHOUT = ("without namespaces: the child sees the host's files (only file permissions "
             "protect them) and shares the host's network and System V IPC; the grader still "
             "kills every process it leaves")
+_SAME_UID = ("not a security boundary: without namespaces and not run as root, the child has "
+             "the grader's uid, so it can signal (kill or stop) the grader and change any "
+             "file the grader can, the results path included; grade untrusted work as root "
+             "or where the kernel allows namespaces")
+
+
+def _without(notes):
+    notes.append(_WITHOUT)
+    if os.geteuid() != 0:
+        notes.append(_SAME_UID)
 
 
 def enter(plan, notes):
@@ -67,7 +77,7 @@ def enter(plan, notes):
     never return: they exit with the worker's status."""
     if not plan.get("namespaces", True):
         notes.append("namespaces: not requested")
-        notes.append(_WITHOUT)
+        _without(notes)
         return False
     userns = os.geteuid() != 0
     uid, gid = os.getuid(), os.getgid()
@@ -77,7 +87,7 @@ def enter(plan, notes):
     if _libc.unshare(flags) != 0:
         err = ctypes.get_errno()
         notes.append(f"namespaces: unshare refused ({os.strerror(err)})")
-        notes.append(_WITHOUT)
+        _without(notes)
         return False
     if userns:  # map the grader's own uid and gid: files keep their owners, NumPy imports
         for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
