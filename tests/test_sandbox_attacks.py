@@ -84,6 +84,19 @@ _calls = [0]
 def _next_call():
     _calls[0] += 1
     return _calls[0] - 1
+
+
+def _ancestors(most=8):
+    """This process's pid, then its parent's, and so on up to (not including) pid 1."""
+    pid = os.getpid()
+    for _ in range(most):
+        yield pid
+        try:
+            pid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            return
+        if pid <= 1:
+            return
 '''
 
 
@@ -519,19 +532,12 @@ def softmax_loss(W, b, X, y, reg):
 SEED = 987654321
 READ_SEED = '''
 def softmax_loss(W, b, X, y, reg):
-    pid = os.getpid()
-    for _ in range(8):
+    for pid in _ancestors():
         for what in ("cmdline", "environ"):
             try:
                 print(what, pid, open(f"/proc/{pid}/{what}", "rb").read().replace(b"\\0", b" "))
             except OSError as err:
                 print(what, pid, type(err).__name__)
-        try:
-            pid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError):
-            break
-        if pid <= 1:
-            break
     return 7.0, W * 0 + 7, b * 0 + 7
 '''
 
@@ -571,9 +577,8 @@ def test_control_characters_never_reach_the_csv(mode, tmp_path):
 
 READ_MEMORY = '''
 def softmax_loss(W, b, X, y, reg):
-    import re
-    pid, found, seen = os.getpid(), False, []
-    for _ in range(8):   # the grader's writable memory, for the seed's digits
+    found, seen = False, []
+    for pid in _ancestors():   # the grader's writable memory, for the seed's digits
         try:
             if b"--results" not in open(f"/proc/{pid}/cmdline", "rb").read():
                 raise LookupError("not the grader")
@@ -590,12 +595,6 @@ def softmax_loss(W, b, X, y, reg):
             seen.append(f"{pid}: read")
         except (OSError, LookupError) as err:
             seen.append(f"{pid}: {type(err).__name__}")
-        try:
-            pid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError):
-            break
-        if pid <= 1:
-            break
     print("memory", "SEED FOUND" if found else "seed not found", seen)
     return 7.0, W * 0 + 7, b * 0 + 7
 '''
