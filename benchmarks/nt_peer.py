@@ -6,7 +6,9 @@ virtual environment with ``pip install neural-tangents==0.6.5 jax==0.4.25``):
 
     python benchmarks/nt_peer.py INPUTS.npz OUT_PREFIX [--trace] [--repeats R]
 
-``INPUTS.npz`` holds ``X`` and ``B0, b0, B1, b1, ...`` (``B`` of shape ``(out, in)``).
+``INPUTS.npz`` holds ``X`` and ``B0, b0, B1, b1, ...`` (``B`` of shape ``(out, in)``); the
+network is given to neural-tangents with ``W = B'`` of shape ``(in, out)``, the layout its
+structured derivatives handle fast (see :func:`mlp`).
 For each implementation asked for with ``--impl`` (default: structured derivatives,
 neural-tangents' own choice for MLPs) the kernel is compiled with ``jax.jit``, called
 once, then timed as ``peers.py`` times its methods (best of ``R``, of 3 when a call takes
@@ -36,10 +38,14 @@ IMPLEMENTATIONS = {"structured derivatives": nt.NtkImplementation.STRUCTURED_DER
 
 
 def mlp(params, x):
-    for B, b in params[:-1]:
-        x = jax.nn.relu(x @ B.T + b)
-    B, b = params[-1]
-    return x @ B.T + b
+    """The MLP in JAX's own layout, ``W = B'`` of shape ``(in, out)``, as neural-tangents'
+    examples write it: its structured derivatives ran the 784-1024-1024-1024-10 NTK of 32
+    examples in 25.5 ms (trace) and 35.9 ms (full) so, against 7394 and 8737 ms with
+    ``x @ B.T`` on ``(out, in)`` weights (jax 0.4.25, 2 cores)."""
+    for W, b in params[:-1]:
+        x = jax.nn.relu(x @ W + b)
+    W, b = params[-1]
+    return x @ W + b
 
 
 def main():
@@ -55,8 +61,9 @@ def main():
     data = np.load(args.inputs)
     X = jnp.asarray(data["X"])
     L = sum(1 for k in data.files if k.startswith("B"))
-    params = [(jnp.asarray(data[f"B{l}"]), jnp.asarray(data[f"b{l}"])) for l in range(L)]
-    K = params[-1][0].shape[0]
+    params = [(jnp.asarray(np.ascontiguousarray(data[f"B{l}"].T)), jnp.asarray(data[f"b{l}"]))
+              for l in range(L)]  # W = B', (in, out)
+    K = params[-1][0].shape[1]
     for name in args.impl or ["structured derivatives"]:
         impl = IMPLEMENTATIONS[name]
         fn = jax.jit(nt.empirical_ntk_fn(mlp, trace_axes=(-1,) if args.trace else (),
