@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import csv
 import multiprocessing
-import os
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -151,22 +149,14 @@ def _grade_all(subs, cfg, jobs, seed, results_dir, rows, started, progress):
 
 
 def _write_csv(csv_path, rows, fieldnames):
-    """Write the CSV once, atomically: a new file renamed over ``csv_path``, so that
-    whatever stands there (a FIFO a submission made, which ``open`` would wait on forever)
-    is replaced, not opened.  File names that are not UTF-8 are written with backslash
-    escapes."""
-    path = Path(csv_path)
-    fd, tmp = tempfile.mkstemp(prefix=".grades-", suffix=".csv", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8", errors="backslashreplace") as f:
-            w = csv.DictWriter(f, fieldnames=fieldnames)
-            w.writeheader()
-            w.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write the CSV once, atomically (a FIFO at ``csv_path`` is replaced, not waited on);
+    file names that are not UTF-8 are written with backslash escapes."""
+    from .results import write_atomically
+
+    def fill(f):
+        w = csv.DictWriter(f, fieldnames=fieldnames)
+        w.writeheader()
+        w.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
+
+    write_atomically(csv_path, fill, prefix=".grades-", newline="", encoding="utf-8",
+                     errors="backslashreplace")

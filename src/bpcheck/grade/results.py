@@ -164,11 +164,24 @@ def write_results(doc: dict, path) -> None:
     """Write ``doc`` to ``path`` once, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".results-", dir=path.parent)
+
+    def fill(f):
+        json.dump(doc, f, indent=2)
+        f.write("\n")
+
+    write_atomically(path, fill, prefix=".results-")
+
+
+def write_atomically(path, fill, prefix: str, **open_options) -> None:
+    """``fill(f)`` writes a new file next to ``path`` (opened for text with
+    ``open_options``), which is then renamed over ``path``: whatever stands there (a FIFO
+    a submission made, which ``open`` would wait on forever) is replaced, never opened, and
+    a reader never sees half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=path.suffix, dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=2)
-            f.write("\n")
+        with os.fdopen(fd, "w", **open_options) as f:
+            fill(f)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
