@@ -80,3 +80,12 @@ def test_an_undecided_planted_rule_does_not_count_as_refuted(monkeypatch):
     row = next(r for r in part.rows if r[0] == "undecided")
     assert row[5] is False and part.passed is False
     assert "(not comparable" in row[6] or "undecided" in row[6]
+
+
+@pytest.mark.parametrize("quick", ["no", 0, None, 1.0])
+def test_quick_must_be_a_bool(quick):
+    from bpcheck.symbolic.parts import chain_part, concrete_part, induction_part, refutation_part
+
+    for fn in (verify_parts, induction_part, chain_part, concrete_part, refutation_part):
+        with pytest.raises(TypeError, match=r"quick: expected True or False, got " + repr(quick)):
+            fn(quick=quick)

@@ -57,6 +57,7 @@ def _steps_part(title: str, steps, summary: str, start: float) -> Part:
 def induction_part(quick: bool = False) -> Part:
     """The base case, the induction step (both models) and the lemmas, widths symbolic
     (``quick``: Lemma 1 only)."""
+    _check_quick(quick)
     start = time.perf_counter()
     steps = [induction_base(), induction_step("relu"), induction_step("sigma"),
              vec_kronecker_step()]
@@ -78,6 +79,7 @@ def induction_part(quick: bool = False) -> Part:
 
 def chain_part(quick: bool = False) -> Part:
     """The whole chain at once for fixed depths ``L = 1..6`` (``1..2`` quick), widths symbolic."""
+    _check_quick(quick)
     start = time.perf_counter()
     top = QUICK_CHAIN_MAX_L if quick else CHAIN_MAX_L
     part = _steps_part(
@@ -92,6 +94,7 @@ def chain_part(quick: bool = False) -> Part:
 
 def concrete_part(quick: bool = False) -> Part:
     """Every grid architecture, both activation models, all layers ``l = 1..L+1``."""
+    _check_quick(quick)
     start = time.perf_counter()
     part = Part("Concrete widths: recursion = derivative, every layer, exact",
                 ["widths", "L", "K", "model", "method", "matrices", "monomials", "holds",
@@ -153,6 +156,7 @@ def refutation_part(quick: bool = False) -> Part:
     """Each planted wrong rule must be refuted (both models; ``quick``: ReLU, the common
     mistakes only), on its widths and by the default grid; the induction step must reject
     ``D^(l)`` on the wrong index; the lecture's rules must hold on the same widths."""
+    _check_quick(quick)
     start = time.perf_counter()
     part = Part("Refutation controls: planted wrong rules are refuted",
                 ["rule", "mistake", "widths", "model", "expected", "as expected", "where"])
@@ -213,5 +217,12 @@ def verify_parts(quick: bool = False) -> list[Part]:
     whole grid (with the direct method to ``L = 4``), the width-dependent mistakes and
     the sigma model's controls.
     """
+    _check_quick(quick)
     return [induction_part(quick), chain_part(quick), concrete_part(quick),
             refutation_part(quick)]
+
+
+def _check_quick(quick) -> None:
+    """A part's ``quick`` must be a bool: ``quick="no"`` is a string, and true."""
+    if not isinstance(quick, bool):
+        raise TypeError(f"quick: expected True or False, got {quick!r}")
