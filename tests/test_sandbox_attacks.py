@@ -414,6 +414,78 @@ def test_files_ipc_and_daemons_do_not_outlive_the_grading(mode):
     assert_contained(run, "wrong")
 
 
+KERNEL_MEMORY = '''
+import ctypes, time
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _count(step, most):
+    """How many times ``step()`` succeeds before it fails, at most ``most``."""
+    for n in range(most):
+        if not step(n):
+            return n
+    return most
+
+
+def _xattr(path):
+    open(path, "w").close()
+
+    def step(n):
+        try:
+            os.setxattr(path, f"user.a{n}", b"v" * 65536)
+            return True
+        except OSError:
+            return False
+    return step
+
+
+def _file(n):
+    try:
+        open(f"/tmp/f{n}" + "x" * 200, "w").close()
+        return True
+    except OSError:
+        return False
+
+
+# at load time, bounded so that an uncapped kernel loses 400 MB at most
+print("XATTRS", _count(_xattr("/tmp/x"), 2000), _count(_xattr("/dev/shm/x"), 2000))
+print("FILES", _count(_file, 20000))
+print("SEMSETS_32000", _count(lambda n: _libc.semget(0, 32000, 0o1600) >= 0, 20))
+print("SEMSETS_64", _count(lambda n: _libc.semget(0, 64, 0o1600) >= 0, 40))
+print("QUEUES", _count(lambda n: _libc.msgget(0, 0o1600) >= 0, 40))
+
+
+def softmax_loss(W, b, X, y, reg):
+    return 7.0, W * 0 + 7, b * 0 + 7
+'''
+
+
+def test_kernel_memory_outside_the_address_space_is_capped(mode):
+    """Inodes and extended attributes of the private tmpfs folders, System V semaphores and
+    message queues: kernel memory that neither ``tmp_mb`` (data blocks) nor ``memory_mb``
+    (the address space) counts; without caps one submission took 12 GB (xattrs) and 4.5
+    GB (semaphore sets) in seconds."""
+    from bpcheck.grade.child.jail import TMP_INODES
+
+    run = grade(attack(KERNEL_MEMORY), mode)
+    assert_contained(run, "wrong")
+    notes = "\n".join(run.results["extra_data"]["sandbox"])
+    if "without namespaces" in notes:
+        pytest.skip("no namespaces on this machine: /tmp and IPC are the host's")
+    printed = dict(line.strip("| ").split(" ", 1) for line in run.results["output"].splitlines()
+                   if line.strip("| ").split(" ")[0] in ("XATTRS", "FILES", "SEMSETS_32000",
+                                                         "SEMSETS_64", "QUEUES"))
+    assert len(printed) == 5, run.results["output"][-3000:]
+    # TMP_INODES of 1 kB each bound the xattrs: 64 of 64 kB per folder
+    assert all(int(n) <= TMP_INODES // 64 for n in printed["XATTRS"].split()), printed
+    assert int(printed["FILES"]) <= TMP_INODES, printed
+    if "System V IPC not capped" in notes:  # (an ordinary user's IPC namespace)
+        return
+    assert printed["SEMSETS_32000"] == "0", printed
+    assert int(printed["SEMSETS_64"]) <= 16 and int(printed["QUEUES"]) <= 16, printed
+
+
 # ------------------------------------------------------------- 6. an ordinary user
 
 def test_the_correct_submission_gets_full_marks_in_every_mode(mode):
@@ -492,6 +564,47 @@ def test_no_process_of_one_exercise_outlives_it(mode, namespaces):
     # namespaces (the grader's own threads count too), the next exercise's first test then
     # timed out on some runs of the daemon attack above
     run = grade(attack(OUTLIVE_GROUP), mode, config=CONFIG if namespaces else NO_NAMESPACES)
+    assert_contained(run, "wrong")
+
+
+STOP_THE_WORKERS_KILL = '''
+import sys, threading
+
+_patched = []
+
+
+def _patch():
+    """A thread left in the worker (which forks each group of tests) finds the worker's
+    kill of what a group left and makes it do nothing."""
+    main = threading.main_thread().ident
+    for _ in range(4000):
+        f = sys._current_frames().get(main)
+        while f is not None:
+            kill = f.f_locals.get("kill_others") if f.f_code.co_name == "main" else None
+            if kill is not None:
+                cells = dict(zip(kill.__code__.co_freevars, kill.__closure__))
+                cells["_kill"].cell_contents = lambda *a: None
+                cells["isolated"].cell_contents = False
+                _patched.append(True)
+                return
+            f = f.f_back
+        time.sleep(0.005)
+
+
+threading.Thread(target=_patch, daemon=True).start()
+'''
+
+
+def test_the_grader_kills_what_a_group_left_even_if_the_worker_does_not(mode):
+    """With namespaces the worker's ``kill_others`` kills a group's leftovers inside the
+    namespace, but the worker runs the submission: the grader kills them too."""
+    body = OUTLIVE_GROUP.replace("_right_two_layer_loss = two_layer_loss",
+                                 STOP_THE_WORKERS_KILL + "_right_two_layer_loss = two_layer_loss")
+    # (printed by exercise 2, forked after the patch)
+    body = body.replace("def two_layer_loss(*args):", "def two_layer_loss(*args):\n"
+                        "    print('PATCHED', _patched)")
+    run = grade(attack(body), mode)
+    assert "PATCHED [True]" in run.results["output"], run.results["output"][-3000:]
     assert_contained(run, "wrong")
 
 

@@ -222,6 +222,57 @@ def _kill_tree(root: int | None, spare: set) -> None:
         time.sleep(0.005)
 
 
+def _kill_namespace_leftovers(keeper: int) -> None:
+    """SIGKILL every process of the child's PID namespace below ``keeper`` except the
+    namespace's init and the worker (its PIDs 1 and 2), until none is left alive: what a
+    finished group of tests left.  The worker kills them itself (``kill_others``), but the
+    worker runs the submission's code, and a thread left at load time can stop that (a
+    red-team attack kept a daemon of exercise 1 alive through exercise 2).  Without a PID
+    namespace there are none (the orphans come to this process: :func:`_kill_tree`)."""
+    for _ in range(500):
+        procs = _processes()
+        children: dict = {}
+        for p, (ppid, _) in procs.items():
+            children.setdefault(ppid, []).append(p)
+        alive, stack = [], list(children.get(keeper, ()))
+        while stack:
+            p = stack.pop()
+            stack.extend(children.get(p, ()))
+            if procs[p][1] not in "ZX" and _namespace_pid(p) not in (None, 1, 2):
+                alive.append(p)
+        if not alive:
+            return
+        for p in alive:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.005)
+
+
+def _after_group(keeper: int, spare: set) -> None:
+    """The processes a finished group left (daemons; zombies adopted by this process) are
+    killed, and this process's reaped, before the next group starts: they count against
+    the child's process limit (as an ordinary user without namespaces, with the grader's
+    own threads), and a daemon could change what the next exercise sees."""
+    _kill_tree(None, spare | {keeper})
+    _kill_namespace_leftovers(keeper)
+
+
+def _namespace_pid(pid: int) -> int | None:
+    """``pid``'s number in the first PID namespace below this process's (``NSpid``'s second
+    entry; the child's namespace), ``None`` when it is in this one or is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    fields = line.split()
+                    return int(fields[2]) if len(fields) > 2 else None
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 class _OutputReader(threading.Thread):
     """Drain the child's stdout/stderr, keeping the first ``cap`` bytes."""
 
@@ -582,11 +633,8 @@ def run_session(source: str, groups: list, limits: Limits, *, functions=(),
             reader.start()
         if while_starting is not None:
             while_starting()
-        # the processes a finished group left (daemons, zombies adopted by this process)
-        # are killed and reaped before the next group starts: they count against the
-        # child's process limit (as an ordinary user, with the grader's own threads)
         _converse(proc, r_fd, c_w, result, limits, groups, load_s, visible_out, frame, end,
-                  on_test, lambda: _kill_tree(None, spare | {proc.pid}))
+                  on_test, lambda: _after_group(proc.pid, spare))
     finally:
         if proc is not None:
             _killpg(proc.pid)
