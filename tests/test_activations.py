@@ -3,6 +3,7 @@ every activation against jax.jacrev and centred finite differences (float64), an
 errors for a wrong name, list length or parameter."""
 
 import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -255,3 +256,20 @@ def test_float16_networks_keep_float16_with_every_activation(name):
     wide = [(B.astype(np.float64), b.astype(np.float64)) for B, b in params]
     assert rel_err(bpcheck.jacobian(params, X, activation=name),
                    bpcheck.jacobian(wide, X.astype(np.float64), activation=name)) < 1e-2
+
+
+@pytest.mark.parametrize("xp_name", ["numpy", "jax"])
+def test_gelu_tanh_is_finite_in_float16_where_its_cube_overflows(xp_name):
+    """In float16 ``z^2`` overflows above |z| of about 256 and ``3 c z^2`` above 700, where
+    tanh is already +-1 and ``1 - t^2`` is 0: the derivative was ``0 * inf = NaN``."""
+    z = np.array([-2000, -1000, -500, -50, 50, 500, 1000, 2000], np.float16)
+    if xp_name == "jax":
+        xp, z = jnp, jnp.asarray(z)
+    else:
+        xp = np
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warnings either
+        value, D = bpcheck.Activation("gelu_tanh").value_and_derivative(z, xp)
+    assert np.asarray(D).dtype == np.float16
+    np.testing.assert_array_equal(np.asarray(D), [0, 0, 0, 0, 1, 1, 1, 1])
+    np.testing.assert_array_equal(np.asarray(value), np.maximum(np.asarray(z), 0))

@@ -162,13 +162,17 @@ class Activation:
                 return z * cdf, None
             pdf = xp.exp(-0.5 * z * z) * (1 / math.sqrt(2 * math.pi))
             return z * cdf, cdf + z * pdf
-        # gelu_tanh
-        inner = _SQRT_2_OVER_PI * (z + _GELU_TANH_C * z * z * z)
-        t = xp.tanh(inner)
-        if not with_derivative:
-            return 0.5 * z * (1 + t), None
-        d_inner = _SQRT_2_OVER_PI * (1 + 3 * _GELU_TANH_C * z * z)
-        return 0.5 * z * (1 + t), 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * d_inner
+        # gelu_tanh; z^3 and z^2 overflow in float16 (|z| above about 40 and 700), where
+        # tanh is already +-1 and 1 - t^2 is 0: the product of 0 and inf is taken as 0
+        with np.errstate(over="ignore", invalid="ignore"):
+            inner = _SQRT_2_OVER_PI * (z + _GELU_TANH_C * z * z * z)
+            t = xp.tanh(inner)
+            if not with_derivative:
+                return 0.5 * z * (1 + t), None
+            d_inner = _SQRT_2_OVER_PI * (1 + 3 * _GELU_TANH_C * z * z)
+            sech2 = 1 - t * t
+            slope = xp.where(sech2 == 0, 0, sech2 * d_inner)
+            return 0.5 * z * (1 + t), 0.5 * (1 + t) + 0.5 * z * slope
 
     def times_derivative(self, M, D, xp, own=False):
         """``M * D`` with ``D = sigma'(z)`` broadcast over ``M``'s last axis; ReLU selects

@@ -115,6 +115,7 @@ def _setup(params, X, y, loss, reduction, activation, **others):
                                                                  **others)
     _check_nonempty(X2)
     acts = resolve_activations(activation, len(params) - 1)
+    loss.check_outputs(widths[-1])
     y2 = loss.check_targets(y, X2.shape[0], widths[-1], single, xp, X2.dtype) if y is not None else None
     scale = 1 / X2.shape[0] if mean else 1.0
     return params, widths, X2, y2, xp, others, (loss, acts, scale, tuple(widths)), unchecked

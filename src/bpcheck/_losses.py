@@ -159,10 +159,7 @@ class Loss:
                 )
             check_finite("y", y)
             return (with_batch_axis(y) if single else y).astype(dtype)
-        # binary cross-entropy
-        if K != 1:
-            raise ValueError(f"loss='binary_cross_entropy': expects one output logit (K = 1), "
-                             f"but the network has K = {K} outputs")
+        self.check_outputs(K)  # binary cross-entropy
         shapes = [(), (1,)] if single else [(N,), (N, 1)]
         if tuple(y.shape) not in shapes:
             raise ValueError(f"y: expected targets in [0, 1] of shape {shapes[0]} or {shapes[1]} "
@@ -172,6 +169,14 @@ class Loss:
         if bad is not None:
             raise ValueError(f"y: binary targets must lie in [0, 1], got {bad}")
         return y.reshape(N, 1).astype(dtype)
+
+    def check_outputs(self, K: int) -> None:
+        """Binary cross-entropy takes one output logit: ``K = 1`` (checked with or without
+        targets: the Gauss-Newton matrix needs none, and with ``K > 1`` its Hessian's shape
+        would broadcast against the factors)."""
+        if self.name == "binary_cross_entropy" and K != 1:
+            raise ValueError(f"loss='binary_cross_entropy': expects one output logit (K = 1), "
+                             f"but the network has K = {K} outputs")
 
     def target_out_of_range(self, y: Any, K: int):
         """The smallest or largest target of a concrete ``y`` where it lies outside its range
