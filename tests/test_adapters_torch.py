@@ -164,6 +164,37 @@ def test_models_bpcheck_cannot_read_exactly_are_named_errors(model, message):
         bpcheck.network(model)
 
 
+class CappedReLU(nn.ReLU):
+    """min(relu(z), 5): on inputs of the model's scale the same as ReLU (the forward-pass
+    check cannot tell), elsewhere not."""
+
+    def forward(self, x):
+        return torch.clamp(x, 0, 5)
+
+
+class WideLinear(nn.Linear):
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+def _hooked(module):
+    module.register_forward_hook(lambda m, args, out: 2 * out)
+    return module
+
+
+@pytest.mark.parametrize("model, message", [
+    (nn.Sequential(nn.Linear(3, 4), CappedReLU(), nn.Linear(4, 2)),
+     r"model\[1\] \(CappedReLU\), a torch.nn.ReLU with its own forward"),
+    (nn.Sequential(WideLinear(3, 4), nn.ReLU(), nn.Linear(4, 2)),
+     r"model\[0\] \(WideLinear\), a torch.nn.Linear with its own forward"),
+    (nn.Sequential(nn.Linear(3, 4), _hooked(nn.Tanh()), nn.Linear(4, 2)),
+     r"model\[1\] \(Tanh\), a torch.nn.Tanh with forward hooks"),
+])
+def test_layers_that_compute_other_than_their_torch_class_are_refused(model, message):
+    with pytest.raises(ValueError, match=message):
+        bpcheck.network(model)
+
+
 def test_a_module_other_than_sequential_is_an_error_that_says_what_to_do():
     class Net(nn.Module):
         def __init__(self):
@@ -230,7 +261,9 @@ def _old_weight_norm(layer):
     (lambda: nn.utils.parametrizations.weight_norm(nn.Linear(4, 5)),
      r"model\[0\] \(ParametrizedLinear\) is parametrized"),
     (lambda: nn.utils.parametrizations.spectral_norm(nn.Linear(4, 5)), "is parametrized"),
-    (lambda: _old_weight_norm(nn.Linear(4, 5)), "the parameter 0.weight_g belongs to no Linear"),
+    # (the old weight_norm computes the weight in a forward pre-hook)
+    (lambda: _old_weight_norm(nn.Linear(4, 5)), r"model\[0\] \(Linear\), a torch.nn.Linear with "
+                                                r"forward hooks"),
     (lambda: _ScaledLinear(4, 5), "the parameter 0.scale belongs to no Linear"),
 ], ids=["weight_norm", "spectral_norm", "old_weight_norm", "extra_parameter"])
 def test_parameters_other_than_the_linear_weights_and_biases_are_named_errors(first, message):

@@ -442,6 +442,20 @@ def _torch_items(model, prefix=""):
             yield f"{prefix}{name}", child
 
 
+def _torch_plain(m, where: str) -> None:
+    """``m`` computes what its torch class does: a subclass with its own ``forward`` (a
+    ReLU capped at 5, say) or a module with forward hooks is refused, since bpcheck reads
+    the layer by its class (and the forward-pass check, on inputs of the model's scale,
+    may not reach where they differ)."""
+    base = next((cls for cls in type(m).__mro__ if cls.__module__.startswith("torch.")), None)
+    if base is not None and (type(m).forward is not base.forward or m._forward_hooks
+                             or m._forward_pre_hooks):
+        what = "its own forward" if type(m).forward is not base.forward else "forward hooks"
+        raise ValueError(f"model: {where}, a torch.nn.{base.__name__} with {what}, may compute "
+                         f"something else; bpcheck reads torch's own layers only (use "
+                         f"torch.nn.{base.__name__} itself, without hooks)")
+
+
 def _read_torch(model):
     import torch.nn as tnn
 
@@ -455,6 +469,7 @@ def _read_torch(model):
     linears = []
     for key, m in _torch_items(model):
         where = f"model[{key}] ({type(m).__name__})"
+        _torch_plain(m, where)
         if isinstance(m, tnn.Linear):
             if m.bias is None:
                 raise ValueError(
