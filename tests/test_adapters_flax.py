@@ -141,3 +141,19 @@ def test_linen_batchnorm_statistics_are_a_named_error():
     variables = module.init(jax.random.PRNGKey(0), jnp.ones((2, 4)))
     with pytest.raises(ValueError, match="'batch_stats' collection"):
         bpcheck.network(module, variables, activation="relu")
+
+
+def test_layers_that_compute_in_another_dtype_than_their_parameters_are_a_named_error():
+    """``Dense(dtype=float16)`` with float32 parameters (mixed precision): bpcheck computes
+    in float32, so its results would not be the model's; the error said only that the
+    forward pass differed (by 3e-4)."""
+    X, _ = data()
+    linen = nn.Sequential([nn.Dense(8, dtype=jnp.float16), nn.tanh, nn.Dense(3, dtype=jnp.float16)])
+    variables = linen.init(jax.random.PRNGKey(0), X[:1])
+    message = r"model: it computes in float16 \(its output's dtype\) while its parameters are float32"
+    with pytest.raises(ValueError, match=message):
+        bpcheck.network(linen, variables)
+    rngs = nnx.Rngs(0)
+    with pytest.raises(ValueError, match=message):
+        bpcheck.network(nnx.Sequential(nnx.Linear(4, 8, dtype=jnp.float16, rngs=rngs), nnx.tanh,
+                                       nnx.Linear(8, 3, dtype=jnp.float16, rngs=rngs)))

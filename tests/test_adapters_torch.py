@@ -285,3 +285,11 @@ def test_a_vector_in_the_models_structure_with_a_missing_or_unexpected_key_is_na
         bpcheck.gauss_newton_matvec(model, X, missing)
     with pytest.raises(ValueError, match=r"missing \[\], unexpected \['2.weigth'\]"):
         bpcheck.gauss_newton_matvec(model, X, {**v, "2.weigth": torch.zeros(3, 5)})
+
+
+def test_tensors_and_models_on_the_meta_device_are_named_errors():
+    model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))
+    with pytest.raises(ValueError, match=r"X: a tensor on the meta device, which holds no values"):
+        bpcheck.per_example_grads(model, torch.empty(6, 4, device="meta"), torch.zeros(6, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"model\[0\]\.weight: a tensor on the meta device"):
+        bpcheck.network(model.to("meta"))

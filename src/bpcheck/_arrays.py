@@ -151,6 +151,8 @@ def as_array(name: str, x: Any, xp) -> Any:
     if type(x).__module__ == "torch" and hasattr(x, "detach"):  # a torch.Tensor
         if str(x.dtype) == "torch.bfloat16":
             raise TypeError(f"{name}: bfloat16 is not supported; use float16, float32 or float64")
+        if x.is_meta:
+            raise ValueError(f"{name}: a tensor on the meta device, which holds no values")
         x = x.detach().cpu().numpy()
     try:
         arr = np.asarray(x)

@@ -423,6 +423,10 @@ def _torch_parameters_are(model, keys: list) -> None:
 
 def _torch_array(t, name: str):
     """A detached NumPy copy of a tensor (moved to the CPU, dtype kept)."""
+    if t.is_meta:
+        raise ValueError(f"{name}: a tensor on the meta device, which holds no values; "
+                         f"materialise the model first (model.to_empty(device='cpu') and "
+                         f"initialise or load its weights)")
     t = t.detach().cpu()
     if str(t.dtype) == "torch.bfloat16":
         raise TypeError(f"{name}: bfloat16 is not supported; use float16, float32 or float64")
@@ -1048,6 +1052,13 @@ def _check_forward(net: Network, run) -> None:
         ours, theirs = forward(net, X), run(X)
     if is_tracer(ours) or is_tracer(theirs):  # the model closes over a traced array
         return
+    computed = np.dtype(getattr(theirs, "dtype", dtype))
+    if computed.kind == "f" and computed != dtype:
+        raise ValueError(
+            f"model: it computes in {computed} (its output's dtype) while its parameters are "
+            f"{dtype}; bpcheck computes in the parameters' dtype, so its results would not be "
+            f"the model's: let the layers compute in {dtype} (Flax: dtype=None) or cast the "
+            f"parameters to {computed}")
     ours, theirs = np.asarray(ours, dtype=np.float64), np.asarray(theirs, dtype=np.float64)
     if theirs.shape != ours.shape:
         raise ValueError(f"model: its forward pass gives shape {theirs.shape} for inputs "
