@@ -486,6 +486,58 @@ def test_kernel_memory_outside_the_address_space_is_capped(mode):
     assert int(printed["SEMSETS_64"]) <= 16 and int(printed["QUEUES"]) <= 16, printed
 
 
+MANY_PROCESSES_MEMORY = '''
+import signal, time
+
+_held = []
+for _ in range(6):  # 6 x 300 MB, each within memory_mb = 768 of address space
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:  # the kernel's first choice at a limit, not the worker (which is smaller anyway)
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write("1000")
+        except OSError:
+            pass
+        hoard = b"\\x01" * (300 << 20)  # touched, resident
+        os.write(w, b"1")
+        time.sleep(5)
+        os._exit(0)
+    os.close(w)
+    _held.append((pid, r))
+time.sleep(3)
+alive = 0
+for pid, r in _held:
+    reported = os.read(r, 1) == b"1"
+    done, _ = os.waitpid(pid, os.WNOHANG)
+    if done == 0:
+        alive += reported
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+print("HELD AT ONCE", alive)
+
+
+def softmax_loss(W, b, X, y, reg):
+    return 7.0, W * 0 + 7, b * 0 + 7
+'''
+
+
+def test_the_submissions_processes_share_one_memory_limit(mode):
+    """``memory_mb`` limits each process's address space: ``processes`` of them held 7.5 GB
+    with ``memory_mb = 768``.  As root, where a memory cgroup can be made, they share
+    ``memory_mb + 2 tmp_mb``."""
+    if mode == "user":
+        pytest.skip("an ordinary user cannot make a memory cgroup")
+    run = grade(attack(MANY_PROCESSES_MEMORY), mode)
+    notes = "\n".join(run.results["extra_data"]["sandbox"])
+    if "memory: no cgroup" in notes:
+        pytest.skip(next(n for n in run.results["extra_data"]["sandbox"] if "memory:" in n))
+    assert "a cgroup holds the child's processes to 896 MB in all" in notes, notes
+    assert_contained(run, "wrong")
+    held = [line for line in run.results["output"].splitlines() if "HELD AT ONCE" in line]
+    assert held and int(held[0].split()[-1]) <= 896 // 300, run.results["output"][-3000:]
+
+
 # ------------------------------------------------------------- 6. an ordinary user
 
 def test_the_correct_submission_gets_full_marks_in_every_mode(mode):

@@ -222,6 +222,86 @@ def _kill_tree(root: int | None, spare: set) -> None:
         time.sleep(0.005)
 
 
+def memory_cgroup(mb: int) -> tuple:
+    """``(folder, None)``: a fresh memory cgroup below this process's own, limited to ``mb``
+    MB for all its processes together (their pages, tmpfs and ``memfd`` files, and the
+    kernel memory charged to them: inodes, IPC objects), for one child to join; or
+    ``(None, why)`` where none can be made: not root, no memory hierarchy mounted
+    writable (most containers), or cgroup v2 without the memory controller delegated.
+    ``memory_mb`` limits each process's address space only: ``processes`` of them took
+    7.5 GB with ``memory_mb = 768``, and ``memfd`` files 5 GB."""
+    if os.geteuid() != 0:
+        return None, "the grader is not root"
+    try:
+        with open("/proc/self/mountinfo") as f:
+            mounts = [line.split(" - ", 1) for line in f.read().splitlines() if " - " in line]
+        with open("/proc/self/cgroup") as f:
+            mine = [line.split(":", 2) for line in f.read().splitlines() if line.count(":") >= 2]
+    except OSError as err:
+        return None, f"cannot read /proc ({err.strerror})"
+    for left, right in mounts:
+        fields, (fstype, _, options) = left.split(), (right.split() + ["", "", ""])[:3]
+        v1 = fstype == "cgroup" and "memory" in options.split(",")
+        if not (v1 or fstype == "cgroup2") or len(fields) < 5:
+            continue
+        path = next((p for _, names, p in mine if ("memory" in names.split(",") if v1
+                                                     else names == "")), None)
+        root, point = fields[3], fields[4]
+        if path is None or not (path + "/").startswith(root.rstrip("/") + "/"):
+            continue
+        own = os.path.join(point, path[len(root.rstrip("/")):].lstrip("/"))
+        try:
+            if not v1:
+                with open(os.path.join(own, "cgroup.subtree_control")) as f:
+                    if "memory" not in f.read().split():
+                        continue
+            folder = tempfile.mkdtemp(prefix="bpcheck-grade-", dir=own)
+        except OSError:
+            continue
+        limits = ([("memory.limit_in_bytes", True), ("memory.memsw.limit_in_bytes", False)]
+                  if v1 else [("memory.max", True), ("memory.swap.max", False)])
+        try:
+            for name, needed in limits:
+                try:
+                    with open(os.path.join(folder, name), "w") as f:
+                        f.write(str(0 if name == "memory.swap.max" else mb << 20))
+                except OSError:
+                    if needed:
+                        raise
+        except OSError as err:
+            remove_cgroup(folder)
+            return None, f"{folder}: {err.strerror}"
+        return folder, None
+    return None, "no writable memory cgroup hierarchy"
+
+
+def oom_kills(folder: str) -> int:
+    """How many processes of a :func:`memory_cgroup` the kernel killed at its limit."""
+    for name in ("memory.oom_control", "memory.events"):  # v1, v2
+        try:
+            with open(os.path.join(folder, name)) as f:
+                for line in f:
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill":
+                        return int(value)
+        except (OSError, ValueError):
+            continue
+    return 0
+
+
+def remove_cgroup(folder: str) -> None:
+    """Remove a cgroup of :func:`memory_cgroup` once its processes are gone (an exiting
+    process leaves it a moment after it is killed)."""
+    for _ in range(400):
+        try:
+            os.rmdir(folder)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.005)
+
+
 def _kill_namespace_leftovers(keeper: int) -> None:
     """SIGKILL every process of the child's PID namespace below ``keeper`` except the
     namespace's init and the worker (its PIDs 1 and 2), until none is left alive: what a
@@ -574,7 +654,7 @@ def run_session(source: str, groups: list, limits: Limits, *, functions=(),
     # could otherwise read the seed and hidden inputs from its memory, or rewrite it
     _libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
     box = tempfile.mkdtemp(prefix="bpcheck-grade-")
-    proc = None
+    proc = cgroup = None
     readers = []
     fds = []
     _become_subreaper()
@@ -601,7 +681,10 @@ def run_session(source: str, groups: list, limits: Limits, *, functions=(),
         c_r, c_w = os.pipe()
         h_r, h_w = os.pipe()
         fds = [r_fd, w_fd, c_r, c_w, h_r, h_w]
+        cgroup_mb = limits.memory_mb + 2 * limits.tmp_mb
+        cgroup, refused = memory_cgroup(cgroup_mb)
         plan = {
+            "cgroup": cgroup, "cgroup_mb": cgroup_mb, "cgroup_refused": refused,
             "functions": list(functions), "box": box, "libs": libs,
             "fallback_work": work, "keep": keep, "hide": _hidden_paths(hide, forbidden),
             "root": os.path.join(box, "root"), "exe": exe, "allowed": list(lib_dirs.values()),
@@ -646,6 +729,11 @@ def run_session(source: str, groups: list, limits: Limits, *, functions=(),
             except subprocess.TimeoutExpired:  # pragma: no cover
                 pass
             _kill_tree(proc.pid, spare)
+        if cgroup is not None:
+            if result.failure is not None and oom_kills(cgroup):
+                result.failure += (f" (its processes together reached the memory limit of "
+                                   f"{cgroup_mb} MB)")
+            remove_cgroup(cgroup)
         for fd in fds:
             try:
                 os.close(fd)

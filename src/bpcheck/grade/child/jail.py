@@ -70,6 +70,27 @@ def _without(notes):
         notes.append(_SAME_UID)
 
 
+def join_cgroup(plan, notes):
+    """Move this process (the keeper, before it forks anything) into the memory cgroup the
+    parent made for the child, so that every process of the submission is in it and
+    their memory together stays within its limit; a note either way."""
+    folder = plan.get("cgroup")
+    if folder is None:
+        notes.append(f"memory: no cgroup ({plan.get('cgroup_refused')}); memory_mb bounds each "
+                     f"process's address space, so the child's processes together can use up "
+                     f"to processes x memory_mb")
+        return
+    try:
+        with open(os.path.join(folder, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+    except OSError as err:
+        notes.append(f"memory: the cgroup refused the child ({err.strerror}); memory_mb bounds "
+                     f"each process's address space only")
+        return
+    notes.append(f"memory: a cgroup holds the child's processes to {plan['cgroup_mb']} MB in "
+                 f"all, files in memory and kernel memory included")
+
+
 def enter(plan, notes):
     """Enter the namespaces and become the worker under a keeper and an init (see the module
     docstring).  Returns ``True`` in the worker when the namespaces are in place, ``False``

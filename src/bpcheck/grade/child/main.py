@@ -6,7 +6,8 @@ hidden from the child) and uses the standard library and NumPy only (SymPy for t
 symbolic rules).  It is trusted code that runs *before* the submission, in this order:
 
 1. read the plan and the submission's source into memory;
-2. enter the namespaces (:func:`.jail.enter`);
+2. join the memory cgroup the parent made, where it could make one
+   (:func:`.jail.join_cgroup`), and enter the namespaces (:func:`.jail.enter`);
 3. import NumPy (and SymPy) and the usual standard-library modules, then build the
    allow-listed file system view from what is loaded (:func:`.jail.build_view`);
 4. install an import blocker for bpcheck, JAX, PyTorch and other autodiff libraries;
@@ -46,6 +47,7 @@ def main():
     channel = plan["result_fd"]
     notes = []
 
+    jail.join_cgroup(plan, notes)
     isolated = jail.enter(plan, notes)
 
     sys.path[:0] = [plan["libs"]]
