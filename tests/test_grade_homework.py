@@ -164,3 +164,79 @@ def test_the_zip_pins_what_the_homework_allows_and_warns_of_what_is_not_installe
     assert run("gradescope-zip", out, "--homework", homework) == 0
     err = capsys.readouterr().err
     assert "warning: the homework allows not_installed_here, which is not installed here" in err
+
+
+def test_the_template_config_keeps_the_homeworks_own_visibilities(tmp_path, capsys):
+    """The sample config wrote an active ``visibility = "visible"`` per exercise, which an
+    instructor uploading it unchanged turned on every hidden case."""
+    config = tmp_path / "grading.toml"
+    assert run("grade", "--homework", HOMEWORK, "--template-config", config) == 0
+    text = config.read_text()
+    assert "the homework's own visibilities (visible: 1.1, 1.2, 1.3; hidden: 1.4)" in text
+    results = tmp_path / "r.json"
+    assert run("grade", SUBMISSIONS / "correct.py", "--homework", HOMEWORK, "--config", config,
+               "--seed", 3, "--results", results) == 0
+    tests = {t["number"]: t["visibility"] for t in json.loads(results.read_text())["tests"]}
+    assert tests == {"1.1": "visible", "1.2": "visible", "1.3": "visible", "1.4": "hidden"}
+    assert load_config(config, HOMEWORK).tolerance is None  # the homework's own tol holds
+
+
+HOMEWORK_FAULTS = [
+    ('returns=["s", "t"]', "    return (x.sum(1),)",
+     r"rowsum: case 1\.1 \('a'\): the reference returned 1 value, but returns= says a tuple "
+     r"of 2 \(s, t\)"),
+    ('returns=["s"]', "    return x.sum(1)\nrowsum.case('b', lambda rng: {'X': rng.random(3)})",
+     r"rowsum: case 1\.1 \('b'\) gives the arguments \['X'\], which the reference rowsum\(x\) "
+     r"cannot take"),
+    ('returns=["s"]', "    return x.sum(1) / 0 if x.ndim == 1 else x.sum(1)['a']",
+     r"rowsum: case 1\.1 \('a'\): the reference raised IndexError"),
+]
+
+
+@pytest.mark.parametrize("returns, body, message", HOMEWORK_FAULTS)
+def test_a_faulty_reference_is_the_homeworks_error_before_anything_runs(tmp_path, capsys,
+                                                                         returns, body, message):
+    """A reference that does not return what ``returns=`` says, or cannot take a case's
+    arguments: students lost the points ("expected a tuple (s, t), got ndarray"), or the
+    grader failed with a bare ``KeyError: 'x'``."""
+    import re
+
+    homework = tmp_path / "hw.py"
+    homework.write_text(
+        "from bpcheck.grade.homework import Homework\n"
+        "hw = Homework('sums')\n"
+        f"@hw.exercise(points=2, {returns})\n"
+        "def rowsum(x):\n"
+        f"{body}\n"
+        "rowsum.case('a', lambda rng: {'x': rng.random((3, 4))})\n")
+    submission = tmp_path / "sub.py"
+    submission.write_text("def rowsum(x):\n    return (x.sum(1),)\n")
+    assert run("grade", submission, "--homework", homework, "--results", tmp_path / "r.json") == 1
+    assert re.search("HomeworkError: " + message, capsys.readouterr().err)
+
+
+def test_a_custom_scorer_that_raises_is_the_homeworks_fault_and_want_is_the_tuple(tmp_path, capsys):
+    homework = tmp_path / "hw.py"
+    homework.write_text(
+        "from bpcheck.grade.homework import Custom, Homework\n"
+        "hw = Homework('sums')\n"
+        "def close(got, want, case):\n"
+        "    assert isinstance(want, tuple) and len(want) == 1\n"
+        "    return float(abs(got['s'] - want[0]).max() < 1e-9)\n"
+        "def broken(got, want, case):\n"
+        "    return want['s']\n"
+        "@hw.exercise(points=2, returns=['s'], score=Custom(close))\n"
+        "def rowsum(x):\n"
+        "    return x.sum(1)\n"
+        "@hw.exercise(points=2, returns=['s'], score=Custom(broken))\n"
+        "def colsum(x):\n"
+        "    return x.sum(0)\n"
+        "rowsum.case('a', lambda rng: {'x': rng.random((3, 4))})\n"
+        "colsum.case('a', lambda rng: {'x': rng.random((3, 4))})\n")
+    submission = tmp_path / "sub.py"
+    submission.write_text("def rowsum(x):\n    return x.sum(1)\ndef colsum(x):\n    return x.sum(0)\n")
+    assert run("grade", submission, "--homework", homework, "--results", tmp_path / "r.json") == 0
+    out = capsys.readouterr().out
+    assert "1.1  passed" in out
+    assert ("the homework's scorer raised TypeError: tuple indices must be integers or slices, "
+            "not str (a fault of the homework, not a verdict on this answer") in out

@@ -115,3 +115,22 @@ def test_the_lectures_usual_mistakes_are_named_and_lose_points_end_to_end(tmp_pa
         text = "\n".join(ln for t in tests for ln in t.lines)
         assert report.exercise_score(e) < 25, (e, text)
         assert message in text, (e, text)
+
+
+def test_a_mistake_that_overflows_is_named_when_the_answer_does_too():
+    """An answer equal to a catalogued mistake that overflows (a softmax without the max
+    shift) was told only "contains NaN or inf"."""
+    from bpcheck.grade.compare import check_value
+
+    want = np.array([[1.0, 2.0], [3.0, 4.0]])
+    overflowed = np.array([[np.nan, 2.0], [np.inf, 4.0]])
+    meta = {"type": "ndarray"}
+    named = check_value("lse", meta, overflowed.copy(), want, 1e-6,
+                        mistakes=[("no max shift (overflows)", overflowed)])
+    assert named.message == "lse: contains NaN or inf; likely mistake: no max shift (overflows)"
+    assert not named.ok
+    for other in (np.array([[np.nan, 2.0], [-np.inf, 4.0]]),   # another sign of inf
+                  np.array([[np.nan, 2.5], [np.inf, 4.0]]),    # finite entries differ
+                  np.array([[2.0, np.nan], [np.inf, 4.0]])):   # NaN elsewhere
+        v = check_value("lse", meta, overflowed.copy(), want, 1e-6, mistakes=[("m", other)])
+        assert v.message == "lse: contains NaN or inf", v.message

@@ -44,6 +44,19 @@ def _shape(s) -> str:
     return "(" + ", ".join(str(int(n)) for n in s) + ("," if len(s) == 1 else "") + ")"
 
 
+def _same_nonfinite(array, value, tol) -> bool:
+    """``array`` (with NaN or inf) is ``value``: NaN and each inf (with its sign) in the same
+    places, and the finite entries within ``tol``."""
+    if value.shape != array.shape:
+        return False
+    finite = np.isfinite(array)
+    if not (np.array_equal(finite, np.isfinite(value))
+            and np.array_equal(np.isnan(array), np.isnan(value))
+            and np.array_equal(array[np.isinf(array)], value[np.isinf(value)])):
+        return False
+    return not finite.any() or rel_error(array[finite], value[finite]) <= tol
+
+
 def check_value(name, meta, array, want, tol, *, mistakes=(), unstable_hint=False,
                 scalar=False) -> Verdict:
     """Check one returned output against ``want``.
@@ -83,6 +96,9 @@ def check_value(name, meta, array, want, tol, *, mistakes=(), unstable_hint=Fals
         return Verdict(name, False, msg)
     if not np.all(np.isfinite(array)):
         msg = f"{name}: contains NaN or inf"
+        for message, value in mistakes:  # a mistake that overflows the same way
+            if _same_nonfinite(array, np.asarray(value, dtype=np.float64), tol):
+                return Verdict(name, False, f"{msg}; likely mistake: {message}")
         if unstable_hint:
             msg += (" - the softmax overflows on large scores; subtract each row's maximum "
                     "before np.exp")

@@ -4,7 +4,8 @@ Example (``bpcheck grade --template-config`` prints a complete one)::
 
     homework = "conv_hw.py"   # the homework module (default: the lecture's homework)
     submission = "hw.ipynb"   # the file graded in an upload of several files
-    tolerance = 1e-6          # float64 relative error at or below which an output passes
+    tolerance = 1e-6          # float64 relative error at or below which an output passes,
+                              # for every exercise (it replaces the homework's own tol)
     seed = 2024               # fixed seed for every submission (default: a fresh one each run)
 
     [exercises.1]             # or [exercises.softmax_loss]
@@ -232,12 +233,20 @@ def template_config(hw: Homework) -> str:
     out = ["# bpcheck grading config (TOML).  Every key is optional.",
            '# homework = "my_homework.py"  # the homework module (default: the lecture\'s)',
            '# submission = "hw.ipynb"      # the file graded when a student uploads several',
-           "# tolerance = 1e-6             # float64 relative error at which an output passes",
+           "# tolerance = 1e-6             # float64 relative error at which an output passes,",
+           "#                              # for every exercise: it replaces each exercise's own",
            "# seed = 2024                  # fixed seed for every submission", ""]
     for ex in hw.exercises:
+        own = {}
+        for case in ex.draw(0):
+            own.setdefault(case.visibility, []).append(case.number)
+        said = "; ".join(f"{vis}: {', '.join(numbers)}" for vis, numbers in own.items())
         out += [f"[exercises.{ex.number}]{' ' * max(1, 10 - len(str(ex.number)))}# {ex.name}",
                 f"points = {ex.points:g}",
-                'visibility = "visible"  # visible | hidden | after_due_date | after_published',
+                f"# the homework's own visibilities ({said}) hold unless set here;",
+                "# visibility sets every test of the exercise, tests one test's",
+                '# visibility = "visible"  # visible | hidden | after_due_date | after_published',
+                f'# tests = {{ "{ex.number}.1" = "hidden" }}',
                 ""]
     out += ["[sandbox]",
             "load_timeout_s = 30     # child start-up and loading the submission",

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import GradingConfig
-from .homework import Case, Exercise, Homework, Scored
+from .homework import Case, Exercise, Homework, Scored, ScorerError
 from .sandbox import (PREIMPORT, Group, LimitExceeded, pick_uid, run_session, start_limited,
                       submission_budget)
 from .source import (
@@ -166,6 +166,8 @@ def _begin_score(case: Case, msg, hw: Homework, cfg: GradingConfig):
         def finish():
             try:
                 s: Scored = scorer.score(ex, case, meta, arrays)
+            except ScorerError as err:
+                return 0.0, [str(err)]
             except (ValueError, TypeError, KeyError, IndexError) as err:
                 return 0.0, [f"the returned value could not be checked "
                              f"({type(err).__name__}: {err})"]
@@ -369,6 +371,9 @@ def grade(path, cfg: GradingConfig | None = None, seed: int | None = None) -> Gr
     report.titles = {ex.number: ex.title for ex in hw.exercises}
     graded = [ex for ex in hw.exercises if cfg.points(ex) > 0]
     cases_by_ex: dict[Exercise, list[Case]] = {ex: ex.draw(seed) for ex in graded}
+    for ex, cases in cases_by_ex.items():  # the homework's own faults, before anything runs
+        for case in cases:
+            ex.expected(case)
     all_cases = [c for cases in cases_by_ex.values() for c in cases]
 
     def finish():

@@ -48,6 +48,7 @@ import importlib.util
 import inspect
 import math
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,7 +207,43 @@ class Exercise:
         return out
 
     def expected(self, case: Case):
-        return self.as_outputs(self.reference(**case.args))
+        """The reference's outputs on ``case`` as the tuple of ``returns``, computed once per
+        case and checked: a case whose arguments the reference cannot take, a reference
+        that raises, or one that returns other than ``returns`` says is a
+        :class:`HomeworkError` naming the exercise and the case (the grader checks every
+        case before the submission runs; a student must not lose points for it)."""
+        want = case.__dict__.get("_want")
+        if want is not None:
+            return want
+        where = f"{self.name}: case {case.number} ({case.label!r})"
+        try:
+            inspect.signature(self.reference).bind(**case.args)
+        except TypeError as err:
+            raise HomeworkError(f"{where} gives the arguments {sorted(case.args)}, which the "
+                                f"reference {self.name}{inspect.signature(self.reference)} "
+                                f"cannot take ({err})") from None
+        try:
+            want = self.as_outputs(self.reference(**case.args))
+        except Exception as err:  # noqa: BLE001 - the instructor's code, named
+            raise HomeworkError(f"{where}: the reference raised {type(err).__name__}: "
+                                f"{err}") from err
+        outputs = _output_names(self.returns)
+        names = ", ".join(n for n, _ in outputs)
+        if self.scorer.kind == "rules":  # (its reference gives the rules' own record)
+            case._want = want
+            return want
+        if not isinstance(want, (tuple, list)) or len(want) != len(outputs):
+            got = (f"{len(want)} value{'s' * (len(want) != 1)}" if isinstance(want, (tuple, list))
+                   else type(want).__name__)
+            raise HomeworkError(f"{where}: the reference returned {got}, but returns= says "
+                                f"a tuple of {len(outputs)} ({names})")
+        for (name, kind), value in zip(outputs, want):
+            if kind == "list" and not isinstance(value, (list, tuple)):
+                raise HomeworkError(f"{where}: the reference's {name} is a "
+                                    f"{type(value).__name__}, but returns= says a list "
+                                    f"({name}[])")
+        case._want = want
+        return want
 
     def as_outputs(self, got):
         """``got`` as the tuple of ``returns``: an exercise with one (non-list) output may
@@ -218,11 +255,15 @@ class Exercise:
         """Each catalogued mistake's outputs on ``case``: ``[(name, {output: value})]``."""
         names = [n.removesuffix("[]") for n in self.returns]
         out = []
-        for name, fn in self._mistakes:
-            got = self.as_outputs(fn(**case.args))
-            out.append((name, got if isinstance(got, dict) else dict(zip(names, got))))
-        for table in self._mistake_tables:
-            out.extend((name, dict(vals)) for name, vals in table(**case.args))
+        # a mistake may overflow (that is what some of them are): quietly, not on the
+        # grader's stderr (Gradescope's output) for every test
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            for name, fn in self._mistakes:
+                got = self.as_outputs(fn(**case.args))
+                out.append((name, got if isinstance(got, dict) else dict(zip(names, got))))
+            for table in self._mistake_tables:
+                out.extend((name, dict(vals)) for name, vals in table(**case.args))
         return out
 
     @property
@@ -376,10 +417,19 @@ def _grouped(bad: list[Verdict], most: int = 8) -> list[str]:
     return lines
 
 
+class ScorerError(Exception):
+    """An instructor's :class:`Custom` scorer raised: the test scores 0 with this message,
+    which says the fault is the homework's."""
+
+
 class Custom:
     """A scorer written by the instructor: ``fn(got, want, case) -> fraction`` or
     ``(fraction, [lines])``.  ``got``: ``{output: ndarray}`` as returned (plain arrays;
-    lists as lists of arrays; ``None`` where nothing usable came back)."""
+    lists as lists of arrays; ``None`` where nothing usable came back).  ``want``: the
+    reference's outputs on the case, a tuple in the order of ``returns``
+    (``want[0]`` is the first output).  ``case``: its ``args``, ``label`` and
+    ``number``.  An exception in ``fn`` scores the test 0 with a note that the homework's
+    scorer failed (not the student's answer)."""
 
     kind = "call"
 
@@ -397,9 +447,16 @@ class Custom:
                 got[name] = [arrays.get(f"{name}/{j}") for j in range(min(n, 64))]
             else:
                 got[name] = arrays.get(name)
-        out = self.fn(got, exercise.expected(case), case)
-        fraction, lines = (out, []) if not isinstance(out, tuple) else out
-        fraction = float(fraction)
+        try:
+            out = self.fn(got, exercise.expected(case), case)
+            fraction, lines = (out, []) if not isinstance(out, tuple) else out
+            fraction = float(fraction)
+        except HomeworkError:
+            raise
+        except Exception as err:  # noqa: BLE001 - the instructor's scorer, named as such
+            raise ScorerError(f"the homework's scorer raised {type(err).__name__}: {err} "
+                              f"(a fault of the homework, not a verdict on this answer; "
+                              f"tell the instructor)") from err
         if not math.isfinite(fraction):
             fraction = 0.0
         return Scored(min(1.0, max(0.0, fraction)), [str(x) for x in lines])

@@ -71,7 +71,7 @@ def render_text(report: GradeReport, *, show_output: bool = True,
                    "more tests are not shown yet")
     if show_isolation and report.isolation:
         out += ["", "Sandbox:"] + [f"  {printable(n)}" for n in report.isolation]
-    printed = [("the submission (loaded once)", report.student_output)]
+    printed = [("while it loaded and in the tests shown to students", report.student_output)]
     if not visible_only:
         printed.append(("in the tests not shown to students", report.hidden_output))
     printed = [(label, text) for label, text in printed if text.strip()]
