@@ -660,6 +660,32 @@ def test_the_grader_kills_what_a_group_left_even_if_the_worker_does_not(mode):
     assert_contained(run, "wrong")
 
 
+def test_without_namespaces_a_subreaper_worker_does_not_keep_a_groups_daemon(mode):
+    """Without namespaces the orphans of a group come to the grader (its subreaper) unless
+    the worker makes itself one; with the worker's own kill stopped, a daemon then lived
+    on.  A root grader kills every process of the child's uid but the worker (what is
+    left is a zombie the worker does not reap: a process slot of its own)."""
+    if mode == "user":
+        pytest.skip("an ordinary user's grader without namespaces shares its uid with the "
+                    "child: no security boundary (SECURITY.md)")
+    body = OUTLIVE_GROUP.replace("_right_two_layer_loss = two_layer_loss",
+                                 STOP_THE_WORKERS_KILL + "import ctypes\n"
+                                 "print('SUBREAPER', ctypes.CDLL(None).prctl(36, 1, 0, 0, 0))\n"
+                                 "_right_two_layer_loss = two_layer_loss")
+    body = body.replace("def two_layer_loss(*args):", "def two_layer_loss(*args):\n"
+                        "    print('PATCHED', _patched)")
+    body = body.replace(
+        '        os.kill(int(open("daemon.pid").read()), 0)\n',
+        '        pid = int(open("daemon.pid").read())\n'
+        '        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]\n'
+        '        if state in "ZX":  # killed, not yet reaped by the worker\n'
+        '            raise OSError\n')
+    run = grade(attack(body), mode, config=NO_NAMESPACES)
+    out = run.results["output"]
+    assert "SUBREAPER 0" in out and "PATCHED [True]" in out, out[-3000:]
+    assert_contained(run, "wrong")
+
+
 # ------------------------------------------------------------- 7. the autodiff ban
 
 def _fake_autodiff_library(root: Path) -> Path:

@@ -133,8 +133,9 @@ def pick_uid(limits: Limits) -> int | None:
     return 65534  # pragma: no cover
 
 
-def _kill_uid(uid: int) -> None:
-    """SIGKILL every live process whose real uid is ``uid``, until none is left."""
+def _kill_uid(uid: int, spare: set = frozenset()) -> None:
+    """SIGKILL every live process whose real uid is ``uid``, except those in ``spare``, until
+    none is left."""
     for _ in range(200):
         found = False
         for entry in os.listdir("/proc"):
@@ -147,7 +148,7 @@ def _kill_uid(uid: int) -> None:
                 zombie = fields["State"].split()[0] in "ZX"
             except (OSError, KeyError, ValueError, IndexError):
                 continue
-            if ruid == uid and not zombie:
+            if ruid == uid and not zombie and int(entry) not in spare:
                 found = True
                 try:
                     os.kill(int(entry), signal.SIGKILL)
@@ -330,13 +331,32 @@ def _kill_namespace_leftovers(keeper: int) -> None:
         time.sleep(0.005)
 
 
-def _after_group(keeper: int, spare: set) -> None:
+def _after_group(keeper: int, spare: set, uid: int | None) -> None:
     """The processes a finished group left (daemons; zombies adopted by this process) are
     killed, and this process's reaped, before the next group starts: they count against
     the child's process limit (as an ordinary user without namespaces, with the grader's
-    own threads), and a daemon could change what the next exercise sees."""
+    own threads), and a daemon could change what the next exercise sees.  With a uid of
+    its own (a root grader), every process of that uid but the child's keeper, init and
+    worker: without namespaces a submission that makes the worker a subreaper keeps the
+    orphans from this process."""
     _kill_tree(None, spare | {keeper})
     _kill_namespace_leftovers(keeper)
+    if uid is not None:
+        _kill_uid(uid, {keeper} | {p for p in _descendants(keeper) if _namespace_pid(p) in (1, 2)})
+
+
+def _descendants(pid: int) -> set:
+    procs = _processes()
+    children: dict = {}
+    for p, (ppid, _) in procs.items():
+        children.setdefault(ppid, []).append(p)
+    found, stack = set(), list(children.get(pid, ()))
+    while stack:
+        p = stack.pop()
+        if p not in found:
+            found.add(p)
+            stack.extend(children.get(p, ()))
+    return found
 
 
 def _namespace_pid(pid: int) -> int | None:
@@ -717,7 +737,7 @@ def run_session(source: str, groups: list, limits: Limits, *, functions=(),
         if while_starting is not None:
             while_starting()
         _converse(proc, r_fd, c_w, result, limits, groups, load_s, visible_out, frame, end,
-                  on_test, lambda: _after_group(proc.pid, spare))
+                  on_test, lambda: _after_group(proc.pid, spare, uid))
     finally:
         if proc is not None:
             _killpg(proc.pid)
