@@ -240,3 +240,13 @@ def test_a_custom_scorer_that_raises_is_the_homeworks_fault_and_want_is_the_tupl
     assert "1.1  passed" in out
     assert ("the homework's scorer raised TypeError: tuple indices must be integers or slices, "
             "not str (a fault of the homework, not a verdict on this answer") in out
+
+
+def test_a_homework_that_imports_a_helper_file_says_a_homework_is_one_file(tmp_path, capsys):
+    (tmp_path / "conv_hw_helpers.py").write_text("SIZE = 3\n")
+    homework = tmp_path / "hw.py"
+    homework.write_text("from conv_hw_helpers import SIZE\nfrom bpcheck.grade.homework import Homework\n"
+                        "hw = Homework('sums')\n")
+    assert run("grade", "--homework", homework, "--template", tmp_path / "t.py") == 2
+    err = capsys.readouterr().err
+    assert "importing it failed (No module named 'conv_hw_helpers'); a homework is one Python file" in err

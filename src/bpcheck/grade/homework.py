@@ -564,6 +564,14 @@ def load_homework(path) -> Homework:
         spec.loader.exec_module(module)
     except HomeworkError as err:
         raise HomeworkError(f"--homework {path}: {err}") from None
+    except ModuleNotFoundError as err:
+        raise HomeworkError(
+            f"--homework {path}: importing it failed ({err}); a homework is one Python file "
+            f"(grade-batch and the Gradescope zip take that file alone), so put the helpers "
+            f"it imports into it") from None
+    except Exception as err:  # noqa: BLE001 - the instructor's module, named
+        raise HomeworkError(f"--homework {path}: running it raised {type(err).__name__}: "
+                            f"{err}") from err
     found = [v for v in vars(module).values() if isinstance(v, Homework)]
     if len(found) != 1:
         raise HomeworkError(f"--homework {path}: expected one Homework(...) in the module, "

@@ -45,8 +45,15 @@ def error_describer():
     _format_exc = traceback.format_exception_only
     _type = type
 
+    _syntax = SyntaxError
+
     def describe(exc):
-        text = "".join(_format_exc(_type(exc), exc)).strip()
+        if isinstance(exc, _syntax):  # one line, not the caret drawing of four
+            code = str(exc.text or "").strip()
+            text = (f"{_type(exc).__name__}: {exc.msg} ({exc.filename}, line {exc.lineno}"
+                    + (f": {code}" if code else "") + ")")
+        else:
+            text = "".join(_format_exc(_type(exc), exc)).strip()
         return text[:2000]
 
     return describe
