@@ -258,6 +258,7 @@ def test_grade_batch_grades_in_parallel_and_survives_broken_submissions(tmp_path
     (subs / "alice.py").write_text(CORRECT)
     (subs / "bob.py").write_text("import os\nos._exit(3)\n")
     (subs / "carol.py").write_text("def softmax_loss(:\n")
+    (subs / "erin.py").write_text("import numpy as np\n")  # defines none of the functions
     (subs / "dave").mkdir()
     (subs / "dave" / "hw.py").write_text(CORRECT.replace("dhidden[hidden <= 0] = 0", ""))
     cfg = tmp_path / "g.toml"
@@ -268,7 +269,7 @@ def test_grade_batch_grades_in_parallel_and_survives_broken_submissions(tmp_path
     with grades.open() as f:
         rows = {Path(r["submission"]).stem if Path(r["submission"]).parent == subs
                 else Path(r["submission"]).parent.name: r for r in csv.DictReader(f)}
-    assert set(rows) == {"alice", "bob", "carol", "dave"}
+    assert set(rows) == {"alice", "bob", "carol", "dave", "erin"}
     assert float(rows["alice"]["score"]) == 50 and float(rows["alice"]["exercise_1"]) == 25
     assert float(rows["bob"]["score"]) == 0 and float(rows["carol"]["score"]) == 0
     assert 25 <= float(rows["dave"]["score"]) < 50
@@ -276,6 +277,8 @@ def test_grade_batch_grades_in_parallel_and_survives_broken_submissions(tmp_path
     assert rows["alice"]["error"] == "" and rows["dave"]["error"] == ""
     assert "exited with status 3" in rows["bob"]["error"]
     assert "does not parse as Python" in rows["carol"]["error"]
+    assert rows["erin"]["error"] == "defines none of the functions graded (softmax_loss, " \
+        "two_layer_loss)", rows["erin"]["error"]
 
 
 def test_gradescope_zip_run_autograder_writes_results_in_a_mock_autograder_root(tmp_path):

@@ -74,6 +74,11 @@ def _problem(report) -> str:
         only = firsts.pop()  # the same reason for every test: loading or reading failed
         if only not in notes:
             notes.append(only)
+    undefined = {t.lines[0].split(" is not defined (", 1)[0] for t in report.tests
+                 if t.lines and " is not defined (expected a function named " in t.lines[0]}
+    if report.score == 0 and len(undefined) > 1 and all(
+            t.lines and " is not defined (" in t.lines[0] for t in report.tests):
+        notes.append(f"defines none of the functions graded ({', '.join(sorted(undefined))})")
     return "; ".join(notes)
 
 
