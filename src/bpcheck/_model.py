@@ -934,8 +934,9 @@ def network(model: Any, variables: Any = None, *, layout: str | None = None,
       ``LeakyReLU``, ``ELU``, ``Tanh``, ``Sigmoid``, ``Softplus`` with ``beta=1``,
       ``GELU``, ``Identity``; a ``Flatten`` first; ``Dropout`` in eval mode; torch's own
       classes, without forward hooks: a subclass with its own ``forward`` is refused, since
-      bpcheck reads a layer by its class).  Weights are copied to NumPy (detached, on the CPU, dtype kept); results are NumPy, and
-      per-example gradients a dict keyed like ``model.state_dict()``,
+      bpcheck reads a layer by its class).  Weights are copied to NumPy (detached, on the
+      CPU, dtype kept); results are NumPy, and per-example gradients a dict keyed like
+      ``model.state_dict()``,
       ``{"0.weight": (N, out, in), "0.bias": (N, out), ...}``.
     - an ``equinox.nn.MLP`` (its ``activation`` is read; ``final_activation`` must be the
       identity) or an ``equinox.nn.Sequential`` of ``Linear``, ``Lambda(jax.nn.<activation>)``
