@@ -531,3 +531,32 @@ def test_the_caps_end_for_any_number_of_tests():
     doc = results_json(report)
     assert len(doc["tests"]) == 6145
     assert all(t["output"].startswith("\n[... 500 more characters cut]") for t in doc["tests"])
+
+
+def test_results_written_to_a_device_or_a_link_leave_it_in_place(tmp_path):
+    """``--results /dev/null`` as root made /dev/null a regular file: the results were
+    written next to it and renamed over it.  A device or a link is written through; a FIFO
+    behind a link fails at once rather than waiting for a reader."""
+    import stat
+
+    from bpcheck.grade.results import write_atomically
+
+    if os.geteuid() != 0:
+        pytest.skip("making a device node needs root")
+    null = tmp_path / "null"
+    os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    link = tmp_path / "out.json"
+    link.symlink_to(null)
+    for path in (null, link):
+        write_atomically(path, lambda f: f.write("{}"), prefix="r-")
+    assert stat.S_ISCHR(os.lstat(null).st_mode) and link.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["null", "out.json"]
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    (tmp_path / "to_fifo.json").symlink_to(fifo)
+    with pytest.raises(OSError):
+        write_atomically(tmp_path / "to_fifo.json", lambda f: f.write("{}"), prefix="r-")
+    plain = tmp_path / "plain.json"  # a regular file is still replaced whole
+    plain.write_text("old")
+    write_atomically(plain, lambda f: f.write("new"), prefix="r-")
+    assert plain.read_text() == "new"

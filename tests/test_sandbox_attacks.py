@@ -686,6 +686,39 @@ def test_without_namespaces_a_subreaper_worker_does_not_keep_a_groups_daemon(mod
     assert_contained(run, "wrong")
 
 
+NESTED_USER_NAMESPACE = '''
+import ctypes, threading
+
+_libc = ctypes.CDLL(None, use_errno=True)
+print("NEWUSER", _libc.unshare(0x10000000), ctypes.get_errno())  # CLONE_NEWUSER
+_ran = []
+_t = threading.Thread(target=lambda: _ran.append(1))  # threads (clone3 refused: clone)
+_t.start()
+_t.join()
+_pid = os.fork()
+if _pid == 0:
+    os._exit(7)
+print("THREAD", _ran, "FORK", os.waitpid(_pid, 0)[1] >> 8)
+
+
+def softmax_loss(W, b, X, y, reg):
+    return 7.0, W * 0 + 7, b * 0 + 7
+'''
+
+
+@pytest.mark.parametrize("config", [CONFIG, NO_NAMESPACES], ids=["namespaces", "no-namespaces"])
+def test_the_submission_cannot_make_a_user_namespace(mode, config):
+    """In a user namespace of its own a submission made network namespaces whose kernel
+    memory the memory cgroup only partly counts (1.8 GB against a limit of 896 MB) and IPC
+    namespaces without the System V caps; a seccomp filter refuses CLONE_NEWUSER."""
+    run = grade(attack(NESTED_USER_NAMESPACE), mode, config=config)
+    assert_contained(run, "wrong")
+    notes = "\n".join(run.results["extra_data"]["sandbox"])
+    assert "user namespaces: the submission cannot make any (seccomp)" in notes, notes
+    out = run.results["output"]
+    assert "NEWUSER -1 1" in out and "THREAD [1] FORK 7" in out, out[-3000:]
+
+
 # ------------------------------------------------------------- 7. the autodiff ban
 
 def _fake_autodiff_library(root: Path) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -174,10 +175,24 @@ def write_results(doc: dict, path) -> None:
 
 def write_atomically(path, fill, prefix: str, **open_options) -> None:
     """``fill(f)`` writes a new file next to ``path`` (opened for text with
-    ``open_options``), which is then renamed over ``path``: whatever stands there (a FIFO
-    a submission made, which ``open`` would wait on forever) is replaced, never opened, and
-    a reader never sees half a file."""
+    ``open_options``), which is then renamed over ``path``: a file or a FIFO standing there
+    (one a submission made, which ``open`` would wait on forever) is replaced, never
+    opened, and a reader never sees half a file.  A device or a symbolic link there
+    (``/dev/null``, ``/dev/stdout``) is written through instead."""
     path = Path(path)
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+        # a device (--results /dev/null) or a link (/dev/stdout) is written through, never
+        # replaced (as root, a rename made /dev/null a regular file); opened without
+        # waiting, so that a FIFO behind a link fails (ENXIO) instead of stalling
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "w", **open_options) as f:
+            fill(f)
+        return
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=path.suffix, dir=path.parent)
     try:
         with os.fdopen(fd, "w", **open_options) as f:

@@ -383,6 +383,57 @@ def _drop_privileges(plan, notes, userns=False):
     notes.append(f"user: unprivileged uid {uid} (dropped from root before the submission ran)")
 
 
+# seccomp: the numbers of unshare, clone and clone3, and the audit architecture, per machine
+_SECCOMP_SYSCALLS = {"x86_64": (0xC000003E, 272, 56, 435), "aarch64": (0xC00000B7, 97, 220, 435)}
+CLONE_NEWUSER = 0x10000000
+
+
+def forbid_user_namespaces(notes):
+    """A seccomp filter for this process and every one it starts: ``unshare`` and ``clone``
+    with ``CLONE_NEWUSER`` fail with ``EPERM``, and ``clone3`` (whose flags a filter cannot
+    read) with ``ENOSYS``, which makes the C library fall back to ``clone``.  In a user
+    namespace of its own a submission could make network namespaces, whose kernel memory
+    is only partly charged to the memory cgroup (a child held twice its limit), and IPC
+    namespaces without the System V caps."""
+    import platform
+    import struct
+
+    numbers = _SECCOMP_SYSCALLS.get(platform.machine())
+    if numbers is None:
+        notes.append(f"user namespaces: not forbidden (no seccomp filter for "
+                     f"{platform.machine()})")
+        return
+    arch, unshare, clone, clone3 = numbers
+    LD, JEQ, JSET, RET = 0x20, 0x15, 0x45, 0x06  # BPF_LD|W|ABS, JMP|JEQ|K, JMP|JSET|K, RET|K
+    ALLOW, EPERM, ENOSYS = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38
+    program = [
+        (LD, 0, 0, 4),                     # the architecture
+        (JEQ, 1, 0, arch),
+        (RET, 0, 0, ALLOW),                # (another ABI: not filtered)
+        (LD, 0, 0, 0),                     # the syscall number
+        (JEQ, 0, 1, clone3),
+        (RET, 0, 0, ENOSYS),
+        (JEQ, 1, 0, unshare),
+        (JEQ, 0, 3, clone),
+        (LD, 0, 0, 16),                    # the first argument (its low 32 bits): the flags
+        (JSET, 0, 1, CLONE_NEWUSER),
+        (RET, 0, 0, EPERM),
+        (RET, 0, 0, ALLOW),
+    ]
+    code = b"".join(struct.pack("=HBBI", *ins) for ins in program)
+    buffer = ctypes.create_string_buffer(code, len(code))
+
+    class Program(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    prog = Program(len(program), ctypes.cast(buffer, ctypes.c_void_p))
+    if _libc.prctl(22, 2, ctypes.byref(prog), 0, 0) != 0:  # PR_SET_SECCOMP, MODE_FILTER
+        notes.append(f"user namespaces: not forbidden (seccomp refused: "
+                     f"{os.strerror(ctypes.get_errno())})")
+        return
+    notes.append("user namespaces: the submission cannot make any (seccomp)")
+
+
 def _report_exposed(plan, notes):
     """Without the mounts, name each hidden path the submission's uid could still read.
 

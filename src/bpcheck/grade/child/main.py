@@ -92,6 +92,7 @@ def main():
         _drop_privileges(plan, notes, userns=isolated and os.geteuid() != 0)
     except OSError as err:
         notes.append(f"user: could not drop privileges ({err})")
+    jail.forbid_user_namespaces(notes)
     if not hidden_by_mounts:
         _report_exposed(plan, notes)
     os.chdir(work)
