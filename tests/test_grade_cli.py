@@ -560,3 +560,15 @@ def test_results_written_to_a_device_or_a_link_leave_it_in_place(tmp_path):
     plain.write_text("old")
     write_atomically(plain, lambda f: f.write("new"), prefix="r-")
     assert plain.read_text() == "new"
+
+
+def test_grade_batch_refuses_one_fixed_uid_for_several_workers(tmp_path, capsys):
+    """Each worker kills every process of its child's uid between groups and at the end:
+    with ``sandbox.uid`` fixed, two workers would kill each other's children."""
+    (tmp_path / "subs").mkdir()
+    (tmp_path / "subs" / "a.py").write_text(CORRECT)
+    cfg = tmp_path / "g.toml"
+    cfg.write_text(FAST + "uid = 61234\n")
+    assert bpcheck_main(["grade-batch", str(tmp_path / "subs"), "--jobs", "2", "--config",
+                         str(cfg), "--csv", str(tmp_path / "g.csv")]) == 2
+    assert "sandbox.uid = 61234: one uid for the children of 2 workers" in capsys.readouterr().err

@@ -181,7 +181,11 @@ def _batch(argv) -> int:
     cfg = _load_cfg(args)
     if cfg is None:
         return 2
-    from .batch import grade_batch
+    from .batch import grade_batch, shared_uid
+
+    if shared_uid(cfg, args.jobs):
+        print(f"bpcheck grade-batch: {shared_uid(cfg, args.jobs)}", file=sys.stderr)
+        return 2
 
     t0 = time.monotonic()
     rows = grade_batch(args.folder, cfg, args.jobs, args.csv, args.seed, args.results_dir)

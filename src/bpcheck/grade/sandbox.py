@@ -312,15 +312,8 @@ def _kill_namespace_leftovers(keeper: int) -> None:
     namespace there are none (the orphans come to this process: :func:`_kill_tree`)."""
     for _ in range(500):
         procs = _processes()
-        children: dict = {}
-        for p, (ppid, _) in procs.items():
-            children.setdefault(ppid, []).append(p)
-        alive, stack = [], list(children.get(keeper, ()))
-        while stack:
-            p = stack.pop()
-            stack.extend(children.get(p, ()))
-            if procs[p][1] not in "ZX" and _namespace_pid(p) not in (None, 1, 2):
-                alive.append(p)
+        alive = [p for p in _descendants(keeper, procs)
+                 if procs[p][1] not in "ZX" and _namespace_pid(p) not in (None, 1, 2)]
         if not alive:
             return
         for p in alive:
@@ -345,8 +338,9 @@ def _after_group(keeper: int, spare: set, uid: int | None) -> None:
         _kill_uid(uid, {keeper} | {p for p in _descendants(keeper) if _namespace_pid(p) in (1, 2)})
 
 
-def _descendants(pid: int) -> set:
-    procs = _processes()
+def _descendants(pid: int, procs: dict | None = None) -> set:
+    """Every process below ``pid`` in ``procs`` (:func:`_processes`; default: read now)."""
+    procs = _processes() if procs is None else procs
     children: dict = {}
     for p, (ppid, _) in procs.items():
         children.setdefault(ppid, []).append(p)
