@@ -33,6 +33,8 @@ parent still kills every process the child left.
 
 import ctypes
 import os
+import platform  # (loaded now: after the drop the standard library may be unreadable)
+import struct
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
@@ -272,8 +274,6 @@ def build_view(plan, notes):
     the allow-listed paths (see the module docstring); returns the scratch folder, or
     ``None`` when a step is refused (the notes say which; the child then keeps the host's
     view, and the parent reports the paths it could read)."""
-    import platform
-
     root = plan["root"]
     tmp_mb = int(plan["tmp_mb"])
     try:
@@ -385,7 +385,6 @@ def _drop_privileges(plan, notes, userns=False):
 
 # seccomp: the numbers of unshare, clone and clone3, and the audit architecture, per machine
 _SECCOMP_SYSCALLS = {"x86_64": (0xC000003E, 272, 56, 435), "aarch64": (0xC00000B7, 97, 220, 435)}
-CLONE_NEWUSER = 0x10000000
 
 
 def forbid_user_namespaces(notes):
@@ -395,9 +394,6 @@ def forbid_user_namespaces(notes):
     namespace of its own a submission could make network namespaces, whose kernel memory
     is only partly charged to the memory cgroup (a child held twice its limit), and IPC
     namespaces without the System V caps."""
-    import platform
-    import struct
-
     numbers = _SECCOMP_SYSCALLS.get(platform.machine())
     if numbers is None:
         notes.append(f"user namespaces: not forbidden (no seccomp filter for "
