@@ -149,11 +149,7 @@ def as_array(name: str, x: Any, xp) -> Any:
         _check_dtype(name, x)
         return x if xp is np else xp.asarray(x)
     if type(x).__module__ == "torch" and hasattr(x, "detach"):  # a torch.Tensor
-        if str(x.dtype) == "torch.bfloat16":
-            raise TypeError(f"{name}: bfloat16 is not supported; use float16, float32 or float64")
-        if x.is_meta:
-            raise ValueError(f"{name}: a tensor on the meta device, which holds no values")
-        x = x.detach().cpu().numpy()
+        x = torch_values(name, x)
     try:
         arr = np.asarray(x)
     except (TypeError, ValueError) as err:
@@ -162,6 +158,18 @@ def as_array(name: str, x: Any, xp) -> Any:
         raise TypeError(f"{name}: expected an array of numbers, got {type(x).__name__} of objects")
     _check_dtype(name, arr)
     return arr if xp is np else xp.asarray(arr)
+
+
+def torch_values(name: str, t: Any) -> np.ndarray:
+    """A torch tensor's values as NumPy (detached, on the CPU, dtype kept; a view where
+    torch allows one); bfloat16 and tensors on the meta device are named errors."""
+    if str(t.dtype) == "torch.bfloat16":
+        raise TypeError(f"{name}: bfloat16 is not supported; use float16, float32 or float64")
+    if t.is_meta:
+        raise ValueError(f"{name}: a tensor on the meta device, which holds no values; "
+                         f"materialise it first (a model: model.to_empty(device='cpu'), then "
+                         f"initialise or load its weights)")
+    return t.detach().cpu().numpy()
 
 
 def check_finite(name: str, x: Any) -> None:

@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._activations import Activation, resolve_activations
-from ._arrays import is_jax, is_tracer
+from ._arrays import is_jax, is_tracer, torch_values
 from ._params import layers_from_beta
 
 LAYOUTS = ("in_out", "out_in")
@@ -423,14 +423,7 @@ def _torch_parameters_are(model, keys: list) -> None:
 
 def _torch_array(t, name: str):
     """A detached NumPy copy of a tensor (moved to the CPU, dtype kept)."""
-    if t.is_meta:
-        raise ValueError(f"{name}: a tensor on the meta device, which holds no values; "
-                         f"materialise the model first (model.to_empty(device='cpu') and "
-                         f"initialise or load its weights)")
-    t = t.detach().cpu()
-    if str(t.dtype) == "torch.bfloat16":
-        raise TypeError(f"{name}: bfloat16 is not supported; use float16, float32 or float64")
-    return t.numpy().copy()
+    return torch_values(name, t).copy()
 
 
 def _torch_items(model, prefix=""):

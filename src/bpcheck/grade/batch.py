@@ -91,22 +91,14 @@ def _bar(done, total, started, stream):
     stream.flush()
 
 
-def shared_uid(cfg: GradingConfig, jobs: int) -> str | None:
-    """Why ``jobs`` workers cannot grade with ``cfg``'s fixed ``sandbox.uid``, or ``None``."""
-    if jobs > 1 and cfg.limits.uid is not None:
-        return (f"sandbox.uid = {cfg.limits.uid}: one uid for the children of {jobs} "
-                f"workers, which kill every process of their child's uid between groups of "
-                f"tests and at the end; leave it out (each worker picks an unused one) or "
-                f"grade with --jobs 1")
-    return None
-
-
 def grade_batch(folder, cfg: GradingConfig, jobs: int = 1, csv_path=None, seed=None,
                 results_dir=None, progress=sys.stderr) -> list[dict]:
     """Grade every submission in ``folder`` with ``jobs`` workers; rows sorted by name."""
-    problem = shared_uid(cfg, jobs)
-    if problem:
-        raise ConfigError(problem)
+    if jobs > 1 and cfg.limits.uid is not None:
+        raise ConfigError(f"sandbox.uid = {cfg.limits.uid}: one uid for the children of {jobs} "
+                          f"workers, which kill every process of their child's uid between "
+                          f"groups of tests and at the end; leave it out (each worker picks an "
+                          f"unused one) or grade with --jobs 1")
     subs = find_submissions(folder)
     rows = []
     started = time.monotonic()

@@ -181,14 +181,15 @@ def _batch(argv) -> int:
     cfg = _load_cfg(args)
     if cfg is None:
         return 2
-    from .batch import grade_batch, shared_uid
-
-    if shared_uid(cfg, args.jobs):
-        print(f"bpcheck grade-batch: {shared_uid(cfg, args.jobs)}", file=sys.stderr)
-        return 2
+    from .batch import grade_batch
+    from .config import ConfigError
 
     t0 = time.monotonic()
-    rows = grade_batch(args.folder, cfg, args.jobs, args.csv, args.seed, args.results_dir)
+    try:
+        rows = grade_batch(args.folder, cfg, args.jobs, args.csv, args.seed, args.results_dir)
+    except ConfigError as err:  # (checked before anything is graded)
+        print(f"bpcheck grade-batch: {err}", file=sys.stderr)
+        return 2
     dt = time.monotonic() - t0
     flagged = sum(1 for r in rows if r["error"])
     print(f"graded {len(rows)} submissions in {dt:.1f} s with {args.jobs} job(s); "

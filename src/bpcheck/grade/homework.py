@@ -227,11 +227,11 @@ class Exercise:
         except Exception as err:  # noqa: BLE001 - the instructor's code, named
             raise HomeworkError(f"{where}: the reference raised {type(err).__name__}: "
                                 f"{err}") from err
-        outputs = _output_names(self.returns)
-        names = ", ".join(n for n, _ in outputs)
         if self.scorer.kind == "rules":  # (its reference gives the rules' own record)
             case._want = want
             return want
+        outputs = _output_names(self.returns)
+        names = ", ".join(n for n, _ in outputs)
         if not isinstance(want, (tuple, list)) or len(want) != len(outputs):
             got = (f"{len(want)} value{'s' * (len(want) != 1)}" if isinstance(want, (tuple, list))
                    else type(want).__name__)
