@@ -669,3 +669,83 @@ def test_an_operator_of_a_network_is_built_by_the_full_path_each_time(counted):
     want = bpcheck.gauss_newton_operator(params, X) @ v
     for op in ops:
         np.testing.assert_array_equal(np.asarray(op @ v), np.asarray(want))
+
+
+def _trusts(fn):
+    """The plans' trusted-parameter records (``_compiled._Trust``) of ``fn``'s signatures."""
+    return [plan[3] for key, plan in _compiled._PLANS.items()
+            if key[0] is fn.__wrapped__ and plan[3] is not None]
+
+
+@pytest.mark.parametrize("name", ["forward", "gauss_newton_matvec", "ntk one example",
+                                  "per_example_grad_norms"])
+def test_repeat_calls_with_the_same_parameters_check_only_the_other_arrays(name):
+    """JAX arrays are immutable: parameters that a call found finite are still finite when
+    the very same arrays come back, and the plan's program without their checks runs
+    (less work for a loop over inputs); NaN and inf in the other arrays are still caught,
+    and the same parameters' results are the full path's, bit for bit."""
+    fn, use, bad_in = {
+        "forward": (bpcheck.forward, lambda f, p, X, v: f(p, X), "X"),
+        "gauss_newton_matvec": (bpcheck.gauss_newton_matvec, lambda f, p, X, v: f(p, X, v), "v"),
+        "ntk one example": (bpcheck.ntk, lambda f, p, X, v: f(p, X[1]), "X1"),
+        "per_example_grad_norms": (bpcheck.per_example_grad_norms,
+                                   lambda f, p, X, v: f(p, X, jnp.arange(len(X)) % 2), "X"),
+    }[name]
+    params, X, v = network(4)
+    use(fn, params, X, v)
+    [trust] = _trusts(fn)
+    ran = []
+    light = trust.runner  # (set directly: monkeypatch.setattr forgets the plans, conftest.py)
+    trust.runner = lambda *a: ran.append(1) or light(*a)
+    for seed in (5, 6):  # new inputs, the same parameters: the light program
+        _, X2, v2 = network(seed)
+        got = use(fn, params, X2, v2)
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(use(fn.__wrapped__, params, X2,
+                                                                      v2)))
+    assert len(ran) == 2
+    # NaN in the input is caught and named on the light program's path
+    planted = (X.at[1, 1].set(np.nan), v) if bad_in in ("X", "X1") else (X, v.at[3].set(np.inf))
+    with pytest.raises(ValueError, match=bad_in + ": contains NaN or inf"):
+        use(fn, params, *planted)
+    assert len(ran) == 3
+    # the same values in new arrays: the full checks again (then those are trusted)
+    copied = [(jnp.array(B, copy=True), jnp.array(b, copy=True)) for B, b in params]
+    use(fn, copied, X, v)
+    assert len(ran) == 3
+    use(fn, copied, X, v)
+    assert len(ran) == 4
+    # one parameter array replaced, by one with inf: not trusted, caught, named
+    copied[2] = (copied[2][0], copied[2][1].at[0].set(np.inf))
+    with pytest.raises(ValueError, match=re.escape("b^(3) (params[2][1]): contains NaN or inf")):
+        use(fn, copied, X, v)
+    assert len(ran) == 4
+
+
+def test_a_plan_keeps_no_parameters_alive():
+    import gc
+    import weakref
+
+    params, X, _ = network(7)
+    bpcheck.forward(params, X)
+    bpcheck.forward(params, X)  # a repeat call, noted as trusted
+    assert _trusts(bpcheck.forward)[0].holds([B for pair in params for B in pair] + [X])
+    watched = weakref.ref(params[0][0])
+    del params
+    gc.collect()
+    assert watched() is None
+    assert not _trusts(bpcheck.forward)[0].holds([None] * 6 + [X])
+
+
+def test_numpy_parameters_are_checked_on_every_call():
+    """NumPy arrays can change in place: a NumPy plan trusts nothing."""
+    params, X, v = network(8)
+    params, X = as_numpy(params), np.asarray(X)
+    bpcheck.forward(params, X)
+    bpcheck.forward(params, X)
+    assert not _trusts(bpcheck.forward)
+    params[1] = (np.array(params[1][0]), params[1][1])  # a writable copy, used twice
+    bpcheck.forward(params, X)
+    bpcheck.forward(params, X)
+    params[1][0][0, 0] = np.nan  # the same array object, changed
+    with pytest.raises(ValueError, match=re.escape("B^(2) (params[1][0]): contains NaN or inf")):
+        bpcheck.forward(params, X)

@@ -14,6 +14,7 @@ import contextlib
 import functools
 import math
 import operator
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -145,7 +146,13 @@ def checked_program(kernel: Callable, static: tuple, treedef: Any, positions: tu
                 return out, ok
 
         program = _programs[cache_key] = jax.jit(run)
+        _CHECKED[program] = (kernel, static, treedef, positions, join, limits)
     return program
+
+
+_CHECKED: dict = {}
+"""A checked program -> the arguments of :func:`checked_program` that built it (for
+:func:`_light`, which builds the same program without some of its checks)."""
 
 
 def all_finite(arrays: Sequence[Any], xp) -> Any:
@@ -338,20 +345,22 @@ def built(out: Any, make: Callable) -> Any:
     return result
 
 
-def _plan(records, leaves, result):
+def _plan(records, leaves, result, trusted=()):
     """The plan of :func:`replayed` from a first call's notes (:data:`RECORDING`), or
-    ``None``: ``(runner, take, after)``, ``take`` giving the runner's arrays from a later
-    call's leaves (``None``: the leaves as they are) and ``after`` what becomes of its
+    ``None``: ``(runner, take, after, light)``, ``take`` giving the runner's arrays from a
+    later call's leaves (``None``: the leaves as they are) and ``after`` what becomes of its
     result: ``None`` returned as is, an axis the batch axis to take away, a function
-    (:func:`built`) the object to build from it."""
+    (:func:`built`) the object to build from it.  ``light``: for a JAX plan, the runner
+    without the NaN/inf checks of the leaves that are one of ``trusted`` (the
+    parameters), for calls whose parameters an earlier call found finite; else ``None``."""
     made = [r for r in records if type(r) is Built]
     if made:
         if len(made) != 1 or made[0].result is not result:
             return None
-        plan = _plan([r for r in records if type(r) is not Built], leaves, made[0].out)
+        plan = _plan([r for r in records if type(r) is not Built], leaves, made[0].out, trusted)
         if plan is None or plan[2] is not None:
             return None
-        return plan[0], plan[1], made[0].make
+        return plan[0], plan[1], made[0].make, plan[3]
     kernels = [r for r in records if type(r) is not Reshaped]
     if len(kernels) != 1 or kernels[0] is None or len({id(leaf) for leaf in leaves}) != len(leaves):
         # (an array given twice, as X and v say, would be taken for both in a later call
@@ -368,21 +377,37 @@ def _plan(records, leaves, result):
         axis = taken[0].axis
     if type(runner) is tuple:  # NumPy: (kernel, static) and the arrays as the kernel took them
         take = _builder(used, leaves, added)
-        return None if take is None else (runner, take, axis)
+        return None if take is None else (runner, take, axis, None)
     builders = [_builder(x, leaves, added) for x in used]
     if None in builders:
         return None
+    light = _light(runner, used, trusted)
     indices = [_leaf_index(x, leaves) for x in used]
     if axis is None and indices == list(range(len(leaves))):
-        return runner, None, None  # the caller's arrays, in their order
+        return runner, None, None, light  # the caller's arrays, in their order
     if axis is None and None not in indices:
-        return runner, indices, None
+        return runner, indices, None, light
     take = lambda later: [build(later) for build in builders]
     import jax
 
     if not hasattr(jax.lax, "optimization_barrier"):  # (not in JAX 0.4.31): the three steps
-        return runner, take, axis
-    return _fused(runner, take, axis), None, None
+        return runner, take, axis, light
+    return (_fused(runner, take, axis), None, None,
+            None if light is None else _fused(light, take, axis))
+
+
+def _light(runner, used, trusted):
+    """The checked program ``runner`` (run on the arrays ``used``) built again without the
+    NaN/inf checks of the arrays that are one of ``trusted`` (by identity), or ``None``
+    when it checks none of them."""
+    spec = _CHECKED.get(runner)
+    if spec is None:
+        return None
+    kernel, static, treedef, positions, join, limits = spec
+    ids = {id(x) for x in trusted}
+    kept = tuple(i for i in positions if id(used[i]) not in ids)
+    return None if kept == positions else checked_program(kernel, static, treedef, kept, join,
+                                                          limits)
 
 
 def _fused(runner, take, axis):
@@ -466,13 +491,14 @@ def shape_of(x):
 
 
 def _signature(fn, names, arrays, args, kwargs):
-    """``(key, leaves)`` of a call for :func:`replayed`, or ``(None, None)`` when it has an
-    argument other than NumPy or concrete JAX arrays in the ``arrays`` arguments (``params``
-    a list or tuple of ``(B, b)`` tuples of them, or a :class:`bpcheck.Network` of such a
-    list) and strings, numbers or ``None`` elsewhere.
+    """``(key, leaves, span)`` of a call for :func:`replayed`, or ``(None, None, None)``
+    when it has an argument other than NumPy or concrete JAX arrays in the ``arrays``
+    arguments (``params`` a list or tuple of ``(B, b)`` tuples of them, or a
+    :class:`bpcheck.Network` of such a list) and strings, numbers or ``None`` elsewhere.
     The key holds each array's shape and dtype (:func:`shape_of`) and the other arguments'
-    types and values (one flat tuple: hashed on every call)."""
-    key, leaves = [fn], []
+    types and values (one flat tuple: hashed on every call); ``span`` is the
+    ``(start, stop)`` of the parameters' arrays among the leaves (``(0, 0)``: none)."""
+    key, leaves, span = [fn], [], (0, 0)
     n = len(names)
     items = zip(names, args) if len(args) <= n else \
         [(names[i] if i < n else None, value) for i, value in enumerate(args)]
@@ -482,7 +508,7 @@ def _signature(fn, names, arrays, args, kwargs):
         key.append(name)
         if value is None or name not in arrays:
             if type(value) not in _SCALARS:
-                return None, None
+                return None, None, None
             key.append(type(value))
             key.append(value)
         elif name == "params":
@@ -491,16 +517,17 @@ def _signature(fn, names, arrays, args, kwargs):
                 key.append(value.activation)
                 value = value.params
             if type(value) not in (list, tuple):
-                return None, None
+                return None, None, None
             key.append(type(value))
             key.append(len(value))
+            span = (len(leaves), len(leaves) + 2 * len(value))
             for pair in value:
                 if type(pair) is not tuple or len(pair) != 2:
-                    return None, None
+                    return None, None, None
                 B, b = pair
                 shape_B, shape_b = shape_of(B), shape_of(b)
                 if shape_B is None or shape_b is None:
-                    return None, None
+                    return None, None, None
                 leaves.append(B)
                 leaves.append(b)
                 key.append(shape_B)
@@ -508,10 +535,44 @@ def _signature(fn, names, arrays, args, kwargs):
         else:
             shape = shape_of(value)
             if shape is None:
-                return None, None
+                return None, None, None
             leaves.append(value)
             key.append(shape)
-    return tuple(key), leaves
+    return tuple(key), leaves, span
+
+
+class _Trust:
+    """The parameters of a JAX plan's last call that its checks found finite, and the
+    plan's program without their NaN/inf checks (:func:`_light`), for later calls with the
+    very same parameter arrays: JAX arrays are immutable, so those are finite still.  A
+    loop over inputs with fixed parameters (an NTK or Jacobian per example) then checks
+    only its inputs.  The arrays are held by weak references: a plan keeps no parameters
+    alive, and an array made later at a freed one's address is not taken for it."""
+
+    __slots__ = ("runner", "start", "stop", "seen")
+
+    def __init__(self, runner, start, stop):
+        self.runner, self.start, self.stop, self.seen = runner, start, stop, ()
+
+    def note(self, leaves) -> None:
+        """``leaves`` (a call's arrays) passed their checks."""
+        try:
+            self.seen = tuple(weakref.ref(x) for x in leaves[self.start:self.stop])
+        except TypeError:  # an array type without weak references: never trusted
+            self.seen = ()
+
+    def holds(self, leaves) -> bool:
+        """Whether the parameters among ``leaves`` are those noted last, object for object."""
+        seen = self.seen
+        if not seen:
+            return False
+        i = self.start
+        for ref in seen:
+            x = ref()
+            if x is None or x is not leaves[i]:
+                return False
+            i += 1
+        return True
 
 
 def replayed(*arrays: str, recheck: Callable | None = None):
@@ -541,12 +602,12 @@ def replayed(*arrays: str, recheck: Callable | None = None):
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            key, leaves = _signature(fn, names, arrays, args, kwargs)
+            key, leaves, span = _signature(fn, names, arrays, args, kwargs)
             if key is None:
                 return fn(*args, **kwargs)
             plan = _PLANS.get(key)
             if plan is not None:
-                runner, take, after = plan
+                runner, take, after, trust = plan
                 if type(runner) is tuple:  # NumPy: the kernel, after the checks
                     if (recheck is not None and not recheck(*args, **kwargs)) or \
                             not _host_finite(leaves):
@@ -556,20 +617,28 @@ def replayed(*arrays: str, recheck: Callable | None = None):
                 else:
                     # the program first: the recheck runs while it does (Python before
                     # the call lets JAX's worker thread fall asleep: about 20 us to wake)
-                    out, ok = runner(*(leaves if take is None else
-                                       [leaves[i] for i in take] if type(take) is list else
-                                       take(leaves)))
+                    trusted = trust is not None and trust.holds(leaves)
+                    out, ok = (trust.runner if trusted else runner)(
+                        *(leaves if take is None else [leaves[i] for i in take]
+                          if type(take) is list else take(leaves)))
                     if (recheck is not None and not recheck(*args, **kwargs)) or \
                             not _passed(ok):
                         return fn(*args, **kwargs)
+                    if trust is not None and not trusted:
+                        trust.note(leaves)
                 if after is None:
                     return out
                 return after(out) if callable(after) else without_axis(out, after)
             with recording([]) as records:
                 result = fn(*args, **kwargs)
-            plan = _plan(records, leaves, result)
+            trusted = leaves[span[0]:span[1]]
+            plan = _plan(records, leaves, result, trusted)
             if plan is not None and len(_PLANS) < _PLANS_MAX:
-                _PLANS[key] = plan
+                light = plan[3]
+                trust = None if light is None else _Trust(light, *span)
+                if trust is not None:
+                    trust.note(leaves)  # the full path checked them
+                _PLANS[key] = (*plan[:3], trust)
             return result
 
         return wrapper

@@ -154,9 +154,10 @@ def _repeatable(params, X, y, loss="cross_entropy", **options):
     range (class labels, binary targets; JAX ones are checked by the program's flag, see
     :meth:`bpcheck.Loss.target_bounds`) and ``X`` not split over devices (its mesh would
     be used)."""
-    K = (params.params if isinstance(params, Network) else params)[-1][0].shape[0]
-    if type(y) is np.ndarray and Loss(loss).target_out_of_range(y, K) is not None:
-        return False
+    if type(y) is np.ndarray:
+        K = (params.params if isinstance(params, Network) else params)[-1][0].shape[0]
+        if Loss(loss).target_out_of_range(y, K) is not None:
+            return False
     return resolve_mesh(None, X) is None
 
 

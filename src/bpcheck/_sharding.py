@@ -22,17 +22,27 @@ def resolve_mesh(mesh: Any, X: Any):
     ``X`` counts as split when it is a concrete JAX array with a ``NamedSharding`` over more
     than one device that partitions its first axis.  Returns ``None`` for one device.
     """
-    from jax.sharding import Mesh, NamedSharding
-
     if mesh is not None:
+        from jax.sharding import Mesh
+
         if not isinstance(mesh, Mesh):
             raise TypeError(f"mesh: expected a jax.sharding.Mesh or None, got {type(mesh).__name__}")
         return mesh
     if is_jax(X) and not is_tracer(X):
         s = X.sharding
+        if type(s) in _ONE_DEVICE:  # (a repeat call checks this: no import on its way)
+            return None
+        from jax.sharding import NamedSharding, SingleDeviceSharding
+
+        _ONE_DEVICE.add(SingleDeviceSharding)
         if isinstance(s, NamedSharding) and s.mesh.size > 1 and len(s.spec) and s.spec[0]:
             return s.mesh
     return None
+
+
+_ONE_DEVICE: set = set()
+"""``{jax.sharding.SingleDeviceSharding}`` once JAX has been seen (an array on one device is
+never split)."""
 
 
 def batch_parallel(
