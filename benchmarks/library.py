@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import os
 import resource
 import time
@@ -290,9 +291,14 @@ def single_rows(repeats, worst, widths=(10, 32, 32, 3)):
     """JAX calls with one example ``x`` of shape ``(d_0,)``, against the same call with a
     batch of one ``(1, d_0)`` (what adding and taking away the batch axis costs) and the
     one-example call under ``jax.jit``; ``program``: the compiled program that a repeat call
-    runs (:func:`plan_ms`), with its NaN/inf flag read back, timed alone."""
+    runs (:func:`plan_ms`), with its NaN/inf flag read back, timed alone.  The last three
+    columns time the call, the program and the jitted call once each, in turn, ``INTERLEAVED``
+    times, and give the medians' ratios: calls of tens of microseconds run at two or three
+    speeds for seconds at a time on a shared machine, and calls in turn share them, where
+    the best of separate runs may each catch another."""
     print(f"{'JAX, one example':<30} {'widths':<28} {'x':>9} {'X[:1]':>9} {'x, jit':>9} "
-          f"{'program':>9} {'x/X[:1]':>9} {'call/jit':>8} {'program/jit':>11}   (ms)")
+          f"{'program':>9} {'x/X[:1]':>9} {'call/jit':>8} {'program/jit':>11} {'in turn: x':>10} "
+          f"{'x, jit':>7} {'call/jit':>8} {'program/jit':>11}   (ms)")
     _, (params, X, y, _) = network(list(widths), 4)
     for name, fn in SINGLE.items():
         plans = set(_compiled._PLANS)
@@ -307,21 +313,50 @@ def single_rows(repeats, worst, widths=(10, 32, 32, 3)):
                   best_ms(fn, repeats, params, X[:1], y[:1]),
                   best_ms(jitted, repeats, params, X[0], y[0])) for _ in range(ROUNDS)]
         t_one, t_program, t_batch, t_jit = map(min, zip(*times))
+        x0, y0 = X[0], y[0]
+        m_one, m_program, m_jit = in_turn_ms(
+            [functools.partial(fn, params, x0, y0), plan_program(new[0], fn, params, x0, y0),
+             functools.partial(jitted, params, x0, y0)])
         worst["call/jit"] = max(worst["call/jit"], t_one / t_jit)
         worst["single"] = max(worst.get("single", (0.0,)), (t_one / t_jit, t_program / t_jit, name))
+        worst["in turn"] = max(worst.get("in turn", (0.0,)), (m_one / m_jit, m_program / m_jit, name))
         print(f"{name:<30} {'-'.join(map(str, widths)):<28} {t_one:9.3f} {t_batch:9.3f} "
               f"{t_jit:9.3f} {t_program:9.3f} {t_one / t_batch:9.2f} {t_one / t_jit:8.2f} "
-              f"{t_program / t_jit:11.2f}", flush=True)
+              f"{t_program / t_jit:11.2f} {m_one:10.3f} {m_jit:7.3f} {m_one / m_jit:8.2f} "
+              f"{m_program / m_jit:11.2f}", flush=True)
+
+
+INTERLEAVED = 3000
+
+
+def in_turn_ms(fns):
+    """Median milliseconds of each of ``fns`` (results waited for), called once each in turn
+    ``INTERLEAVED`` times after a warm-up round."""
+    for fn in fns:
+        jax.block_until_ready(fn())
+    times = [[] for _ in fns]
+    clock = time.perf_counter
+    for _ in range(INTERLEAVED):
+        for fn, spent in zip(fns, times):
+            t0 = clock()
+            jax.block_until_ready(fn())
+            spent.append(clock() - t0)
+    return [1e3 * float(np.median(spent)) for spent in times]
 
 
 ROUNDS = 3
 
 
 def plan_ms(key, fn, repeats, *args):
+    """Milliseconds of :func:`plan_program`, best of ``repeats``: what a repeat call costs
+    without its own Python (finding the plan from the arguments' shapes and dtypes)."""
+    return best_ms(plan_program(key, fn, *args), repeats)
+
+
+def plan_program(key, fn, *args):
     """The compiled program of the plan ``key`` (``bpcheck._compiled.replayed``) that calls
-    ``fn(*args)`` repeat, run alone on the arrays a repeat call hands it, its NaN/inf flag
-    read back as a repeat call reads it: what a repeat call costs without its own Python
-    (finding the plan from the arguments' shapes and dtypes)."""
+    ``fn(*args)`` repeat, as a function of nothing that runs it on the arrays a repeat call
+    hands it and reads its NaN/inf flag back as a repeat call reads it."""
     plan = runner, take, axis, trust = _compiled._PLANS[key]
     given = []
 
@@ -343,7 +378,7 @@ def plan_ms(key, fn, repeats, *args):
         assert np.asarray(ok)
         return out
 
-    return best_ms(program, repeats)
+    return program
 
 
 def trainer_rows(repeats, iters):
@@ -396,6 +431,9 @@ def main() -> None:
     call_jit, program_jit, name = worst["single"]
     print(f"  worst one-example row, {name}: call/jit {call_jit:.2f}, of which the compiled program "
           f"a repeat call runs, alone with its NaN/inf flag read back, {program_jit:.2f}")
+    call_jit, program_jit, name = worst["in turn"]
+    print(f"  the one-example rows timed in turn (medians): worst {name}, call/jit {call_jit:.2f} "
+          f"({'met' if call_jit <= 1.5 else 'missed'}), its program alone {program_jit:.2f}")
     print(f"target factored trainer <= 2x the lecture's code per step: {ratio:.2f} "
           f"({'met' if ratio <= 2 else 'missed'})")
 
