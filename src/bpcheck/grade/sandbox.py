@@ -35,6 +35,7 @@ import pwd
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -256,7 +257,8 @@ def memory_cgroup(mb: int) -> tuple:
                 with open(os.path.join(own, "cgroup.subtree_control")) as f:
                     if "memory" not in f.read().split():
                         continue
-            folder = tempfile.mkdtemp(prefix="bpcheck-grade-", dir=own)
+            _remove_stale_cgroups(own)
+            folder = tempfile.mkdtemp(prefix=f"{_CGROUP_PREFIX}{_me()}-", dir=own)
         except OSError:
             continue
         limits = ([("memory.limit_in_bytes", True), ("memory.memsw.limit_in_bytes", False)]
@@ -274,6 +276,83 @@ def memory_cgroup(mb: int) -> tuple:
             return None, f"{folder}: {err.strerror}"
         return folder, None
     return None, "no writable memory cgroup hierarchy"
+
+
+_CGROUP_PREFIX = "bpcheck-grade-"
+"""The names of the grader's cgroups and child folders: ``bpcheck-grade-PID-START-...``,
+with its pid and start time (:func:`_me`), so that a later grader can tell a killed
+grader's leftovers (:func:`_remove_stale_cgroups`, :func:`_remove_stale_boxes`)."""
+
+
+def _started(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks after boot, ``/proc/PID/stat`` field 22), or
+    ``None`` when there is no such process: with the pid, it names one process for good."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _me() -> str:
+    return f"{os.getpid()}-{_started(os.getpid())}"
+
+
+def _remove_stale_cgroups(own: str) -> None:
+    """Remove the cgroups of :func:`memory_cgroup` below ``own`` whose grader has ended
+    (their name says which: ``bpcheck-grade-PID-START-...``) without removing them: a grader
+    killed with SIGKILL.  Its child's processes die with it (``PR_SET_PDEATHSIG``), but
+    without namespaces its processes' own children may not; any still in the cgroup are
+    killed first.  A cgroup of a grader that still runs (a sibling ``grade-batch`` worker)
+    is left alone."""
+    try:
+        names = [n for n in os.listdir(own) if n.startswith(_CGROUP_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        if not _ended(name):
+            continue
+        folder = os.path.join(own, name)
+        for _ in range(50):
+            try:
+                with open(os.path.join(folder, "cgroup.procs")) as f:
+                    members = [int(line) for line in f if line.strip()]
+            except (OSError, ValueError):
+                break
+            if not members:
+                break
+            for member in members:
+                try:
+                    os.kill(member, signal.SIGKILL)
+                except OSError:
+                    pass
+            time.sleep(0.01)
+        remove_cgroup(folder)
+
+
+def _ended(name: str) -> bool:
+    """Whether the grader that named a folder ``bpcheck-grade-PID-START-...`` has ended."""
+    pid, _, rest = name[len(_CGROUP_PREFIX):].partition("-")
+    start = rest.partition("-")[0]
+    return pid.isdigit() and start.isdigit() and _started(int(pid)) != int(start)
+
+
+def _remove_stale_boxes(folder: str) -> None:
+    """Remove the child folders (``bpcheck-grade-PID-START-...``) in ``folder`` that a
+    grader of this uid made and, killed, did not remove.  ``rmtree`` only, which never
+    follows a link: without namespaces, a killed grader's orphans may still be running."""
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(_CGROUP_PREFIX) and _ended(n)]
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            info = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid():
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def oom_kills(folder: str) -> int:
@@ -667,7 +746,8 @@ def run_session(source: str, groups: list, limits: Limits, *, functions=(),
     # to a child that has its uid (an ordinary user's grader without namespaces), which
     # could otherwise read the seed and hidden inputs from its memory, or rewrite it
     _libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
-    box = tempfile.mkdtemp(prefix="bpcheck-grade-")
+    _remove_stale_boxes(tempfile.gettempdir())
+    box = tempfile.mkdtemp(prefix=f"{_CGROUP_PREFIX}{_me()}-")
     proc = cgroup = None
     readers = []
     fds = []
@@ -707,6 +787,7 @@ def run_session(source: str, groups: list, limits: Limits, *, functions=(),
             "cpu_s": int(end - started) + 1,
             "forbidden": list(forbidden), "preimport": list(preimport), "result_fd": w_fd,
             "command_fd": c_r, "hidden_output_fd": h_w, "kill_others": uid is not None,
+            "grader_pid": os.getpid(),
             "max_terms": 2000, "max_degree": 8, **(extra_plan or {}),
         }
         with open(os.path.join(box, "plan.json"), "w") as f:

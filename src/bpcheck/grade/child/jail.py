@@ -72,6 +72,17 @@ def _without(notes):
         notes.append(_SAME_UID)
 
 
+def die_with_parent(parent):
+    """Have the kernel SIGKILL this process when its parent ends (``PR_SET_PDEATHSIG``), and
+    leave now if the parent, pid ``parent``, has already ended.  The harness calls it first
+    thing, for the grader: killed (SIGKILL, no clean-up), the grader takes the keeper with
+    it, the keeper the init, and the init every process of the namespace.  A change of
+    uid clears the setting, so the worker calls it again after the privilege drop."""
+    _check(_libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0), "PR_SET_PDEATHSIG")
+    if os.getppid() != parent:
+        os._exit(70)
+
+
 def join_cgroup(plan, notes):
     """Move this process (the keeper, before it forks anything) into the memory cgroup the
     parent made for the child, so that every process of the submission is in it and

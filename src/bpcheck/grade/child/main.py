@@ -6,8 +6,9 @@ hidden from the child) and uses the standard library and NumPy only (SymPy for t
 symbolic rules).  It is trusted code that runs *before* the submission, in this order:
 
 1. read the plan and the submission's source into memory;
-2. join the memory cgroup the parent made, where it could make one
-   (:func:`.jail.join_cgroup`), and enter the namespaces (:func:`.jail.enter`);
+2. die with the grader (:func:`.jail.die_with_parent`), join the memory cgroup the parent
+   made, where it could make one (:func:`.jail.join_cgroup`), and enter the namespaces
+   (:func:`.jail.enter`);
 3. import NumPy (and SymPy) and the usual standard-library modules, then build the
    allow-listed file system view from what is loaded (:func:`.jail.build_view`);
 4. install an import blocker for bpcheck, JAX, PyTorch and other autodiff libraries;
@@ -47,6 +48,7 @@ def main():
     channel = plan["result_fd"]
     notes = []
 
+    jail.die_with_parent(plan["grader_pid"])
     jail.join_cgroup(plan, notes)
     isolated = jail.enter(plan, notes)
 
@@ -88,10 +90,12 @@ def main():
                        or "numpy and the standard library only")
     sys.meta_path.insert(0, blocker)
     _set_limits(plan, notes)
+    parent = os.getppid()  # (the grader; with namespaces the init)
     try:
         _drop_privileges(plan, notes, userns=isolated and os.geteuid() != 0)
     except OSError as err:
         notes.append(f"user: could not drop privileges ({err})")
+    jail.die_with_parent(parent)  # (the drop cleared it)
     jail.forbid_user_namespaces(notes)
     if not hidden_by_mounts:
         _report_exposed(plan, notes)
