@@ -16,8 +16,10 @@ grader as a command, as root and as an ordinary user (see :mod:`attacks`), and c
 from __future__ import annotations
 
 import csv
+import ctypes
 import io
 import os
+import platform
 import textwrap
 from pathlib import Path
 
@@ -717,6 +719,62 @@ def test_the_submission_cannot_make_a_user_namespace(mode, config):
     assert "user namespaces: the submission cannot make any (seccomp)" in notes, notes
     out = run.results["output"]
     assert "NEWUSER -1 1" in out and "THREAD [1] FORK 7" in out, out[-3000:]
+
+
+KEYRINGS_AND_I386 = '''
+import ctypes
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+_buf = ctypes.create_string_buffer(512)
+_n = _libc.syscall(250, 6, ctypes.c_long(-3), _buf, 512)  # KEYCTL_DESCRIBE, the session keyring
+print("SESSION", _n, ctypes.get_errno(), _buf.value.decode(errors="replace"))
+_k = _libc.syscall(248, b"user", b"BPCHECK-ATTACK-key", b"x", 1, ctypes.c_long(-4))  # add_key
+print("ADD_KEY", _k, ctypes.get_errno())
+try:
+    _keys = open("/proc/keys").read()
+except OSError:
+    _keys = ""
+print("SECRET SEEN", "BPCHECK-ATTACK-secret" in _keys)
+# unshare(CLONE_NEWUSER) through the i386 ABI (int 0x80: eax = 310, ebx = the flags)
+_code = bytes([0xB8, 0x36, 0x01, 0, 0, 0xBB, 0, 0, 0, 0x10, 0xCD, 0x80, 0xC3])
+_libc.mmap.restype = ctypes.c_void_p  # (the mmap module: unreadable to some child uids)
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_long]
+_at = _libc.mmap(None, 4096, 7, 0x22, -1, 0)  # read, write, exec; private, anonymous
+ctypes.memmove(_at, _code, len(_code))
+print("I386_UNSHARE", ctypes.CFUNCTYPE(ctypes.c_int)(_at)())
+
+
+def softmax_loss(W, b, X, y, reg):
+    return 7.0, W * 0 + 7, b * 0 + 7
+'''
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="x86-64 system call numbers")
+@pytest.mark.parametrize("config", [CONFIG, NO_NAMESPACES], ids=["namespaces", "no-namespaces"])
+def test_keyrings_and_other_system_call_abis_are_closed(mode, config):
+    """Keyrings are not namespaced, and a uid's keyring outlives its processes: a
+    submission left hidden tests' inputs there for the next one graded with the same uid,
+    and read and wrote the grader's own session keyring (kept across the privilege drop).
+    The child joins a new session keyring and the seccomp filter refuses ``add_key``,
+    ``request_key`` and ``keyctl``; system calls of the i386 ABI (``int 0x80``), through
+    which a submission made a user namespace past the filter, fail with ENOSYS.  The
+    grader runs here in a session keyring of its own holding a secret, as under
+    ``pam_keyinit`` or a systemd service."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    assert libc.syscall(250, 1, b"bpcheck-test-session") > 0  # KEYCTL_JOIN_SESSION_KEYRING
+    secret = libc.syscall(248, b"user", b"BPCHECK-ATTACK-secret", b"TOKEN", 5, ctypes.c_long(-3))
+    assert secret > 0
+    run = grade(attack(KEYRINGS_AND_I386), mode, config=config)
+    assert_contained(run, "wrong")
+    out = run.results["output"]
+    assert "SESSION -1 1 " in out and "ADD_KEY -1 1" in out, out[-3000:]
+    assert "SECRET SEEN False" in out and "I386_UNSHARE -38" in out, out[-3000:]
+    keys = ctypes.create_string_buffer(4096)  # the grader's session keyring: the secret alone
+    n = libc.syscall(250, 11, ctypes.c_long(-3), keys, 4096)  # KEYCTL_READ
+    assert n == 4, n
 
 
 # ------------------------------------------------------------- 7. the autodiff ban

@@ -394,8 +394,26 @@ def _drop_privileges(plan, notes, userns=False):
     notes.append(f"user: unprivileged uid {uid} (dropped from root before the submission ran)")
 
 
-# seccomp: the numbers of unshare, clone and clone3, and the audit architecture, per machine
-_SECCOMP_SYSCALLS = {"x86_64": (0xC000003E, 272, 56, 435), "aarch64": (0xC00000B7, 97, 220, 435)}
+# seccomp: the audit architecture and the numbers of unshare, clone, clone3, add_key,
+# request_key and keyctl, per machine
+_SECCOMP_SYSCALLS = {"x86_64": (0xC000003E, 272, 56, 435, 248, 249, 250),
+                     "aarch64": (0xC00000B7, 97, 220, 435, 217, 218, 219)}
+_X32 = 0x40000000  # x86-64: syscall numbers of the x32 ABI have this bit set
+
+
+def leave_session_keyring(notes):
+    """Join a new, empty, anonymous session keyring (``KEYCTL_JOIN_SESSION_KEYRING``): a
+    change of uid keeps the grader's, which the submission read and wrote (a key planted
+    in a test, under ``pam_keyinit``, stayed in the instructor's session).  Before
+    :func:`forbid_user_namespaces`, which closes ``keyctl``."""
+    numbers = _SECCOMP_SYSCALLS.get(platform.machine())
+    if numbers is None:
+        notes.append(f"keyrings: the grader's session keyring is kept (no keyctl number for "
+                     f"{platform.machine()})")
+        return
+    if _libc.syscall(ctypes.c_long(numbers[6]), ctypes.c_long(1), None) < 0:
+        notes.append(f"keyrings: the grader's session keyring is kept (keyctl refused: "
+                     f"{os.strerror(ctypes.get_errno())})")
 
 
 def forbid_user_namespaces(notes):
@@ -404,22 +422,33 @@ def forbid_user_namespaces(notes):
     read) with ``ENOSYS``, which makes the C library fall back to ``clone``.  In a user
     namespace of its own a submission could make network namespaces, whose kernel memory
     is only partly charged to the memory cgroup (a child held twice its limit), and IPC
-    namespaces without the System V caps."""
+    namespaces without the System V caps.  The kernel's key management (``add_key``,
+    ``request_key``, ``keyctl``) fails with ``EPERM``: keyrings are not namespaced, and a
+    uid's keyring outlives its processes (a submission left the inputs of hidden tests
+    there for the next submission graded with the same uid).  System calls of another ABI
+    (x86-64's i386 ``int 0x80`` and x32; a submission made a user namespace through the
+    first) fail with ``ENOSYS``."""
     numbers = _SECCOMP_SYSCALLS.get(platform.machine())
     if numbers is None:
         notes.append(f"user namespaces: not forbidden (no seccomp filter for "
                      f"{platform.machine()})")
         return
-    arch, unshare, clone, clone3 = numbers
-    LD, JEQ, JSET, RET = 0x20, 0x15, 0x45, 0x06  # BPF_LD|W|ABS, JMP|JEQ|K, JMP|JSET|K, RET|K
+    arch, unshare, clone, clone3, add_key, request_key, keyctl = numbers
+    LD, JEQ, JGE, JSET, RET = 0x20, 0x15, 0x35, 0x45, 0x06  # LD|W|ABS, JMP|JEQ|K, JGE, JSET
     ALLOW, EPERM, ENOSYS = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38
     program = [
         (LD, 0, 0, 4),                     # the architecture
         (JEQ, 1, 0, arch),
-        (RET, 0, 0, ALLOW),                # (another ABI: not filtered)
+        (RET, 0, 0, ENOSYS),               # another ABI (i386 on x86-64)
         (LD, 0, 0, 0),                     # the syscall number
+        (JGE, 0, 1, _X32),
+        (RET, 0, 0, ENOSYS),               # x32
         (JEQ, 0, 1, clone3),
         (RET, 0, 0, ENOSYS),
+        (JEQ, 2, 0, add_key),
+        (JEQ, 1, 0, request_key),
+        (JEQ, 0, 1, keyctl),
+        (RET, 0, 0, EPERM),
         (JEQ, 1, 0, unshare),
         (JEQ, 0, 3, clone),
         (LD, 0, 0, 16),                    # the first argument (its low 32 bits): the flags

@@ -96,6 +96,7 @@ def main():
     except OSError as err:
         notes.append(f"user: could not drop privileges ({err})")
     jail.die_with_parent(parent)  # (the drop cleared it)
+    jail.leave_session_keyring(notes)
     jail.forbid_user_namespaces(notes)
     if not hidden_by_mounts:
         _report_exposed(plan, notes)
