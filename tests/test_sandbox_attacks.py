@@ -777,6 +777,50 @@ def test_keyrings_and_other_system_call_abis_are_closed(mode, config):
     assert n == 4, n
 
 
+CPU_HOG = '''
+import time
+
+_t0 = time.monotonic()
+_pids = []
+for _ in range(3):  # three busy processes of 1.5 s each
+    _pid = os.fork()
+    if _pid == 0:
+        _end = time.monotonic() + 1.5
+        while time.monotonic() < _end:
+            pass
+        os._exit(0)
+    _pids.append(_pid)
+for _pid in _pids:
+    os.waitpid(_pid, 0)
+_t = os.times()
+print("CPU PER WALL %.2f" % ((_t.children_user + _t.children_system) / (time.monotonic() - _t0)))
+
+
+def softmax_loss(W, b, X, y, reg):
+    return 7.0, W * 0 + 7, b * 0 + 7
+'''
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one CPU: a cap of one CPU is no cap")
+def test_the_childs_processes_together_get_one_cpu(mode):
+    """``RLIMIT_CPU`` bounds each process, and deadlines are wall-clock time: under
+    ``grade-batch --jobs 2`` a submission's 14 busy processes made a correct batch-mate
+    miss its deadlines (6 / 10 instead of 10 / 10).  As root the child's processes are in
+    a cpu cgroup of one CPU (three busy ones got about 1 CPU-second per second, 2 without
+    it on an idle two-core machine); an ordinary user's grader, or a root one where no
+    cgroup can be made, says it has none."""
+    run = grade(attack(CPU_HOG), mode)
+    assert_contained(run, "wrong")
+    notes = "\n".join(run.results["extra_data"]["sandbox"])
+    out = run.results["output"]
+    rate = float(out.split("CPU PER WALL ")[1].split()[0])
+    if mode == "user" or "memory: a cgroup" not in notes:  # (where none can be made)
+        assert "cpu: no cgroup" in notes, notes
+        return
+    assert "cpu: a cgroup gives the child's processes one CPU in all" in notes, notes
+    assert rate < 1.3, (rate, out[-2000:])
+
+
 # ------------------------------------------------------------- 7. the autodiff ban
 
 def _fake_autodiff_library(root: Path) -> Path:

@@ -224,6 +224,32 @@ def _kill_tree(root: int | None, spare: set) -> None:
         time.sleep(0.005)
 
 
+def _hierarchies(controller: str):
+    """``(v1, own)`` for each mounted cgroup hierarchy that has ``controller`` (cgroup v1)
+    or is the unified one (v2), ``own`` this process's cgroup folder in it."""
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line.split(" - ", 1) for line in f.read().splitlines() if " - " in line]
+    with open("/proc/self/cgroup") as f:
+        mine = [line.split(":", 2) for line in f.read().splitlines() if line.count(":") >= 2]
+    for left, right in mounts:
+        fields, (fstype, _, options) = left.split(), (right.split() + ["", "", ""])[:3]
+        v1 = fstype == "cgroup" and controller in options.split(",")
+        if not (v1 or fstype == "cgroup2") or len(fields) < 5:
+            continue
+        path = next((p for _, names, p in mine if (controller in names.split(",") if v1
+                                                     else names == "")), None)
+        root, point = fields[3], fields[4]
+        if path is None or not (path + "/").startswith(root.rstrip("/") + "/"):
+            continue
+        yield v1, os.path.join(point, path[len(root.rstrip("/")):].lstrip("/"))
+
+
+def _delegated(own: str, controller: str) -> bool:
+    """cgroup v2: whether ``controller`` is enabled for the cgroups below ``own``."""
+    with open(os.path.join(own, "cgroup.subtree_control")) as f:
+        return controller in f.read().split()
+
+
 def memory_cgroup(mb: int) -> tuple:
     """``(folder, None)``: a fresh memory cgroup below this process's own, limited to ``mb``
     MB for all its processes together (their pages, tmpfs and ``memfd`` files, and the
@@ -235,28 +261,13 @@ def memory_cgroup(mb: int) -> tuple:
     if os.geteuid() != 0:
         return None, "the grader is not root"
     try:
-        with open("/proc/self/mountinfo") as f:
-            mounts = [line.split(" - ", 1) for line in f.read().splitlines() if " - " in line]
-        with open("/proc/self/cgroup") as f:
-            mine = [line.split(":", 2) for line in f.read().splitlines() if line.count(":") >= 2]
+        found = list(_hierarchies("memory"))
     except OSError as err:
         return None, f"cannot read /proc ({err.strerror})"
-    for left, right in mounts:
-        fields, (fstype, _, options) = left.split(), (right.split() + ["", "", ""])[:3]
-        v1 = fstype == "cgroup" and "memory" in options.split(",")
-        if not (v1 or fstype == "cgroup2") or len(fields) < 5:
-            continue
-        path = next((p for _, names, p in mine if ("memory" in names.split(",") if v1
-                                                     else names == "")), None)
-        root, point = fields[3], fields[4]
-        if path is None or not (path + "/").startswith(root.rstrip("/") + "/"):
-            continue
-        own = os.path.join(point, path[len(root.rstrip("/")):].lstrip("/"))
+    for v1, own in found:
         try:
-            if not v1:
-                with open(os.path.join(own, "cgroup.subtree_control")) as f:
-                    if "memory" not in f.read().split():
-                        continue
+            if not v1 and not _delegated(own, "memory"):
+                continue
             _remove_stale_cgroups(own)
             folder = tempfile.mkdtemp(prefix=f"{_CGROUP_PREFIX}{_me()}-", dir=own)
         except OSError:
@@ -276,6 +287,48 @@ def memory_cgroup(mb: int) -> tuple:
             return None, f"{folder}: {err.strerror}"
         return folder, None
     return None, "no writable memory cgroup hierarchy"
+
+
+CPU_PERIOD_US = 100_000
+
+
+def cpu_cgroup(memory: str | None) -> tuple:
+    """``(folder, None)``: a cgroup below this process's own in the ``cpu`` hierarchy, for
+    one child to join, that gives all of its processes together one CPU at most, and, as
+    one group among its siblings, an equal share of a busy machine however many
+    processes it runs; ``folder`` is ``memory`` itself under cgroup v2, where one folder
+    holds both.  ``(None, why)`` where none can be made.  ``RLIMIT_CPU`` bounds each
+    process only and every deadline is wall-clock time: under ``grade-batch --jobs 2`` a
+    submission's 14 busy processes made a correct batch-mate miss its deadlines."""
+    if os.geteuid() != 0:
+        return None, "the grader is not root"
+    try:
+        found = list(_hierarchies("cpu"))
+    except OSError as err:
+        return None, f"cannot read /proc ({err.strerror})"
+    for v1, own in found:
+        try:
+            if not v1:
+                if memory is None or os.path.dirname(memory) != own or \
+                        not _delegated(own, "cpu"):
+                    continue
+                with open(os.path.join(memory, "cpu.max"), "w") as f:
+                    f.write(f"{CPU_PERIOD_US} {CPU_PERIOD_US}")
+                return memory, None
+            _remove_stale_cgroups(own)
+            folder = tempfile.mkdtemp(prefix=f"{_CGROUP_PREFIX}{_me()}-", dir=own)
+        except OSError:
+            continue
+        try:
+            for name, value in (("cpu.cfs_period_us", CPU_PERIOD_US),
+                                ("cpu.cfs_quota_us", CPU_PERIOD_US)):
+                with open(os.path.join(folder, name), "w") as f:
+                    f.write(str(value))
+        except OSError as err:
+            remove_cgroup(folder)
+            return None, f"{folder}: {err.strerror}"
+        return folder, None
+    return None, "no writable cpu cgroup hierarchy"
 
 
 _CGROUP_PREFIX = "bpcheck-grade-"
@@ -748,7 +801,7 @@ def run_session(source: str, groups: list, limits: Limits, *, functions=(),
     _libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
     _remove_stale_boxes(tempfile.gettempdir())
     box = tempfile.mkdtemp(prefix=f"{_CGROUP_PREFIX}{_me()}-")
-    proc = cgroup = None
+    proc = cgroup = cpu = None
     readers = []
     fds = []
     _become_subreaper()
@@ -777,8 +830,10 @@ def run_session(source: str, groups: list, limits: Limits, *, functions=(),
         fds = [r_fd, w_fd, c_r, c_w, h_r, h_w]
         cgroup_mb = limits.memory_mb + 2 * limits.tmp_mb
         cgroup, refused = memory_cgroup(cgroup_mb)
+        cpu, cpu_refused = cpu_cgroup(cgroup)
         plan = {
             "cgroup": cgroup, "cgroup_mb": cgroup_mb, "cgroup_refused": refused,
+            "cpu_cgroup": cpu, "cpu_cgroup_refused": cpu_refused,
             "functions": list(functions), "box": box, "libs": libs,
             "fallback_work": work, "keep": keep, "hide": _hidden_paths(hide, forbidden),
             "root": os.path.join(box, "root"), "exe": exe, "allowed": list(lib_dirs.values()),
@@ -829,6 +884,8 @@ def run_session(source: str, groups: list, limits: Limits, *, functions=(),
                 result.failure += (f" (its processes together reached the memory limit of "
                                    f"{cgroup_mb} MB)")
             remove_cgroup(cgroup)
+        if cpu is not None and cpu != cgroup:
+            remove_cgroup(cpu)
         for fd in fds:
             try:
                 os.close(fd)

@@ -104,6 +104,26 @@ def join_cgroup(plan, notes):
                  f"all, files in memory and kernel memory included")
 
 
+def join_cpu_cgroup(plan, notes):
+    """Move this process (the keeper, before it forks anything) into the cpu cgroup the
+    parent made for the child: all its processes together get one CPU at most, and an
+    equal share beside other children; a note either way."""
+    folder = plan.get("cpu_cgroup")
+    why = plan.get("cpu_cgroup_refused")
+    if folder is not None and folder != plan.get("cgroup"):
+        try:
+            with open(os.path.join(folder, "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+        except OSError as err:
+            folder, why = None, f"the cgroup refused the child: {err.strerror}"
+    if folder is None:
+        notes.append(f"cpu: no cgroup ({why}); each process's CPU time is limited, not "
+                     f"the child's: children graded at once share the machine unevenly")
+        return
+    notes.append("cpu: a cgroup gives the child's processes one CPU in all, and an equal "
+                 "share beside other children graded at once")
+
+
 def enter(plan, notes):
     """Enter the namespaces and become the worker under a keeper and an init (see the module
     docstring).  Returns ``True`` in the worker when the namespaces are in place, ``False``
