@@ -244,6 +244,24 @@ def _hierarchies(controller: str):
         yield v1, os.path.join(point, path[len(root.rstrip("/")):].lstrip("/"))
 
 
+def _own_cgroups(controller: str) -> tuple:
+    """``(list of (v1, own) from _hierarchies, None)`` for a root grader, else ``(None,
+    why)``."""
+    if os.geteuid() != 0:
+        return None, "the grader is not root"
+    try:
+        return list(_hierarchies(controller)), None
+    except OSError as err:
+        return None, f"cannot read /proc ({err.strerror})"
+
+
+def _fresh_cgroup(own: str) -> str:
+    """A new cgroup folder below ``own`` named after this grader (:data:`_CGROUP_PREFIX`),
+    made after removing those a killed grader left there."""
+    _remove_stale_cgroups(own)
+    return tempfile.mkdtemp(prefix=f"{_CGROUP_PREFIX}{_me()}-", dir=own)
+
+
 def _delegated(own: str, controller: str) -> bool:
     """cgroup v2: whether ``controller`` is enabled for the cgroups below ``own``."""
     with open(os.path.join(own, "cgroup.subtree_control")) as f:
@@ -258,18 +276,14 @@ def memory_cgroup(mb: int) -> tuple:
     writable (most containers), or cgroup v2 without the memory controller delegated.
     ``memory_mb`` limits each process's address space only: ``processes`` of them took
     7.5 GB with ``memory_mb = 768``, and ``memfd`` files 5 GB."""
-    if os.geteuid() != 0:
-        return None, "the grader is not root"
-    try:
-        found = list(_hierarchies("memory"))
-    except OSError as err:
-        return None, f"cannot read /proc ({err.strerror})"
+    found, why = _own_cgroups("memory")
+    if found is None:
+        return None, why
     for v1, own in found:
         try:
             if not v1 and not _delegated(own, "memory"):
                 continue
-            _remove_stale_cgroups(own)
-            folder = tempfile.mkdtemp(prefix=f"{_CGROUP_PREFIX}{_me()}-", dir=own)
+            folder = _fresh_cgroup(own)
         except OSError:
             continue
         limits = ([("memory.limit_in_bytes", True), ("memory.memsw.limit_in_bytes", False)]
@@ -300,12 +314,9 @@ def cpu_cgroup(memory: str | None) -> tuple:
     holds both.  ``(None, why)`` where none can be made.  ``RLIMIT_CPU`` bounds each
     process only and every deadline is wall-clock time: under ``grade-batch --jobs 2`` a
     submission's 14 busy processes made a correct batch-mate miss its deadlines."""
-    if os.geteuid() != 0:
-        return None, "the grader is not root"
-    try:
-        found = list(_hierarchies("cpu"))
-    except OSError as err:
-        return None, f"cannot read /proc ({err.strerror})"
+    found, why = _own_cgroups("cpu")
+    if found is None:
+        return None, why
     for v1, own in found:
         try:
             if not v1:
@@ -315,8 +326,7 @@ def cpu_cgroup(memory: str | None) -> tuple:
                 with open(os.path.join(memory, "cpu.max"), "w") as f:
                     f.write(f"{CPU_PERIOD_US} {CPU_PERIOD_US}")
                 return memory, None
-            _remove_stale_cgroups(own)
-            folder = tempfile.mkdtemp(prefix=f"{_CGROUP_PREFIX}{_me()}-", dir=own)
+            folder = _fresh_cgroup(own)
         except OSError:
             continue
         try:
