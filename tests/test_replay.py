@@ -220,6 +220,43 @@ def test_repeat_per_example_gradients_skip_the_checks_but_not_the_labels_range(l
         fn(args[0], to(X), to(np.full((6, 2), np.nan)), "mse")
 
 
+GAUSS_NEWTON_WITH_LABELS = {  # the three take labels for cross-entropy, though H_n needs none
+    "gauss_newton": lambda p, X, v, y: bpcheck.gauss_newton(p, X, y=y),
+    "gauss_newton_matvec": lambda p, X, v, y: bpcheck.gauss_newton_matvec(p, X, v, y=y),
+    "gauss_newton_operator": lambda p, X, v, y: bpcheck.gauss_newton_operator(p, X, y=y) @ v,
+}
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+@pytest.mark.parametrize("name", GAUSS_NEWTON_WITH_LABELS)
+def test_repeat_gauss_newton_calls_with_labels_skip_the_checks_but_not_the_labels_range(
+        library, name, counted):
+    """Labels given to the Gauss-Newton functions are replayed as the per-example
+    gradients' are: their range checked again on every repeat call (NumPy: before the
+    plan runs; JAX: in its program), one out of range sent to the full path's error."""
+    fn = GAUSS_NEWTON_WITH_LABELS[name]
+    to = LIBRARIES[library]
+    labels = np.array([0, 1, 1, 0, 1, 0])
+    for x_of in (lambda X: X, lambda X: X[2]):
+        counted.clear()
+        for seed in (0, 1, 2):
+            params, X, v = network(seed)
+            args = ([(to(B), to(b)) for B, b in params], to(x_of(X)), to(v), to(x_of(labels)))
+            got = fn(*args)
+            _compiled._PLANS.clear()
+            want = fn(*args)  # the full path
+            assert type(got) is type(want) and got.dtype == want.dtype and got.shape == want.shape
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+        counted.clear()
+        for _ in range(3):
+            fn(*args)
+        assert len(counted) == 0, "a repeat call with labels ran the checks"
+        for bad in (2, -1):
+            with pytest.raises(ValueError, match=rf"y: class labels must lie in 0..1 .*got {bad}"):
+                fn(*args[:3], to(np.where(x_of(labels) == 1, bad, 0)))
+        assert len(counted) == 2
+
+
 @pytest.mark.parametrize("library", LIBRARIES)
 def test_repeat_ntk_calls_skip_the_checks_and_catch_nan(library, monkeypatch):
     from bpcheck import _ntk

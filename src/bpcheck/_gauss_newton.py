@@ -28,8 +28,8 @@ from ._activations import resolve_activations
 from ._arrays import (as_array, host_buffer, is_jax, is_tracer, on_default_cpu, prepare,
                       split_finite_checks, to_jax)
 from ._compiled import built, call, recording, replayed, rerun, shape_of, written
-from ._losses import check_reduction, resolve_loss
-from ._model import model_params, model_vector
+from ._losses import Loss, check_reduction, resolve_loss
+from ._model import Network, model_params, model_vector
 from ._params import _layer_slices, beta_size, layers_from_beta, param_count
 from ._recursion import _factors, _forward_layers, by_rows, kept_factors, pullback, push
 
@@ -108,6 +108,25 @@ def _check_nonempty(X2):
                          f"over examples), got shape {tuple(X2.shape)}")
 
 
+def _targets_in_range(params, loss, y) -> bool:
+    """For a repeat call (:func:`bpcheck._compiled.replayed`): NumPy targets in their range,
+    as the first call found them (class labels, binary targets; JAX ones are checked by the
+    program's flag, see :meth:`bpcheck.Loss.target_bounds`), without which the call takes
+    its full path and raises the error that names them."""
+    if type(y) is not np.ndarray:
+        return True
+    K = (params.params if isinstance(params, Network) else params)[-1][0].shape[0]
+    return Loss(loss).target_out_of_range(y, K) is None
+
+
+def _repeatable(params, X, loss="cross_entropy", *, y=None, **options):
+    return _targets_in_range(params, loss, y)
+
+
+def _repeatable_matvec(params, X, v, loss="cross_entropy", *, y=None, **options):
+    return _targets_in_range(params, loss, y)
+
+
 def _setup(params, X, y, loss, reduction, activation, **others):
     loss = resolve_loss(loss, hessian=True)
     mean = check_reduction(reduction) == "mean"
@@ -121,7 +140,7 @@ def _setup(params, X, y, loss, reduction, activation, **others):
     return params, widths, X2, y2, xp, others, (loss, acts, scale, tuple(widths)), unchecked
 
 
-@replayed("params", "X")
+@replayed("params", "X", "y", recheck=_repeatable)
 def gauss_newton(params: Any, X: Any, loss: Any = "cross_entropy", *, y: Any = None,
                  reduction: str = "mean", activation: Any = None):
     """The generalised Gauss-Newton matrix ``mean_n J_n' H_n J_n``, shape ``(P, P)``.
@@ -140,10 +159,11 @@ def gauss_newton(params: Any, X: Any, loss: Any = "cross_entropy", *, y: Any = N
     """
     params, activation, _ = model_params(params, activation)
     params, _, X2, y2, xp, _, static, unchecked = _setup(params, X, y, loss, reduction, activation)
-    return call(_gauss_newton, xp, static, params, X2, y2, unchecked=unchecked)
+    return call(_gauss_newton, xp, static, params, X2, y2, unchecked=unchecked,
+                bounds=static[0].target_bounds(y2, static[-1][-1]))
 
 
-@replayed("params", "X", "v")
+@replayed("params", "X", "v", "y", recheck=_repeatable_matvec)
 def gauss_newton_matvec(params: Any, X: Any, v: Any, loss: Any = "cross_entropy", *,
                         y: Any = None, reduction: str = "mean", activation: Any = None):
     """``G v = mean_n J_n' H_n (J_n v)`` without forming ``G`` or ``J``, shape ``(P,)``.
@@ -177,7 +197,7 @@ def gauss_newton_matvec(params: Any, X: Any, v: Any, loss: Any = "cross_entropy"
             y2 = y2.astype(dtype) if y2 is not None and y2.dtype.kind == "f" else y2
         v = v.astype(dtype)
     return back(call(_gauss_newton_matvec, xp, static, params, X2, y2, v, unchecked=unchecked,
-                     join=-1))
+                     bounds=static[0].target_bounds(y2, widths[-1]), join=-1))
 
 
 # --- the Gauss-Newton matrix as an operator: factors once, products many times ---------
@@ -411,7 +431,7 @@ class GaussNewtonOperator:
         return self._products(self._xp.eye(self.shape[0], dtype=self.dtype))
 
 
-@replayed("params", "X")
+@replayed("params", "X", "y", recheck=_repeatable)
 def gauss_newton_operator(params: Any, X: Any, loss: Any = "cross_entropy", *, y: Any = None,
                           reduction: str = "mean", activation: Any = None) -> GaussNewtonOperator:
     """The Gauss-Newton matrix of :func:`gauss_newton` as a :class:`GaussNewtonOperator`.
@@ -436,7 +456,8 @@ def gauss_newton_operator(params: Any, X: Any, loss: Any = "cross_entropy", *, y
     params, widths, X2, y2, xp, _, static, unchecked = _setup(params, X, y, loss, reduction,
                                                               activation)
     loss_, acts, scale, widths_t = static
-    stored = call(_operator_setup, xp, (acts, loss_), params, X2, y2, unchecked=unchecked)
+    stored = call(_operator_setup, xp, (acts, loss_), params, X2, y2, unchecked=unchecked,
+                  bounds=loss_.target_bounds(y2, widths[-1]))
     make = functools.partial(_operator, static=(loss_, scale, widths_t), net=net, xp=xp,
                              dtype=X2.dtype, P=param_count(widths), N=X2.shape[0])
     # a repeat call with the same signature (plain (B, b) lists) runs the setup's program
