@@ -6,14 +6,18 @@ hidden from the child) and uses the standard library and NumPy only (SymPy for t
 symbolic rules).  It is trusted code that runs *before* the submission, in this order:
 
 1. read the plan and the submission's source into memory;
-2. die with the grader (:func:`.jail.die_with_parent`), join the memory cgroup the parent
-   made, where it could make one (:func:`.jail.join_cgroup`), and enter the namespaces
+2. die with the grader (:func:`.jail.die_with_parent`), join the memory cgroup and the
+   cpu cgroup of one CPU the parent made, where it could make them
+   (:func:`.jail.join_cgroup`, :func:`.jail.join_cpu_cgroup`), and enter the namespaces
    (:func:`.jail.enter`);
 3. import NumPy (and SymPy) and the usual standard-library modules, then build the
    allow-listed file system view from what is loaded (:func:`.jail.build_view`);
 4. install an import blocker for bpcheck, JAX, PyTorch and other autodiff libraries;
 5. set resource limits (address space, CPU time, processes, file size);
-6. drop to an unprivileged uid when started as root (irreversible);
+6. drop to an unprivileged uid when started as root (irreversible), die with the grader
+   again (the drop clears that), join a new session keyring of its own
+   (:func:`.jail.leave_session_keyring`) and install the seccomp filter
+   (:func:`.jail.forbid_user_namespaces`: no user namespaces, no keyrings, no other ABI);
 7. load the submission once (:mod:`.load`: a notebook cell by cell, each within its time
    budget);
 8. for each group of tests the parent sends (its inputs come with it), fork: the forked
