@@ -843,6 +843,27 @@ def test_the_childs_processes_together_get_one_cpu(mode):
     assert rate < 1.3, (rate, out[-2000:])
 
 
+def test_a_v2_cpu_limit_is_not_claimed_when_its_memory_cgroup_refused_the_child(tmp_path):
+    """Under cgroup v2 one folder holds the memory and the cpu limits: a child that could
+    not join it has neither, and its notes say so for both."""
+    from bpcheck.grade.child import jail
+
+    gone = str(tmp_path / "removed-cgroup")  # joining it fails (no such folder)
+    for plan in ({"cgroup": gone, "cpu_cgroup": gone, "cgroup_mb": 896},
+                 {"cgroup": gone, "cpu_cgroup": str(tmp_path / "another"), "cgroup_mb": 896}):
+        notes = []
+        jail.join_cpu_cgroup(plan, notes, jail.join_cgroup(plan, notes))
+        assert notes[0].startswith("memory: the cgroup refused the child"), notes
+        assert notes[1].startswith("cpu: no cgroup"), notes
+    cgroup = tmp_path / "joinable"  # (a plain file stands in for cgroup.procs: the write works)
+    cgroup.mkdir()
+    (cgroup / "cgroup.procs").write_text("")
+    notes = []
+    plan = {"cgroup": str(cgroup), "cpu_cgroup": str(cgroup), "cgroup_mb": 896}
+    jail.join_cpu_cgroup(plan, notes, jail.join_cgroup(plan, notes))
+    assert notes[0].startswith("memory: a cgroup holds") and notes[1].startswith("cpu: a cgroup"), notes
+
+
 # ------------------------------------------------------------- 7. the autodiff ban
 
 def _fake_autodiff_library(root: Path) -> Path:

@@ -86,31 +86,37 @@ def die_with_parent(parent):
 def join_cgroup(plan, notes):
     """Move this process (the keeper, before it forks anything) into the memory cgroup the
     parent made for the child, so that every process of the submission is in it and
-    their memory together stays within its limit; a note either way."""
+    their memory together stays within its limit; a note either way.  Returns whether
+    this process is in it."""
     folder = plan.get("cgroup")
     if folder is None:
         notes.append(f"memory: no cgroup ({plan.get('cgroup_refused')}); memory_mb bounds each "
                      f"process's address space, so the child's processes together can use up "
                      f"to processes x memory_mb")
-        return
+        return False
     try:
         with open(os.path.join(folder, "cgroup.procs"), "w") as f:
             f.write(str(os.getpid()))
     except OSError as err:
         notes.append(f"memory: the cgroup refused the child ({err.strerror}); memory_mb bounds "
                      f"each process's address space only")
-        return
+        return False
     notes.append(f"memory: a cgroup holds the child's processes to {plan['cgroup_mb']} MB in "
                  f"all, files in memory and kernel memory included")
+    return True
 
 
-def join_cpu_cgroup(plan, notes):
+def join_cpu_cgroup(plan, notes, in_memory_cgroup):
     """Move this process (the keeper, before it forks anything) into the cpu cgroup the
     parent made for the child: all its processes together get one CPU at most, and an
-    equal share beside other children; a note either way."""
+    equal share beside other children; a note either way.  Under cgroup v2 the cpu cgroup
+    is the memory cgroup itself, which :func:`join_cgroup` joined or not
+    (``in_memory_cgroup``)."""
     folder = plan.get("cpu_cgroup")
     why = plan.get("cpu_cgroup_refused")
-    if folder is not None and folder != plan.get("cgroup"):
+    if folder is not None and folder == plan.get("cgroup") and not in_memory_cgroup:
+        folder, why = None, "the memory cgroup that holds its limit refused the child"
+    elif folder is not None and folder != plan.get("cgroup"):
         try:
             with open(os.path.join(folder, "cgroup.procs"), "w") as f:
                 f.write(str(os.getpid()))

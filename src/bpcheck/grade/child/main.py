@@ -53,8 +53,7 @@ def main():
     notes = []
 
     jail.die_with_parent(plan["grader_pid"])
-    jail.join_cgroup(plan, notes)
-    jail.join_cpu_cgroup(plan, notes)
+    jail.join_cpu_cgroup(plan, notes, jail.join_cgroup(plan, notes))
     isolated = jail.enter(plan, notes)
 
     sys.path[:0] = [plan["libs"]]
