@@ -251,3 +251,64 @@ def test_a_stale_cgroups_processes_are_killed_and_a_live_graders_cgroup_is_kept(
         if os.path.exists(stale):
             sandbox.remove_cgroup(stale)
         sandbox.remove_cgroup(folder)
+
+
+def test_grade_batch_killed_with_sigkill_takes_its_workers_and_their_submissions_with_it(
+        tmp_path):
+    """``grade-batch``'s pool workers wait for work on a queue whose writing end they hold
+    themselves: without a parent-death signal they outlived a batch killed with SIGKILL,
+    grading on (and then idle for good).  Each now dies with the batch, and the
+    submission it grades with it."""
+    work = tmp_path
+    subs = work / "subs"
+    subs.mkdir()
+    for name in ("a", "b"):  # each sleeps in its load while the batch is killed
+        (subs / f"{name}.py").write_text(CORRECT + "\nimport time as _t\n_t.sleep(45)\n")
+    (work / "tmp").mkdir()
+    (work / "grading.toml").write_text(CONFIG)  # (as root each worker picks a uid)
+    env = {**os.environ, "TMPDIR": str(work / "tmp")}
+    with open(work / "batch.log", "w") as log:
+        batch = subprocess.Popen(
+            [sys.executable, "-m", "bpcheck", "grade-batch", str(subs), "--jobs", "2", "--csv",
+             str(work / "grades.csv"), "--config", str(work / "grading.toml")],
+            env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        below, deadline = {}, time.monotonic() + 60
+        # two workers, each grading: at least one process of its child below it
+        while time.monotonic() < deadline and batch.poll() is None:
+            time.sleep(0.2)
+            below = _descendants(batch.pid)
+            grading = [pid for pid in below if _parent(pid) == batch.pid and _children(pid)]
+            if len(grading) >= 2:  # (multiprocessing's resource tracker grades nothing)
+                break
+        else:
+            pytest.fail(f"the batch never had two workers grading: {below}; "
+                        + (work / "batch.log").read_text()[-2000:])
+        time.sleep(0.5)
+        below = _descendants(batch.pid)
+        os.kill(batch.pid, signal.SIGKILL)
+        batch.wait()
+        left = below
+        for _ in range(100):
+            left = _alive(below)
+            if not left:
+                break
+            time.sleep(0.1)
+        for pid in left:  # (not to spill into other tests)
+            os.kill(pid, signal.SIGKILL)
+        assert not left, f"alive after grade-batch was killed: {left} of {below}"
+    finally:
+        if batch.poll() is None:
+            batch.kill()
+            batch.wait()
+
+
+def _parent(pid):
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _children(pid):
+    return list(_descendants(pid))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import multiprocessing
+import os
+import signal
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -42,6 +44,24 @@ def find_submissions(folder) -> list[Path]:
         if (p.is_file() and p.suffix in SUFFIXES) or p.is_dir():
             found.append(p)
     return found
+
+
+def _die_with_batch(batch: int) -> None:
+    """A pool worker's initializer: have the kernel SIGKILL it when ``grade-batch`` (pid
+    ``batch``) ends (``PR_SET_PDEATHSIG``, Linux), and leave now if it has ended already.
+    A worker waits for work on a queue whose writing end it holds itself, so it never sees
+    the batch go: killed with SIGKILL (no clean-up), a batch left its workers idle for
+    good, and a busy one grading on.  The grader's child dies with the worker in turn, and
+    the next grader removes the child folders and cgroups they leave."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # (not Linux: no parent-death signal)
+        return
+    if os.getppid() != batch:
+        os._exit(70)
 
 
 def _grade_one(path: str, cfg: GradingConfig, seed, results_dir):
@@ -135,8 +155,9 @@ def _grade_all(subs, cfg, jobs, seed, results_dir, rows, started, progress):
         broken = []
         pools = [todo] if not alone else [[p] for p in todo]
         for batch in pools:
-            with ProcessPoolExecutor(max_workers=1 if alone else max(1, jobs),
-                                     mp_context=ctx) as pool:
+            with ProcessPoolExecutor(max_workers=1 if alone else max(1, jobs), mp_context=ctx,
+                                     initializer=_die_with_batch,
+                                     initargs=(os.getpid(),)) as pool:
                 futures = {pool.submit(_grade_one, str(p), cfg, seed,
                                        None if results_dir is None else str(results_dir)): p
                            for p in batch}
