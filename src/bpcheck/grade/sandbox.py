@@ -117,21 +117,97 @@ def _hidden_paths(extra=(), forbidden=FORBIDDEN):
 def pick_uid(limits: Limits) -> int | None:
     """An unprivileged uid for the child, or ``None`` when there is nothing to drop from.
 
-    Unless the config names one, a uid with no passwd entry in 61000..64999, chosen from
-    this process's id so that parallel graders use different uids.
+    Unless the config names one, a uid in 61000..64999 with no passwd entry and no live
+    process, starting from this process's id, and claimed for this process's life: an
+    exclusive ``flock`` on a file named after it in :data:`UID_LOCKS` (root's alone),
+    which the kernel releases when the process ends, however it ends.  Graders kill every
+    process of their child's uid, so two at once must never share one: chosen from the pid
+    alone, two graders whose pids agreed modulo 4000 did.  The same process gets the same
+    uid on every call.
     """
     if os.geteuid() != 0 or not limits.drop_privileges:
         return None
     if limits.uid is not None:
         return int(limits.uid)
-    start = os.getpid() % 4000
+    me = os.getpid()
+    if _claimed and _claimed[0] == me:
+        return _claimed[1]
+    folder = _uid_lock_folder()
+    busy = _live_uids()
+    start = me % 4000
     for i in range(4000):
         uid = 61000 + (start + i) % 4000
+        if uid in busy:
+            continue
         try:
             pwd.getpwuid(uid)
+            continue
         except KeyError:
+            pass
+        if folder is None or _claim(folder, uid):
             return uid
     return 65534  # pragma: no cover
+
+
+UID_LOCKS = "/run/bpcheck-uids"
+"""Where graders running as root claim their children's uids (made mode 0700 by the first;
+not used unless root owns it and only root may enter it)."""
+
+_claimed: list = []  # [pid, uid, the open lock file]: the claim of the process that made it
+
+
+def _uid_lock_folder() -> str | None:
+    try:
+        os.mkdir(UID_LOCKS, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return None
+    try:
+        st = os.lstat(UID_LOCKS)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o077:
+        return None
+    return UID_LOCKS
+
+
+def _claim(folder: str, uid: int) -> bool:
+    """Lock ``folder/uid`` for this process (kept open, not inherited by what it runs);
+    false when another process holds it."""
+    import fcntl
+
+    try:
+        fd = os.open(os.path.join(folder, str(uid)),
+                     os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    if _claimed:  # (a claim inherited through fork: the parent's lock stays with it)
+        os.close(_claimed[2])
+        _claimed.clear()
+    _claimed.extend([os.getpid(), uid, fd])
+    return True
+
+
+def _live_uids() -> set:
+    """The real uids of the processes in ``/proc``."""
+    uids = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/status") as f:
+                    for line in f:
+                        if line.startswith("Uid:"):
+                            uids.add(int(line.split()[1]))
+                            break
+            except (OSError, ValueError, IndexError):
+                continue
+    return uids
 
 
 def _kill_uid(uid: int, spare: set = frozenset()) -> None:

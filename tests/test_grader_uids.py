@@ -1,0 +1,78 @@
+"""Graders running as root at once give their children different uids.
+
+Each grader kills every process of its child's uid between groups of tests and at the end,
+so two that shared a uid would kill each other's submissions.  The uid was chosen from the
+grader's pid modulo 4000 alone; now each grader also claims it (a lock the kernel drops
+when the grader ends) and skips uids that have live processes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bpcheck.grade import sandbox
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="only a grader running as root "
+                                "gives its child a uid of its own")
+
+# a grader whose pid is always 123: every one of them starts from the same uid
+PICK = """
+import os, sys
+os.getpid = lambda: 123
+from bpcheck.grade import sandbox
+print(sandbox.pick_uid(sandbox.Limits()), sandbox.pick_uid(sandbox.Limits()), flush=True)
+sys.stdin.read()  # holds its claim until told to end
+"""
+
+
+def _grader():
+    proc = subprocess.Popen([sys.executable, "-c", PICK], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    first, again = proc.stdout.readline().split()
+    assert first == again, "one grader got two uids"
+    return proc, int(first)
+
+
+def _end(proc):
+    proc.communicate(timeout=30)  # (closes its stdin: it ends)
+    assert proc.returncode == 0
+
+
+def test_graders_whose_pids_agree_modulo_4000_claim_different_uids():
+    a, uid_a = _grader()
+    try:
+        b, uid_b = _grader()
+        _end(b)
+        assert uid_a != uid_b
+    finally:
+        _end(a)
+    c, uid_c = _grader()  # a's claim ended with it
+    _end(c)
+    assert uid_c == uid_a
+
+
+def test_a_uid_with_a_live_process_is_not_given_to_a_child():
+    c, free = _grader()
+    _end(c)
+    squatter = subprocess.Popen(["sleep", "60"], user=free, group=free)
+    try:
+        d, uid = _grader()
+        _end(d)
+        assert uid != free
+    finally:
+        squatter.kill()
+        squatter.wait()
+
+
+def test_the_claims_folder_is_used_only_when_root_alone_may_enter_it(monkeypatch, tmp_path):
+    open_folder = tmp_path / "uids"
+    open_folder.mkdir(mode=0o777)
+    os.chmod(open_folder, 0o777)
+    monkeypatch.setattr(sandbox, "UID_LOCKS", str(open_folder))
+    assert sandbox._uid_lock_folder() is None
+    os.chmod(open_folder, 0o700)
+    assert sandbox._uid_lock_folder() == str(open_folder)
