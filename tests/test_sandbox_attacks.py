@@ -597,20 +597,28 @@ import time
 
 
 def softmax_loss(W, b, X, y, reg):
-    results = None
+    results = grader = None
     pid = os.getppid()
     while pid > 1 and results is None:     # the grader's command line names the file
         try:
             args = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0")
             if b"--results" in args:
-                results = args[args.index(b"--results") + 1].decode()
+                results, grader = args[args.index(b"--results") + 1].decode(), pid
             pid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             break
     if results and os.fork() == 0:
         os.setsid()
         if os.fork() == 0:
-            time.sleep(3)   # after the grader has written the genuine file
+            os.closerange(0, 4096)  # holding no pipe of the grader's, which it would wait on
+            end = time.monotonic() + 60
+            while time.monotonic() < end:  # until the grader has written the genuine file
+                try:                       # and ended (a zombie, or gone)
+                    if open(f"/proc/{grader}/stat").read().rsplit(")", 1)[1].split()[0] in "ZX":
+                        break
+                except (OSError, IndexError):
+                    break
+                time.sleep(0.05)
             with open(results, "w") as f:
                 json.dump({"score": 100.0, "tests": []}, f)
         os._exit(0)
@@ -619,10 +627,9 @@ def softmax_loss(W, b, X, y, reg):
 
 
 def test_without_namespaces_a_daemon_cannot_rewrite_the_results(mode):
-    import time
-
-    run = grade(attack(REWRITE_RESULTS), mode, config=NO_NAMESPACES)
-    time.sleep(4)
+    # the results are read 2 s after the grader ended: a daemon that survived it has
+    # rewritten them by then (it waits for the grader to end)
+    run = grade(attack(REWRITE_RESULTS), mode, config=NO_NAMESPACES, linger=2)
     assert_contained(run, "wrong")
     assert run.results["score"] == 25.0
 

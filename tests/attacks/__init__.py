@@ -181,25 +181,28 @@ def _marked_files(marker):
 
 def run_grader(submission: str | Path, *, mode: str, config: str = "",
                seed: int = 1, batch: bool = False, timeout: float = 240,
-               marker: str = "BPCHECK-ATTACK", extra=(), seed_args=None) -> Run:
+               marker: str = "BPCHECK-ATTACK", extra=(), seed_args=None,
+               linger: float = 0.0) -> Run:
     """Grade ``submission`` (source text, or a path) with the ``config`` TOML text.
 
     ``batch``: ``submission`` is a folder, graded with ``grade-batch`` into a CSV.  The
     grader is killed after ``timeout`` s (a hang is then a failed test, never a stuck
     suite).  ``marker``: files whose name contains it in the shared folders count as
     left behind.  ``seed_args``: the seed's arguments as written (default
-    ``["--seed", str(seed)]``).
+    ``["--seed", str(seed)]``).  ``linger``: seconds to wait after the grader has ended
+    before what it left and wrote is looked at (what a surviving process could still do).
     """
     # not under pytest's tmp_path: that folder is private to the test's own uid
     work = Path(tempfile.mkdtemp(prefix="bpcheck-attack-"))
     try:
         seed_args = ["--seed", str(seed)] if seed_args is None else list(seed_args)
-        return _run(work, submission, mode, config, seed_args, batch, timeout, marker, extra)
+        return _run(work, submission, mode, config, seed_args, batch, timeout, marker, extra,
+                    linger)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _run(work, submission, mode, config, seed_args, batch, timeout, marker, extra):
+def _run(work, submission, mode, config, seed_args, batch, timeout, marker, extra, linger):
     if isinstance(submission, str):
         sub = work / "submission.py"
         sub.write_text(submission)
@@ -252,6 +255,7 @@ def _run(work, submission, mode, config, seed_args, batch, timeout, marker, extr
         err += f"\n[the grader did not finish within {timeout} s and was killed]"
         proc.returncode = -9
     seconds = time.monotonic() - t0
+    time.sleep(linger)
     peak = [ln.split()[1] for ln in err.splitlines() if ln.startswith("PEAK_KB ")]
     for _ in range(20):  # a process on its way out (multiprocessing's tracker) is not left
         procs = _processes(uids) - procs_before
