@@ -11,6 +11,13 @@ for with ``block_until_ready``.  Targets:
    (``call / jit`` <= 1.5): the public functions compile themselves;
 3. the factored NumPy trainer within 2x of the lecture's NumPy code per step at equal widths.
 
+Calls of tens to hundreds of microseconds run at two or three speeds for seconds at a time
+on a shared machine, so the best of separate runs of the call and of the jitted call may
+each catch another (the 10-32-32-3 Gauss-Newton-vector product's ``call / jit`` read 3.18
+in one run, 1.54 in the next): the rows whose jitted call takes under 1 ms are also timed
+in turn, the call and the jitted call once each, ``INTERLEAVED`` times, and their medians
+compared in a line after the table.
+
 The column ``numpy 1 thr`` repeats the NumPy call with BLAS held to one thread
 (threadpoolctl): on a machine whose cores are busy with other work, BLAS threads that wait
 for each other cost more than they compute, and this column measures by how much.  The
@@ -161,6 +168,12 @@ def library_rows(cases, repeats):
         label = f"{'-'.join(map(str, widths))}, {N}"
         print(f"{name:<30} {label:<28} {t_np:9.2f} {t_sys:6.1f} {t_np1:11.2f} {t_jax:9.2f} {t_jit:9.2f} "
               f"{t_np / t_jax:9.2f} {t_jax / t_jit:8.2f} {checks}", flush=True)
+        if t_jit < 1:  # calls this short run at two or three speeds: also timed in turn
+            m_jax, m_jit = in_turn_ms([functools.partial(fn, *jax_args),
+                                       functools.partial(jitted, *jax_args)])
+            worst["in turn rows"] = max(worst.get("in turn rows", (0.0,)), (m_jax / m_jit, name))
+            notes.append(f"  call/jit on {name} {label}, timed in turn (medians of {INTERLEAVED}): "
+                         f"call {m_jax:.3f} ms, jit {m_jit:.3f} ms, call/jit {m_jax / m_jit:.2f}")
         if t_np / t_jax > 1.5 and name in NUMPY_PARTS:
             notes.append(f"  numpy/jax on {name} {label}: " + NUMPY_PARTS[name](repeats, t_jax, *np_args))
     for line in notes:
@@ -431,6 +444,10 @@ def main() -> None:
     call_jit, program_jit, name = worst["single"]
     print(f"  worst one-example row, {name}: call/jit {call_jit:.2f}, of which the compiled program "
           f"a repeat call runs, alone with its NaN/inf flag read back, {program_jit:.2f}")
+    if "in turn rows" in worst:
+        call_jit, name = worst["in turn rows"]
+        print(f"  the rows above under 1 ms timed in turn (medians): worst {name}, call/jit "
+              f"{call_jit:.2f} ({'met' if call_jit <= 1.5 else 'missed'})")
     call_jit, program_jit, name = worst["in turn"]
     print(f"  the one-example rows timed in turn (medians): worst {name}, call/jit {call_jit:.2f} "
           f"({'met' if call_jit <= 1.5 else 'missed'}), its program alone {program_jit:.2f}")
