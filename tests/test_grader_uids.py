@@ -55,17 +55,35 @@ def test_graders_whose_pids_agree_modulo_4000_claim_different_uids():
     assert uid_c == uid_a
 
 
-def test_a_uid_with_a_live_process_is_not_given_to_a_child():
+# a process may name itself with bytes that are not UTF-8 (PR_SET_NAME): /proc/PID/status
+# read as text then failed to decode, and the process was not seen
+RENAMED = ("import ctypes, time; ctypes.CDLL(None).prctl(15, b'\\xff\\xfe', 0, 0, 0); "
+           "print(open('/proc/self/stat', 'rb').read().split()[1], flush=True); time.sleep(60)")
+
+
+@pytest.mark.parametrize("renamed", [False, True], ids=["sleep", "named-not-utf8"])
+def test_a_uid_with_a_live_process_is_not_given_to_a_child(renamed):
     c, free = _grader()
     _end(c)
-    squatter = subprocess.Popen(["sleep", "60"], user=free, group=free)
+    if renamed:
+        if not os.access("/usr/bin/python3", os.X_OK):
+            pytest.skip("no system python3 for another uid to run")
+        squatter = subprocess.Popen(["/usr/bin/python3", "-c", RENAMED], user=free, group=free,
+                                    stdout=subprocess.PIPE, cwd="/")
+        assert squatter.stdout.readline().strip() == b"b'(\\xff\\xfe)'"  # (renamed)
+    else:
+        squatter = subprocess.Popen(["sleep", "60"], user=free, group=free)
     try:
         d, uid = _grader()
         _end(d)
         assert uid != free
+        sandbox._kill_uid(free)
+        assert squatter.wait(timeout=10) == -9  # and the kill of a uid's processes finds it
     finally:
         squatter.kill()
         squatter.wait()
+        if squatter.stdout:
+            squatter.stdout.close()
 
 
 def test_the_claims_folder_is_used_only_when_root_alone_may_enter_it(monkeypatch, tmp_path):

@@ -635,9 +635,10 @@ def test_without_namespaces_a_daemon_cannot_rewrite_the_results(mode):
 
 
 OUTLIVE_GROUP = '''
-import time
+import ctypes, time
 
 _right_two_layer_loss = two_layer_loss
+_DAEMON_NAME = None
 
 
 def softmax_loss(W, b, X, y, reg):
@@ -645,6 +646,8 @@ def softmax_loss(W, b, X, y, reg):
     if pid == 0:
         os.setsid()
         if os.fork() == 0:   # orphaned, so adopted by the grader (its subreaper)
+            if _DAEMON_NAME:
+                ctypes.CDLL(None).prctl(15, _DAEMON_NAME, 0, 0, 0)  # PR_SET_NAME
             with open("daemon.pid", "w") as f:
                 f.write(str(os.getpid()))
             time.sleep(30)
@@ -656,10 +659,10 @@ def softmax_loss(W, b, X, y, reg):
 def two_layer_loss(*args):   # the control answers right only once no daemon is left
     try:
         pid = int(open("daemon.pid").read())
-        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+        state = open(f"/proc/{pid}/stat", "rb").read().rsplit(b")", 1)[1].split()[0]
     except (OSError, ValueError, IndexError):
         return _right_two_layer_loss(*args)
-    if state in "ZX":  # killed, not yet reaped (by the namespace's init, or the worker)
+    if state in (b"Z", b"X"):  # killed, not yet reaped (by the namespace's init, or the worker)
         return _right_two_layer_loss(*args)
     raise RuntimeError("a daemon of exercise 1 is still alive")
 '''
@@ -702,10 +705,20 @@ threading.Thread(target=_patch, daemon=True).start()
 '''
 
 
-def test_the_grader_kills_what_a_group_left_even_if_the_worker_does_not(mode):
+# a daemon may name itself with bytes that are not UTF-8: a grader that read /proc/PID/status
+# as text skipped it (a decode error), so it neither killed it nor saw its uid as busy
+DAEMON_NAMES = {"plain": None, "not-utf8": b"\xff\xfe"}
+
+
+def _daemon_named(body, name):
+    return body.replace("_DAEMON_NAME = None", f"_DAEMON_NAME = {DAEMON_NAMES[name]!r}")
+
+
+@pytest.mark.parametrize("name", DAEMON_NAMES)
+def test_the_grader_kills_what_a_group_left_even_if_the_worker_does_not(mode, name):
     """With namespaces the worker's ``kill_others`` kills a group's leftovers inside the
     namespace, but the worker runs the submission: the grader kills them too."""
-    body = OUTLIVE_GROUP.replace("_right_two_layer_loss = two_layer_loss",
+    body = _daemon_named(OUTLIVE_GROUP, name).replace("_right_two_layer_loss = two_layer_loss",
                                  STOP_THE_WORKERS_KILL + "_right_two_layer_loss = two_layer_loss")
     # (printed by exercise 2, forked after the patch)
     body = body.replace("def two_layer_loss(*args):", "def two_layer_loss(*args):\n"
@@ -715,7 +728,8 @@ def test_the_grader_kills_what_a_group_left_even_if_the_worker_does_not(mode):
     assert_contained(run, "wrong")
 
 
-def test_without_namespaces_a_subreaper_worker_does_not_keep_a_groups_daemon(mode):
+@pytest.mark.parametrize("name", DAEMON_NAMES)
+def test_without_namespaces_a_subreaper_worker_does_not_keep_a_groups_daemon(mode, name):
     """Without namespaces the orphans of a group come to the grader (its subreaper) unless
     the worker makes itself one; with the worker's own kill stopped, a daemon then lived
     on.  A root grader kills every process of the child's uid but the worker (what is
@@ -723,10 +737,10 @@ def test_without_namespaces_a_subreaper_worker_does_not_keep_a_groups_daemon(mod
     if mode == "user":
         pytest.skip("an ordinary user's grader without namespaces shares its uid with the "
                     "child: no security boundary (SECURITY.md)")
-    body = OUTLIVE_GROUP.replace("_right_two_layer_loss = two_layer_loss",
-                                 STOP_THE_WORKERS_KILL + "import ctypes\n"
-                                 "print('SUBREAPER', ctypes.CDLL(None).prctl(36, 1, 0, 0, 0))\n"
-                                 "_right_two_layer_loss = two_layer_loss")
+    body = _daemon_named(OUTLIVE_GROUP, name).replace(
+        "_right_two_layer_loss = two_layer_loss", STOP_THE_WORKERS_KILL + "import ctypes\n"
+        "print('SUBREAPER', ctypes.CDLL(None).prctl(36, 1, 0, 0, 0))\n"
+        "_right_two_layer_loss = two_layer_loss")
     body = body.replace("def two_layer_loss(*args):", "def two_layer_loss(*args):\n"
                         "    print('PATCHED', _patched)")
     run = grade(attack(body), mode, config=NO_NAMESPACES)

@@ -195,14 +195,14 @@ def _claim(folder: str, uid: int) -> bool:
 
 
 def _live_uids() -> set:
-    """The real uids of the processes in ``/proc``."""
+    """The real uids of the processes in ``/proc`` (read as bytes, see :func:`_kill_uid`)."""
     uids = set()
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                with open(f"/proc/{entry}/status") as f:
+                with open(f"/proc/{entry}/status", "rb") as f:
                     for line in f:
-                        if line.startswith("Uid:"):
+                        if line.startswith(b"Uid:"):
                             uids.add(int(line.split()[1]))
                             break
             except (OSError, ValueError, IndexError):
@@ -212,17 +212,21 @@ def _live_uids() -> set:
 
 def _kill_uid(uid: int, spare: set = frozenset()) -> None:
     """SIGKILL every live process whose real uid is ``uid``, except those in ``spare``, until
-    none is left."""
+    none is left.  ``/proc/PID/status`` is read as bytes: a process names itself
+    (``PR_SET_NAME``) with any bytes, which its ``Name:`` line shows as they are, and one
+    named with bytes that are not UTF-8 was skipped by a reading as text (a decode error),
+    so it lived on."""
     for _ in range(200):
         found = False
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
             try:
-                with open(f"/proc/{entry}/status") as f:
-                    fields = dict(line.split(":", 1) for line in f if line[:4] in ("Stat", "Uid:"))
-                ruid = int(fields["Uid"].split()[0])
-                zombie = fields["State"].split()[0] in "ZX"
+                with open(f"/proc/{entry}/status", "rb") as f:
+                    fields = dict(line.split(b":", 1) for line in f
+                                  if line[:4] in (b"Stat", b"Uid:"))
+                ruid = int(fields[b"Uid"].split()[0])
+                zombie = fields[b"State"].split()[0] in (b"Z", b"X")
             except (OSError, KeyError, ValueError, IndexError):
                 continue
             if ruid == uid and not zombie and int(entry) not in spare:
@@ -427,8 +431,8 @@ def _started(pid: int) -> int | None:
     """When process ``pid`` started (clock ticks after boot, ``/proc/PID/stat`` field 22), or
     ``None`` when there is no such process: with the pid, it names one process for good."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
+        with open(f"/proc/{pid}/stat", "rb") as f:  # (bytes: see _kill_uid)
+            return int(f.read().rsplit(b")", 1)[1].split()[19])
     except (OSError, ValueError, IndexError):
         return None
 
@@ -575,9 +579,9 @@ def _namespace_pid(pid: int) -> int | None:
     """``pid``'s number in the first PID namespace below this process's (``NSpid``'s second
     entry; the child's namespace), ``None`` when it is in this one or is gone."""
     try:
-        with open(f"/proc/{pid}/status") as f:
+        with open(f"/proc/{pid}/status", "rb") as f:  # (bytes: see _kill_uid)
             for line in f:
-                if line.startswith("NSpid:"):
+                if line.startswith(b"NSpid:"):
                     fields = line.split()
                     return int(fields[2]) if len(fields) > 2 else None
     except (OSError, ValueError):
