@@ -312,3 +312,39 @@ def _parent(pid):
 
 def _children(pid):
     return list(_descendants(pid))
+
+
+CHECKING_GRADER = """
+import time
+from bpcheck.grade import sandbox
+work = sandbox.start_limited(time.sleep, 60, seconds=60, memory_mb=256)
+print(work.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_grader_killed_with_sigkill_takes_its_running_checks_with_it():
+    """The symbolic checks run in forked copies of the grader beside the child
+    (``start_limited``): a grader killed with SIGKILL left them computing until their CPU
+    limit; each now dies with it."""
+    grader = subprocess.Popen([sys.executable, "-c", CHECKING_GRADER], stdout=subprocess.PIPE,
+                              text=True)
+    check = None
+    try:
+        check = int(grader.stdout.readline())
+        started = _started(check)
+        assert started is not None and started[1] != "Z"
+        os.kill(grader.pid, signal.SIGKILL)
+        grader.wait()
+        left = {check: started[0]}
+        for _ in range(100):
+            if not _alive(left):
+                break
+            time.sleep(0.05)
+        assert not _alive(left), "the check outlived its grader"
+    finally:
+        grader.kill()
+        grader.wait()
+        grader.stdout.close()
+        if check is not None and _started(check) is not None:
+            os.kill(check, signal.SIGKILL)

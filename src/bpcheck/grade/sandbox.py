@@ -243,6 +243,7 @@ def _kill_uid(uid: int, spare: set = frozenset()) -> None:
 _libc = ctypes.CDLL(None, use_errno=True)
 _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_DUMPABLE = 4
+_PR_SET_PDEATHSIG = 1
 
 
 def _become_subreaper() -> bool:
@@ -1272,6 +1273,7 @@ def start_limited(fn, *args, seconds: float, memory_mb: int) -> Limited:
     if _submission_end:  # within a submission's budget (see submission_budget)
         seconds = max(0.1, min(seconds, _submission_end[-1] - time.monotonic()))
     r, w = os.pipe()
+    parent = os.getpid()
     with warnings.catch_warnings():
         # Python and JAX warn that a fork of a threaded process may deadlock in the child
         # when it takes a lock another thread held; the copy runs SymPy only, whose locks
@@ -1286,6 +1288,11 @@ def start_limited(fn, *args, seconds: float, memory_mb: int) -> Limited:
             # it runs while the child does: not dumpable, its /proc entries (the result
             # pipe among its descriptors) are closed to a child that has the grader's uid
             _libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+            # and it dies with the grader: killed (SIGKILL, no clean-up), a grader left its
+            # checks computing to their CPU limit, holding its claim on the child's uid
+            _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != parent:
+                os._exit(1)
             with open("/proc/self/status") as f:
                 vm = next(int(ln.split()[1]) for ln in f if ln.startswith("VmSize:")) << 10
             cap = vm + (memory_mb << 20)
