@@ -1288,8 +1288,10 @@ def start_limited(fn, *args, seconds: float, memory_mb: int) -> Limited:
             # it runs while the child does: not dumpable, its /proc entries (the result
             # pipe among its descriptors) are closed to a child that has the grader's uid
             _libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
-            # and it dies with the grader: killed (SIGKILL, no clean-up), a grader left its
-            # checks computing to their CPU limit, holding its claim on the child's uid
+            # and it dies with the grader (with the thread that forked it, strictly: the one
+            # that runs the grading and collects or cancels every check before it returns):
+            # killed (SIGKILL, no clean-up), a grader left its checks computing to their CPU
+            # limit, holding its claim on the child's uid
             _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             if os.getppid() != parent:
                 os._exit(1)
