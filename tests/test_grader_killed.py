@@ -91,6 +91,20 @@ def _alive(processes):
     return out
 
 
+def _still_alive(processes):
+    """Those of ``{pid: start time}`` still running 10 s on (killed then, not to spill into
+    other tests)."""
+    left = _alive(processes)
+    for _ in range(100):
+        if not left:
+            break
+        time.sleep(0.1)
+        left = _alive(processes)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    return left
+
+
 @pytest.fixture(params=["root", "user"])
 def mode(request):
     problem = mode_problem(request.param)
@@ -160,14 +174,7 @@ def test_a_grader_killed_with_sigkill_takes_the_submission_with_it_and_the_next_
         below = _descendants(grader.pid)
         os.kill(grader.pid, signal.SIGKILL)
         grader.wait()
-        left = below
-        for _ in range(100):
-            left = _alive(below)
-            if not left:
-                break
-            time.sleep(0.1)
-        for pid in left:  # (not to spill into other tests)
-            os.kill(pid, signal.SIGKILL)
+        left = _still_alive(below)
         assert not left, f"alive after the grader was killed: {left} of {below}"
         boxes = [p for p in (work / "tmp").iterdir() if p.name.startswith("bpcheck-grade-")]
         assert boxes, "the killed grader left no child folder (nothing to test below)"
@@ -288,14 +295,7 @@ def test_grade_batch_killed_with_sigkill_takes_its_workers_and_their_submissions
         below = _descendants(batch.pid)
         os.kill(batch.pid, signal.SIGKILL)
         batch.wait()
-        left = below
-        for _ in range(100):
-            left = _alive(below)
-            if not left:
-                break
-            time.sleep(0.1)
-        for pid in left:  # (not to spill into other tests)
-            os.kill(pid, signal.SIGKILL)
+        left = _still_alive(below)
         assert not left, f"alive after grade-batch was killed: {left} of {below}"
     finally:
         if batch.poll() is None:
@@ -336,12 +336,7 @@ def test_a_grader_killed_with_sigkill_takes_its_running_checks_with_it():
         assert started is not None and started[1] != "Z"
         os.kill(grader.pid, signal.SIGKILL)
         grader.wait()
-        left = {check: started[0]}
-        for _ in range(100):
-            if not _alive(left):
-                break
-            time.sleep(0.05)
-        assert not _alive(left), "the check outlived its grader"
+        assert not _still_alive({check: started[0]}), "the check outlived its grader"
     finally:
         grader.kill()
         grader.wait()

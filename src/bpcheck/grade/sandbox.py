@@ -194,45 +194,38 @@ def _claim(folder: str, uid: int) -> bool:
     return True
 
 
-def _live_uids() -> set:
-    """The real uids of the processes in ``/proc`` (read as bytes, see :func:`_kill_uid`)."""
-    uids = set()
+def _processes_by_uid():
+    """``(pid, real uid, ended)`` of each process in ``/proc`` (``ended``: a zombie).
+    ``/proc/PID/status`` is read as bytes: a process names itself (``PR_SET_NAME``) with
+    any bytes, which its ``Name:`` line shows as they are, and one named with bytes that
+    are not UTF-8 was skipped by a reading as text (a decode error), so it lived on."""
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/status", "rb") as f:
-                    for line in f:
-                        if line.startswith(b"Uid:"):
-                            uids.add(int(line.split()[1]))
-                            break
-            except (OSError, ValueError, IndexError):
-                continue
-    return uids
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status", "rb") as f:
+                fields = dict(line.split(b":", 1) for line in f if line[:4] in (b"Stat", b"Uid:"))
+            yield (int(entry), int(fields[b"Uid"].split()[0]),
+                   fields[b"State"].split()[0] in (b"Z", b"X"))
+        except (OSError, KeyError, ValueError, IndexError):
+            continue
+
+
+def _live_uids() -> set:
+    """The real uids of the processes in ``/proc`` (zombies too: not yet gone)."""
+    return {uid for _, uid, _ in _processes_by_uid()}
 
 
 def _kill_uid(uid: int, spare: set = frozenset()) -> None:
     """SIGKILL every live process whose real uid is ``uid``, except those in ``spare``, until
-    none is left.  ``/proc/PID/status`` is read as bytes: a process names itself
-    (``PR_SET_NAME``) with any bytes, which its ``Name:`` line shows as they are, and one
-    named with bytes that are not UTF-8 was skipped by a reading as text (a decode error),
-    so it lived on."""
+    none is left."""
     for _ in range(200):
         found = False
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/status", "rb") as f:
-                    fields = dict(line.split(b":", 1) for line in f
-                                  if line[:4] in (b"Stat", b"Uid:"))
-                ruid = int(fields[b"Uid"].split()[0])
-                zombie = fields[b"State"].split()[0] in (b"Z", b"X")
-            except (OSError, KeyError, ValueError, IndexError):
-                continue
-            if ruid == uid and not zombie and int(entry) not in spare:
+        for pid, ruid, ended in _processes_by_uid():
+            if ruid == uid and not ended and pid not in spare:
                 found = True
                 try:
-                    os.kill(int(entry), signal.SIGKILL)
+                    os.kill(pid, signal.SIGKILL)
                 except OSError:
                     pass
         if not found:
@@ -432,7 +425,7 @@ def _started(pid: int) -> int | None:
     """When process ``pid`` started (clock ticks after boot, ``/proc/PID/stat`` field 22), or
     ``None`` when there is no such process: with the pid, it names one process for good."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:  # (bytes: see _kill_uid)
+        with open(f"/proc/{pid}/stat", "rb") as f:  # (bytes: see _processes_by_uid)
             return int(f.read().rsplit(b")", 1)[1].split()[19])
     except (OSError, ValueError, IndexError):
         return None
@@ -580,7 +573,7 @@ def _namespace_pid(pid: int) -> int | None:
     """``pid``'s number in the first PID namespace below this process's (``NSpid``'s second
     entry; the child's namespace), ``None`` when it is in this one or is gone."""
     try:
-        with open(f"/proc/{pid}/status", "rb") as f:  # (bytes: see _kill_uid)
+        with open(f"/proc/{pid}/status", "rb") as f:  # (bytes: see _processes_by_uid)
             for line in f:
                 if line.startswith(b"NSpid:"):
                     fields = line.split()
