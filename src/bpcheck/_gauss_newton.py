@@ -28,8 +28,8 @@ from ._activations import resolve_activations
 from ._arrays import (as_array, host_buffer, is_jax, is_tracer, on_default_cpu, prepare,
                       split_finite_checks, to_jax)
 from ._compiled import built, call, recording, replayed, rerun, shape_of, written
-from ._losses import Loss, check_reduction, resolve_loss
-from ._model import Network, model_params, model_vector
+from ._losses import check_reduction, numpy_targets_in_range, resolve_loss
+from ._model import model_params, model_vector
 from ._params import _layer_slices, beta_size, layers_from_beta, param_count
 from ._recursion import _factors, _forward_layers, by_rows, kept_factors, pullback, push
 
@@ -108,23 +108,12 @@ def _check_nonempty(X2):
                          f"over examples), got shape {tuple(X2.shape)}")
 
 
-def _targets_in_range(params, loss, y) -> bool:
-    """For a repeat call (:func:`bpcheck._compiled.replayed`): NumPy targets in their range,
-    as the first call found them (class labels, binary targets; JAX ones are checked by the
-    program's flag, see :meth:`bpcheck.Loss.target_bounds`), without which the call takes
-    its full path and raises the error that names them."""
-    if type(y) is not np.ndarray:
-        return True
-    K = (params.params if isinstance(params, Network) else params)[-1][0].shape[0]
-    return Loss(loss).target_out_of_range(y, K) is None
-
-
 def _repeatable(params, X, loss="cross_entropy", *, y=None, **options):
-    return _targets_in_range(params, loss, y)
+    return numpy_targets_in_range(params, loss, y)
 
 
 def _repeatable_matvec(params, X, v, loss="cross_entropy", *, y=None, **options):
-    return _targets_in_range(params, loss, y)
+    return numpy_targets_in_range(params, loss, y)
 
 
 def _setup(params, X, y, loss, reduction, activation, **others):

@@ -271,6 +271,18 @@ class Loss:
         return self.name is None
 
 
+
+def numpy_targets_in_range(params: Any, loss: Any, y: Any) -> bool:
+    """For a repeat call (:func:`bpcheck._compiled.replayed`): NumPy targets in their range,
+    as the first call found them (class labels, binary targets; JAX ones are checked by the
+    program's flag, see :meth:`Loss.target_bounds`), without which the call takes its full
+    path and raises the error that names them.  ``params``: the ``(B, b)`` list, or a
+    :class:`bpcheck.Network` holding it."""
+    if type(y) is not np.ndarray:
+        return True
+    K = getattr(params, "params", params)[-1][0].shape[0]
+    return Loss(loss).target_out_of_range(y, K) is None
+
 def resolve_loss(loss: Any, *, hessian: bool = False) -> Loss:
     """The :class:`Loss` for a ``loss=`` argument (a name or a ``Loss``).
 

@@ -31,8 +31,8 @@ import numpy as np
 from ._activations import resolve_activations
 from ._arrays import check_out, host_buffer, on_default_cpu, overlaps, prepare, to_jax
 from ._compiled import call, replayed, without_axis, written
-from ._losses import Loss, check_reduction, resolve_loss
-from ._model import (Network, in_model_layers, layouts_of, model_params, wanted_flat,
+from ._losses import check_reduction, numpy_targets_in_range, resolve_loss
+from ._model import (in_model_layers, layouts_of, model_params, wanted_flat,
                      weight_shape)
 from ._params import param_count
 from ._recursion import (_THREADED_SIZE, _as_blocks, _forward_layers, _single_threaded_blas,
@@ -154,11 +154,7 @@ def _repeatable(params, X, y, loss="cross_entropy", **options):
     range (class labels, binary targets; JAX ones are checked by the program's flag, see
     :meth:`bpcheck.Loss.target_bounds`) and ``X`` not split over devices (its mesh would
     be used)."""
-    if type(y) is np.ndarray:
-        K = (params.params if isinstance(params, Network) else params)[-1][0].shape[0]
-        if Loss(loss).target_out_of_range(y, K) is not None:
-            return False
-    return resolve_mesh(None, X) is None
+    return numpy_targets_in_range(params, loss, y) and resolve_mesh(None, X) is None
 
 
 def _setup(params, X, y, loss, reduction, activation, mesh, gather):
