@@ -509,8 +509,9 @@ def _read_torch(model):
     def run(X):
         import torch
 
+        device = linears[0].weight.device  # the model's device (a GPU's too): X goes there
         with torch.no_grad():
-            return model(torch.from_numpy(X)).numpy()
+            return model(torch.from_numpy(X).to(device)).cpu().numpy()
 
     def leaves(tree):
         if not isinstance(tree, Mapping):
