@@ -1,6 +1,8 @@
 """A torch.nn.Sequential in, its own structure out: forward, per-example gradients and
 Jacobians equal torch's own and torch.func's, in the layout of model.state_dict()."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -293,3 +295,48 @@ def test_tensors_and_models_on_the_meta_device_are_named_errors():
         bpcheck.per_example_grads(model, torch.empty(6, 4, device="meta"), torch.zeros(6, dtype=torch.long))
     with pytest.raises(ValueError, match=r"model\[0\]\.weight: a tensor on the meta device"):
         bpcheck.network(model.to("meta"))
+
+
+def test_a_model_that_flattens_first_takes_its_inputs_as_the_model_does():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    rng = np.random.default_rng(2)
+    images, y = rng.standard_normal((5, 3, 2, 2)), rng.integers(0, 3, 5)
+    flat = images.reshape(5, 12)
+    assert bpcheck.network(model).flattens and not bpcheck.network(model[1:]).flattens
+    with torch.no_grad():
+        want = model(torch.from_numpy(images)).numpy()
+    assert rel_err(bpcheck.forward(model, images), want) < RTOL
+    assert rel_err(bpcheck.forward(model, torch.from_numpy(images)), want) < RTOL
+    got, ref = bpcheck.per_example_grads(model, images, y), torch_per_example_grads(model, images, y)
+    for k in ref:
+        assert rel_err(got[k], ref[k]) < RTOL, k
+    v = rng.standard_normal(bpcheck.param_count([12, 6, 3]))
+    pairs = [
+        (bpcheck.jacobian(model, images, flat=True), bpcheck.jacobian(model, flat, flat=True)),
+        (bpcheck.ntk(model, images, images[:2]), bpcheck.ntk(model, flat, flat[:2])),
+        (bpcheck.per_example_grad_norms(model, images, y), bpcheck.per_example_grad_norms(model, flat, y)),
+        (bpcheck.gauss_newton(model, images), bpcheck.gauss_newton(model, flat)),
+        (bpcheck.gauss_newton_matvec(model, images, v), bpcheck.gauss_newton_matvec(model, flat, v)),
+        (bpcheck.gauss_newton_operator(model, images) @ v, bpcheck.gauss_newton_operator(model, flat) @ v),
+        (bpcheck.jacobian_factors(model, images)[0].V, bpcheck.jacobian_factors(model, flat)[0].V),
+    ]
+    for i, (a, b) in enumerate(pairs):
+        assert np.array_equal(a, b), i
+    with pytest.raises(ValueError, match=r"X: the model flattens each example .* into 12 inputs; "
+                                         r"got shape \(5, 3, 5\), whose examples have 15 entries"):
+        bpcheck.per_example_grads(model, rng.standard_normal((5, 3, 5)), y)
+    with pytest.raises(ValueError, match=r"X2: the model flattens .* got shape \(2, 2, 2\)"):
+        bpcheck.ntk(model, images, rng.standard_normal((2, 2, 2)))
+    with pytest.raises(ValueError, match=r"X: expected shape \(N, 12\) or \(12,\), got a 3-d array"):
+        bpcheck.forward(model[1:], rng.standard_normal((5, 3, 2)))  # no Flatten: no flattening
+
+
+@pytest.mark.parametrize("wrap, attr", [(lambda m: nn.DataParallel(m), "module"),
+                                        (lambda m: torch.compile(m), "_orig_mod")])
+def test_a_wrapped_model_is_refused_with_the_attribute_that_holds_it(wrap, attr):
+    with warnings.catch_warnings():  # torch.compile's own deprecation warnings, on some Pythons
+        warnings.simplefilter("ignore", DeprecationWarning)
+        model = wrap(sequential(nn.ReLU()))
+    with pytest.raises(TypeError, match=rf"model: a \w+ wrapping a Sequential; pass the model it "
+                                        rf"wraps, model\.{attr}"):
+        bpcheck.network(model)

@@ -29,7 +29,7 @@ from ._arrays import (as_array, host_buffer, is_jax, is_tracer, on_default_cpu, 
                       split_finite_checks, to_jax)
 from ._compiled import built, call, recording, replayed, rerun, shape_of, written
 from ._losses import check_reduction, numpy_targets_in_range, resolve_loss
-from ._model import model_params, model_vector
+from ._model import model_inputs, model_params, model_vector
 from ._params import _layer_slices, beta_size, layers_from_beta, param_count
 from ._recursion import _factors, _forward_layers, by_rows, kept_factors, pullback, push
 
@@ -146,7 +146,8 @@ def gauss_newton(params: Any, X: Any, loss: Any = "cross_entropy", *, y: Any = N
     pair of layers from the factors, never from ``J``.  NumPy in, NumPy out; JAX in, JAX
     out (compiled once per configuration; jit-able).
     """
-    params, activation, _ = model_params(params, activation)
+    params, activation, net = model_params(params, activation)
+    X = model_inputs(net, X)
     params, _, X2, y2, xp, _, static, unchecked = _setup(params, X, y, loss, reduction, activation)
     return call(_gauss_newton, xp, static, params, X2, y2, unchecked=unchecked,
                 bounds=static[0].target_bounds(y2, static[-1][-1]))
@@ -169,6 +170,7 @@ def gauss_newton_matvec(params: Any, X: Any, v: Any, loss: Any = "cross_entropy"
     in it.
     """
     params, activation, net = model_params(params, activation)
+    X = model_inputs(net, X)
     v, back = model_vector(net, v)
     params, widths, X2, y2, xp, others, static, unchecked = _setup(params, X, y, loss, reduction,
                                                                     activation, v=v)
@@ -442,6 +444,7 @@ def gauss_newton_operator(params: Any, X: Any, loss: Any = "cross_entropy", *, y
     True
     """
     params, activation, net = model_params(params, activation)
+    X = model_inputs(net, X)
     params, widths, X2, y2, xp, _, static, unchecked = _setup(params, X, y, loss, reduction,
                                                               activation)
     loss_, acts, scale, widths_t = static

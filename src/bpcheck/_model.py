@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -76,16 +77,20 @@ class Network:
     :class:`bpcheck.Activation` per hidden layer.  ``widths``: ``[d_0, ..., d_{L+1}]``.
     ``names``: where each layer sits in the model.  ``layout``: the model's orientation,
     ``"out_in"`` or ``"in_out"``.  ``source``: what the model was, e.g.
-    ``"torch Sequential"``.
+    ``"torch Sequential"``.  ``flattens``: the model flattens each example first (a torch
+    ``Flatten`` before the first ``Linear``), so inputs may also come as ``(N, ...)``
+    with ``d_0`` entries per example, as the model takes them (images ``(N, C, H, W)``).
     """
 
-    def __init__(self, layers: Sequence[Dense], activation, source: str, structure):
+    def __init__(self, layers: Sequence[Dense], activation, source: str, structure,
+                 flattens: bool = False):
         self.params = [(_oriented(d.W, d.layout), d.b) for d in layers]
         self.activation = tuple(activation)
         self.widths = [int(self.params[0][0].shape[1])] + [int(B.shape[0]) for B, _ in self.params]
         self.names = [d.name for d in layers]
         self.layout = layers[0].layout
         self.source = source
+        self.flattens = flattens
         self._layers = list(layers)
         self._layouts = tuple(d.layout for d in layers)
         self._structure = structure
@@ -456,6 +461,14 @@ def _torch_plain(m, where: str) -> None:
 def _read_torch(model):
     import torch.nn as tnn
 
+    wrapped = ("_orig_mod" if type(model).__name__ == "OptimizedModule" else "module"
+               if isinstance(model, (tnn.DataParallel, tnn.parallel.DistributedDataParallel))
+               else None)
+    if wrapped is not None and isinstance(getattr(model, wrapped, None), tnn.Module):
+        raise TypeError(
+            f"model: a {type(model).__name__} wrapping a {type(getattr(model, wrapped)).__name__}; "
+            f"pass the model it wraps, model.{wrapped} (bpcheck reads the layers' weights and "
+            f"computes with them itself; results are keyed like that model's state_dict())")
     if not isinstance(model, tnn.Sequential):
         raise TypeError(
             f"model: expected a torch.nn.Sequential of Linear layers and activations, got "
@@ -926,7 +939,8 @@ def network(model: Any, variables: Any = None, *, layout: str | None = None,
 
     - a ``torch.nn.Sequential`` of ``Linear`` layers and activation modules (``ReLU``,
       ``LeakyReLU``, ``ELU``, ``Tanh``, ``Sigmoid``, ``Softplus`` with ``beta=1``,
-      ``GELU``, ``Identity``; a ``Flatten`` first; ``Dropout`` in eval mode; torch's own
+      ``GELU``, ``Identity``; a ``Flatten`` first, after which inputs may come as the
+      model takes them, ``(N, ...)``, flattened to ``(N, d_0)``; ``Dropout`` in eval mode; torch's own
       classes, without forward hooks: a subclass with its own ``forward`` is refused, since
       bpcheck reads a layer by its class).  Weights are copied to NumPy (detached, on the
       CPU, dtype kept); results are NumPy, and per-example gradients a dict keyed like
@@ -987,7 +1001,9 @@ def network(model: Any, variables: Any = None, *, layout: str | None = None,
         found, acts, structure, run = _read_pytree(model, layout)
     _check_orientation(found)
     source = f"{kind} {type(model).__name__}" if kind else "list of layers"
-    net = Network(found, _merge_activation(acts, activation, len(found) - 1), source, structure)
+    flattens = kind == "torch" and any(type(m).__name__ == "Flatten" for _, m in _torch_items(model))
+    net = Network(found, _merge_activation(acts, activation, len(found) - 1), source, structure,
+                  flattens)
     if run is not None:
         _check_forward(net, run)
     return net
@@ -1120,6 +1136,25 @@ def model_vector(net: Network | None, v: Any):
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         kind = TypeError if isinstance(err, TypeError) else ValueError
         raise kind(f"v: in the structure of the {net.source}: {message}") from None
+
+
+def model_inputs(net: Network | None, X: Any, name: str = "X") -> Any:
+    """``X`` as the network takes it: for a model that flattens each example first
+    (:attr:`Network.flattens`), inputs ``(N, ...)`` of 3 or more axes become ``(N, d_0)``
+    (a view where the array allows one), as the model's ``Flatten`` would make them; a
+    product of the trailing axes other than ``d_0`` is an error naming the shape.  Else
+    (and for 1- and 2-d inputs) ``X`` unchanged, checked later as for any network."""
+    if net is None or not net.flattens or X is None:
+        return X
+    shape = tuple(getattr(X, "shape", None) or np.shape(X))
+    if len(shape) < 3:
+        return X
+    d0, per_example = net.widths[0], math.prod(shape[1:])
+    if per_example != d0:
+        raise ValueError(
+            f"{name}: the model flattens each example (its Flatten before the first Linear) "
+            f"into {d0} inputs; got shape {shape}, whose examples have {per_example} entries")
+    return X.reshape(shape[0], d0) if hasattr(X, "reshape") else np.reshape(X, (shape[0], d0))
 
 
 def model_params(params: Any, activation: Any):

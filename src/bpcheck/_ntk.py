@@ -32,7 +32,7 @@ from ._activations import resolve_activations
 from ._arrays import (backend, check_all_finite, check_inputs, check_params, common_dtype, param_names,
                       split_finite_checks)
 from ._compiled import call, replayed, without_axis
-from ._model import model_params
+from ._model import model_inputs, model_params
 from ._recursion import _factors as layer_factors
 from ._sharding import batch_parallel, resolve_mesh
 
@@ -207,7 +207,8 @@ def ntk(
         import jax.numpy as jnp
 
         xp = jnp
-    params, activation, _ = model_params(params, activation)
+    params, activation, net = model_params(params, activation)
+    X1, X2 = model_inputs(net, X1, "X1"), model_inputs(net, X2, "X2")
     params, widths, xp = check_params(params, xp, finite=False)
     acts = resolve_activations(activation, len(params) - 1)
     X1c, single1 = check_inputs("X1", X1, widths[0], xp, finite=False)

@@ -32,7 +32,7 @@ from ._activations import resolve_activations
 from ._arrays import check_out, host_buffer, on_default_cpu, overlaps, prepare, to_jax
 from ._compiled import call, replayed, without_axis, written
 from ._losses import check_reduction, numpy_targets_in_range, resolve_loss
-from ._model import (in_model_layers, layouts_of, model_params, wanted_flat,
+from ._model import (in_model_layers, layouts_of, model_inputs, model_params, wanted_flat,
                      weight_shape)
 from ._params import param_count
 from ._recursion import (_THREADED_SIZE, _as_blocks, _forward_layers, _single_threaded_blas,
@@ -230,6 +230,7 @@ def per_example_grads(
     batches of one size: no fresh memory for the kernel to zero on every call.
     """
     params, activation, net = model_params(params, activation)
+    X = model_inputs(net, X)
     flat = wanted_flat(flat, net)
     params, widths, X2, y2, single, xp, mesh, static, unchecked = _setup(
         params, X, y, loss, reduction, activation, mesh, gather)
@@ -332,7 +333,8 @@ def per_example_grad_norms(
     ``||U^(l)' e||^2 = ||V^(l)' e||^2 ||a^(l-1)||^2`` is the weight part and
     ``||V^(l)' e||^2`` the bias part: cost about two forward passes, memory ``O(N d)``.
     """
-    params, activation, _ = model_params(params, activation)
+    params, activation, net = model_params(params, activation)
+    X = model_inputs(net, X)
     params, _, X2, y2, single, xp, mesh, static, unchecked = _setup(
         params, X, y, loss, reduction, activation, mesh, gather)
     n = _run(_per_example_grad_norms, static, params, X2, y2, xp, mesh, bool(gather), unchecked)

@@ -27,7 +27,7 @@ import numpy as np
 
 from ._activations import resolve_activations
 from ._arrays import check_out, host_buffer, on_default_cpu, prepare, to_jax
-from ._model import (in_model_layers, in_model_layout, layouts_of, model_params, wanted_flat,
+from ._model import (in_model_layers, in_model_layout, layouts_of, model_inputs, model_params, wanted_flat,
                      weight_shape)
 from ._compiled import call, replayed, without_axis, written
 
@@ -172,7 +172,8 @@ def forward(params: Any, X: Any, *, activation: Any = None):
     or JAX following the inputs (JAX: compiled once per configuration; NumPy: a large
     batch's rows split over the cores).
     """
-    params, activation, _ = model_params(params, activation)
+    params, activation, net = model_params(params, activation)
+    X = model_inputs(net, X)
     params, _, X2, single, xp, _, unchecked = prepare(params, X, defer_finite=True)
     acts = resolve_activations(activation, len(params) - 1)
     out = call(_outputs, xp, (acts,), params, X2, unchecked=unchecked)
@@ -212,7 +213,8 @@ def jacobian_factors(params: Any, X: Any, *, activation: Any = None) -> list[Lay
     ``V^(l) = V^(l+1) B^(l+1) D^(l)`` with ``V^(L+1) = I_K``.  NumPy in, NumPy out; JAX in,
     JAX out (compiled once per configuration; jit/vmap-able).
     """
-    params, activation, _ = model_params(params, activation)
+    params, activation, net = model_params(params, activation)
+    X = model_inputs(net, X)
     params, _, X2, single, xp, _, unchecked = prepare(params, X, defer_finite=True)
     acts = resolve_activations(activation, len(params) - 1)
     records = call(kept_factors, xp, (acts,), params, X2, unchecked=unchecked)
@@ -398,6 +400,7 @@ def jacobian(params: Any, X: Any, *, activation: Any = None, flat: bool = True, 
     memory for the kernel to zero each time.
     """
     params, activation, net = model_params(params, activation)
+    X = model_inputs(net, X)
     flat = wanted_flat(flat, net)
     params, widths, X2, single, xp, _, unchecked = prepare(params, X, defer_finite=True)
     acts = resolve_activations(activation, len(params) - 1)
