@@ -466,7 +466,7 @@ def _read_torch(model):
                else None)
     if wrapped is not None and isinstance(getattr(model, wrapped, None), tnn.Module):
         raise TypeError(
-            f"model: a {type(model).__name__} wrapping a {type(getattr(model, wrapped)).__name__}; "
+            f"model: {type(model).__name__} wraps a {type(getattr(model, wrapped)).__name__}; "
             f"pass the model it wraps, model.{wrapped} (bpcheck reads the layers' weights and "
             f"computes with them itself; results are keyed like that model's state_dict())")
     if not isinstance(model, tnn.Sequential):
