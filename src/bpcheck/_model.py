@@ -940,11 +940,11 @@ def network(model: Any, variables: Any = None, *, layout: str | None = None,
     - a ``torch.nn.Sequential`` of ``Linear`` layers and activation modules (``ReLU``,
       ``LeakyReLU``, ``ELU``, ``Tanh``, ``Sigmoid``, ``Softplus`` with ``beta=1``,
       ``GELU``, ``Identity``; a ``Flatten`` first, after which inputs may come as the
-      model takes them, ``(N, ...)``, flattened to ``(N, d_0)``; ``Dropout`` in eval mode; torch's own
-      classes, without forward hooks: a subclass with its own ``forward`` is refused, since
-      bpcheck reads a layer by its class).  Weights are copied to NumPy (detached, on the
-      CPU, dtype kept); results are NumPy, and per-example gradients a dict keyed like
-      ``model.state_dict()``,
+      model takes them, ``(N, ...)``, flattened to ``(N, d_0)``; ``Dropout`` in eval mode;
+      torch's own classes, without forward hooks: a subclass with its own ``forward`` is
+      refused, since bpcheck reads a layer by its class).  Weights are copied to NumPy
+      (detached, on the CPU, dtype kept); results are NumPy (JAX arrays for JAX inputs, as
+      everywhere), and per-example gradients a dict keyed like ``model.state_dict()``,
       ``{"0.weight": (N, out, in), "0.bias": (N, out), ...}``.
     - an ``equinox.nn.MLP`` (its ``activation`` is read; ``final_activation`` must be the
       identity) or an ``equinox.nn.Sequential`` of ``Linear``, ``Lambda(jax.nn.<activation>)``
@@ -1001,7 +1001,8 @@ def network(model: Any, variables: Any = None, *, layout: str | None = None,
         found, acts, structure, run = _read_pytree(model, layout)
     _check_orientation(found)
     source = f"{kind} {type(model).__name__}" if kind else "list of layers"
-    flattens = kind == "torch" and any(type(m).__name__ == "Flatten" for _, m in _torch_items(model))
+    flattens = kind == "torch" and any(isinstance(m, sys.modules["torch"].nn.Flatten)
+                                       for _, m in _torch_items(model))
     net = Network(found, _merge_activation(acts, activation, len(found) - 1), source, structure,
                   flattens)
     if run is not None:
