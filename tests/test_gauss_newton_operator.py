@@ -131,34 +131,41 @@ def test_a_large_jax_operator_on_the_cpu_runs_its_products_with_numpy(monkeypatc
     widths = [5, 7, 6, 3]
     params, X, rng = make_case(widths, 4)
     P, m = bpcheck.param_count(widths), 3
-    jp = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params]
+    cpu = jax.local_devices(backend="cpu")[0]  # the CPU also where a GPU is the default
+
+    def on_cpu(a):
+        return jax.device_put(jnp.asarray(a), cpu)
+
+    jp = [(on_cpu(B), on_cpu(b)) for B, b in params]
     v, V = rng.standard_normal(P), rng.standard_normal((P, m))
-    compiled = bpcheck.gauss_newton_operator(jp, jnp.asarray(X), activation="tanh")
+    compiled = bpcheck.gauss_newton_operator(jp, on_cpu(X), activation="tanh")
     assert compiled._host is None  # small: the compiled program
-    expected_v = np.asarray(compiled @ jnp.asarray(v))
-    expected_V = np.asarray(compiled @ jnp.asarray(V))
+    expected_v = np.asarray(compiled @ on_cpu(v))
+    expected_V = np.asarray(compiled @ on_cpu(V))
     monkeypatch.setattr(_gauss_newton, "_HOST_PRODUCTS", 1)
     ran = []
     on_host = _gauss_newton.GaussNewtonOperator._on_host
     monkeypatch.setattr(_gauss_newton.GaussNewtonOperator, "_on_host",
                         lambda self, *a: ran.append(a[1]) or on_host(self, *a))
-    op = bpcheck.gauss_newton_operator(jp, jnp.asarray(X), activation="tanh")
+    op = bpcheck.gauss_newton_operator(jp, on_cpu(X), activation="tanh")
     for _ in range(2):  # a second vector of the same kind too
-        got = op @ jnp.asarray(v)
+        got = op @ on_cpu(v)
         assert isinstance(got, jax.Array) and got.shape == (P,) and got.dtype == op.dtype
         assert rel_err(np.asarray(got), expected_v) < 1e-5
-    got = op @ jnp.asarray(V)
+    got = op @ on_cpu(V)
     assert isinstance(got, jax.Array) and got.shape == (P, m)
     assert rel_err(np.asarray(got), expected_V) < 1e-5
     assert ran == [False, False, True]
     assert rel_err(np.asarray(op @ v), expected_v) < 1e-5  # a NumPy v, taken as JAX
+    numpy_v_on_host = jax.default_backend() == "cpu"  # elsewhere it goes to the default device
     with pytest.raises(ValueError, match="v"):
-        op @ jnp.asarray(np.where(np.arange(P) == 3, np.nan, v))
+        op @ on_cpu(np.where(np.arange(P) == 3, np.nan, v))
     with pytest.raises(ValueError, match=r"v: expected a vector"):
         op @ jnp.ones(P + 1)
-    traced = jax.jit(lambda t: op @ t)(jnp.asarray(v))  # a tracer: the compiled program
+    traced = jax.jit(lambda t: op @ t)(on_cpu(v))  # a tracer: the compiled program
     assert rel_err(np.asarray(traced), expected_v) < 1e-5
-    assert len(ran) == 5  # the NaN vector was checked there too; the traced one was not
+    # the NaN vector was checked there too; the traced one was not
+    assert len(ran) == 4 + numpy_v_on_host
 
 
 def test_a_model_gives_and_takes_vectors_in_its_own_structure():

@@ -321,7 +321,7 @@ def test_large_jax_gradients_filled_on_the_host_equal_the_compiled_ones(monkeypa
 def test_on_default_cpu_takes_concrete_single_device_arrays_only():
     from bpcheck._arrays import on_default_cpu
 
-    x = jnp.ones(3)
+    x = jax.device_put(jnp.ones(3), jax.local_devices(backend="cpu")[0])  # also where a GPU is default
     assert on_default_cpu([x, None, np.ones(2)])
     assert not on_default_cpu([np.ones(2)])  # no JAX array: the NumPy path
     seen = []

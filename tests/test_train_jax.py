@@ -1,5 +1,6 @@
 """bpcheck.train.jax_loop: the compiled loop (jit over lax.scan) and vmap over networks."""
 
+import os
 import subprocess
 import sys
 
@@ -190,4 +191,6 @@ def test_importing_bpcheck_changes_no_jax_setting_and_loads_no_optional_extra():
         "assert jax.config.jax_enable_x64 == before == False, 'x64 changed'\n"
         "assert 'torch' not in sys.modules and 'matplotlib' not in sys.modules, 'extra loaded'\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, env={"PATH": ""})
+    env = {"PATH": ""}  # no JAX_* variable; a source tree on PYTHONPATH still found
+    env.update({k: v for k, v in os.environ.items() if k == "PYTHONPATH"})
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
