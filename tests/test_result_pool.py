@@ -44,7 +44,8 @@ def test_a_view_of_a_dropped_result_keeps_its_memory_out_of_the_pool():
     assert b.ctypes.data != where
     b[:] = -1.0
     assert np.all(rows == 7.0)
-    del rows, b
+    del b
+    del rows  # a's block given back last: taken first
     assert host_buffer((64, 100), np.float32).ctypes.data == where
 
 
@@ -72,9 +73,27 @@ def test_the_pool_keeps_at_most_its_limit_and_gives_the_rest_back(monkeypatch):
     monkeypatch.setattr(_arrays, "POOL_MAX", 3 * (64 * 100 * 4 + 64))
     blocks = [host_buffer((64, 100), np.float32) for _ in range(5)]
     del blocks
-    assert len(_arrays._FREE) == 3
+    assert len(_arrays._FREE) == 3 and _arrays._FREE_BYTES[0] == 3 * (64 * 100 * 4 + 64)
     release_memory()
-    assert _arrays._FREE == []
+    assert _arrays._FREE == [] and _arrays._FREE_BYTES[0] == 0
+
+
+def test_the_pool_keeps_at_most_its_count_of_blocks_the_newest(monkeypatch):
+    monkeypatch.setattr(_arrays, "POOL_BLOCKS", 2)
+    blocks = [host_buffer((64, 100 + i), np.float32) for i in range(4)]
+    kept = [b.ctypes.data for b in blocks[2:]]
+    for i in range(4):  # given back in order, the first two pushed out by the last two
+        blocks[i] = None
+    assert [raw.ctypes.data + _arrays._aligned(raw) for raw in _arrays._FREE] == kept
+    assert _arrays._FREE_BYTES[0] == sum(raw.nbytes for raw in _arrays._FREE)
+
+
+def test_of_equal_given_back_blocks_the_last_one_is_taken_first():
+    a, b = host_buffer((64, 100), np.float32), host_buffer((64, 100), np.float32)
+    where_b = b.ctypes.data
+    del a
+    del b  # given back last: its pages the likeliest in the cache
+    assert host_buffer((64, 100), np.float32).ctypes.data == where_b
 
 
 def test_per_example_gradients_in_a_loop_reuse_their_memory_and_stay_right():

@@ -74,8 +74,13 @@ def _backward(params, acts, Ds, N, xp, dtype):
     for l in range(len(params) - 2, -1, -1):
         B_next = params[l + 1][0]
         d_next, d = B_next.shape
-        VB = (V.reshape(N * K, d_next) @ B_next).reshape(N, K, d)
-        V = acts[l].times_derivative(VB, Ds[l][:, None, :], xp)
+        if xp is np:  # into memory of the result pool, masked in place: no second array
+            VB = np.matmul(V.reshape(N * K, d_next), B_next,
+                           out=host_buffer((N * K, d), np.result_type(V, B_next)))
+            V = acts[l].times_derivative(VB.reshape(N, K, d), Ds[l][:, None, :], xp, True)
+        else:
+            VB = (V.reshape(N * K, d_next) @ B_next).reshape(N, K, d)
+            V = acts[l].times_derivative(VB, Ds[l][:, None, :], xp)
         Vs.append(V)
     Vs.reverse()
     if xp is np:
