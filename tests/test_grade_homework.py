@@ -107,6 +107,9 @@ def test_the_zip_bundles_the_homework_pins_versions_and_hides_the_hidden_case(tm
     ("[exercises.1]\npoints = -1\n", "exercises.1.points = -1: expected a value >= 0"),
     ("tolerance = nan\n", "tolerance = nan: expected a finite number"),
     ("tolerance = 0\n", "tolerance = 0: expected a value > 0"),
+    ("[exercises.1]\ntolerance = -1e-3\n", "exercises.1.tolerance = -0.001: expected a value > 0"),
+    ("[exercises.1]\ntol = 1e-3\n", "exercises.1.tol: unknown key; expected points, visibility, "
+                                    "tolerance or tests"),
     ("[sandbox]\ntest_timeout_s = inf\n", "sandbox.test_timeout_s = inf: expected a finite"),
     ("[sandbox]\nmemory_mb = 0\n", "sandbox.memory_mb = 0: expected a value > 0"),
     ("[exercises.5]\npoints = 1\n", "exercises.5: no such exercise in the homework"),
@@ -250,3 +253,39 @@ def test_a_homework_that_imports_a_helper_file_says_a_homework_is_one_file(tmp_p
     assert run("grade", "--homework", homework, "--template", tmp_path / "t.py") == 2
     err = capsys.readouterr().err
     assert "importing it failed (No module named 'conv_hw_helpers'); a homework is one Python file" in err
+
+
+@pytest.mark.parametrize("config, passes", [
+    ("", False),  # the homework's own tol, 1e-7
+    ("[exercises.1]\ntolerance = 1e-4\n", True),
+    ("tolerance = 1e-4\n", True),
+    ("tolerance = 1e-4\n[exercises.conv2d_forward]\ntolerance = 1e-9\n", False),  # its own first
+])
+def test_an_exercise_takes_its_own_tolerance_from_the_config(tmp_path, config, passes):
+    """A config's ``tolerance`` replaced every exercise's at once; an exercise's own
+    ``[exercises.N] tolerance`` is taken before it."""
+    submission = tmp_path / "close.py"  # every output off by a relative 1e-5
+    submission.write_text((SUBMISSIONS / "correct.py").read_text().replace(
+        "return (out,)", "return (out * (1 + 1e-5),)"))
+    cfg = tmp_path / "g.toml"
+    cfg.write_text(config)
+    results = tmp_path / "r.json"
+    assert run("grade", submission, "--homework", HOMEWORK, "--config", cfg, "--seed", 1,
+               "--results", results) == 0
+    tests = json.loads(results.read_text())["tests"]
+    assert len(tests) == 4
+    assert all((t["status"] == "passed") == passes for t in tests), tests
+
+
+def test_a_tolerance_for_an_exercise_scored_by_rules_is_refused():
+    from bpcheck.grade.config import parse_config, template_config
+    from bpcheck.grade.lecture import hw
+
+    cfg = parse_config({"exercises": {"4": {"tolerance": 1e-3}}})  # the lecture's homework
+    with pytest.raises(ConfigError, match=r"exercises\.4\.tolerance: exercise 4 \(\w+\) is "
+                                          r"scored by RuleCheck, which has no tolerance"):
+        cfg.homework  # noqa: B018 - loads and checks
+    sample = template_config(hw)
+    tol_lines = [ln for ln in sample.splitlines() if ln.startswith("# tolerance = ")]
+    assert len(tol_lines) == 1 + sum(hasattr(ex.scorer, "tol") for ex in hw.exercises)
+    assert parse_config({"exercises": {"1": {"tolerance": 1e-3}}}).homework  # allowed there

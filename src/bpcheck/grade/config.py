@@ -10,6 +10,7 @@ Example (``bpcheck grade --template-config`` prints a complete one)::
 
     [exercises.1]             # or [exercises.softmax_loss]
     points = 30
+    tolerance = 1e-4          # this exercise's (before the one above)
     visibility = "visible"    # visible | hidden | after_due_date | after_published
     tests = { "1.5" = "after_due_date" }   # per-test visibility
 
@@ -49,6 +50,7 @@ class ExerciseConfig:
 
     points: float | None = None
     visibility: str | None = None
+    tolerance: float | None = None
     tests: dict[str, str] = field(default_factory=dict)
 
 
@@ -89,6 +91,11 @@ class GradingConfig:
         self._homework = hw
         for key, ex_cfg in self.exercises.items():
             ex = self._find(hw, key)
+            if ex_cfg.tolerance is not None and not hasattr(ex.scorer, "tol"):
+                raise ConfigError(
+                    f"exercises.{key}.tolerance: exercise {ex.number} ({ex.name}) is scored by "
+                    f"{type(ex.scorer).__name__}, which has no tolerance; expected it only for "
+                    "an exercise scored by relative error (RelativeError)")
             for number in ex_cfg.tests:
                 if not number.startswith(f"{ex.number}.") or not number[len(f"{ex.number}."):] \
                         .isdigit() or not 1 <= int(number.split(".")[1]) <= len(ex.weights()):
@@ -113,6 +120,12 @@ class GradingConfig:
     def points(self, ex: Exercise) -> float:
         p = self._override(ex).points
         return ex.points if p is None else p
+
+    def tolerance_for(self, ex: Exercise) -> float | None:
+        """The relative-error tolerance that replaces ``ex``'s scorer's own ``tol``: the
+        exercise's ``tolerance``, else the config's, else ``None`` (the homework's holds)."""
+        own = self._override(ex).tolerance
+        return self.tolerance if own is None else own
 
     def visibility(self, case) -> str:
         o = self._override(case.exercise)
@@ -180,13 +193,16 @@ def parse_config(doc: dict, path: str | None = None) -> GradingConfig:
                 ex.points = _number(where, value)
             elif key == "visibility":
                 ex.visibility = _visibility(where, value)
+            elif key == "tolerance":
+                ex.tolerance = _number(where, value, strict=True)
             elif key == "tests":
                 if not isinstance(value, dict):
                     raise ConfigError(f"{where}: expected a table of test number -> visibility")
                 for number, vis in value.items():
                     ex.tests[number] = _visibility(f"{where}.{number}", vis)
             else:
-                raise ConfigError(f"{where}: unknown key; expected points, visibility or tests")
+                raise ConfigError(f"{where}: unknown key; expected points, visibility, "
+                                  "tolerance or tests")
     known = {f.name: f for f in fields(Limits)}
     for key, value in doc.get("sandbox", {}).items():
         where = f"sandbox.{key}"
@@ -246,8 +262,11 @@ def template_config(hw: Homework) -> str:
                 f"# the homework's own visibilities ({said}) hold unless set here;",
                 "# visibility sets every test of the exercise, tests one test's",
                 '# visibility = "visible"  # visible | hidden | after_due_date | after_published',
-                f'# tests = {{ "{ex.number}.1" = "hidden" }}',
-                ""]
+                f'# tests = {{ "{ex.number}.1" = "hidden" }}']
+        if hasattr(ex.scorer, "tol"):
+            out.append(f"# tolerance = {ex.scorer.tol:g}  # the homework's own; set here for "
+                       "this exercise alone")
+        out.append("")
     out += ["[sandbox]",
             "load_timeout_s = 30     # child start-up and loading the submission",
             "cell_timeout_s = 30     # each notebook cell; a cell past it is stopped and named",

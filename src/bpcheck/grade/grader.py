@@ -157,11 +157,12 @@ def _begin_score(case: Case, msg, hw: Homework, cfg: GradingConfig):
         return (lambda: (0.0, ["no result came back"])), None
     ex = case.exercise
     scorer = ex.scorer
-    if cfg.tolerance is not None and hasattr(scorer, "tol"):
+    tol = cfg.tolerance_for(ex)
+    if tol is not None and hasattr(scorer, "tol"):
         import copy
 
         scorer = copy.copy(scorer)
-        scorer.tol = cfg.tolerance
+        scorer.tol = tol
     if scorer.kind != "rules":
         def finish():
             try:
