@@ -344,6 +344,9 @@ class GaussNewtonOperator:
                 return out
         v, back = model_vector(self._net, v)
         P = self.shape[0]
+        if self._host is not None and type(v) is np.ndarray and v.ndim in (1, 2) \
+                and v.shape[0] == P:  # computed on the host as it is (checked there), not
+            return back(self._on_host(v, v.ndim == 2))  # sent to JAX's default device first
         v = as_array("v", v, self._xp)
         if self._xp is np and is_jax(v):
             return back(self._jax_vector(v))
