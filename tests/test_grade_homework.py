@@ -219,15 +219,17 @@ def test_a_faulty_reference_is_the_homeworks_error_before_anything_runs(tmp_path
 
 
 def test_a_custom_scorer_that_raises_is_the_homeworks_fault_and_want_is_the_tuple(tmp_path, capsys):
+    """``want`` is the tuple of ``returns`` that also takes the outputs' names, as ``got``
+    does; a name it does not have is the homework's fault, named."""
     homework = tmp_path / "hw.py"
     homework.write_text(
         "from bpcheck.grade.homework import Custom, Homework\n"
         "hw = Homework('sums')\n"
         "def close(got, want, case):\n"
-        "    assert isinstance(want, tuple) and len(want) == 1\n"
-        "    return float(abs(got['s'] - want[0]).max() < 1e-9)\n"
+        "    assert isinstance(want, tuple) and len(want) == 1 and want['s'] is want[0]\n"
+        "    return float(abs(got['s'] - want['s']).max() < 1e-9)\n"
         "def broken(got, want, case):\n"
-        "    return want['s']\n"
+        "    return want['total']\n"
         "@hw.exercise(points=2, returns=['s'], score=Custom(close))\n"
         "def rowsum(x):\n"
         "    return x.sum(1)\n"
@@ -241,8 +243,8 @@ def test_a_custom_scorer_that_raises_is_the_homeworks_fault_and_want_is_the_tupl
     assert run("grade", submission, "--homework", homework, "--results", tmp_path / "r.json") == 0
     out = capsys.readouterr().out
     assert "1.1  passed" in out
-    assert ("the homework's scorer raised TypeError: tuple indices must be integers or slices, "
-            "not str (a fault of the homework, not a verdict on this answer") in out
+    assert ("the homework's scorer raised KeyError: \"no output named 'total'; the outputs are "
+            "s (returns=)\" (a fault of the homework, not a verdict on this answer") in out
 
 
 def test_a_homework_that_imports_a_helper_file_says_a_homework_is_one_file(tmp_path, capsys):
@@ -289,3 +291,17 @@ def test_a_tolerance_for_an_exercise_scored_by_rules_is_refused():
     tol_lines = [ln for ln in sample.splitlines() if ln.startswith("# tolerance = ")]
     assert len(tol_lines) == 1 + sum(hasattr(ex.scorer, "tol") for ex in hw.exercises)
     assert parse_config({"exercises": {"1": {"tolerance": 1e-3}}}).homework  # allowed there
+
+
+def test_a_references_outputs_take_names_and_indices_and_survive_pickling():
+    import pickle
+
+    from bpcheck.grade.homework import Outputs
+
+    want = Outputs((1.5, [2, 3]), ["loss", "Vs"])
+    assert want["loss"] == want[0] == 1.5 and want["Vs"] == want[-1] == [2, 3]
+    assert want[:1] == (1.5,) and want == (1.5, [2, 3]) and isinstance(want, tuple)
+    again = pickle.loads(pickle.dumps(want))
+    assert again == want and again.names == ("loss", "Vs") and again["Vs"] == [2, 3]
+    with pytest.raises(KeyError, match="no output named 'dW'; the outputs are loss, Vs"):
+        want["dW"]  # noqa: B018

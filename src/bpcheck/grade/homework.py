@@ -242,7 +242,7 @@ class Exercise:
                 raise HomeworkError(f"{where}: the reference's {name} is a "
                                     f"{type(value).__name__}, but returns= says a list "
                                     f"({name}[])")
-        case._want = want
+        want = case._want = Outputs(want, [n for n, _ in outputs])
         return want
 
     def as_outputs(self, got):
@@ -285,6 +285,28 @@ class Exercise:
 
 
 # ------------------------------------------------------------------ scorers
+
+
+class Outputs(tuple):
+    """The reference's outputs on a case: a tuple in the order of ``returns``
+    (``want[0]``) that also takes an output's name, as ``got`` does (``want["dW"]``;
+    a list output by its name without ``[]``)."""
+
+    def __new__(cls, values, names):
+        out = super().__new__(cls, values)
+        out.names = tuple(names)
+        return out
+
+    def __getnewargs__(self):  # pickled with its names (grade-batch's processes)
+        return tuple(self), self.names
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            if key not in self.names:
+                raise KeyError(f"no output named {key!r}; the outputs are "
+                               f"{', '.join(self.names)} (returns=)")
+            key = self.names.index(key)
+        return tuple.__getitem__(self, key)
 
 
 def _output_names(returns):
@@ -426,8 +448,9 @@ class Custom:
     """A scorer written by the instructor: ``fn(got, want, case) -> fraction`` or
     ``(fraction, [lines])``.  ``got``: ``{output: ndarray}`` as returned (plain arrays;
     lists as lists of arrays; ``None`` where nothing usable came back).  ``want``: the
-    reference's outputs on the case, a tuple in the order of ``returns``
-    (``want[0]`` is the first output).  ``case``: its ``args``, ``label`` and
+    reference's outputs on the case, a tuple in the order of ``returns`` (``want[0]`` is
+    the first output) that also takes the names ``got`` has (``want["dW"]``,
+    :class:`Outputs`).  ``case``: its ``args``, ``label`` and
     ``number``.  An exception in ``fn`` scores the test 0 with a note that the homework's
     scorer failed (not the student's answer)."""
 
