@@ -182,6 +182,46 @@ def test_rules_checks_start_while_the_child_runs_but_never_two_at_once(monkeypat
     assert any(w.in_session for w in started)  # scored while the child went on
 
 
+def test_a_check_still_running_after_the_child_is_finished_before_any_other_starts(
+        monkeypatch):
+    """After the child, the cases were scored in order: a check started while the child
+    ran for a later case (the earlier ones arrived while another was running) still ran
+    when the checks of those earlier cases started (seen once under load)."""
+    from bpcheck.grade import grader, sandbox
+    from bpcheck.grade.lecture import hw
+
+    ex = next(e for e in hw.exercises if e.scorer.kind == "rules")
+    last = f"{ex.number}.{len(ex.weights())}"
+    session = sandbox.run_session
+    started, overlapping, seen = [], [], []
+
+    def only_the_last(*args, on_test=None, **kwargs):
+        def on_last(test, msg):
+            seen.append(test)
+            if test == last:
+                on_test(test, msg)
+        return session(*args, on_test=on_last if on_test else None, **kwargs)
+
+    def slowly(fn):
+        def run(*args, **kwargs):
+            time.sleep(1.5)  # still running when the child is done
+            return fn(*args, **kwargs)
+        return run
+
+    def watch_start(fn, *args, **kwargs):
+        overlapping.append(sum(w.running() for w in started))
+        work = start_limited(slowly(fn) if not started else fn, *args, **kwargs)
+        started.append(work)
+        return work
+
+    monkeypatch.setattr(grader, "run_session", only_the_last)
+    monkeypatch.setattr(grader, "start_limited", watch_start)
+    report = grader.grade(CORRECT, seed=1)
+    assert last in seen  # the last case's check started while the child ran
+    assert report.score == report.max_score
+    assert len(started) == len(ex.weights()) and max(overlapping) == 0, overlapping
+
+
 def _spin(seconds):
     end = time.monotonic() + seconds
     while time.monotonic() < end:

@@ -320,18 +320,20 @@ def _run_sessions(source, hw, cfg, cases_by_ex, report, cells, outcome, started)
                 for c in pending.pop(ex):
                     outcome[c.number] = (0.0, [f"{names} is not defined (expected a function "
                                                f"named {names})"])
-        for cases in pending.values():
-            for c in list(cases):
-                msg = run.tests.get(_test_id(c))
-                if msg is None:
-                    continue
-                cases.remove(c)
-                try:
-                    finish, _ = started.pop(_test_id(c), (None, None))
-                    outcome[c.number] = finish() if finish else _score(c, msg, hw, cfg)
-                except Exception as err:  # noqa: BLE001 - a forged message is a failed test
-                    outcome[c.number] = (0.0, [f"the result could not be read "
-                                               f"({type(err).__name__})"])
+        arrived = [c for cases in pending.values() for c in cases
+                   if run.tests.get(_test_id(c)) is not None]
+        # the checks started while the child ran are finished first: a check started now
+        # for another case must not run beside one of them (one check at a time)
+        arrived.sort(key=lambda c: _test_id(c) not in started)
+        for c in arrived:
+            pending[c.exercise].remove(c)
+            try:
+                finish, _ = started.pop(_test_id(c), (None, None))
+                outcome[c.number] = finish() if finish else \
+                    _score(c, run.tests[_test_id(c)], hw, cfg)
+            except Exception as err:  # noqa: BLE001 - a forged message is a failed test
+                outcome[c.number] = (0.0, [f"the result could not be read "
+                                           f"({type(err).__name__})"])
         failed = case_of.get(run.failed_test) if run.failed_test else None
         if failed is None and any(pending.values()):
             # stopped between groups: charge the first case that did not run
