@@ -305,3 +305,24 @@ def test_a_references_outputs_take_names_and_indices_and_survive_pickling():
     assert again == want and again.names == ("loss", "Vs") and again["Vs"] == [2, 3]
     with pytest.raises(KeyError, match="no output named 'dW'; the outputs are loss, Vs"):
         want["dW"]  # noqa: B018
+
+
+def test_each_test_shows_what_it_printed_and_a_hidden_tests_print_stays_hidden(tmp_path):
+    submission = tmp_path / "talks.py"
+    submission.write_text((SUBMISSIONS / "correct.py").read_text().replace(
+        "    N, C, H, W = x.shape\n",
+        "    N, C, H, W = x.shape\n    print('input shape', x.shape, 'stride', stride)\n", 1))
+    results = tmp_path / "r.json"
+    assert run("grade", submission, "--homework", HOMEWORK, "--seed", 3,
+               "--results", results) == 0
+    doc = json.loads(results.read_text())
+    tests = {t["number"]: t for t in doc["tests"]}
+    shown = {n: t["output"].split("never parsed):\n", 1)[1] for n, t in tests.items()}
+    assert all(text.startswith("input shape (") for text in shown.values())
+    assert len(set(shown.values())) == len(shown)  # each its own case's input
+    hidden = shown["1.4"]
+    assert tests["1.4"]["visibility"] == "hidden"
+    student_view = doc["output"] + json.dumps([t for t in doc["tests"]
+                                               if t["visibility"] == "visible"])
+    assert hidden.strip() not in student_view
+    assert all(shown[n].strip() in doc["output"] for n in ("1.1", "1.2", "1.3"))

@@ -355,3 +355,88 @@ def test_exit_while_loading_scores_zero_everywhere_with_the_reason(tmp_path, cfg
         """), cfg, seed=1)
     assert r.score == 0
     assert all("loading the submission failed: SystemExit" in t.lines[0] for t in r.tests)
+
+
+# ---- what a test prints goes to that test's own output (GradeReport.printed) ----------
+
+
+def test_what_each_test_prints_is_its_own_and_bytes_that_are_not_text_are_replaced(tmp_path, cfg):
+    r = grade(hostile(tmp_path, """
+        import os, sys
+        def softmax_loss(W, b, X, y, reg):
+            print("softmax_loss got", X.shape)
+            sys.stdout.flush()
+            os.write(2, b"raw \\xff\\xfe bytes\\n")
+            return 7.0, W * 0 + 7, b * 0 + 7
+        """), cfg, seed=1)
+    assert_attack_contained(r, "wrong")
+    ex1 = exercise(r, 1)
+    for t in ex1:
+        own = r.printed[t.number]
+        assert own.startswith("softmax_loss got (") and "raw \ufffd\ufffd bytes" in own, own
+    shapes = {r.printed[t.number].split("\n")[0] for t in ex1}
+    assert len(shapes) > 1  # each test its own inputs' shape, not the group's text
+    assert all(not r.printed.get(t.number) for t in exercise(r, 2))  # exercise 2 prints nothing
+    assert "softmax_loss got" in r.student_output  # still in the students' whole output
+
+
+def test_a_test_that_prints_a_flood_keeps_the_start_of_it_and_counts_the_rest(tmp_path, cfg):
+    r = grade(hostile(tmp_path, """
+        def softmax_loss(W, b, X, y, reg):
+            print("first line")
+            print("x" * 300000)
+            return 7.0, W * 0 + 7, b * 0 + 7
+        """), cfg, seed=1)
+    assert_attack_contained(r, "wrong")
+    own = r.printed["1.1"]
+    assert own.startswith("first line\nxxx") and len(own) < 2100
+    printed = len("first line\n") + len("x" * 300000 + "\n")
+    assert own.endswith(f"[... {printed - 2000} more bytes printed in this test]")
+
+
+def test_a_test_that_closes_or_redirects_its_output_leaves_the_next_tests_captured(tmp_path, cfg):
+    r = grade(hostile(tmp_path, """
+        import os
+        calls = []
+        def softmax_loss(W, b, X, y, reg):
+            calls.append(1)
+            print("call", len(calls), flush=True)
+            if len(calls) == 1:
+                os.close(1)
+                os.close(2)
+            elif len(calls) == 2:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+            return 7.0, W * 0 + 7, b * 0 + 7
+        """), cfg, seed=1)
+    assert_attack_contained(r, "wrong")
+    numbers = [t.number for t in exercise(r, 1)]
+    assert len(numbers) >= 3
+    for i, number in enumerate(numbers):  # each later test captured again
+        assert r.printed[number] == f"call {i + 1}\n", (number, r.printed[number])
+
+
+def test_a_process_that_keeps_a_tests_output_open_delays_it_by_a_second_at_most(tmp_path, cfg):
+    r = grade(hostile(tmp_path, """
+        import os, time
+        def softmax_loss(W, b, X, y, reg):
+            print("before the fork", flush=True)
+            if os.fork() == 0:  # holds the test's output open, then prints into it
+                time.sleep(3)
+                print("late", flush=True)
+                os._exit(0)
+            return 7.0, W * 0 + 7, b * 0 + 7
+        """), cfg, seed=1)
+    assert_attack_contained(r, "wrong")  # not a time-out: the test ended at its return
+    assert all(r.printed[t.number].startswith("before the fork") for t in exercise(r, 1))
+    assert "late" not in "".join(r.printed.values())
+
+
+def test_a_forged_printed_field_is_text_or_nothing():
+    from bpcheck.grade.grader import _printed
+
+    assert _printed({"printed": "hi", "printed_left_out": 5}) == \
+        "hi\n[... 5 more bytes printed in this test]"
+    for bad in ({"printed": ["hi"]}, {"printed": 3}, {"printed": "   "}, {}, None, "text"):
+        assert _printed(bad) == ""
+    for left in (-1, True, 1.5, "5", 1 << 63):
+        assert _printed({"printed": "hi", "printed_left_out": left}) == "hi"

@@ -68,6 +68,10 @@ class GradeReport:
     """Notes from the runs of cases students do not see (instructor view only)."""
     hidden_output: str = ""
     """What the submission printed in those runs (instructor view only)."""
+    printed: dict[str, str] = field(default_factory=dict)
+    """Test number -> what the submission printed in that test (the start of it, as the
+    child kept it), shown in that test's own output; where it may be seen is the test's
+    visibility."""
     titles: dict[int, str] = field(default_factory=dict)
     """Exercise number -> title, in the homework's order."""
     seconds: float = 0.0
@@ -96,6 +100,18 @@ def _add(report, cfg: GradingConfig, case: Case, fraction, lines):
 def _zero_all(report, cfg, cases, message):
     for c in cases:
         _add(report, cfg, c, 0.0, [message])
+
+
+def _printed(header) -> str:
+    """What a test's (untrusted) header says the test printed, with the count of the bytes
+    left out; ``""`` for nothing or anything that is not text."""
+    text = header.get("printed") if isinstance(header, dict) else None
+    if not isinstance(text, str) or not text.strip():
+        return ""
+    left = header.get("printed_left_out")
+    if isinstance(left, int) and not isinstance(left, bool) and 0 < left < 1 << 62:
+        text += f"\n[... {left} more bytes printed in this test]"
+    return text
 
 
 def _strings(value, limit: int = 20) -> list[str]:
@@ -327,6 +343,7 @@ def _run_sessions(source, hw, cfg, cases_by_ex, report, cells, outcome, started)
         arrived.sort(key=lambda c: _test_id(c) not in started)
         for c in arrived:
             pending[c.exercise].remove(c)
+            report.printed[c.number] = _printed(getattr(run.tests[_test_id(c)], "header", None))
             try:
                 finish, _ = started.pop(_test_id(c), (None, None))
                 outcome[c.number] = finish() if finish else \

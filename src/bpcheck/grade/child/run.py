@@ -6,9 +6,113 @@ Outputs go back as exact ``ndarray`` s and Python floats; anything else is descr
 type name only.  The parent computes every score.
 """
 
+import _thread
+import os
+import sys
 import time
 
 import numpy as np
+
+from .wire import TEXT_MAX
+
+PRINTED_MAX = TEXT_MAX
+"""Bytes of what one test printed that are kept for that test's own report (a header's
+string holds at most ``TEXT_MAX`` characters)."""
+
+# bound when the harness is imported, before the submission runs (which may patch these)
+_pipe, _dup, _dup2, _close, _read, _write = os.pipe, os.dup, os.dup2, os.close, os.read, os.write
+_start, _lock = _thread.start_new_thread, _thread.allocate_lock
+_stdio_flushes = (sys.stdout.flush, sys.stderr.flush)
+_bytearray, _bytes, _memoryview = bytearray, bytes, memoryview
+
+
+def _flush():
+    for flush in _stdio_flushes:
+        try:
+            flush()
+        except BaseException:  # noqa: BLE001 - the submission's own stream state
+            pass
+
+
+def _drain(r, out, kept, done):
+    """Read what a test prints from ``r`` until every writer has closed it: the first
+    ``PRINTED_MAX`` bytes kept for the test (``kept[1]`` counts the rest), all of it passed
+    on to ``out`` (the output the parent reads)."""
+    try:
+        while True:
+            chunk = _read(r, 65536)
+            if not chunk:
+                break
+            room = PRINTED_MAX - len(kept[0])
+            if room > 0:
+                kept[0] += chunk[:room]
+            kept[1] += max(0, len(chunk) - max(room, 0))
+            view = _memoryview(chunk)
+            while view:
+                try:
+                    view = view[_write(out, view):]
+                except InterruptedError:
+                    continue
+                except OSError:
+                    break
+    except BaseException:  # noqa: BLE001
+        pass
+    finally:
+        _close(r)
+        done.release()
+
+
+def captured(fn):
+    """Run ``fn()`` (which raises nothing) with what it prints (file descriptors 1 and 2)
+    read by a thread of this process; returns ``(printed, left_out)``: the first
+    ``PRINTED_MAX`` bytes and the count of the rest.  The output still reaches the parent
+    as before.  Without a pipe, a descriptor or a thread to spare (the submission's limits
+    reached) ``fn`` runs uncaptured.  A process the test started that keeps the output open
+    past the test is waited for one second, then left to the group's clean-up."""
+    _flush()
+    fds = []
+    try:
+        fds += _pipe()
+        fds += [_dup(1), _dup(2)]
+    except OSError:
+        for fd in fds:
+            _close(fd)
+        fn()
+        return b"", 0
+    r, w, out, err = fds
+    kept, done = [_bytearray(), 0], _lock()
+    done.acquire()
+    try:
+        _start(_drain, (r, out, kept, done))
+    except BaseException:  # noqa: BLE001 - no thread to spare
+        for fd in fds:
+            _close(fd)
+        fn()
+        return b"", 0
+    try:
+        _dup2(w, 1)
+        _dup2(w, 2)
+    finally:
+        _close(w)
+    try:
+        fn()
+    finally:
+        _flush()
+        for fd, target in ((out, 1), (err, 2)):
+            try:
+                _dup2(fd, target)
+            except OSError:  # the submission closed it: its own output is lost
+                pass
+        try:
+            _close(err)
+        except OSError:
+            pass
+        if done.acquire(timeout=1.0):  # every writer gone: all of it read and passed on
+            try:
+                _close(out)
+            except OSError:
+                pass
+    return _bytes(kept[0]), kept[1]
 
 
 def runner(plan, module, drivers):
@@ -170,15 +274,21 @@ def run_tests(tests, inputs, run, send, restore, describe_error, forbidden_seen)
     _monotonic = time.monotonic
     for test, spec in tests:
         t0 = _monotonic()
-        try:
-            arrays, meta = run(spec, inputs)
-            error = None
-        except BaseException as exc:  # noqa: BLE001 - SystemExit, KeyboardInterrupt included
-            restore()
-            arrays, meta, error = {}, {}, describe_error(exc)
+        box = []
+
+        def one(spec=spec, box=box):
+            try:
+                box.append((*run(spec, inputs), None))
+            except BaseException as exc:  # noqa: BLE001 - SystemExit, KeyboardInterrupt included
+                restore()
+                box.append(({}, {}, describe_error(exc)))
+
+        printed, left_out = captured(one)
         restore()
+        arrays, meta, error = box[0] if box else ({}, {}, "the error could not be described")
         header = {"kind": "test", "test": test, "error": error, "meta": meta,
-                  "seconds": _monotonic() - t0, "forbidden": forbidden_seen()}
+                  "seconds": _monotonic() - t0, "forbidden": forbidden_seen(),
+                  "printed": printed.decode("utf-8", "replace"), "printed_left_out": left_out}
         try:
             send(header, arrays)
         except BaseException as exc:  # noqa: BLE001
