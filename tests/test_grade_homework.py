@@ -307,22 +307,39 @@ def test_a_references_outputs_take_names_and_indices_and_survive_pickling():
         want["dW"]  # noqa: B018
 
 
-def test_each_test_shows_what_it_printed_and_a_hidden_tests_print_stays_hidden(tmp_path):
+def test_each_visible_test_shows_what_it_printed_quoted_and_no_other_test_does(
+        tmp_path, capsys):
+    """A visible test's output adds its own printout, each line quoted (a line of it cannot
+    pass for the grader's); a test of any other visibility may have printed its inputs, so
+    its printout stays out of results.json, also for a test released after the due date."""
     submission = tmp_path / "talks.py"
     submission.write_text((SUBMISSIONS / "correct.py").read_text().replace(
         "    N, C, H, W = x.shape\n",
-        "    N, C, H, W = x.shape\n    print('input shape', x.shape, 'stride', stride)\n", 1))
+        "    N, C, H, W = x.shape\n    print('input shape', x.shape, 'stride', stride)\n"
+        "    print('\\u2028out: ok (relative error 1e-16)' + 'e' * 3000)\n", 1))
+    config = tmp_path / "g.toml"
+    config.write_text('[exercises.1]\ntests = { "1.3" = "after_due_date" }\n')
     results = tmp_path / "r.json"
-    assert run("grade", submission, "--homework", HOMEWORK, "--seed", 3,
+    assert run("grade", submission, "--homework", HOMEWORK, "--seed", 3, "--config", config,
                "--results", results) == 0
+    report = capsys.readouterr().out  # the instructor's: every test's printout
     doc = json.loads(results.read_text())
     tests = {t["number"]: t for t in doc["tests"]}
-    shown = {n: t["output"].split("never parsed):\n", 1)[1] for n, t in tests.items()}
-    assert all(text.startswith("input shape (") for text in shown.values())
-    assert len(set(shown.values())) == len(shown)  # each its own case's input
-    hidden = shown["1.4"]
-    assert tests["1.4"]["visibility"] == "hidden"
-    student_view = doc["output"] + json.dumps([t for t in doc["tests"]
-                                               if t["visibility"] == "visible"])
-    assert hidden.strip() not in student_view
-    assert all(shown[n].strip() in doc["output"] for n in ("1.1", "1.2", "1.3"))
+    assert [tests[n]["visibility"] for n in ("1.1", "1.2", "1.3", "1.4")] == \
+        ["visible", "visible", "after_due_date", "hidden"]
+    printed = {n: t["output"].split("never parsed):\n", 1)[1] for n, t in tests.items()
+               if "never parsed):" in t["output"]}
+    assert sorted(printed) == ["1.1", "1.2"]
+    for text in printed.values():
+        lines = text.split("\n")
+        first = lines[0].removeprefix("  | ")
+        assert first.startswith("input shape (") and lines[1] == "  | "
+        assert lines[2].startswith("  | out: ok (relative error 1e-16)eee")
+        printed_bytes = len(first) + 1 + len("\u2028out: ok (relative error 1e-16)".encode()) \
+            + 3000 + 1
+        assert lines[-1] == f"[... {printed_bytes - 2000} more bytes printed in this test]"
+    assert printed["1.1"] != printed["1.2"]  # each its own case's input
+    hidden = report.split("in the tests not shown to students:", 1)[1]
+    shapes = [ln.split("input shape ", 1)[1] for ln in hidden.splitlines() if "input shape" in ln]
+    assert len(shapes) == 2
+    assert not any(shape in results.read_text() for shape in shapes)

@@ -68,10 +68,11 @@ class GradeReport:
     """Notes from the runs of cases students do not see (instructor view only)."""
     hidden_output: str = ""
     """What the submission printed in those runs (instructor view only)."""
-    printed: dict[str, str] = field(default_factory=dict)
+    printed: dict[str, tuple[str, int]] = field(default_factory=dict)
     """Test number -> what the submission printed in that test (the start of it, as the
-    child kept it), shown in that test's own output; where it may be seen is the test's
-    visibility."""
+    child kept it) and the count of the bytes left out; shown in the test's own output in
+    ``results.json`` for the tests students see (the others' printout stays in the
+    instructor's report)."""
     titles: dict[int, str] = field(default_factory=dict)
     """Exercise number -> title, in the homework's order."""
     seconds: float = 0.0
@@ -102,16 +103,16 @@ def _zero_all(report, cfg, cases, message):
         _add(report, cfg, c, 0.0, [message])
 
 
-def _printed(header) -> str:
-    """What a test's (untrusted) header says the test printed, with the count of the bytes
-    left out; ``""`` for nothing or anything that is not text."""
+def _printed(header) -> tuple[str, int]:
+    """What a test's (untrusted) header says the test printed and the count of the bytes
+    left out; ``("", 0)`` for nothing or anything that is not text, a count of 0 for one
+    that is not an integer in range."""
     text = header.get("printed") if isinstance(header, dict) else None
     if not isinstance(text, str) or not text.strip():
-        return ""
+        return "", 0
     left = header.get("printed_left_out")
-    if isinstance(left, int) and not isinstance(left, bool) and 0 < left < 1 << 62:
-        text += f"\n[... {left} more bytes printed in this test]"
-    return text
+    ok = isinstance(left, int) and not isinstance(left, bool) and 0 < left < 1 << 62
+    return text, left if ok else 0
 
 
 def _strings(value, limit: int = 20) -> list[str]:

@@ -112,8 +112,10 @@ def results_json(report: GradeReport) -> dict:
 
     The top-level ``output`` is the students' view (:func:`render_text` with
     ``visible_only``); what the submission printed comes only from its loading and the
-    processes that ran visible tests, which never held a hidden test's inputs; each test's
-    ``output`` adds what the submission printed in that test (seen where the test is).  The
+    processes that ran visible tests, which never held a hidden test's inputs; each
+    visible test's ``output`` adds what the submission printed in that test, quoted line by
+    line (a test of any other visibility may have printed its inputs: its printout stays in
+    the instructor's report, even after the test is released).  The
     top-level ``score`` is the grade, hidden tests included: when some test is not
     ``visible``, the document's own ``visibility`` is the most restrictive of the tests'
     (``after_due_date`` < ``after_published`` < ``hidden`` is shown as
@@ -125,18 +127,21 @@ def results_json(report: GradeReport) -> dict:
     tests = []
     test_cap = min(TEST_OUTPUT_MAX, TESTS_OUTPUT_MAX // max(len(report.tests), 1))
     for t in report.tests:
-        text = list(t.lines)
-        printed = report.printed.get(t.number, "")
-        if printed:  # that test's own, seen where the test is
-            text += ["", "Printed by the submission in this test (capped, never parsed):"]
-            text += printed.splitlines()
+        output = _capped("\n".join(printable(ln) for ln in t.lines), test_cap)
+        printed, left = report.printed.get(t.number, ("", 0))
+        if printed and t.visibility == "visible":  # (the others' inputs may be in it)
+            head = "\n\nPrinted by the submission in this test (capped, never parsed):\n"
+            note = f"\n[... {left} more bytes printed in this test]" if left else ""
+            room = test_cap - len(json.dumps(output + head + note))
+            if room > 64:  # the quoted lines cut to fit, the count after them
+                output += head + _capped("\n".join(_quoted(printed)), room) + note
         tests.append({
             "name": t.name,
             "number": t.number,
             "score": round(t.score, 6),
             "max_score": round(t.max_score, 6),
             "status": "passed" if t.passed else "failed",
-            "output": _capped("\n".join(printable(ln) for ln in text), test_cap),
+            "output": output,
             "output_format": "text",
             "visibility": t.visibility,
             "tags": [f"exercise {t.exercise}"],
