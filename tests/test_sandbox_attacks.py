@@ -548,7 +548,7 @@ alive = 0
 for pid in reported:
     status = _state(pid)
     if status is not None and status["State"].split()[0] not in ("Z", "X") and \\
-            int(status["RssAnon"].split()[0]) << 10 >= HOARD:
+            int(status.get("RssAnon", "0").split()[0]) << 10 >= HOARD:  # none: exiting
         alive += 1
 for pid, r in _held:
     try:
