@@ -337,18 +337,17 @@ def _run_sessions(source, hw, cfg, cases_by_ex, report, cells, outcome, started)
                 for c in pending.pop(ex):
                     outcome[c.number] = (0.0, [f"{names} is not defined (expected a function "
                                                f"named {names})"])
-        arrived = [c for cases in pending.values() for c in cases
+        arrived = [(c, run.tests[_test_id(c)]) for cases in pending.values() for c in cases
                    if run.tests.get(_test_id(c)) is not None]
         # the checks started while the child ran are finished first: a check started now
         # for another case must not run beside one of them (one check at a time)
-        arrived.sort(key=lambda c: _test_id(c) not in started)
-        for c in arrived:
+        arrived.sort(key=lambda pair: _test_id(pair[0]) not in started)
+        for c, msg in arrived:
             pending[c.exercise].remove(c)
-            report.printed[c.number] = _printed(getattr(run.tests[_test_id(c)], "header", None))
+            report.printed[c.number] = _printed(msg.header)
             try:
                 finish, _ = started.pop(_test_id(c), (None, None))
-                outcome[c.number] = finish() if finish else \
-                    _score(c, run.tests[_test_id(c)], hw, cfg)
+                outcome[c.number] = finish() if finish else _score(c, msg, hw, cfg)
             except Exception as err:  # noqa: BLE001 - a forged message is a failed test
                 outcome[c.number] = (0.0, [f"the result could not be read "
                                            f"({type(err).__name__})"])

@@ -26,7 +26,8 @@ _stdio_flushes = (sys.stdout.flush, sys.stderr.flush)
 _bytearray, _bytes, _memoryview = bytearray, bytes, memoryview
 
 
-def _flush():
+def flush_stdio():
+    """Flush ``sys.stdout`` and ``sys.stderr`` as they were when the harness was imported."""
     for flush in _stdio_flushes:
         try:
             flush()
@@ -69,7 +70,7 @@ def captured(fn):
     as before.  Without a pipe, a descriptor or a thread to spare (the submission's limits
     reached) ``fn`` runs uncaptured.  A process the test started that keeps the output open
     past the test is waited for one second, then left to the group's clean-up."""
-    _flush()
+    flush_stdio()
     fds = []
     try:
         fds += _pipe()
@@ -97,7 +98,7 @@ def captured(fn):
     try:
         fn()
     finally:
-        _flush()
+        flush_stdio()
         for fd, target in ((out, 1), (err, 2)):
             try:
                 _dup2(fd, target)
