@@ -19,6 +19,11 @@ PRINTED_MAX = TEXT_MAX
 """Bytes of what one test printed that are kept for that test's own report (a header's
 string holds at most ``TEXT_MAX`` characters)."""
 
+HELD_WAIT_S = 0.1
+"""Seconds a test's output held open by a process it started is waited for (a daemon that a
+test leaves holds it until the group ends: 1 s here put a test of many such past a 1.5 s
+limit)."""
+
 # bound when the harness is imported, before the submission runs (which may patch these)
 _pipe, _dup, _dup2, _close, _read, _write = os.pipe, os.dup, os.dup2, os.close, os.read, os.write
 _start, _lock = _thread.start_new_thread, _thread.allocate_lock
@@ -69,7 +74,7 @@ def captured(fn):
     ``PRINTED_MAX`` bytes and the count of the rest.  The output still reaches the parent
     as before.  Without a pipe, a descriptor or a thread to spare (the submission's limits
     reached) ``fn`` runs uncaptured.  A process the test started that keeps the output open
-    past the test is waited for one second, then left to the group's clean-up."""
+    past the test is waited for ``HELD_WAIT_S``, then left to the group's clean-up."""
     flush_stdio()
     fds = []
     try:
@@ -108,7 +113,7 @@ def captured(fn):
             _close(err)
         except OSError:
             pass
-        if done.acquire(timeout=1.0):  # every writer gone: all of it read and passed on
+        if done.acquire(timeout=HELD_WAIT_S):  # every writer gone: all read and passed on
             try:
                 _close(out)
             except OSError:
