@@ -328,8 +328,8 @@ def test_the_chunked_transpose_copies_tall_and_wide_blocks_aligned(monkeypatch, 
 
 @pytest.mark.parametrize("widths, activation", [
     ([4, 3], "relu"),  # no hidden layer: no V stored, only the inputs
-    ([4, 6, 3], "tanh"),
-    ([4, 6, 5, 7, 3], ["elu", "sigmoid", "leaky_relu"]),  # V^(1), V^(2), V^(3) stored
+    ([4, 6, 3], "tanh"),  # V^(1) = B^(2) D^(1): the last hidden layer's D and B^(L+1) only
+    ([4, 6, 5, 7, 3], ["elu", "sigmoid", "leaky_relu"]),  # V^(1), V^(2) stored, then B^(4) D^(3)
 ])
 def test_products_for_any_depth_and_mixed_activations_equal_the_matrix(widths, activation):
     params, X, rng = make_case(widths, 6)
@@ -391,6 +391,24 @@ def test_an_operator_keeps_its_own_copy_of_the_data_it_was_built_from():
         assert rel_err(op @ v, bpcheck.gauss_newton_matvec(params, X_old, v, y=y)) < RTOL
         assert not np.shares_memory(factors[0].a_prev, X)
         assert np.array_equal(factors[0].a_prev, X_old)
+
+
+@pytest.mark.parametrize("widths", [[3, 5, 2], [3, 5, 4, 2]])
+def test_an_operator_keeps_its_own_copy_of_the_output_weights(widths):
+    """The last hidden layer's V^(L) = B^(L+1) D^(L) is applied as that product: the operator
+    keeps B^(L+1) itself, so an optimiser that then updates the parameters in place must not
+    change the products of an operator built before."""
+    rng = np.random.default_rng(1)
+    params = bpcheck.init_params(widths, seed=1)
+    X = rng.standard_normal((6, 3))
+    v = rng.standard_normal(bpcheck.param_count(widths))
+    for _ in range(2):  # the second time from the replayed plan
+        old = [(B.copy(), b.copy()) for B, b in params]
+        op = bpcheck.gauss_newton_operator(params, X)
+        for B, _ in params:
+            B += 0.5 * rng.standard_normal(B.shape)
+        assert rel_err(op @ v, bpcheck.gauss_newton_matvec(old, X, v)) < RTOL
+        assert rel_err(op @ v, bpcheck.gauss_newton_matvec(params, X, v)) > 1e-3
 
 
 @pytest.mark.parametrize("to", [np.asarray, jnp.asarray], ids=["numpy", "jax"])

@@ -195,50 +195,73 @@ def gauss_newton_matvec(params: Any, X: Any, v: Any, loss: Any = "cross_entropy"
 
 
 def _operator_setup(params, X, y, acts, loss, xp):
-    """What every product reuses: ``V^(l)`` for the hidden layers (``V^(L+1) = I`` is
-    never stored), the layer inputs ``a^(l-1)`` and what ``H_n`` needs of the outputs
-    (:meth:`bpcheck.Loss.hessian_state`)."""
+    """What every product reuses: ``V^(l)`` for the hidden layers below the last, the
+    layer inputs ``a^(l-1)``, what ``H_n`` needs of the outputs
+    (:meth:`bpcheck.Loss.hessian_state`) and ``top``: for the last hidden layer ``L``,
+    ``(D^(L), B^(L+1))`` (``None`` without hidden layers).  ``V^(L) = B^(L+1) D^(L)`` is
+    applied as that product (``N d_L`` numbers kept instead of ``N K d_L``, and read once
+    instead of ``K`` times per product; NumPy keeps a copy of ``B^(L+1)``, which the caller
+    may write into), and ``V^(L+1) = I`` is never stored."""
     fs = kept_factors(params, X, acts, xp)
-    return [f.V for f in fs[:-1]], [f.a_prev for f in fs], loss.hessian_state(fs[-1].z, y, xp)
+    h = loss.hessian_state(fs[-1].z, y, xp)
+    if len(fs) == 1:
+        return [], [f.a_prev for f in fs], h, None
+    B = params[-1][0]
+    top = (fs[-2].D, B.copy() if xp is np else B)
+    return [f.V for f in fs[:-2]], [f.a_prev for f in fs], h, top
 
 
-def _operator_products(Vs, a_prevs, h, Vm, loss, scale, widths, xp):
+def _operator_products(Vs, a_prevs, h, top, Vm, loss, scale, widths, xp):
     """``J' H (J v)`` for the ``m`` rows ``v`` of ``Vm`` ``(m, P)``, from the stored factors:
     ``J v = sum_l V^(l) (dB^(l) a^(l-1) + db^(l))`` and, per layer, ``J' u`` is
-    ``vec((V^(l)' u)' a^(l-1))``: two products with ``a^(l-1)`` per layer and contractions
-    with the ``K`` rows of ``V``, no forward pass.  Returns ``(m, P)`` (JAX: its pieces,
-    see :func:`_beta_gradient`)."""
+    ``vec((V^(l)' u)' a^(l-1))``: two products with ``a^(l-1)`` per layer, contractions
+    with the ``K`` rows of ``V^(l)`` below the last hidden layer, and for that layer
+    ``B^(L+1) D^(L)`` in their place (``top``, see :func:`_operator_setup`); no forward pass.
+    Returns ``(m, P)`` (JAX: its pieces, see :func:`_beta_gradient`)."""
     if xp is not np:
-        return _operator_products_xla(Vs, a_prevs, h, Vm, loss, scale, widths, xp)
-    Jv = 0
+        return _operator_products_xla(Vs, a_prevs, h, top, Vm, loss, scale, widths, xp)
+    Jv, last = 0, len(Vs)  # layer `last`: the last hidden one (top) or the output layer
     for l, (a, (dB, db)) in enumerate(zip(a_prevs, layers_from_beta(Vm, widths))):
         t = np.matmul(a, dB.transpose(0, 2, 1))  # (m, N, d_l)
         t += db[:, None, :]
-        # V^(l) t per example, batched over the N examples ((K, d_l) by (d_l, m)), not over
-        # the m N pairs: N small products instead of m N matrix-vector ones
-        Jv = Jv + (t if l == len(Vs) else np.matmul(Vs[l], t.transpose(1, 2, 0)).transpose(2, 0, 1))
+        if l < last:
+            # V^(l) t per example, batched over the N examples ((K, d_l) by (d_l, m)), not
+            # over the m N pairs: N small products instead of m N matrix-vector ones
+            t = np.matmul(Vs[l], t.transpose(1, 2, 0)).transpose(2, 0, 1)
+        elif l == last and top is not None:
+            t = np.multiply(t, top[0], out=t) @ top[1].T  # B^(L+1) D^(L) t
+        Jv = Jv + t
     u = loss.times_hessian(h, Jv, np) * scale  # (m, N, K)
     uT = u.transpose(1, 0, 2)  # (N, m, K)
-    deltas = [u if l == len(Vs) else np.matmul(uT, Vs[l]).transpose(1, 0, 2)  # V' u, (m, N, d_l)
-              for l in range(len(a_prevs))]
+    deltas = [np.matmul(uT, V).transpose(1, 0, 2) for V in Vs]  # V' u, (m, N, d_l)
+    if top is not None:
+        delta = u @ top[1]
+        deltas.append(np.multiply(delta, top[0], out=delta))  # D^(L) B^(L+1)' u
+    deltas.append(u)
     return _beta_gradient(deltas, a_prevs, widths, np)
 
 
-def _operator_products_xla(Vs, a_prevs, h, Vm, loss, scale, widths, xp):
+def _operator_products_xla(Vs, a_prevs, h, top, Vm, loss, scale, widths, xp):
     """:func:`_operator_products` for JAX: the products with ``a^(l-1)`` as contractions
     without batch axes, which XLA runs as one matrix product each (its batched products
     over the ``m`` vectors measured 14 times slower on the CPU)."""
-    Jv = 0
+    Jv, last = 0, len(Vs)
     for l, (a, (dB, db)) in enumerate(zip(a_prevs, layers_from_beta(Vm, widths))):
         t = xp.einsum("nc,mrc->mnr", a, dB) + db[:, None, :]  # (m, N, d_l)
-        Jv = Jv + (t if l == len(Vs) else xp.einsum("nkr,mnr->mnk", Vs[l], t))
+        if l < last:
+            t = xp.einsum("nkr,mnr->mnk", Vs[l], t)
+        elif l == last and top is not None:
+            t = xp.einsum("mnr,kr->mnk", t * top[0], top[1])
+        Jv = Jv + t
     u = loss.times_hessian(h, Jv, xp) * scale  # (m, N, K)
-    deltas = [u if l == len(Vs) else xp.einsum("mnk,nkr->mnr", u, Vs[l])  # V' u
-              for l in range(len(a_prevs))]
+    deltas = [xp.einsum("mnk,nkr->mnr", u, V) for V in Vs]  # V' u
+    if top is not None:
+        deltas.append(xp.einsum("mnk,kr->mnr", u, top[1]) * top[0])
+    deltas.append(u)
     return _beta_gradient(deltas, a_prevs, widths, xp)
 
 
-def _operator_columns(Vs, a_prevs, h, Vp, loss, scale, widths, xp):
+def _operator_columns(Vs, a_prevs, h, top, Vp, loss, scale, widths, xp):
     """:func:`_operator_products` for ``m`` vectors given as the columns of ``Vp``
     ``(P, m)``, the result ``(P, m)`` too (JAX).  Layer ``l``'s rows of
     ``Vp`` are read as ``dB`` ``(d_l, d_{l-1}, m)`` and its rows of the result are written
@@ -248,28 +271,37 @@ def _operator_columns(Vs, a_prevs, h, Vp, loss, scale, widths, xp):
     transposed both).  The pieces are written into the result inside the same program
     (:func:`bpcheck._compiled.written`: 119 ms with it, against 131 ms joined by a program
     of their own)."""
-    m, L = Vp.shape[1], len(a_prevs)
+    m, last = Vp.shape[1], len(Vs)
     blocks = [(Vp[sB].reshape(d, d_prev, m), Vp[sb]) for d_prev, d, (sB, sb)
               in zip(widths[:-1], widths[1:], _layer_slices(tuple(widths)))]
     Jv = 0
     for l, (a, (dB, db)) in enumerate(zip(a_prevs, blocks)):
         t = xp.einsum("nc,rcm->mnr", a, dB) + db.T[:, None, :]  # (m, N, d_l)
-        Jv = Jv + (t if l == L - 1 else xp.einsum("nkr,mnr->mnk", Vs[l], t))
+        if l < last:
+            t = xp.einsum("nkr,mnr->mnk", Vs[l], t)
+        elif l == last and top is not None:
+            t = xp.einsum("mnr,kr->mnk", t * top[0], top[1])
+        Jv = Jv + t
     u = loss.times_hessian(h, Jv, xp) * scale  # (m, N, K)
     parts = []
     for l, a in enumerate(a_prevs):
-        delta = u.transpose(1, 2, 0) if l == L - 1 else xp.einsum("mnk,nkr->nrm", u, Vs[l])
+        if l < last:
+            delta = xp.einsum("mnk,nkr->nrm", u, Vs[l])
+        elif l == last and top is not None:
+            delta = xp.einsum("mnk,kr->nrm", u, top[1]) * top[0][:, :, None]
+        else:
+            delta = u.transpose(1, 2, 0)
         # (d_{l-1}, d_l m) is a plain matrix product; (d_l, d_{l-1}, m) moves m at a time
         gB = xp.einsum("nc,nrm->crm", a, delta).transpose(1, 0, 2)
         parts += [gB.reshape(gB.shape[0] * gB.shape[1], m), delta.sum(axis=0)]  # (m may be 0)
     return written(parts, axis=0)
 
 
-def _operator_vector(Vs, a_prevs, h, v, loss, scale, widths, xp):
+def _operator_vector(Vs, a_prevs, h, top, v, loss, scale, widths, xp):
     """:func:`_operator_products` for one vector ``v`` ``(P,)``, result ``(P,)``: for JAX
     the vector's leading axis is added and dropped inside the program (as operations of
     their own, each cost more than the product of a small network)."""
-    parts = _operator_products(Vs, a_prevs, h, v[None, :], loss, scale, widths, xp)
+    parts = _operator_products(Vs, a_prevs, h, top, v[None, :], loss, scale, widths, xp)
     return parts[0] if xp is np else [part[0] for part in parts]
 
 
@@ -302,10 +334,12 @@ class GaussNewtonOperator:
     """``G = mean_n J_n' H_n J_n`` (or ``sum_n``) as a linear operator, from the factors.
 
     Built by :func:`gauss_newton_operator`: the forward pass and the factors ``V^(l)``
-    (``N K sum_l d_l`` numbers) are computed once, and each product ``G v`` costs two
-    products with the layer inputs per layer (``J v`` and ``J' u``) plus contractions
-    with the ``K`` rows of each ``V^(l)``: no forward pass and no recursion, against
-    five layer-sized products per layer for ``jax.jvp`` and ``jax.vjp``.  For the many
+    are computed once (kept for the hidden layers below the last, ``N K`` numbers per
+    unit; the last hidden layer's ``V^(L) = B^(L+1) D^(L)`` as ``D^(L)`` and a copy of
+    ``B^(L+1)``), and each product ``G v`` costs two products with the layer inputs per
+    layer (``J v`` and ``J' u``) plus contractions with the ``K`` rows of each
+    ``V^(l)``: no forward pass and no recursion, against five layer-sized products per
+    layer for ``jax.jvp`` and ``jax.vjp``.  For the many
     products of a conjugate-gradient or Lanczos run with the same parameters and data.
 
     ``op @ v`` or ``op.matvec(v)``: ``v`` of shape ``(P,)`` in ``beta`` order (or in the
@@ -384,8 +418,8 @@ class GaussNewtonOperator:
         if Vm.dtype != self.dtype:
             Vm = Vm.astype(self.dtype)
         unchecked = split_finite_checks([("v", Vm)])
-        Vs, a_prevs, h = self._stored
-        return call(kernel, self._xp, self._static, Vs, a_prevs, h, Vm, unchecked=unchecked,
+        Vs, a_prevs, h, top = self._stored
+        return call(kernel, self._xp, self._static, Vs, a_prevs, h, top, Vm, unchecked=unchecked,
                     join=None if kernel is _operator_columns else -1)
 
     def _on_host(self, v, block):
@@ -432,8 +466,8 @@ def gauss_newton_operator(params: Any, X: Any, loss: Any = "cross_entropy", *, y
 
     Same arguments as :func:`gauss_newton`.  The factors are computed here, once; each
     ``op @ v`` then equals ``gauss_newton_matvec(params, X, v, ...)`` at a fraction of its
-    cost (no forward pass).  Memory: the factors, ``N K (d_1 + ... + d_L)`` numbers, and
-    the layer inputs.  JAX inputs on the CPU with ``N P`` of at least ``2**23`` keep the
+    cost (no forward pass).  Memory: the factors, ``N K (d_1 + ... + d_(L-1)) + N d_L``
+    numbers, and the layer inputs.  JAX inputs on the CPU with ``N P`` of at least ``2**23`` keep the
     factors as NumPy views too: the products of concrete JAX vectors then run with
     NumPy's matrix products and come back as JAX arrays without a copy (under ``jax.jit``
     the compiled program runs).
@@ -463,11 +497,13 @@ def gauss_newton_operator(params: Any, X: Any, loss: Any = "cross_entropy", *, y
 def _operator(stored, static, net, xp, dtype, P, N):
     """The :class:`GaussNewtonOperator` on the factors ``stored`` (:func:`_operator_setup`),
     with its NumPy twin on views of them when its products are to run on the host."""
-    Vs, a_prevs, h = stored
+    Vs, a_prevs, h, top = stored
     host = None
-    if xp is not np and N * P >= _HOST_PRODUCTS and on_default_cpu([*Vs, *a_prevs, h]):
+    if xp is not np and N * P >= _HOST_PRODUCTS and on_default_cpu([*Vs, *a_prevs, h,
+                                                                    *(top or ())]):
         views = ([np.asarray(V) for V in Vs], [np.asarray(a) for a in a_prevs],
-                 None if h is None else np.asarray(h))
+                 None if h is None else np.asarray(h),
+                 None if top is None else tuple(np.asarray(x) for x in top))
         host = GaussNewtonOperator(views, static, None, np, dtype, P)
     return GaussNewtonOperator(stored, static, net, xp, dtype, P, host)
 
