@@ -239,7 +239,8 @@ def test_a_thresholded_softplus_is_z_itself_above_its_threshold_as_torch_compute
     assert rel_err(bpcheck.jacobian(params, X, activation="softplus"), J_ref) > 1e-3
 
 
-@pytest.mark.parametrize("name", ["gelu", "gelu_tanh", "tanh", "elu", "softplus", "sigmoid"])
+@pytest.mark.parametrize("name", ["gelu", "gelu_tanh", "tanh", "elu", "softplus", "sigmoid",
+                                  "silu"])
 def test_float16_networks_keep_float16_with_every_activation(name):
     """SciPy's erf has no float16 loop: exact gelu gave float64 Jacobians and gradients for
     float16 inputs (four times the memory), unlike forward and every other activation."""

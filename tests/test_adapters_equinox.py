@@ -23,6 +23,7 @@ ACTIVATIONS = {
                    bpcheck.Activation("leaky_relu", slope=0.2)),
     "gelu": (functools.partial(jax.nn.gelu, approximate=False), bpcheck.Activation("gelu")),
     "gelu_tanh": (jax.nn.gelu, bpcheck.Activation("gelu_tanh")),
+    "silu": (jax.nn.silu, bpcheck.Activation("silu")),
 }
 
 

@@ -120,12 +120,14 @@ def test_linen_needs_its_variables_and_the_activation_and_checks_the_statement()
     assert_same_tree(bpcheck.per_example_grads(net, X, y), want)
 
 
-def test_linen_sequential_activations_are_read():
-    module = nn.Sequential([nn.Dense(5), nn.gelu, nn.Dense(3)])
+@pytest.mark.parametrize("fn, name", [(nn.gelu, "gelu_tanh"), (nn.silu, "silu"),
+                                      (nn.swish, "silu")])
+def test_linen_sequential_activations_are_read(fn, name):
+    module = nn.Sequential([nn.Dense(5), fn, nn.Dense(3)])
     X, _ = data()
     variables = module.init(jax.random.PRNGKey(0), jnp.asarray(X, jnp.float32))
     net = bpcheck.network(module, variables)
-    assert net.activation == (bpcheck.Activation("gelu_tanh"),)
+    assert net.activation == (bpcheck.Activation(name),)
     assert rel_err(bpcheck.forward(net, X.astype(np.float32)),
                    module.apply(variables, jnp.asarray(X, jnp.float32))) < 1e-5
 

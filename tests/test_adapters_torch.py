@@ -22,6 +22,7 @@ ACTIVATIONS = {
     "softplus": nn.Softplus(),
     "gelu": nn.GELU(),
     "gelu_tanh": nn.GELU(approximate="tanh"),
+    "silu": nn.SiLU(),
 }
 
 

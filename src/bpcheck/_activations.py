@@ -29,6 +29,7 @@ _PARAMETERS = {
     "softplus": {"threshold": math.inf},  # inf: none
     "gelu": {},
     "gelu_tanh": {},
+    "silu": {},
     "identity": {},
 }
 NAMES = tuple(_PARAMETERS)
@@ -62,7 +63,8 @@ class Activation:
     ``z > threshold``, as PyTorch's ``Softplus`` computes it, whose default is 20),
     ``"gelu"`` (exact, ``z Phi(z)`` with the normal CDF ``Phi``), ``"gelu_tanh"`` (the
     tanh approximation
-    ``0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3)))``) and ``"identity"``.
+    ``0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3)))``), ``"silu"`` (also called swish,
+    ``z sigmoid(z)``) and ``"identity"``.
 
     >>> Activation("leaky_relu", slope=0.2)
     Activation('leaky_relu', slope=0.2)
@@ -156,6 +158,9 @@ class Activation:
                 value = xp.where(above, z, value)
                 D = xp.where(above, one, D) if with_derivative else None
             return value, D
+        if name == "silu":  # sigma' = s + z s (1 - s) = s (1 + z (1 - s)), s = sigmoid(z)
+            s = _sigmoid(z, xp)
+            return z * s, (s * (1 + z * (1 - s)) if with_derivative else None)
         if name == "gelu":
             cdf = 0.5 * (1 + _erf(z * (1 / math.sqrt(2.0)), xp))
             if not with_derivative:

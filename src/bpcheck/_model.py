@@ -259,7 +259,10 @@ def _jax_activations() -> dict:
         jax.nn.elu: Activation("elu", alpha=1.0),
         jax.nn.leaky_relu: Activation("leaky_relu", slope=0.01),
         jax.nn.gelu: Activation("gelu_tanh"),  # jax.nn.gelu's default is approximate=True
+        jax.nn.silu: Activation("silu"),
     }
+    if hasattr(jax.nn, "swish"):  # (an alias of silu, or its own function in some versions)
+        known[jax.nn.swish] = Activation("silu")
     if hasattr(jax.nn, "identity"):
         known[jax.nn.identity] = Activation("identity")
     return known
@@ -372,7 +375,7 @@ def _unsupported(where: str, what: str):
     return ValueError(
         f"model: {where} is {what}, which bpcheck does not support; bpcheck's networks are "
         f"dense layers with one elementwise activation between them (relu, leaky_relu, elu, "
-        f"tanh, sigmoid, softplus, gelu, gelu_tanh, identity)"
+        f"tanh, sigmoid, softplus, gelu, gelu_tanh, silu, identity)"
     )
 
 
@@ -395,6 +398,8 @@ def _torch_activation(m):
         return Activation("sigmoid")
     if isinstance(m, tnn.GELU):
         return Activation("gelu" if m.approximate == "none" else "gelu_tanh")
+    if isinstance(m, tnn.SiLU):
+        return Activation("silu")
     if isinstance(m, tnn.Softplus):
         if m.beta != 1:
             raise ValueError(f"model: a Softplus with beta={m.beta}; bpcheck's softplus is "
@@ -939,7 +944,7 @@ def network(model: Any, variables: Any = None, *, layout: str | None = None,
 
     - a ``torch.nn.Sequential`` of ``Linear`` layers and activation modules (``ReLU``,
       ``LeakyReLU``, ``ELU``, ``Tanh``, ``Sigmoid``, ``Softplus`` with ``beta=1``,
-      ``GELU``, ``Identity``; a ``Flatten`` first, after which inputs may come as the
+      ``GELU``, ``SiLU``, ``Identity``; a ``Flatten`` first, after which inputs may come as the
       model takes them, ``(N, ...)``, flattened to ``(N, d_0)``; ``Dropout`` in eval mode;
       torch's own classes, without forward hooks: a subclass with its own ``forward`` is
       refused, since bpcheck reads a layer by its class).  Weights are copied to NumPy

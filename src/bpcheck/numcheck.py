@@ -94,6 +94,7 @@ def _jax_activation(act: Activation):
         "softplus": lambda z: _above(z, p["threshold"], jax.nn.softplus(z), jnp),
         "gelu": lambda z: jax.nn.gelu(z, approximate=False),
         "gelu_tanh": lambda z: jax.nn.gelu(z, approximate=True),
+        "silu": jax.nn.silu,
         "identity": lambda z: z,
     }[act.name]
 
@@ -116,6 +117,7 @@ def _numpy_activation(act: Activation):
         "softplus": lambda z: _above(z, p["threshold"], np.logaddexp(0, z), np),
         "gelu": lambda z: 0.5 * z * (1 + erf(z / np.sqrt(2)).astype(z.dtype)),
         "gelu_tanh": lambda z: 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z ** 3))),
+        "silu": lambda z: z / (1 + np.exp(-z)),
         "identity": lambda z: z,
     }[act.name]
 
@@ -383,9 +385,11 @@ ACTIVATION_POOL = (
     Activation("tanh"), Activation("gelu"), Activation("leaky_relu", slope=0.1),
     Activation("sigmoid"), Activation("elu", alpha=0.5), Activation("softplus"),
     Activation("gelu_tanh"), Activation("elu"), Activation("identity"), Activation("relu"),
+    Activation("silu"),
 )
 """Activations of the random networks after the corners: network ``i`` takes entry
-``i mod 10`` for every hidden layer when ``i`` is odd, and a random mix of them when even."""
+``i // 2`` (cyclically) for every hidden layer when ``i`` is odd, and a random mix of them
+when even."""
 
 
 def _activations_for(i: int, L: int, rng: np.random.Generator):
