@@ -70,6 +70,8 @@ def test_kinked_activations_take_the_left_derivative_at_zero():
     assert Activation("relu").derivative(z, np)[0] == 0.0
     assert Activation("leaky_relu", slope=0.3).derivative(z, np)[0] == 0.3
     assert Activation("elu", alpha=0.5).derivative(z, np)[0] == 0.5
+    assert Activation("selu").derivative(z, np)[0] == 1.0507009873554805 * 1.6732632423543772
+    assert Activation("selu").has_kink
     assert Activation("relu").has_kink and not Activation("tanh").has_kink
     assert not Activation("elu").has_kink  # alpha = 1: sigma' is continuous
 
@@ -240,7 +242,7 @@ def test_a_thresholded_softplus_is_z_itself_above_its_threshold_as_torch_compute
 
 
 @pytest.mark.parametrize("name", ["gelu", "gelu_tanh", "tanh", "elu", "softplus", "sigmoid",
-                                  "silu"])
+                                  "silu", "selu"])
 def test_float16_networks_keep_float16_with_every_activation(name):
     """SciPy's erf has no float16 loop: exact gelu gave float64 Jacobians and gradients for
     float16 inputs (four times the memory), unlike forward and every other activation."""

@@ -24,6 +24,7 @@ ACTIVATIONS = {
     "gelu": (functools.partial(jax.nn.gelu, approximate=False), bpcheck.Activation("gelu")),
     "gelu_tanh": (jax.nn.gelu, bpcheck.Activation("gelu_tanh")),
     "silu": (jax.nn.silu, bpcheck.Activation("silu")),
+    "selu": (jax.nn.selu, bpcheck.Activation("selu")),
 }
 
 

@@ -23,6 +23,7 @@ ACTIVATIONS = {
     "gelu": nn.GELU(),
     "gelu_tanh": nn.GELU(approximate="tanh"),
     "silu": nn.SiLU(),
+    "selu": nn.SELU(),
 }
 
 

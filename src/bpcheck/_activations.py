@@ -19,11 +19,14 @@ import numpy as np
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _GELU_TANH_C = 0.044715
+_SELU_ALPHA = 1.6732632423543772848170429916717  # as jax.nn.selu and torch.nn.SELU
+_SELU_SCALE = 1.0507009873554804934193349852946
 
 _PARAMETERS = {
     "relu": {},
     "leaky_relu": {"slope": 0.01},
     "elu": {"alpha": 1.0},
+    "selu": {},
     "tanh": {},
     "sigmoid": {},
     "softplus": {"threshold": math.inf},  # inf: none
@@ -58,7 +61,9 @@ class Activation:
 
     ``Activation("relu")`` (default of every function), ``"leaky_relu"`` (``slope``,
     default 0.01: ``z`` for ``z > 0``, ``slope * z`` otherwise), ``"elu"`` (``alpha``,
-    default 1.0: ``alpha (exp(z) - 1)`` for ``z <= 0``), ``"tanh"``, ``"sigmoid"``,
+    default 1.0: ``alpha (exp(z) - 1)`` for ``z <= 0``), ``"selu"`` (the self-normalising
+    ``scale * elu(z, alpha)`` with the fixed ``alpha = 1.6733`` and ``scale = 1.0507`` of
+    ``jax.nn.selu`` and ``torch.nn.SELU``), ``"tanh"``, ``"sigmoid"``,
     ``"softplus"`` (``log(1 + exp(z))``; ``threshold``, default none: ``z`` itself for
     ``z > threshold``, as PyTorch's ``Softplus`` computes it, whose default is 20),
     ``"gelu"`` (exact, ``z Phi(z)`` with the normal CDF ``Phi``), ``"gelu_tanh"`` (the
@@ -99,11 +104,12 @@ class Activation:
 
     @property
     def has_kink(self) -> bool:
-        """True where ``sigma'`` jumps at ``z = 0`` (relu, leaky relu, elu with ``alpha != 1``)."""
+        """True where ``sigma'`` jumps at ``z = 0`` (relu, leaky relu, elu with ``alpha != 1``,
+        selu)."""
         p = dict(self.params)
         return self.name in ("relu", "leaky_relu") and p.get("slope") != 1.0 or (
             self.name == "elu" and p["alpha"] != 1.0
-        )
+        ) or self.name == "selu"
 
     def value(self, z, xp, out=None):
         """``sigma(z)``, elementwise, same shape and dtype as ``z`` (no derivative computed).
@@ -147,6 +153,12 @@ class Activation:
             e = xp.exp(xp.minimum(z, 0))  # never overflows
             return (xp.where(on, z, p["alpha"] * (e - 1)),
                     xp.where(on, one, p["alpha"] * e).astype(z.dtype) if with_derivative else None)
+        if name == "selu":  # the left derivative at the kink, scale * alpha, as for elu
+            on = z > 0
+            e = xp.exp(xp.minimum(z, 0))
+            return (xp.where(on, _SELU_SCALE * z, (_SELU_SCALE * _SELU_ALPHA) * (e - 1)),
+                    xp.where(on, _SELU_SCALE, (_SELU_SCALE * _SELU_ALPHA) * e).astype(z.dtype)
+                    if with_derivative else None)
         if name == "sigmoid":
             s = _sigmoid(z, xp)
             return s, (s * (1 - s) if with_derivative else None)

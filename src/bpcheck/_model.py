@@ -260,6 +260,7 @@ def _jax_activations() -> dict:
         jax.nn.leaky_relu: Activation("leaky_relu", slope=0.01),
         jax.nn.gelu: Activation("gelu_tanh"),  # jax.nn.gelu's default is approximate=True
         jax.nn.silu: Activation("silu"),
+        jax.nn.selu: Activation("selu"),
     }
     if hasattr(jax.nn, "swish"):  # (an alias of silu, or its own function in some versions)
         known[jax.nn.swish] = Activation("silu")
@@ -375,7 +376,7 @@ def _unsupported(where: str, what: str):
     return ValueError(
         f"model: {where} is {what}, which bpcheck does not support; bpcheck's networks are "
         f"dense layers with one elementwise activation between them (relu, leaky_relu, elu, "
-        f"tanh, sigmoid, softplus, gelu, gelu_tanh, silu, identity)"
+        f"selu, tanh, sigmoid, softplus, gelu, gelu_tanh, silu, identity)"
     )
 
 
@@ -392,6 +393,8 @@ def _torch_activation(m):
         return Activation("leaky_relu", slope=float(m.negative_slope))
     if isinstance(m, tnn.ELU):
         return Activation("elu", alpha=float(m.alpha))
+    if isinstance(m, tnn.SELU):
+        return Activation("selu")
     if isinstance(m, tnn.Tanh):
         return Activation("tanh")
     if isinstance(m, tnn.Sigmoid):
@@ -943,7 +946,7 @@ def network(model: Any, variables: Any = None, *, layout: str | None = None,
     ``model``, one of:
 
     - a ``torch.nn.Sequential`` of ``Linear`` layers and activation modules (``ReLU``,
-      ``LeakyReLU``, ``ELU``, ``Tanh``, ``Sigmoid``, ``Softplus`` with ``beta=1``,
+      ``LeakyReLU``, ``ELU``, ``SELU``, ``Tanh``, ``Sigmoid``, ``Softplus`` with ``beta=1``,
       ``GELU``, ``SiLU``, ``Identity``; a ``Flatten`` first, after which inputs may come as the
       model takes them, ``(N, ...)``, flattened to ``(N, d_0)``; ``Dropout`` in eval mode;
       torch's own classes, without forward hooks: a subclass with its own ``forward`` is

@@ -89,6 +89,7 @@ def _jax_activation(act: Activation):
         "relu": jax.nn.relu,
         "leaky_relu": lambda z: jax.nn.leaky_relu(z, p.get("slope")),
         "elu": lambda z: jax.nn.elu(z, p.get("alpha")),
+        "selu": jax.nn.selu,
         "tanh": jnp.tanh,
         "sigmoid": jax.nn.sigmoid,
         "softplus": lambda z: _above(z, p["threshold"], jax.nn.softplus(z), jnp),
@@ -112,6 +113,8 @@ def _numpy_activation(act: Activation):
         "relu": lambda z: np.where(z > 0, z, 0.0),
         "leaky_relu": lambda z: np.where(z > 0, z, p.get("slope") * z),
         "elu": lambda z: np.where(z > 0, z, p.get("alpha") * np.expm1(np.minimum(z, 0))),
+        "selu": lambda z: 1.0507009873554804934193349852946 * np.where(
+            z > 0, z, 1.6732632423543772848170429916717 * np.expm1(np.minimum(z, 0))),
         "tanh": np.tanh,
         "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
         "softplus": lambda z: _above(z, p["threshold"], np.logaddexp(0, z), np),
@@ -385,7 +388,7 @@ ACTIVATION_POOL = (
     Activation("tanh"), Activation("gelu"), Activation("leaky_relu", slope=0.1),
     Activation("sigmoid"), Activation("elu", alpha=0.5), Activation("softplus"),
     Activation("gelu_tanh"), Activation("elu"), Activation("identity"), Activation("relu"),
-    Activation("silu"),
+    Activation("silu"), Activation("selu"),
 )
 """Activations of the random networks after the corners: network ``i`` takes entry
 ``i // 2`` (cyclically) for every hidden layer when ``i`` is odd, and a random mix of them
