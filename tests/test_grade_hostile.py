@@ -18,6 +18,7 @@ import pytest
 from bpcheck.grade.cli import main as grade_main
 from bpcheck.grade.config import parse_config
 from bpcheck.grade.grader import grade
+from bpcheck.grade.results import PRINTED_LINE_CHARS, PRINTED_LINES, render_text
 
 CORRECT = (Path(__file__).parent / "grade_submissions" / "correct.py").read_text()
 SECRET = "SECRET-MARKER-7c1f"
@@ -392,6 +393,34 @@ def test_a_test_that_prints_a_flood_keeps_the_start_of_it_and_counts_the_rest(tm
     own, left = r.printed["1.1"]
     assert own.startswith("first line\nxxx") and len(own) == 2000
     assert left == len("first line\n") + len("x" * 300000 + "\n") - 2000
+
+
+def test_the_text_report_shows_a_failed_tests_own_printout_under_it(tmp_path, cfg):
+    """The instructor's report (what `bpcheck grade` prints) quotes the start of a failed
+    test's own printout under that test, long lines cut, the rest counted; the students'
+    summary in results.json does not (each visible test's output there has its own)."""
+    r = grade(hostile(tmp_path, """
+        def softmax_loss(W, b, X, y, reg):
+            print("z" * 500)
+            for i in range(20):
+                print("line", i, X.shape)
+            return 7.0, W * 0 + 7, b * 0 + 7
+        """), cfg, seed=1)
+    assert_attack_contained(r, "wrong")
+    text = render_text(r)
+    for t in exercise(r, 1):
+        block = text.split(f"\n  {t.number}  FAILED", 1)[1].split("\n  1.", 1)[0]
+        block = block.split("\n\n")[0].splitlines()
+        at = block.index("        printed in this test (capped, never parsed):")
+        shape = r.printed[t.number][0].split("\n")[1].split(" ", 2)[2]
+        assert block[at + 1:] == (
+            ["        | " + "z" * PRINTED_LINE_CHARS + " [...]"]
+            + [f"        | line {i} {shape}" for i in range(PRINTED_LINES - 1)]
+            + [f"        [... {21 - PRINTED_LINES} more lines]"])
+    own = text.split("\n  2.1 ", 1)[1].split("\n  2.2 ", 1)[0]
+    assert "printed in this test" not in own  # exercise 2's function printed nothing
+    assert "printed in this test" not in render_text(r, visible_only=True)
+    assert "printed in this test" not in render_text(r, show_output=False)
 
 
 def test_a_test_that_closes_or_redirects_its_output_leaves_the_next_tests_captured(tmp_path, cfg):

@@ -29,6 +29,33 @@ def _notes(messages) -> list[str]:
     return [f"note: {printable(m)}" for m in messages]
 
 
+PRINTED_LINES = 8
+PRINTED_LINE_CHARS = 200
+"""What the instructor's text report shows of a failed test's own printout, under the test:
+its first lines, each cut to this many characters (the whole printout, capped, is in the
+block at the end)."""
+
+
+def _own_printout(report: GradeReport, number: str) -> list[str]:
+    """The start of what test ``number`` printed (:attr:`GradeReport.printed`), quoted under
+    its line in :func:`render_text`, with what was left out counted; no lines when it
+    printed nothing."""
+    text, left = report.printed.get(number, ("", 0))
+    if not text.strip():
+        return []
+    lines = text.rstrip("\n").splitlines()
+    out = ["        printed in this test (capped, never parsed):"]
+    for ln in lines[:PRINTED_LINES]:
+        shown = printable(ln)
+        out.append("        | " + (shown[:PRINTED_LINE_CHARS] + " [...]"
+                                   if len(shown) > PRINTED_LINE_CHARS else shown))
+    more = [f"{len(lines) - PRINTED_LINES} more lines"] if len(lines) > PRINTED_LINES else []
+    more += [f"{left} more bytes not kept"] if left else []
+    if more:
+        out.append(f"        [... {', '.join(more)}]")
+    return out
+
+
 def render_text(report: GradeReport, *, show_output: bool = True,
                 show_isolation: bool = True, visible_only: bool = False) -> str:
     """The report printed by ``bpcheck grade``: per exercise, per test, with feedback.
@@ -36,7 +63,9 @@ def render_text(report: GradeReport, *, show_output: bool = True,
     ``visible_only``: the students' view, for the summary in ``results.json``: tests whose
     visibility is not ``visible`` are left out, with the totals, the notes and printout of
     the children that ran them, and the seed (which would regenerate their inputs).  The
-    instructor's view, printed by the command, shows everything.
+    instructor's view, printed by the command, shows everything, and under each failed
+    test the start of what that test printed (each visible test's ``output`` in
+    ``results.json`` has its own).
     """
     shown = [t for t in report.tests if not visible_only or t.visibility == "visible"]
     all_shown = len(shown) == len(report.tests)
@@ -61,6 +90,8 @@ def render_text(report: GradeReport, *, show_output: bool = True,
                        f"{label}")
             if not t.passed or len(t.lines) == 1:
                 out += [f"        {printable(ln)}" for ln in t.lines]
+            if not t.passed and not visible_only and show_output:
+                out += _own_printout(report, t.number)
         out.append("")
     if all_shown:
         out.append(f"Total: {_fmt(report.score)} / {_fmt(report.max_score)}   "
