@@ -31,7 +31,7 @@ from ._compiled import built, call, recording, replayed, rerun, shape_of, writte
 from ._losses import check_reduction, numpy_targets_in_range, resolve_loss
 from ._model import model_inputs, model_params, model_vector
 from ._params import _layer_slices, beta_size, layers_from_beta, param_count
-from ._recursion import _factors, _forward_layers, by_rows, kept_factors, pullback, push
+from ._recursion import _backward, _factors, _forward_layers, by_rows, pullback, push
 
 
 def _beta_order(widths):
@@ -202,13 +202,16 @@ def _operator_setup(params, X, y, acts, loss, xp):
     applied as that product (``N d_L`` numbers kept instead of ``N K d_L``, and read once
     instead of ``K`` times per product; NumPy keeps a copy of ``B^(L+1)``, which the caller
     may write into), and ``V^(L+1) = I`` is never stored."""
-    fs = kept_factors(params, X, acts, xp)
-    h = loss.hessian_state(fs[-1].z, y, xp)
-    if len(fs) == 1:
-        return [], [f.a_prev for f in fs], h, None
+    a_prevs, zs, Ds = _forward_layers(params, X, acts, xp)
+    if xp is np:
+        a_prevs[0] = X.copy()  # the caller may refill X afterwards (see kept_factors)
+    h = loss.hessian_state(zs[-1], y, xp)
+    if not Ds:
+        return [], a_prevs, h, None
+    # V^(l) below the last hidden layer only: with one hidden layer, no recursion at all
+    Vs = _backward(params, acts, Ds, X.shape[0], xp, X.dtype)[:-2] if len(Ds) > 1 else []
     B = params[-1][0]
-    top = (fs[-2].D, B.copy() if xp is np else B)
-    return [f.V for f in fs[:-2]], [f.a_prev for f in fs], h, top
+    return Vs, a_prevs, h, (Ds[-1], B.copy() if xp is np else B)
 
 
 def _operator_products(Vs, a_prevs, h, top, Vm, loss, scale, widths, xp):
