@@ -43,12 +43,10 @@ def _own_printout(report: GradeReport, number: str) -> list[str]:
     text, left = report.printed.get(number, ("", 0))
     if not text.strip():
         return []
-    lines = text.rstrip("\n").splitlines()
+    lines = _quoted(text)  # "  | " + each line, escaped
+    cut = len("  | ") + PRINTED_LINE_CHARS
     out = ["        printed in this test (capped, never parsed):"]
-    for ln in lines[:PRINTED_LINES]:
-        shown = printable(ln)
-        out.append("        | " + (shown[:PRINTED_LINE_CHARS] + " [...]"
-                                   if len(shown) > PRINTED_LINE_CHARS else shown))
+    out += ["      " + (q[:cut] + " [...]" if len(q) > cut else q) for q in lines[:PRINTED_LINES]]
     more = [f"{len(lines) - PRINTED_LINES} more lines"] if len(lines) > PRINTED_LINES else []
     more += [f"{left} more bytes not kept"] if left else []
     if more:
