@@ -17,7 +17,8 @@ from bpcheck.numcheck import _jax_activation
 
 from helpers import rel_err
 
-PARAMS = {"leaky_relu": {"slope": 0.2}, "elu": {"alpha": 0.7}}
+PARAMS = {"leaky_relu": {"slope": 0.2}, "elu": {"alpha": 0.7}, "celu": {"alpha": 0.6},
+          "hard_tanh": {"min_val": -0.5, "max_val": 1.5}}
 # JAX's own definitions (jax.nn.relu, jax.nn.gelu, ...), written independently of
 # bpcheck._activations; bpcheck verify uses the same ones.
 REFERENCE = {name: _jax_activation(Activation(name, **PARAMS.get(name, {}))) for name in NAMES}
@@ -35,11 +36,12 @@ def ref_mlp(params, x, names):
 
 
 def away_from_kinks(params, X, names):
-    """Inputs whose hidden pre-activations are all at least 1e-3 from 0 (the kinks)."""
+    """Inputs whose hidden pre-activations are all at least 1e-3 from 0 and from each kink."""
     a, keep = X, np.ones(len(X), bool)
     for (B, b), name in zip(params[:-1], names):
         z = a @ B.T + b
-        keep &= (np.abs(z) > 1e-3).all(axis=1)
+        kinks = np.array((0.0, *act(name).kinks))
+        keep &= (np.abs(z[:, :, None] - kinks) > 1e-3).all(axis=(1, 2))
         a = np.asarray(act(name).value(z, np))
     return X[keep]
 
@@ -48,7 +50,8 @@ def away_from_kinks(params, X, names):
 @pytest.mark.parametrize("xp", [np, jnp], ids=["numpy", "jax"])
 def test_value_and_derivative_equal_jax_definitions_and_jax_grad(name, xp):
     z = np.concatenate([np.linspace(-6, 6, 101), [-40.0, 40.0, -800.0, 800.0]])
-    z = z[np.abs(z) > 1e-9]  # sigma' at a kink is a convention, tested separately
+    kinks = np.array((0.0, *act(name).kinks))  # sigma' at a kink is a convention, tested separately
+    z = z[(np.abs(z[:, None] - kinks) > 1e-9).all(axis=1)]
     value, deriv = act(name).value_and_derivative(xp.asarray(z), xp)
     want = REFERENCE[name](jnp.asarray(z))
     want_d = jax.vmap(jax.grad(REFERENCE[name]))(jnp.asarray(z))
@@ -74,6 +77,31 @@ def test_kinked_activations_take_the_left_derivative_at_zero():
     assert Activation("selu").has_kink
     assert Activation("relu").has_kink and not Activation("tanh").has_kink
     assert not Activation("elu").has_kink  # alpha = 1: sigma' is continuous
+
+
+def test_clipped_activations_take_zero_at_both_ends_of_their_linear_piece():
+    """As torch.autograd (and jax.grad for relu6 and hard_sigmoid; jax.nn.hard_tanh's is 1
+    there); hard_swish takes the product rule with that: 0 at -3, 1 at 3, as both do."""
+    at = {"relu6": (0.0, 6.0), "hard_tanh": (-1.0, 1.0), "hard_sigmoid": (-3.0, 3.0),
+          "hard_swish": (-3.0, 3.0)}
+    for name, kinks in at.items():
+        a = Activation(name)
+        assert a.kinks == kinks and a.has_kink
+        for xp in (np, jnp):
+            D = np.asarray(a.derivative(xp.asarray(np.array(kinks)), xp))
+            np.testing.assert_array_equal(D, [0.0, 1.0] if name == "hard_swish" else [0.0, 0.0])
+            assert not np.signbit(D).any()
+    assert Activation("hard_tanh", min_val=-0.5, max_val=2.0).kinks == (-0.5, 2.0)
+    for name in ("mish", "celu", "soft_sign", "silu", "tanh"):
+        assert Activation(name).kinks == () and not Activation(name).has_kink
+    assert not Activation("celu", alpha=0.3).has_kink  # sigma' = exp(z / alpha) -> 1 at 0
+    assert Activation("leaky_relu", slope=1.0).kinks == ()
+    with pytest.raises(ValueError, match=r"Activation\('celu'\): alpha must be positive "
+                                         r"\(z / alpha\), got 0.0"):
+        Activation("celu", alpha=0)
+    with pytest.raises(ValueError, match=r"Activation\('hard_tanh'\): expected min_val < "
+                                         r"max_val, got min_val=1.0, max_val=1.0"):
+        Activation("hard_tanh", min_val=1.0, max_val=1.0)
 
 
 MIXED = ["tanh", "gelu", "leaky_relu", "softplus"]
@@ -242,7 +270,8 @@ def test_a_thresholded_softplus_is_z_itself_above_its_threshold_as_torch_compute
 
 
 @pytest.mark.parametrize("name", ["gelu", "gelu_tanh", "tanh", "elu", "softplus", "sigmoid",
-                                  "silu", "selu"])
+                                  "silu", "selu", "mish", "celu", "soft_sign", "relu6",
+                                  "hard_tanh", "hard_sigmoid", "hard_swish"])
 def test_float16_networks_keep_float16_with_every_activation(name):
     """SciPy's erf has no float16 loop: exact gelu gave float64 Jacobians and gradients for
     float16 inputs (four times the memory), unlike forward and every other activation."""

@@ -25,6 +25,13 @@ ACTIVATIONS = {
     "gelu_tanh": (jax.nn.gelu, bpcheck.Activation("gelu_tanh")),
     "silu": (jax.nn.silu, bpcheck.Activation("silu")),
     "selu": (jax.nn.selu, bpcheck.Activation("selu")),
+    "mish": (jax.nn.mish, bpcheck.Activation("mish")),
+    "celu": (functools.partial(jax.nn.celu, alpha=0.6), bpcheck.Activation("celu", alpha=0.6)),
+    "soft_sign": (jax.nn.soft_sign, bpcheck.Activation("soft_sign")),
+    "relu6": (jax.nn.relu6, bpcheck.Activation("relu6")),
+    "hard_tanh": (jax.nn.hard_tanh, bpcheck.Activation("hard_tanh")),
+    "hard_sigmoid": (jax.nn.hard_sigmoid, bpcheck.Activation("hard_sigmoid")),
+    "hard_swish": (jax.nn.hard_swish, bpcheck.Activation("hard_swish")),
 }
 
 

@@ -121,7 +121,10 @@ def test_linen_needs_its_variables_and_the_activation_and_checks_the_statement()
 
 
 @pytest.mark.parametrize("fn, name", [(nn.gelu, "gelu_tanh"), (nn.silu, "silu"),
-                                      (nn.swish, "silu")])
+                                      (nn.swish, "silu"), (nn.relu6, "relu6"),
+                                      (nn.hard_tanh, "hard_tanh"), (nn.hard_swish, "hard_swish"),
+                                      (nn.hard_silu, "hard_swish"), (nn.celu, "celu"),
+                                      (nn.soft_sign, "soft_sign")])
 def test_linen_sequential_activations_are_read(fn, name):
     module = nn.Sequential([nn.Dense(5), fn, nn.Dense(3)])
     X, _ = data()

@@ -24,6 +24,22 @@ ACTIVATIONS = {
     "gelu_tanh": nn.GELU(approximate="tanh"),
     "silu": nn.SiLU(),
     "selu": nn.SELU(),
+    "mish": nn.Mish(),
+    # alpha = 0.5: torch's CELU gradient takes 1 / alpha in float32 (2e-8 off in float64
+    # for alpha = 0.6, against exp(z / alpha) and jax.grad); 1 / 0.5 is exact
+    "celu": nn.CELU(alpha=0.5),
+    "soft_sign": nn.Softsign(),
+    "relu6": nn.ReLU6(),
+    "hard_tanh": nn.Hardtanh(-0.5, 1.5),
+    "hard_sigmoid": nn.Hardsigmoid(),
+    "hard_swish": nn.Hardswish(),
+}
+READ_AS = {  # the Activation each module is read as, where it has parameters
+    "leaky_relu": bpcheck.Activation("leaky_relu", slope=0.2),
+    "elu": bpcheck.Activation("elu", alpha=0.7),
+    "softplus": bpcheck.Activation("softplus", threshold=20.0),
+    "celu": bpcheck.Activation("celu", alpha=0.5),
+    "hard_tanh": bpcheck.Activation("hard_tanh", min_val=-0.5, max_val=1.5),
 }
 
 
@@ -60,11 +76,15 @@ def test_forward_and_per_example_grads_equal_torch_for_each_activation_module(na
     with torch.no_grad():
         want = model(torch.from_numpy(X)).numpy()
     assert rel_err(bpcheck.forward(model, X), want) < RTOL
+    assert bpcheck.network(model).activation == (READ_AS.get(name, bpcheck.Activation(name)),) * 2
     got = bpcheck.per_example_grads(model, X, y)
     ref = torch_per_example_grads(model, X, y)
     assert list(got) == list(model.state_dict()) == list(ref)
+    # torch's float64 Hardsigmoid gradient is 1/6 rounded to float32 (5e-9 off); bpcheck's
+    # is checked against jax.grad in test_activations
+    tol = 1e-7 if name == "hard_sigmoid" else RTOL
     for k in ref:
-        assert got[k].shape == ref[k].shape and rel_err(got[k], ref[k]) < RTOL, k
+        assert got[k].shape == ref[k].shape and rel_err(got[k], ref[k]) < tol, k
 
 
 def test_network_reads_the_activations_and_a_different_activation_is_an_error():

@@ -170,7 +170,29 @@ def test_finite_difference_columns_straddling_a_kink_are_replaced():
     params = [(np.array([[1.0]]), np.array([-1.0 + 3e-6])), (np.array([[2.0]]), np.zeros(1))]
     result = check_network(params, np.array([[1.0]]))
     assert result.fd_kinks_skipped >= 1 and result.passed
-    assert any("straddled a ReLU kink" in n for n in result.notes)
+    assert any("straddled a kink" in n for n in result.notes)
+
+
+@pytest.mark.parametrize("activation, kink", [("relu6", 6.0), ("hard_tanh", -1.0),
+                                              ("hard_swish", 3.0)])
+def test_kinks_away_from_zero_are_redrawn_and_straddling_columns_replaced(activation, kink):
+    """The clipped activations' kinks at the ends of their linear piece count as ReLU's at 0
+    does: an input within rounding of one is redrawn, a step across one is replaced."""
+
+    class Grid:
+        def __init__(self):
+            self.values = iter([kink, 0.7])
+
+        def standard_normal(self, n):
+            return np.full(n, next(self.values))
+
+    params = [(np.array([[1.0]]), np.zeros(1)), (np.ones((1, 1)), np.zeros(1))]
+    X, redrawn = draw_inputs(Grid(), params, 1, activation=activation)
+    assert redrawn == 1 and X[0, 0] == 0.7
+    params = [(np.array([[1.0]]), np.array([kink - 1.0 + 3e-6])), (np.array([[2.0]]), np.zeros(1))]
+    result = check_network(params, np.array([[1.0]]), activation=activation)
+    assert result.fd_kinks_skipped >= 1 and result.passed
+    assert any("straddled a kink" in n for n in result.notes)
 
 
 def test_verify_numeric_writes_json_and_exits_zero(tmp_path, capsys):

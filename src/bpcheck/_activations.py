@@ -5,8 +5,11 @@ The recursion ``V^(l) = V^(l+1) B^(l+1) D^(l)`` holds for any elementwise activa
 side by side, for NumPy and for ``jax.numpy`` (traceable under ``jax.jit``).
 
 ReLU keeps the lecture's exact 0/1 mask, ``sigma'(0) = 0`` (``dhidden[hidden_layer <= 0] =
-0``); leaky ReLU and ELU take the left derivative at their kink too (``slope``,
-``alpha``).  The output layer has no activation.
+0``); leaky ReLU, ELU and SELU take the left derivative at their kink too (``slope``,
+``alpha``).  The clipped ones (``relu6``, ``hard_tanh``, ``hard_sigmoid``) take 0 at both
+ends of their linear piece, as ``torch.autograd`` and ``jax.grad`` do for ``relu6``, and
+``hard_swish`` the product rule with that (0 at -3, 1 at 3, as both frameworks).  The
+output layer has no activation.
 """
 
 from __future__ import annotations
@@ -33,6 +36,13 @@ _PARAMETERS = {
     "gelu": {},
     "gelu_tanh": {},
     "silu": {},
+    "mish": {},
+    "celu": {"alpha": 1.0},
+    "soft_sign": {},
+    "relu6": {},
+    "hard_tanh": {"min_val": -1.0, "max_val": 1.0},
+    "hard_sigmoid": {},
+    "hard_swish": {},
     "identity": {},
 }
 NAMES = tuple(_PARAMETERS)
@@ -49,6 +59,11 @@ def _erf(z, xp):
         return np.frompyfunc(math.erf, 1, 1)(z).astype(z.dtype)
     out = erf(z)  # (float64 for float16: SciPy has no float16 loop)
     return out if out.dtype == z.dtype else out.astype(z.dtype)
+
+
+def _dtype(x, dtype):
+    """``x`` in ``dtype`` (no copy when it is already)."""
+    return x if x.dtype == dtype else x.astype(dtype)
 
 
 def _sigmoid(z, xp):
@@ -69,7 +84,14 @@ class Activation:
     ``"gelu"`` (exact, ``z Phi(z)`` with the normal CDF ``Phi``), ``"gelu_tanh"`` (the
     tanh approximation
     ``0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3)))``), ``"silu"`` (also called swish,
-    ``z sigmoid(z)``) and ``"identity"``.
+    ``z sigmoid(z)``), ``"mish"`` (``z tanh(softplus(z))``), ``"celu"`` (``alpha`` > 0,
+    default 1.0: ``alpha (exp(z / alpha) - 1)`` for ``z <= 0``), ``"soft_sign"``
+    (``z / (1 + |z|)``), ``"relu6"`` (``min(max(z, 0), 6)``), ``"hard_tanh"``
+    (``min_val`` < ``max_val``, default -1.0 and 1.0: ``z`` clipped to them),
+    ``"hard_sigmoid"`` (``relu6(z + 3) / 6``), ``"hard_swish"`` (``z relu6(z + 3) / 6``)
+    and ``"identity"``.  The clipped ones have ``sigma' = 0`` at the ends of their linear
+    piece, as ``torch.nn.Hardtanh`` (``jax.nn.hard_tanh``'s gradient there is 1; they agree
+    everywhere else).
 
     >>> Activation("leaky_relu", slope=0.2)
     Activation('leaky_relu', slope=0.2)
@@ -91,6 +113,13 @@ class Activation:
                 raise ValueError(f"Activation({name!r}): {key} must be finite, got {value!r}")
         self.name = name
         self.params = tuple((k, float(params.get(k, v))) for k, v in allowed.items())
+        p = dict(self.params)
+        if name == "celu" and not p["alpha"] > 0:
+            raise ValueError(f"Activation('celu'): alpha must be positive (z / alpha), got "
+                             f"{p['alpha']!r}")
+        if name == "hard_tanh" and not p["min_val"] < p["max_val"]:
+            raise ValueError(f"Activation('hard_tanh'): expected min_val < max_val, got "
+                             f"min_val={p['min_val']!r}, max_val={p['max_val']!r}")
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in self.params if v != math.inf)
@@ -103,13 +132,28 @@ class Activation:
         return hash((self.name, self.params))
 
     @property
-    def has_kink(self) -> bool:
-        """True where ``sigma'`` jumps at ``z = 0`` (relu, leaky relu, elu with ``alpha != 1``,
-        selu)."""
+    def kinks(self) -> tuple[float, ...]:
+        """The points where ``sigma'`` jumps, in increasing order: ``(0.0,)`` for relu, leaky
+        relu (``slope != 1``), elu (``alpha != 1``) and selu; both ends of the linear piece
+        for relu6 ``(0, 6)``, hard_tanh ``(min_val, max_val)``, hard_sigmoid and hard_swish
+        ``(-3, 3)``; ``()`` for the smooth ones."""
         p = dict(self.params)
-        return self.name in ("relu", "leaky_relu") and p.get("slope") != 1.0 or (
-            self.name == "elu" and p["alpha"] != 1.0
-        ) or self.name == "selu"
+        name = self.name
+        if name == "relu" or name == "selu" or (name == "leaky_relu" and p["slope"] != 1.0) \
+                or (name == "elu" and p["alpha"] != 1.0):
+            return (0.0,)
+        if name == "relu6":
+            return (0.0, 6.0)
+        if name == "hard_tanh":
+            return (p["min_val"], p["max_val"])
+        if name in ("hard_sigmoid", "hard_swish"):
+            return (-3.0, 3.0)
+        return ()
+
+    @property
+    def has_kink(self) -> bool:
+        """True where ``sigma'`` jumps somewhere (:attr:`kinks` is not empty)."""
+        return bool(self.kinks)
 
     def value(self, z, xp, out=None):
         """``sigma(z)``, elementwise, same shape and dtype as ``z`` (no derivative computed).
@@ -173,6 +217,30 @@ class Activation:
         if name == "silu":  # sigma' = s + z s (1 - s) = s (1 + z (1 - s)), s = sigmoid(z)
             s = _sigmoid(z, xp)
             return z * s, (s * (1 + z * (1 - s)) if with_derivative else None)
+        if name == "mish":  # z tanh(sp), sigma' = tanh(sp) + z (1 - tanh(sp)^2) sigmoid(z)
+            t = xp.tanh(xp.log1p(xp.exp(-xp.abs(z))) + xp.maximum(z, 0))
+            return z * t, (t + z * (1 - t * t) * _sigmoid(z, xp) if with_derivative else None)
+        if name == "celu":
+            on, alpha = z > 0, p["alpha"]
+            e = xp.exp(xp.minimum(z, 0) * (1 / alpha))  # never overflows
+            return (xp.where(on, z, alpha * (e - 1)),
+                    xp.where(on, one, e).astype(z.dtype) if with_derivative else None)
+        if name == "soft_sign":
+            r = 1 / (1 + xp.abs(z))
+            return z * r, (r * r if with_derivative else None)
+        if name in ("relu6", "hard_tanh", "hard_sigmoid", "hard_swish"):  # a clipped line
+            lo, hi = (0.0, 6.0) if name == "relu6" else (p["min_val"], p["max_val"]) \
+                if name == "hard_tanh" else (-3.0, 3.0)
+            clipped = _dtype(xp.where(z > lo, xp.where(z < hi, z, hi), lo), z.dtype)  # no -0.0
+            D = _dtype(((z > lo) & (z < hi)), z.dtype) if with_derivative else None
+            if name in ("relu6", "hard_tanh"):
+                return clipped, D
+            h = (clipped + 3) / 6  # hard_sigmoid, as relu6(z + 3) / 6
+            if name == "hard_sigmoid":
+                return h, (D / 6 if with_derivative else None)
+            # hard_swish z h(z): sigma' = h + z h' = (2 z + 3) / 6 inside, 0 below, 1 above
+            return z * h, (_dtype(xp.where(z > lo, xp.where(z < hi, (2 * z + 3) / 6, 1), 0),
+                                  z.dtype) if with_derivative else None)
         if name == "gelu":
             cdf = 0.5 * (1 + _erf(z * (1 / math.sqrt(2.0)), xp))
             if not with_derivative:

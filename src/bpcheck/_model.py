@@ -261,6 +261,14 @@ def _jax_activations() -> dict:
         jax.nn.gelu: Activation("gelu_tanh"),  # jax.nn.gelu's default is approximate=True
         jax.nn.silu: Activation("silu"),
         jax.nn.selu: Activation("selu"),
+        jax.nn.mish: Activation("mish"),
+        jax.nn.celu: Activation("celu", alpha=1.0),
+        jax.nn.soft_sign: Activation("soft_sign"),
+        jax.nn.relu6: Activation("relu6"),
+        jax.nn.hard_tanh: Activation("hard_tanh"),
+        jax.nn.hard_sigmoid: Activation("hard_sigmoid"),
+        jax.nn.hard_swish: Activation("hard_swish"),  # also jax.nn.hard_silu
+        jax.nn.hard_silu: Activation("hard_swish"),
     }
     if hasattr(jax.nn, "swish"):  # (an alias of silu, or its own function in some versions)
         known[jax.nn.swish] = Activation("silu")
@@ -274,7 +282,7 @@ def _read_jax_activation(fn):
 
     Known: the ``jax.nn`` functions (``flax.nnx.relu`` and ``flax.linen.relu`` are the
     same objects), ``jnp.tanh``, and ``functools.partial`` of ``leaky_relu``
-    (``negative_slope``), ``elu`` (``alpha``) and ``gelu`` (``approximate``).
+    (``negative_slope``), ``elu`` and ``celu`` (``alpha``) and ``gelu`` (``approximate``).
     """
     import jax
 
@@ -291,6 +299,8 @@ def _read_jax_activation(fn):
         return Activation("leaky_relu", slope=float(kw.get("negative_slope", 0.01)))
     if fn.func is jax.nn.elu and set(kw) <= {"alpha"}:
         return Activation("elu", alpha=float(kw.get("alpha", 1.0)))
+    if fn.func is jax.nn.celu and set(kw) <= {"alpha"}:
+        return Activation("celu", alpha=float(kw.get("alpha", 1.0)))
     if fn.func is jax.nn.gelu and set(kw) <= {"approximate"}:
         return Activation("gelu_tanh" if kw.get("approximate", True) else "gelu")
     return None if kw else known[fn.func]
@@ -376,7 +386,8 @@ def _unsupported(where: str, what: str):
     return ValueError(
         f"model: {where} is {what}, which bpcheck does not support; bpcheck's networks are "
         f"dense layers with one elementwise activation between them (relu, leaky_relu, elu, "
-        f"selu, tanh, sigmoid, softplus, gelu, gelu_tanh, silu, identity)"
+        f"selu, tanh, sigmoid, softplus, gelu, gelu_tanh, silu, mish, celu, soft_sign, relu6, "
+        f"hard_tanh, hard_sigmoid, hard_swish, identity)"
     )
 
 
@@ -403,6 +414,20 @@ def _torch_activation(m):
         return Activation("gelu" if m.approximate == "none" else "gelu_tanh")
     if isinstance(m, tnn.SiLU):
         return Activation("silu")
+    if isinstance(m, tnn.Mish):
+        return Activation("mish")
+    if isinstance(m, tnn.CELU):
+        return Activation("celu", alpha=float(m.alpha))
+    if isinstance(m, tnn.Softsign):
+        return Activation("soft_sign")
+    if isinstance(m, tnn.ReLU6):  # (a subclass of Hardtanh)
+        return Activation("relu6")
+    if isinstance(m, tnn.Hardtanh):
+        return Activation("hard_tanh", min_val=float(m.min_val), max_val=float(m.max_val))
+    if isinstance(m, tnn.Hardsigmoid):
+        return Activation("hard_sigmoid")
+    if isinstance(m, tnn.Hardswish):
+        return Activation("hard_swish")
     if isinstance(m, tnn.Softplus):
         if m.beta != 1:
             raise ValueError(f"model: a Softplus with beta={m.beta}; bpcheck's softplus is "
@@ -947,7 +972,8 @@ def network(model: Any, variables: Any = None, *, layout: str | None = None,
 
     - a ``torch.nn.Sequential`` of ``Linear`` layers and activation modules (``ReLU``,
       ``LeakyReLU``, ``ELU``, ``SELU``, ``Tanh``, ``Sigmoid``, ``Softplus`` with ``beta=1``,
-      ``GELU``, ``SiLU``, ``Identity``; a ``Flatten`` first, after which inputs may come as the
+      ``GELU``, ``SiLU``, ``Mish``, ``CELU``, ``Softsign``, ``ReLU6``, ``Hardtanh``,
+      ``Hardsigmoid``, ``Hardswish``, ``Identity``; a ``Flatten`` first, after which inputs may come as the
       model takes them, ``(N, ...)``, flattened to ``(N, d_0)``; ``Dropout`` in eval mode;
       torch's own classes, without forward hooks: a subclass with its own ``forward`` is
       refused, since bpcheck reads a layer by its class).  Weights are copied to NumPy

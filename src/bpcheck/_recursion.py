@@ -169,7 +169,9 @@ def forward(params: Any, X: Any, *, activation: Any = None):
     ``params``: ``[(B^(1), b^(1)), ..., (B^(L+1), b^(L+1))]``, ``B^(l)`` of shape
     ``(d_l, d_{l-1})``.  ``X``: inputs, shape ``(N, d_0)`` or ``(d_0,)``.
     ``activation``: a name (``"relu"``, ``"leaky_relu"``, ``"elu"``, ``"selu"``, ``"tanh"``,
-    ``"sigmoid"``, ``"softplus"``, ``"gelu"``, ``"gelu_tanh"``, ``"silu"``, ``"identity"``), a
+    ``"sigmoid"``, ``"softplus"``, ``"gelu"``, ``"gelu_tanh"``, ``"silu"``, ``"mish"``,
+    ``"celu"``, ``"soft_sign"``, ``"relu6"``, ``"hard_tanh"``, ``"hard_sigmoid"``,
+    ``"hard_swish"``, ``"identity"``), a
     :class:`bpcheck.Activation`, or a list of ``L`` of those, one per hidden layer; the
     output layer is linear.  ``None``: ReLU, or the model's own when ``params`` is a
     :class:`bpcheck.Network` or a model (see :func:`bpcheck.network`, which every function

@@ -21,11 +21,12 @@ at ``z = -7.34``: ``-3.46e-14`` where the derivative is ``-4.5e-16``, an error o
 against a floor of ``1e-4``); they are compared in absolute terms.  Pass thresholds:
 1e-10 against ``jacrev``, 1e-6 against finite differences.
 
-Kinks: the derivative of ReLU (leaky ReLU, ELU with ``alpha != 1``) at ``z = 0`` is a
-convention.  An input whose
-pre-activation lies within rounding of 0 is detected, reported and redrawn; a
-finite-difference column whose ``+-h`` step flips an activation is detected, reported
-and replaced by another column.
+Kinks: the derivative of ReLU (leaky ReLU, ELU with ``alpha != 1``, SELU) at ``z = 0``
+is a convention, as is that of the clipped ones (relu6, hard_tanh, hard_sigmoid,
+hard_swish) at both ends of their linear piece (:attr:`bpcheck.Activation.kinks`).  An
+input whose pre-activation lies within rounding of a kink is detected, reported and
+redrawn; a finite-difference column whose ``+-h`` step crosses a kink is detected,
+reported and replaced by another column.
 """
 
 from __future__ import annotations
@@ -96,6 +97,13 @@ def _jax_activation(act: Activation):
         "gelu": lambda z: jax.nn.gelu(z, approximate=False),
         "gelu_tanh": lambda z: jax.nn.gelu(z, approximate=True),
         "silu": jax.nn.silu,
+        "mish": jax.nn.mish,
+        "celu": lambda z: jax.nn.celu(z, p.get("alpha")),
+        "soft_sign": jax.nn.soft_sign,
+        "relu6": jax.nn.relu6,
+        "hard_tanh": lambda z: jnp.clip(z, p.get("min_val"), p.get("max_val")),
+        "hard_sigmoid": jax.nn.hard_sigmoid,
+        "hard_swish": jax.nn.hard_swish,
         "identity": lambda z: z,
     }[act.name]
 
@@ -121,6 +129,13 @@ def _numpy_activation(act: Activation):
         "gelu": lambda z: 0.5 * z * (1 + erf(z / np.sqrt(2)).astype(z.dtype)),
         "gelu_tanh": lambda z: 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z ** 3))),
         "silu": lambda z: z / (1 + np.exp(-z)),
+        "mish": lambda z: z * np.tanh(np.logaddexp(0, z)),
+        "celu": lambda z: np.where(z > 0, z, p.get("alpha") * np.expm1(np.minimum(z, 0) / p.get("alpha"))),
+        "soft_sign": lambda z: z / (1 + np.abs(z)),
+        "relu6": lambda z: np.clip(z, 0, 6),
+        "hard_tanh": lambda z: np.clip(z, p.get("min_val"), p.get("max_val")),
+        "hard_sigmoid": lambda z: np.clip(z + 3, 0, 6) / 6,
+        "hard_swish": lambda z: z * np.clip(z + 3, 0, 6) / 6,
         "identity": lambda z: z,
     }[act.name]
 
@@ -153,7 +168,7 @@ def reference_forward_numpy(beta, X, widths, acts=None):
     acts = resolve_activations("relu" if acts is None else acts, len(layers) - 1)
     for (W, c), act in zip(layers[:-1], acts):
         z = h @ W.T + c
-        pattern.append(z > 0 if act.has_kink else np.zeros(z.shape, bool))
+        pattern += [z > kink for kink in act.kinks]  # which side of each kink
         h = _numpy_activation(act)(z)
     W, c = layers[-1]
     return h @ W.T + c, pattern
@@ -186,8 +201,9 @@ def jacrev_jacobian(params, X, activation: Any = "relu") -> np.ndarray:
 # --- kinks ---------------------------------------------------------------------------
 
 def kink_margin(params, x, activation: Any = "relu") -> float:
-    """Smallest ``|z_i^(l)|`` over the hidden units of layers whose activation has a kink
-    at 0 (``inf`` if none has), in units of its rounding-error bound.
+    """Smallest ``|z_i^(l) - c|`` over the hidden units of layers whose activation has a
+    kink, ``c`` each of its :attr:`~bpcheck.Activation.kinks` (``inf`` if none has), in
+    units of the rounding-error bound of ``z_i^(l)``.
 
     The bound for ``z = B a + b`` computed in float64 is ``d * eps * (|B| |a| + |b|)``;
     a margin below 1 means the sign of ``z_i`` (and so ``D^(l)``) is not determined by
@@ -202,9 +218,11 @@ def kink_margin(params, x, activation: Any = "relu") -> float:
             a = act.value(z, np)
             continue
         bound = (B.shape[1] + 1) * eps * (np.abs(B) @ np.abs(a) + np.abs(b))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(bound > 0, np.abs(z) / bound, np.where(z == 0, 0.0, np.inf))
-        margin = min(margin, float(ratio.min()))
+        for kink in act.kinks:
+            gap = np.abs(z - kink)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = np.where(bound > 0, gap / bound, np.where(gap == 0, 0.0, np.inf))
+            margin = min(margin, float(ratio.min()))
         a = act.value(z, np)
     return margin
 
@@ -275,13 +293,13 @@ def check_network(
     at_kink = [n for n in range(N) if kink_margin(params, X[n], acts) <= 1.0]
     if at_kink:
         result.notes.append(
-            f"example(s) {at_kink} sit within rounding of a kink (z = 0 in a ReLU-type layer), "
-            "where the derivative is a convention (the left one here), not a fact; they are "
-            "left out of the comparison"
+            f"example(s) {at_kink} sit within rounding of a kink (z = 0 in a ReLU-type layer, "
+            "an end of a clipped one), where the derivative is a convention, not a fact; they "
+            "are left out of the comparison"
         )
         keep = [n for n in range(N) if n not in at_kink]
         if not keep:
-            result.message = "every example sits at a ReLU kink; nothing left to compare"
+            result.message = "every example sits at a kink; nothing left to compare"
             return result
         X, J, N = X[keep], J[keep], len(keep)
     J_ref = jacrev_jacobian(params, X, acts)
@@ -315,7 +333,7 @@ def check_network(
         f_minus, pat_minus = reference_forward_numpy(beta - step, X, widths, acts)
         if any((pp != bp).any() or (pm != bp).any()
                for pp, pm, bp in zip(pat_plus, pat_minus, base_pattern)):
-            skipped += 1  # the +-h step crosses a ReLU kink: a difference quotient is wrong there
+            skipped += 1  # the +-h step crosses a kink: a difference quotient is wrong there
             continue
         fd = ((f_plus - f_minus) / (2 * step[p])).astype(np.float64)  # (N, K): column p
         e = rel_error(J[:, :, p], fd, floor)
@@ -331,7 +349,7 @@ def check_network(
     result.fd_error, result.fd_columns, result.fd_kinks_skipped = worst, used, skipped
     if skipped:
         result.notes.append(
-            f"{skipped} finite-difference column(s) straddled a ReLU kink and were replaced"
+            f"{skipped} finite-difference column(s) straddled a kink and were replaced"
         )
     result.passed = result.jacrev_error < JACREV_TOL and result.fd_error < FD_TOL and used > 0
     if not result.passed and not result.message:
@@ -388,7 +406,9 @@ ACTIVATION_POOL = (
     Activation("tanh"), Activation("gelu"), Activation("leaky_relu", slope=0.1),
     Activation("sigmoid"), Activation("elu", alpha=0.5), Activation("softplus"),
     Activation("gelu_tanh"), Activation("elu"), Activation("identity"), Activation("relu"),
-    Activation("silu"), Activation("selu"),
+    Activation("silu"), Activation("selu"), Activation("mish"), Activation("relu6"),
+    Activation("celu", alpha=0.5), Activation("hard_swish"), Activation("soft_sign"),
+    Activation("hard_tanh"), Activation("hard_sigmoid"),
 )
 """Activations of the random networks after the corners: network ``i`` takes entry
 ``i // 2`` (cyclically) for every hidden layer when ``i`` is odd, and a random mix of them
