@@ -87,6 +87,26 @@ def test_forward_and_per_example_grads_equal_torch_for_each_activation_module(na
         assert got[k].shape == ref[k].shape and rel_err(got[k], ref[k]) < tol, k
 
 
+def test_class_probabilities_give_torch_cross_entropy_with_a_probability_target():
+    """torch's cross_entropy takes a floating (N, K) target as class probabilities (soft
+    labels); bpcheck's per-example gradients and norms with the same targets equal it."""
+    model = sequential(nn.Tanh())
+    X, labels = data()
+    Y = 0.8 * np.eye(3)[labels] + 0.2 / 3  # label smoothing
+    params = {k: v.detach() for k, v in model.named_parameters()}
+
+    def loss(p, x, t):
+        out = functional_call(model, p, (x[None],))
+        return nn.functional.cross_entropy(out, t[None], reduction="sum")
+
+    ref = vmap(grad(loss), in_dims=(None, 0, 0))(params, torch.from_numpy(X), torch.from_numpy(Y))
+    got = bpcheck.per_example_grads(model, X, Y)
+    for k in ref:
+        assert rel_err(got[k], ref[k].numpy()) < RTOL, k
+    norms = np.sqrt(sum((ref[k].numpy().reshape(len(X), -1) ** 2).sum(axis=1) for k in ref))
+    assert rel_err(bpcheck.per_example_grad_norms(model, X, Y), norms) < RTOL
+
+
 def test_network_reads_the_activations_and_a_different_activation_is_an_error():
     model = nn.Sequential(nn.Linear(3, 4), nn.LeakyReLU(0.3), nn.Linear(4, 4), nn.Tanh(),
                           nn.Linear(4, 2)).double()

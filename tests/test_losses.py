@@ -42,6 +42,7 @@ HUBER = Loss(grad=huber_grad, hessian=huber_hessian)
 
 LOSSES = {  # name -> (loss argument, one example's loss of (z, y) in plain JAX, K)
     "cross_entropy": ("cross_entropy", lambda z, y: -jax.nn.log_softmax(z)[y], 3),
+    "cross_entropy_soft": ("cross_entropy", lambda z, y: -jnp.sum(y * jax.nn.log_softmax(z)), 3),
     "mse": ("mse", lambda z, y: 0.5 * jnp.sum((z - y) ** 2), 3),
     "binary_cross_entropy": ("binary_cross_entropy",
                              lambda z, y: jnp.sum(jax.nn.softplus(z) - y * z), 1),
@@ -57,6 +58,9 @@ def make_case(name, widths, N=6, seed=0):
     K = widths[-1]
     if name == "cross_entropy":
         y = rng.integers(0, K, N)
+    elif name == "cross_entropy_soft":  # class probabilities, one row per example
+        y = rng.random((N, K)) + 0.05
+        y /= y.sum(axis=1, keepdims=True)
     elif name == "binary_cross_entropy":
         y = rng.random(N)
     else:
@@ -236,3 +240,46 @@ def test_a_user_loss_whose_grad_or_hessian_has_the_wrong_shape_is_a_named_error(
     good = Loss(grad=lambda z, y: z - y, hessian=lambda z, y: xp.broadcast_to(eye, (5, 2, 2)))
     assert rel_err(bpcheck.gauss_newton_matvec(params, X, v, good, y=y),
                    bpcheck.gauss_newton_matvec(params, X, v, "mse", y=y)) < RTOL
+
+
+def test_class_probabilities_are_checked_every_call_and_one_hot_rows_equal_labels():
+    """Soft labels for cross-entropy (torch's cross_entropy with a floating (N, K) target):
+    rows of one-hot probabilities give the labels' gradients; a negative entry, a row that
+    does not sum to 1, or the wrong shape is a named error, also on a repeat call whose
+    first call passed (NumPy and JAX), and whatever the targets' dtype."""
+    params, X, labels = make_case("cross_entropy", [4, 5, 3])
+    one_hot = np.eye(3)[labels]
+    assert np.array_equal(bpcheck.per_example_grads(params, X, one_hot),
+                          bpcheck.per_example_grads(params, X, labels))
+    smooth = 0.9 * one_hot + 0.1 / 3  # label smoothing, rows summing to 1
+    for y in (smooth, smooth.astype(np.float32)):
+        bpcheck.per_example_grads(params, X, y)  # a plan for the repeat calls
+        bad = y.copy()
+        bad[2] *= 1.01
+        with pytest.raises(ValueError, match=r"y: class probabilities must sum to 1 in each row "
+                                             r"\(within .*\), got row 2 summing to 1.01"):
+            bpcheck.per_example_grads(params, X, bad)
+        neg = y.copy()
+        neg[4, 1] = -0.05
+        with pytest.raises(ValueError, match=r"must be non-negative, got y\[4, 1\] = -0.05"):
+            bpcheck.per_example_grad_norms(params, X, neg)
+    jp = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params]
+    bpcheck.per_example_grads(jp, jnp.asarray(X), jnp.asarray(smooth))
+    with pytest.raises(ValueError, match=r"got row 0 summing to 2"):
+        bpcheck.per_example_grads(jp, jnp.asarray(X), jnp.asarray(2 * smooth))
+    with pytest.raises(ValueError, match=r"expected class probabilities of shape \(6, 3\) "
+                                         r".*got shape \(6, 4\)"):
+        bpcheck.per_example_grads(params, X, np.full((6, 4), 0.25))
+    with pytest.raises(ValueError, match=r"y: class probabilities must sum to 1"):
+        bpcheck.gauss_newton(params, X, y=2 * smooth)  # checked when given here too
+    with pytest.raises(TypeError, match=r"integer class labels .* \(or class probabilities, a "
+                                        r"floating array of shape \(6, 3\)\)"):
+        bpcheck.per_example_grads(params, X, labels.astype(bool))
+    with pytest.raises(TypeError, match=r"integer class labels .*got dtype float64 of "
+                                        r"shape \(6,\)"):
+        bpcheck.per_example_grads(params, X, labels.astype(float))  # labels stored as floats
+    traced = jax.jit(lambda t: bpcheck.per_example_grads(jp, jnp.asarray(X), t))  # no values
+    assert rel_err(traced(jnp.asarray(smooth)), bpcheck.per_example_grads(params, X, smooth)) < RTOL
+    # one example: probabilities (K,)
+    assert rel_err(bpcheck.per_example_grads(params, X[0], smooth[0]),
+                   bpcheck.per_example_grads(params, X[:1], smooth[:1])[0]) == 0

@@ -4,7 +4,12 @@ Per example ``n`` (never summed or averaged here; the callers apply ``reduction`
 
 - ``"cross_entropy"``: ``y`` holds integer class labels ``(N,)`` in ``0..K-1``;
   ``loss_n = -log softmax(z_n)[y_n]``, ``e_n = p_n - onehot(y_n)``,
-  ``H_n = diag(p_n) - p_n p_n'`` with ``p_n = softmax(z_n)``.
+  ``H_n = diag(p_n) - p_n p_n'`` with ``p_n = softmax(z_n)``.  Or class probabilities
+  (soft labels: label smoothing, distillation), a floating ``y`` ``(N, K)`` whose rows are
+  non-negative and sum to 1 (within the square root of their dtype's epsilon), as
+  ``torch.nn.functional.cross_entropy`` takes them: ``loss_n = -sum_k y_nk log p_nk``,
+  ``e_n = s_n p_n - y_n`` with ``s_n = sum_k y_nk`` (the exact gradient), and the same
+  ``H_n`` (exact for ``s_n = 1``; the Gauss-Newton functions need no targets).
 - ``"mse"``: ``y`` holds real targets ``(N, K)``; ``loss_n = 0.5 ||z_n - y_n||^2``,
   ``e_n = z_n - y_n``, ``H_n = I_K``.
 - ``"binary_cross_entropy"``: one logit (``K = 1``), ``y`` real in ``[0, 1]``, shape ``(N,)``
@@ -136,10 +141,15 @@ class Loss:
         y = as_array("y", y, xp)
         if name == "cross_entropy":
             want = "()" if single else f"({N},)"
+            labels_shape = () if single else (N,)
+            if np.dtype(y.dtype).kind == "f" and tuple(y.shape) != labels_shape:
+                return self._check_probabilities(y, N, K, single, dtype)  # class probabilities
             if np.dtype(y.dtype).kind not in "iu":
                 raise TypeError(
-                    f"y: expected integer class labels in 0..{K - 1} of shape {want} for "
-                    f"loss='cross_entropy', got dtype {np.dtype(y.dtype)}"
+                    f"y: expected integer class labels in 0..{K - 1} of shape {want} (or class "
+                    f"probabilities, a floating array of shape {(K,) if single else (N, K)}) "
+                    f"for loss='cross_entropy', got dtype {np.dtype(y.dtype)} of shape "
+                    f"{tuple(y.shape)}"
                 )
             if tuple(y.shape) != (() if single else (N,)):
                 raise ValueError(
@@ -170,6 +180,21 @@ class Loss:
             raise ValueError(f"y: binary targets must lie in [0, 1], got {bad}")
         return y.reshape(N, 1).astype(dtype)
 
+    def _check_probabilities(self, y, N: int, K: int, single: bool, dtype):
+        """Cross-entropy's class probabilities ``(N, K)`` (``(K,)`` for one example): finite,
+        non-negative, each row summing to 1; cast to ``dtype``."""
+        want = (K,) if single else (N, K)
+        if tuple(y.shape) != want:
+            raise ValueError(
+                f"y: expected class probabilities of shape {want} for loss='cross_entropy' (one "
+                f"row of K = {K} per row of X; or integer class labels of shape "
+                f"{() if single else (N,)}), got shape {tuple(y.shape)}")
+        check_finite("y", y)
+        bad = probabilities_problem(y)
+        if bad is not None:
+            raise ValueError(f"y: class probabilities {bad}")
+        return (with_batch_axis(y) if single else y).astype(dtype)
+
     def check_outputs(self, K: int) -> None:
         """Binary cross-entropy takes one output logit: ``K = 1`` (checked with or without
         targets: the Gauss-Newton matrix needs none, and with ``K > 1`` its Hessian's shape
@@ -182,7 +207,7 @@ class Loss:
         """The smallest or largest target of a concrete ``y`` where it lies outside its range
         (cross-entropy: class labels ``0..K-1``; binary cross-entropy: ``[0, 1]``), else
         ``None`` (also for the other losses and for traced or empty ``y``)."""
-        if self.name not in _RANGED or is_tracer(y) or not y.size:
+        if self.name not in _RANGED or is_tracer(y) or not y.size or soft_labels(self, y):
             return None
         low, high = self._target_range(K)
         kind = int if self.name == "cross_entropy" else float
@@ -193,7 +218,8 @@ class Loss:
         """``((y, lo, hi),)``: the range :meth:`target_out_of_range` checks, for a concrete
         JAX ``y`` of class labels or binary targets, to be checked again inside a compiled
         program (``bpcheck._compiled.call``'s ``bounds``); ``()`` otherwise."""
-        if self.name not in _RANGED or y is None or type(y) is np.ndarray or is_tracer(y):
+        if self.name not in _RANGED or y is None or type(y) is np.ndarray or is_tracer(y) \
+                or soft_labels(self, y):  # (probabilities: checked on the host, every call)
             return ()
         return ((y, *self._target_range(K)),)
 
@@ -208,6 +234,8 @@ class Loss:
         if self.name == "mse":
             return z - y
         if self.name == "cross_entropy":
+            if y.ndim == 2:  # class probabilities: d/dz of -sum_k y_k log p_k
+                return _softmax(z, xp) * y.sum(axis=1, keepdims=True) - y
             onehot = (y[:, None] == xp.arange(z.shape[1])).astype(z.dtype)
             return _softmax(z, xp) - onehot
         if self.name == "binary_cross_entropy":
@@ -272,12 +300,48 @@ class Loss:
 
 
 
+def soft_labels(loss: Loss, y: Any) -> bool:
+    """Whether ``y`` holds cross-entropy's class probabilities (a floating array; class
+    labels are integers)."""
+    return loss.name == "cross_entropy" and hasattr(y, "dtype") and np.dtype(y.dtype).kind == "f"
+
+
+def probabilities_problem(y: Any):
+    """What is wrong with class probabilities ``y`` ``(N, K)`` (a concrete array, read on the
+    host), as the end of an error message, or ``None``: an entry below 0, or a row whose sum
+    is off 1 by more than the square root of ``y``'s epsilon (3.5e-4 in float32, 1.5e-8 in
+    float64: rounding, not a row of logits or of unnormalised weights).  ``None`` for a
+    traced ``y`` too (under an outer ``jax.jit``: no values to read, as for class labels)."""
+    if is_tracer(y):
+        return None
+    y = np.asarray(y)
+    if not y.size:
+        return None
+    y = y.reshape(-1, y.shape[-1])  # one example: (K,)
+    low = y.min()
+    if low < 0:
+        n, k = np.unravel_index(np.argmin(y), y.shape)
+        return f"must be non-negative, got y[{n}, {k}] = {float(low):.6g}"
+    sums = y.sum(axis=1, dtype=np.float64)
+    off = np.abs(sums - 1)
+    tol = float(np.sqrt(np.finfo(y.dtype).eps))
+    if off.max() > tol:
+        n = int(np.argmax(off))
+        return (f"must sum to 1 in each row (within {tol:.2g}), got row {n} summing to "
+                f"{sums[n]:.8g}")
+    return None
+
+
 def numpy_targets_in_range(params: Any, loss: Any, y: Any) -> bool:
     """For a repeat call (:func:`bpcheck._compiled.replayed`): NumPy targets in their range,
     as the first call found them (class labels, binary targets; JAX ones are checked by the
-    program's flag, see :meth:`Loss.target_bounds`), without which the call takes its full
-    path and raises the error that names them.  ``params``: the ``(B, b)`` list, or a
-    :class:`bpcheck.Network` holding it."""
+    program's flag, see :meth:`Loss.target_bounds`), and class probabilities, NumPy or JAX,
+    non-negative with rows summing to 1 (checked on the host every call), without which the
+    call takes its full path and raises the error that names them.  ``params``: the
+    ``(B, b)`` list, or a :class:`bpcheck.Network` holding it."""
+    if isinstance(loss, (str, Loss)) and not is_tracer(y) and soft_labels(Loss(loss) if isinstance(
+            loss, str) else loss, y):
+        return probabilities_problem(y) is None
     if type(y) is not np.ndarray:
         return True
     K = getattr(params, "params", params)[-1][0].shape[0]

@@ -194,10 +194,12 @@ def per_example_grads(
     ``params``: ``[(B^(l), b^(l))]``, ``B^(l)`` of shape ``(d_l, d_{l-1})``.
     ``X``: inputs ``(N, d_0)`` (or one example ``(d_0,)``, dropping the ``N`` axis below).
     ``loss`` and ``y``: ``"cross_entropy"`` with integer labels ``(N,)`` in ``0..K-1``
-    (``-log softmax(z_n)[y_n]``); ``"mse"`` with real targets ``(N, K)``
-    (``0.5 ||z_n - y_n||^2``); ``"binary_cross_entropy"`` with one logit (``K = 1``) and
-    targets in ``[0, 1]``, ``(N,)`` or ``(N, 1)``; or a :class:`bpcheck.Loss` given by its
-    output gradient (``y`` passed to it as given).
+    (``-log softmax(z_n)[y_n]``) or class probabilities, a floating ``(N, K)`` whose rows
+    are non-negative and sum to 1 (``-sum_k y_nk log softmax(z_n)_k``, as torch's
+    ``cross_entropy`` with such a target: soft labels, label smoothing); ``"mse"`` with
+    real targets ``(N, K)`` (``0.5 ||z_n - y_n||^2``); ``"binary_cross_entropy"`` with one
+    logit (``K = 1``) and targets in ``[0, 1]``, ``(N,)`` or ``(N, 1)``; or a
+    :class:`bpcheck.Loss` given by its output gradient (``y`` passed to it as given).
     ``reduction``: ``"sum"`` (default): row ``n`` is the gradient of example ``n``'s loss,
     not divided by ``N`` (the rows sum to the gradient of the summed loss); ``"mean"``: row
     ``n`` is that divided by ``N`` (the rows sum to the gradient of the mean loss, as
