@@ -24,6 +24,7 @@ from test_grade_hostile import (
     assert_attack_contained,
     exercise,
     hostile,
+    with_time,
 )
 
 from bpcheck.grade.config import parse_config
@@ -80,7 +81,7 @@ def test_without_namespaces_the_autodiff_libraries_are_still_blocked(tmp_path, c
 
 
 def test_without_namespaces_the_memory_limit_holds(tmp_path, cfg):
-    r = grade(hostile(tmp_path, MEMORY_BOMB), cfg, seed=1)
+    r = grade(hostile(tmp_path, MEMORY_BOMB), with_time(cfg, 10), seed=1)
     assert_attack_contained(r, "MemoryError", "killed")
 
 
