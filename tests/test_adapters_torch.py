@@ -198,7 +198,6 @@ def test_unsupported_layers_get_an_error_naming_the_layer_and_its_position(layer
     (nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.1), nn.Linear(4, 2)), r"training mode.*model\.eval\(\)"),
     (nn.Sequential(nn.Linear(3, 4), nn.Softplus(beta=2), nn.Linear(4, 2)), "beta=2"),
     (nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2), nn.Sigmoid()), r"ends with model\[3\]"),
-    (nn.Sequential(nn.Linear(3, 4, bias=False), nn.ReLU(), nn.Linear(4, 2)), "bias=False"),
     (nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Tanh(), nn.Linear(4, 2)), "one activation per"),
     (nn.Sequential(nn.ReLU(), nn.Linear(3, 2)), "before the first dense layer"),
     (nn.Sequential(nn.Linear(3, 4), nn.Flatten(), nn.Linear(4, 2)), "Flatten"),

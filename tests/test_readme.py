@@ -17,6 +17,7 @@ EXAMPLES = {
     "training": r"Training from Python.*?",
     "torch model": r"## Your model\n.*?",
     "equinox model": r"and the pytree of an Equinox model.*?",
+    "layers without a bias": r"Layers without a bias \(.*?",
 }
 NEEDS = {"torch model": "torch", "equinox model": "equinox"}
 

@@ -345,7 +345,10 @@ def check_params(params: Any, xp=None, *, finite: bool = True):
     widths: list[int] = []
     for l, (B, b) in enumerate(params, start=1):
         B = as_array(f"B^({l}) (params[{l - 1}][0])", B, xp)
-        b = as_array(f"b^({l}) (params[{l - 1}][1])", b, xp)
+        # a layer without a bias (b None): computed with zeros, its entries left out of
+        # every result in beta order by the public functions (see bias_flags)
+        b = (xp.zeros((B.shape[0],) if B.ndim == 2 else (0,), dtype=B.dtype) if b is None
+             else as_array(f"b^({l}) (params[{l - 1}][1])", b, xp))
         if B.ndim != 2:
             raise ValueError(
                 f"B^({l}) (params[{l - 1}][0]): expected a 2-d array (d_{l}, d_{l - 1}), "
@@ -374,6 +377,18 @@ def check_params(params: Any, xp=None, *, finite: bool = True):
     if finite:
         check_all_finite(param_names(out))
     return out, widths, xp
+
+
+def bias_flags(params: Any) -> tuple[bool, ...] | None:
+    """Which layers of ``params`` (a ``(B, b)`` list) have a bias: ``None`` when all do (the
+    common case: nothing to leave out), else one bool per layer, ``False`` where ``b`` is
+    ``None`` (``torch.nn.Linear(bias=False)``, ``use_bias=False``).  Anything that is not a
+    list of pairs gives ``None``: :func:`check_params` names what is wrong with it."""
+    if type(params) is not list and type(params) is not tuple:
+        return None
+    flags = tuple(not (isinstance(pair, (tuple, list)) and len(pair) == 2 and pair[1] is None)
+                  for pair in params)
+    return None if all(flags) else flags
 
 
 def param_names(params) -> list[tuple[str, Any]]:

@@ -25,12 +25,13 @@ from typing import Any
 import numpy as np
 
 from ._activations import resolve_activations
-from ._arrays import (as_array, host_buffer, is_jax, is_tracer, on_default_cpu, prepare,
+from ._arrays import (as_array, bias_flags, host_buffer, is_jax, is_tracer, on_default_cpu, prepare,
                       split_finite_checks, to_jax)
 from ._compiled import built, call, recording, replayed, rerun, shape_of, written
 from ._losses import check_reduction, numpy_targets_in_range, resolve_loss
 from ._model import model_inputs, model_params, model_vector
-from ._params import _layer_slices, beta_size, layers_from_beta, param_count
+from ._params import (_layer_slices, beta_size, expand_beta, layers_from_beta, param_count,
+                      trim_beta)
 from ._recursion import _backward, _factors, _forward_layers, by_rows, pullback, push
 
 
@@ -148,9 +149,12 @@ def gauss_newton(params: Any, X: Any, loss: Any = "cross_entropy", *, y: Any = N
     """
     params, activation, net = model_params(params, activation)
     X = model_inputs(net, X)
-    params, _, X2, y2, xp, _, static, unchecked = _setup(params, X, y, loss, reduction, activation)
-    return call(_gauss_newton, xp, static, params, X2, y2, unchecked=unchecked,
-                bounds=static[0].target_bounds(y2, static[-1][-1]))
+    biases = bias_flags(params)  # layers without a bias: their rows and columns left out
+    params, widths, X2, y2, xp, _, static, unchecked = _setup(params, X, y, loss, reduction,
+                                                              activation)
+    G = call(_gauss_newton, xp, static, params, X2, y2, unchecked=unchecked,
+             bounds=static[0].target_bounds(y2, static[-1][-1]))
+    return trim_beta(G, widths, biases, axes=(0, 1))
 
 
 @replayed("params", "X", "v", "y", recheck=_repeatable_matvec)
@@ -172,23 +176,28 @@ def gauss_newton_matvec(params: Any, X: Any, v: Any, loss: Any = "cross_entropy"
     params, activation, net = model_params(params, activation)
     X = model_inputs(net, X)
     v, back = model_vector(net, v)
+    biases = bias_flags(params)
     params, widths, X2, y2, xp, others, static, unchecked = _setup(params, X, y, loss, reduction,
                                                                     activation, v=v)
-    P = param_count(widths)
+    P = param_count(widths, biases)
     v = others["v"]
     if tuple(v.shape) != (P,):
         raise ValueError(
             f"v: expected a vector in beta order of shape ({P},) for widths {widths} "
-            f"(P = sum_l d_l (d_(l-1) + 1)), got shape {tuple(v.shape)}"
+            f"(P = sum_l d_l (d_(l-1) + 1)" + ("" if biases is None else
+                                               ", no b^(l) for a layer without a bias")
+            + f"), got shape {tuple(v.shape)}"
         )
+    v = expand_beta(v, widths, biases)  # zeros for the biases a layer lacks
     if v.dtype != X2.dtype:
         dtype = np.result_type(v.dtype, X2.dtype) if v.dtype.kind == "f" else X2.dtype
         if dtype != X2.dtype:  # a v more precise than params and X: all computed in its dtype
             params, X2 = [(B.astype(dtype), b.astype(dtype)) for B, b in params], X2.astype(dtype)
             y2 = y2.astype(dtype) if y2 is not None and y2.dtype.kind == "f" else y2
         v = v.astype(dtype)
-    return back(call(_gauss_newton_matvec, xp, static, params, X2, y2, v, unchecked=unchecked,
-                     bounds=static[0].target_bounds(y2, widths[-1]), join=-1))
+    Gv = call(_gauss_newton_matvec, xp, static, params, X2, y2, v, unchecked=unchecked,
+              bounds=static[0].target_bounds(y2, widths[-1]), join=-1)
+    return back(trim_beta(Gv, widths, biases))
 
 
 # --- the Gauss-Newton matrix as an operator: factors once, products many times ---------
@@ -361,6 +370,32 @@ class GaussNewtonOperator:
         self.dtype = np.dtype(dtype)
         self._again = {}  # (type, shape) of a first v -> the rerun of its product
         self._host = host  # a NumPy operator on views of the same factors (see _on_host)
+        self._full = self._biases = None  # see _without_biases
+
+    @classmethod
+    def _without_biases(cls, full, net, biases):
+        """The operator of a network with layers without a bias (``biases``), on ``full``,
+        the operator of the same factors with every bias: each ``v`` gets zeros for the
+        biases a layer lacks, each result loses those rows (:func:`expand_beta`,
+        :func:`trim_beta`)."""
+        widths = full._static[-1]
+        P = param_count(widths, biases)
+        op = cls(full._stored, full._static, net, full._xp, full.dtype, P)
+        op._full, op._biases = full, biases
+        return op
+
+    def _trimmed(self, v):
+        """:meth:`matvec` of an operator made by :meth:`_without_biases`."""
+        v, back = model_vector(self._net, v)
+        P, widths = self.shape[0], self._static[-1]
+        if not hasattr(v, "shape"):
+            v = as_array("v", v, self._xp)
+        if v.ndim not in (1, 2) or v.shape[0] != P:
+            raise ValueError(f"v: expected a vector in beta order of shape ({P},) (or ({P}, m) "
+                             f"for m products; no b^(l) for a layer without a bias), got shape "
+                             f"{tuple(v.shape)}")
+        out = self._full.matvec(expand_beta(v, widths, self._biases))
+        return back(trim_beta(out, widths, self._biases, axes=(0,)))
 
     def __repr__(self) -> str:
         loss, _, widths = self._static
@@ -374,6 +409,8 @@ class GaussNewtonOperator:
         an earlier block's) runs that product's kernel (JAX: its compiled program) again
         straight away, NaN and inf still checked: the products of an iterative solver cost
         their computation only."""
+        if self._full is not None:
+            return self._trimmed(v)
         again = self._again.get((type(v), getattr(v, "shape", None)))
         if again is not None and v.dtype == self.dtype:
             out = again(v)
@@ -459,6 +496,8 @@ class GaussNewtonOperator:
 
     def to_dense(self):
         """The ``(P, P)`` matrix itself, from ``P`` products (small networks only)."""
+        if self._full is not None:
+            return trim_beta(self._full.to_dense(), self._static[-1], self._biases, axes=(0, 1))
         return self._products(self._xp.eye(self.shape[0], dtype=self.dtype))
 
 
@@ -485,11 +524,16 @@ def gauss_newton_operator(params: Any, X: Any, loss: Any = "cross_entropy", *, y
     """
     params, activation, net = model_params(params, activation)
     X = model_inputs(net, X)
+    biases = bias_flags(params)
     params, widths, X2, y2, xp, _, static, unchecked = _setup(params, X, y, loss, reduction,
                                                               activation)
     loss_, acts, scale, widths_t = static
     stored = call(_operator_setup, xp, (acts, loss_), params, X2, y2, unchecked=unchecked,
                   bounds=loss_.target_bounds(y2, widths[-1]))
+    if biases is not None:  # layers without a bias: the full operator, trimmed
+        full = _operator(stored, (loss_, scale, widths_t), None, xp, X2.dtype, param_count(widths),
+                         X2.shape[0])
+        return GaussNewtonOperator._without_biases(full, net, biases)
     make = functools.partial(_operator, static=(loss_, scale, widths_t), net=net, xp=xp,
                              dtype=X2.dtype, P=param_count(widths), N=X2.shape[0])
     # a repeat call with the same signature (plain (B, b) lists) runs the setup's program

@@ -25,6 +25,10 @@ the rows of the Jacobian) then come back in the model's structure: a dict keyed 
 pytrees, each array with the result's leading axes (``N``, or ``N, K``) in front and
 the weight in the model's own orientation.
 
+A layer without a bias (``torch.nn.Linear(bias=False)``, ``use_bias=False``) is read as
+``(B, None)``: its bias has no entries in ``beta`` and none in results in the model's
+structure.
+
 Before a :class:`Network` is handed out, the model's own forward pass is compared with
 bpcheck's on a few random inputs; a model that bpcheck would read differently from how it
 computes (layers in another order, another activation) is an error, not a wrong result.
@@ -58,12 +62,13 @@ class Dense(NamedTuple):
     W: Any
     """The weight, in the model's orientation."""
     b: Any
-    """The bias, shape ``(out,)``."""
+    """The bias, shape ``(out,)``, or ``None`` for a layer without one."""
     layout: str
     """``"out_in"`` (``W`` is ``B^(l)``) or ``"in_out"`` (``W`` is ``B^(l)'``)."""
     keys: tuple
     """The weight's and the bias's keys in the model's structure (state-dict names for
-    PyTorch, leaf positions for JAX pytrees)."""
+    PyTorch, leaf positions for JAX pytrees); the bias's is ``None`` for a layer without
+    one."""
 
 
 class Network:
@@ -112,12 +117,20 @@ class Network:
         return self._rebuilt(_converted(_in_layouts, (self._layouts,), leaves))
 
     def _rebuilt(self, leaves):
-        """The model's structure from ``[W^(1), b^(1), ...]`` in the model's orientation."""
+        """The model's structure from ``[W^(1), b^(1), ...]`` in the model's orientation
+        (``b^(l)`` ``None`` for a layer without a bias)."""
         values = {}
         for d, W, b in zip(self._layers, leaves[0::2], leaves[1::2]):
             values[d.keys[0]] = W
-            values[d.keys[1]] = b
+            if d.keys[1] is not None:
+                values[d.keys[1]] = b
         return self._structure.rebuild(values)
+
+    @property
+    def biases(self) -> tuple | None:
+        """Which layers have a bias: ``None`` when all do, else one bool per layer."""
+        flags = tuple(d.b is not None for d in self._layers)
+        return None if all(flags) else flags
 
     def from_beta(self, G: Any):
         """An array whose last axis is in ``beta`` order, ``(..., P)``, in the model's structure.
@@ -127,7 +140,8 @@ class Network:
         and biases ``(N, d_l)``; a Jacobian ``(N, K, P)`` gives ``(N, K, ...)``.  NumPy
         results are views of ``G``.
         """
-        return self._rebuilt(_converted(_beta_in_layouts, (tuple(self.widths), self._layouts), [G]))
+        return self._rebuilt(_converted(_beta_in_layouts,
+                                        (tuple(self.widths), self._layouts, self.biases), [G]))
 
     def to_beta(self, tree: Any):
         """The inverse of :meth:`from_beta` for one vector: the model's structure -> ``(P,)``.
@@ -138,36 +152,45 @@ class Network:
         from ._arrays import as_array, backend
 
         pairs = self._leaves_of(tree)
-        xp = backend(*(t for pair in pairs for t in pair))
+        xp = backend(*(t for pair in pairs for t in pair if t is not None))
         parts = []
         for (B, _), d, (W, b) in zip(self.params, self._layers, pairs):
-            W, b = as_array(f"{d.name} weight", W, xp), as_array(f"{d.name} bias", b, xp)
+            W = as_array(f"{d.name} weight", W, xp)
             want = weight_shape(*B.shape, d.layout)
+            if d.b is None:  # a layer without a bias
+                if tuple(W.shape) != want:
+                    raise ValueError(f"{d.name}: expected a weight of shape {want} as in the "
+                                     f"model, got {tuple(W.shape)}")
+                parts.append(W)
+                continue
+            b = as_array(f"{d.name} bias", b, xp)
             if tuple(W.shape) != want or tuple(b.shape) != (B.shape[0],):
                 raise ValueError(
                     f"{d.name}: expected a weight of shape {want} and a bias of shape "
                     f"({B.shape[0]},) as in the model, got {tuple(W.shape)} and {tuple(b.shape)}"
                 )
             parts += [W, b]
-        return _converted(_beta_of_layouts, (self._layouts,), parts)
+        return _converted(_beta_of_layouts, (self._layouts, self.biases), parts)
 
     def _leaves_of(self, tree):
         """``[(W, b)]`` of a tree in the model's structure (the inverse of ``from_layers``)."""
         flat = self._structure.leaves(tree)
-        return [(flat[d.keys[0]], flat[d.keys[1]]) for d in self._layers]
+        return [(flat[d.keys[0]], None if d.keys[1] is None else flat[d.keys[1]])
+                for d in self._layers]
 
 
-def in_model_layout(result: Any, widths: Sequence[int], net: Network | None, flat: bool | None):
+def in_model_layout(result: Any, widths: Sequence[int], net: Network | None, flat: bool | None,
+                    biases: tuple | None = None):
     """A result in ``beta`` order ``(..., P)`` as the caller asked for it.
 
     ``flat=True``: as it is.  ``flat=False``: per layer, ``[(G_B^(l), G_b^(l))]`` for
-    bpcheck's params, or the model's own structure for a :class:`Network` (see
-    :meth:`Network.from_beta`).  ``flat=None``: the model's structure for a network, flat
-    otherwise.
+    bpcheck's params (``G_b^(l)`` ``None`` for a layer without a bias, ``biases``), or the
+    model's own structure for a :class:`Network` (see :meth:`Network.from_beta`).
+    ``flat=None``: the model's structure for a network, flat otherwise.
     """
     if wanted_flat(flat, net):
         return result
-    return layers_from_beta(result, widths) if net is None else net.from_beta(result)
+    return layers_from_beta(result, widths, biases) if net is None else net.from_beta(result)
 
 
 def wanted_flat(flat: Any, net: Network | None) -> bool:
@@ -203,8 +226,8 @@ def _converted(kernel, static, arrays):
     compiled program for JAX ones (eager, each slice, reshape and transpose is a program
     call of its own: the 10-32-32-3 Gauss-Newton-vector product of a pytree model took
     1.4 ms against 0.08 ms for its ``(B, b)`` list, 1.2 ms of it converting ``v`` and
-    the result)."""
-    if all(type(t) is np.ndarray for t in arrays):
+    the result).  ``None`` entries (the biases a layer lacks) pass through as they are."""
+    if all(t is None or type(t) is np.ndarray for t in arrays):
         return kernel(*arrays, *static, np)
     from ._compiled import compiled
 
@@ -219,17 +242,22 @@ def _in_layouts(*args):
             for i, t in enumerate(leaves)]
 
 
-def _beta_in_layouts(G, widths, layouts, xp):
-    """``(..., P)`` in ``beta`` order -> ``[W^(1), b^(1), ...]`` in the layers' layouts."""
-    return _in_layouts(*[t for pair in layers_from_beta(G, widths) for t in pair], layouts, xp)
+def _beta_in_layouts(G, widths, layouts, biases, xp):
+    """``(..., P)`` in ``beta`` order -> ``[W^(1), b^(1), ...]`` in the layers' layouts
+    (``b^(l)`` ``None`` for a layer without a bias, ``biases``)."""
+    return _in_layouts(*[t for pair in layers_from_beta(G, widths, biases) for t in pair],
+                       layouts, xp)
 
 
 def _beta_of_layouts(*args):
-    """``[W^(1), b^(1), ...]`` in the layers' layouts -> ``beta`` ``(P,)``."""
-    *leaves, layouts, xp = args
-    parts = []
-    for W, b, layout in zip(leaves[0::2], leaves[1::2], layouts):
-        parts += [_oriented(W, layout).reshape(-1), b]
+    """``[W^(1), b^(1), ...]`` in the layers' layouts (no ``b^(l)`` for a layer without a
+    bias, ``biases``) -> ``beta`` ``(P,)``."""
+    *leaves, layouts, biases, xp = args
+    parts, leaves = [], iter(leaves)
+    for l, layout in enumerate(layouts):
+        parts.append(_oriented(next(leaves), layout).reshape(-1))
+        if biases is None or biases[l]:
+            parts.append(next(leaves))
     return xp.concatenate(parts)
 
 
@@ -514,11 +542,6 @@ def _read_torch(model):
         where = f"model[{key}] ({type(m).__name__})"
         _torch_plain(m, where)
         if isinstance(m, tnn.Linear):
-            if m.bias is None:
-                raise ValueError(
-                    f"model: {where} has no bias (bias=False); bpcheck's networks have a bias "
-                    f"in every layer"
-                )
             if any(m is seen for seen in linears):
                 raise ValueError(f"model: {where} appears twice (tied weights are not supported)")
             if _torch_parametrized(m):
@@ -528,9 +551,10 @@ def _read_torch(model):
                     f"give; remove the parametrization first "
                     f"(torch.nn.utils.parametrize.remove_parametrizations)")
             linears.append(m)
+            no_bias = m.bias is None  # Linear(bias=False)
             walk.dense(Dense(where, _torch_array(m.weight, f"model[{key}].weight"),
-                             _torch_array(m.bias, f"model[{key}].bias"), "out_in",
-                             (f"{key}.weight", f"{key}.bias")))
+                             None if no_bias else _torch_array(m.bias, f"model[{key}].bias"),
+                             "out_in", (f"{key}.weight", None if no_bias else f"{key}.bias")))
         elif isinstance(m, tnn.Flatten):
             if walk.layers or m.start_dim != 1 or m.end_dim != -1:
                 raise ValueError(f"model: {where} is supported only as Flatten(1, -1) before the "
@@ -546,7 +570,7 @@ def _read_torch(model):
         else:
             raise _unsupported(where, f"a {type(m).__name__} layer")
     layers, acts = walk.finish()
-    keys = [k for d in layers for k in d.keys]
+    keys = [k for d in layers for k in d.keys if k is not None]
     _torch_parameters_are(model, keys)
 
     def rebuild(values):
@@ -594,6 +618,8 @@ def _by_identity(template, layers: Sequence[Dense]) -> _Structure:
     owner = {}
     for d in layers:
         for arr, key in zip((d.W, d.b), d.keys):
+            if arr is None:  # a layer without a bias
+                continue
             if id(arr) in owner:
                 raise ValueError(f"model: {d.name} shares an array with another layer (tied "
                                  f"weights are not supported)")
@@ -662,10 +688,8 @@ def _eqx_dense(m, where: str) -> Dense:
     if m.in_features == "scalar" or m.out_features == "scalar":
         raise ValueError(f"model: {where} has a scalar input or output (in_size or out_size "
                          f"'scalar'); bpcheck's layers map vectors to vectors")
-    if m.bias is None:
-        raise ValueError(f"model: {where} has no bias (use_bias=False); bpcheck's networks "
-                         f"have a bias in every layer")
-    return Dense(where, m.weight, m.bias, "out_in", (f"{where}.weight", f"{where}.bias"))
+    return Dense(where, m.weight, m.bias, "out_in",
+                 (f"{where}.weight", None if m.bias is None else f"{where}.bias"))
 
 
 def _eqx_item(walk: _Walk, m, where: str):
@@ -708,11 +732,9 @@ def _value(variable):
 
 
 def _nnx_dense(m, where: str) -> Dense:
-    if m.bias is None:
-        raise ValueError(f"model: {where} has no bias (use_bias=False); bpcheck's networks "
-                         f"have a bias in every layer")
-    return Dense(where, _value(m.kernel), _value(m.bias), "in_out",
-                 (f"{where}.kernel", f"{where}.bias"))
+    no_bias = m.bias is None  # use_bias=False
+    return Dense(where, _value(m.kernel), None if no_bias else _value(m.bias), "in_out",
+                 (f"{where}.kernel", None if no_bias else f"{where}.bias"))
 
 
 def _order_of_use(run, template, layers: list[Dense]) -> list[Dense]:
@@ -882,11 +904,9 @@ def _linen_dense(entry, where: str) -> Dense:
     if extra or np.ndim(entry["kernel"]) != 2:
         raise _unsupported(where, f"a layer with parameters {sorted(entry)} and a kernel of shape "
                                   f"{tuple(np.shape(entry['kernel']))} (not a Dense layer)")
-    if "bias" not in entry:
-        raise ValueError(f"model: {where} has no bias (use_bias=False); bpcheck's networks have "
-                         f"a bias in every layer")
-    return Dense(where, entry["kernel"], entry["bias"], "in_out",
-                 (f"{where}['kernel']", f"{where}['bias']"))
+    no_bias = "bias" not in entry  # use_bias=False
+    return Dense(where, entry["kernel"], None if no_bias else entry["bias"], "in_out",
+                 (f"{where}['kernel']", None if no_bias else f"{where}['bias']"))
 
 
 def _read_pytree(layers, layout):
@@ -1054,7 +1074,7 @@ def _check_orientation(layers: Sequence[Dense]) -> None:
         n_out, n_in = shape if d.layout == "out_in" else shape[::-1]
         other = "in_out" if d.layout == "out_in" else "out_in"
         stored = "(out, in)" if d.layout == "out_in" else "(in, out)"
-        if bshape != (n_out,):
+        if d.b is not None and bshape != (n_out,):  # (a layer without a bias: chaining only)
             hint = (f"; the weight looks stored the other way: state layout={other!r}"
                     if bshape == (n_in,) else "")
             raise ValueError(

@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from ._activations import resolve_activations
-from ._arrays import (backend, check_all_finite, check_inputs, check_params, common_dtype, param_names,
+from ._arrays import (backend, bias_flags, check_all_finite, check_inputs, check_params, common_dtype,
+                      param_names,
                       split_finite_checks)
 from ._compiled import call, replayed, without_axis
 from ._model import model_inputs, model_params
@@ -52,14 +53,16 @@ def _factors(params, X, acts, xp):
     return [(f.V, f.a_prev) for f in fs[:-1]], fs[-1].a_prev
 
 
-def _tile(f1, f2, K, trace, xp):
-    """``sum_l V_i V_j' (a_i' a_j + 1)`` for one tile: ``(n1, n2)`` or ``(n1, n2, K, K)``."""
+def _tile(f1, f2, K, trace, xp, biases=None):
+    """``sum_l V_i V_j' (a_i' a_j + 1)`` for one tile: ``(n1, n2)`` or ``(n1, n2, K, K)``;
+    without the ``+ 1`` (the bias's term) for a layer whose ``biases`` entry is ``False``."""
     (hidden1, aL1), (hidden2, aL2) = f1, f2
     n1, n2 = aL1.shape[0], aL2.shape[0]
-    S = aL1 @ aL2.T + 1  # output layer: V^(L+1) = I_K
+    one = (lambda l: 1) if biases is None else (lambda l: 1 if biases[l] else 0)
+    S = aL1 @ aL2.T + one(-1)  # output layer: V^(L+1) = I_K
     out = K * S if trace else S[:, None, :, None] * xp.eye(K, dtype=S.dtype)[:, None, :]
-    for (V1, a1), (V2, a2) in zip(hidden1, hidden2):
-        S = a1 @ a2.T + 1
+    for l, ((V1, a1), (V2, a2)) in enumerate(zip(hidden1, hidden2)):
+        S = a1 @ a2.T + one(l)
         if trace:
             out = out + (V1.reshape(n1, -1) @ V2.reshape(n2, -1).T) * S
         else:
@@ -87,25 +90,25 @@ def _tile_sizes(N1, N2, symmetric, widths, trace, itemsize, block_size):
     return min(block_size, N1), min(max(1, math.ceil(block_size / 8)), N2)
 
 
-def _ntk_numpy(params, X1, X2, K, trace, rows, cols, acts, xp):
+def _ntk_numpy(params, X1, X2, K, trace, rows, cols, acts, biases, xp):
     symmetric = X2 is None
     Xc = X1 if symmetric else X2
     N1, N2 = X1.shape[0], Xc.shape[0]
     if (rows, cols) == (N1, N2):
         f1 = _factors(params, X1, acts, xp)
-        return _tile(f1, f1 if symmetric else _factors(params, Xc, acts, xp), K, trace, np)
+        return _tile(f1, f1 if symmetric else _factors(params, Xc, acts, xp), K, trace, np, biases)
     out = np.empty((N1, N2) if trace else (N1, N2, K, K), dtype=X1.dtype)
     for r in range(0, N1, rows):
         f1 = _factors(params, X1[r:r + rows], acts, xp)
         for c in range(r if symmetric else 0, N2, cols):
-            t = _tile(f1, _factors(params, Xc[c:c + cols], acts, xp), K, trace, np)
+            t = _tile(f1, _factors(params, Xc[c:c + cols], acts, xp), K, trace, np, biases)
             out[r:r + rows, c:c + cols] = t
             if symmetric:
                 out[c:c + cols, r:r + rows] = _mirror(t, trace)
     return out
 
 
-def _ntk_traced(params, X1, X2, K, trace, rows, cols, acts, xp):
+def _ntk_traced(params, X1, X2, K, trace, rows, cols, acts, biases, xp):
     """The JAX version of :func:`_ntk_numpy`: ``lax`` loops over tiles whose starts are
     clamped (the last tile overlaps its neighbour and rewrites equal values), so every
     shape is static and the output buffer is updated in place."""
@@ -117,7 +120,8 @@ def _ntk_traced(params, X1, X2, K, trace, rows, cols, acts, xp):
     N1, N2 = X1.shape[0], Xc.shape[0]
     if (rows, cols) == (N1, N2):
         f1 = _factors(params, X1, acts, xp)
-        return _tile(f1, f1 if symmetric else _factors(params, Xc, acts, xp), K, trace, jnp)
+        return _tile(f1, f1 if symmetric else _factors(params, Xc, acts, xp), K, trace, jnp,
+                     biases)
     zeros = () if trace else (0, 0)
 
     def row_block(i, out):
@@ -128,7 +132,7 @@ def _ntk_traced(params, X1, X2, K, trace, rows, cols, acts, xp):
         def col_block(j, out):
             c = jnp.minimum(c0 + j * cols, N2 - cols)
             t = _tile(f1, _factors(params, lax.dynamic_slice_in_dim(Xc, c, cols), acts, xp), K, trace,
-                      jnp)
+                      jnp, biases)
             out = lax.dynamic_update_slice(out, t, (r, c) + zeros)
             if symmetric:
                 out = lax.dynamic_update_slice(out, _mirror(t, trace), (c, r) + zeros)
@@ -166,7 +170,8 @@ def ntk(
     ``(d_0,)`` drops its axis from the result.
 
     Returns ``(N1, N2, K, K)`` with ``[i, j] = sum_l V_i^(l) V_j^(l)' (a_i^(l-1)' a_j^(l-1)
-    + 1)`` (``J`` with columns in ``beta`` order, as :func:`bpcheck.jacobian`), or with
+    + 1)`` (``J`` with columns in ``beta`` order, as :func:`bpcheck.jacobian`; no ``+ 1``
+    for a layer without a bias, ``(B, None)``), or with
     ``trace=True`` the ``(N1, N2)`` matrix of ``tr Theta(x_i, x_j)``.  Neither
     ``(N, K, P)`` nor, for the trace, ``(N1, N2, K, K)`` arrays are formed.
 
@@ -209,6 +214,7 @@ def ntk(
         xp = jnp
     params, activation, net = model_params(params, activation)
     X1, X2 = model_inputs(net, X1, "X1"), model_inputs(net, X2, "X2")
+    biases = bias_flags(params)
     params, widths, xp = check_params(params, xp, finite=False)
     acts = resolve_activations(activation, len(params) - 1)
     X1c, single1 = check_inputs("X1", X1, widths[0], xp, finite=False)
@@ -233,16 +239,17 @@ def ntk(
         rows, cols = _tile_sizes(n_local, Xc.shape[0], False, widths, trace, itemsize, block_size)
 
         def local(params, Xc, X1_local):
-            return _ntk_traced(params, X1_local, Xc, K, trace, rows, cols, acts, jnp)
+            return _ntk_traced(params, X1_local, Xc, K, trace, rows, cols, acts, biases, jnp)
 
         out = batch_parallel(local, mesh, (params, Xc), (X1c,), gather, "X1",
-                             key=("ntk", K, trace, rows, cols, acts))
+                             key=("ntk", K, trace, rows, cols, acts, biases))
     else:
         N2 = X1c.shape[0] if X2c is None else X2c.shape[0]
         rows, cols = _tile_sizes(
             X1c.shape[0], N2, X2c is None, widths, trace, itemsize, block_size
         )
         kernel = _ntk_numpy if xp is np else _ntk_traced
-        out = call(kernel, xp, (K, trace, rows, cols, acts), params, X1c, X2c, unchecked=unchecked)
+        out = call(kernel, xp, (K, trace, rows, cols, acts, biases), params, X1c, X2c,
+                   unchecked=unchecked)
     axes = tuple(axis for axis, single in ((0, single1), (1, single2)) if single)
     return without_axis(out, axes) if axes else out

@@ -1,7 +1,9 @@
 """Parameters: He-style initialisation and the ``beta`` flattening of the lecture.
 
 ``beta = [vec(B^(1)'), b^(1), ..., vec(B^(L+1)'), b^(L+1)]`` where ``vec(B')``
-stacks the *rows* of ``B`` (``B.reshape(-1)`` in C order).
+stacks the *rows* of ``B`` (``B.reshape(-1)`` in C order).  A layer without a bias
+(``(B, None)`` in ``params``) has no ``b^(l)`` entries in ``beta``: results in ``beta``
+order are computed with a zero bias and those entries left out (:func:`trim_beta`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ._arrays import as_array, backend, check_params, check_widths
+from ._arrays import as_array, backend, bias_flags, check_params, check_widths
 
 
 def init_params(widths: Sequence[int], seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -38,10 +40,72 @@ def init_params(widths: Sequence[int], seed: int = 0) -> list[tuple[np.ndarray, 
     return params
 
 
-def param_count(widths: Sequence[int]) -> int:
-    """``P = sum_l d_l (d_{l-1} + 1)``, the length of ``beta``."""
+def param_count(widths: Sequence[int], biases: Sequence[bool] | None = None) -> int:
+    """``P = sum_l d_l (d_{l-1} + 1)``, the length of ``beta``; ``biases``: one bool per
+    layer, ``False`` for a layer without a bias (``d_l d_{l-1}`` entries), default all."""
     widths = check_widths(widths)
-    return sum(d * (d_prev + 1) for d_prev, d in zip(widths[:-1], widths[1:]))
+    biases = _checked_biases(biases, len(widths) - 1)
+    return sum(d * (d_prev + (1 if bias else 0))
+               for d_prev, d, bias in zip(widths[:-1], widths[1:], biases))
+
+
+def _checked_biases(biases: Any, layers: int) -> tuple[bool, ...]:
+    if biases is None:
+        return (True,) * layers
+    if isinstance(biases, (str, bytes)) or not isinstance(biases, Sequence) or len(biases) != layers \
+            or not all(isinstance(t, (bool, np.bool_)) for t in biases):
+        raise ValueError(f"biases: expected one True or False per layer ({layers} layers), "
+                         f"got {biases!r:.80}")
+    return tuple(bool(t) for t in biases)
+
+
+@functools.lru_cache(maxsize=64)
+def kept_entries(widths: tuple[int, ...], biases: tuple[bool, ...]) -> np.ndarray:
+    """The positions in the full ``beta`` (every layer with its bias) of the entries a
+    network with ``biases`` has: every weight, and the bias of each layer that has one."""
+    keep = []
+    for (sB, sb), bias in zip(_layer_slices(widths), biases):
+        keep.append(np.arange(sB.start, sB.stop))
+        if bias:
+            keep.append(np.arange(sb.start, sb.stop))
+    out = np.concatenate(keep)
+    out.flags.writeable = False
+    return out
+
+
+def trim_beta(result: Any, widths: Sequence[int], biases: tuple[bool, ...] | None, axes=(-1,)):
+    """``result`` with its ``axes`` in the full ``beta`` order reduced to the entries of a
+    network with ``biases`` (:func:`kept_entries`); as it is for ``biases`` ``None``."""
+    if biases is None:
+        return result
+    keep = kept_entries(tuple(widths), biases)
+    xp = backend(result)
+    for axis in axes:
+        result = np.take(result, keep, axis=axis) if xp is np else xp.take(result, keep, axis=axis)
+    return result
+
+
+def expand_beta(v: Any, widths: Sequence[int], biases: tuple[bool, ...] | None):
+    """The inverse of :func:`trim_beta` on the first axis of ``v`` ``(P, ...)``: zeros for the
+    biases a network with ``biases`` lacks."""
+    if biases is None:
+        return v
+    keep = kept_entries(tuple(widths), biases)
+    full = _layer_slices(tuple(widths))[-1][1].stop
+    xp = backend(v)
+    if xp is np:
+        out = np.zeros((full,) + tuple(v.shape[1:]), dtype=v.dtype)
+        out[keep] = v
+        return out
+    return xp.zeros((full,) + tuple(v.shape[1:]), dtype=v.dtype).at[keep].set(v)
+
+
+def without_biases(layers: list, biases: tuple[bool, ...] | None) -> list:
+    """Per-layer results ``[(G_B^(l), G_b^(l))]`` with ``None`` for the biases a network with
+    ``biases`` lacks."""
+    if biases is None:
+        return layers
+    return [(gB, gb if bias else None) for (gB, gb), bias in zip(layers, biases)]
 
 
 def beta_size(widths: Sequence[int]) -> int:
@@ -56,24 +120,31 @@ def layer_slices(widths: Sequence[int]) -> list[tuple[slice, slice]]:
 
 
 @functools.lru_cache(maxsize=256)
-def _layer_slices(widths: tuple[int, ...]) -> tuple[tuple[slice, slice], ...]:
+def _layer_slices(widths: tuple[int, ...], biases: tuple[bool, ...] | None = None
+                  ) -> tuple[tuple[slice, slice | None], ...]:
     out = []
     off = 0
-    for d_prev, d in zip(widths[:-1], widths[1:]):
+    for l, (d_prev, d) in enumerate(zip(widths[:-1], widths[1:])):
+        if biases is not None and not biases[l]:
+            out.append((slice(off, off + d * d_prev), None))
+            off += d * d_prev
+            continue
         out.append((slice(off, off + d * d_prev), slice(off + d * d_prev, off + d * (d_prev + 1))))
         off += d * (d_prev + 1)
     return tuple(out)
 
 
-def layers_from_beta(G: Any, widths: Sequence[int]) -> list:
+def layers_from_beta(G: Any, widths: Sequence[int], biases: tuple[bool, ...] | None = None) -> list:
     """``(..., P)`` in ``beta`` order -> ``[(G_B^(l), G_b^(l))]`` of shapes
-    ``(..., d_l, d_{l-1})`` and ``(..., d_l)`` (views of ``G`` for NumPy); unchecked."""
-    slices = _layer_slices(tuple(widths))
+    ``(..., d_l, d_{l-1})`` and ``(..., d_l)`` (views of ``G`` for NumPy); unchecked.
+    ``biases``: the layers that have a bias (``None``: all); ``G_b^(l)`` is ``None`` for
+    the others, which have no entries in ``G``."""
+    slices = _layer_slices(tuple(widths), biases)
     if G.ndim == 1:  # a vector: plain slices (a call of a small network's kernel reads them)
-        return [(G[sB].reshape(d, d_prev), G[sb])
+        return [(G[sB].reshape(d, d_prev), None if sb is None else G[sb])
                 for d_prev, d, (sB, sb) in zip(widths[:-1], widths[1:], slices)]
     lead = tuple(G.shape[:-1])
-    return [(G[..., sB].reshape(lead + (d, d_prev)), G[..., sb])
+    return [(G[..., sB].reshape(lead + (d, d_prev)), None if sb is None else G[..., sb])
             for d_prev, d, (sB, sb) in zip(widths[:-1], widths[1:], slices)]
 
 
@@ -87,25 +158,31 @@ def flatten_params(params: Any):
     >>> flatten_params([(B, b)])
     array([1., 2., 3., 4., 5., 6.])
     """
+    biases = bias_flags(params)
     params, _, xp = check_params(params)
     parts = []
-    for B, b in params:
-        parts.extend([B.reshape(-1), b])
+    for l, (B, b) in enumerate(params):
+        parts.extend([B.reshape(-1), b] if biases is None or biases[l] else [B.reshape(-1)])
     return xp.concatenate(parts)
 
 
-def unflatten_params(beta: Any, widths: Sequence[int]):
+def unflatten_params(beta: Any, widths: Sequence[int], biases: Sequence[bool] | None = None):
     """Inverse of :func:`flatten_params`: ``beta`` ``(P,)`` -> ``[(B^(l), b^(l))]``.
 
-    ``B^(l)`` comes back with shape ``(d_l, d_{l-1})`` and ``b^(l)`` with ``(d_l,)``.
+    ``B^(l)`` comes back with shape ``(d_l, d_{l-1})`` and ``b^(l)`` with ``(d_l,)``;
+    ``biases``: one bool per layer, ``False`` for a layer without a bias (its ``b^(l)``
+    comes back ``None``, and ``beta`` has no entries for it), default all.
     """
     widths = check_widths(widths)
+    flags = _checked_biases(biases, len(widths) - 1)
     xp = backend(beta)
     beta = as_array("beta", beta, xp)
-    P = param_count(widths)
+    P = param_count(widths, flags)
     if beta.shape != (P,):
         raise ValueError(
             f"beta: expected shape ({P},) for widths {widths} "
-            f"(P = sum_l d_l (d_(l-1) + 1)), got {tuple(beta.shape)}"
+            f"(P = sum_l d_l (d_(l-1) + 1)" + (", no b^(l) where biases is False"
+                                               if not all(flags) else "")
+            + f"), got {tuple(beta.shape)}"
         )
-    return layers_from_beta(beta, widths)
+    return layers_from_beta(beta, widths, None if all(flags) else flags)

@@ -29,12 +29,12 @@ from typing import Any
 import numpy as np
 
 from ._activations import resolve_activations
-from ._arrays import check_out, host_buffer, on_default_cpu, overlaps, prepare, to_jax
+from ._arrays import bias_flags, check_out, host_buffer, on_default_cpu, overlaps, prepare, to_jax
 from ._compiled import call, replayed, without_axis, written
 from ._losses import check_reduction, numpy_targets_in_range, resolve_loss
 from ._model import (in_model_layers, layouts_of, model_inputs, model_params, wanted_flat,
                      weight_shape)
-from ._params import param_count
+from ._params import param_count, trim_beta, without_biases
 from ._recursion import (_THREADED_SIZE, _as_blocks, _forward_layers, _single_threaded_blas,
                          by_rows, outer, pullback)
 from ._sharding import batch_parallel, resolve_mesh
@@ -119,18 +119,19 @@ def _per_example_grads(params, X, y, loss, acts, mean, flat, layouts, xp):
     return _assemble_jax(deltas, a_prevs)
 
 
-def _per_example_grad_norms(params, X, y, loss, acts, mean, xp):
+def _per_example_grad_norms(params, X, y, loss, acts, mean, biases, xp):
     deltas, a_prevs = deltas_and_inputs(params, X, y, loss, acts, mean, xp)
     dtype = X.dtype
     if np.dtype(dtype).itemsize < 4:  # float16: squares summed in float32 (norms above 256
         # would overflow), the norms cast back
         deltas, a_prevs = ([t.astype(np.float32) for t in ts] for ts in (deltas, a_prevs))
     sq = 0
-    for delta, a in zip(deltas, a_prevs):
+    for l, (delta, a) in enumerate(zip(deltas, a_prevs)):
+        one = 1 if biases is None or biases[l] else 0  # the bias's part, where there is one
         if xp is np:  # row sums of squares without the squared arrays
-            sq = sq + np.einsum("ij,ij->i", delta, delta) * (np.einsum("ij,ij->i", a, a) + 1)
+            sq = sq + np.einsum("ij,ij->i", delta, delta) * (np.einsum("ij,ij->i", a, a) + one)
         else:
-            sq = sq + xp.sum(delta * delta, axis=1) * (xp.sum(a * a, axis=1) + 1)
+            sq = sq + xp.sum(delta * delta, axis=1) * (xp.sum(a * a, axis=1) + one)
     norms = xp.sqrt(sq)
     return norms if norms.dtype == dtype else norms.astype(dtype)
 
@@ -234,12 +235,20 @@ def per_example_grads(
     params, activation, net = model_params(params, activation)
     X = model_inputs(net, X)
     flat = wanted_flat(flat, net)
+    biases = bias_flags(params)  # layers without a bias: their entries left out below
     params, widths, X2, y2, single, xp, mesh, static, unchecked = _setup(
         params, X, y, loss, reduction, activation, mesh, gather)
-    if out is not None:
+    if out is not None and biases is None:
         return _grads_into(out, params, widths, X2, y2, single, xp, mesh, static, flat, net)
+    if out is not None:  # checked first, then filled with the result's entries
+        if xp is not np or mesh is not None or not flat:
+            raise TypeError("out: for a network with layers without a bias, gradients are "
+                            "written in place for NumPy inputs and flat=True only; got "
+                            + ("JAX inputs or a mesh" if flat else "flat=False"))
+        shape = (() if single else (X2.shape[0],)) + (param_count(widths, biases),)
+        check_out("out", out, shape, X2.dtype, [t for pair in params for t in pair] + [X2, y2])
     if X2.shape[0] == 0 and flat:  # an empty batch: no rows
-        return xp.zeros((0, param_count(widths)), X2.dtype)
+        return xp.zeros((0, param_count(widths, biases)), X2.dtype)
     large = X2.shape[0] * param_count(widths) >= _THREADED_SIZE
     layouts = () if flat else layouts_of(net, len(params))  # each weight's orientation
     if xp is not np and mesh is None and large and on_default_cpu(
@@ -250,7 +259,13 @@ def per_example_grads(
                  bool(gather), unchecked)
     if single:
         G = without_axis(G)
-    return G if flat else in_model_layers(G, net)
+    if flat:
+        G = trim_beta(G, widths, biases)
+        if out is not None:
+            out[...] = G
+            return out
+        return G
+    return in_model_layers(without_biases(G, biases), net)
 
 
 def _host_filled(static, flat, layouts, params, X, y, xp, unchecked):
@@ -333,11 +348,14 @@ def per_example_grad_norms(
     Same arguments as :func:`per_example_grads`.  Uses
     ``||g_n||^2 = sum_l ||delta_n^(l)||^2 (||a_n^(l-1)||^2 + 1)``, where
     ``||U^(l)' e||^2 = ||V^(l)' e||^2 ||a^(l-1)||^2`` is the weight part and
-    ``||V^(l)' e||^2`` the bias part: cost about two forward passes, memory ``O(N d)``.
+    ``||V^(l)' e||^2`` the bias part (none for a layer without a bias): cost about two
+    forward passes, memory ``O(N d)``.
     """
     params, activation, net = model_params(params, activation)
     X = model_inputs(net, X)
+    biases = bias_flags(params)
     params, _, X2, y2, single, xp, mesh, static, unchecked = _setup(
         params, X, y, loss, reduction, activation, mesh, gather)
-    n = _run(_per_example_grad_norms, static, params, X2, y2, xp, mesh, bool(gather), unchecked)
+    n = _run(_per_example_grad_norms, static + (biases,), params, X2, y2, xp, mesh, bool(gather),
+             unchecked)
     return without_axis(n) if single else n

@@ -26,10 +26,11 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._activations import resolve_activations
-from ._arrays import check_out, host_buffer, on_default_cpu, prepare, to_jax
+from ._arrays import bias_flags, check_out, host_buffer, on_default_cpu, prepare, to_jax
 from ._model import (in_model_layers, in_model_layout, layouts_of, model_inputs, model_params, wanted_flat,
                      weight_shape)
 from ._compiled import call, replayed, without_axis, written
+from ._params import param_count, trim_beta, without_biases
 
 
 class LayerFactors(NamedTuple):
@@ -167,7 +168,9 @@ def forward(params: Any, X: Any, *, activation: Any = None):
     """Network outputs ``z^(L+1)``.
 
     ``params``: ``[(B^(1), b^(1)), ..., (B^(L+1), b^(L+1))]``, ``B^(l)`` of shape
-    ``(d_l, d_{l-1})``.  ``X``: inputs, shape ``(N, d_0)`` or ``(d_0,)``.
+    ``(d_l, d_{l-1})``; ``b^(l)`` ``None`` for a layer without a bias (then, in every
+    function, ``beta`` has no entries for it and per-layer results hold ``None`` in its
+    place).  ``X``: inputs, shape ``(N, d_0)`` or ``(d_0,)``.
     ``activation``: a name (``"relu"``, ``"leaky_relu"``, ``"elu"``, ``"selu"``, ``"tanh"``,
     ``"sigmoid"``, ``"softplus"``, ``"gelu"``, ``"gelu_tanh"``, ``"silu"``, ``"mish"``,
     ``"celu"``, ``"soft_sign"``, ``"relu6"``, ``"hard_tanh"``, ``"hard_sigmoid"``,
@@ -409,6 +412,7 @@ def jacobian(params: Any, X: Any, *, activation: Any = None, flat: bool = True, 
     params, activation, net = model_params(params, activation)
     X = model_inputs(net, X)
     flat = wanted_flat(flat, net)
+    biases = bias_flags(params)  # layers without a bias: computed with zeros, columns left out
     params, widths, X2, single, xp, _, unchecked = prepare(params, X, defer_finite=True)
     acts = resolve_activations(activation, len(params) - 1)
     P = sum(d * (dp + 1) for dp, d in zip(widths, widths[1:]))
@@ -417,7 +421,7 @@ def jacobian(params: Any, X: Any, *, activation: Any = None, flat: bool = True, 
         if xp is not np:
             raise TypeError("out: the Jacobian is written in place for NumPy inputs only (JAX "
                             "arrays are immutable); got JAX inputs")
-        shape = (() if single else (X2.shape[0],)) + (widths[-1], P)
+        shape = (() if single else (X2.shape[0],)) + (widths[-1], param_count(widths, biases))
         out = check_out("out", out, shape, X2.dtype, inputs)
     large = X2.shape[0] * widths[-1] * P >= _THREADED_SIZE
     layouts = layouts_of(net, len(params))  # each weight's orientation, for flat=False
@@ -440,8 +444,15 @@ def jacobian(params: Any, X: Any, *, activation: Any = None, flat: bool = True, 
         kernel, static = (_jacobian_jax, (acts,)) if flat else (_jacobian_layers_jax, (acts, layouts))
         J = call(kernel, xp, static, params, X2, unchecked=unchecked)
     else:
-        rows = None if out is None else out[None] if single else out
+        rows = None if out is None or biases is not None else out[None] if single else out
         with _single_threaded_blas(large):
             J = _assemble_numpy(_factors(params, X2, acts, np), rows)
-    J = out if out is not None else without_axis(J) if single else J
-    return in_model_layers(J, net) if type(J) is list else in_model_layout(J, widths, net, flat)
+    J = out if out is not None and biases is None else without_axis(J) if single else J
+    if type(J) is list:
+        return in_model_layers(without_biases(J, biases), net)
+    if biases is not None:
+        J = trim_beta(J, widths, biases)
+        if out is not None:
+            out[...] = J
+            J = out
+    return in_model_layout(J, widths, net, flat, biases)

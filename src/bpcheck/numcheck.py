@@ -271,6 +271,10 @@ def check_network(
     with ``activation=`` otherwise) to show the check fails.
     """
     rng = np.random.default_rng(0) if rng is None else rng
+    if any(isinstance(pair, (tuple, list)) and len(pair) == 2 and pair[1] is None for pair in params):
+        raise ValueError("params: check_network checks networks with a bias in every layer (its "
+                         "references split beta that way); give the layers without one a zero "
+                         "bias, b = np.zeros(d_l)")
     widths = _widths_of(params)
     acts = resolve_activations(activation, len(widths) - 2)
     X = np.asarray(X, dtype=np.float64)
