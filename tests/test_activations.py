@@ -79,6 +79,30 @@ def test_kinked_activations_take_the_left_derivative_at_zero():
     assert not Activation("elu").has_kink  # alpha = 1: sigma' is continuous
 
 
+@pytest.mark.parametrize("xp", [np, jnp], ids=["numpy", "jax"])
+def test_nan_stays_nan_through_every_activation(xp):
+    """Under jax.jit nothing checks the values: a NaN input or weight (a diverged run), or one
+    made by an overflow upstream, must reach the output as NaN, as through jax.nn.relu and
+    torch; a select such as where(z > 0, z, 0) turned it into 0 (relu) or into the lower
+    end (relu6, hard_tanh, hard_sigmoid)."""
+    z = xp.asarray(np.array([np.nan, -1.0, 2.0]))
+    for name in NAMES:
+        value, deriv = act(name).value_and_derivative(z, xp)
+        assert np.isnan(np.asarray(value)[0]), name
+        assert np.isnan(np.asarray(act(name).value(z, xp))[0]), name
+    rng = np.random.default_rng(0)
+    params = [(jnp.asarray(rng.standard_normal((5, 3))), jnp.asarray(rng.standard_normal(5))),
+              (jnp.asarray(rng.standard_normal((2, 5))), jnp.asarray(rng.standard_normal(2)))]
+    X = jnp.asarray(rng.standard_normal((4, 3))).at[0, 0].set(jnp.nan)
+    for name in ("relu", "hard_tanh", "relu6"):
+        out = jax.jit(lambda X, name=name: bpcheck.forward(params, X, activation=name))(X)
+        assert np.isnan(np.asarray(out[0])).all() and np.isfinite(np.asarray(out[1:])).all()
+    bad = [(params[0][0].at[:, 0].set(jnp.nan), params[0][1]), params[1]]
+    g = jax.jit(lambda P: bpcheck.per_example_grads(P, X.at[0, 0].set(1.0), jnp.array([0, 1, 1, 0])))(bad)
+    assert np.isnan(np.asarray(g)).any(axis=1).all()  # every row (as jax.grad: NaN, and 0 where
+    # ReLU's derivative, 0 at NaN, masks it)
+
+
 def test_clipped_activations_take_zero_at_both_ends_of_their_linear_piece():
     """As torch.autograd (and jax.grad for relu6 and hard_sigmoid; jax.nn.hard_tanh's is 1
     there); hard_swish takes the product rule with that: 0 at -3, 1 at 3, as both do."""

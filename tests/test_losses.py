@@ -237,6 +237,16 @@ def test_a_user_loss_whose_grad_or_hessian_has_the_wrong_shape_is_a_named_error(
                 call(params, X, bad, y=y)
         with pytest.raises(ValueError, match=r"Loss\.hessian: expected an array of shape"):
             bpcheck.gauss_newton_matvec(params, X, v, bad, y=y)
+    for wrong in (lambda z, y: (z - y).astype(np.float32), lambda z, y: (z - y).astype(int)):
+        with pytest.raises(TypeError, match=r"Loss\.grad: expected an array of the outputs' dtype "
+                                            r"float64, got (float32|int)"):
+            bpcheck.per_example_grads(params, X, y, Loss(grad=wrong))
+    if xp is np:  # (JAX has no complex results of real inputs here)
+        with pytest.raises(TypeError, match=r"Loss\.grad: .*dtype float64, got complex128"):
+            bpcheck.per_example_grads(params, X, y, Loss(grad=lambda z, y: (z - y) + 0j))
+    with pytest.raises(TypeError, match=r"Loss\.hessian: .*dtype float64, got float32"):
+        bpcheck.gauss_newton(params, X, Loss(grad=lambda z, y: z - y, hessian=lambda z, y: xp.broadcast_to(
+            eye, (5, 2, 2)).astype(np.float32)), y=y)
     good = Loss(grad=lambda z, y: z - y, hessian=lambda z, y: xp.broadcast_to(eye, (5, 2, 2)))
     assert rel_err(bpcheck.gauss_newton_matvec(params, X, v, good, y=y),
                    bpcheck.gauss_newton_matvec(params, X, v, "mse", y=y)) < RTOL

@@ -282,6 +282,25 @@ def test_out_that_overlaps_an_input_is_refused_before_anything_is_written():
     per_example_grads(make_case(widths, 4, "cross_entropy")[0], store[:, P:], y, out=store[:, :P])
 
 
+def test_out_whose_entries_share_memory_is_refused():
+    """A buffer whose rows are one row (stride 0) or overlap by an entry took the gradients
+    of every example in the same place and came back as garbage."""
+    from numpy.lib.stride_tricks import as_strided
+
+    widths = [3, 5, 4, 2]
+    params, X, y = make_case(widths, 4, "cross_entropy")
+    P = bpcheck.param_count(widths)
+    base = np.zeros(4 * P)
+    for strides in ((0, 8), ((P - 1) * 8, 8)):  # one shared row; rows overlapping by one entry
+        out = as_strided(base, (4, P), strides)
+        with pytest.raises(ValueError, match=r"out: its entries overlap in memory"):
+            per_example_grads(params, X, y, out=out)
+    with pytest.raises(ValueError, match=r"out: its entries overlap in memory"):
+        bpcheck.jacobian(params, X, out=as_strided(np.zeros(2 * P), (4, 2, P), (0, P * 8, 8)))
+    rows_apart = as_strided(np.zeros(4 * (P + 1)), (4, P), ((P + 1) * 8, 8))  # gaps: fine
+    assert rel_err(per_example_grads(params, X, y, out=rows_apart), per_example_grads(params, X, y)) == 0
+
+
 # --- large JAX results on the CPU: filled on the host, handed to JAX without a copy ------
 
 

@@ -175,12 +175,13 @@ class Activation:
         name = self.name
         if name == "relu":
             if not with_derivative:  # max(0, z); NumPy's maximum gives 0.0 for z = -0.0
-                return (np.maximum(z, 0, out=out) if xp is np else xp.where(z > 0, z, 0)), None
+                # (NaN stays NaN: where(z <= 0, 0, z), not where(z > 0, z, 0))
+                return (np.maximum(z, 0, out=out) if xp is np else xp.where(z <= 0, 0, z)), None
             if xp is np:  # maximum: one pass (+0.0 for -0.0 too: tested bitwise against where)
                 zero = _ZERO.get(z.dtype, 0)
                 return np.maximum(z, zero), (z > zero).astype(z.dtype)
             D = (z > 0).astype(z.dtype)
-            return xp.where(D > 0, z, 0), D  # where: max(0, z) without -0.0
+            return xp.where(z <= 0, 0, z), D  # where: max(0, z) without -0.0, NaN kept
         if name == "tanh":
             t = np.tanh(z, out=out) if xp is np else xp.tanh(z)
             return t, (1 - t * t if with_derivative else None)
@@ -231,7 +232,8 @@ class Activation:
         if name in ("relu6", "hard_tanh", "hard_sigmoid", "hard_swish"):  # a clipped line
             lo, hi = (0.0, 6.0) if name == "relu6" else (p["min_val"], p["max_val"]) \
                 if name == "hard_tanh" else (-3.0, 3.0)
-            clipped = _dtype(xp.where(z > lo, xp.where(z < hi, z, hi), lo), z.dtype)  # no -0.0
+            # no -0.0 at lo = 0, and NaN stays NaN (an overflow upstream is not clipped away)
+            clipped = _dtype(xp.where(z <= lo, lo, xp.where(z >= hi, hi, z)), z.dtype)
             D = _dtype(((z > lo) & (z < hi)), z.dtype) if with_derivative else None
             if name in ("relu6", "hard_tanh"):
                 return clipped, D

@@ -555,11 +555,30 @@ def check_out(name: str, out: Any, shape: tuple, dtype: Any, inputs: Sequence[An
                          f"{out.dtype}; it is not cast")
     if not out.flags.writeable:
         raise ValueError(f"{name}: expected {want}, got a read-only array")
+    if _self_overlapping(out):
+        raise ValueError(f"{name}: its entries overlap in memory (strides {out.strides} for shape "
+                         f"{out.shape}): several results would be written to one place; "
+                         f"expected {want} whose every entry has memory of its own")
     for x in inputs:
         if isinstance(x, np.ndarray) and overlaps(out, x):
             raise ValueError(f"{name}: shares memory with one of the call's input arrays; "
                              f"expected a separate buffer")
     return out
+
+
+def _self_overlapping(a: np.ndarray) -> bool:
+    """Whether two entries of ``a`` may share memory (``as_strided`` with a stride of 0, or
+    strides shorter than the axes below them span); contiguous arrays never do.  Axes
+    sorted by stride, each stride must clear the span of the smaller ones: a layout that
+    interleaves its axes without overlap counts as overlapping (conservative)."""
+    if a.size <= 1 or a.flags.c_contiguous or a.flags.f_contiguous:
+        return False
+    span = a.itemsize
+    for stride, n in sorted((abs(st), n) for st, n in zip(a.strides, a.shape) if n > 1):
+        if stride < span:
+            return True
+        span += stride * (n - 1)
+    return False
 
 
 def overlaps(a: np.ndarray, b: np.ndarray) -> bool:

@@ -55,15 +55,21 @@ def _sigmoid(z, xp):
     return xp.where(z >= 0, 1 / (1 + e), e / (1 + e))
 
 
-def _user_output(out, want: tuple, which: str, form: str, meaning: str):
+def _user_output(out, want: tuple, which: str, form: str, meaning: str, dtype=None):
     """A user loss's ``grad`` or ``hessian`` result, checked to have the shape ``want`` (known
     when tracing too): a batch mean ``(1, K)`` or a vector ``(K,)`` would otherwise be
-    broadcast over the examples, or fail deep in a product."""
+    broadcast over the examples, or fail deep in a product; and the dtype of ``z``
+    (``dtype``): a complex or integer result would pass into the gradients as it is, a
+    float32 one for a float64 network would round them (or fail deep inside JAX)."""
     shape = getattr(out, "shape", None)
     if shape is None or tuple(shape) != want:
         got = f"shape {tuple(shape)}" if shape is not None else f"a {type(out).__name__}"
         raise ValueError(f"Loss.{which}: expected an array of shape {form} = {want} ({meaning}), "
                          f"got {got}")
+    if dtype is not None and np.dtype(out.dtype) != np.dtype(dtype):
+        raise TypeError(f"Loss.{which}: expected an array of the outputs' dtype {np.dtype(dtype)}, "
+                        f"got {np.dtype(out.dtype)} (return it in z's dtype, e.g. "
+                        f".astype(z.dtype))")
     return out
 
 
@@ -78,7 +84,7 @@ class Loss:
     ``Loss(grad=g, hessian=h)``: a loss given by its output gradient ``g(z, y)``, shape
     ``(N, K)`` with row ``n`` = ``d loss_n / d z_n``, and its output Hessian ``h(z, y)``,
     shape ``(N, K, K)`` (symmetric, positive semidefinite for the Gauss-Newton matrix to
-    be). Both receive batched arrays (NumPy or ``jax.numpy``, following the call's
+    be), each in the dtype of ``z`` (checked, with the shape). Both receive batched arrays (NumPy or ``jax.numpy``, following the call's
     inputs; under JAX they are traced, so they must be written with ``jax.numpy``).
     ``y`` is passed through unchecked beyond its first axis having ``N`` rows, and
     ``hessian`` may be omitted when only gradients are asked for.  JAX calls compile one
@@ -241,7 +247,7 @@ class Loss:
         if self.name == "binary_cross_entropy":
             return _sigmoid(z, xp) - y
         return _user_output(self.grad_fn(z, y), tuple(z.shape), "grad", "(N, K)",
-                            "row n the gradient of example n's loss")
+                            "row n the gradient of example n's loss", z.dtype)
 
     def hessian(self, z, y, xp):
         """``H_n = d^2 loss_n / d z_n d z_n'``, shape ``(N, K, K)``."""
@@ -277,7 +283,7 @@ class Loss:
     def _user_hessian(self, z, y):
         N, K = z.shape
         return _user_output(self.hessian_fn(z, y), (N, K, K), "hessian", "(N, K, K)",
-                            "entry n the Hessian of example n's loss")
+                            "entry n the Hessian of example n's loss", z.dtype)
 
     def times_hessian(self, state, u, xp):
         """``H_n u_n`` from :meth:`hessian_state`'s ``state``; ``u``: ``(N, K)`` or ``(m, N, K)``."""
