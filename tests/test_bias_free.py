@@ -114,9 +114,14 @@ def test_numpy_buffers_and_the_beta_helpers(ref):
     assert bpcheck.jacobian(params, X, activation="tanh", out=outJ) is outJ and rel_err(outJ, J) < RTOL
     with pytest.raises(ValueError, match=r"out: expected shape \(6, 47\)"):
         bpcheck.per_example_grads(params, X, y, activation="tanh", out=np.empty((6, 54)))
-    with pytest.raises(TypeError, match=r"out: .*without a bias.*flat=True only"):
+    pairs = [(np.empty((6, 5, 3)), None), (np.empty((6, 4, 5)), np.empty((6, 4))),
+             (np.empty((6, 2, 4)), None)]
+    assert bpcheck.per_example_grads(params, X, y, activation="tanh", flat=False, out=pairs) is pairs
+    assert rel_err(np.concatenate([pairs[0][0].reshape(6, -1), pairs[1][0].reshape(6, -1),
+                                   pairs[1][1], pairs[2][0].reshape(6, -1)], axis=1), G) < RTOL
+    with pytest.raises(TypeError, match=r"out\[2\]\[1\]: layer 3 has no bias; expected None"):
         bpcheck.per_example_grads(params, X, y, activation="tanh", flat=False,
-                                  out=[(np.empty((6, 5, 3)), None)] * 3)
+                                  out=pairs[:2] + [(pairs[2][0], np.empty((6, 2)))])
     beta = bpcheck.flatten_params(params)
     back = bpcheck.unflatten_params(beta, WIDTHS, BIASES)
     assert [b is None for _, b in back] == [not b for b in BIASES]
@@ -127,8 +132,12 @@ def test_numpy_buffers_and_the_beta_helpers(ref):
                                          r"biases is False"):
         bpcheck.unflatten_params(np.ones(54), WIDTHS, BIASES)
     with pytest.raises(ValueError, match=r"biases: expected one True or False per layer "
-                                         r"\(3 layers\)"):
+                                         r"\(3 layers\), got 2"):
         bpcheck.param_count(WIDTHS, (True, False))
+    with pytest.raises(TypeError, match=r"biases: expected True or False for each layer, got "
+                                        r"\[0, 1, 0\]"):
+        bpcheck.param_count(WIDTHS, (0, 1, 0))
+    assert bpcheck.param_count(WIDTHS, np.array(BIASES)) == 47
     # with every bias present the results are those of a zero bias, bias entries included
     zeros = [(B, np.zeros(B.shape[0]) if b is None else b) for B, b in params]
     full = bpcheck.per_example_grads(zeros, X, y, activation="tanh")
@@ -177,6 +186,10 @@ def test_a_torch_model_with_linear_bias_false_is_read_and_keyed_like_its_state_d
     op = bpcheck.gauss_newton_operator(model, X)
     for k in v:
         assert rel_err((op @ v)[k], Gv[k]) < RTOL
+    out = {k: np.empty((5,) + tuple(t.shape)) for k, t in model.state_dict().items()}
+    assert bpcheck.per_example_grads(model, X, y, out=out) is out
+    for k in want:
+        assert rel_err(out[k], want[k].numpy()) < RTOL, k
     flat = bpcheck.per_example_grads(model, X, y, flat=True)
     assert flat.shape == (5, 24 + 30 + 5 + 15)
     assert rel_err(bpcheck.per_example_grad_norms(model, X, y), np.linalg.norm(flat, axis=1)) < RTOL
@@ -243,3 +256,23 @@ def test_equinox_and_flax_models_without_biases():
     assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
     for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
         assert rel_err(g, w) < 1e-5
+
+
+def test_a_plain_list_of_layers_without_a_bias_key():
+    """A layer dict with a weight key only (or a pair (W, None)) is a layer without a bias;
+    results and vectors in the list's structure have no bias key there."""
+    rng = np.random.default_rng(0)
+    W1, b1, W2 = rng.standard_normal((3, 5)), rng.standard_normal(5), rng.standard_normal((5, 2))
+    X, y = rng.standard_normal((4, 3)), np.array([0, 1, 1, 0])
+    net = bpcheck.network([{"W": W1, "b": b1}, {"W": W2}], layout="in_out")
+    assert net.biases == (True, False)
+    same = bpcheck.network([(W1, b1), (W2, None)], layout="in_out")
+    g, want = bpcheck.per_example_grads(net, X, y), bpcheck.per_example_grads(same, X, y)
+    assert [sorted(d) for d in g] == [["W", "b"], ["W"]]
+    assert rel_err(g[1]["W"], want[1][0]) == 0 and rel_err(g[0]["b"], want[0][1]) == 0
+    params = [(W1.T, b1), (W2.T, None)]
+    assert rel_err(g[1]["W"], bpcheck.per_example_grads(params, X, y, flat=False)[1][0].swapaxes(1, 2)) < RTOL
+    v = [{"W": np.ones((3, 5)), "b": np.ones(5)}, {"W": np.ones((5, 2))}]
+    assert [sorted(d) for d in bpcheck.gauss_newton_matvec(net, X, v)] == [["W", "b"], ["W"]]
+    with pytest.raises(ValueError, match=r"layer 1: expected the keys \['W'\]"):
+        bpcheck.gauss_newton_matvec(net, X, [v[0], {"W": np.ones((5, 2)), "b": np.ones(2)}])

@@ -84,8 +84,9 @@ class Loss:
     ``Loss(grad=g, hessian=h)``: a loss given by its output gradient ``g(z, y)``, shape
     ``(N, K)`` with row ``n`` = ``d loss_n / d z_n``, and its output Hessian ``h(z, y)``,
     shape ``(N, K, K)`` (symmetric, positive semidefinite for the Gauss-Newton matrix to
-    be), each in the dtype of ``z`` (checked, with the shape). Both receive batched arrays (NumPy or ``jax.numpy``, following the call's
-    inputs; under JAX they are traced, so they must be written with ``jax.numpy``).
+    be), each in the dtype of ``z`` (checked, with the shape). Both receive batched arrays
+    (NumPy or ``jax.numpy``, following the call's inputs; under JAX they are traced, so they
+    must be written with ``jax.numpy``).
     ``y`` is passed through unchecked beyond its first axis having ``N`` rows, and
     ``hessian`` may be omitted when only gradients are asked for.  JAX calls compile one
     program per ``Loss`` (its functions are part of the program): make it once and reuse it.

@@ -928,35 +928,42 @@ def _read_pytree(layers, layout):
         if isinstance(layer, Mapping):
             wk = [k for k in _WEIGHT_KEYS if k in layer]
             bk = [k for k in _BIAS_KEYS if k in layer]
-            if len(wk) != 1 or len(bk) != 1 or len(layer) != 2:
+            if len(wk) != 1 or len(bk) > 1 or len(layer) != 1 + len(bk):
                 raise ValueError(
                     f"{where}: expected a dict with one weight key (one of {_WEIGHT_KEYS}) and "
-                    f"one bias key (one of {_BIAS_KEYS}), got keys {sorted(layer)}"
+                    f"one bias key (one of {_BIAS_KEYS}; none, or None, for a layer without a "
+                    f"bias), got keys {sorted(layer)}"
                 )
-            W, b, keys = layer[wk[0]], layer[bk[0]], (wk[0], bk[0])
+            W, b, keys = layer[wk[0]], layer[bk[0]] if bk else None, (wk[0], bk[0] if bk else None)
         elif isinstance(layer, Sequence) and not isinstance(layer, (str, bytes)) and len(layer) == 2:
             (W, b), keys = layer, (0, 1)
         else:
             raise TypeError(f"{where}: expected a dict with a weight and a bias or a pair "
                             f"(W, b), got {type(layer).__name__}")
         kinds.append((type(layer), keys))
-        walk.dense(Dense(where, W, b, layout, ((i, keys[0]), (i, keys[1]))))
+        walk.dense(Dense(where, W, b, layout,
+                         ((i, keys[0]), None if b is None and keys[1] is None else (i, keys[1]))))
     found, acts = walk.finish()
 
     def rebuild(values):
         out = []
         for i, (kind, (wk, bk)) in enumerate(kinds):
-            W, b = values[(i, wk)], values[(i, bk)]
-            out.append({wk: W, bk: b} if issubclass(kind, Mapping) else kind((W, b)))
+            W, b = values[(i, wk)], values.get((i, bk))  # (no bias key: a layer without one)
+            if issubclass(kind, Mapping):
+                out.append({wk: W} if bk is None else {wk: W, bk: b})
+            else:
+                out.append(kind((W, b)))
         return out
 
     def leaves(tree):
         if not isinstance(tree, Sequence) or len(tree) != len(kinds):
             raise ValueError(f"expected a list of {len(kinds)} layers shaped like the model's")
         for i, (_, keys) in enumerate(kinds):
+            keys = [k for k in keys if k is not None]
             if isinstance(tree[i], Mapping) and sorted(tree[i]) != sorted(keys):
-                raise ValueError(f"layer {i}: expected the keys {list(keys)}, got {list(tree[i])}")
-        return {(i, k): tree[i][k] for i, (_, keys) in enumerate(kinds) for k in keys}
+                raise ValueError(f"layer {i}: expected the keys {keys}, got {list(tree[i])}")
+        return {(i, k): tree[i][k] for i, (_, keys) in enumerate(kinds) for k in keys
+                if k is not None}
 
     return found, None, _Structure(rebuild, leaves), None
 

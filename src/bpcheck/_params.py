@@ -50,12 +50,20 @@ def param_count(widths: Sequence[int], biases: Sequence[bool] | None = None) -> 
 
 
 def _checked_biases(biases: Any, layers: int) -> tuple[bool, ...]:
+    """``biases`` as a tuple of ``layers`` bools (a list, tuple or NumPy bool array; not
+    0/1 numbers, which could be widths)."""
     if biases is None:
         return (True,) * layers
-    if isinstance(biases, (str, bytes)) or not isinstance(biases, Sequence) or len(biases) != layers \
-            or not all(isinstance(t, (bool, np.bool_)) for t in biases):
-        raise ValueError(f"biases: expected one True or False per layer ({layers} layers), "
-                         f"got {biases!r:.80}")
+    if isinstance(biases, np.ndarray) and biases.ndim == 1 and biases.dtype == bool:
+        biases = biases.tolist()
+    if isinstance(biases, (str, bytes)) or not isinstance(biases, Sequence):
+        raise TypeError(f"biases: expected one True or False per layer ({layers} layers), got "
+                        f"{type(biases).__name__} {biases!r:.80}")
+    if not all(isinstance(t, (bool, np.bool_)) for t in biases):
+        raise TypeError(f"biases: expected True or False for each layer, got {list(biases)!r:.80}")
+    if len(biases) != layers:
+        raise ValueError(f"biases: expected one True or False per layer ({layers} layers), got "
+                         f"{len(biases)}: {list(biases)!r:.80}")
     return tuple(bool(t) for t in biases)
 
 

@@ -238,13 +238,13 @@ def per_example_grads(
     biases = bias_flags(params)  # layers without a bias: their entries left out below
     params, widths, X2, y2, single, xp, mesh, static, unchecked = _setup(
         params, X, y, loss, reduction, activation, mesh, gather)
-    if out is not None and biases is None:
-        return _grads_into(out, params, widths, X2, y2, single, xp, mesh, static, flat, net)
-    if out is not None:  # checked first, then filled with the result's entries
-        if xp is not np or mesh is not None or not flat:
-            raise TypeError("out: for a network with layers without a bias, gradients are "
-                            "written in place for NumPy inputs and flat=True only; got "
-                            + ("JAX inputs or a mesh" if flat else "flat=False"))
+    if out is not None and (biases is None or not flat):
+        return _grads_into(out, params, widths, X2, y2, single, xp, mesh, static, flat, net, biases)
+    if out is not None:  # flat, layers without a bias: checked first, then filled with the result
+        if xp is not np or mesh is not None:
+            raise TypeError("out: gradients are written in place for NumPy inputs only (JAX "
+                            "arrays are immutable); got " + ("a mesh" if mesh is not None
+                                                            else "JAX inputs"))
         shape = (() if single else (X2.shape[0],)) + (param_count(widths, biases),)
         check_out("out", out, shape, X2.dtype, [t for pair in params for t in pair] + [X2, y2])
     if X2.shape[0] == 0 and flat:  # an empty batch: no rows
@@ -278,21 +278,25 @@ def _host_filled(static, flat, layouts, params, X, y, xp, unchecked):
     return to_jax(G) if flat else [(to_jax(gB), delta) for (gB, _), delta in zip(G, deltas)]
 
 
-def _grads_into(out, params, widths, X, y, single, xp, mesh, static, flat, net):
-    """:func:`per_example_grads` written into the caller's buffers ``out``."""
+def _grads_into(out, params, widths, X, y, single, xp, mesh, static, flat, net, biases=None):
+    """:func:`per_example_grads` written into the caller's buffers ``out`` (``flat``: every
+    layer with its bias; per layer: ``None`` in the place of a bias a layer lacks)."""
     if xp is not np or mesh is not None:
         raise TypeError("out: gradients are written in place for NumPy inputs only (JAX arrays "
                         "are immutable); got " + ("a mesh" if mesh is not None else "JAX inputs"))
     N, dtype = X.shape[0], X.dtype
     lead = () if single else (N,)
     inputs = [t for pair in params for t in pair] + [X, y]
-    specs = [("out", out, (param_count(widths),))] if flat else _out_specs(out, widths, net)
-    buffers = [check_out(name, buf, lead + shape, dtype, inputs) for name, buf, shape in specs]
+    specs = [("out", out, (param_count(widths),))] if flat else _out_specs(out, widths, net,
+                                                                            biases)
+    buffers = [None if shape is None else check_out(name, buf, lead + shape, dtype, inputs)
+               for name, buf, shape in specs]
     for i, j in itertools.combinations(range(len(buffers)), 2):
-        if overlaps(buffers[i], buffers[j]):
+        if buffers[i] is not None and buffers[j] is not None and overlaps(buffers[i], buffers[j]):
             raise ValueError(f"{specs[i][0]} and {specs[j][0]} share memory; expected separate "
                              f"buffers")
-    rows = [b[None] if single else b for b in buffers]  # (N, ...), weights in their layouts
+    rows = [b if b is None else b[None] if single else b for b in buffers]  # (N, ...), weights
+    # in their layouts
     loss, acts, mean = static
     with _single_threaded_blas(N * param_count(widths) >= _THREADED_SIZE):
         deltas, a_prevs = deltas_and_inputs(params, X, y, loss, acts, mean, np)
@@ -301,16 +305,29 @@ def _grads_into(out, params, widths, X, y, single, xp, mesh, static, flat, net):
     else:
         _outer_layers(deltas, a_prevs, rows[0::2], layouts_of(net, len(params)))
         for gb, delta in zip(rows[1::2], deltas):
-            gb[...] = delta
+            if gb is not None:  # (None: a layer without a bias)
+                gb[...] = delta
     return out
 
 
-def _out_specs(out, widths, net):
+def _out_specs(out, widths, net, biases=None):
     """``(name, buffer, shape without N)`` for the weight and the bias of each layer of
     ``out`` as :func:`per_example_grads` returns it with ``flat=False``: bpcheck's list of
-    ``(gB, gb)`` pairs, or the model's structure (a weight in its layer's layout)."""
+    ``(gB, gb)`` pairs, or the model's structure (a weight in its layer's layout).  A bias
+    a layer lacks (``biases``) has the shape ``None``: its place must hold ``None``."""
     L1 = len(widths) - 1
     layers = zip(widths, widths[1:])
+    if biases is not None and net is None:
+        if isinstance(out, (list, tuple)) and len(out) == L1:
+            for l, pair in enumerate(out):
+                if not biases[l] and isinstance(pair, (list, tuple)) and len(pair) == 2 \
+                        and pair[1] is not None:
+                    raise TypeError(f"out[{l}][1]: layer {l + 1} has no bias; expected None in "
+                                    f"its place, as per_example_grads returns it, got "
+                                    f"{type(pair[1]).__name__}")
+        specs = _out_specs(out, widths, None)
+        return [(name, buf, None if buf is None and not biases[i // 2] else shape)
+                for i, (name, buf, shape) in enumerate(specs)]
     if net is None:
         if (not isinstance(out, (list, tuple)) or len(out) != L1
                 or not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in out)):
@@ -327,7 +344,7 @@ def _out_specs(out, widths, net):
     specs = []
     for dense, (W, b), (d_prev, d) in zip(net._layers, leaves, layers):
         specs += [(f"out: {dense.name} weight", W, weight_shape(d, d_prev, dense.layout)),
-                  (f"out: {dense.name} bias", b, (d,))]
+                  (f"out: {dense.name} bias", b, None if dense.b is None else (d,))]
     return specs
 
 
