@@ -230,8 +230,7 @@ class Activation:
             r = 1 / (1 + xp.abs(z))
             return z * r, (r * r if with_derivative else None)
         if name in ("relu6", "hard_tanh", "hard_sigmoid", "hard_swish"):  # a clipped line
-            lo, hi = (0.0, 6.0) if name == "relu6" else (p["min_val"], p["max_val"]) \
-                if name == "hard_tanh" else (-3.0, 3.0)
+            lo, hi = self.kinks  # the ends of the linear piece
             # no -0.0 at lo = 0, and NaN stays NaN (an overflow upstream is not clipped away)
             clipped = _dtype(xp.where(z <= lo, lo, xp.where(z >= hi, hi, z)), z.dtype)
             D = _dtype(((z > lo) & (z < hi)), z.dtype) if with_derivative else None

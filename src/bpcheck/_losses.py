@@ -307,10 +307,11 @@ class Loss:
 
 
 
-def soft_labels(loss: Loss, y: Any) -> bool:
+def soft_labels(loss: Any, y: Any) -> bool:
     """Whether ``y`` holds cross-entropy's class probabilities (a floating array; class
-    labels are integers)."""
-    return loss.name == "cross_entropy" and hasattr(y, "dtype") and np.dtype(y.dtype).kind == "f"
+    labels are integers); ``loss``: a :class:`Loss` or a loss's name."""
+    return (getattr(loss, "name", loss) == "cross_entropy" and hasattr(y, "dtype")
+            and np.dtype(y.dtype).kind == "f")
 
 
 def probabilities_problem(y: Any):
@@ -346,8 +347,7 @@ def numpy_targets_in_range(params: Any, loss: Any, y: Any) -> bool:
     non-negative with rows summing to 1 (checked on the host every call), without which the
     call takes its full path and raises the error that names them.  ``params``: the
     ``(B, b)`` list, or a :class:`bpcheck.Network` holding it."""
-    if isinstance(loss, (str, Loss)) and not is_tracer(y) and soft_labels(Loss(loss) if isinstance(
-            loss, str) else loss, y):
+    if soft_labels(loss, y):
         return probabilities_problem(y) is None
     if type(y) is not np.ndarray:
         return True

@@ -30,8 +30,7 @@ import numpy as np
 
 from ._activations import resolve_activations
 from ._arrays import (backend, bias_flags, check_all_finite, check_inputs, check_params, common_dtype,
-                      param_names,
-                      split_finite_checks)
+                      param_names, split_finite_checks)
 from ._compiled import call, replayed, without_axis
 from ._model import model_inputs, model_params
 from ._recursion import _factors as layer_factors

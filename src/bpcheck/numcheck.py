@@ -41,6 +41,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ._activations import Activation, resolve_activations
+from ._arrays import bias_flags
 from ._params import flatten_params, param_count
 from ._recursion import jacobian
 
@@ -271,7 +272,7 @@ def check_network(
     with ``activation=`` otherwise) to show the check fails.
     """
     rng = np.random.default_rng(0) if rng is None else rng
-    if any(isinstance(pair, (tuple, list)) and len(pair) == 2 and pair[1] is None for pair in params):
+    if bias_flags(params) is not None:
         raise ValueError("params: check_network checks networks with a bias in every layer (its "
                          "references split beta that way); give the layers without one a zero "
                          "bias, b = np.zeros(d_l)")
