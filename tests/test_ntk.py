@@ -84,6 +84,26 @@ def test_tiled_ntk_equals_one_tile(backend, trace, block_size):
         assert rel_err(got, want) < RTOL
 
 
+@pytest.mark.parametrize("trace", [False, True])
+def test_gradient_through_the_tiled_ntk_equals_the_one_tile_gradient(trace):
+    # jax.grad of a loss of the kernel (e.g. kernel regression's fit) with the tile loops
+    # running: the symmetric kernel's loop over tiles from the diagonal on has a static
+    # length (reverse mode cannot go through a loop whose stop is traced)
+    params, X1, X2 = make_case([3, 5, 4, 3], 11, 7)
+    pj, X1 = to_jax(params), jnp.asarray(X1)
+    for other in (None, jnp.asarray(X2)):
+        def fit(p, block_size, other=other):
+            return jnp.sum(jnp.tanh(ntk(p, X1, other, trace=trace, block_size=block_size)))
+
+        want = jax.grad(fit)(pj, None)
+        for block_size in (2, 4):
+            got = jax.grad(fit)(pj, block_size)
+            for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+                assert rel_err(g, w) < RTOL
+        tiled = jax.jit(jax.grad(fit), static_argnums=1)(pj, 3)
+        assert rel_err(tiled[0][0], want[0][0]) < RTOL
+
+
 def test_default_tiling_kicks_in_when_the_factors_outgrow_the_budget(monkeypatch):
     import bpcheck._ntk as mod
 

@@ -137,7 +137,15 @@ def _ntk_traced(params, X1, X2, K, trace, rows, cols, acts, biases, xp):
                 out = lax.dynamic_update_slice(out, _mirror(t, trace), (c, r) + zeros)
             return out
 
-        return lax.fori_loop(0, (N2 - c0 + cols - 1) // cols, col_block, out)
+        count = -(-N2 // cols)
+        if not symmetric:
+            return lax.fori_loop(0, count, col_block, out)
+        # the tiles from the diagonal on: fewer than ``count`` for a later row block, the
+        # rest skipped; a loop of static length, which jax.grad can reverse (a fori_loop
+        # with a traced stop is a while_loop, which it cannot)
+        stop = (N2 - c0 + cols - 1) // cols
+        return lax.fori_loop(0, count, lambda j, out: lax.cond(j < stop, col_block,
+                                                               lambda j, out: out, j, out), out)
 
     out = jnp.zeros((N1, N2) if trace else (N1, N2, K, K), dtype=X1.dtype)
     return lax.fori_loop(0, -(-N1 // rows), row_block, out)
