@@ -160,3 +160,18 @@ def test_a_final_activation_that_clips_large_logits_is_a_named_error(bound):
     model = eqx.nn.MLP(4, 3, 5, 2, final_activation=clip, key=jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="model.final_activation: expected the identity"):
         bpcheck.jacobian(model, np.ones((2, 4), np.float32))
+
+
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_one_linear_layer_a_linear_model(use_bias):
+    # softmax regression as one eqx.nn.Linear: gradients and Jacobian rows in its pytree
+    X, y = data()
+    layer = eqx.nn.Linear(4, 3, use_bias=use_bias, key=jax.random.PRNGKey(2), dtype=jnp.float64)
+    net = bpcheck.network(layer)
+    assert net.widths == [4, 3] and net.names == ["model"]
+    assert rel_err(bpcheck.forward(layer, X), jax.vmap(layer)(jnp.asarray(X))) < RTOL
+    _same_trees(bpcheck.per_example_grads(layer, X, y), reference_grads(layer, X, y))
+    params, static = eqx.partition(layer, eqx.is_array)
+    want = jax.vmap(jax.jacrev(lambda p, x: eqx.combine(p, static)(x)), in_axes=(None, 0))(
+        params, jnp.asarray(X))
+    _same_trees(bpcheck.jacobian(layer, X, flat=False), want)

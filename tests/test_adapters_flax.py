@@ -162,3 +162,34 @@ def test_layers_that_compute_in_another_dtype_than_their_parameters_are_a_named_
     with pytest.raises(ValueError, match=message):
         bpcheck.network(nnx.Sequential(nnx.Linear(4, 8, dtype=jnp.float16, rngs=rngs), nnx.tanh,
                                        nnx.Linear(8, 3, dtype=jnp.float16, rngs=rngs)))
+
+
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_one_dense_layer_a_linear_model_in_nnx_and_linen(use_bias):
+    # softmax regression (the lecture's first model) as one layer: its gradients and
+    # Jacobian, in the layer's own structure
+    X, y = data()
+    layer = nnx.Linear(4, 3, use_bias=use_bias, param_dtype=jnp.float64, rngs=nnx.Rngs(0))
+    assert bpcheck.network(layer).widths == [4, 3]
+    assert rel_err(bpcheck.forward(layer, X), layer(jnp.asarray(X))) < RTOL
+    assert_same_tree(bpcheck.per_example_grads(layer, X, y), nnx_reference_grads(layer, X, y))
+    dense = nn.Dense(3, use_bias=use_bias, param_dtype=jnp.float64)
+    variables = dense.init(jax.random.PRNGKey(1), jnp.asarray(X))
+    net = bpcheck.network(dense, variables)
+    assert net.widths == [4, 3] and net.names == ["params"]
+    assert rel_err(bpcheck.forward(net, X), dense.apply(variables, jnp.asarray(X))) < RTOL
+
+    def loss(v, x, t):
+        return -jax.nn.log_softmax(dense.apply(v, x))[t]
+
+    want = jax.vmap(jax.grad(loss), in_axes=(None, 0, 0))(variables, jnp.asarray(X), jnp.asarray(y))
+    assert_same_tree(bpcheck.per_example_grads(net, X, y), want)
+
+    def of_beta(beta, x):  # the layer as a function of beta = [vec(B'), b], B = kernel'
+        params = {"kernel": beta[:12].reshape(3, 4).T}
+        return dense.apply({"params": params | ({"bias": beta[12:]} if use_bias else {})}, x)
+
+    kernel = variables["params"]["kernel"]
+    beta = jnp.concatenate([kernel.T.ravel()] + ([variables["params"]["bias"]] if use_bias else []))
+    J = jax.vmap(jax.jacrev(of_beta), in_axes=(None, 0))(beta, jnp.asarray(X))
+    assert rel_err(bpcheck.jacobian(net, X, flat=True), J) < RTOL

@@ -381,3 +381,24 @@ def test_a_wrapped_model_is_refused_with_the_attribute_that_holds_it(wrap, attr)
     with pytest.raises(TypeError, match=rf"model: \w+ wraps a Sequential; pass the model it "
                                         rf"wraps, model\.{attr}"):
         bpcheck.network(model)
+
+
+def test_one_linear_layer_a_linear_model_keyed_like_its_state_dict():
+    # softmax regression as one nn.Linear: keys "weight" and "bias", as its state_dict
+    X, y = data()
+    for bias in (True, False):
+        torch.manual_seed(3)
+        layer = nn.Linear(4, 3, bias=bias).to(torch.float64)
+        net = bpcheck.network(layer)
+        assert net.widths == [4, 3] and net.names == ["model (Linear)"]
+        with torch.no_grad():
+            assert rel_err(bpcheck.forward(layer, X), layer(torch.from_numpy(X)).numpy()) < RTOL
+        got, want = bpcheck.per_example_grads(layer, X, y), torch_per_example_grads(layer, X, y)
+        assert set(got) == set(want) == set(layer.state_dict())
+        for k in want:
+            assert rel_err(got[k], want[k]) < RTOL
+        rng = np.random.default_rng(4)  # (not all ones: softmax cross-entropy's G sends those to 0)
+        v = {k: rng.standard_normal(t.shape) for k, t in layer.state_dict().items()}
+        Gv = bpcheck.gauss_newton_matvec(layer, X, v)
+        flat = bpcheck.gauss_newton(layer, X) @ np.concatenate([v[k].ravel() for k in v])
+        assert rel_err(np.concatenate([Gv[k].ravel() for k in v]), flat) < RTOL

@@ -530,16 +530,18 @@ def _read_torch(model):
             f"model: {type(model).__name__} wraps a {type(getattr(model, wrapped)).__name__}; "
             f"pass the model it wraps, model.{wrapped} (bpcheck reads the layers' weights and "
             f"computes with them itself; results are keyed like that model's state_dict())")
-    if not isinstance(model, tnn.Sequential):
+    lone = isinstance(model, tnn.Linear)  # one layer: a linear model (softmax regression)
+    if not (lone or isinstance(model, tnn.Sequential)):
         raise TypeError(
-            f"model: expected a torch.nn.Sequential of Linear layers and activations, got "
-            f"{type(model).__name__}; put the layers into nn.Sequential(...) (bpcheck reads the "
-            f"order of the layers from it)"
+            f"model: expected a torch.nn.Sequential of Linear layers and activations (or one "
+            f"Linear), got {type(model).__name__}; put the layers into nn.Sequential(...) "
+            f"(bpcheck reads the order of the layers from it)"
         )
-    walk = _Walk("model (torch.nn.Sequential)")
+    walk = _Walk(f"model (torch.nn.{type(model).__name__})")
     linears = []
-    for key, m in _torch_items(model):
-        where = f"model[{key}] ({type(m).__name__})"
+    for key, m in [("", model)] if lone else _torch_items(model):
+        where = f"model[{key}] ({type(m).__name__})" if key else f"model ({type(m).__name__})"
+        prefix = f"{key}." if key else ""  # a lone Linear's state_dict: weight, bias
         _torch_plain(m, where)
         if isinstance(m, tnn.Linear):
             if any(m is seen for seen in linears):
@@ -554,7 +556,7 @@ def _read_torch(model):
             no_bias = m.bias is None  # Linear(bias=False)
             walk.dense(Dense(where, _torch_array(m.weight, f"model[{key}].weight"),
                              None if no_bias else _torch_array(m.bias, f"model[{key}].bias"),
-                             "out_in", (f"{key}.weight", None if no_bias else f"{key}.bias")))
+                             "out_in", (f"{prefix}weight", None if no_bias else f"{prefix}bias")))
         elif isinstance(m, tnn.Flatten):
             if walk.layers or m.start_dim != 1 or m.end_dim != -1:
                 raise ValueError(f"model: {where} is supported only as Flatten(1, -1) before the "
@@ -674,9 +676,13 @@ def _read_equinox(model):
         for i, m in enumerate(model.layers):
             _eqx_item(walk, m, f"model.layers[{i}] ({type(m).__name__})")
         layers, acts = walk.finish()
+    elif isinstance(model, eqx.nn.Linear):  # one layer: a linear model
+        walk = _Walk("model (equinox.nn.Linear)")
+        walk.dense(_eqx_dense(model, "model"))
+        layers, acts = walk.finish()
     else:
         raise TypeError(
-            f"model: expected an equinox.nn.MLP or equinox.nn.Sequential, got "
+            f"model: expected an equinox.nn.MLP, equinox.nn.Sequential or equinox.nn.Linear, got "
             f"{type(model).__name__}; for another module pass its layers as a list of (W, b) "
             f"with bpcheck.network(layers, layout='out_in')"
         )
@@ -871,6 +877,8 @@ def _read_linen(module, variables):
                 raise _unsupported(where, f"a {type(m).__name__} layer")
             else:
                 walk.act(_read_jax_activation(m), where)
+    elif isinstance(module, nn.Dense):  # one layer: a linear model
+        walk.dense(_linen_dense(params, "params"))
     else:
         found = [_linen_dense(entry, "params" + "".join(f"[{p!r}]" for p in path))
                  for path, entry in _linen_layers(params, ())]
@@ -1003,22 +1011,23 @@ def network(model: Any, variables: Any = None, *, layout: str | None = None,
       ``Hardsigmoid``, ``Hardswish``, ``Identity``; a ``Flatten`` first, after which inputs may come as the
       model takes them, ``(N, ...)``, flattened to ``(N, d_0)``; ``Dropout`` in eval mode;
       torch's own classes, without forward hooks: a subclass with its own ``forward`` is
-      refused, since bpcheck reads a layer by its class).  Weights are copied to NumPy
+      refused, since bpcheck reads a layer by its class), or one ``Linear`` (a linear
+      model, keys ``weight`` and ``bias``).  Weights are copied to NumPy
       (detached, on the CPU, dtype kept); results are NumPy (JAX arrays for JAX inputs, as
       everywhere), and per-example gradients a dict keyed like ``model.state_dict()``,
       ``{"0.weight": (N, out, in), "0.bias": (N, out), ...}``.
     - an ``equinox.nn.MLP`` (its ``activation`` is read; ``final_activation`` must be the
-      identity) or an ``equinox.nn.Sequential`` of ``Linear``, ``Lambda(jax.nn.<activation>)``
-      and ``Identity``.  Results have the model's pytree structure (``eqx.filter(model,
-      eqx.is_array)``), weights ``(out, in)``.
+      identity), an ``equinox.nn.Sequential`` of ``Linear``, ``Lambda(jax.nn.<activation>)``
+      and ``Identity``, or one ``equinox.nn.Linear``.  Results have the model's pytree
+      structure (``eqx.filter(model, eqx.is_array)``), weights ``(out, in)``.
     - a Flax NNX module: ``nnx.Sequential`` of ``nnx.Linear`` and ``jax.nn``/``nnx``
       activation functions (read), or another module of ``nnx.Linear`` layers, taken in
       the order its forward pass uses them (read from its jaxpr), with ``activation=``
       required (bpcheck cannot read the activations of a ``__call__``).  Results have the
       structure of ``nnx.state(model, nnx.Param)``, kernels ``(in, out)``.
     - a Flax Linen module with its ``variables`` (``module.init(...)``): ``nn.Sequential``
-      (activations read) or a module of ``nn.Dense`` layers, taken in the order its
-      forward pass uses them, with ``activation=`` required.  Results have the structure of
+      (activations read), one ``nn.Dense``, or a module of ``nn.Dense`` layers, taken in
+      the order its forward pass uses them, with ``activation=`` required.  Results have the structure of
       ``variables``, kernels ``(in, out)``.
     - a plain list of layers, each a dict with one weight (``W``, ``w``, ``weight`` or
       ``kernel``) and one bias (``b`` or ``bias``), or a pair ``(W, b)``, with ``layout=``
