@@ -786,3 +786,64 @@ def test_numpy_parameters_are_checked_on_every_call():
     params[1][0][0, 0] = np.nan  # the same array object, changed
     with pytest.raises(ValueError, match=re.escape("B^(2) (params[1][0]): contains NaN or inf")):
         bpcheck.forward(params, X)
+
+
+BIAS_FREE_CALLS = {  # name -> how the tests call it, on params with some biases None
+    "forward": lambda p, X, v, y: bpcheck.forward(p, X, activation="tanh"),
+    "jacobian": lambda p, X, v, y: bpcheck.jacobian(p, X),
+    "jacobian per layer": lambda p, X, v, y: bpcheck.jacobian(p, X, flat=False),
+    "per_example_grads": lambda p, X, v, y: bpcheck.per_example_grads(p, X, y),
+    "per_example_grads per layer": lambda p, X, v, y: bpcheck.per_example_grads(p, X, y,
+                                                                                flat=False),
+    "per_example_grad_norms": lambda p, X, v, y: bpcheck.per_example_grad_norms(p, X, y),
+    "ntk": lambda p, X, v, y: bpcheck.ntk(p, X),
+    "gauss_newton": lambda p, X, v, y: bpcheck.gauss_newton(p, X, "mse"),
+    "gauss_newton_matvec": lambda p, X, v, y: bpcheck.gauss_newton_matvec(p, X, v),
+}
+
+
+def bias_free(seed, library, biases=(False, True, False)):
+    params, X, _ = network(seed)
+    to = LIBRARIES[library]
+    params = [(to(B), to(b) if keep else None) for (B, b), keep in zip(params, biases)]
+    v = np.random.default_rng(seed).standard_normal(bpcheck.param_count(WIDTHS, biases))
+    return params, to(X), to(v), to(np.arange(6) % 2)
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+@pytest.mark.parametrize("name", BIAS_FREE_CALLS)
+def test_repeat_calls_of_a_network_without_some_biases_skip_the_checks(name, library, counted,
+                                                                        monkeypatch):
+    # the None biases are in the signature; the zeros that stand for them are the same
+    # arrays on every call, and results are trimmed as the full path trims them
+    from bpcheck import _ntk
+
+    real = _ntk.check_params
+    monkeypatch.setattr(_ntk, "check_params", lambda *a, **k: counted.append(1) or real(*a, **k))
+    use = BIAS_FREE_CALLS[name]
+    planned = not (name.startswith("jacobian") and library == "numpy")  # (written in place
+    # by threads: no plan, see above)
+    use(*bias_free(0, library))
+    assert len(counted) == 1
+    for seed in (1, 2):
+        args = bias_free(seed, library)
+        got = use(*args)
+        assert len(counted) == (1 if planned else 2), "a repeat call ran the checks"
+        plans, _compiled._PLANS = _compiled._PLANS, {}  # (not monkeypatch: conftest's
+        try:  # setattr forgets the plans)
+            want = use(*args)  # a first call: the full path, checks and all
+        finally:
+            _compiled._PLANS = plans
+        counted.clear()
+        counted.append(1)
+        assert _same(got, want)
+    other = bias_free(3, library, biases=(True, False, False))  # same shapes, other biases:
+    first = use(*other)  # a signature of its own, the full path
+    assert len(counted) == 2
+    assert _same(use(*other), first) and len(counted) == (2 if planned else 3)
+    params, X, v, y = bias_free(4, library)
+    params[1] = (params[1][0], params[1][1] * np.nan)  # NaN in a bias a repeat call takes
+    with pytest.raises(ValueError, match=re.escape("b^(2) (params[1][1]): contains NaN")):
+        use(params, X, v, y)
+    with pytest.raises(ValueError, match=r"X1?: contains NaN"):
+        use(bias_free(4, library)[0], X * np.nan, v, y)

@@ -51,6 +51,16 @@ def test_a_bias_of_the_wrong_length_is_an_error_not_a_broadcast(name):
 
 
 @pytest.mark.parametrize("name", TRAINERS)
+def test_a_layer_without_a_bias_is_refused_not_given_a_bias_to_train(name):
+    # the library computes such a layer with a zero bias; a trainer would move that zero
+    trainer, widths = TRAINERS[name]
+    params = lecture_init(widths, 0)
+    params[-1] = (params[-1][0], None)
+    with pytest.raises(ValueError, match=rf"params: b\^\({len(widths) - 1}\) is None .*give zeros"):
+        trainer(X, Y, params, iters=2)
+
+
+@pytest.mark.parametrize("name", TRAINERS)
 def test_nan_in_the_starting_parameters_is_named(name):
     trainer, widths = TRAINERS[name]
     params = lecture_init(widths, 0)

@@ -71,6 +71,46 @@ class Reshaped(NamedTuple):
     axis: int | None
 
 
+class Derived(NamedTuple):
+    """A note for :data:`RECORDING`: ``result`` is ``make(source)``, by a function that
+    depends on nothing but the call's signature (a vector with zeros put in for the biases
+    a network lacks, say); ``source`` ``None``: ``result`` is a constant of the signature
+    (the zero bias of a layer without one), used again as it is."""
+
+    source: Any
+    result: Any
+    make: Any
+
+
+def derived(source: Any, result: Any, make: Any) -> Any:
+    """``result``, noted as :class:`Derived` for a call that :data:`RECORDING` records."""
+    notes = RECORDING.get()
+    if notes is not None:
+        notes.append(Derived(source, result, make))
+    return result
+
+
+_ZERO_BIASES: dict = {}
+
+
+def zero_bias(d: int, dtype: Any, xp) -> Any:
+    """The zeros ``(d,)`` that stand for the bias of a layer without one, the same array on
+    every call with this ``d`` and ``dtype`` (read-only for NumPy), so that a repeat call
+    can run its kernel on it again (:class:`Derived`)."""
+    key = (d, np.dtype(dtype), xp is np)
+    z = _ZERO_BIASES.get(key)
+    if z is None:
+        z = xp.zeros((d,), dtype=dtype)
+        if xp is np:
+            z.flags.writeable = False
+        elif is_tracer(z):  # made inside an outer jax.jit's trace: that trace's own
+            return z
+        if len(_ZERO_BIASES) >= 256:
+            _ZERO_BIASES.clear()
+        _ZERO_BIASES[key] = z
+    return derived(None, z, None)
+
+
 def with_batch_axis(x):
     """``x[None]``, a leading axis of 1 (a single example made a batch): a view of a NumPy
     array; for JAX ``lax.broadcast_in_dim``, one operation where eager indexing dispatches
@@ -347,7 +387,7 @@ def check_params(params: Any, xp=None, *, finite: bool = True):
         B = as_array(f"B^({l}) (params[{l - 1}][0])", B, xp)
         # a layer without a bias (b None): computed with zeros, its entries left out of
         # every result in beta order by the public functions (see bias_flags)
-        b = (xp.zeros((B.shape[0],) if B.ndim == 2 else (0,), dtype=B.dtype) if b is None
+        b = (zero_bias(B.shape[0] if B.ndim == 2 else 0, B.dtype, xp) if b is None
              else as_array(f"b^({l}) (params[{l - 1}][1])", b, xp))
         if B.ndim != 2:
             raise ValueError(

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._arrays import (RECORDING, Reshaped, check_all_finite, check_on_host, finite_sum, is_jax,
+from ._arrays import (RECORDING, Derived, Reshaped, check_all_finite, check_on_host, finite_sum, is_jax,
                       is_tracer, with_batch_axis)
 from ._model import Network
 
@@ -303,9 +303,10 @@ def _passed(ok) -> bool:
 def _builder(arrays, leaves, added):
     """A function of a later call's leaves that gives ``arrays`` (lists and tuples of arrays
     and ``None``, as a NumPy kernel took them) with each array found in ``leaves`` by
-    identity replaced by the one at its place, and each array that is a leaf with a batch
-    axis added (``added``: ``id(result) -> (result, leaf)``) by that leaf of the later call
-    with the axis added; ``None`` when an array is neither."""
+    identity replaced by the one at its place, and each array made from a leaf (``added``:
+    ``id(result) -> (result, leaf, make)``: a batch axis added, :class:`Derived`) by
+    ``make`` of that leaf of the later call, or, made from nothing (``leaf`` ``None``), by
+    itself; ``None`` when an array is none of these."""
     if arrays is None:
         return lambda later: None
     if type(arrays) in (list, tuple):
@@ -317,9 +318,13 @@ def _builder(arrays, leaves, added):
     i = _leaf_index(arrays, leaves)
     if i is not None:
         return operator.itemgetter(i)
-    result, source = added.get(id(arrays), (None, None))
-    i = _leaf_index(source, leaves) if result is arrays else None
-    return None if i is None else lambda later: with_batch_axis(later[i])
+    result, source, make = added.get(id(arrays), (None, None, None))
+    if result is not arrays:
+        return None
+    if source is None:  # a constant of the signature
+        return lambda later: result
+    i = _leaf_index(source, leaves)
+    return None if i is None else lambda later: make(later[i])
 
 
 def _leaf_index(x, leaves):
@@ -361,14 +366,16 @@ def _plan(records, leaves, result, trusted=()):
         if plan is None or plan[2] is not None:
             return None
         return plan[0], plan[1], made[0].make, plan[3]
-    kernels = [r for r in records if type(r) is not Reshaped]
+    kernels = [r for r in records if type(r) is not Reshaped and type(r) is not Derived]
     if len(kernels) != 1 or kernels[0] is None or len({id(leaf) for leaf in leaves}) != len(leaves):
         # (an array given twice, as X and v say, would be taken for both in a later call
         # that gives two)
         return None
     runner, used, out = kernels[0]
-    added = {id(r.result): (r.result, r.source) for r in records
+    added = {id(r.result): (r.result, r.source, with_batch_axis) for r in records
              if type(r) is Reshaped and r.axis is None}
+    added.update((id(r.result), (r.result, r.source, r.make)) for r in records
+                 if type(r) is Derived)
     taken = [r for r in records if type(r) is Reshaped and r.axis is not None]
     axis = None
     if out is not result:  # one example: the result is the kernel's with its batch axis taken
@@ -493,8 +500,9 @@ def shape_of(x):
 def _signature(fn, names, arrays, args, kwargs):
     """``(key, leaves, span)`` of a call for :func:`replayed`, or ``(None, None, None)``
     when it has an argument other than NumPy or concrete JAX arrays in the ``arrays``
-    arguments (``params`` a list or tuple of ``(B, b)`` tuples of them, or a
-    :class:`bpcheck.Network` of such a list) and strings, numbers or ``None`` elsewhere.
+    arguments (``params`` a list or tuple of ``(B, b)`` tuples of them, ``b`` ``None`` for
+    a layer without a bias, or a :class:`bpcheck.Network` of such a list) and strings,
+    numbers or ``None`` elsewhere.
     The key holds each array's shape and dtype (:func:`shape_of`) and the other arguments'
     types and values (one flat tuple: hashed on every call); ``span`` is the
     ``(start, stop)`` of the parameters' arrays among the leaves (``(0, 0)``: none)."""
@@ -520,18 +528,21 @@ def _signature(fn, names, arrays, args, kwargs):
                 return None, None, None
             key.append(type(value))
             key.append(len(value))
-            span = (len(leaves), len(leaves) + 2 * len(value))
+            start = len(leaves)
             for pair in value:
                 if type(pair) is not tuple or len(pair) != 2:
                     return None, None, None
                 B, b = pair
-                shape_B, shape_b = shape_of(B), shape_of(b)
+                shape_B = shape_of(B)
+                shape_b = () if b is None else shape_of(b)  # (): a layer without a bias
                 if shape_B is None or shape_b is None:
                     return None, None, None
                 leaves.append(B)
-                leaves.append(b)
+                if b is not None:
+                    leaves.append(b)
                 key.append(shape_B)
                 key.append(shape_b)
+            span = (start, len(leaves))
         else:
             shape = shape_of(value)
             if shape is None:

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from ._activations import resolve_activations
-from ._arrays import (as_array, bias_flags, host_buffer, is_jax, is_tracer, on_default_cpu, prepare,
-                      split_finite_checks, to_jax)
+from ._arrays import (as_array, bias_flags, derived, host_buffer, is_jax, is_tracer, on_default_cpu,
+                      prepare, split_finite_checks, to_jax)
 from ._compiled import built, call, recording, replayed, rerun, shape_of, written
 from ._losses import check_reduction, numpy_targets_in_range, resolve_loss
 from ._model import model_inputs, model_params, model_vector
@@ -154,6 +154,8 @@ def gauss_newton(params: Any, X: Any, loss: Any = "cross_entropy", *, y: Any = N
                                                               activation)
     G = call(_gauss_newton, xp, static, params, X2, y2, unchecked=unchecked,
              bounds=static[0].target_bounds(y2, static[-1][-1]))
+    if biases is not None and net is None:  # (built: a repeat call does the same)
+        return built(G, lambda G: trim_beta(G, widths, biases, axes=(0, 1)))
     return trim_beta(G, widths, biases, axes=(0, 1))
 
 
@@ -188,7 +190,9 @@ def gauss_newton_matvec(params: Any, X: Any, v: Any, loss: Any = "cross_entropy"
                                                ", no b^(l) for a layer without a bias")
             + f"), got shape {tuple(v.shape)}"
         )
-    v = expand_beta(v, widths, biases)  # zeros for the biases a layer lacks
+    if biases is not None:  # zeros for the biases a layer lacks (derived: a repeat call
+        # does the same)
+        v = derived(v, expand_beta(v, widths, biases), lambda v: expand_beta(v, widths, biases))
     if v.dtype != X2.dtype:
         dtype = np.result_type(v.dtype, X2.dtype) if v.dtype.kind == "f" else X2.dtype
         if dtype != X2.dtype:  # a v more precise than params and X: all computed in its dtype
@@ -197,6 +201,8 @@ def gauss_newton_matvec(params: Any, X: Any, v: Any, loss: Any = "cross_entropy"
         v = v.astype(dtype)
     Gv = call(_gauss_newton_matvec, xp, static, params, X2, y2, v, unchecked=unchecked,
               bounds=static[0].target_bounds(y2, widths[-1]), join=-1)
+    if biases is not None and net is None:
+        return built(Gv, lambda Gv: trim_beta(Gv, widths, biases))
     return back(trim_beta(Gv, widths, biases))
 
 

@@ -81,16 +81,45 @@ def kept_entries(widths: tuple[int, ...], biases: tuple[bool, ...]) -> np.ndarra
     return out
 
 
+@functools.lru_cache(maxsize=256)
+def _kept_runs(widths: tuple[int, ...], biases: tuple[bool, ...]) -> tuple[tuple[int, int], ...]:
+    """:func:`kept_entries` as ``(start, stop)`` runs of consecutive positions (one more
+    than the layers without a bias, at most)."""
+    runs, start = [], 0
+    for (sB, sb), bias in zip(_layer_slices(widths), biases):
+        if not bias:
+            runs.append((start, sB.stop))
+            start = sb.stop
+    runs.append((start, _layer_slices(widths)[-1][1].stop))
+    return tuple((a, b) for a, b in runs if b > a)
+
+
+def _trimmed(result, runs, axes, xp):
+    for axis in axes:
+        axis %= result.ndim
+        result = xp.concatenate([result[(slice(None),) * axis + (slice(a, b),)] for a, b in runs],
+                                axis=axis)
+    return result
+
+
+@functools.lru_cache(maxsize=256)
+def _trim_program(runs: tuple[tuple[int, int], ...], axes: tuple[int, ...]):
+    import jax
+    import jax.numpy as jnp
+
+    return jax.jit(lambda result: _trimmed(result, runs, axes, jnp))
+
+
 def trim_beta(result: Any, widths: Sequence[int], biases: tuple[bool, ...] | None, axes=(-1,)):
     """``result`` with its ``axes`` in the full ``beta`` order reduced to the entries of a
-    network with ``biases`` (:func:`kept_entries`); as it is for ``biases`` ``None``."""
+    network with ``biases`` (:func:`kept_entries`); as it is for ``biases`` ``None``.  The
+    kept entries are a few runs, copied (NumPy) or joined by one compiled program (JAX)."""
     if biases is None:
         return result
-    keep = kept_entries(tuple(widths), biases)
-    xp = backend(result)
-    for axis in axes:
-        result = np.take(result, keep, axis=axis) if xp is np else xp.take(result, keep, axis=axis)
-    return result
+    runs = _kept_runs(tuple(widths), tuple(biases))
+    if backend(result) is np:
+        return _trimmed(result, runs, axes, np)
+    return _trim_program(runs, tuple(axes))(result)
 
 
 def expand_beta(v: Any, widths: Sequence[int], biases: tuple[bool, ...] | None):

@@ -30,7 +30,7 @@ import numpy as np
 
 from ._activations import resolve_activations
 from ._arrays import bias_flags, check_out, host_buffer, on_default_cpu, overlaps, prepare, to_jax
-from ._compiled import call, replayed, without_axis, written
+from ._compiled import built, call, replayed, without_axis, written
 from ._losses import check_reduction, numpy_targets_in_range, resolve_loss
 from ._model import (in_model_layers, layouts_of, model_inputs, model_params, wanted_flat,
                      weight_shape)
@@ -259,6 +259,8 @@ def per_example_grads(
                  bool(gather), unchecked)
     if single:
         G = without_axis(G)
+    if biases is not None and out is None and net is None:  # (built: a repeat call does the same)
+        return built(G, lambda G: trim_beta(G, widths, biases) if flat else without_biases(G, biases))
     if flat:
         G = trim_beta(G, widths, biases)
         if out is not None:

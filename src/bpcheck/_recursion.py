@@ -29,7 +29,7 @@ from ._activations import resolve_activations
 from ._arrays import bias_flags, check_out, host_buffer, on_default_cpu, prepare, to_jax
 from ._model import (in_model_layers, in_model_layout, layouts_of, model_inputs, model_params, wanted_flat,
                      weight_shape)
-from ._compiled import call, replayed, without_axis, written
+from ._compiled import built, call, replayed, without_axis, written
 from ._params import param_count, trim_beta, without_biases
 
 
@@ -449,8 +449,12 @@ def jacobian(params: Any, X: Any, *, activation: Any = None, flat: bool = True, 
             J = _assemble_numpy(_factors(params, X2, acts, np), rows)
     J = out if out is not None and biases is None else without_axis(J) if single else J
     if type(J) is list:
+        if biases is not None and net is None:  # (built: a repeat call does the same)
+            return built(J, lambda J: without_biases(J, biases))
         return in_model_layers(without_biases(J, biases), net)
     if biases is not None:
+        if out is None and net is None and flat:
+            return built(J, lambda J: trim_beta(J, widths, biases))
         J = trim_beta(J, widths, biases)
         if out is not None:
             out[...] = J

@@ -86,11 +86,18 @@ def check_hyper(step_size: Any, reg: Any, iters: Any) -> tuple[float, float, int
 
 def check_network(params: Any, d0: int, K: int, name: str = "params") -> tuple[list, list[int]]:
     """``params`` checked as the library checks them (each ``B^(l)`` ``(d_l, d_{l-1})``, each
-    ``b^(l)`` ``(d_l,)``, finite values), as NumPy arrays, with its widths; the first and
+    ``b^(l)`` ``(d_l,)``, not None, finite values), as NumPy arrays, with its widths; the first and
     last widths must fit the data.  ``name`` prefixes the messages (``params_list[3]``)."""
-    from .._arrays import check_params
+    from .._arrays import bias_flags, check_params
 
     try:
+        flags = bias_flags(params)
+        if flags is not None:  # (check_params would stand zeros in, which training would move)
+            l = flags.index(False) + 1
+            raise ValueError(
+                f"params: b^({l}) is None (a layer without a bias); the trainers train a bias "
+                f"in every layer: give zeros for b^({l}) to train one, or train the model in "
+                f"its own framework")
         checked, widths, _ = check_params(params, np)
         checked = [(np.asarray(B), np.asarray(b)) for B, b in checked]  # JAX arrays too
         check_widths_match(widths, d0, K)
