@@ -193,3 +193,25 @@ def test_one_dense_layer_a_linear_model_in_nnx_and_linen(use_bias):
     beta = jnp.concatenate([kernel.T.ravel()] + ([variables["params"]["bias"]] if use_bias else []))
     J = jax.vmap(jax.jacrev(of_beta), in_axes=(None, 0))(beta, jnp.asarray(X))
     assert rel_err(bpcheck.jacobian(net, X, flat=True), J) < RTOL
+
+
+class Capped(nnx.Module):
+    """A ReLU capped at ``cap`` in the module's own __call__, which bpcheck cannot read."""
+
+    def __init__(self, cap, rngs):
+        self.cap = cap
+        self.l1 = nnx.Linear(4, 5, param_dtype=jnp.float64, rngs=rngs)
+        self.l2 = nnx.Linear(5, 3, param_dtype=jnp.float64, rngs=rngs)
+
+    def __call__(self, x):
+        return self.l2(jnp.minimum(jax.nn.relu(self.l1(x)), self.cap))
+
+
+@pytest.mark.parametrize("cap", [5.0, 30.0])
+def test_a_stated_activation_that_differs_only_on_large_inputs_is_an_error(cap):
+    # random inputs of the model's scale keep the pre-activations below the cap, so the
+    # forward pass is also compared on inputs 10 and 100 times larger
+    model = Capped(cap, nnx.Rngs(0))
+    with pytest.raises(ValueError, match="does not reproduce the model's forward pass"):
+        bpcheck.network(model, activation="relu")
+    assert bpcheck.network(Capped(1e9, nnx.Rngs(0)), activation="relu").widths == [4, 5, 3]

@@ -1042,8 +1042,9 @@ def network(model: Any, variables: Any = None, *, layout: str | None = None,
     (one per hidden layer); where the model states its activations, a different one is an
     error.
 
-    The model's own forward pass is compared with bpcheck's on three random inputs; a
-    difference beyond rounding is an error (the model is not the network bpcheck read).
+    The model's own forward pass is compared with bpcheck's on random inputs at three
+    scales (1, 10, 100); a difference beyond rounding is an error (the model is not the
+    network bpcheck read).
     """
     kind = _framework(model)
     if kind != "flax.linen" and variables is not None:
@@ -1106,6 +1107,9 @@ def _check_orientation(layers: Sequence[Dense]) -> None:
 
 
 _PROBE_TOL = {8: 1e-9, 4: 1e-4, 2: 1e-2}
+_PROBE_SCALES = {8: (1.0, 10.0, 100.0), 4: (1.0, 10.0, 100.0), 2: (1.0, 10.0)}
+"""The scales of :func:`_check_forward`'s inputs by the parameters' itemsize (float16: up to
+10, its outputs overflow sooner)."""
 
 
 def _concrete(params):
@@ -1120,17 +1124,20 @@ def _concrete(params):
 
 
 def _check_forward(net: Network, run) -> None:
-    """The model's forward pass equals bpcheck's on three random inputs (relative to the
-    largest output), unless the weights are JAX tracers (the model an argument of a
-    ``jax.jit``); a model closed over by a traced function is run concretely
-    (``jax.ensure_compile_time_eval``), as outside it."""
+    """The model's forward pass equals bpcheck's on random inputs at three scales, three of
+    each (relative to the largest output at that scale: an activation stated wrongly may
+    agree near 0, a ReLU capped at 5 with ``"relu"`` up to 5), unless the weights are JAX
+    tracers (the model an argument of a ``jax.jit``); a model closed over by a traced
+    function is run concretely (``jax.ensure_compile_time_eval``), as outside it."""
     from ._recursion import forward
 
     B1 = net.params[0][0]
     if any(is_tracer(t) for pair in net.params for t in pair):
         return
     dtype = np.dtype(B1.dtype)
-    X = np.random.default_rng(0).standard_normal((3, net.widths[0])).astype(dtype)
+    scales = _PROBE_SCALES.get(dtype.itemsize, (1.0,))
+    X = (np.random.default_rng(0).standard_normal((3 * len(scales), net.widths[0]))
+         * np.repeat(scales, 3)[:, None]).astype(dtype)
     with _concrete(net.params):
         ours, theirs = forward(net, X), run(X)
     if is_tracer(ours) or is_tracer(theirs):  # the model closes over a traced array
@@ -1146,7 +1153,8 @@ def _check_forward(net: Network, run) -> None:
     if theirs.shape != ours.shape:
         raise ValueError(f"model: its forward pass gives shape {theirs.shape} for inputs "
                          f"{X.shape}, bpcheck's network {ours.shape}")
-    err = float(np.max(np.abs(ours - theirs)) / max(np.max(np.abs(theirs)), 1e-30))
+    err = max(float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+              for a, b in zip(np.split(ours, len(scales)), np.split(theirs, len(scales))))
     if not err <= _PROBE_TOL.get(dtype.itemsize, 1e-2):
         raise ValueError(
             f"model: bpcheck's network {net.widths} with activation "
