@@ -276,3 +276,21 @@ def test_a_plain_list_of_layers_without_a_bias_key():
     assert [sorted(d) for d in bpcheck.gauss_newton_matvec(net, X, v)] == [["W", "b"], ["W"]]
     with pytest.raises(ValueError, match=r"layer 1: expected the keys \['W'\]"):
         bpcheck.gauss_newton_matvec(net, X, [v[0], {"W": np.ones((5, 2)), "b": np.ones(2)}])
+
+
+def test_a_pair_given_as_another_sequence_is_read_as_the_same_pair(ref):
+    # a (B, None) pair as a UserList was taken as a pair with a bias of zeros: results kept
+    # the missing bias's entries, and the trainers trained it
+    from collections import UserList
+
+    from bpcheck.train import train_softmax
+
+    params, X, y, J, *_ = ref
+    as_lists = [UserList(pair) for pair in params]
+    assert bpcheck._arrays.bias_flags(as_lists) == BIASES
+    assert rel_err(bpcheck.jacobian(as_lists, X, activation="tanh"), J) < RTOL
+    layers = bpcheck.jacobian(as_lists, X, activation="tanh", flat=False)
+    assert [gb is None for _, gb in layers] == [not b for b in BIASES]
+    assert bpcheck.flatten_params(as_lists).shape == (J.shape[-1],)
+    with pytest.raises(ValueError, match=r"b\^\(1\) is None"):
+        train_softmax(X, y % 2, [UserList([params[0][0][:2], None])], iters=2)

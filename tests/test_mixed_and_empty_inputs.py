@@ -187,3 +187,21 @@ def test_jax_integer_inputs_follow_jax_promotion(params):
     assert got.dtype == jnp.float32
     assert np.array_equal(got, bpcheck.jacobian(jp, jnp.asarray(Xi, jnp.float32)))
     assert bpcheck.forward(params, Xi).dtype == np.float64  # NumPy keeps NumPy's promotion
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+def test_nan_in_params_is_named_for_an_empty_batch_by_every_function(params, backend):
+    # the JAX per-example gradients of an empty batch returned zeros (0, P) before the
+    # parameters' NaN check, which a JAX call leaves to its kernel program, had run
+    to = jnp.asarray if backend == "jax" else np.asarray
+    bad = [(to(B), to(b)) for B, b in params]
+    bad[0] = (to(np.where(np.arange(params[0][0].size).reshape(params[0][0].shape) == 0, np.nan,
+                          params[0][0])), bad[0][1])
+    X, y = to(np.zeros((0, 3))), to(np.zeros(0, dtype=int))
+    for call in (lambda: bpcheck.forward(bad, X), lambda: bpcheck.jacobian(bad, X),
+                 lambda: bpcheck.jacobian(bad, X, flat=False), lambda: bpcheck.ntk(bad, X),
+                 lambda: bpcheck.per_example_grads(bad, X, y),
+                 lambda: bpcheck.per_example_grads(bad, X, y, flat=False),
+                 lambda: bpcheck.per_example_grad_norms(bad, X, y)):
+        with pytest.raises(ValueError, match=r"B\^\(1\) \(params\[0\]\[0\]\): contains NaN"):
+            call()

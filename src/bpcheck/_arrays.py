@@ -103,8 +103,8 @@ def zero_bias(d: int, dtype: Any, xp) -> Any:
         z = xp.zeros((d,), dtype=dtype)
         if xp is np:
             z.flags.writeable = False
-        elif is_tracer(z):  # made inside an outer jax.jit's trace: that trace's own
-            return z
+        elif is_tracer(z) or z.dtype != dtype:  # made inside an outer jax.jit's trace (that
+            return z  # trace's own), or float32 for float64 with JAX's 64-bit mode off
         if len(_ZERO_BIASES) >= 256:
             _ZERO_BIASES.clear()
         _ZERO_BIASES[key] = z
@@ -426,7 +426,8 @@ def bias_flags(params: Any) -> tuple[bool, ...] | None:
     list of pairs gives ``None``: :func:`check_params` names what is wrong with it."""
     if type(params) is not list and type(params) is not tuple:
         return None
-    flags = tuple(not (isinstance(pair, (tuple, list)) and len(pair) == 2 and pair[1] is None)
+    flags = tuple(not (isinstance(pair, Sequence) and not isinstance(pair, (str, bytes))
+                       and len(pair) == 2 and pair[1] is None)  # a pair as _pairs takes it
                   for pair in params)
     return None if all(flags) else flags
 

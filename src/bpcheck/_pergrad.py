@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from ._activations import resolve_activations
-from ._arrays import bias_flags, check_out, host_buffer, on_default_cpu, overlaps, prepare, to_jax
+from ._arrays import (bias_flags, check_all_finite, check_out, host_buffer, on_default_cpu, overlaps,
+                      prepare, to_jax)
 from ._compiled import built, call, replayed, without_axis, written
 from ._losses import check_reduction, numpy_targets_in_range, resolve_loss
 from ._model import (in_model_layers, layouts_of, model_inputs, model_params, wanted_flat,
@@ -247,7 +248,8 @@ def per_example_grads(
                                                             else "JAX inputs"))
         shape = (() if single else (X2.shape[0],)) + (param_count(widths, biases),)
         check_out("out", out, shape, X2.dtype, [t for pair in params for t in pair] + [X2, y2])
-    if X2.shape[0] == 0 and flat:  # an empty batch: no rows
+    if X2.shape[0] == 0 and flat:  # an empty batch: no rows (and no kernel program to check
+        check_all_finite(unchecked)  # the arrays whose checks were left to it)
         return xp.zeros((0, param_count(widths, biases)), X2.dtype)
     large = X2.shape[0] * param_count(widths) >= _THREADED_SIZE
     layouts = () if flat else layouts_of(net, len(params))  # each weight's orientation
