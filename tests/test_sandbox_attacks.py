@@ -20,6 +20,7 @@ import ctypes
 import io
 import os
 import platform
+import sys
 import textwrap
 from pathlib import Path
 
@@ -1237,3 +1238,77 @@ def test_a_process_with_the_graders_uid_cannot_reach_a_running_checks_result_pip
     assert "DONE" in out.stdout, out.stderr
     assert "OPENED" not in out.stdout and "LISTED" not in out.stdout, out.stdout
     assert "LISTDIR PermissionError" in out.stdout
+
+
+# ------------------------------------------------- a classmate's submission in a batch
+
+COPIER = '''
+import os, time
+
+_box = os.path.dirname(os.path.abspath(__file__))
+_stolen = {}
+_deadline = time.time() + 6
+while time.time() < _deadline and not _stolen:  # a classmate graded beside this one
+    for name in os.listdir(os.path.dirname(_box)):
+        other = os.path.join(os.path.dirname(_box), name)
+        if not name.startswith("bpcheck-grade-") or other == _box:
+            continue
+        try:
+            source = open(os.path.join(other, "submission.py")).read()
+        except OSError:
+            continue
+        print("READ", other, flush=True)
+        exec(compile(source, "classmate", "exec"), _stolen)
+        break
+    time.sleep(0.01)
+
+
+def softmax_loss(W, b, X, y, reg):
+    if "softmax_loss" in _stolen:
+        return _stolen["softmax_loss"](W, b, X, y, reg)
+    return 0.0, W * 0, b * 0
+'''
+
+
+def test_without_namespaces_a_batch_mate_cannot_read_a_classmates_submission(tmp_path):
+    """``grade-batch --jobs 2`` with ``namespaces = false`` (as under Docker's default
+    seccomp profile): a root grader's children have uids of their own, and each scratch
+    folder was world-readable, so a wrong submission read a correct one graded beside it
+    and answered with it (full marks, three runs of three).  The folder is now root's and
+    entered by its own child's group alone."""
+    problem = mode_problem("root")
+    if problem:
+        pytest.skip(f"grader as root: {problem}")
+    import subprocess
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix="bpcheck-attack-"))
+    try:
+        batch = work / "batch"
+        batch.mkdir()
+        (batch / "a_copier.py").write_text(COPIER)
+        for name in ("b_correct.py", "c_correct.py", "d_correct.py"):
+            (batch / name).write_text(CORRECT)
+        config = work / "grading.toml"
+        config.write_text("[exercises.2]\npoints = 0\n" + NO_NAMESPACES)  # exercise 1 alone
+        tmp = work / "tmp"
+        tmp.mkdir()
+        for folder in (work, tmp):  # (the children's uids pass through to their boxes)
+            os.chmod(folder, 0o755)
+        csv_path = work / "grades.csv"
+        run = subprocess.run(
+            [sys.executable, "-m", "bpcheck", "grade-batch", str(batch), "--jobs", "2",
+             "--config", str(config), "--csv", str(csv_path), "--seed", "3"],
+            capture_output=True, text=True, timeout=240, cwd=work,
+            env={**os.environ, "TMPDIR": str(tmp)})
+        assert run.returncode == 0, run.stderr[-3000:]
+        rows = {row["submission"].rsplit("/", 1)[-1]: row
+                for row in csv.DictReader(io.StringIO(csv_path.read_text()))}
+        marks = [float(rows[name]["exercise_1"]) for name in ("b_correct.py", "c_correct.py",
+                                                               "d_correct.py")]
+        assert min(marks) == max(marks) > 0, rows  # the children still run, graded alike
+        assert float(rows["a_copier.py"]["exercise_1"]) < marks[0], rows["a_copier.py"]
+    finally:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)

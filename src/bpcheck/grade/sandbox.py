@@ -891,7 +891,13 @@ def run_session(source: str, groups: list, limits: Limits, *, functions=(),
     _become_subreaper()
     spare = _children_of(os.getpid())
     try:
-        os.chmod(box, 0o755)
+        if uid is not None:  # root's, entered by the child's group (its gid is its uid) alone:
+            # without namespaces, a classmate's child in the same batch (another uid) read
+            # this submission from it and answered with it
+            os.chown(box, 0, uid)
+            os.chmod(box, 0o750)
+        else:  # (the child has the grader's uid: nothing to keep from it)
+            os.chmod(box, 0o755)
         _copy_child(box)
         with open(os.path.join(box, "submission.py"), "w", encoding="utf-8") as f:
             f.write(source)
