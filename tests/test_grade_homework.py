@@ -343,3 +343,69 @@ def test_each_visible_test_shows_what_it_printed_quoted_and_no_other_test_does(
     shapes = [ln.split("input shape ", 1)[1] for ln in hidden.splitlines() if "input shape" in ln]
     assert len(shapes) == 2
     assert not any(shape in results.read_text() for shape in shapes)
+
+
+LEAKS = {  # a submission that writes each case's inputs into what its feedback shows
+    "an exception's message": "    raise ValueError(f'INPUTS {x.ravel()[:4].tolist()}')\n",
+    "a type's name": "    return type('IN_' + '_'.join(f'{v:.12f}'.replace('.', 'p').replace('-', 'm')\n"
+                     "                for v in x.ravel()[:4]), (), {})()\n",
+    "a shape": "    import numpy as np\n"
+               "    return np.zeros((0,) + tuple(int(abs(v) * 1e3) for v in x.ravel()[:3]))\n",
+}
+
+
+@pytest.mark.parametrize("route", LEAKS)
+def test_a_test_that_is_not_visible_shows_the_graders_words_only(route, tmp_path, capsys):
+    """Feedback lines quote the submission where it explains a failure (an exception's
+    message, a returned type's name, a shape); for a test that is not visible, those may
+    hold its inputs, which reached every student who saw a released test (found by a
+    red-team pass: 2000 characters through an exception).  results.json shows such a line
+    in the grader's own words; the instructor's report keeps it whole."""
+    source = (SUBMISSIONS / "correct.py").read_text()
+    submission = tmp_path / "leaks.py"
+    submission.write_text(source.replace("    N, C, H, W = x.shape\n", LEAKS[route], 1))
+    config = tmp_path / "g.toml"
+    config.write_text('[exercises.1]\ntests = { "1.3" = "after_due_date" }\n')
+    results = tmp_path / "r.json"
+    assert run("grade", submission, "--homework", HOMEWORK, "--seed", 3, "--config", config,
+               "--results", results) == 0
+    report = capsys.readouterr().out
+    tests = {t["number"]: t for t in json.loads(results.read_text())["tests"]}
+    assert [tests[n]["visibility"] for n in ("1.3", "1.4")] == ["after_due_date", "hidden"]
+    marker = {"an exception's message": "INPUTS [", "a type's name": "IN_",
+              "a shape": "got (0, "}[route]
+    for n, t in tests.items():
+        if t["visibility"] == "visible":
+            assert marker in t["output"], (n, t["output"])  # the student's own, in full
+        else:
+            assert marker not in t["output"] and "left out" in t["output"], (n, t["output"])
+            assert t["status"] == "failed"
+    assert report.count(marker) >= len(tests)  # the instructor's report: every test's
+
+
+@pytest.mark.parametrize("line, public", [
+    ("out: ok (relative error 1.2e-16)", "out: ok (relative error 1.2e-16)"),
+    ("dx: wrong (relative error 3.4e-01, probably wrong)", None),
+    ("dx: wrong (relative error 3.4e-01); likely mistake: the bias gradient not summed", None),
+    ("Us[0], Us[3]: wrong; likely mistake: D on the wrong index", None),
+    ("out: contains NaN or inf - the softmax overflows on large scores; subtract each row's "
+     "maximum before np.exp", None),
+    ("out: expected shape (2, 3), got (0, 1002849, 828)", "out: wrong shape (expected (2, 3))"),
+    ("out: expected a numpy.ndarray, got submission.IN_1p0028", "out: expected a numpy.ndarray, "
+     "got something else"),
+    ("out: expected dtype float64 (the inputs' dtype), got [('IN_1p0028', '<f8')]",
+     "out: wrong dtype (expected float64)"),
+    ("raised ValueError: INPUTS [1.0028, -0.0828]\nmore", "raised an exception"),
+    ("the returned value could not be checked (TypeError: IN_1p0028)", "a line"),
+    ("uses IN_1p0028, which is not allowed (numpy)", "a line"),
+    ("out: ok (relative error 1e-16) IN_1p0028", "a line"),
+])
+def test_the_public_form_of_each_kind_of_feedback_line(line, public):
+    from bpcheck.grade.results import LEFT_OUT, public_line
+
+    got = public_line(line)
+    if public is None:  # the grader's own words and numbers: kept
+        assert got == line
+    else:
+        assert got.startswith(public) and "IN_" not in got and "1.0028" not in got, got
+        assert got == line or got.endswith(LEFT_OUT)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
@@ -136,6 +137,52 @@ def _capped(text: str, cap: int) -> str:
     return text[:keep] + f"\n[... {len(text) - keep} more characters cut]\n"
 
 
+_NAME = r"[A-Za-z_]\w*(?:\[\d+\])?"  # an output's name, or an entry of a list output
+_NUM = r"[0-9][0-9.e+\-]*"
+_MISTAKE = r"likely mistake: .+"  # (after a template of the grader's: the instructor's words)
+_OWN_WORDS = [re.compile(f"{p}$") for p in (
+    rf"{_NAME}: ok \(relative error {_NUM}\)",
+    rf"{_NAME}: wrong \(relative error {_NUM}, (probably wrong|too inaccurate)\)",
+    rf"{_NAME}: wrong \(relative error {_NUM}\); {_MISTAKE}",
+    rf"{_NAME}: transposed",
+    rf"{_NAME}: contains NaN or inf(; {_MISTAKE}| - the softmax overflows on large scores; "
+    r"subtract each row's maximum before np\.exp)?",
+    rf"{_NAME}: missing from the returned value",
+    rf"{_NAME}: all \d+ arrays ok \(largest relative error {_NUM}\)",
+    rf"{_NAME}(, {_NAME})*: wrong; {_MISTAKE}",
+    r"\.\.\. and \d+ more wrong arrays",
+    rf"{_NAME}: the recursion holds for widths \[[\d, ]*\]",
+    r"no result came back",
+)]
+_REWORDED = [(re.compile(f"{p}$", re.DOTALL), words) for p, words in (
+    (rf"({_NAME}): expected shape (\([\d, ]*\)), got .*", r"\1: wrong shape (expected \2)"),
+    (rf"({_NAME}): expected dtype float64 .*", r"\1: wrong dtype (expected float64)"),
+    (rf"({_NAME}): expected (a float|a numpy\.ndarray|a list of [^,]*), got .*",
+     r"\1: expected \2, got something else"),
+    (rf"({_NAME}): no array came back .*", r"\1: no array came back"),
+    (rf"({_NAME}): refuted for widths (\[[\d, ]*\])(; {_MISTAKE[:-3]})?.*",
+     r"\1: refuted for widths \2"),
+    (r"raised .*", "raised an exception"),
+)]
+LEFT_OUT = ("(the submission's own words left out: results.json shows them for visible "
+            "tests only, since they may hold this test's inputs)")
+
+
+def public_line(line: str) -> str:
+    """A feedback line as ``results.json`` shows it for a test that is not visible: the
+    grader's own words only.  A line made from a template of the grader's with nothing of
+    the submission's but numbers is kept; one with the submission's text in it (an
+    exception's message, a type's name, a shape) keeps its template's words; any other
+    line is replaced.  (The submission can choose that text: a released or hidden test's
+    inputs, written into an exception's message, reached every student who saw the test.)"""
+    if any(p.match(line) for p in _OWN_WORDS):
+        return line
+    for p, words in _REWORDED:
+        if p.match(line):
+            return p.sub(words, line) + " " + LEFT_OUT
+    return "a line " + LEFT_OUT
+
+
 def results_json(report: GradeReport) -> dict:
     """Gradescope's results document (schema: the gradescope-autograders "specs" page).
 
@@ -156,7 +203,8 @@ def results_json(report: GradeReport) -> dict:
     tests = []
     test_cap = min(TEST_OUTPUT_MAX, TESTS_OUTPUT_MAX // max(len(report.tests), 1))
     for t in report.tests:
-        output = _capped("\n".join(printable(ln) for ln in t.lines), test_cap)
+        lines = t.lines if t.visibility == "visible" else [public_line(ln) for ln in t.lines]
+        output = _capped("\n".join(printable(ln) for ln in lines), test_cap)
         printed, left = report.printed.get(t.number, ("", 0))
         if printed and t.visibility == "visible":  # (the others' inputs may be in it)
             head = "\n\nPrinted by the submission in this test (capped, never parsed):\n"
