@@ -452,7 +452,10 @@ class Custom:
     the first output) that also takes the names ``got`` has (``want["dW"]``,
     :class:`Outputs`).  ``case``: its ``args``, ``label`` and
     ``number``.  An exception in ``fn`` scores the test 0 with a note that the homework's
-    scorer failed (not the student's answer)."""
+    scorer failed (not the student's answer).  The ``lines`` go to the report and, for a
+    visible test, to the students; for a test that is not visible ``results.json`` leaves
+    them out (bpcheck cannot tell whether a line quotes the submission, which may have
+    written that test's inputs into what it returned)."""
 
     kind = "call"
 
