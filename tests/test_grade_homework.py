@@ -396,9 +396,16 @@ def test_a_test_that_is_not_visible_shows_the_graders_words_only(route, tmp_path
     ("out: expected dtype float64 (the inputs' dtype), got [('IN_1p0028', '<f8')]",
      "out: wrong dtype (expected float64)"),
     ("raised ValueError: INPUTS [1.0028, -0.0828]\nmore", "raised an exception"),
-    ("the returned value could not be checked (TypeError: IN_1p0028)", "a line"),
-    ("uses IN_1p0028, which is not allowed (numpy)", "a line"),
+    ("the returned value could not be checked (TypeError: IN_1p0028)",
+     "the returned value could not be checked"),
+    ("uses IN_1p0028, which is not allowed (numpy)", "uses a library that is not allowed"),
     ("out: ok (relative error 1e-16) IN_1p0028", "a line"),
+    ("time limit of 1.5 s exceeded while test 1.3", "time limit exceeded"),
+    ("softmax_loss uses IN_1p0028, which is not allowed (numpy only)", "uses a library that is "
+     "not allowed"),
+    ("loading the submission failed: NameError: IN_1p0028", "loading the submission failed"),
+    ("softmax_loss is not defined (expected a function named softmax_loss)", None),
+    ("not run: the submission's process failed 2 times in this exercise", None),
 ])
 def test_the_public_form_of_each_kind_of_feedback_line(line, public):
     from bpcheck.grade.results import LEFT_OUT, public_line

@@ -153,6 +153,9 @@ _OWN_WORDS = [re.compile(f"{p}$") for p in (
     r"\.\.\. and \d+ more wrong arrays",
     rf"{_NAME}: the recursion holds for widths \[[\d, ]*\]",
     r"no result came back",
+    r"not run",
+    r"not run: the submission's process failed \d+ times in this exercise",
+    rf"{_NAME}(, {_NAME})* is not defined \(expected a function named {_NAME}(, {_NAME})*\)",
 )]
 _REWORDED = [(re.compile(f"{p}$", re.DOTALL), words) for p, words in (
     (rf"({_NAME}): expected shape (\([\d, ]*\)), got .*", r"\1: wrong shape (expected \2)"),
@@ -163,6 +166,11 @@ _REWORDED = [(re.compile(f"{p}$", re.DOTALL), words) for p, words in (
     (rf"({_NAME}): refuted for widths (\[[\d, ]*\])(; {_MISTAKE[:-3]})?.*",
      r"\1: refuted for widths \2"),
     (r"raised .*", "raised an exception"),
+    (r"time limit .*", "time limit exceeded"),
+    (r"(the submission could not be loaded|loading the submission failed|the returned value "
+     r"could not be checked|the result could not be read|the rules are too large to check"
+     r"|the check returned a fraction)\b.*", r"\1"),
+    (r"(.*\buses) .*, which is not allowed .*", "uses a library that is not allowed"),
 )]
 LEFT_OUT = ("(the submission's own words left out: results.json shows them for visible "
             "tests only, since they may hold this test's inputs)")
