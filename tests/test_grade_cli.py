@@ -572,3 +572,28 @@ def test_grade_batch_refuses_one_fixed_uid_for_several_workers(tmp_path, capsys)
     assert bpcheck_main(["grade-batch", str(tmp_path / "subs"), "--jobs", "2", "--config",
                          str(cfg), "--csv", str(tmp_path / "g.csv")]) == 2
     assert "sandbox.uid = 61234: one uid for the children of 2 workers" in capsys.readouterr().err
+
+
+def test_grade_batch_gives_two_submissions_of_one_stem_results_files_of_their_own(tmp_path):
+    # alice.py and alice.ipynb were both written to alice.json: the one graded last stayed
+    # (a red-team pass: a wrong notebook's score over a correct file's)
+    import json
+
+    import nbformat
+
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    (subs / "alice.py").write_text(CORRECT)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import numpy as np\n")]
+    nbformat.write(nb, str(subs / "alice.ipynb"))
+    (subs / "bob.py").write_text("import numpy as np\n")
+    cfg = tmp_path / "g.toml"
+    cfg.write_text(FAST)
+    out = tmp_path / "results"
+    assert bpcheck_main(["grade-batch", str(subs), "--csv", str(tmp_path / "g.csv"), "--config",
+                         str(cfg), "--seed", "1", "--results-dir", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["alice.ipynb.json", "alice.py.json",
+                                                     "bob.json"]
+    assert json.loads((out / "alice.py.json").read_text())["score"] == 50
+    assert json.loads((out / "alice.ipynb.json").read_text())["score"] == 0

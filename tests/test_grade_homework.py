@@ -416,3 +416,57 @@ def test_the_public_form_of_each_kind_of_feedback_line(line, public):
     else:
         assert got.startswith(public) and "IN_" not in got and "1.0028" not in got, got
         assert got == line or got.endswith(LEFT_OUT)
+
+
+QUALNAME_LEAK = '''
+import numpy as np
+
+
+def _tag(text):  # an object whose type's name says "likely mistake: <the inputs>"
+    K = type("K", (), {})
+    K.__qualname__ = "x; likely mistake: " + text
+    return K()
+
+
+def backprop_factors(Bs, bs, x):
+    vals = [repr(float(v)) for v in np.concatenate([x] + [B.ravel() for B in Bs])]
+    Vs = [_tag(f"IN{j}=" + ",".join(vals[8 * j:8 * j + 8])) for j in range(3)]
+    return Vs, Vs
+
+
+def v_rule(V_next, B_next, D):
+    return V_next * B_next * D
+
+
+def u_rule(V, a_prev):
+    import sympy
+    return V * sympy.kronecker_product(sympy.eye(V.shape[1]), a_prev.T)
+'''
+
+
+def test_a_list_outputs_entries_cannot_pass_their_type_names_off_as_the_instructors_words(
+        tmp_path, capsys):
+    """A second red-team pass: list outputs' wrong entries are grouped by their likely
+    mistake, and the grouping split each message on "likely mistake: ", so a returned
+    type named "x; likely mistake: <inputs>" made a line of the grader's own form with the
+    inputs in it, which results.json kept for tests that are not visible.  Mistakes are
+    now grouped by the verdict's own (the instructor's) mistake; and the rules' lines,
+    whose widths are a tuple, keep their words there."""
+    submission = tmp_path / "leaks.py"
+    submission.write_text(QUALNAME_LEAK)
+    config = tmp_path / "g.toml"
+    config.write_text('[exercises.1]\npoints = 0\n[exercises.2]\npoints = 0\n'
+                      '[exercises.3]\ntests = { "3.2" = "after_due_date", "3.3" = "hidden" }\n'
+                      '[exercises.4]\nvisibility = "hidden"\n')
+    results = tmp_path / "r.json"
+    assert run("grade", submission, "--config", config, "--seed", 7, "--results", results) == 0
+    report = capsys.readouterr().out
+    tests = {t["number"]: t for t in json.loads(results.read_text())["tests"]}
+    for n in ("3.2", "3.3"):
+        assert tests[n]["visibility"] != "visible" and "IN0=" not in tests[n]["output"]
+        assert "Vs[0]: expected a numpy.ndarray, got something else" in tests[n]["output"]
+    assert "IN0=" in tests["3.1"]["output"] and report.count("IN0=") >= 5
+    for n in ("4.1", "4.2"):
+        assert tests[n]["visibility"] == "hidden" and tests[n]["score"] == tests[n]["max_score"]
+        assert tests[n]["output"].startswith("v_rule: the recursion holds for widths ("), \
+            tests[n]["output"]

@@ -45,3 +45,23 @@ def test_a_cell_over_its_budget_is_stopped_and_named_once(tmp_path, budget):
     assert report.score == report.max_score, \
         [(t.number, t.lines) for t in report.tests if not t.passed]
     assert report.messages.count(f"cell 2 stopped after {budget} s (the other cells were run)") == 1
+
+
+def test_a_cell_magic_after_blank_lines_is_still_a_cell_magic(tmp_path):
+    # IPython drops a cell's leading blank lines before it looks for %%: a %%writefile
+    # there was run as Python (a red-team notebook defined its answer that way, which
+    # Jupyter never runs)
+    import nbformat
+
+    from bpcheck.grade.source import read_cells
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("\n\n%%writefile notes.py\ndef scale(x):\n    return 2 * x\n"),
+                nbformat.v4.new_code_cell("  \n%%bash\nscale = None\n"),
+                nbformat.v4.new_code_cell("\n%%time\ny = 1\n")]
+    path = tmp_path / "hw.ipynb"
+    nbformat.write(nb, str(path))
+    cells = dict(read_cells(path, probe=False))
+    for label in ("cell 1", "cell 2"):
+        assert all(not ln.strip() or ln.startswith("# ") for ln in cells[label].splitlines()), cells
+    assert "\ny = 1\n" in cells["cell 3"]  # %%time runs its body

@@ -7,6 +7,7 @@ of 0 and an ``error`` column, and the batch goes on.
 
 from __future__ import annotations
 
+import collections
 import csv
 import multiprocessing
 import os
@@ -64,13 +65,23 @@ def _die_with_batch(batch: int) -> None:
         os._exit(70)
 
 
-def _grade_one(path: str, cfg: GradingConfig, seed, results_dir):
+def result_names(subs) -> dict[str, str]:
+    """Each submission's ``results.json`` name in ``--results-dir``: ``alice.json`` for
+    ``alice.py`` (or ``alice.ipynb``, or the folder ``alice``), ``alice.py.json`` when two
+    of them share the stem (one file overwrote the other's)."""
+    stems = collections.Counter(Path(p).stem for p in subs)
+    return {str(p): f"{Path(p).stem if stems[Path(p).stem] == 1 else Path(p).name}.json"
+            for p in subs}
+
+
+def _grade_one(path: str, cfg: GradingConfig, seed, results_dir, name=None):
     from .grader import grade
     from .results import results_json, write_results
 
     report = grade(path, cfg, seed)
     if results_dir is not None:
-        write_results(results_json(report), Path(results_dir) / f"{Path(path).stem}.json")
+        write_results(results_json(report),
+                      Path(results_dir) / (name or f"{Path(path).stem}.json"))
     return {"submission": path, "score": report.score, "max_score": report.max_score,
             **{f"exercise_{e}": report.exercise_score(e) for e in report.titles},
             "seed": report.seed, "seconds": round(report.seconds, 2), "error": _problem(report)}
@@ -151,6 +162,7 @@ def _grade_all(subs, cfg, jobs, seed, results_dir, rows, started, progress):
     its own, so only the one that crashed it gets an error row."""
     ctx = multiprocessing.get_context("spawn")
     todo, alone = list(subs), False
+    names = result_names(subs)
     while todo:
         broken = []
         pools = [todo] if not alone else [[p] for p in todo]
@@ -159,7 +171,8 @@ def _grade_all(subs, cfg, jobs, seed, results_dir, rows, started, progress):
                                      initializer=_die_with_batch,
                                      initargs=(os.getpid(),)) as pool:
                 futures = {pool.submit(_grade_one, str(p), cfg, seed,
-                                       None if results_dir is None else str(results_dir)): p
+                                       None if results_dir is None else str(results_dir),
+                                       names[str(p)]): p
                            for p in batch}
                 for fut in as_completed(futures):
                     path = futures[fut]

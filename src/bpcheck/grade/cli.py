@@ -167,7 +167,9 @@ def _batch(argv) -> int:
     p.add_argument("--csv", default="grades.csv", metavar="PATH",
                    help="where to write the grades (default: ./grades.csv)")
     p.add_argument("--results-dir", metavar="DIR",
-                   help="also write each submission's results.json into DIR")
+                   help="also write each submission's results.json into DIR, as NAME.json "
+                        "for NAME.py, NAME.ipynb or the folder NAME (NAME.py.json where two "
+                        "share NAME)")
     _common(p)
     args = p.parse_args(argv)
     args.command = "grade-batch"

@@ -38,6 +38,8 @@ class Verdict:
     ok: bool
     message: str
     error: float = float("inf")
+    mistake: str | None = None
+    """The instructor's description of the mistake the answer matches, if any."""
 
 
 def _shape(s) -> str:
@@ -98,7 +100,8 @@ def check_value(name, meta, array, want, tol, *, mistakes=(), unstable_hint=Fals
         msg = f"{name}: contains NaN or inf"
         for message, value in mistakes:  # a mistake that overflows the same way
             if _same_nonfinite(array, np.asarray(value, dtype=np.float64), tol):
-                return Verdict(name, False, f"{msg}; likely mistake: {message}")
+                return Verdict(name, False, f"{msg}; likely mistake: {message}",
+                               mistake=message)
         if unstable_hint:
             msg += (" - the softmax overflows on large scores; subtract each row's maximum "
                     "before np.exp")
@@ -113,6 +116,6 @@ def check_value(name, meta, array, want, tol, *, mistakes=(), unstable_hint=Fals
         if value.shape == want.shape and rel_error(value, want) > tol \
                 and rel_error(array, value) <= tol:
             return Verdict(name, False, f"{name}: wrong (relative error {err:.1e}); likely "
-                           f"mistake: {message}", err)
+                           f"mistake: {message}", err, mistake=message)
     grade = "probably wrong" if err > 1e-2 else "too inaccurate"
     return Verdict(name, False, f"{name}: wrong (relative error {err:.1e}, {grade})", err)

@@ -425,13 +425,12 @@ def _by_consistency(mistakes, arrays, tol):
 def _grouped(bad: list[Verdict], most: int = 8) -> list[str]:
     """One line per distinct diagnosis: ``Us[0], Us[1]: wrong; likely mistake: ...``."""
     groups: dict[str, list[str]] = {}
-    for v in bad:
-        name, _, rest = v.message.partition(": ")
-        key = rest.split("likely mistake: ", 1)[1] if "likely mistake: " in rest else None
-        if key is None:
+    for v in bad:  # (by the verdict's own mistake: a message may quote the submission, which
+        # can write "likely mistake: " into it, as a type's name)
+        if v.mistake is None:
             groups[v.message] = []
         else:
-            groups.setdefault("likely mistake: " + key, []).append(name.split(" ")[0])
+            groups.setdefault("likely mistake: " + v.mistake, []).append(v.name)
     lines = [f"{', '.join(names)}: wrong; {key}" if names else key
              for key, names in groups.items()]
     if len(lines) > most:
@@ -453,9 +452,10 @@ class Custom:
     :class:`Outputs`).  ``case``: its ``args``, ``label`` and
     ``number``.  An exception in ``fn`` scores the test 0 with a note that the homework's
     scorer failed (not the student's answer).  The ``lines`` go to the report and, for a
-    visible test, to the students; for a test that is not visible ``results.json`` leaves
-    them out (bpcheck cannot tell whether a line quotes the submission, which may have
-    written that test's inputs into what it returned)."""
+    visible test, to the students; for a test that is not visible ``results.json`` keeps
+    only those in the form of the grader's own lines and leaves the others out (bpcheck
+    cannot tell whether a line quotes the submission, which may have written that test's
+    inputs into what it returned; see :func:`bpcheck.grade.results.public_line`)."""
 
     kind = "call"
 

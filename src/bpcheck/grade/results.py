@@ -139,6 +139,7 @@ def _capped(text: str, cap: int) -> str:
 
 _NAME = r"[A-Za-z_]\w*(?:\[\d+\])?"  # an output's name, or an entry of a list output
 _NUM = r"[0-9][0-9.e+\-]*"
+_WIDTHS = r"[\[(][\d, ]*[\])]"  # a list or a tuple of widths
 _MISTAKE = r"likely mistake: .+"  # (after a template of the grader's: the instructor's words)
 _OWN_WORDS = [re.compile(f"{p}$") for p in (
     rf"{_NAME}: ok \(relative error {_NUM}\)",
@@ -151,7 +152,7 @@ _OWN_WORDS = [re.compile(f"{p}$") for p in (
     rf"{_NAME}: all \d+ arrays ok \(largest relative error {_NUM}\)",
     rf"{_NAME}(, {_NAME})*: wrong; {_MISTAKE}",
     r"\.\.\. and \d+ more wrong arrays",
-    rf"{_NAME}: the recursion holds for widths \[[\d, ]*\]",
+    rf"{_NAME}: the recursion holds for widths {_WIDTHS}",
     r"no result came back",
     r"not run",
     r"not run: the submission's process failed \d+ times in this exercise",
@@ -160,10 +161,10 @@ _OWN_WORDS = [re.compile(f"{p}$") for p in (
 _REWORDED = [(re.compile(f"{p}$", re.DOTALL), words) for p, words in (
     (rf"({_NAME}): expected shape (\([\d, ]*\)), got .*", r"\1: wrong shape (expected \2)"),
     (rf"({_NAME}): expected dtype float64 .*", r"\1: wrong dtype (expected float64)"),
-    (rf"({_NAME}): expected (a float|a numpy\.ndarray|a list of [^,]*), got .*",
+    (rf"({_NAME}): expected (a float|a numpy\.ndarray|a list of .*?), got .*",
      r"\1: expected \2, got something else"),
     (rf"({_NAME}): no array came back .*", r"\1: no array came back"),
-    (rf"({_NAME}): refuted for widths (\[[\d, ]*\])(; {_MISTAKE[:-3]})?.*",
+    (rf"({_NAME}): refuted for widths ({_WIDTHS}).*",
      r"\1: refuted for widths \2"),
     (r"raised .*", "raised an exception"),
     (r"time limit .*", "time limit exceeded"),

@@ -56,7 +56,8 @@ def read_cells(path, probe=PROBE_NEEDED) -> list[tuple[str, str]]:
         if cell.get("cell_type") != "code":
             continue
         lines = str(cell.get("source", "")).splitlines()
-        magic = _CELL_MAGIC.match(lines[0].strip()) if lines else None
+        first = next((ln for ln in lines if ln.strip()), "")  # IPython drops blank lines
+        magic = _CELL_MAGIC.match(first.strip())  # before it looks for a cell magic
         if magic and magic.group(1) not in PYTHON_CELL_MAGICS:  # %%bash, %%writefile ...
             lines = ["# " + ln for ln in lines]  # the body is not Python: none of it runs
         else:
