@@ -470,3 +470,11 @@ def test_a_list_outputs_entries_cannot_pass_their_type_names_off_as_the_instruct
         assert tests[n]["visibility"] == "hidden" and tests[n]["score"] == tests[n]["max_score"]
         assert tests[n]["output"].startswith("v_rule: the recursion holds for widths ("), \
             tests[n]["output"]
+
+
+def test_a_line_of_the_graders_form_with_more_after_a_newline_is_not_kept():
+    # ($ in a pattern also matches before a final newline)
+    from bpcheck.grade.results import public_line
+
+    assert public_line("out: ok (relative error 1.0e-16)\n") != "out: ok (relative error 1.0e-16)\n"
+    assert "LEAK" not in public_line("out: wrong; likely mistake: m\nLEAK")

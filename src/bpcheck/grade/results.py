@@ -141,7 +141,7 @@ _NAME = r"[A-Za-z_]\w*(?:\[\d+\])?"  # an output's name, or an entry of a list o
 _NUM = r"[0-9][0-9.e+\-]*"
 _WIDTHS = r"[\[(][\d, ]*[\])]"  # a list or a tuple of widths
 _MISTAKE = r"likely mistake: .+"  # (after a template of the grader's: the instructor's words)
-_OWN_WORDS = [re.compile(f"{p}$") for p in (
+_OWN_WORDS = [re.compile(p) for p in (  # each matched against a whole line
     rf"{_NAME}: ok \(relative error {_NUM}\)",
     rf"{_NAME}: wrong \(relative error {_NUM}, (probably wrong|too inaccurate)\)",
     rf"{_NAME}: wrong \(relative error {_NUM}\); {_MISTAKE}",
@@ -158,7 +158,7 @@ _OWN_WORDS = [re.compile(f"{p}$") for p in (
     r"not run: the submission's process failed \d+ times in this exercise",
     rf"{_NAME}(, {_NAME})* is not defined \(expected a function named {_NAME}(, {_NAME})*\)",
 )]
-_REWORDED = [(re.compile(f"{p}$", re.DOTALL), words) for p, words in (
+_REWORDED = [(re.compile(p, re.DOTALL), words) for p, words in (
     (rf"({_NAME}): expected shape (\([\d, ]*\)), got .*", r"\1: wrong shape (expected \2)"),
     (rf"({_NAME}): expected dtype float64 .*", r"\1: wrong dtype (expected float64)"),
     (rf"({_NAME}): expected (a float|a numpy\.ndarray|a list of .*?), got .*",
@@ -184,11 +184,12 @@ def public_line(line: str) -> str:
     exception's message, a type's name, a shape) keeps its template's words; any other
     line is replaced.  (The submission can choose that text: a released or hidden test's
     inputs, written into an exception's message, reached every student who saw the test.)"""
-    if any(p.match(line) for p in _OWN_WORDS):
+    if any(p.fullmatch(line) for p in _OWN_WORDS):
         return line
     for p, words in _REWORDED:
-        if p.match(line):
-            return p.sub(words, line) + " " + LEFT_OUT
+        m = p.fullmatch(line)
+        if m:
+            return m.expand(words) + " " + LEFT_OUT
     return "a line " + LEFT_OUT
 
 
