@@ -384,9 +384,13 @@ def test_a_test_that_is_not_visible_shows_the_graders_words_only(route, tmp_path
 
 
 @pytest.mark.parametrize("line, public", [
-    ("out: ok (relative error 1.2e-16)", "out: ok (relative error 1.2e-16)"),
-    ("dx: wrong (relative error 3.4e-01, probably wrong)", None),
-    ("dx: wrong (relative error 3.4e-01); likely mistake: the bias gradient not summed", None),
+    # relative errors left out: a passing answer chooses its error below the tolerance
+    ("out: ok (relative error 2.5e-11)", "out: ok"),
+    ("out: ok (relative error 1.7e-08, float32)", "out: ok"),
+    ("dx: wrong (relative error 3.4e-01, probably wrong)", "dx: wrong (probably wrong)"),
+    ("dx: wrong (relative error 3.4e-01); likely mistake: the bias gradient not summed",
+     "dx: wrong; likely mistake: the bias gradient not summed"),
+    ("Vs: all 3 arrays ok (largest relative error 4.1e-12)", "Vs: all 3 arrays ok"),
     ("Us[0], Us[3]: wrong; likely mistake: D on the wrong index", None),
     ("out: contains NaN or inf - the softmax overflows on large scores; subtract each row's "
      "maximum before np.exp", None),
@@ -411,11 +415,12 @@ def test_the_public_form_of_each_kind_of_feedback_line(line, public):
     from bpcheck.grade.results import LEFT_OUT, public_line
 
     got = public_line(line)
-    if public is None:  # the grader's own words and numbers: kept
+    if public is None:  # the grader's own words: kept
         assert got == line
     else:
         assert got.startswith(public) and "IN_" not in got and "1.0028" not in got, got
-        assert got == line or got.endswith(LEFT_OUT)
+        assert got == public or got.endswith(LEFT_OUT)
+        assert "relative error" not in got
 
 
 QUALNAME_LEAK = '''
@@ -478,3 +483,18 @@ def test_a_line_of_the_graders_form_with_more_after_a_newline_is_not_kept():
 
     assert public_line("out: ok (relative error 1.0e-16)\n") != "out: ok (relative error 1.0e-16)\n"
     assert "LEAK" not in public_line("out: wrong; likely mistake: m\nLEAK")
+
+
+def test_a_passing_test_that_is_not_visible_shows_no_relative_error(tmp_path):
+    # a passing answer may choose its error below the tolerance: 2.5e-11 carried 3 digits
+    # of a hidden test's input (a red-team submission)
+    config = tmp_path / "g.toml"
+    config.write_text('[exercises.1]\ntests = { "1.3" = "after_due_date" }\n')
+    results = tmp_path / "r.json"
+    assert run("grade", SUBMISSIONS / "correct.py", "--homework", HOMEWORK, "--seed", 3,
+               "--config", config, "--results", results) == 0
+    tests = json.loads(results.read_text())["tests"]
+    assert {t["visibility"] for t in tests} == {"visible", "after_due_date", "hidden"}
+    for t in tests:
+        assert t["status"] == "passed", t
+        assert ("relative error" in t["output"]) == (t["visibility"] == "visible"), t
