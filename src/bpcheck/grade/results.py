@@ -154,16 +154,24 @@ _OWN_WORDS = [re.compile(p) for p in (  # each matched against a whole line
     r"not run: the submission's process failed \d+ times in this exercise",
     rf"{_NAME}(, {_NAME})* is not defined \(expected a function named {_NAME}(, {_NAME})*\)",
 )]
-_WITHOUT_NUMBERS = [(re.compile(p), words) for p, words in (  # the relative errors: a passing
-    # answer may choose its error below the tolerance, a digit or three of the inputs
+
+
+def _rewrites(flags, *pairs):
+    """``(pattern, replacement)`` pairs, each pattern compiled with ``flags``."""
+    return [(re.compile(p, flags), words) for p, words in pairs]
+
+
+_WITHOUT_NUMBERS = _rewrites(  # the relative errors: a passing answer may choose its error
+    0,  # below the tolerance, a digit or three of the inputs
     (rf"({_NAME}): ok \(relative error {_NUM}(, float32)?\)", r"\1: ok"),
     (rf"({_NAME}): wrong \(relative error {_NUM}, (probably wrong|too inaccurate)\)",
      r"\1: wrong (\2)"),
     (rf"({_NAME}): wrong \(relative error {_NUM}\); ({_MISTAKE})", r"\1: wrong; \2"),
     (rf"({_NAME}): all (\d+) arrays ok \(largest relative error {_NUM}\)",
      r"\1: all \2 arrays ok"),
-)]
-_REWORDED = [(re.compile(p, re.DOTALL), words) for p, words in (
+)
+_REWORDED = _rewrites(
+    re.DOTALL,
     (rf"({_NAME}): expected shape (\([\d, ]*\)), got .*", r"\1: wrong shape (expected \2)"),
     (rf"({_NAME}): expected dtype float64 .*", r"\1: wrong dtype (expected float64)"),
     (rf"({_NAME}): expected (a float|a numpy\.ndarray|a list of .*?), got .*",
@@ -177,7 +185,7 @@ _REWORDED = [(re.compile(p, re.DOTALL), words) for p, words in (
      r"could not be checked|the result could not be read|the rules are too large to check"
      r"|the check returned a fraction)\b.*", r"\1"),
     (r"(.*\buses) .*, which is not allowed .*", "uses a library that is not allowed"),
-)]
+)
 LEFT_OUT = ("(the submission's own words left out: results.json shows them for visible "
             "tests only, since they may hold this test's inputs)")
 
