@@ -192,7 +192,10 @@ def gauss_newton_matvec(params: Any, X: Any, v: Any, loss: Any = "cross_entropy"
         )
     if biases is not None:  # zeros for the biases a layer lacks (derived: a repeat call
         # does the same)
-        v = derived(v, expand_beta(v, widths, biases), lambda v: expand_beta(v, widths, biases))
+        def full(v):
+            return expand_beta(v, widths, biases)
+
+        v = derived(v, full(v), full)
     if v.dtype != X2.dtype:
         dtype = np.result_type(v.dtype, X2.dtype) if v.dtype.kind == "f" else X2.dtype
         if dtype != X2.dtype:  # a v more precise than params and X: all computed in its dtype

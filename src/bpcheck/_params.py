@@ -102,14 +102,6 @@ def _trimmed(result, runs, axes, xp):
     return result
 
 
-@functools.lru_cache(maxsize=256)
-def _trim_program(runs: tuple[tuple[int, int], ...], axes: tuple[int, ...]):
-    import jax
-    import jax.numpy as jnp
-
-    return jax.jit(lambda result: _trimmed(result, runs, axes, jnp))
-
-
 def trim_beta(result: Any, widths: Sequence[int], biases: tuple[bool, ...] | None, axes=(-1,)):
     """``result`` with its ``axes`` in the full ``beta`` order reduced to the entries of a
     network with ``biases`` (:func:`kept_entries`); as it is for ``biases`` ``None``.  The
@@ -119,7 +111,9 @@ def trim_beta(result: Any, widths: Sequence[int], biases: tuple[bool, ...] | Non
     runs = _kept_runs(tuple(widths), tuple(biases))
     if backend(result) is np:
         return _trimmed(result, runs, axes, np)
-    return _trim_program(runs, tuple(axes))(result)
+    from ._compiled import compiled  # (which imports this module)
+
+    return compiled(_trimmed, (runs, tuple(axes)))(result)
 
 
 def expand_beta(v: Any, widths: Sequence[int], biases: tuple[bool, ...] | None):

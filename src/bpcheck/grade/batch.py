@@ -74,14 +74,13 @@ def result_names(subs) -> dict[str, str]:
             for p in subs}
 
 
-def _grade_one(path: str, cfg: GradingConfig, seed, results_dir, name=None):
+def _grade_one(path: str, cfg: GradingConfig, seed, results_dir, name):
     from .grader import grade
     from .results import results_json, write_results
 
     report = grade(path, cfg, seed)
     if results_dir is not None:
-        write_results(results_json(report),
-                      Path(results_dir) / (name or f"{Path(path).stem}.json"))
+        write_results(results_json(report), Path(results_dir) / name)
     return {"submission": path, "score": report.score, "max_score": report.max_score,
             **{f"exercise_{e}": report.exercise_score(e) for e in report.titles},
             "seed": report.seed, "seconds": round(report.seconds, 2), "error": _problem(report)}

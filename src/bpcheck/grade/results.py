@@ -155,39 +155,33 @@ _OWN_WORDS = [re.compile(p) for p in (  # each matched against a whole line
     rf"{_NAME}(, {_NAME})* is not defined \(expected a function named {_NAME}(, {_NAME})*\)",
 )]
 
-
-def _rewrites(flags, *pairs):
-    """``(pattern, replacement)`` pairs, each pattern compiled with ``flags``."""
-    return [(re.compile(p, flags), words) for p, words in pairs]
-
-
-_WITHOUT_NUMBERS = _rewrites(  # the relative errors: a passing answer may choose its error
-    0,  # below the tolerance, a digit or three of the inputs
+LEFT_OUT = ("(the submission's own words left out: results.json shows them for visible "
+            "tests only, since they may hold this test's inputs)")
+_CUT = " " + LEFT_OUT
+_REWRITES = [(re.compile(p), words) for p, words in (
+    # kept without their relative errors: a passing answer may choose its error below the
+    # tolerance, a digit or three of the inputs
     (rf"({_NAME}): ok \(relative error {_NUM}(, float32)?\)", r"\1: ok"),
     (rf"({_NAME}): wrong \(relative error {_NUM}, (probably wrong|too inaccurate)\)",
      r"\1: wrong (\2)"),
     (rf"({_NAME}): wrong \(relative error {_NUM}\); ({_MISTAKE})", r"\1: wrong; \2"),
     (rf"({_NAME}): all (\d+) arrays ok \(largest relative error {_NUM}\)",
      r"\1: all \2 arrays ok"),
-)
-_REWORDED = _rewrites(
-    re.DOTALL,
-    (rf"({_NAME}): expected shape (\([\d, ]*\)), got .*", r"\1: wrong shape (expected \2)"),
-    (rf"({_NAME}): expected dtype float64 .*", r"\1: wrong dtype (expected float64)"),
-    (rf"({_NAME}): expected (a float|a numpy\.ndarray|a list of .*?), got .*",
-     r"\1: expected \2, got something else"),
-    (rf"({_NAME}): no array came back .*", r"\1: no array came back"),
-    (rf"({_NAME}): refuted for widths ({_WIDTHS}).*",
-     r"\1: refuted for widths \2"),
-    (r"raised .*", "raised an exception"),
-    (r"time limit .*", "time limit exceeded"),
-    (r"(the submission could not be loaded|loading the submission failed|the returned value "
-     r"could not be checked|the result could not be read|the rules are too large to check"
-     r"|the check returned a fraction)\b.*", r"\1"),
-    (r"(.*\buses) .*, which is not allowed .*", "uses a library that is not allowed"),
-)
-LEFT_OUT = ("(the submission's own words left out: results.json shows them for visible "
-            "tests only, since they may hold this test's inputs)")
+    # their template's words without the submission's ((?s): a quote may span lines)
+    (rf"(?s)({_NAME}): expected shape (\([\d, ]*\)), got .*",
+     r"\1: wrong shape (expected \2)" + _CUT),
+    (rf"(?s)({_NAME}): expected dtype float64 .*", r"\1: wrong dtype (expected float64)" + _CUT),
+    (rf"(?s)({_NAME}): expected (a float|a numpy\.ndarray|a list of .*?), got .*",
+     r"\1: expected \2, got something else" + _CUT),
+    (rf"(?s)({_NAME}): no array came back .*", r"\1: no array came back" + _CUT),
+    (rf"(?s)({_NAME}): refuted for widths ({_WIDTHS}).*", r"\1: refuted for widths \2" + _CUT),
+    (r"(?s)raised .*", "raised an exception" + _CUT),
+    (r"(?s)time limit .*", "time limit exceeded" + _CUT),
+    (r"(?s)(the submission could not be loaded|loading the submission failed|the returned "
+     r"value could not be checked|the result could not be read|the rules are too large to "
+     r"check|the check returned a fraction)\b.*", r"\1" + _CUT),
+    (r"(?s)(.*\buses) .*, which is not allowed .*", "uses a library that is not allowed" + _CUT),
+)]
 
 
 def public_line(line: str) -> str:
@@ -200,14 +194,10 @@ def public_line(line: str) -> str:
     passing answer's error below the tolerance carried three digits of them.)"""
     if any(p.fullmatch(line) for p in _OWN_WORDS):
         return line
-    for p, words in _WITHOUT_NUMBERS:
+    for p, words in _REWRITES:
         m = p.fullmatch(line)
         if m:
             return m.expand(words)
-    for p, words in _REWORDED:
-        m = p.fullmatch(line)
-        if m:
-            return m.expand(words) + " " + LEFT_OUT
     return "a line " + LEFT_OUT
 
 
