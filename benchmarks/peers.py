@@ -79,7 +79,10 @@ library's call then competes with them.  So PyTorch's OpenMP threads wait passiv
 (``OMP_WAIT_POLICY=PASSIVE``, set before torch is imported), and every timed call
 starts after ``SETTLE`` seconds of idle: OpenBLAS spins about 0.1 s after a product
 (measured: a JAX call took 44 ms right after a NumPy product, 29 ms after a pause, and
-82 against 25 ms inside an interleaved row).  The first calls of a process
+82 against 25 ms inside an interleaved row), and a call under ``QUICK`` seconds is then
+called untimed for ``WARM`` seconds (three calls at least) before it is timed, so that
+the pause does not count as its cost (after one untimed call only, a ``jax.jit`` program
+still took 1.4x its time in a row).  The first calls of a process
 run slower than later ones (seen: 78 ms, then 32 ms, for the same JAX call), so the
 best of the repeats is what counts, and a rerun is the check.
 """
@@ -112,7 +115,14 @@ SLOW = 1.0
 SETTLE = 0.2
 """Seconds of idle before each timed call, for the previous call's spinning threads."""
 QUICK = 0.05
-"""Seconds: a faster method is called once more, untimed, after the idle (see ``_settled``)."""
+"""Seconds: a faster method is called untimed after the idle before it is timed (see
+``_settled``)."""
+WARM, WARM_CALLS = 0.05, 3
+"""Seconds and calls, at least, of the untimed calls after the idle.  One call was not
+enough: the 784-1024-1024-10 GGN product's ``jax.jvp``/``jax.vjp`` peer took 11.3 ms
+(best of 40 calls in a row), but 16.0 ms (best of 7) after the idle and one untimed call,
+and 11.6 ms after three; bpcheck's NumPy call moved less (13.6 ms in a row, 14.8 ms after
+one).  The rows of this script until then favoured the methods that wake fast."""
 TINY = 1e-3
 """Seconds: a method whose warm-up call is faster is timed over ``LOOP`` calls in a row
 (the mean of each such run counts as one time), not one: single calls of a few hundred
@@ -140,16 +150,25 @@ def block(x):
 
 def _settled(fn, quick, loop=1):
     """Seconds for one call of ``fn`` after ``SETTLE`` seconds of idle; a ``quick`` one
-    (under ``QUICK`` seconds) is called once more untimed first, so that its own threads
-    are awake and the pause does not count as its cost.  ``loop``: the mean over that many
-    calls in a row (each waited for) instead."""
+    (under ``QUICK`` seconds) is first called untimed, ``WARM_CALLS`` times and for
+    ``WARM`` seconds at least, so that its own threads are awake and the pause does not
+    count as its cost.  ``loop``: the mean over that many calls in a row (each waited
+    for) instead."""
     time.sleep(SETTLE)
     if quick:
-        block(fn())
+        _warm(fn)
     t = time.perf_counter()
     for _ in range(loop):
         block(fn())
     return (time.perf_counter() - t) / loop
+
+
+def _warm(fn):
+    """Call ``fn`` untimed, ``WARM_CALLS`` times and for ``WARM`` seconds at least."""
+    start, calls = time.perf_counter(), 0
+    while calls < WARM_CALLS or time.perf_counter() - start < WARM:
+        block(fn())
+        calls += 1
 
 
 def best_ms(fn, repeats):
