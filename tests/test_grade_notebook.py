@@ -65,3 +65,20 @@ def test_a_cell_magic_after_blank_lines_is_still_a_cell_magic(tmp_path):
     for label in ("cell 1", "cell 2"):
         assert all(not ln.strip() or ln.startswith("# ") for ln in cells[label].splitlines()), cells
     assert "\ny = 1\n" in cells["cell 3"]  # %%time runs its body
+
+
+def test_a_notebook_cell_that_is_not_valid_unicode_is_refused_not_a_crash(tmp_path):
+    # a red-team notebook: JSON's "\udc80" (a lone surrogate) passes json and nbformat; the
+    # grader failed when it wrote the cell to the child's file ("the autograder failed")
+    import json
+
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1\n"),
+                nbformat.v4.new_code_cell('def softmax_loss(W, X, y, reg):\n    return "\udc80"\n')]
+    path = tmp_path / "odd.ipynb"
+    path.write_text(json.dumps(nb, ensure_ascii=True))  # the surrogate as its JSON escape
+    report = grade(path, seed=1)
+    assert report.score == 0 and report.tests and not any(t.passed for t in report.tests)
+    assert any("cell 2 is not valid Unicode" in m for m in report.messages), report.messages

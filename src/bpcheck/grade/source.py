@@ -62,7 +62,14 @@ def read_cells(path, probe=PROBE_NEEDED) -> list[tuple[str, str]]:
             lines = ["# " + ln for ln in lines]  # the body is not Python: none of it runs
         else:
             lines = [("# " + ln if _ipython_only(ln) else ln) for ln in lines]
-        cells.append((f"cell {i + 1}", "\n".join(lines) + "\n"))
+        source = "\n".join(lines) + "\n"
+        try:  # JSON's escapes allow lone surrogates, which no Python file can hold
+            source.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise SubmissionError(f"{path.name}: not a readable Jupyter notebook (cell {i + 1} "
+                                  f"is not valid Unicode: {err.reason} at character "
+                                  f"{err.start})") from None
+        cells.append((f"cell {i + 1}", source))
     if probe:
         probe_parser(src for _, src in cells)
     return cells
