@@ -301,6 +301,7 @@ def test_gradescope_zip_run_autograder_writes_results_in_a_mock_autograder_root(
     assert proc.returncode == 0, proc.stderr
     doc = json.loads((root / "results" / "results.json").read_text())
     assert doc["score"] == 50  # exercises 3 and 4 switched off by the bundled config
+    assert doc["execution_time"] > 0  # every test visible: the time is shown
     # an upload in a sub-folder, beside a helper and macOS litter: the right file, with a note
     (root / "submission" / "hw.py").unlink()
     (root / "submission" / "upload").mkdir()
@@ -318,6 +319,64 @@ def test_gradescope_zip_run_autograder_writes_results_in_a_mock_autograder_root(
     subprocess.run(["bash", str(script)], env=env, capture_output=True, timeout=120, check=True)
     doc = json.loads((root / "results" / "results.json").read_text())
     assert doc["score"] == 0 and "no .py or .ipynb file was submitted" in doc["output"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the submission runs as another uid only "
+                    "when the grader is root")
+def test_run_autograder_keeps_gradescope_metadata_and_the_time_from_the_submission(tmp_path):
+    # red-team pass 5, without namespaces (as under Docker): a submission read Gradescope's
+    # submission_metadata.json, whose earlier results hold the hidden tests' scores and
+    # outputs, and printed it; and one that slept in proportion to a hidden input carried
+    # it in results.json's execution_time
+    import tempfile
+
+    from autograder_helpers import run_autograder
+
+    cfg = tmp_path / "g.toml"
+    cfg.write_text('[exercises.1]\ntests = { "1.4" = "hidden" }\n' + FAST
+                   + "namespaces = false\n")
+    out = tmp_path / "autograder.zip"
+    assert bpcheck_main(["gradescope-zip", str(out), "--config", str(cfg)]) == 0
+    root = Path(tempfile.mkdtemp(prefix="bpcheck-autograder-"))  # every user may pass
+    try:
+        root.chmod(0o755)
+        meta = root / "submission_metadata.json"
+        meta.write_text(json.dumps({"previous_submissions": [{"results": "EARLIER-HIDDEN"}]}))
+        meta.chmod(0o644)  # as a harness may leave it
+        reader = CORRECT + (
+            "\ntry:\n"
+            f"    print('META', open({str(meta)!r}).read())\n"
+            "except OSError as err:\n"
+            "    print('META unreadable:', type(err).__name__)\n")
+        doc = run_autograder(out, root, {"hw.py": reader})
+    finally:
+        shutil.rmtree(root)
+    text = json.dumps(doc)
+    assert "META unreadable: PermissionError" in text  # the attack ran; its printout is shown
+    assert "EARLIER-HIDDEN" not in text
+    assert doc["score"] == 50
+    assert "execution_time" not in doc  # test 1.4 is hidden
+
+
+def test_run_autograder_started_in_the_submission_folder_imports_nothing_from_it(tmp_path):
+    # red-team pass 5: `python -m bpcheck` puts the working folder first on sys.path; started
+    # from the upload, the submission's own bpcheck/__init__.py ran as the grader (root)
+    cfg = tmp_path / "g.toml"
+    cfg.write_text(FAST)
+    out = tmp_path / "autograder.zip"
+    assert bpcheck_main(["gradescope-zip", str(out), "--config", str(cfg)]) == 0
+    root, marker = tmp_path / "autograder", tmp_path / "PWNED"
+    with zipfile.ZipFile(out) as zf:
+        zf.extractall(root / "source")
+    (root / "submission" / "bpcheck").mkdir(parents=True)
+    (root / "submission" / "hw.py").write_text(CORRECT)
+    (root / "submission" / "bpcheck" / "__init__.py").write_text(
+        f"open({str(marker)!r}, 'w').write('imported')\n")
+    env = {**os.environ, "BPCHECK_AUTOGRADER_ROOT": str(root), "BPCHECK_PYTHON": sys.executable}
+    subprocess.run(["bash", str(root / "source" / "run_autograder")], env=env,
+                   cwd=root / "submission", capture_output=True, timeout=300, check=True)
+    assert not marker.exists()
+    assert json.loads((root / "results" / "results.json").read_text())["score"] == 50
 
 
 def test_help_explains_each_command_with_an_example(capsys):

@@ -50,16 +50,21 @@ RUN_AUTOGRADER = """\
 # Runs for each submission; must write $ROOT/results/results.json whatever happens.
 ROOT="${BPCHECK_AUTOGRADER_ROOT:-/autograder}"
 PYTHON="${BPCHECK_PYTHON:-/opt/bpcheck/bin/python}"
+# -I and this folder: nothing of the submission's on the grader's import path
+cd "$ROOT" || cd /
 mkdir -p "$ROOT/results"
 chmod 700 "$ROOT/results" 2>/dev/null || true
+# Gradescope's metadata holds the earlier submissions' results (hidden tests' scores and
+# outputs): the grader's alone, even where the submission runs without namespaces
+chmod 600 "$ROOT/submission_metadata.json" 2>/dev/null || true
 CONFIG=()
 if [ -f "$ROOT/source/grading.toml" ]; then CONFIG=(--config "$ROOT/source/grading.toml"); fi
 if [ -f "$ROOT/source/homework.py" ]; then CONFIG+=(--homework "$ROOT/source/homework.py"); fi
 # the whole upload: bpcheck picks the file to grade (and says so when there were several)
-"$PYTHON" -m bpcheck grade "$ROOT/submission" --results "$ROOT/results/results.json" "${CONFIG[@]}"
+"$PYTHON" -I -m bpcheck grade "$ROOT/submission" --results "$ROOT/results/results.json" "${CONFIG[@]}"
 status=$?
 if [ ! -s "$ROOT/results/results.json" ]; then
-  "$PYTHON" -c 'import json,sys; json.dump({"score": 0.0, "output": "The autograder failed (status " + sys.argv[2] + "); please tell your instructor.", "tests": []}, open(sys.argv[1], "w"))' "$ROOT/results/results.json" "$status"
+  "$PYTHON" -I -c 'import json,sys; json.dump({"score": 0.0, "output": "The autograder failed (status " + sys.argv[2] + "); please tell your instructor.", "tests": []}, open(sys.argv[1], "w"))' "$ROOT/results/results.json" "$status"
 fi
 exit 0
 """

@@ -246,9 +246,8 @@ def results_json(report: GradeReport) -> dict:
     kinds = {t.visibility for t in report.tests} - {"visible"}
     overall = "visible" if not kinds else \
         "after_due_date" if kinds == {"after_due_date"} else "after_published"
-    return {
+    doc = {
         "score": report.score,
-        "execution_time": round(report.seconds, 3),
         "output": summary,
         "output_format": "text",
         "visibility": overall,
@@ -258,11 +257,16 @@ def results_json(report: GradeReport) -> dict:
                                            for e in report.titles}},
         "tests": tests,
     }
+    if overall == "visible":  # else the time, hidden tests' included, is left out: a
+        # submission that slept in proportion to a hidden input carried it there
+        doc["execution_time"] = round(report.seconds, 3)
+    return doc
 
 
-def failure_results(message: str, seconds: float = 0.0) -> dict:
-    """The document written when the grader itself failed: score 0 and the reason."""
-    return {"score": 0.0, "execution_time": round(seconds, 3),
+def failure_results(message: str) -> dict:
+    """The document written when the grader itself failed: score 0 and the reason (no
+    time: tests that are not visible may have run before the failure)."""
+    return {"score": 0.0,
             "output": f"The autograder failed; please tell your instructor.\n{message}\n",
             "output_format": "text", "visibility": "visible", "tests": []}
 
