@@ -107,6 +107,10 @@ def test_linen_needs_its_variables_and_the_activation_and_checks_the_statement()
         bpcheck.network(module)
     with pytest.raises(ValueError, match=r"cannot read the activation .*Linen"):
         bpcheck.network(module, variables)
+    # the pair given where params go: named, not read as a list of layers ("layout=")
+    with pytest.raises(TypeError, match=r"tuple holding a flax.linen model \(LinenMLP\); "
+                       r"give bpcheck.network\(module, variables"):
+        bpcheck.per_example_grads((module, variables), X, y)
     with pytest.raises(ValueError, match="does not reproduce the model's forward pass"):
         bpcheck.network(module, variables, activation="relu")
     net = bpcheck.network(module, variables, activation="tanh")

@@ -1244,6 +1244,13 @@ def model_params(params: Any, activation: Any):
     if _framework(params) is not None:
         net = network(params, activation=activation)
         return net.params, net.activation, net
+    if (isinstance(params, (list, tuple)) and params
+            and (kind := _framework(params[0])) is not None):
+        how = ("bpcheck.network(module, variables, activation=...)" if kind == "flax.linen"
+               else "the model itself, or bpcheck.network(model)")
+        raise TypeError(
+            f"params: got a {type(params).__name__} holding a {kind} model "
+            f"({type(params[0]).__name__}); give {how} in its place")
     if (isinstance(params, Sequence) and not isinstance(params, (str, bytes))
             and any(isinstance(layer, Mapping) for layer in params)):
         raise TypeError(
