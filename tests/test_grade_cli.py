@@ -455,6 +455,31 @@ def test_pick_submission_prefers_the_file_with_the_exercises_and_skips_links_and
     assert pick_submission(empty) == (None, None)
 
 
+def test_pick_submission_says_when_it_left_files_out(tmp_path):
+    # red-team pass 5: 300 files were reported as "200 files were submitted", and files ten
+    # folders down as "no .py or .ipynb file was submitted"
+    from bpcheck.grade.source import MAX_CANDIDATES, MAX_DEPTH, pick_submission
+
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(MAX_CANDIDATES + 100):
+        (many / f"f{i:03d}.py").write_text("x = 1\n")
+    chosen, note = pick_submission(many)
+    assert chosen is not None
+    assert note.startswith(f"more than {MAX_CANDIDATES} files were submitted (the first "
+                           f"{MAX_CANDIDATES} by folder and name were looked at: f000.py"), note
+    deep = tmp_path / "deep"
+    folder = deep.joinpath(*[f"d{i}" for i in range(MAX_DEPTH + 2)])
+    folder.mkdir(parents=True)
+    (folder / "hw.py").write_text(CORRECT)
+    assert pick_submission(deep) == (
+        None, f"folders more than {MAX_DEPTH} levels down were not searched")
+    report = grade(deep)
+    assert report.score == 0
+    assert f"no .py or .ipynb file was submitted (in deep/); folders more than {MAX_DEPTH} " \
+        "levels down were not searched" in report.messages
+
+
 def test_grade_batch_writes_file_names_that_are_not_utf8(tmp_path):
     import os as _os
 

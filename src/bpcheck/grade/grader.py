@@ -405,7 +405,8 @@ def grade(path, cfg: GradingConfig | None = None, seed: int | None = None) -> Gr
         functions = [f for ex in hw.exercises for f in ex.student_functions]
         chosen, note = pick_submission(path, functions, cfg.submission or hw.submission)
         if chosen is None:
-            msg = f"no .py or .ipynb file was submitted (in {Path(path).name}/)"
+            msg = f"no .py or .ipynb file was submitted (in {Path(path).name}/)" + (
+                f"; {note}" if note else "")
             report.messages.append(msg)
             _zero_all(report, cfg, all_cases, msg)
             return finish()

@@ -297,16 +297,20 @@ def pick_submission(folder, functions=None, name=None) -> tuple[Path | None, str
     a ``.py`` over a notebook, then the shallowest, then the first by name.  Only that file
     is graded: a submission cannot import a second file.  ``functions``: the homework's
     student functions (default: the lecture's); ``name``: the file name the config asks
-    for (``submission = "hw.ipynb"``), graded when it is among the candidates.
+    for (``submission = "hw.ipynb"``), graded when it is among the candidates.  Folders
+    more than ``MAX_DEPTH`` levels down are not searched, and only the first
+    ``MAX_CANDIDATES`` files (by folder and name) are ranked; the note says so where it
+    mattered (``(None, note)``: no file found, deeper folders left).
     """
     folder = Path(folder)
     functions = list(functions or _lecture_owners())
     wanted = name
-    found = []
+    found, deep = [], False
     for root, dirs, files in os.walk(folder):  # never follows links to folders
         depth = len(Path(root).relative_to(folder).parts)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in SKIPPED_FOLDERS
-                         and depth < MAX_DEPTH)
+        kept = sorted(d for d in dirs if not d.startswith(".") and d not in SKIPPED_FOLDERS)
+        deep = deep or (depth >= MAX_DEPTH and bool(kept))
+        dirs[:] = kept if depth < MAX_DEPTH else []
         for name in sorted(files):
             p = Path(root) / name
             if (not name.startswith(".") and p.suffix in (".py", ".ipynb")
@@ -315,7 +319,8 @@ def pick_submission(folder, functions=None, name=None) -> tuple[Path | None, str
         if len(found) > MAX_CANDIDATES:
             break
     if not found:
-        return None, None
+        return None, (f"folders more than {MAX_DEPTH} levels down were not searched"
+                      if deep else None)
     named = [p for p in found if p.name == wanted]
     if named:
         chosen = min(named, key=lambda p: (len(p.relative_to(folder).parts), str(p)))
@@ -325,6 +330,7 @@ def pick_submission(folder, functions=None, name=None) -> tuple[Path | None, str
     if len(found) == 1:
         return found[0], (f"no file is named {printable(wanted)}, as the config asks; graded "
                           f"{printable(found[0].name)}" if wanted else None)
+    capped = len(found) > MAX_CANDIDATES
     found = found[:MAX_CANDIDATES]
 
     budget = [SCAN_BYTES]
@@ -337,7 +343,10 @@ def pick_submission(folder, functions=None, name=None) -> tuple[Path | None, str
     chosen = sorted(found, key=rank)[0]
     names = [printable(str(p.relative_to(folder))) for p in found]
     listed = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-    return chosen, (f"{len(found)} files were submitted ({listed}); graded "
+    count = (f"more than {MAX_CANDIDATES} files were submitted (the first {MAX_CANDIDATES} "
+             f"by folder and name were looked at: {listed})" if capped else
+             f"{len(found)} files were submitted ({listed})")
+    return chosen, (f"{count}; graded "
                     f"{printable(str(chosen.relative_to(folder)))}, the one that defines the "
                     "most exercise functions (only one file is graded, and it cannot import "
                     "the others)" + note)
