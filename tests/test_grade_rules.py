@@ -73,22 +73,40 @@ def test_swapped_kronecker_factors_are_named_on_every_architecture(tmp_path):
     assert max(len(ln) for ln in text.splitlines()) < 400
 
 
+def _halves(report):
+    """Each test's score is half its points: one rule refuted, the other proved."""
+    return all(t.score == pytest.approx(t.max_score / 2) for t in report.tests
+               if t.number != "4.3")  # 4.3: L = 0, no v_rule, so u_rule alone scores it
+
+
 def test_non_polynomial_rule_is_refuted_with_a_message(tmp_path):
     report, text = graded(tmp_path, v="(V_next * B_next * D).applyfunc(sympy.exp)")
-    assert all(t.score == 0 for t in report.tests if t.number != "4.3")  # 4.3: L = 0, no v_rule
+    assert _halves(report), text  # u_rule is right and scored on its own
     assert "not a polynomial" in text
 
 
 def test_rule_returning_a_number_is_refuted_with_a_message(tmp_path):
     report, text = graded(tmp_path, u="0")
-    assert report.score == 0
+    assert report.score == report.max_score / 2, text
     assert "expected a SymPy Matrix" in text
 
 
 def test_float_coefficients_are_refuted_not_rounded(tmp_path):
     report, text = graded(tmp_path, v="0.5 * (V_next * B_next * D) * 2")
-    assert all(t.score == 0 for t in report.tests if t.number != "4.3")  # 4.3: L = 0, no v_rule
+    assert _halves(report), text
     assert "not rational" in text
+
+
+@pytest.mark.parametrize("raising", ["v", "u"])
+def test_a_rule_that_raises_costs_its_own_half_only(tmp_path, raising):
+    # an instructor's trial: the template's `raise NotImplementedError` left in v_rule gave
+    # the correct u_rule 0 of 25 too (the whole test failed on the first exception)
+    stub = "(_ for _ in ()).throw(NotImplementedError('not yet'))"
+    report, text = graded(tmp_path, **{raising: stub})
+    assert report.score == report.max_score / 2, text
+    assert f"{raising}_rule on inputs of shapes" in text and "raised NotImplementedError" in text
+    other = "u" if raising == "v" else "v"
+    assert text.count(f"{other}_rule: the recursion holds for widths") == 5
 
 
 def test_exercise_4_with_a_forbidden_import_scores_zero(tmp_path):

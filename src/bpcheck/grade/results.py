@@ -175,6 +175,8 @@ _REWRITES = [(re.compile(p), words) for p, words in (
      r"\1: expected \2, got something else" + _CUT),
     (rf"(?s)({_NAME}): no array came back .*", r"\1: no array came back" + _CUT),
     (rf"(?s)({_NAME}): refuted for widths ({_WIDTHS}).*", r"\1: refuted for widths \2" + _CUT),
+    (r"(?s)(" + _NAME + r") on inputs of shapes (V_next \d+x\d+, B_next \d+x\d+, D \d+x\d+|"
+     r"V \d+x\d+, a_prev \d+x1): .*", r"\1 failed on inputs of shapes \2" + _CUT),
     (r"(?s)raised .*", "raised an exception" + _CUT),
     (r"(?s)time limit .*", "time limit exceeded" + _CUT),
     (r"(?s)(the submission could not be loaded|loading the submission failed|the returned "

@@ -88,26 +88,30 @@ def _entries_of(matrix, n):
 
 
 def decode(exercise: Exercise, case: Case, meta: dict, arrays: dict):
-    """Plain polynomial data from the child -> ``{(rule, shape): PolyMatrix}`` or an error."""
+    """Plain polynomial data from the child -> ``({(rule, shape): PolyMatrix}, {rule:
+    error})``: a rule with an error has no entries (the other rule is scored on its own)."""
     from .polymap import PolyMatrix
 
     v_name, _ = exercise.student_functions
-    out = {}
+    out, errors = {}, {}
     for r, (rule, shape) in enumerate(plan_entry(exercise, case)["requests"]):
+        if rule in errors:
+            continue
         m = meta.get(f"r{r}")
         is_v = rule == v_name
         if not isinstance(m, dict):
-            return None, f"{rule}: nothing came back for input shapes {shape}"
-        if "error" in m:
-            return None, f"{rule} on inputs of shapes {_shapes_text(is_v, shape)}: {m['error']}"
-        n = symbolic_inputs(is_v, shape)[1]
-        try:
-            out[(rule, tuple(shape))] = PolyMatrix.from_arrays(
-                m.get("shape"), arrays.get(f"r{r}/exps"), arrays.get(f"r{r}/num"),
-                arrays.get(f"r{r}/den"), arrays.get(f"r{r}/counts"), n)
-        except ValueError as err:
-            return None, f"{rule}: {err}"
-    return out, None
+            errors[rule] = f"{rule}: nothing came back for input shapes {shape}"
+        elif "error" in m:
+            errors[rule] = f"{rule} on inputs of shapes {_shapes_text(is_v, shape)}: {m['error']}"
+        else:
+            n = symbolic_inputs(is_v, shape)[1]
+            try:
+                out[(rule, tuple(shape))] = PolyMatrix.from_arrays(
+                    m.get("shape"), arrays.get(f"r{r}/exps"), arrays.get(f"r{r}/num"),
+                    arrays.get(f"r{r}/den"), arrays.get(f"r{r}/counts"), n)
+            except ValueError as err:
+                errors[rule] = f"{rule}: {err}"
+    return {key: p for key, p in out.items() if key[0] not in errors}, errors
 
 
 def _counterexample(is_v, shape, got, want) -> str:
@@ -159,10 +163,9 @@ def _fast(check, widths) -> dict:
 
 
 def score(exercise: Exercise, case: Case, meta: dict, arrays: dict, check=None) -> Scored:
-    """Half of the case for each rule that the checker proves for the case's widths."""
-    polys, error = decode(exercise, case, meta, arrays)
-    if error:
-        return Scored(0.0, [error])
+    """Half of the case for each rule that the checker proves for the case's widths (a
+    rule that raised, or whose answer could not be read, loses its half only)."""
+    polys, errors = decode(exercise, case, meta, arrays)
     from .polymap import rule_callables
 
     if check is None:
@@ -175,6 +178,9 @@ def score(exercise: Exercise, case: Case, meta: dict, arrays: dict, check=None) 
     got, lines = 0.0, []
     fast = _fast(check, widths)
     for index, (name, mine) in enumerate(((v_name, v_rule), (u_name, u_rule))):
+        if name in errors:  # this rule failed in the child: no half for it, the other scored
+            lines.append(errors[name])
+            continue
         kwargs = {"v_rule": mine} if index == 0 else {"u_rule": mine}
         report = check(list(widths), **kwargs, **fast)
         if getattr(report, "holds", None) is not True and fast:

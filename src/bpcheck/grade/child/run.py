@@ -131,6 +131,14 @@ def runner(plan, module, drivers):
     _float = float
     _np_float64 = np.float64
     _list, _tuple, _len, _range, _str = list, tuple, len, range, str
+    _Exception = Exception
+    _class_name = type.__dict__["__name__"].__get__  # type's own slot: no metaclass's property
+
+    def raised(exc):
+        try:
+            return "raised " + _str(_class_name(_type(exc)))[:200]
+        except BaseException:  # noqa: BLE001
+            return "raised an exception"
 
     def pack_value(key, value, arrays, meta):
         """An output value as plain data: exact ndarrays and Python floats only."""
@@ -201,16 +209,21 @@ def runner(plan, module, drivers):
                 o += d_next * d
                 D = sympy.diag(*[sympy.Symbol(f"x{o + i}") for i in _range(d)])
                 nvars = o + d
-                out = rule(V_next, B_next, D)
+                args = (V_next, B_next, D)
             else:
                 K, d, d_prev = shape
                 V = sympy.Matrix(K, d, [sympy.Symbol(f"x{i}") for i in _range(K * d)])
                 o = K * d
                 a_prev = sympy.Matrix(d_prev, 1, [sympy.Symbol(f"x{o + i}") for i in _range(d_prev)])
                 nvars = o + d_prev
-                out = rule(V, a_prev)
-            gens = [sympy.Symbol(f"x{i}") for i in _range(nvars)]
+                args = (V, a_prev)
             key = f"r{r}"
+            try:  # one rule's exception costs that rule only: the other is still scored
+                out = rule(*args)
+            except _Exception as exc:
+                meta[key] = {"error": raised(exc)}
+                continue
+            gens = [sympy.Symbol(f"x{i}") for i in _range(nvars)]
             if _isinstance(out, sympy.MatrixExpr) and not _isinstance(out, sympy.MatrixBase):
                 out = out.as_explicit()
             if not _isinstance(out, sympy.MatrixBase):
