@@ -399,6 +399,7 @@ def test_a_test_that_is_not_visible_shows_the_graders_words_only(route, tmp_path
      "got something else"),
     ("out: expected dtype float64 (the inputs' dtype), got [('IN_1p0028', '<f8')]",
      "out: wrong dtype (expected float64)"),
+    ("idx: expected dtype int64 (the reference's), got IN_1p0028", "idx: wrong dtype (expected int64)"),
     ("raised ValueError: INPUTS [1.0028, -0.0828]\nmore", "raised an exception"),
     ("v_rule on inputs of shapes V_next 4x4, B_next 4x3, D 3x3: raised IN_1p0028",
      "v_rule failed on inputs of shapes V_next 4x4, B_next 4x3, D 3x3"),
@@ -503,3 +504,92 @@ def test_a_passing_test_that_is_not_visible_shows_no_relative_error(tmp_path):
     for t in tests:
         assert t["status"] == "passed", t
         assert ("relative error" in t["output"]) == (t["visibility"] == "visible"), t
+
+
+MISTAKE_FAULTS = [  # (the mistake's code, the error's words)
+    ("@rowsum.mistake('forgot k')\ndef _(x):\n    return (x.sum(0) + 1,)\n",
+     r"the mistake 'forgot k' raised TypeError"),
+    ("@rowsum.mistake('reshaped')\ndef _(x, k):\n    return (x.reshape(5, 5).sum(1),)\n",
+     r"the mistake 'reshaped' raised ValueError"),
+    ("@rowsum.mistake('typo')\ndef _(x, k):\n    return {'S': x.sum(1) + 1}\n",
+     r"the mistake 'typo' gives S, which is not one of the outputs \(s\)"),
+    ("@rowsum.mistake('pair')\ndef _(x, k):\n    return (x.sum(1), x.sum(0))\n",
+     r"the mistake 'pair' returned tuple; expected the outputs' tuple \(s\)"),
+]
+
+
+@pytest.mark.parametrize("mistake, message", MISTAKE_FAULTS)
+def test_a_faulty_mistake_is_the_homeworks_error_before_anything_runs(tmp_path, capsys,
+                                                                        mistake, message):
+    """An instructor's trial: a catalogued mistake that raised gave a correct answer 0 ("the
+    returned value could not be checked"), and one that named an output ``returns`` lacks
+    was silently never matched."""
+    import re
+
+    homework = tmp_path / "hw.py"
+    homework.write_text(
+        "from bpcheck.grade.homework import Homework\n"
+        "hw = Homework('sums')\n"
+        "@hw.exercise(points=2, returns=['s'])\n"
+        "def rowsum(x, k):\n"
+        "    return (x.sum(1) * k,)\n"
+        "rowsum.case('a', lambda rng: {'x': rng.random((3, 4)), 'k': 2.0})\n" + mistake)
+    submission = tmp_path / "sub.py"
+    submission.write_text("def rowsum(x, k):\n    return (x.sum(1) * k,)\n")
+    assert run("grade", submission, "--homework", homework, "--results", tmp_path / "r.json") == 1
+    assert re.search("HomeworkError: rowsum: case 1\\.1 \\('a'\\): .*" + message,
+                     capsys.readouterr().err)
+
+
+def test_mistakes_beside_a_custom_scorer_are_the_homeworks_error(tmp_path, capsys):
+    homework = tmp_path / "hw.py"
+    homework.write_text(
+        "from bpcheck.grade.homework import Custom, Homework\n"
+        "hw = Homework('sums')\n"
+        "@hw.exercise(points=2, returns=['s'], score=Custom(lambda got, want, case: 1.0))\n"
+        "def rowsum(x):\n"
+        "    return (x.sum(1),)\n"
+        "rowsum.case('a', lambda rng: {'x': rng.random((3, 4))})\n"
+        "@rowsum.mistake('off by one')\n"
+        "def _(x):\n"
+        "    return (x.sum(1) + 1,)\n")
+    submission = tmp_path / "sub.py"
+    submission.write_text("def rowsum(x):\n    return (x.sum(1),)\n")
+    assert run("grade", submission, "--homework", homework, "--results", tmp_path / "r.json") == 1
+    assert "rowsum: its mistakes are never named: a Custom scorer gets no catalogued " \
+        "mistakes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("body, score, words", [
+    ("    return np.argsort(-scores, axis=1)[:, :k]\n", 10, "idx: ok"),
+    ("    return np.argsort(-scores, axis=1)[:, :k].astype(float)\n", 0,
+     "idx: expected dtype int64 (the reference's), got float64"),
+    ("    return np.argsort(-scores, axis=1)[:, :k].astype(np.int32)\n", 0,
+     "idx: expected dtype int64 (the reference's), got int32"),
+    ("    return np.argsort(scores, axis=1)[:, :k]\n", 0,
+     "likely mistake: smallest first"),
+    ("    return np.argsort(-scores, axis=1)[:, 1:k + 1]\n", 0, "idx: wrong (relative error"),
+])
+def test_an_integer_output_is_compared_entry_for_entry_in_its_own_dtype(tmp_path, body, score,
+                                                                           words):
+    # an instructor's trial: argsort indices were refused unless cast to float64 ("do not
+    # cast the result"), so the feedback told students the opposite of what passed
+    homework = tmp_path / "hw.py"
+    homework.write_text(
+        "import numpy as np\n"
+        "from bpcheck.grade.homework import Homework\n"
+        "hw = Homework('top k', allow=['numpy'])\n"
+        "@hw.exercise(points=10, returns=['idx'])\n"
+        "def top_k(scores, k):\n"
+        "    return (np.argsort(-scores, axis=1)[:, :k],)\n"
+        "top_k.case('a', lambda rng: {'scores': rng.standard_normal((6, 5)), 'k': 3})\n"
+        "@top_k.mistake('smallest first')\n"
+        "def _(scores, k):\n"
+        "    return (np.argsort(scores, axis=1)[:, :k],)\n")
+    submission = tmp_path / "sub.py"
+    submission.write_text("import numpy as np\n\ndef top_k(scores, k):\n" + body)
+    results = tmp_path / "r.json"
+    run("grade", submission, "--homework", homework, "--results", results)
+    doc = json.loads(results.read_text())
+    assert doc["score"] == score
+    assert words in doc["tests"][0]["output"], doc["tests"][0]["output"]

@@ -81,10 +81,20 @@ def check_value(name, meta, array, want, tol, *, mistakes=(), unstable_hint=Fals
                           if meta.get("subclass") else ""))
     if type(array) is not np.ndarray:
         return Verdict(name, False, f"{name}: no array came back (type {kind})")
-    if array.dtype != FLOAT:
+    exact = np.asarray(want).dtype
+    exact = exact if exact.kind in "iub" and not scalar else None  # indices, counts, masks
+    if exact is not None and array.dtype != exact:
+        return Verdict(name, False, f"{name}: expected dtype {exact} (the reference's), got "
+                       f"{array.dtype}")
+    if exact is None and array.dtype != FLOAT:
         return Verdict(name, False, f"{name}: expected dtype float64 (the inputs' dtype), got "
                        f"{array.dtype}" + (" (do not cast the result)" if array.dtype.kind in "fiub"
                                             else ""))
+    if exact is not None:  # compared entry for entry: no tolerance
+        tol = 0.0
+        if array.shape == np.shape(want) and np.array_equal(array, want):
+            return Verdict(name, True, f"{name}: ok (relative error 0.0e+00)", 0.0)
+        array = array.astype(np.float64)
     want = np.asarray(want, dtype=np.float64)
     if scalar and array.shape in ((), (1,)):
         array = array.reshape(())
@@ -107,7 +117,7 @@ def check_value(name, meta, array, want, tol, *, mistakes=(), unstable_hint=Fals
                     "before np.exp")
         return Verdict(name, False, msg)
     err = rel_error(array, want)
-    if err <= tol:
+    if err <= tol and exact is None:
         return Verdict(name, True, f"{name}: ok (relative error {err:.1e})", err)
     if want.ndim == 2 and want.shape[0] == want.shape[1] and rel_error(array, want.T) <= tol:
         return Verdict(name, False, f"{name}: transposed", err)

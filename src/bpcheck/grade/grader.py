@@ -394,6 +394,7 @@ def grade(path, cfg: GradingConfig | None = None, seed: int | None = None) -> Gr
     for ex, cases in cases_by_ex.items():  # the homework's own faults, before anything runs
         for case in cases:
             ex.expected(case)
+            ex.wrong_answers(case)
     all_cases = [c for cases in cases_by_ex.values() for c in cases]
 
     def finish():

@@ -252,18 +252,55 @@ class Exercise:
         return (got,) if single and not isinstance(got, (tuple, list, dict)) else got
 
     def wrong_answers(self, case: Case) -> list[tuple[str, dict]]:
-        """Each catalogued mistake's outputs on ``case``: ``[(name, {output: value})]``."""
-        names = [n.removesuffix("[]") for n in self.returns]
+        """Each catalogued mistake's outputs on ``case``: ``[(name, {output: value})]``,
+        computed once per case and checked like :meth:`expected` (the grader checks every
+        case before the submission runs): a mistake that raises, returns other than the
+        outputs' tuple or a dict of them, or names an output ``returns`` does not have is a
+        :class:`HomeworkError` naming the exercise, the case and the mistake (a correct
+        answer scored 0 when a mistake raised, and a misnamed output was never matched)."""
+        out = case.__dict__.get("_wrong")
+        if out is not None:
+            return out
+        where = f"{self.name}: case {case.number} ({case.label!r})"
+        if self.scorer.kind == "rules":
+            names = list(self.student_functions)
+        else:
+            names = [n.removesuffix("[]") for n in self.returns]
         out = []
         # a mistake may overflow (that is what some of them are): quietly, not on the
         # grader's stderr (Gradescope's output) for every test
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             for name, fn in self._mistakes:
-                got = self.as_outputs(fn(**case.args))
-                out.append((name, got if isinstance(got, dict) else dict(zip(names, got))))
+                try:
+                    got = self.as_outputs(fn(**case.args))
+                except Exception as err:  # noqa: BLE001 - the instructor's code, named
+                    raise HomeworkError(f"{where}: the mistake {name!r} raised "
+                                        f"{type(err).__name__}: {err}") from err
+                if not isinstance(got, dict):
+                    if not isinstance(got, (tuple, list)) or len(got) != len(names):
+                        raise HomeworkError(
+                            f"{where}: the mistake {name!r} returned {type(got).__name__}; "
+                            f"expected the outputs' tuple ({', '.join(names)}) or a dict of "
+                            "those it changes")
+                    got = dict(zip(names, got))
+                out.append((name, got))
             for table in self._mistake_tables:
-                out.extend((name, dict(vals)) for name, vals in table(**case.args))
+                try:
+                    out.extend((name, dict(vals)) for name, vals in table(**case.args))
+                except Exception as err:  # noqa: BLE001
+                    raise HomeworkError(f"{where}: the mistakes table "
+                                        f"{getattr(table, '__name__', table)!r} raised "
+                                        f"{type(err).__name__}: {err}") from err
+        for name, vals in out:
+            unknown = sorted(map(str, set(vals) - set(names)))
+            if unknown:
+                raise HomeworkError(f"{where}: the mistake {name!r} gives {', '.join(unknown)}, "
+                                    f"which is not one of the outputs ({', '.join(names)})")
+        if out and isinstance(self.scorer, Custom):
+            raise HomeworkError(f"{self.name}: its mistakes are never named: a Custom scorer "
+                                "gets no catalogued mistakes (name them in its own lines)")
+        case._wrong = out
         return out
 
     @property
@@ -333,7 +370,9 @@ class RelativeError:
     (default 1 each); a list output shares its weight among its arrays.  ``unstable``:
     ``unstable(case)`` says whether to hint, when an output is NaN or inf, that the softmax
     overflows.  ``lists``: per list output, what its length is, for the feedback
-    (``"L+1 = {n} arrays"``, ``{n}`` the expected length).
+    (``"L+1 = {n} arrays"``, ``{n}`` the expected length).  An output whose reference is
+    an integer or boolean array (indices, counts, a mask) must come back in the reference's
+    dtype and equal it entry for entry; no tolerance applies to it.
     """
 
     kind = "call"
@@ -350,7 +389,8 @@ class RelativeError:
         self.lists = dict(lists or {})
 
     def _check(self, name, meta, array, want, mistakes, case, scalar) -> Verdict:
-        accept32 = not self.float64 and type(array) is np.ndarray and array.dtype == np.float32
+        accept32 = (not self.float64 and type(array) is np.ndarray and array.dtype == np.float32
+                    and np.asarray(want).dtype.kind == "f")
         tol = self.float32_tol if accept32 else self.tol
         if accept32:
             array = array.astype(np.float64)

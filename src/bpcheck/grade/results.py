@@ -170,7 +170,8 @@ _REWRITES = [(re.compile(p), words) for p, words in (
     # their template's words without the submission's ((?s): a quote may span lines)
     (rf"(?s)({_NAME}): expected shape (\([\d, ]*\)), got .*",
      r"\1: wrong shape (expected \2)" + _CUT),
-    (rf"(?s)({_NAME}): expected dtype float64 .*", r"\1: wrong dtype (expected float64)" + _CUT),
+    (rf"(?s)({_NAME}): expected dtype (float64|u?int\d+|bool) .*", r"\1: wrong dtype (expected \2)"
+     + _CUT),
     (rf"(?s)({_NAME}): expected (a float|a numpy\.ndarray|a list of .*?), got .*",
      r"\1: expected \2, got something else" + _CUT),
     (rf"(?s)({_NAME}): no array came back .*", r"\1: no array came back" + _CUT),
