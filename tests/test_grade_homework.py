@@ -113,6 +113,10 @@ def test_the_zip_bundles_the_homework_pins_versions_and_hides_the_hidden_case(tm
     ("[sandbox]\ntest_timeout_s = inf\n", "sandbox.test_timeout_s = inf: expected a finite"),
     ("[sandbox]\nmemory_mb = 0\n", "sandbox.memory_mb = 0: expected a value > 0"),
     ("[exercises.5]\npoints = 1\n", "exercises.5: no such exercise in the homework"),
+    # an instructor's trial: the table keyed by name was silently dropped beside the other
+    ('[exercises.1]\npoints = 40\n[exercises.conv2d_forward]\nvisibility = "hidden"\n',
+     "exercises.1 and exercises.conv2d_forward both configure exercise 1 (conv2d_forward); "
+     "expected one table"),
     ('submission = "../x.py"\n', "submission = '../x.py': expected a file name"),
 ])
 def test_bad_config_values_are_named_before_anything_runs(tmp_path, capsys, text, words):
@@ -193,6 +197,9 @@ HOMEWORK_FAULTS = [
      r"cannot take"),
     ('returns=["s"]', "    return x.sum(1) / 0 if x.ndim == 1 else x.sum(1)['a']",
      r"rowsum: case 1\.1 \('a'\): the reference raised IndexError"),
+    ('returns=["s"], score=__import__("bpcheck.grade.homework").grade.homework.RuleCheck(), '
+     'functions=[abs, len]', "    return {}",
+     r"rowsum: case 1\.1 \('a'\): widths = None: a RuleCheck case gives 'widths'"),
 ]
 
 
@@ -539,6 +546,35 @@ def test_a_faulty_mistake_is_the_homeworks_error_before_anything_runs(tmp_path, 
     assert run("grade", submission, "--homework", homework, "--results", tmp_path / "r.json") == 1
     assert re.search("HomeworkError: rowsum: case 1\\.1 \\('a'\\): .*" + message,
                      capsys.readouterr().err)
+
+
+LOAD_FAULTS = [
+    # an instructor's trial: a string was three outputs (i, d, x), a misspelt weight ignored
+    ('returns="s"', "    return (x.sum(1),)",
+     r"rowsum: returns = 's': expected a list of the outputs' names, as returns=\['s'\]"),
+    ('returns=["s"], score=__import__("bpcheck.grade.homework").grade.homework.RelativeError('
+     'weights={"S": 2})', "    return (x.sum(1),)",
+     r"rowsum: RelativeError\(weights=...\) names S, which is not one of the outputs \(s\)"),
+]
+
+
+@pytest.mark.parametrize("returns, body, message", LOAD_FAULTS)
+def test_a_faulty_exercise_declaration_is_named_when_the_homework_loads(tmp_path, capsys,
+                                                                        returns, body, message):
+    import re
+
+    homework = tmp_path / "hw.py"
+    homework.write_text(
+        "from bpcheck.grade.homework import Homework\n"
+        "hw = Homework('sums')\n"
+        f"@hw.exercise(points=2, {returns})\n"
+        "def rowsum(x):\n"
+        f"{body}\n"
+        "rowsum.case('a', lambda rng: {'x': rng.random((3, 4))})\n")
+    submission = tmp_path / "sub.py"
+    submission.write_text("def rowsum(x):\n    return (x.sum(1),)\n")
+    assert run("grade", submission, "--homework", homework, "--results", tmp_path / "r.json") == 2
+    assert re.search(message, capsys.readouterr().err)
 
 
 def test_mistakes_beside_a_custom_scorer_are_the_homeworks_error(tmp_path, capsys):

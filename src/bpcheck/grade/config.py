@@ -86,11 +86,17 @@ class GradingConfig:
         return self._homework
 
     def bind(self, hw: Homework) -> None:
-        """Check every ``[exercises.X]`` against ``hw``; a :class:`ConfigError` names the
-        unknown exercise or test."""
+        """Check every ``[exercises.X]`` (``X`` an exercise's number or its function's name)
+        against ``hw``; a :class:`ConfigError` names the unknown exercise or test, or the
+        two tables that configure one exercise."""
         self._homework = hw
+        seen: dict[Exercise, str] = {}
         for key, ex_cfg in self.exercises.items():
             ex = self._find(hw, key)
+            if ex in seen:  # one table would be used and the other silently dropped
+                raise ConfigError(f"exercises.{seen[ex]} and exercises.{key} both configure "
+                                  f"exercise {ex.number} ({ex.name}); expected one table")
+            seen[ex] = key
             if ex_cfg.tolerance is not None and not hasattr(ex.scorer, "tol"):
                 raise ConfigError(
                     f"exercises.{key}.tolerance: exercise {ex.number} ({ex.name}) is scored by "

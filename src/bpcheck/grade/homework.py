@@ -132,6 +132,9 @@ class Exercise:
         self.name = reference.__name__
         self.number = number
         self.points = _finite(f"{self.name}: points", points)
+        if isinstance(returns, str):  # tuple("idx") would be three outputs i, d, x
+            raise HomeworkError(f"{self.name}: returns = {returns!r}: expected a list of the "
+                                f"outputs' names, as returns=[{returns!r}]")
         self.returns = tuple(returns or ())
         self.scorer = score if score is not None else RelativeError()
         self.functions: tuple[Callable, ...] = tuple(functions or (reference,))
@@ -143,6 +146,14 @@ class Exercise:
         if not callable(getattr(self.scorer, "score", None)):
             raise HomeworkError(f"{self.name}: score = {self.scorer!r}: expected RelativeError(), "
                                 "RuleCheck() or Custom(fn)")
+        if isinstance(self.scorer, RelativeError):  # a misspelt name was silently ignored
+            names = [n.removesuffix("[]") for n in self.returns]
+            for what, table in (("weights", self.scorer.weights), ("lists", self.scorer.lists)):
+                unknown = sorted(map(str, set(table) - set(names)))
+                if unknown:
+                    raise HomeworkError(f"{self.name}: RelativeError({what}=...) names "
+                                        f"{', '.join(unknown)}, which is not one of the "
+                                        f"outputs ({', '.join(names)})")
 
     def __call__(self, *args, **kwargs):
         return self.reference(*args, **kwargs)
@@ -163,7 +174,7 @@ class Exercise:
 
         ``misses``: names of catalogued mistakes this case cannot tell from the right
         answer (a single example cannot show a forgotten 1/N); every other mistake must
-        lose points on it, which ``tests`` can check with :func:`mistake_scores`."""
+        lose points on it."""
         if not isinstance(label, str) or not label:
             raise HomeworkError(f"{self.name}: case label {label!r}: expected a non-empty string")
         if not callable(make):
@@ -228,6 +239,17 @@ class Exercise:
             raise HomeworkError(f"{where}: the reference raised {type(err).__name__}: "
                                 f"{err}") from err
         if self.scorer.kind == "rules":  # (its reference gives the rules' own record)
+            widths = case.args.get("widths")
+            if (not isinstance(widths, (list, tuple)) or len(widths) < 2
+                    or not all(isinstance(w, (int, np.integer)) and not isinstance(w, bool)
+                               and w >= 1 for w in widths)):
+                raise HomeworkError(f"{where}: widths = {widths!r}: a RuleCheck case gives "
+                                    "'widths', the network's widths d_0, ..., d_(L+1) (at "
+                                    "least two positive integers)")
+            if len(self.functions) != 2:
+                raise HomeworkError(f"{self.name}: a RuleCheck exercise has two student "
+                                    f"functions, functions=[v_rule, u_rule]; got "
+                                    f"{len(self.functions)}")
             case._want = want
             return want
         outputs = _output_names(self.returns)
@@ -534,8 +556,23 @@ class RuleCheck:
 
     Each rule is scored on its own (half of the case each), with the lecture's rule
     standing in for the other; a rule equal to a catalogued wrong rule (the exercise's
-    mistakes, as ``{"v_rule": f}`` / ``{"u_rule": g}``) is told the mistake's name and a
-    one-entry counterexample.
+    mistakes, as ``{"v_rule": f}`` / ``{"u_rule": g}``, keyed by the student functions'
+    names) is told the mistake's name and a one-entry counterexample.
+
+    Declared as the lecture's exercise 4 is (``bpcheck.grade.lecture``)::
+
+        @hw.exercise(points=25, functions=[v_rule, u_rule], score=RuleCheck())
+        def rules(widths):                      # the reference: the right rules
+            return {"v_rule": v_rule, "u_rule": u_rule}
+
+        rules.case("non-square", lambda rng: {"widths": (3, 4, 2)})
+
+    ``functions``: the two student functions, ``v_rule(V_next, B_next, D)`` and
+    ``u_rule(V, a_prev)`` (SymPy matrices in, a SymPy matrix out, entries polynomial in
+    the inputs' entries), their stubs and docstrings the template's; each case gives
+    ``widths``, the network's ``d_0, ..., d_(L+1)``, for which both rules are checked
+    against the recursion.  The homework must ``allow`` SymPy for the submission to
+    import it (the lecture's homework does).
     """
 
     kind = "rules"
