@@ -417,12 +417,14 @@ def test_a_test_that_is_not_visible_shows_the_graders_words_only(route, tmp_path
      "the returned value could not be checked"),
     ("uses IN_1p0028, which is not allowed (numpy)", "uses a library that is not allowed"),
     ("out: ok (relative error 1e-16) IN_1p0028", "a line"),
-    ("time limit of 1.5 s exceeded while test 1.3", "time limit exceeded"),
+    ("time limit of 1.5 s exceeded while running test 1.3", None),  # no words of the child's
+    ("time limit of 1.5 s exceeded while running test 1.3 IN_1p0028", "time limit exceeded"),
     ("softmax_loss uses IN_1p0028, which is not allowed (numpy only)", "uses a library that is "
      "not allowed"),
     ("loading the submission failed: NameError: IN_1p0028", "loading the submission failed"),
     ("softmax_loss is not defined (expected a function named softmax_loss)", None),
-    ("not run: the submission's process failed 2 times in this exercise", None),
+    ("not run: the submission's process ended early 2 times in this exercise (see the tests "
+     "above)", None),
 ])
 def test_the_public_form_of_each_kind_of_feedback_line(line, public):
     from bpcheck.grade.results import LEFT_OUT, public_line
@@ -629,3 +631,25 @@ def test_an_integer_output_is_compared_entry_for_entry_in_its_own_dtype(tmp_path
     doc = json.loads(results.read_text())
     assert doc["score"] == score
     assert words in doc["tests"][0]["output"], doc["tests"][0]["output"]
+
+
+def test_a_lone_list_output_returned_bare_is_told_to_go_inside_a_tuple(tmp_path):
+    # an instructor's trial: `return acts` for returns=["acts[]"] got "expected a tuple of 1
+    # values (acts), got 2", and the instructor's own first solution hit it
+    homework = tmp_path / "hw.py"
+    homework.write_text(
+        "from bpcheck.grade.homework import Homework\n"
+        "hw = Homework('rows')\n"
+        "@hw.exercise(points=2, returns=['rows[]'])\n"
+        "def split(x):\n"
+        "    return ([x[0], x[1]],)\n"
+        "split.case('a', lambda rng: {'x': rng.random((2, 3))})\n")
+    for body, score in (("    return ([x[0], x[1]],)\n", 2), ("    return [x[0], x[1]]\n", 0)):
+        submission = tmp_path / "sub.py"
+        submission.write_text("def split(x):\n" + body)
+        results = tmp_path / "r.json"
+        run("grade", submission, "--homework", homework, "--results", results)
+        doc = json.loads(results.read_text())
+        assert doc["score"] == score, doc["tests"][0]["output"]
+    assert "expected a tuple of 1 value (rows), got a list of 2: return (rows,), the list " \
+        "inside a tuple" in doc["tests"][0]["output"]

@@ -109,7 +109,7 @@ def assert_attack_contained(report, *words):
 def test_infinite_loop_times_out_and_costs_only_exercise_1(tmp_path, cfg):
     r = grade(hostile(tmp_path, INFINITE_LOOP), cfg, seed=1)
     assert_attack_contained(r, "time limit of 1.5 s exceeded")
-    assert "exceeded while test 1.1" in exercise(r, 1)[0].lines[0]
+    assert "exceeded while running test 1.1" in exercise(r, 1)[0].lines[0]
 
 
 def test_sleep_that_ignores_alarms_times_out(tmp_path, cfg):

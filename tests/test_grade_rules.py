@@ -51,6 +51,7 @@ def test_a_wrong_rule_outside_the_catalogue_is_refuted_and_the_refutation_is_sho
     report, text = graded(tmp_path, v="2 * V_next * B_next * D")
     assert report.score == report.max_score / 2  # u_rule is right and scored on its own
     assert "v_rule: refuted" in text and "claim" in text and "true" in text
+    assert not any(ln.startswith("refuted: ") for ln in text.splitlines()), text  # said once
 
 
 def test_rule_without_D_is_named_with_a_short_counterexample(tmp_path):

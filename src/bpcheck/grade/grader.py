@@ -363,8 +363,9 @@ def _run_sessions(source, hw, cfg, cases_by_ex, report, cells, outcome, started)
         attempts[ex] += 1
         if attempts[ex] > limits.restarts:
             for c in pending.pop(ex):
-                outcome[c.number] = (0.0, [f"not run: the submission's process failed "
-                                           f"{attempts[ex]} times in this exercise"])
+                outcome[c.number] = (0.0, [f"not run: the submission's process ended "
+                                           f"early {attempts[ex]} times in this exercise "
+                                           "(see the tests above)"])
         pending = {e: cs for e, cs in pending.items() if cs}
 
 

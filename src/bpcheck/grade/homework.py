@@ -372,15 +372,20 @@ def _output_names(returns):
     return [(n[:-2], "list") if n.endswith("[]") else (n, "value") for n in returns]
 
 
-def _tuple_problem(meta, names) -> str | None:
+def _tuple_problem(meta, names, lone_list=False) -> str | None:
+    """What is wrong with the returned tuple's shape, or ``None``.  ``lone_list``: the one
+    output is a list (``returns=["acts[]"]``), which must come back as ``(acts,)``."""
     res = meta.get("result")
     if res is None:
         return "nothing came back"
     if res.get("type") not in ("tuple", "list"):
         return f"expected a tuple ({', '.join(names)}), got {res.get('type')}"
     if res.get("length") != len(names):
-        return (f"expected a tuple of {len(names)} values ({', '.join(names)}), "
-                f"got {res.get('length')}")
+        if lone_list and res.get("type") == "list":
+            return (f"expected a tuple of 1 value ({names[0]}), got a list of "
+                    f"{res.get('length')}: return ({names[0]},), the list inside a tuple")
+        return (f"expected a tuple of {len(names)} value{'s' * (len(names) != 1)} "
+                f"({', '.join(names)}), got {res.get('length')}")
     return None
 
 
@@ -426,7 +431,7 @@ class RelativeError:
     def score(self, exercise: Exercise, case: Case, meta: dict, arrays: dict) -> Scored:
         outputs = _output_names(exercise.returns)
         names = [n for n, _ in outputs]
-        problem = _tuple_problem(meta, names)
+        problem = _tuple_problem(meta, names, [k for _, k in outputs] == ["list"])
         if problem is not None and "got" in problem and "tuple of" not in problem:
             return Scored(0.0, [problem])
         want = exercise.expected(case)

@@ -151,7 +151,11 @@ _OWN_WORDS = [re.compile(p) for p in (  # each matched against a whole line
     rf"{_NAME}: the recursion holds for widths {_WIDTHS}",
     r"no result came back",
     r"not run",
-    r"not run: the submission's process failed \d+ times in this exercise",
+    r"not run: the submission's process ended early \d+ times in this exercise \(see the "
+    r"tests above\)",
+    r"time limit of [0-9.]+ s exceeded while running test \d+\.\d+",
+    r"time limit exceeded while running test \d+\.\d+ \(the time budget of this child or of "
+    r"the whole submission is spent\)",
     rf"{_NAME}(, {_NAME})* is not defined \(expected a function named {_NAME}(, {_NAME})*\)",
 )]
 

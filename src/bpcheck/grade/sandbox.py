@@ -1058,7 +1058,7 @@ def _converse(proc, r_fd, c_w, result: SessionRun, limits: Limits, groups, load_
         if now > min(deadline, end):
             if now > end and end < deadline:
                 what = "loading the submission" if result.loaded is None else \
-                    f"test {pending[0]}" if group is not None and pending else \
+                    f"running test {pending[0]}" if group is not None and pending else \
                     "the submission's processes ran"
                 result.failure = f"time limit exceeded while {what} (the time budget of " \
                     "this child or of the whole submission is spent)"
@@ -1075,7 +1075,7 @@ def _converse(proc, r_fd, c_w, result: SessionRun, limits: Limits, groups, load_
             elif group is not None and pending:
                 result.failed_test = pending[0]
                 result.failure = f"time limit of {limits.test_timeout_s:g} s exceeded " \
-                                 f"while test {pending[0]}"
+                                 f"while running test {pending[0]}"
             _killpg(proc.pid)
             return
         ready, _, _ = select.select([r_fd], [], [],
