@@ -653,3 +653,52 @@ def test_a_lone_list_output_returned_bare_is_told_to_go_inside_a_tuple(tmp_path)
         assert doc["score"] == score, doc["tests"][0]["output"]
     assert "expected a tuple of 1 value (rows), got a list of 2: return (rows,), the list " \
         "inside a tuple" in doc["tests"][0]["output"]
+
+
+def test_mistake_scores_show_what_each_mistake_costs_and_the_lectures_misses_are_exact():
+    # Exercise.case promised a check that every mistake a case does not list in `misses`
+    # loses points on it; there was none (an instructor's mistake scored full marks on
+    # every case of theirs, unseen)
+    from bpcheck.grade.homework import HomeworkError, RelativeError, mistake_scores
+    from bpcheck.grade.lecture import hw
+
+    checked = 0
+    for ex in hw.exercises:
+        if not isinstance(ex.scorer, RelativeError):
+            with pytest.raises(HomeworkError, match="mistake_scores needs an exercise scored "
+                               "by RelativeError"):
+                mistake_scores(ex)
+            continue
+        for seed in (0, 1):
+            for name, fractions in mistake_scores(ex, seed).items():
+                for case, fraction in zip(ex.draw(seed), fractions):
+                    # costs points exactly where the case does not say it cannot
+                    assert (fraction == 1.0) == (name in case.misses), (case.number, name)
+                    checked += 1
+    assert checked > 100
+
+
+def test_mistake_scores_find_a_mistake_that_costs_nothing():
+    import numpy as np
+
+    from bpcheck.grade.homework import Homework, mistake_scores
+
+    hw = Homework("sums")
+
+    @hw.exercise(points=2, returns=["s", "m"])
+    def rowsum(x):
+        return (x.sum(1), x.max())
+
+    rowsum.case("a", lambda rng: {"x": rng.random((3, 4))})
+    rowsum.case("b", lambda rng: {"x": np.abs(rng.random((3, 4)))})
+
+    @rowsum.mistake("abs first")  # the same as the reference on non-negative inputs
+    def _(x):
+        return {"s": np.abs(x).sum(1)}
+
+    @rowsum.mistake("column sums")
+    def _(x):
+        return {"s": x.sum(0)[:3]}
+
+    assert mistake_scores(rowsum) == {
+        "abs first": [1.0, 1.0], "column sums": [0.5, 0.5]}

@@ -174,7 +174,7 @@ class Exercise:
 
         ``misses``: names of catalogued mistakes this case cannot tell from the right
         answer (a single example cannot show a forgotten 1/N); every other mistake must
-        lose points on it."""
+        lose points on it, which :func:`mistake_scores` shows."""
         if not isinstance(label, str) or not label:
             raise HomeworkError(f"{self.name}: case label {label!r}: expected a non-empty string")
         if not callable(make):
@@ -586,6 +586,59 @@ class RuleCheck:
         from . import rules
 
         return rules.score(exercise, case, meta, arrays)
+
+
+def mistake_scores(exercise: Exercise, seed: int = 0) -> dict[str, list[float]]:
+    """What each catalogued mistake of ``exercise`` scores on each of its cases (drawn with
+    ``seed``), as fractions of the cases in order: the exercise's own scorer run on an
+    answer that is the reference's outputs with the mistake's in their place.  An
+    instructor's check that every mistake loses points where it should (a mistake that
+    scores 1.0 on a case costs a student nothing there; the case's ``misses`` should name
+    it)::
+
+        scores = mistake_scores(hw.exercises[0], seed=1)
+        for case, fractions in zip(hw.exercises[0].draw(1), zip(*scores.values())):
+            ...
+
+    For exercises scored by :class:`RelativeError` (a :class:`Custom` scorer takes no
+    mistakes; :class:`RuleCheck` names a mistake only for a rule that is refuted)."""
+    if not isinstance(exercise.scorer, RelativeError):
+        raise HomeworkError(f"{exercise.name}: mistake_scores needs an exercise scored by "
+                            f"RelativeError, not {type(exercise.scorer).__name__}")
+    outputs = _output_names(exercise.returns)
+    scores: dict[str, list[float]] = {}
+    for case in exercise.draw(seed):
+        want = exercise.expected(case)
+        for name, vals in exercise.wrong_answers(case):
+            answer = [vals.get(out, w) for (out, _), w in zip(outputs, want)]
+            meta, arrays = _as_returned(outputs, answer)
+            fraction = exercise.scorer.score(exercise, case, meta, arrays).fraction
+            scores.setdefault(name, []).append(fraction)
+    return scores
+
+
+def _as_returned(outputs, answer):
+    """``(meta, arrays)`` as the child sends them for an answer of these values."""
+    meta: dict = {"result": {"type": "tuple", "length": len(answer)}}
+    arrays: dict = {}
+
+    def pack(key, value):
+        if type(value) is float or isinstance(value, np.float64) and np.ndim(value) == 0:
+            meta[key] = {"type": "float" if type(value) is float else "numpy.float64"}
+            arrays[key] = np.array(float(value))
+        else:
+            value = np.asarray(value)
+            meta[key] = {"type": "ndarray", "dtype": str(value.dtype), "shape": list(value.shape)}
+            arrays[key] = value
+
+    for (name, kind), value in zip(outputs, answer):
+        if kind == "list":
+            meta[name] = {"type": "list", "length": len(value)}
+            for j, part in enumerate(value):
+                pack(f"{name}/{j}", part)
+        else:
+            pack(name, value)
+    return meta, arrays
 
 
 # ------------------------------------------------------------------ the homework
