@@ -16,7 +16,8 @@ from bpcheck.symbolic.wrong_rules import (
 
 def test_the_grid_covers_square_growing_narrowing_K_1_L_0_deep_and_random_widths():
     grid = dict(candidate_grid(seed=3))
-    assert {"L = 0", "K = 1", "square", "growing", "narrowing", "deep"} <= set(grid)
+    assert {"L = 0", "L = 1", "K = 1", "square", "growing", "narrowing", "deep",
+            "wide"} <= set(grid)
     widths = list(grid.values())
     assert any(len(set(w)) == 1 for w in widths)
     assert any(all(a < b for a, b in zip(w, w[1:])) for w in widths)
@@ -32,8 +33,8 @@ def test_the_lecture_rules_hold_on_the_grid_and_the_pass_names_the_widths():
     assert isinstance(report, GridReport) and report.holds is True
     assert report.covered == [w for _, w in candidate_grid(0)]
     text = str(report)
-    assert text.startswith("holds on the 10 architectures") and "[6, 5, 4, 3, 2]" in text
-    assert "not covered: depths L > 6" in text
+    assert text.startswith("holds on the 12 architectures") and "[6, 5, 4, 3, 2]" in text
+    assert "not covered: every other architecture, of depths L <= 6 and widths <= 6 too" in text
 
 
 @pytest.mark.parametrize("rule, kind, right_on", [
@@ -66,7 +67,7 @@ def test_the_grid_stops_at_the_first_refutation():
 def test_a_rule_wrong_only_beyond_the_grid_depth_passes_the_grid_and_fails_at_L_7():
     """What a finite grid cannot catch: the pass says so, and explicit widths refute it."""
     grid = check_recursion(v_rule=v_rule_wrong_beyond_depth_6)
-    assert grid.holds is True and "not covered: depths L > 6" in str(grid)
+    assert grid.holds is True and "all of depths L > 6" in str(grid)
     deep = check_recursion([2] * 9, v_rule=v_rule_wrong_beyond_depth_6)
     assert deep.holds is False and deep.mismatch.l == 7
 
@@ -74,3 +75,57 @@ def test_a_rule_wrong_only_beyond_the_grid_depth_passes_the_grid_and_fails_at_L_
 def test_explicit_widths_still_give_one_report():
     report = check_recursion([2, 3, 2])
     assert report.holds is True and report.widths == (2, 3, 2)
+
+
+def _d_left_out_when(condition):
+    """The lecture's v_rule, but without D where ``condition(widths)`` holds."""
+    def v_rule(V_next, B_next, D, *, widths):
+        return V_next * B_next if condition(widths) else V_next * B_next * D
+    return v_rule
+
+
+@pytest.mark.parametrize("name, condition", [
+    ("L == 1", lambda w: len(w) == 3),
+    ("K == 4", lambda w: w[-1] == 4),
+    ("d_0 == 5", lambda w: w[0] == 5),
+    ("a hidden width of 6", lambda w: 6 in w[1:-1]),
+])
+def test_the_grid_refutes_rules_wrong_on_the_lectures_depth_and_the_wide_case(name, condition):
+    # a proof-checker trial: each of these passed the grid of 10 architectures (no L = 1,
+    # the lecture's own depth; no K = 4, d_0 = 5 or hidden width 6), whose report said
+    # only larger depths and widths were not covered
+    report = check_recursion(v_rule=_d_left_out_when(condition))
+    assert report.holds is False, name
+    assert report.widths in [(2, 3, 2), (5, 6, 4)]
+
+
+def test_a_pass_says_that_other_architectures_within_its_bounds_are_not_covered():
+    report = check_recursion(v_rule=_d_left_out_when(lambda w: len(w) == 7))  # L == 5 only
+    assert report.holds is True  # no architecture of the grid has L = 5: not covered, and said
+    assert "not covered: every other architecture, of depths L <= 6 and widths <= 6 too" \
+        in str(report)
+    assert check_recursion([2, 3, 2, 3, 2, 3, 2], v_rule=_d_left_out_when(
+        lambda w: len(w) == 7)).holds is False
+
+
+@pytest.mark.parametrize("widths, words", [
+    ([10 ** 5] * 3, "has 20000000000 weights; a symbolic check handles at most 10000"),
+    ([2 ** 63, 2], "has 18446744073709551616 weights"),
+    ([10 ** 4, 10 ** 4, 2], "has 100020000 weights"),
+    ([2] * 167, "L = 165 hidden layers; a symbolic check at fixed widths handles at most "
+                "L = 120"),
+])
+def test_widths_too_large_or_too_deep_for_sympy_are_named(widths, words):
+    # ran out of memory after 25 s (once a segmentation fault), or reported the lecture's
+    # own rules "not proved" with a RecursionError
+    with pytest.raises(ValueError, match=None) as err:
+        check_recursion(widths)
+    assert words in str(err.value)
+
+
+def test_a_rule_that_is_not_a_function_is_an_argument_error():
+    # "V_next*B_next*D" as a string "held" on [3, 2] (L = 0 never calls v_rule)
+    with pytest.raises(TypeError, match="v_rule: expected a function of SymPy matrices"):
+        check_recursion([3, 2], v_rule="V_next*B_next*D")
+    with pytest.raises(TypeError, match="u_rule: expected a function"):
+        check_recursion(u_rule=3)

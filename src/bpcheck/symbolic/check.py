@@ -179,6 +179,10 @@ def check_recursion(widths: Sequence[int] | None = None, v_rule: Callable | None
     check_activation(activation)
     if type(seed) is not int or seed < 0:
         raise ValueError(f"seed: expected an int of at least 0, got {seed!r}")
+    for name, rule in (("v_rule", v_rule), ("u_rule", u_rule)):
+        if rule is not None and not callable(rule):
+            raise TypeError(f"{name}: expected a function of SymPy matrices (or None for the "
+                            f"lecture's rule), got {type(rule).__name__}")
     if widths is None:
         return _check_grid(v_rule, u_rule, activation, method, seed)
     if method == "direct":
@@ -331,13 +335,16 @@ def _compare(l, quantity, matrix, truth, conv, fast, full, d_prev):
 
 FIXED_GRID: tuple[tuple[str, tuple[int, ...]], ...] = (
     ("L = 0", (3, 2)),
+    ("L = 1", (2, 3, 2)),  # the lecture's two-layer network, small
     ("K = 1", (3, 4, 2, 1)),
     ("square", (3, 3, 3, 3)),
     ("growing", (1, 2, 3, 4, 5)),
     ("narrowing", (6, 5, 4, 3, 2)),
     ("deep", (2, 3, 2, 3, 2, 3, 2, 2)),
+    ("wide", (5, 6, 4)),
 )
-"""Named architectures every grid check covers (``L`` up to 6, widths up to 6)."""
+"""Named architectures every grid check covers (``L`` up to 6, widths up to 6); no other
+architecture is covered, within those bounds either, but by a random draw."""
 MAX_WIDTH, MAX_DEPTH, RANDOM_COUNT = 6, 6, 4
 
 
@@ -346,7 +353,7 @@ def candidate_grid(seed: int = 0, count: int = RANDOM_COUNT) -> list[tuple[str, 
     ``0..6``, every width in ``1..6``.
 
     >>> [name for name, _ in candidate_grid(seed=0, count=1)]
-    ['L = 0', 'K = 1', 'square', 'growing', 'narrowing', 'deep', 'random 1 (seed 0)']
+    ['L = 0', 'L = 1', 'K = 1', 'square', 'growing', 'narrowing', 'deep', 'wide', 'random 1 (seed 0)']
     """
     rng = random.Random(seed)
     out = list(FIXED_GRID)
@@ -384,9 +391,10 @@ class GridReport:
         if self.holds:
             return (f"holds on the {len(self.covered)} architectures of the grid "
                     f"({self.activation} model, seed {self.seed}): {shown}\n"
-                    f"  not covered: depths L > {MAX_DEPTH}, widths above {MAX_WIDTH}, other "
-                    "random draws (a rule may branch on them; no finite grid covers every "
-                    "architecture)")
+                    f"  not covered: every other architecture, of depths L <= {MAX_DEPTH} and "
+                    f"widths <= {MAX_WIDTH} too, and all of depths L > {MAX_DEPTH} or widths "
+                    f"above {MAX_WIDTH} (a rule may branch on a depth or a width; no finite "
+                    "grid covers every architecture)")
         before = f"\n  (held before on {shown})" if self.covered else ""
         return str(self.refutation) + before
 

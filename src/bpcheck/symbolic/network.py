@@ -77,6 +77,30 @@ def check_activation(activation: str) -> str:
     return activation
 
 
+MAX_WEIGHTS = 10_000
+"""Weights ``sum_l d_l d_(l-1)`` a symbolic network may have: the checks' cost grows about as
+the fifth power of the widths (``[25, 25, 25]``: 12 s; ``[40, 40, 40]``: over a minute), and
+far larger widths ran out of memory instead of saying so."""
+MAX_DEPTH = 120
+"""Hidden layers a symbolic network may have: deeper, SymPy's expressions pass Python's
+recursion limit (``L = 165`` was reported undecided, with a ``RecursionError``)."""
+
+
+def check_symbolic_size(widths: tuple[int, ...]) -> None:
+    """A named error for widths too large or too deep for a symbolic check."""
+    weights = sum(d * dp for dp, d in zip(widths, widths[1:]))
+    if weights > MAX_WEIGHTS:
+        raise ValueError(f"widths: {list(widths)[:8]}{' ...' if len(widths) > 8 else ''} has "
+                         f"{weights} weights; a symbolic check handles at most {MAX_WEIGHTS} "
+                         "(its cost grows about as the fifth power of the widths); check large "
+                         "networks numerically (bpcheck.numcheck, bpcheck.jacobian)")
+    if len(widths) - 2 > MAX_DEPTH:
+        raise ValueError(f"widths: L = {len(widths) - 2} hidden layers; a symbolic check at "
+                         f"fixed widths handles at most L = {MAX_DEPTH} (deeper, SymPy passes "
+                         "Python's recursion limit); the induction over the layers "
+                         "(bpcheck verify) covers every depth")
+
+
 def build_network(widths: Sequence[int], activation: str = "relu") -> SymbolicNetwork:
     """Symbols and forward pass for ``widths = [d_0, ..., d_{L+1}]``.
 
@@ -87,6 +111,7 @@ def build_network(widths: Sequence[int], activation: str = "relu") -> SymbolicNe
     d1[0]*(B1[0,0]*x[0] + B1[0,1]*x[1] + b1[0])
     """
     widths = tuple(check_widths(widths))
+    check_symbolic_size(widths)
     activation = check_activation(activation)
     L = len(widths) - 2
     x = sp.Matrix([sp.Symbol(f"x[{j}]") for j in range(widths[0])])

@@ -198,10 +198,11 @@ def refutation_part(quick: bool = False) -> Part:
                               "holds", r.holds, "every layer" if r.holds else str(r)])
     part.passed = ok
     count = len(planted_rules)
-    part.summary = (f"Wrong rules are rejected: {count} planted mistakes refuted "
+    part.summary = (f"Wrong rules are rejected: {count} planted wrong rules refuted "
                     + ("(ReLU model)" if quick else "in both models")
                     + ("" if quick else ", the width-dependent ones also by the default grid "
-                       "(except one wrong only beyond L = 6, which no finite grid sees)")
+                       "(except one wrong only beyond L = 6, which this grid does not "
+                       "reach)")
                     + ", and an induction step with D on the wrong index")
     part.notes.append("passes only if every planted rule is refuted and the lecture's rules "
                       "hold on the same widths")
