@@ -139,13 +139,15 @@ def _numeric_summary(part, networks: int, seed: int) -> str:
     widest = max(int(d) for w in widths for d in w.rstrip(".").split("-") if d)
     worst_jacrev = max(row[column["err vs jacrev"]] for row in part.rows)
     worst_fd = max(row[column["err vs FD"]] for row in part.rows)
+    fd_cols = max(row[column["FD cols"]] for row in part.rows)
     dead = sum(DEAD_NOTE in n for n in part.notes)
     flagged = (f"; {dead} network{'s' if dead != 1 else ''} flagged for mostly dead units"
                if dead else "")
     return (f"Numerically ({networks} random network{'s' if networks != 1 else ''}, seed "
             f"{seed}, float64; L up to {max(depths)}, widths up to {widest}): bpcheck.jacobian "
-            f"agrees with jax.jacrev and finite differences, worst relative error "
-            f"{worst_jacrev:.1e} and {worst_fd:.1e}{flagged}")
+            f"agrees with jax.jacrev (every entry) and finite differences (at most {fd_cols} "
+            f"sampled parameters per network), worst relative error {worst_jacrev:.1e} and "
+            f"{worst_fd:.1e}{flagged}")
 
 
 def _header(args, elapsed: float) -> str:

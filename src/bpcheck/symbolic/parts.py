@@ -85,7 +85,8 @@ def chain_part(quick: bool = False) -> Part:
     part = _steps_part(
         "Chain at fixed depths, every width symbolic (n_0, ..., n_(L+1))",
         [chain_step(L) for L in range(1, top + 1)],
-        f"For L = 1..{top}: V^(1) and U^(1) built by the recursion equal SymPy's derivative "
+        f"For L = 1..{top} (ReLU model, a^(l) = D^(l) z^(l)): V^(1) and U^(1) built by the "
+        "recursion equal SymPy's derivative "
         "of z^(L+1), all widths symbolic (no induction used)", start)
     part.notes.append("derivatives by SymPy's diff of nested Sums; equality on a canonical "
                       "form of sums (bound indices renamed, Kronecker deltas summed out)")
