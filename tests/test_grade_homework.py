@@ -211,6 +211,13 @@ def test_a_faulty_reference_is_the_homeworks_error_before_anything_runs(tmp_path
     grader failed with a bare ``KeyError: 'x'``."""
     import re
 
+    assert grade_rowsum_homework(tmp_path, returns, body) == 1
+    assert re.search("HomeworkError: " + message, capsys.readouterr().err)
+
+
+def grade_rowsum_homework(tmp_path, returns, body):
+    """Exit status of ``bpcheck grade`` of a right ``rowsum`` against a one-exercise
+    homework declared with ``returns`` (the decorator's arguments) and reference ``body``."""
     homework = tmp_path / "hw.py"
     homework.write_text(
         "from bpcheck.grade.homework import Homework\n"
@@ -221,8 +228,7 @@ def test_a_faulty_reference_is_the_homeworks_error_before_anything_runs(tmp_path
         "rowsum.case('a', lambda rng: {'x': rng.random((3, 4))})\n")
     submission = tmp_path / "sub.py"
     submission.write_text("def rowsum(x):\n    return (x.sum(1),)\n")
-    assert run("grade", submission, "--homework", homework, "--results", tmp_path / "r.json") == 1
-    assert re.search("HomeworkError: " + message, capsys.readouterr().err)
+    return run("grade", submission, "--homework", homework, "--results", tmp_path / "r.json")
 
 
 def test_a_custom_scorer_that_raises_is_the_homeworks_fault_and_want_is_the_tuple(tmp_path, capsys):
@@ -565,17 +571,7 @@ def test_a_faulty_exercise_declaration_is_named_when_the_homework_loads(tmp_path
                                                                         returns, body, message):
     import re
 
-    homework = tmp_path / "hw.py"
-    homework.write_text(
-        "from bpcheck.grade.homework import Homework\n"
-        "hw = Homework('sums')\n"
-        f"@hw.exercise(points=2, {returns})\n"
-        "def rowsum(x):\n"
-        f"{body}\n"
-        "rowsum.case('a', lambda rng: {'x': rng.random((3, 4))})\n")
-    submission = tmp_path / "sub.py"
-    submission.write_text("def rowsum(x):\n    return (x.sum(1),)\n")
-    assert run("grade", submission, "--homework", homework, "--results", tmp_path / "r.json") == 2
+    assert grade_rowsum_homework(tmp_path, returns, body) == 2
     assert re.search(message, capsys.readouterr().err)
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from bpcheck.grade.config import parse_config
 from bpcheck.grade.grader import grade
-from bpcheck.grade.homework import _output_names
+from bpcheck.grade.homework import _as_returned, _output_names
 from bpcheck.grade.lecture import hw
 
 CORRECT = (Path(__file__).parent / "grade_submissions" / "correct.py").read_text()
@@ -17,24 +17,9 @@ CORRECT = (Path(__file__).parent / "grade_submissions" / "correct.py").read_text
 
 def answer(ex, case, wrong):
     """What the child would send back for a submission that makes the mistake ``wrong``."""
-    meta = {"result": {"type": "tuple", "length": len(ex.returns)}}
-    arrays = {}
-
-    def put(key, value):
-        a = np.asarray(value, dtype=np.float64)
-        arrays[key] = a
-        meta[key] = {"type": "float"} if a.ndim == 0 else \
-            {"type": "ndarray", "dtype": "float64", "shape": list(a.shape)}
-
-    for (name, kind), right in zip(_output_names(ex.returns), ex.expected(case)):
-        value = wrong.get(name, right)
-        if kind == "list":
-            meta[name] = {"type": "list", "length": len(value)}
-            for j, a in enumerate(value):
-                put(f"{name}/{j}", a)
-        else:
-            put(name, value)
-    return meta, arrays
+    outputs = _output_names(ex.returns)
+    return _as_returned(outputs, [wrong.get(name, right)
+                                  for (name, _), right in zip(outputs, ex.expected(case))])
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

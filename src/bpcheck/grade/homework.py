@@ -623,7 +623,7 @@ def _as_returned(outputs, answer):
     arrays: dict = {}
 
     def pack(key, value):
-        if type(value) is float or isinstance(value, np.float64) and np.ndim(value) == 0:
+        if type(value) is float or isinstance(value, np.float64):
             meta[key] = {"type": "float" if type(value) is float else "numpy.float64"}
             arrays[key] = np.array(float(value))
         else:
