@@ -58,6 +58,50 @@ def test_operator_products_equal_the_matvec_and_the_assembled_matrix(loss, targe
     assert rel_err(op @ V, G @ V) < RTOL  # m products at once
 
 
+def lopsided_hessian(z, y):
+    """Not symmetric (as a user's Hessian may be, though it should not): ``H_n u`` and
+    ``H_n' u`` differ, and the products must apply ``H_n`` itself, as the matvec does."""
+    K = z.shape[1]
+    return huber_hessian(z, y) + np.triu(np.ones((K, K)), 1) * (1 + z[:, :, None] ** 2)
+
+
+@pytest.mark.parametrize("widths", [[4, 3], [4, 6, 3], [4, 6, 5, 3], [4, 6, 5, 7, 3]])
+@pytest.mark.parametrize("loss, targets, activation",
+                         [*CASES, (Loss(grad=huber_grad, hessian=lopsided_hessian), "real", "elu")])
+def test_numpy_blocks_by_columns_and_by_rows_equal_the_assembled_matrix(widths, loss, targets,
+                                                                      activation, monkeypatch):
+    """A NumPy operator of a small network computes its products column-wise, a large
+    one's by rows (a block transposed): both equal ``G V``, at every depth (no hidden
+    layer, the last hidden layer's ``B^(L+1) D^(L)``, the ``V^(l)`` below it), for every
+    loss, and for a network with a layer without a bias; so do its vectors, repeat
+    calls and its dense matrix."""
+    from bpcheck import _gauss_newton
+
+    K = widths[-1] = 1 if loss == "binary_cross_entropy" else 3
+    acts = activation if not isinstance(activation, list) else activation[0]
+    params, X, rng = make_case(widths, 7)
+    y = rng.standard_normal((7, K)) if targets == "real" else None
+    kw = dict(loss=loss, y=y, activation=acts)
+    for net in (params, [*params[:-1], (params[-1][0], None)]):
+        op = bpcheck.gauss_newton_operator(net, X, **kw)
+        G = bpcheck.gauss_newton(net, X, **kw)
+        V = rng.standard_normal((op.shape[0], 5))
+        assert op.shape[0] <= _gauss_newton._COLUMNS
+        by_columns = op @ V
+        monkeypatch.setattr(_gauss_newton, "_COLUMNS", 0)
+        by_rows = bpcheck.gauss_newton_operator(net, X, **kw) @ V
+        monkeypatch.undo()
+        for v, Gv in zip(V.T[:2], by_columns.T):  # one vector at a time, and a repeat
+            assert rel_err(op @ v, Gv) < RTOL and rel_err(op @ v, Gv) < RTOL
+        assert rel_err(op.to_dense(), G) < RTOL or getattr(loss, "hessian_fn", None) is \
+            lopsided_hessian
+        each = np.stack([bpcheck.gauss_newton_matvec(net, X, v, **kw) for v in V.T], axis=1)
+        assert rel_err(by_columns, each) < RTOL and rel_err(by_rows, each) < RTOL
+        if getattr(loss, "hessian_fn", None) is not lopsided_hessian:  # (G takes H_n symmetric)
+            assert rel_err(by_columns, G @ V) < RTOL
+        assert by_columns.shape == by_rows.shape == (op.shape[0], 5)
+
+
 def test_jax_inputs_give_a_jax_operator_with_the_same_products():
     params, X, rng = make_case([5, 8, 8, 3], 6)
     v = rng.standard_normal(bpcheck.param_count([5, 8, 8, 3]))
@@ -224,8 +268,9 @@ def test_repeat_vector_products_rerun_the_first_ones_kernel_and_still_catch_nan(
     op = bpcheck.gauss_newton_operator(params, to(X), loss="mse", activation="tanh")
     P = op.shape[0]
     full = []  # products that took the full path
-    real = op._products
-    monkeypatch.setattr(op, "_products", lambda *a, **k: full.append(1) or real(*a, **k))
+    for path in ("_products", "_columns"):  # (NumPy: a small block by columns)
+        real = getattr(op, path)
+        monkeypatch.setattr(op, path, lambda *a, real=real, **k: full.append(1) or real(*a, **k))
     vs = [to(rng.standard_normal(P)) for _ in range(3)]
     got = [op @ v for v in vs]
     assert len(full) == 1
@@ -252,16 +297,18 @@ def test_repeat_vector_products_rerun_the_first_ones_kernel_and_still_catch_nan(
 @pytest.mark.parametrize("library", ["numpy", "jax"])
 def test_repeat_jax_blocks_rerun_their_program_and_still_catch_nan(library, monkeypatch):
     """A JAX block ``(P, m)`` of the kind, shape and dtype of an earlier one runs that
-    block's checked program again without the checks (NumPy blocks, transposed first, take
-    the full path each time): the bits of a first product, NaN and inf still named."""
+    block's checked program again without the checks (NumPy blocks, by columns or
+    transposed first, take the full path each time): the bits of a first product, NaN and
+    inf still named."""
     to = np.asarray if library == "numpy" else jnp.asarray
     params, X, rng = make_case([4, 6, 5, 3], 7)
     params = [(to(B), to(b)) for B, b in params]
     op = bpcheck.gauss_newton_operator(params, to(X))
     P = op.shape[0]
     full = []
-    real = op._products
-    monkeypatch.setattr(op, "_products", lambda *a, **k: full.append(1) or real(*a, **k))
+    for path in ("_products", "_columns"):
+        real = getattr(op, path)
+        monkeypatch.setattr(op, path, lambda *a, real=real, **k: full.append(1) or real(*a, **k))
     blocks = [to(rng.standard_normal((P, 3))) for _ in range(3)]
     got = [op @ V for V in blocks]
     assert len(full) == (1 if library == "jax" else 3)
@@ -300,6 +347,7 @@ def test_a_block_of_vectors_is_transposed_in_chunks_on_threads_without_losing_a_
     monkeypatch.setattr(_gauss_newton, "_CHUNK", 7)
     monkeypatch.setattr(_recursion, "_THREADED_SIZE", 1)
     monkeypatch.setattr(_recursion, "_THREADS", 3)
+    monkeypatch.setattr(_gauss_newton, "_COLUMNS", 0)  # (a small block: else by columns)
     widths = [4, 6, 3]
     params, X, rng = make_case(widths, 5)
     op = bpcheck.gauss_newton_operator(params, X)

@@ -286,6 +286,18 @@ class Loss:
         return _user_output(self.hessian_fn(z, y), (N, K, K), "hessian", "(N, K, K)",
                             "entry n the Hessian of example n's loss", z.dtype)
 
+    def hessians_of_state(self, state, xp):
+        """Every ``H_n``, ``(N, K, K)``, from :meth:`hessian_state`'s ``state`` (``None`` for
+        ``"mse"``: the identity), for products that apply it as a matrix."""
+        if self.name == "mse":
+            return None
+        if self.name is None:  # a user's loss: its Hessians themselves
+            return state
+        eye = xp.eye(state.shape[1], dtype=state.dtype)
+        if self.name == "cross_entropy":  # diag(p_n) - p_n p_n': entry (k, j) p_k (d_kj - p_j)
+            return state[:, :, None] * (eye - state[:, None, :])
+        return state[:, :, None] * eye  # diag(s_n (1 - s_n))
+
     def times_hessian(self, state, u, xp):
         """``H_n u_n`` from :meth:`hessian_state`'s ``state``; ``u``: ``(N, K)`` or ``(m, N, K)``."""
         if self.name == "mse":
