@@ -57,7 +57,7 @@ def _forward_layers(params, X, acts, xp):
     a = X
     a_prevs, zs, Ds = [], [], []
     for (B, b), act in zip(params, acts + (None,)):
-        z = a @ B.T
+        z = _product(a, B.T, xp)
         z = z + b if xp is not np else np.add(z, b, out=z)  # NumPy: no second array
         a_prevs.append(a)
         zs.append(z)
@@ -97,7 +97,8 @@ def pullback(params, acts, Ds, e, xp):
     """
     deltas, own = [e], xp is np  # NumPy: each product masked in place
     for l in range(len(params) - 2, -1, -1):
-        deltas.append(acts[l].times_derivative(deltas[-1] @ params[l + 1][0], Ds[l], xp, own))
+        deltas.append(acts[l].times_derivative(_product(deltas[-1], params[l + 1][0], xp), Ds[l],
+                                               xp, own))
     deltas.reverse()
     return deltas
 
@@ -111,11 +112,19 @@ def push(params, acts, Ds, a_prevs, tangents, xp):
     """
     t, own = None, xp is np  # NumPy: the temporaries written over (small networks: fewer arrays)
     for l, ((B, _), (dB, db)) in enumerate(zip(params, tangents)):
-        term = _added(a_prevs[l] @ dB.T, db, own)
+        term = _added(_product(a_prevs[l], dB.T, xp), db, own)
         if t is not None:
-            term = _added(term, acts[l - 1].times_derivative(t, Ds[l - 1], xp, own) @ B.T, own)
+            t = acts[l - 1].times_derivative(t, Ds[l - 1], xp, own)
+            term = _added(term, _product(t, B.T, xp), own)
         t = term
     return t
+
+
+def _product(x, y, xp):
+    """``x @ y`` for a matrix ``y``; NumPy's ``np.dot`` for two matrices, whose call costs
+    about 0.5 microseconds less than ``matmul``'s (a tenth of a product of 64 x 32 by
+    32 x 32)."""
+    return np.dot(x, y) if xp is np and x.ndim == 2 else x @ y
 
 
 def _added(x, y, own):
