@@ -373,7 +373,8 @@ def _columns_setup(params, X, y, acts, loss, scale, xp):
     a_prevs, zs, Ds = _forward_layers(params, X, acts, np)
     ones = np.ones((N, 1), X.dtype)
     a_exts = [np.concatenate([a, ones], axis=1) for a in a_prevs]
-    H = _hessians(loss.hessian_state(zs[-1], y, np), loss, scale)
+    # the outputs in F order: the loss's row reductions over K run along memory
+    H = _hessians(loss.hessian_state(np.asfortranarray(zs[-1]), y, np), loss, scale)
     Vs, VTs = [], []
     for j in range(len(Ds) - 1, -1, -1):  # V^(j+1) = V^(j+2) B^(j+2) D^(j+1)
         B, D = params[j + 1][0], Ds[j]
