@@ -182,3 +182,55 @@ def test_a_vector_more_precise_than_params_and_x_is_not_rounded_to_their_dtype(l
     assert got.dtype == np.float64 and np.array_equal(got, want)
     assert bpcheck.gauss_newton_matvec(params64, X.astype(np.float64), v.astype(np.float32),
                                        loss, y=y).dtype == np.float64
+
+
+def _hessians_in_50_digits(z, loss):
+    """Every H_n of the loss at the outputs z, in 50-digit arithmetic, rounded to float64."""
+    import mpmath
+
+    mpmath.mp.dps = 50
+    out = np.zeros((z.shape[0], z.shape[1], z.shape[1]))
+    for n, row in enumerate(z):
+        if loss == "binary_cross_entropy":
+            s = 1 / (1 + mpmath.exp(-mpmath.mpf(float(row[0]))))
+            out[n, 0, 0] = float(s * (1 - s))
+            continue
+        e = [mpmath.exp(mpmath.mpf(float(x))) for x in row]
+        p = [x / sum(e) for x in e]
+        for k in range(len(p)):
+            for j in range(len(p)):
+                out[n, k, j] = float(p[k] * ((k == j) - p[j]))
+    return out
+
+
+@pytest.mark.parametrize("loss, K, lead", [("cross_entropy", 4, 40.0), ("cross_entropy", 2, -40.0),
+                                           ("binary_cross_entropy", 1, 40.0)])
+def test_gauss_newton_stays_accurate_where_the_outputs_saturate(loss, K, lead, monkeypatch):
+    """Outputs where one class's probability is within e^-40 of 1 (or of 0) for every
+    example: each H_n is e^-40 small, and 1 - p_c or u_c - p'u taken as differences of near
+    equals would be wrong in their leading digits.  The dense matrix, the product, the
+    operator (by columns and by rows) and JAX all equal mean_n J_n' H_n J_n v with H_n
+    computed in 50-digit arithmetic, to 1e-10 of its size."""
+    from bpcheck import _gauss_newton
+
+    widths = [5, 8, 6, K]
+    params = bpcheck.init_params(widths, seed=0)
+    params[-1][1][:] = 0.0
+    params[-1][1][0] = lead  # class 0 (or the one logit) far ahead of, or behind, the rest
+    X = np.random.default_rng(0).standard_normal((6, 5))
+    v = np.random.default_rng(1).standard_normal(bpcheck.param_count(widths))
+    kw = dict(loss=loss, activation="tanh")
+    J = bpcheck.jacobian(params, X, activation="tanh")
+    H = _hessians_in_50_digits(bpcheck.forward(params, X, activation="tanh"), loss)
+    want = np.einsum("nkp,nkj,njq,q->p", J, H, J, v) / X.shape[0]
+    assert np.abs(want).max() < 1e-12  # the saturated regime indeed
+    got = {"dense": bpcheck.gauss_newton(params, X, **kw) @ v,
+           "matvec": bpcheck.gauss_newton_matvec(params, X, v, **kw),
+           "operator": bpcheck.gauss_newton_operator(params, X, **kw) @ v,
+           "JAX": np.asarray(bpcheck.gauss_newton_matvec(
+               [(jnp.asarray(B), jnp.asarray(b)) for B, b in params], jnp.asarray(X),
+               jnp.asarray(v), **kw))}
+    monkeypatch.setattr(_gauss_newton, "_COLUMNS", 0)
+    got["operator by rows"] = bpcheck.gauss_newton_operator(params, X, **kw) @ v
+    for path, Gv in got.items():
+        assert rel_err(Gv, want) < 1e-10, path

@@ -28,7 +28,7 @@ from ._activations import resolve_activations
 from ._arrays import (as_array, bias_flags, derived, host_buffer, is_jax, is_tracer, on_default_cpu,
                       prepare, split_finite_checks, to_jax)
 from ._compiled import built, call, recording, replayed, rerun, shape_of, written
-from ._losses import check_reduction, numpy_targets_in_range, resolve_loss
+from ._losses import _ones_column, check_reduction, numpy_targets_in_range, resolve_loss
 from ._model import model_inputs, model_params, model_vector
 from ._params import (_layer_slices, beta_size, expand_beta, layers_from_beta, param_count,
                       trim_beta)
@@ -116,10 +116,11 @@ def _gauss_newton_matvec_numpy(params, X, y, v, loss, acts, scale, widths):
     u = loss.hessian_times(z, y, term, np)
     u *= scale
     out = host_buffer(v.shape, v.dtype)  # aligned: see to_jax
+    ones = _ones_column(X.shape[0], u.dtype)[:, 0]
     for l in range(last, -1, -1):
         (sB, sb), B = slices[l], params[l][0]
         dot(u.T, a_prevs[l], out=out[sB].reshape(B.shape))
-        np.add.reduce(u, axis=0, out=out[sb])
+        dot(ones, u, out=out[sb])  # the column sums
         if l:
             u = acts[l - 1].times_derivative(dot(u, B), Ds[l - 1], np, True)
     return out

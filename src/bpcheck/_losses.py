@@ -21,6 +21,8 @@ Per example ``n`` (never summed or averaged here; the callers apply ``reduction`
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Callable
 from typing import Any
 
@@ -42,12 +44,20 @@ def _host_range(y):
 
 def _softmax(z, xp):
     z = z - z.max(axis=1, keepdims=True)  # methods: no NumPy dispatch wrapper
-    if xp is np:  # in place: no further arrays
+    if xp is np:  # in place: no further arrays; the row sums as a product with ones
         p = np.exp(z, out=z)
-        p /= p.sum(axis=1, keepdims=True)
+        p /= np.dot(p, _ones_column(p.shape[1], p.dtype))
         return p
     p = xp.exp(z)
     return p / p.sum(axis=1, keepdims=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _ones_column(K: int, dtype) -> np.ndarray:
+    """A read-only ``(K, 1)`` column of ones: ``x @ ones`` sums the rows of ``x``."""
+    ones = np.ones((K, 1), dtype)
+    ones.flags.writeable = False
+    return ones
 
 
 def _sigmoid(z, xp):
@@ -255,12 +265,8 @@ class Loss:
         N, K = z.shape
         if self.name == "mse":
             return xp.broadcast_to(xp.eye(K, dtype=z.dtype), (N, K, K))
-        if self.name == "cross_entropy":
-            p = _softmax(z, xp)
-            return p[:, :, None] * xp.eye(K, dtype=z.dtype) - p[:, :, None] * p[:, None, :]
-        if self.name == "binary_cross_entropy":
-            s = _sigmoid(z, xp)
-            return (s * (1 - s))[:, :, None]
+        if self.name in ("cross_entropy", "binary_cross_entropy"):
+            return self.hessians_of_state(self.hessian_state(z, y, xp), xp)
         return self._user_hessian(z, y)
 
     def hessian_times(self, z, y, u, xp):
@@ -276,9 +282,8 @@ class Loss:
             return None
         if self.name == "cross_entropy":
             return _softmax(z, xp)
-        if self.name == "binary_cross_entropy":
-            s = _sigmoid(z, xp)
-            return s * (1 - s)
+        if self.name == "binary_cross_entropy":  # s (1 - s) as s(z) s(-z): no 1 - s near 0
+            return _sigmoid(z, xp) * _sigmoid(-z, xp)
         return self._user_hessian(z, y)
 
     def _user_hessian(self, z, y):
@@ -293,9 +298,13 @@ class Loss:
             return None
         if self.name is None:  # a user's loss: its Hessians themselves
             return state
-        eye = xp.eye(state.shape[1], dtype=state.dtype)
-        if self.name == "cross_entropy":  # diag(p_n) - p_n p_n': entry (k, j) p_k (d_kj - p_j)
-            return state[:, :, None] * (eye - state[:, None, :])
+        K = state.shape[1]
+        eye = xp.eye(K, dtype=state.dtype)
+        if self.name == "cross_entropy":
+            # diag(p_n) - p_n p_n': entry (k, j) is p_k (d_kj - p_j), and the diagonal's
+            # 1 - p_k is the sum of the other p_j (no cancellation where p_k is near 1)
+            others = state @ (1 - eye)
+            return state[:, :, None] * xp.where(eye > 0, others[:, None, :], -state[:, None, :])
         return state[:, :, None] * eye  # diag(s_n (1 - s_n))
 
     def times_hessian(self, state, u, xp):
@@ -303,8 +312,15 @@ class Loss:
         if self.name == "mse":
             return u
         if self.name == "cross_entropy":
-            pu = state * u
-            return pu - state * pu.sum(axis=-1, keepdims=True)
+            # p (u - p'u), written p (d - p'd) with d = u - u_c for the most likely class c
+            # (sum_j p_j = 1): where p_c is near 1, u_c - p'u would be a difference of near
+            # equals, p'd is small and exact in its own terms
+            if xp is np and u.ndim == 2:  # (sums over K as products: fewer microseconds)
+                d = u - u[np.arange(u.shape[0]), state.argmax(axis=1)][:, None]
+                return state * (d - np.dot(state * d, _ones_column(u.shape[1], u.dtype)))
+            top = xp.argmax(state, axis=-1)[:, None] == xp.arange(state.shape[-1])
+            d = u - (u * top).sum(axis=-1, keepdims=True)
+            return state * (d - (state * d).sum(axis=-1, keepdims=True))
         if self.name == "binary_cross_entropy":
             return state * u
         return xp.einsum("nkj,...nj->...nk", state, u)
