@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from ._activations import resolve_activations
-from ._arrays import (as_array, bias_flags, derived, host_buffer, is_jax, is_tracer, on_default_cpu,
-                      prepare, split_finite_checks, to_jax)
+from ._arrays import (as_array, bias_flags, check_all_finite, derived, host_buffer, is_jax,
+                      is_tracer, on_default_cpu, prepare, split_finite_checks, to_jax)
 from ._compiled import built, call, recording, replayed, rerun, shape_of, written
 from ._losses import _ones_column, check_reduction, numpy_targets_in_range, resolve_loss
 from ._model import model_inputs, model_params, model_vector
@@ -56,18 +56,21 @@ def _gauss_newton(params, X, y, loss, acts, scale, widths, xp):
     else:
         H = loss.hessian(fs[-1].z, y, xp)
         HV = [xp.einsum("nkj,njr->nkr", H, f.V) for f in fs]
+    def block(l, m):
+        M = xp.einsum("nkp,nkr->npr", fs[l].V, HV[m])  # V_n^(l)' H_n V_n^(m)
+        AA = a_ext[l][:, :, None] * a_ext[m][:, None, :]  # a~^(l-1) a~^(m-1)'
+        dl, dm = M.shape[1], M.shape[2]
+        ql, qm = AA.shape[1], AA.shape[2]
+        E = (M.reshape(N, dl * dm).T @ AA.reshape(N, ql * qm)) * scale
+        return E.reshape(dl, dm, ql, qm).transpose(0, 2, 1, 3).reshape(dl * ql, dm * qm)
+
     L1 = len(fs)
     blocks = [[None] * L1 for _ in range(L1)]
     for l in range(L1):
         for m in range(l, L1):
-            M = xp.einsum("nkp,nkr->npr", fs[l].V, HV[m])  # V_n^(l)' H_n V_n^(m)
-            AA = a_ext[l][:, :, None] * a_ext[m][:, None, :]  # a~^(l-1) a~^(m-1)'
-            dl, dm = M.shape[1], M.shape[2]
-            ql, qm = AA.shape[1], AA.shape[2]
-            E = (M.reshape(N, dl * dm).T @ AA.reshape(N, ql * qm)) * scale
-            E = E.reshape(dl, dm, ql, qm).transpose(0, 2, 1, 3).reshape(dl * ql, dm * qm)
-            blocks[l][m] = E
-            blocks[m][l] = E.T
+            blocks[l][m] = block(l, m)
+            if m > l:  # a user's H_n may not be symmetric: the blocks below of their own
+                blocks[m][l] = block(m, l) if loss.name is None else blocks[l][m].T
     G = xp.block(blocks)
     perm = _beta_order(widths)
     return G[perm][:, perm]
@@ -269,6 +272,8 @@ def _operator_setup(params, X, y, acts, loss, xp):
     if xp is np:
         a_prevs[0] = X.copy()  # the caller may refill X afterwards (see kept_factors)
     h = loss.hessian_state(zs[-1], y, xp)
+    if xp is np and loss.name is None:
+        h = np.array(h)  # a user's Hessians: the caller may write into them later
     if not Ds:
         return [], a_prevs, h, None
     # V^(l) below the last hidden layer only: with one hidden layer, no recursion at all
@@ -520,7 +525,7 @@ class GaussNewtonOperator:
         """:meth:`matvec` of an operator made by :meth:`_without_biases`."""
         v, back = model_vector(self._net, v)
         P, widths = self.shape[0], self._static[-1]
-        if not hasattr(v, "shape"):
+        if type(v) is not np.ndarray and not is_jax(v):  # a list, a torch tensor
             v = as_array("v", v, self._xp)
         if v.ndim not in (1, 2) or v.shape[0] != P:
             raise ValueError(f"v: expected a vector in beta order of shape ({P},) (or ({P}, m) "
@@ -643,6 +648,11 @@ class GaussNewtonOperator:
         if shape[1] != self.shape[0]:
             raise ValueError(f"M: expected rows in beta order, shape (m, {self.shape[0]}) for "
                              f"M @ op, got shape {tuple(shape)}")
+        if is_jax(M):
+            check_all_finite([("M", M)])  # (else named v, as matvec takes M')
+        else:
+            M = as_array("M", M, np)
+            split_finite_checks([("M", M)])
         return self.matvec(M.T).T
 
     def to_dense(self):
