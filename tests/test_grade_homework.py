@@ -215,17 +215,18 @@ def test_a_faulty_reference_is_the_homeworks_error_before_anything_runs(tmp_path
     assert re.search("HomeworkError: " + message, capsys.readouterr().err)
 
 
-def grade_rowsum_homework(tmp_path, returns, body):
+def grade_rowsum_homework(tmp_path, returns, body, after=""):
     """Exit status of ``bpcheck grade`` of a right ``rowsum`` against a one-exercise
-    homework declared with ``returns`` (the decorator's arguments) and reference ``body``."""
+    homework declared with ``returns`` (the decorator's arguments) and reference ``body``,
+    then ``after`` (more of the homework's text)."""
     homework = tmp_path / "hw.py"
     homework.write_text(
-        "from bpcheck.grade.homework import Homework\n"
+        "from bpcheck.grade.homework import Custom, Homework\n"
         "hw = Homework('sums')\n"
         f"@hw.exercise(points=2, {returns})\n"
         "def rowsum(x):\n"
         f"{body}\n"
-        "rowsum.case('a', lambda rng: {'x': rng.random((3, 4))})\n")
+        "rowsum.case('a', lambda rng: {'x': rng.random((3, 4))})\n" + after)
     submission = tmp_path / "sub.py"
     submission.write_text("def rowsum(x):\n    return (x.sum(1),)\n")
     return run("grade", submission, "--homework", homework, "--results", tmp_path / "r.json")
@@ -576,20 +577,10 @@ def test_a_faulty_exercise_declaration_is_named_when_the_homework_loads(tmp_path
 
 
 def test_mistakes_beside_a_custom_scorer_are_the_homeworks_error(tmp_path, capsys):
-    homework = tmp_path / "hw.py"
-    homework.write_text(
-        "from bpcheck.grade.homework import Custom, Homework\n"
-        "hw = Homework('sums')\n"
-        "@hw.exercise(points=2, returns=['s'], score=Custom(lambda got, want, case: 1.0))\n"
-        "def rowsum(x):\n"
-        "    return (x.sum(1),)\n"
-        "rowsum.case('a', lambda rng: {'x': rng.random((3, 4))})\n"
-        "@rowsum.mistake('off by one')\n"
-        "def _(x):\n"
-        "    return (x.sum(1) + 1,)\n")
-    submission = tmp_path / "sub.py"
-    submission.write_text("def rowsum(x):\n    return (x.sum(1),)\n")
-    assert run("grade", submission, "--homework", homework, "--results", tmp_path / "r.json") == 1
+    assert grade_rowsum_homework(
+        tmp_path, "returns=['s'], score=Custom(lambda got, want, case: 1.0)",
+        "    return (x.sum(1),)",
+        "@rowsum.mistake('off by one')\ndef _(x):\n    return (x.sum(1) + 1,)\n") == 1
     assert "rowsum: its mistakes are never named: a Custom scorer gets no catalogued " \
         "mistakes" in capsys.readouterr().err
 

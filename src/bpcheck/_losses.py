@@ -22,7 +22,6 @@ Per example ``n`` (never summed or averaged here; the callers apply ``reduction`
 from __future__ import annotations
 
 import functools
-
 from collections.abc import Callable
 from typing import Any
 

@@ -110,12 +110,11 @@ def push(params, acts, Ds, a_prevs, tangents, xp):
     ``t^(l) = sum_{m <= l} (V^(l) of layer m's term)``: ``t^(1) = dB^(1) a^(0) + db^(1)``,
     ``t^(l) = B^(l) D^(l-1) t^(l-1) + dB^(l) a^(l-1) + db^(l)``, ``J v = t^(L+1)``.
     """
-    t, own = None, xp is np  # NumPy: the temporaries written over (small networks: fewer arrays)
+    t = None  # (NumPy's G v runs this recursion inside its own loop: _gauss_newton)
     for l, ((B, _), (dB, db)) in enumerate(zip(params, tangents)):
-        term = _added(_product(a_prevs[l], dB.T, xp), db, own)
+        term = a_prevs[l] @ dB.T + db
         if t is not None:
-            t = acts[l - 1].times_derivative(t, Ds[l - 1], xp, own)
-            term = _added(term, _product(t, B.T, xp), own)
+            term = term + acts[l - 1].times_derivative(t, Ds[l - 1], xp) @ B.T
         t = term
     return t
 
@@ -125,11 +124,6 @@ def _product(x, y, xp):
     about 0.5 microseconds less than ``matmul``'s (a tenth of a product of 64 x 32 by
     32 x 32)."""
     return np.dot(x, y) if xp is np and x.ndim == 2 else x @ y
-
-
-def _added(x, y, own):
-    """``x + y``, into ``x`` when ``own`` (``x`` a NumPy temporary of the caller's)."""
-    return np.add(x, y, out=x) if own else x + y
 
 
 def _outputs(params, X, acts, xp):
