@@ -30,7 +30,11 @@ Tasks and sizes:
   the rate 1.2x the fastest peer needs for the product's multiply-adds against the fastest
   single matrix product timed on the machine in the same run, the time the products take
   at the rates timed for their own shapes (and the stacked ones they can join), a NumPy
-  kernel written by hand with the fewest calls, and bpcheck's parts each timed alone;
+  kernel written by hand with the fewest calls, and bpcheck's parts each timed alone; a
+  row under 1 ms with JAX on the CPU adds a line on XLA's CPU runtime: the peer's program
+  waited for per call against 50 calls in a row (they overlap on XLA's threads), and
+  bpcheck's JAX call against the peer's with XLA's calls on the calling thread
+  (``jax_cpu_enable_async_dispatch`` off, in a process of its own);
 - ten Gauss-Newton-vector products with the same parameters and data (a short CG run),
   same nets, each method set up once inside the timing: bpcheck ``gauss_newton_operator``
   (factors once; products one by one, as CG needs them, and all ten as one ``(P, 10)``
@@ -446,15 +450,6 @@ def ggn_row(widths, N, repeats):
 
     vt = [(jnp.asarray(dB), jnp.asarray(db))
           for dB, db in bpcheck.unflatten_params(v, widths)]
-
-    @jax.jit
-    def jvp_vjp(p, X, t):
-        f = lambda q: jax_mlp(q, X)
-        z, Jv = jax.jvp(f, (p,), (t,))
-        s = jax.nn.softmax(z)
-        u = s * Jv - s * jnp.sum(s * Jv, axis=1, keepdims=True)
-        return jax.vjp(f, p)[1](u / X.shape[0])[0]
-
     row.add("jax.jvp / Hessian / jax.vjp (jit)", "per-layer", lambda: jvp_vjp(pj, Xj, vt),
             lambda o: flat_layers(jax.tree_util.tree_leaves(o), ()))
     if not HAVE["torch"]:
@@ -513,6 +508,81 @@ def ggn_row(widths, N, repeats):
                   f"against the {1e3 * fastest / 1.2:.2f} ms that 1.2x needs "
                   f"({'within reach' if least <= 1e3 * fastest / 1.2 else 'out of reach'} "
                   f"with these parts)")
+        if fastest < TINY and jax.devices()[0].platform == "cpu":
+            xla_runtime_line(pj, Xj, vt, widths, N, repeats)
+
+
+@jax.jit
+def jvp_vjp(p, X, t):
+    """The GGN-vector product's peer in JAX: ``jax.jvp``, the cross-entropy's output
+    Hessian, ``jax.vjp`` (mean over examples), per-layer tangents ``t`` in, per-layer out."""
+    f = lambda q: jax_mlp(q, X)  # noqa: E731
+    z, Jv = jax.jvp(f, (p,), (t,))
+    s = jax.nn.softmax(z)
+    u = s * Jv - s * jnp.sum(s * Jv, axis=1, keepdims=True)
+    return jax.vjp(f, p)[1](u / X.shape[0])[0]
+
+
+def xla_runtime_line(pj, Xj, vt, widths, N, repeats):
+    """A line on what a small JAX row measures besides the products: XLA's CPU client runs
+    each call of a program on its own threads, handing every step of it on between them,
+    so a call that is waited for (as the rows time them, and as bpcheck's call must wait,
+    to read its NaN/inf flag) takes longer than the same call among ``LOOP`` made before
+    any is waited for; and in a process of its own where XLA runs each call on the calling
+    thread (``jax_cpu_enable_async_dispatch`` off, :func:`inline_ggn`), bpcheck's JAX
+    call against the peer's program, both waited for."""
+    import json
+    import subprocess
+    import sys
+
+    waited = best_ms(lambda: jvp_vjp(pj, Xj, vt), repeats)
+    in_a_row = best_ms(lambda: [jvp_vjp(pj, Xj, vt) for _ in range(LOOP)], repeats) / LOOP
+    cmd = [sys.executable, os.path.abspath(__file__), "--inline-ggn",
+           f"{'-'.join(map(str, widths))}:{N}", "--repeats", str(repeats)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode or not lines:
+        inline = (f"the same in a process with calls on the calling thread failed (exit "
+                  f"{proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
+    else:
+        r = lines[-1]
+        inline = (f"in a process of its own with XLA's calls run on the calling thread "
+                  f"(jax_cpu_enable_async_dispatch off), each waited for: bpcheck JAX "
+                  f"{r['bpcheck_ms']:.2f} ms, the peer's program {r['peer_ms']:.2f} ms "
+                  f"({r['peer_ms'] / r['bpcheck_ms']:.2f}x)")
+    print(f"  XLA's CPU runtime: the peer's program, each call waited for, {waited:.2f} ms; "
+          f"{LOOP} calls made before waiting, {in_a_row:.2f} ms each (XLA runs a call's steps "
+          f"on its own threads, so calls in a row overlap; bpcheck's JAX call reads its "
+          f"NaN/inf flag back, so it waits); {inline}")
+
+
+def inline_ggn(spec, repeats):
+    """``--inline-ggn WIDTHS:N`` (for :func:`xla_runtime_line`, in a process of its own):
+    with ``jax_cpu_enable_async_dispatch`` off before JAX starts its CPU client, one JSON
+    line with bpcheck's JAX Gauss-Newton-vector product and the peer's program, each
+    waited for, in ms."""
+    import json
+
+    from jax._src import xla_bridge
+
+    assert not xla_bridge.backends_are_initialized(), "JAX started before the setting"
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
+
+    text, N = spec.split(":")
+    widths = [int(w) for w in text.split("-")]
+    params, X, _, v = make(widths, int(N))
+    pj, Xj, vj = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params], jnp.asarray(X), jnp.asarray(v)
+    vt = [(jnp.asarray(dB), jnp.asarray(db)) for dB, db in bpcheck.unflatten_params(v, widths)]
+    ours = lambda: bpcheck.gauss_newton_matvec(pj, Xj, vj)  # noqa: E731
+    peer = lambda: jvp_vjp(pj, Xj, vt)  # noqa: E731
+    ref = np.asarray(ours())
+    err = _rel_err(flat_layers(jax.tree_util.tree_leaves(peer()), ()), ref)
+    assert err < 1e-4, f"the peer disagrees with bpcheck: {err:.1e}"
+    times = {"bpcheck_ms": [], "peer_ms": []}
+    for _ in range(repeats):  # in alternation, as the rows are timed
+        times["bpcheck_ms"].append(best_ms(ours, 1))
+        times["peer_ms"].append(best_ms(peer, 1))
+    print(json.dumps({k: min(t) for k, t in times.items()}))
 
 
 def hand_kernel_ms(params, X, v, repeats):
@@ -721,16 +791,8 @@ def ggn_operator_row(widths, N, repeats):
             return f_vjp(u / X.shape[0])[0]
         return jax.lax.map(one, T)
 
-    @jax.jit
-    def jvp_vjp(p, X, t):  # what a CG loop in JAX calls once per product
-        f = lambda q: jax_mlp(q, X)
-        z, Jv = jax.jvp(f, (p,), (t,))
-        s = jax.nn.softmax(z)
-        u = s * Jv - s * jnp.sum(s * Jv, axis=1, keepdims=True)
-        return jax.vjp(f, p)[1](u / X.shape[0])[0]
-
     ts = [jax.tree.map(lambda a, i=i: a[i], T) for i in range(PRODUCTS)]
-    row.add("jax.jvp / Hessian / jax.vjp (jit), one by one", "per-layer",
+    row.add("jax.jvp / Hessian / jax.vjp (jit), one by one", "per-layer",  # as a CG loop calls it
             lambda: [jvp_vjp(pj, Xj, t) for t in ts],
             lambda o: np.concatenate([flat_layers(jax.tree_util.tree_leaves(r), ()) for r in o]))
     row.add(f"jax.linearize + jax.vjp once, lax.map over {PRODUCTS} (jit)", "per-layer",
@@ -1135,7 +1197,11 @@ def main():
                     help="a Python with neural-tangents (and JAX 0.4.x) for the NTK rows")
     ap.add_argument("--only", default=",".join(TASKS),
                     help=f"comma-separated tasks out of {', '.join(TASKS)}")
+    ap.add_argument("--inline-ggn", metavar="WIDTHS:N", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.inline_ggn:  # (a process of xla_runtime_line's own)
+        inline_ggn(args.inline_ggn, args.repeats)
+        return
     NT_PYTHON = args.nt_python
     only = args.only.split(",")
     for task in only:
