@@ -1,6 +1,6 @@
 """bpcheck's own speed ratios, side by side in one run.
 
-    python benchmarks/library.py            # the issue's smaller sizes (a few minutes on 2 cores)
+    python benchmarks/library.py            # the smaller sizes (a few minutes on 2 cores)
     python benchmarks/library.py --large    # also 784-1024-1024-10 and 64-256x4-10 (slow)
 
 Float32, best of ``--repeats`` calls after a warm-up (which compiles), JAX results waited
@@ -423,7 +423,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--iters", type=int, default=2000, help="trainer loop length")
-    parser.add_argument("--large", action="store_true", help="also the issue's large networks")
+    parser.add_argument("--large", action="store_true", help="also the large networks (784-1024-1024-10, 64-256x4-10)")
     args = parser.parse_args()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"jax {jax.__version__} on {jax.default_backend()}, numpy {np.__version__}, "

@@ -21,7 +21,7 @@ Three parts, each printed as a table:
    vmap(grad) followed by the norm (in chunks of 128 examples: the (N, P) array would
    need 48 GB).
 
-Targets (issue 6): contraction / bpcheck >= 300, NTK-vector products / bpcheck >= 100,
+Targets: contraction / bpcheck >= 300, NTK-vector products / bpcheck >= 100,
 bpcheck >= 50% of the matmul GFLOP/s; trace NTK at N = 8192 with memory near the
 output's size; gradient norms >= 5x faster than vmap(grad).  --quick shrinks every size
 for a smoke test (targets then do not apply).

@@ -4,8 +4,8 @@
     python benchmarks/train.py --iters 1000 --nets 16
 
 Two-layer net 2-100-3 on the seed-0 spiral, step 1.0, reg 1e-3.  Times are the best of a
-few runs of the trained loop alone; JAX compile time is reported separately.  Targets
-(issue 4): JAX >= 8x faster than NumPy for one network; 64 networks in < 4x the time of one.
+few runs of the trained loop alone; JAX compile time is reported separately.  Targets:
+JAX >= 8x faster than NumPy for one network; 64 networks in < 4x the time of one.
 
 The last lines are a floor for the second target, measured in the same run: the
 floating-point work of one training step (its five matrix products, counted from the

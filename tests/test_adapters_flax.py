@@ -152,20 +152,39 @@ def test_linen_batchnorm_statistics_are_a_named_error():
         bpcheck.network(module, variables, activation="relu")
 
 
-def test_layers_that_compute_in_another_dtype_than_their_parameters_are_a_named_error():
+@pytest.mark.parametrize("first, last, where", [(jnp.float16, jnp.float16, 0),
+                                                 (jnp.float16, None, 0), (None, jnp.float16, 2)])
+def test_layers_that_compute_in_another_dtype_than_their_parameters_are_a_named_error(
+        first, last, where):
     """``Dense(dtype=float16)`` with float32 parameters (mixed precision): bpcheck computes
-    in float32, so its results would not be the model's; the error said only that the
-    forward pass differed (by 3e-4)."""
+    in float32, so its results would not be the model's.  A Sequential's layer is named
+    (a float16 hidden layer alone was "does not reproduce the model's forward pass", the
+    cause unsaid); a module of its own is judged by its output's dtype, and the mismatch
+    of a float16 hidden layer in it says to check the layers' dtype."""
     X, _ = data()
-    linen = nn.Sequential([nn.Dense(8, dtype=jnp.float16), nn.tanh, nn.Dense(3, dtype=jnp.float16)])
+    linen = nn.Sequential([nn.Dense(8, dtype=first), nn.tanh, nn.Dense(3, dtype=last)])
     variables = linen.init(jax.random.PRNGKey(0), X[:1])
-    message = r"model: it computes in float16 \(its output's dtype\) while its parameters are float32"
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=rf"module.layers\[{where}\] \(Dense\): computes in "
+                                         rf"float16 \(dtype=float16\) while its parameters are "
+                                         rf"float32"):
         bpcheck.network(linen, variables)
     rngs = nnx.Rngs(0)
+    with pytest.raises(ValueError, match=rf"model.layers\[{where}\]: computes in float16"):
+        bpcheck.network(nnx.Sequential(nnx.Linear(4, 8, dtype=first, rngs=rngs), nnx.tanh,
+                                       nnx.Linear(8, 3, dtype=last, rngs=rngs)))
+
+    class Own(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(3, dtype=last)(nn.tanh(nn.Dense(8, dtype=first)(x)))
+
+    variables = Own().init(jax.random.PRNGKey(0), X[:1])
+    message = (r"model: it computes in float16 \(its output's dtype\) while its parameters are "
+               r"float32" if last is not None else
+               r"does not reproduce the model's forward pass .* each computes in the "
+               r"parameters' dtype")
     with pytest.raises(ValueError, match=message):
-        bpcheck.network(nnx.Sequential(nnx.Linear(4, 8, dtype=jnp.float16, rngs=rngs), nnx.tanh,
-                                       nnx.Linear(8, 3, dtype=jnp.float16, rngs=rngs)))
+        bpcheck.network(Own(), variables, activation="tanh")
 
 
 @pytest.mark.parametrize("use_bias", [True, False])

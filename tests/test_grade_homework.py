@@ -4,6 +4,7 @@ config values checked against the homework before anything runs."""
 
 import csv
 import json
+import re
 import sys
 import zipfile
 from importlib import metadata
@@ -152,8 +153,10 @@ def test_the_readme_shows_the_real_report_of_the_example(capsys, tmp_path):
     assert run("grade", SUBMISSIONS / "flipped.py", "--homework", HOMEWORK, "--seed", 3,
                "--results", tmp_path / "r.json") == 0
     out = capsys.readouterr().out
-    real = out.split("Total: 2 / 10", 1)[0] + "Total: 2 / 10\n"
-    assert shown == real
+    real = out.split("Total: 2 / 10", 1)[0] + "Total: 2 / 10"
+    timed = r"   \(\d+(\.\d+)? s\)\n"  # the time the grading took
+    assert shown.startswith(real) and re.fullmatch(timed, shown[len(real):])
+    assert re.match(timed, out[len(real):])
 
 
 def test_the_zip_pins_what_the_homework_allows_and_warns_of_what_is_not_installed(

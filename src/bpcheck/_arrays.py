@@ -764,7 +764,7 @@ def release_memory() -> None:
     NumPy results of 1 MB and more (per-example gradients, Jacobians, Gauss-Newton
     products; also JAX ones filled on the CPU) are made in memory that earlier results
     gave back, kept resident for the next result of a fitting size (at most 64 blocks and
-    2 GiB, or an eighth of the machine's memory):
+    2 GiB, or an eighth of the machine's memory if that is less):
     a fresh mapping costs the system's zeroing of every page on first write.  Call this
     when no more such results are coming and the memory is wanted elsewhere.
     """

@@ -739,8 +739,26 @@ def _value(variable):
 
 def _nnx_dense(m, where: str) -> Dense:
     no_bias = m.bias is None  # use_bias=False
-    return Dense(where, _value(m.kernel), None if no_bias else _value(m.bias), "in_out",
+    kernel = _value(m.kernel)
+    _check_compute_dtype(m, kernel, where)
+    return Dense(where, kernel, None if no_bias else _value(m.bias), "in_out",
                  (f"{where}.kernel", None if no_bias else f"{where}.bias"))
+
+
+def _check_compute_dtype(m, kernel, where: str) -> None:
+    """A Flax layer (``nnx.Linear``, ``linen.Dense``) that computes in a dtype of its own
+    (``dtype=jnp.float16`` on float32 parameters) is an error naming it: bpcheck computes
+    in the parameters' dtype, so its numbers would not be the model's."""
+    stated = getattr(m, "dtype", None)
+    if stated is None or kernel is None:
+        return
+    own, params = np.dtype(stated), np.dtype(kernel.dtype)
+    if own != params:
+        raise ValueError(
+            f"{where}: computes in {own} (dtype={own.name}) while its parameters are "
+            f"{params}; bpcheck computes in the parameters' dtype, so its results would not "
+            f"be the model's: let the layer compute in {params} (dtype=None) or cast the "
+            f"parameters to {own}")
 
 
 def _order_of_use(run, template, layers: list[Dense]) -> list[Dense]:
@@ -872,7 +890,9 @@ def _read_linen(module, variables):
             kind = type(m).__name__ if isinstance(m, nn.Module) else _callable_name(m)
             where = f"module.layers[{i}] ({kind})"
             if isinstance(m, nn.Dense):
-                walk.dense(_linen_dense(params.get(f"layers_{i}"), f"params['layers_{i}']"))
+                dense = _linen_dense(params.get(f"layers_{i}"), f"params['layers_{i}']")
+                _check_compute_dtype(m, dense.W, where)
+                walk.dense(dense)
             elif isinstance(m, nn.Module):
                 raise _unsupported(where, f"a {type(m).__name__} layer")
             else:
@@ -1160,8 +1180,8 @@ def _check_forward(net: Network, run) -> None:
             f"model: bpcheck's network {net.widths} with activation "
             f"[{', '.join(map(str, net.activation))}] does not reproduce the model's forward "
             f"pass (relative difference {err:.2e} on random inputs); the layers bpcheck read "
-            f"are {net.names}: check the activation= given and that the layers run in this "
-            f"order"
+            f"are {net.names}: check the activation= given, that the layers run in this "
+            f"order and that each computes in the parameters' dtype"
         )
 
 

@@ -403,8 +403,8 @@ def jacobian(params: Any, X: Any, *, activation: Any = None, flat: bool = True, 
 
     ``flat=False``: the same numbers per layer, ``[(J_B^(l), J_b^(l))]`` of shapes
     ``(N, K, d_l, d_{l-1})`` and ``(N, K, d_l)`` (NumPy: views of the flat array; JAX: one
-    array per block, the flat one never written, which under ``jax.jit`` is about 2.5
-    times as fast as the flat result on the CPU); for a
+    array per block, the flat one never written, which under ``jax.jit`` on the CPU takes
+    about half the flat result's time); for a
     :class:`bpcheck.Network` or a model, in the model's own structure and orientation.
 
     ``out``: NumPy inputs only, an array of exactly the flat result's shape and dtype,

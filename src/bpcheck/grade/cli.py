@@ -15,8 +15,9 @@ from pathlib import Path
 GRADE_EXAMPLE = """\
 example:
   bpcheck grade hw.py --results results.json --seed 7
-    prints one line per test ('1.1  passed      5 / 5     N = 5, D = 3, K = 4, ...',
-    feedback under failed ones) and 'Total: 100 / 100'; writes results.json for Gradescope.
+    prints one line per test ('1.1  passed   7.14 / 7.14  N = 5, D = 3, K = 4, ...',
+    feedback under failed ones) and 'Total: 100 / 100  (... s)'; writes results.json for
+    Gradescope.
   bpcheck grade --template hw.py        # writes the student template
   bpcheck grade --homework conv_hw.py sub.py   # an instructor's own homework module
 """

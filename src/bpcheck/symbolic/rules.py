@@ -14,8 +14,8 @@ Extra context, by name.  A rule may declare *keyword-only* parameters named in
 :data:`CONTEXT` (``l``, ``B``, ``b``, ``a_prev``, ``D``, ``widths``); the checker passes
 those, and only those.  This is how a candidate can use the wrong layer's matrix, the
 student's off-by-one mistake ``V^(l) = V^(l+1) B^(l) D^(l)``, written
-``def rule(V_next, B_next, D, *, B): return V_next * B * D``: the positional contract
-of the issue stays as it is, and a rule sees more only when it asks for it by name.
+``def rule(V_next, B_next, D, *, B): return V_next * B * D``: the positional
+arguments stay as they are, and a rule sees more only when it asks for it by name.
 
 Whatever a rule does, :func:`call_rule` returns a Matrix of the expected shape or
 raises :class:`RuleError` with a message that says what went wrong; the checker turns
