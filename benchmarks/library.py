@@ -423,7 +423,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--iters", type=int, default=2000, help="trainer loop length")
-    parser.add_argument("--large", action="store_true", help="also the large networks (784-1024-1024-10, 64-256x4-10)")
+    parser.add_argument("--large", action="store_true",
+                        help="also the large networks (784-1024-1024-10, 64-256x4-10)")
     args = parser.parse_args()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"jax {jax.__version__} on {jax.default_backend()}, numpy {np.__version__}, "

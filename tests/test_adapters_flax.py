@@ -124,6 +124,35 @@ def test_linen_needs_its_variables_and_the_activation_and_checks_the_statement()
     assert_same_tree(bpcheck.per_example_grads(net, X, y), want)
 
 
+def test_linen_layers_built_outside_in_are_read_after_a_tree_map_too():
+    """``Dense(3)(tanh(Dense(6)(x)))`` names the output layer ``Dense_0``; a ``jax.tree.map``
+    (an SGD step, a restored checkpoint, ``jax.jit``) sorts the variables' keys, so the
+    output layer comes first, and trying its input width raised Flax's own
+    ``ScopeParamShapeError`` from inside bpcheck."""
+
+    class OutsideIn(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(3, param_dtype=jnp.float64)(
+                nn.tanh(nn.Dense(6, param_dtype=jnp.float64)(x)))
+
+    module = OutsideIn()
+    X, y = data()
+    fresh = module.init(jax.random.PRNGKey(0), jnp.asarray(X))
+    stepped = jax.tree.map(lambda p: p - 0.1, fresh)
+    assert list(stepped["params"]) == ["Dense_0", "Dense_1"]
+
+    def loss(v, x, t):
+        return -jax.nn.log_softmax(module.apply(v, x))[t]
+
+    for variables in (fresh, stepped):
+        net = bpcheck.network(module, variables, activation="tanh")
+        assert net.widths == [4, 6, 3] and net.names == ["params['Dense_1']", "params['Dense_0']"]
+        want = jax.vmap(jax.grad(loss), in_axes=(None, 0, 0))(variables, jnp.asarray(X),
+                                                               jnp.asarray(y))
+        assert_same_tree(bpcheck.per_example_grads(net, X, y), want)
+
+
 @pytest.mark.parametrize("fn, name", [(nn.gelu, "gelu_tanh"), (nn.silu, "silu"),
                                       (nn.swish, "silu"), (nn.relu6, "relu6"),
                                       (nn.hard_tanh, "hard_tanh"), (nn.hard_swish, "hard_swish"),

@@ -165,6 +165,49 @@ def test_float32_models_stay_float32_and_tensors_that_require_grad_are_detached(
     assert not np.allclose(net.params[0][0], model[0].weight.detach().numpy())
 
 
+def test_parameters_as_bpcheck_params_or_as_v_are_detached_like_tensors():
+    """``torch.nn.Parameter`` is a subclass of ``torch.Tensor`` (module
+    ``torch.nn.parameter``): a ``(B, b)`` list of a model's own parameters, or ``v`` as
+    ``dict(model.named_parameters())``, raised torch's "Can't call numpy() on Tensor that
+    requires grad" from inside bpcheck."""
+    model = sequential(nn.Tanh())
+    X, y = data()
+    pairs = [(model[i].weight, model[i].bias) for i in (0, 2, 4)]
+    assert all(type(t) is nn.Parameter and t.requires_grad for pair in pairs for t in pair)
+    detached = [(B.detach().numpy(), b.detach().numpy()) for B, b in pairs]
+    assert np.array_equal(bpcheck.forward(pairs, X, activation="tanh"),
+                          bpcheck.forward(detached, X, activation="tanh"))
+    assert np.array_equal(bpcheck.flatten_params(pairs), bpcheck.flatten_params(detached))
+    v = dict(model.named_parameters())
+    want = bpcheck.gauss_newton_matvec(model, X, {k: t.detach().numpy() for k, t in v.items()})
+    got = bpcheck.gauss_newton_matvec(model, X, v)
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+
+
+def test_sparse_inputs_and_mixed_dtype_models_are_named_errors():
+    X, _ = data()
+    sparse = torch.from_numpy(X).to_sparse()
+    with pytest.raises(TypeError, match=r"X: a torch tensor of layout torch.sparse_coo; .* "
+                                        r"X.to_dense\(\)"):
+        bpcheck.forward(sequential(nn.ReLU()), sparse)
+    mixed = sequential(nn.ReLU())
+    mixed[2].float()
+    with pytest.raises(ValueError, match=r"model\[2\] \(Linear\) holds float32 weights and "
+                                         r"model\[0\] \(Linear\) float64; .*\(model.double\(\)"):
+        bpcheck.network(mixed)
+
+
+def test_a_network_or_model_flattens_to_beta_in_place_of_params():
+    model = sequential(nn.ReLU())
+    model[4] = nn.Linear(5, 3, bias=False).double()
+    net = bpcheck.network(model)
+    state = {k: t.detach().numpy() for k, t in model.state_dict().items()}
+    want = net.to_beta(state)
+    assert want.shape == (bpcheck.param_count(net.widths, [True, True, False]),)
+    assert np.array_equal(bpcheck.flatten_params(net), want)
+    assert np.array_equal(bpcheck.flatten_params(model), want)
+
+
 def test_flatten_first_identity_and_dropout_in_eval_mode_are_accepted():
     model = nn.Sequential(nn.Flatten(), nn.Linear(6, 4), nn.Dropout(0.5), nn.ReLU(),
                           nn.Identity(), nn.Linear(4, 2)).double().eval()
@@ -236,6 +279,18 @@ def _hooked(module):
 def test_layers_that_compute_other_than_their_torch_class_are_refused(model, message):
     with pytest.raises(ValueError, match=message):
         bpcheck.network(model)
+
+
+class Swish15(nn.Module):
+    def forward(self, x):
+        return x * torch.sigmoid(1.5 * x)
+
+
+def test_a_module_of_the_users_own_is_named_as_an_unsupported_layer():
+    # (it was "a torch.nn.Module with its own forward ... use torch.nn.Module itself")
+    with pytest.raises(ValueError, match=r"model\[1\] \(Swish15\) is a Swish15 layer, which "
+                                         r"bpcheck does not support; .* \(relu, leaky_relu"):
+        bpcheck.network(nn.Sequential(nn.Linear(4, 6), Swish15(), nn.Linear(6, 3)))
 
 
 def test_a_module_other_than_sequential_is_an_error_that_says_what_to_do():

@@ -188,7 +188,7 @@ def as_array(name: str, x: Any, xp) -> Any:
         x = np.asarray(x)  # (a matrix's products and reductions are not an ndarray's)
         _check_dtype(name, x)
         return x if xp is np else xp.asarray(x)
-    if type(x).__module__ == "torch" and hasattr(x, "detach"):  # a torch.Tensor
+    if is_torch(x):
         x = torch_values(name, x)
     try:
         arr = np.asarray(x)
@@ -200,11 +200,22 @@ def as_array(name: str, x: Any, xp) -> Any:
     return arr if xp is np else xp.asarray(arr)
 
 
+def is_torch(x: Any) -> bool:
+    """Whether ``x`` is a torch tensor, a subclass (``torch.nn.Parameter``) included;
+    without importing torch."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
 def torch_values(name: str, t: Any) -> np.ndarray:
     """A torch tensor's values as NumPy (detached, on the CPU, dtype kept; a view where
-    torch allows one); bfloat16 and tensors on the meta device are named errors."""
+    torch allows one); bfloat16, sparse tensors and tensors on the meta device are named
+    errors."""
     if str(t.dtype) == "torch.bfloat16":
         raise TypeError(f"{name}: bfloat16 is not supported; use float16, float32 or float64")
+    if str(t.layout) != "torch.strided":
+        raise TypeError(f"{name}: a torch tensor of layout {t.layout}; bpcheck takes dense "
+                        f"tensors: pass {name}.to_dense()")
     if t.is_meta:
         raise ValueError(f"{name}: a tensor on the meta device, which holds no values; "
                          f"materialise it first (a model: model.to_empty(device='cpu'), then "

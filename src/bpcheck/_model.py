@@ -511,6 +511,8 @@ def _torch_plain(m, where: str) -> None:
     the layer by its class (and the forward-pass check, on inputs of the model's scale,
     may not reach where they differ)."""
     base = next((cls for cls in type(m).__mro__ if cls.__module__.startswith("torch.")), None)
+    if base is not None and base.__name__ == "Module" and base.__module__.startswith("torch.nn"):
+        return  # a module of the user's own, no torch layer: not read (an unsupported layer)
     if base is not None and (type(m).forward is not base.forward or m._forward_hooks
                              or m._forward_pre_hooks):
         what = "its own forward" if type(m).forward is not base.forward else "forward hooks"
@@ -572,6 +574,12 @@ def _read_torch(model):
         else:
             raise _unsupported(where, f"a {type(m).__name__} layer")
     layers, acts = walk.finish()
+    other = next((d for d in layers if d.W.dtype != layers[0].W.dtype), None)
+    if other is not None:  # (torch's own forward refuses it too, in its own words)
+        raise ValueError(f"model: {other.name} holds {other.W.dtype} weights and "
+                         f"{layers[0].name} {layers[0].W.dtype}; bpcheck computes in one "
+                         f"dtype, as torch does: cast the model first (model.double() or "
+                         f"model.float())")
     keys = [k for d in layers for k in d.keys if k is not None]
     _torch_parameters_are(model, keys)
 
@@ -775,18 +783,19 @@ def _order_of_use(run, template, layers: list[Dense]) -> list[Dense]:
     leaves, treedef = jax.tree_util.tree_flatten(template)
     where = {id(leaf): i for i, leaf in enumerate(leaves)}
     slot = {where[id(d.W)]: d for d in layers if id(d.W) in where}
-    closed = None
+    closed = failed = None
     for d0 in dict.fromkeys(int(np.shape(d.W)[0]) for d in layers):
         X = np.zeros((1, d0), np.dtype(layers[0].W.dtype))
         try:
             closed = jax.make_jaxpr(lambda ls, X=X: run(jax.tree_util.tree_unflatten(treedef, ls), X))(
                 leaves)
             break
-        except (TypeError, ValueError):
-            continue
+        except Exception as e:  # noqa: BLE001 - the wrong width, in whatever words the
+            failed = e  # framework has for it (Flax: ScopeParamShapeError, no ValueError)
     if closed is None:
         raise ValueError(f"model: could not run the model on inputs of any of its layers' input "
-                         f"widths (layers {[d.name for d in layers]})")
+                         f"widths (layers {[d.name for d in layers]}); the last attempt raised "
+                         f"{type(failed).__name__}: {str(failed).splitlines()[0][:300]}")
     order: list[Dense] = []
 
     def visit(jaxpr, tracked):

@@ -183,12 +183,16 @@ def flatten_params(params: Any):
     """``beta`` of shape ``(P,)``: ``[vec(B^(1)'), b^(1), ..., vec(B^(L+1)'), b^(L+1)]``.
 
     ``vec(B')`` is ``B.reshape(-1)``, the rows of ``B^(l)`` stacked.  NumPy in, NumPy
-    out; JAX in, JAX out.
+    out; JAX in, JAX out.  A :class:`bpcheck.Network` or a model gives its weights in
+    this order (as :meth:`bpcheck.Network.to_beta` of the model's own structure).
 
     >>> B = np.array([[1., 2.], [3., 4.]]); b = np.array([5., 6.])
     >>> flatten_params([(B, b)])
     array([1., 2., 3., 4., 5., 6.])
     """
+    from ._model import model_params
+
+    params = model_params(params, None)[0]
     biases = bias_flags(params)
     params, _, xp = check_params(params)
     parts = []

@@ -8,7 +8,8 @@ Three parts, on either side of the trust boundary:
   exercises, written with it; the default homework), with :mod:`~bpcheck.grade.reference`
   (reference solutions and the answers of the usual mistakes);
 - :mod:`~bpcheck.grade.child`: what runs inside the sandbox (standard library, NumPy,
-  and SymPy for the rule exercises; never bpcheck): the lock-down, loading the submission once, running the tests, the wire format;
+  and SymPy for the rule exercises; never bpcheck): the lock-down, loading the
+  submission once, running the tests, the wire format;
 - the parent: :mod:`~bpcheck.grade.sandbox` (limits, spawning, deadlines, reading
   frames), :mod:`~bpcheck.grade.source` (reading a ``.py`` or ``.ipynb``, the static scan),
   :mod:`~bpcheck.grade.grader` (one submission: plan, run, score),
