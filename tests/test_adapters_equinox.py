@@ -152,6 +152,28 @@ def test_inside_jax_jit_a_closed_over_model_is_still_checked_against_its_forward
         jax.jit(lambda X: bpcheck.forward(final, X))(X)
 
 
+def test_a_model_given_to_jax_jit_as_an_argument_is_checked_on_random_weights():
+    """Its weights are tracers there, so its own forward pass cannot be compared with
+    bpcheck's: the comparison was skipped, and a wrong ``activation=`` gave wrong
+    gradients silently.  It now runs on the model with random weights in their place."""
+    model = mlp(lambda x: jnp.tanh(x))
+    X, y = data()
+    traced = eqx.filter_jit(lambda m, X, act: bpcheck.per_example_grads(m, X, y, activation=act))
+    with pytest.raises(ValueError, match="does not reproduce the model's forward pass"):
+        traced(model, X, "sigmoid")
+    _same_trees(traced(model, X, "tanh"), bpcheck.per_example_grads(model, X, y, activation="tanh"))
+    final = eqx.nn.MLP(4, 3, 5, 2, final_activation=jnp.tanh, key=jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="model.final_activation: expected the identity"):
+        eqx.filter_jit(lambda m, X: bpcheck.forward(m, X))(final, X)
+    # an ensemble: the weights batch tracers of one model's shapes
+    ensemble = eqx.filter_vmap(lambda key: eqx.nn.MLP(4, 3, 5, 2, activation=jax.nn.softplus,
+                                                      key=key))(jax.random.split(jax.random.PRNGKey(1), 3))
+    got = eqx.filter_vmap(lambda m: bpcheck.forward(m, X.astype(np.float32)))(ensemble)
+    for i in range(3):
+        one = jax.tree_util.tree_map(lambda t, i=i: t[i] if eqx.is_array(t) else t, ensemble)
+        assert rel_err(got[i], jax.vmap(one)(jnp.asarray(X, jnp.float32))) < 1e-5
+
+
 @pytest.mark.parametrize("bound", [3.5, 100.0, 1e4])
 def test_a_final_activation_that_clips_large_logits_is_a_named_error(bound):
     """A clip of the logits is the identity on small values: random inputs never reach it,

@@ -75,6 +75,41 @@ def test_nnx_module_layers_are_taken_in_the_order_they_run_and_activation_is_req
         bpcheck.network(model, activation="tanh")
 
 
+class Residual(nnx.Module):
+    def __init__(self, rngs):
+        self.a = nnx.Linear(4, 4, param_dtype=jnp.float64, rngs=rngs)
+        self.b = nnx.Linear(4, 3, param_dtype=jnp.float64, rngs=rngs)
+
+    def __call__(self, x):
+        return self.b(jax.nn.relu(self.a(x)) + x)
+
+
+def test_models_given_to_a_jit_as_arguments_are_checked_on_random_weights():
+    """Under ``nnx.jit`` (or ``jax.jit`` of Linen variables) the weights are tracers and
+    the forward-pass comparison was skipped: a wrong ``activation=`` (gradients 2.0
+    off, relative) and a residual connection (0.7 off) went through silently.  It now runs
+    on the same model with random weights in place of the traced ones."""
+    X, y = data()
+    model = NamedOutOfOrder(nnx.Rngs(0))
+    grads = nnx.jit(lambda m, X, act: bpcheck.per_example_grads(m, X, y, activation=act),
+                    static_argnums=2)
+    with pytest.raises(ValueError, match="does not reproduce the model's forward pass"):
+        grads(model, X, "tanh")
+    with pytest.raises(ValueError, match="does not reproduce the model's forward pass"):
+        grads(Residual(nnx.Rngs(0)), X, "relu")
+    assert_same_tree(grads(model, X, "sigmoid"), nnx_reference_grads(model, X, y))
+    module = LinenMLP()
+    variables = module.init(jax.random.PRNGKey(0), jnp.asarray(X))
+    linen = jax.jit(lambda v, X, act: bpcheck.per_example_grads(bpcheck.network(module, v,
+                                                                                activation=act),
+                                                                X, y), static_argnums=2)
+    with pytest.raises(ValueError, match="does not reproduce the model's forward pass"):
+        linen(variables, X, "relu")
+    assert_same_tree(linen(variables, X, "tanh"),
+                     bpcheck.per_example_grads(bpcheck.network(module, variables,
+                                                               activation="tanh"), X, y))
+
+
 def test_nnx_jacobian_rows_in_the_state_structure_equal_jax_jacrev():
     model = nnx_sequential(nnx.relu)
     X, _ = data()

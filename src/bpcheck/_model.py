@@ -1072,8 +1072,10 @@ def network(model: Any, variables: Any = None, *, layout: str | None = None,
     error.
 
     The model's own forward pass is compared with bpcheck's on random inputs at three
-    scales (1, 10, 100); a difference beyond rounding is an error (the model is not the
-    network bpcheck read).
+    scales (1, 10, 100; float16: 1 and 10); a difference beyond rounding is an error (the
+    model is not the network bpcheck read).  A JAX model whose weights are traced (an
+    argument of ``jax.jit``, ``nnx.jit``, ``eqx.filter_jit``) is compared so with random
+    weights of the same shapes in their place, once per trace.
     """
     kind = _framework(model)
     if kind != "flax.linen" and variables is not None:
@@ -1086,6 +1088,12 @@ def network(model: Any, variables: Any = None, *, layout: str | None = None,
             f"layout: a {kind} model stores its weights as {_MODEL_LAYOUT[kind]!r}, got "
             f"layout={layout!r} (leave layout out for a framework's model)"
         )
+    standin = _standin(kind, model, variables)
+    if standin is not None:  # its weights traced (the model an argument of jax.jit or
+        import jax  # nnx.jit): checked on this, read as outside the trace
+
+        with jax.ensure_compile_time_eval():
+            network(*standin, layout=layout, activation=activation)
     if kind == "torch":
         found, acts, structure, run = _read_torch(model)
     elif kind == "equinox":
@@ -1108,6 +1116,44 @@ def network(model: Any, variables: Any = None, *, layout: str | None = None,
     if run is not None:
         _check_forward(net, run)
     return net
+
+
+def _standin(kind: str | None, model: Any, variables: Any):
+    """For a JAX model whose weights are tracers (an argument of ``jax.jit``, ``nnx.jit``
+    or ``eqx.filter_jit``), where its forward pass cannot be run to compare with
+    bpcheck's: ``(model, variables)`` of the same model with concrete random weights of the
+    same shapes and dtypes in place of the traced ones, whose reading runs that comparison
+    (the activations and the architecture are the model's, whatever its weights); ``None``
+    when nothing is traced (or for torch and plain lists of layers)."""
+    if kind not in ("equinox", "flax.nnx", "flax.linen"):
+        return None
+    import jax
+
+    tree = variables if kind == "flax.linen" else model
+    if kind == "flax.nnx":
+        from flax import nnx
+
+        graphdef, tree = nnx.split(model)
+    if not any(is_tracer(leaf) for leaf in jax.tree_util.tree_leaves(tree)):
+        return None
+    rng = np.random.default_rng(0)
+
+    def fill(leaf):
+        if not is_tracer(leaf):
+            return leaf
+        shape = tuple(leaf.shape)
+        scale = 1 / math.sqrt(max(shape)) if len(shape) > 1 else 0.1  # outputs of the inputs' scale
+        return np.asarray(scale * rng.standard_normal(shape)).astype(np.dtype(leaf.dtype))
+
+    with jax.ensure_compile_time_eval():
+        filled = jax.tree_util.tree_map(fill, tree)
+        filled = jax.tree_util.tree_map(lambda x: jax.numpy.asarray(x) if isinstance(x, np.ndarray)
+                                        else x, filled)
+        if kind == "flax.linen":
+            return model, filled
+        if kind == "flax.nnx":
+            return nnx.merge(graphdef, filled), None
+        return filled, None
 
 
 def _check_orientation(layers: Sequence[Dense]) -> None:
