@@ -293,3 +293,53 @@ def test_class_probabilities_are_checked_every_call_and_one_hot_rows_equal_label
     # one example: probabilities (K,)
     assert rel_err(bpcheck.per_example_grads(params, X[0], smooth[0]),
                    bpcheck.per_example_grads(params, X[:1], smooth[:1])[0]) == 0
+
+
+def _output_gradients_in_50_digits(z, y, loss):
+    """d loss_n / d z_n for every example in 50-digit arithmetic, rounded to float64: class
+    labels (or probabilities, 2-d ``y``) for cross-entropy, targets in [0, 1] for binary."""
+    import mpmath
+
+    mpmath.mp.dps = 50
+    out = np.zeros(z.shape)
+    for n, row in enumerate(z):
+        if loss == "binary_cross_entropy":
+            s = 1 / (1 + mpmath.exp(-mpmath.mpf(float(row[0]))))
+            out[n, 0] = float(s - mpmath.mpf(float(y[n])))
+            continue
+        e = [mpmath.exp(mpmath.mpf(float(x))) for x in row]
+        t = y[n] if np.ndim(y) == 2 else np.eye(len(row))[y[n]]
+        S = sum(mpmath.mpf(float(x)) for x in t)
+        for k, x in enumerate(e):
+            out[n, k] = float(x / sum(e) * S - mpmath.mpf(float(t[k])))
+    return out
+
+
+@pytest.mark.parametrize("loss, y", [
+    ("cross_entropy", np.array([0, 1, 0, 2])),
+    ("cross_entropy", np.eye(3)[[0, 1, 0, 2]]),  # one-hot rows as probabilities
+    ("cross_entropy", np.array([[0.9, 0.05, 0.05], [0.2, 0.3, 0.5], [1, 0, 0], [0.3, 0.6, 0.1]])),
+    ("binary_cross_entropy", np.array([1.0, 0.0, 1.0, 0.3])),
+])
+def test_gradients_stay_accurate_where_the_outputs_saturate(loss, y):
+    """Logits 40 apart: p_c is within e^-40 of 1 (or s(z) of 0 or 1), and p - onehot(y) or
+    s(z) - y taken as a difference gave the labelled entry as 0 (a relative error of 1, the
+    norms 42% off).  Per-example gradients and their norms, NumPy and JAX, equal the output
+    gradients computed in 50-digit arithmetic (the bias rows of a linear model), to 1e-12
+    of each row's size.  (Class probabilities that equal p_k to within its rounding, where
+    p_k - y_k is itself a difference of near-equal numbers, are not among them.)"""
+    K = 1 if loss == "binary_cross_entropy" else 3
+    B = np.array([[40.0, -40.0], [0.0, 0.0], [0.0, 0.0]])[:K]
+    X = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [-1.0, 0.0]])
+    params = [(B, np.zeros(K))]
+    want = _output_gradients_in_50_digits(X @ B.T, y, loss)
+    for xp in (np, jnp):
+        p = [(xp.asarray(B), xp.asarray(b)) for B, b in params]
+        grads = np.asarray(bpcheck.per_example_grads(p, xp.asarray(X), xp.asarray(y), loss=loss))
+        bias = grads[:, -K:]  # the rows of d loss_n / d b = d loss_n / d z_n
+        for n in range(len(X)):
+            assert np.abs(bias[n] - want[n]).max() <= 1e-12 * np.abs(want[n]).max(), (xp, n)
+        norms = np.asarray(bpcheck.per_example_grad_norms(p, xp.asarray(X), xp.asarray(y),
+                                                          loss=loss))
+        full = np.sqrt((want ** 2).sum(1) * (1 + (X ** 2).sum(1)))  # |e| |[x; 1]|
+        assert rel_err(norms, full) < 1e-12 or np.all(np.abs(norms - full) <= 1e-12 * full)

@@ -59,6 +59,25 @@ def _ones_column(K: int, dtype) -> np.ndarray:
     return ones
 
 
+def _soft_label_grad(p, y, xp):
+    """``p S - y`` (``S`` the row sums of the class probabilities ``y``) as
+    ``p (S - y) - y (1 - p)``, with ``1 - p`` of each row's most probable class ``c`` (of
+    ``y``) the sum of the other ``p_j``: where ``p_c`` saturates towards 1 the difference
+    ``p_c - y_c`` of near-equal numbers loses its digits, these terms do not.  A one-hot
+    row gives exactly what its label does (:meth:`Loss.grad`)."""
+    S = y.sum(axis=1, keepdims=True)
+    if xp is np:
+        rows, c = np.arange(len(y)), y.argmax(axis=1)
+        masked = p.copy()
+        masked[rows, c] = 0
+        q = 1 - p
+        q[rows, c] = np.dot(masked, _ones_column(p.shape[1], p.dtype))[:, 0]
+        return p * (S - y) - y * q
+    top = xp.arange(y.shape[1]) == y.argmax(axis=1)[:, None]
+    rest = xp.where(top, 0, p).sum(axis=1, keepdims=True)
+    return p * (S - y) - y * xp.where(top, rest, 1 - p)
+
+
 def _sigmoid(z, xp):
     e = xp.exp(-xp.abs(z))
     return xp.where(z >= 0, 1 / (1 + e), e / (1 + e))
@@ -250,12 +269,27 @@ class Loss:
         if self.name == "mse":
             return z - y
         if self.name == "cross_entropy":
-            if y.ndim == 2:  # class probabilities: d/dz of -sum_k y_k log p_k
-                return _softmax(z, xp) * y.sum(axis=1, keepdims=True) - y
-            onehot = (y[:, None] == xp.arange(z.shape[1])).astype(z.dtype)
-            return _softmax(z, xp) - onehot
+            p = _softmax(z, xp)
+            if y.ndim == 2:  # class probabilities: d/dz of -sum_k y_k log p_k, p S - y
+                return _soft_label_grad(p, y, xp)
+            # p - onehot(y), its entry y_n as minus the sum of the other p_j: p_y - 1
+            # loses every digit where p_y is within rounding of 1 (saturated outputs)
+            if xp is np:
+                rows = np.arange(len(y))
+                p[rows, y] = 0
+                others = np.dot(p, _ones_column(p.shape[1], p.dtype))[:, 0]
+                p[rows, y] = -others
+                return p
+            onehot = y[:, None] == xp.arange(z.shape[1])
+            p = xp.where(onehot, 0, p)
+            return xp.where(onehot, -p.sum(axis=1, keepdims=True), p)
         if self.name == "binary_cross_entropy":
-            return _sigmoid(z, xp) - y
+            # s(z) - y as s(z) (1 - y) - y s(-z): each term without a difference of near-equal
+            # numbers (s(z) - 1 = -s(-z) loses every digit where s(z) rounds to 1)
+            e = xp.exp(-xp.abs(z))
+            near, far = 1 / (1 + e), e / (1 + e)
+            up = z >= 0
+            return xp.where(up, near, far) * (1 - y) - y * xp.where(up, far, near)
         return _user_output(self.grad_fn(z, y), tuple(z.shape), "grad", "(N, K)",
                             "row n the gradient of example n's loss", z.dtype)
 
