@@ -528,3 +528,40 @@ def test_torch_vectors_for_an_operator_with_a_layer_without_a_bias():
     assert rel_err(torch.from_numpy(v) @ op, want) < RTOL
     V = torch.from_numpy(np.stack([v, 2 * v], 1))
     assert rel_err(op @ V, np.stack([want, 2 * want], 1)) < RTOL
+
+
+@pytest.mark.parametrize("rows", [False, True])
+def test_the_transpose_of_a_user_loss_whose_hessian_is_not_symmetric_applies_its_transpose(
+        rows, monkeypatch):
+    """``G = mean_n J_n' H_n J_n`` is not symmetric when a user's ``H_n`` is not: ``op.T``,
+    ``op.H``, ``v @ op``, ``M @ op`` and SciPy's adjoint products gave ``G v`` for ``G' v``
+    (the operator took itself for its transpose).  They now apply ``G'``, by columns and by
+    rows, for a layer without a bias too, and in JAX; a built-in loss's operator is its
+    own transpose."""
+    import scipy.sparse.linalg as sla
+
+    from bpcheck import _gauss_newton
+
+    if rows:
+        monkeypatch.setattr(_gauss_newton, "_COLUMNS", 0)
+    params, X, rng = make_case([4, 6, 5, 3], 7)
+    y = rng.standard_normal((7, 3))
+    loss = Loss(grad=huber_grad, hessian=lopsided_hessian)
+    for net in (params, [*params[:-1], (params[-1][0], None)]):
+        G = bpcheck.gauss_newton(net, X, loss, y=y, activation="elu")
+        assert rel_err(G, G.T) > 0.1  # not symmetric indeed
+        op = bpcheck.gauss_newton_operator(net, X, loss, y=y, activation="elu")
+        v, M = rng.standard_normal(G.shape[0]), rng.standard_normal((3, G.shape[0]))
+        assert rel_err(op @ v, G @ v) < RTOL
+        for Gtv in (op.T @ v, op.H @ v, v @ op, op.rmatvec(v), sla.aslinearoperator(op).rmatvec(v)):
+            assert rel_err(Gtv, G.T @ v) < RTOL
+        assert rel_err(M @ op, M @ G) < RTOL and rel_err(op.rmatmat(M.T), G.T @ M.T) < RTOL
+        assert op.T.T is op and rel_err(op.T.to_dense(), G.T) < RTOL
+    jop = bpcheck.gauss_newton_operator([(jnp.asarray(B), jnp.asarray(b)) for B, b in params],
+                                        jnp.asarray(X), loss, y=jnp.asarray(y), activation="elu")
+    G = bpcheck.gauss_newton(params, X, loss, y=y, activation="elu")
+    v = rng.standard_normal(G.shape[0])
+    assert rel_err(np.asarray(jop.T @ jnp.asarray(v)), G.T @ v) < 1e-5
+    assert rel_err(np.asarray(jnp.asarray(v) @ jop), G.T @ v) < 1e-5
+    builtin = bpcheck.gauss_newton_operator(params, X)
+    assert builtin.T is builtin and builtin.H is builtin

@@ -508,6 +508,7 @@ class GaussNewtonOperator:
         self._host = host  # a NumPy operator on views of the same factors (see _on_host)
         self._full = self._biases = None  # see _without_biases
         self._by_columns = by_columns  # stored: _columns_setup's (NumPy, a small network)
+        self._transpose = None  # a user's loss: the operator of every H_n' (see T)
 
     @classmethod
     def _without_biases(cls, full, net, biases):
@@ -629,23 +630,46 @@ class GaussNewtonOperator:
 
     __matmul__ = matvec
     matmat = matvec
-    rmatvec = matvec  # G is symmetric: v' G = (G v)', for SciPy's adjoint products (lsqr)
-    rmatmat = matvec
     __array_ufunc__ = None  # NumPy's M @ op defers to __rmatmul__
+
+    def rmatvec(self, v: Any):
+        """``G' v`` (``v' G`` as a column), for SciPy's adjoint products (``lsqr``)."""
+        return self.T.matvec(v)
+
+    rmatmat = rmatvec
 
     @property
     def T(self):
-        """The operator itself: ``G`` is symmetric."""
-        return self
+        """``G' = mean_n J_n' H_n' J_n``: the operator itself for the built-in losses, whose
+        ``H_n`` are symmetric; for a user's loss the operator of the same factors with
+        every ``H_n`` transposed (a Hessian that is not symmetric is taken as given, as
+        :func:`gauss_newton` takes it), made on first use and kept."""
+        if self._static[0].name is not None:
+            return self
+        if self._transpose is None:
+            self._transpose = self._with_hessians_transposed()
+            self._transpose._transpose = self
+        return self._transpose
 
-    H = T  # the adjoint, as SciPy names it: G is real and symmetric
+    H = T  # the adjoint, as SciPy names it (G is real)
+
+    def _with_hessians_transposed(self):
+        if self._full is not None:
+            return GaussNewtonOperator._without_biases(self._full.T, self._net, self._biases)
+        stored, at = list(self._stored), 3 if self._by_columns else 2  # where the H_n are
+        H = stored[at].swapaxes(-1, -2)
+        stored[at] = np.ascontiguousarray(H) if self._xp is np else H
+        return GaussNewtonOperator(tuple(stored), self._static, self._net, self._xp, self.dtype,
+                                   self.shape[0], None if self._host is None else self._host.T,
+                                   by_columns=self._by_columns)
 
     def __rmatmul__(self, M):
-        """``M @ G``: ``v @ G = G v`` for a vector, ``(G M')'`` for the ``m`` rows of a block
-        ``M`` of shape ``(m, P)`` (``G`` is symmetric)."""
+        """``M @ G``: ``v @ G = G' v`` for a vector, ``(G' M')'`` for the ``m`` rows of a
+        block ``M`` of shape ``(m, P)`` (``G' = G`` but for a user's loss whose ``H_n`` is
+        not symmetric)."""
         shape = getattr(M, "shape", None)
         if shape is None or len(shape) != 2:
-            return self.matvec(M)
+            return self.rmatvec(M)
         if shape[1] != self.shape[0]:
             raise ValueError(f"M: expected rows in beta order, shape (m, {self.shape[0]}) for "
                              f"M @ op, got shape {tuple(shape)}")
@@ -654,14 +678,17 @@ class GaussNewtonOperator:
         else:
             M = as_array("M", M, np)
             split_finite_checks([("M", M)])
-        return self.matvec(M.T).T
+        return self.rmatvec(M.T).T
 
     def to_dense(self):
         """The ``(P, P)`` matrix itself, from ``P`` products (small networks only)."""
         if self._full is not None:
             return trim_beta(self._full.to_dense(), self._static[-1], self._biases, axes=(0, 1))
         eye = self._xp.eye(self.shape[0], dtype=self.dtype)
-        return self._columns(eye, True) if self._by_columns else self._products(eye)
+        if self._by_columns:
+            return self._columns(eye, True)
+        rows = self._products(eye)  # row i: (G e_i)', so the rows are G' (a user's H_n)
+        return np.ascontiguousarray(rows.T) if self._xp is np else rows.T
 
 
 @replayed("params", "X", "y", recheck=_repeatable)
