@@ -343,3 +343,36 @@ def test_gradients_stay_accurate_where_the_outputs_saturate(loss, y):
                                                           loss=loss))
         full = np.sqrt((want ** 2).sum(1) * (1 + (X ** 2).sum(1)))  # |e| |[x; 1]|
         assert rel_err(norms, full) < 1e-12 or np.all(np.abs(norms - full) <= 1e-12 * full)
+
+
+@pytest.mark.parametrize("loss, K, bad, row", [
+    ("cross_entropy", 3, np.array([0, 3, 1]), 1),
+    ("cross_entropy", 3, np.array([0, -1, 1]), 1),
+    ("cross_entropy", 3, np.array([[1.0, 0, 0], [0.2, 0.3, 0.5], [1, 1, 1]]), 2),
+    ("cross_entropy", 3, np.array([[1.0, 0, 0], [-0.5, 1.0, 0.5], [0, 0, 1]]), 1),
+    ("binary_cross_entropy", 1, np.array([0.0, 1.5, 1.0]), 1),
+])
+def test_targets_traced_under_jit_or_vmap_that_are_not_targets_give_rows_of_nan(loss, K, bad, row):
+    """Under an outer jax.jit or jax.vmap the targets have no values to check: a label 3
+    for K = 3 gave softmax(z) as its gradient (the one-hot of 3 is all zeros), finite and
+    plausible.  Such an example's output error e_n is now NaN, so its gradient is (but where
+    a ReLU unit that is off gives an exact 0) and so its norm; the other rows equal the
+    eager call's."""
+    params = [(jnp.asarray(B), jnp.asarray(b)) for B, b in bpcheck.init_params([4, 6, K], seed=0)]
+    X = jnp.asarray(np.random.default_rng(0).standard_normal((3, 4)))
+    y = jnp.asarray(bad)
+    with pytest.raises(ValueError, match="y: "):
+        bpcheck.per_example_grads(params, X, y, loss=loss)
+    good = np.ones(3, bool)
+    good[row] = False
+    fixed = np.asarray(bad).copy()
+    fixed[row] = fixed[0]
+    want = np.asarray(bpcheck.per_example_grads(params, X, jnp.asarray(fixed), loss=loss))
+    jitted = jax.jit(lambda X, y: bpcheck.per_example_grads(params, X, y, loss=loss))(X, y)
+    mapped = jax.vmap(lambda x, t: bpcheck.per_example_grads(params, x, t, loss=loss))(X, y)
+    norms = jax.jit(lambda X, y: bpcheck.per_example_grad_norms(params, X, y, loss=loss))(X, y)
+    for got in (np.asarray(jitted), np.asarray(mapped)):
+        assert np.isnan(got[row][-K:]).all() and np.isfinite(got[good]).all()  # (the bias of
+        # the output layer: e_n itself; below it, a ReLU unit that is off keeps its exact 0)
+        assert rel_err(got[good], want[good]) < 1e-6
+    assert np.isnan(norms[row]) and np.isfinite(np.asarray(norms)[good]).all()

@@ -265,7 +265,25 @@ class Loss:
     # --- derivatives with respect to z ------------------------------------------------
 
     def grad(self, z, y, xp):
-        """``e_n = d loss_n / d z_n``, shape ``(N, K)``."""
+        """``e_n = d loss_n / d z_n``, shape ``(N, K)``.  JAX: an example whose target is
+        not one (a class label outside ``0..K-1``, class probabilities with a negative entry
+        or a row sum off 1 by more than ``sqrt(eps)``, a binary target outside ``[0, 1]``)
+        gets a row of NaN (so its gradients and their norm are NaN): under an outer
+        ``jax.jit`` or ``jax.vmap`` the targets are traced, with no values to check and raise
+        on (concrete ones are checked before)."""
+        e = self._grad(z, y, xp)
+        if xp is np or self.name not in ("cross_entropy", "binary_cross_entropy"):
+            return e
+        if self.name == "binary_cross_entropy":
+            valid = (y >= 0) & (y <= 1)
+        elif y.ndim == 2:
+            tol = float(np.sqrt(np.finfo(np.dtype(y.dtype)).eps))
+            valid = ((y.min(axis=1) >= 0) & (abs(y.sum(axis=1) - 1) <= tol))[:, None]
+        else:
+            valid = ((y >= 0) & (y < z.shape[1]))[:, None]
+        return xp.where(valid, e, xp.nan)
+
+    def _grad(self, z, y, xp):
         if self.name == "mse":
             return z - y
         if self.name == "cross_entropy":
