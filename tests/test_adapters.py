@@ -186,3 +186,23 @@ def test_in_out_results_are_computed_in_the_layers_orientation_on_every_path(mon
         monkeypatch.setattr(module, "_THREADED_SIZE", 1)  # JAX: filled on the host
     monkeypatch.setattr(_recursion, "_THREADS", 3)  # rows split over threads
     check(grads(X, y), rows(X), "threads")
+
+
+@pytest.mark.parametrize("layout, kind", [("in_out", "dict"), ("out_in", "pair")])
+def test_a_network_of_numpy_layers_holds_the_weights_it_read(layout, kind):
+    """A Network read from a plain list of NumPy layers held views of them: a training step
+    written into the caller's arrays afterwards changed its forward pass (a torch model's
+    weights were copied already)."""
+    layers = in_out_layers([4, 5, 3], kind=kind)
+    if layout == "out_in":
+        layers = [(W.T.copy(), b) for W, b in layers]
+    X = np.random.default_rng(2).standard_normal((3, 4))
+    net = bpcheck.network(layers, layout=layout, activation="tanh")
+    before = bpcheck.forward(net, X)
+    for layer in layers:
+        W, b = (layer["W"], layer["b"]) if kind == "dict" else layer
+        W *= 0.5
+        b += 1.0
+    assert np.array_equal(bpcheck.forward(net, X), before)
+    assert rel_err(bpcheck.forward(bpcheck.network(layers, layout=layout, activation="tanh"), X),
+                   before) > 0.1  # read again: the new weights

@@ -205,3 +205,28 @@ def test_nan_in_params_is_named_for_an_empty_batch_by_every_function(params, bac
                  lambda: bpcheck.per_example_grad_norms(bad, X, y)):
         with pytest.raises(ValueError, match=r"B\^\(1\) \(params\[0\]\[0\]\): contains NaN"):
             call()
+
+
+def test_big_endian_arrays_give_the_native_results(params):
+    """Arrays in the other byte order (read from a big-endian file) were accepted, but
+    gauss_newton_matvec failed with NumPy's "output array is not acceptable" and a JAX call
+    with JAX's "Error interpreting argument"; they are read in the native order now."""
+    X = np.random.default_rng(0).standard_normal((5, WIDTHS[0]))
+    y = np.array([0, 1, 1, 0, 1])
+    v = np.random.default_rng(1).standard_normal(P)
+    swap = lambda a: a.astype(a.dtype.newbyteorder("S"))  # noqa: E731 - same values
+    assert not swap(X).dtype.isnative and np.array_equal(swap(X), X)
+    other = [(swap(B), swap(b)) for B, b in params]
+    for name, call in [
+        ("forward", lambda p, X, v: bpcheck.forward(p, X)),
+        ("per_example_grads", lambda p, X, v: bpcheck.per_example_grads(p, X, y)),
+        ("gauss_newton_matvec", lambda p, X, v: bpcheck.gauss_newton_matvec(p, X, v)),
+        ("operator", lambda p, X, v: bpcheck.gauss_newton_operator(p, X) @ v),
+        ("ntk", lambda p, X, v: bpcheck.ntk(p, X)),
+        ("jacobian", lambda p, X, v: bpcheck.jacobian(p, X)),
+    ]:
+        want = call(params, X, v)
+        assert np.array_equal(call(other, swap(X), swap(v)), want), name
+        jax_params = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params]
+        got = call(jax_params, swap(X.astype(np.float32)), swap(v.astype(np.float32)))
+        assert np.allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5), name

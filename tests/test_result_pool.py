@@ -112,3 +112,79 @@ def test_per_example_gradients_in_a_loop_reuse_their_memory_and_stay_right():
         else:
             assert G.ctypes.data == first  # the previous batch's memory
         del G
+
+
+def test_a_block_given_back_while_one_is_chosen_never_shifts_the_choice():
+    """A garbage collection may start at any allocation inside ``_take`` and free a result
+    held in a reference cycle, whose block then comes back on the same thread (the lock is
+    reentrant).  With the pool full, that dropped the oldest block: every position read
+    before moved by one, and a 2.25 MB result was placed in a 1 MB block (written past its
+    end: "double free or corruption").  Here a block gives another one back the moment its
+    size is read for the choice, as such a collection would; the result gets the best
+    fitting block, and the one given back joins the pool after the choice."""
+    MB = 1 << 20
+    sizes = [MB] * (_arrays.POOL_BLOCKS + 1)
+    sizes[5:16] = [3 * MB] * 11  # blocks that fit the request below
+    sizes[20] = 2 * MB + MB // 2  # the best fit, beside a 1 MB one
+    late = np.empty(MB, np.uint8)
+
+    class GivesBackWhenRead(np.ndarray):
+        reads = 0
+
+        @property
+        def nbytes(self):
+            type(self).reads += 1
+            if type(self).reads == 2:  # (1: its fit is tested; 2: the choice among fits)
+                _arrays._give_back(late)
+            return self.size * self.itemsize
+
+    try:
+        release_memory()
+        results = [host_buffer((s // 8,), np.float64) for s in sizes]
+        kept = results.pop()
+        while results:  # all but one given back, oldest first: a full pool
+            results.pop(0)
+        assert len(_arrays._FREE) == _arrays.POOL_BLOCKS
+        best = _arrays._FREE[20]
+        assert best.nbytes == 2 * MB + MB // 2 + 64
+        _arrays._FREE[5] = _arrays._FREE[5].view(GivesBackWhenRead)  # a 3 MB one, read first
+        out = host_buffer(((2 * MB + MB // 4) // 8,), np.float64)
+        assert GivesBackWhenRead.reads >= 2  # it did give one back during the choice
+        assert out.base.raw is best and out.base.raw.nbytes >= out.nbytes + 64
+        out[:] = 1.0
+        assert any(raw is late for raw in _arrays._FREE) and not _arrays._LATE
+        assert len(_arrays._FREE) == _arrays.POOL_BLOCKS
+        del kept
+    finally:
+        release_memory()
+
+
+def test_results_alive_at_interpreter_exit_give_their_memory_back_quietly(tmp_path):
+    """At exit a result's block may be given back after the module's globals are gone:
+    "Exception ignored in: <function _Block.__del__> ... 'NoneType' object is not
+    callable" was printed (the guard sat inside the function that was gone)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "exit.py"
+    script.write_text(
+        "import numpy as np, jax.numpy as jnp, bpcheck\n"
+        "from bpcheck import _arrays  # (a reference to the module from __main__)\n"
+        "W = [64, 128, 128, 10]\n"
+        "r = np.random.default_rng(0)\n"
+        "ps = [(jnp.asarray(r.standard_normal((d, e)).astype(np.float32) / np.sqrt(e)),\n"
+        "       jnp.asarray(r.standard_normal(d).astype(np.float32))) for e, d in zip(W, W[1:])]\n"
+        "X = jnp.asarray(r.standard_normal((256, 64)).astype(np.float32))\n"
+        "y = jnp.asarray(r.integers(0, 10, 256))\n"
+        "G = bpcheck.per_example_grads(ps, X, y)  # filled on the host, handed to JAX\n"
+        "H = G * 2.0\n"
+        "del G\n"
+        "for s in range(4):\n"
+        "    Z = bpcheck.per_example_grads(ps, X * (s + 2.0), y)\n"
+        "    Zn = bpcheck.per_example_grads([(np.asarray(B), np.asarray(b)) for B, b in ps],\n"
+        "                                   np.asarray(X) * (s + 3.0), np.asarray(y))\n"
+        "print('done')\n")
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "done", run.stderr
+    assert "Exception ignored" not in run.stderr, run.stderr

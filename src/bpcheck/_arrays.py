@@ -177,6 +177,8 @@ def as_array(name: str, x: Any, xp) -> Any:
     if type(x) is np.ndarray:  # the common cases first
         if x.dtype.kind not in "fiub":
             _check_dtype(name, x)
+        if not x.dtype.isnative:  # big-endian on a little-endian machine, or the reverse:
+            x = x.astype(x.dtype.newbyteorder("="))  # NumPy's out= and JAX take neither
         return x if xp is np else xp.asarray(x)
     if is_jax(x):
         _check_dtype(name, x)
@@ -732,7 +734,10 @@ class _Block:
                                     "typestr": dtype.str, "descr": dtype.descr, "version": 3}
 
     def __del__(self):
-        _give_back(self.raw)
+        try:
+            _give_back(self.raw)
+        except Exception:  # noqa: BLE001 - at interpreter exit the module may be half gone
+            pass
 
 
 ALIGN_MIN = 1 << 16  # bytes from which a result is 64-byte aligned (below: NumPy's own)
@@ -744,29 +749,41 @@ POOL_BLOCKS = 64  # given-back blocks kept at most (each result taken looks at a
 _FREE: list = []  # given-back blocks (uint8 arrays), oldest first
 _FREE_BYTES = [0]  # their bytes together
 _FREE_LOCK = threading.RLock()  # reentrant: a block may be given back by a collection inside
+_TAKING = [False]  # _take is choosing a block (under the lock)
+_LATE: list = []  # blocks given back meanwhile, by a collection inside _take
 
 
 def _take(nbytes: int):
     """The smallest pooled block of ``nbytes`` to ``2 nbytes`` bytes, taken out of the pool;
-    of equal ones the last given back (its pages the likeliest still in the cache)."""
+    of equal ones the last given back (its pages the likeliest still in the cache).
+
+    A garbage collection may start inside (any allocation can start one) and free a result
+    in a reference cycle, whose block :func:`_give_back` then returns on this same thread:
+    it waits in ``_LATE`` until the choice is made, so that the pool's list does not shift
+    under the positions read from it (a block half the size was once handed out)."""
     with _FREE_LOCK:
-        fits = [i for i, raw in enumerate(_FREE) if nbytes <= raw.nbytes <= 2 * nbytes]
-        if not fits:
-            return None
-        raw = _FREE.pop(min(fits, key=lambda i: (_FREE[i].nbytes, -i)))
-        _FREE_BYTES[0] -= raw.nbytes
+        _TAKING[0] = True
+        try:
+            fits = [i for i, raw in enumerate(_FREE) if nbytes <= raw.nbytes <= 2 * nbytes]
+            raw = _FREE.pop(min(fits, key=lambda i: (_FREE[i].nbytes, -i))) if fits else None
+            if raw is not None:
+                _FREE_BYTES[0] -= raw.nbytes
+        finally:
+            _TAKING[0] = False
+        while _LATE:
+            _give_back(_LATE.pop())
         return raw
 
 
 def _give_back(raw: np.ndarray) -> None:
-    try:
-        with _FREE_LOCK:
-            _FREE.append(raw)
-            _FREE_BYTES[0] += raw.nbytes
-            while _FREE_BYTES[0] > POOL_MAX or len(_FREE) > POOL_BLOCKS:
-                _FREE_BYTES[0] -= _FREE.pop(0).nbytes  # the oldest goes back to the system
-    except Exception:  # noqa: BLE001 - at interpreter exit the module may be half gone
-        pass
+    with _FREE_LOCK:
+        if _TAKING[0]:  # inside _take, on this thread (see there)
+            _LATE.append(raw)
+            return
+        _FREE.append(raw)
+        _FREE_BYTES[0] += raw.nbytes
+        while _FREE_BYTES[0] > POOL_MAX or len(_FREE) > POOL_BLOCKS:
+            _FREE_BYTES[0] -= _FREE.pop(0).nbytes  # the oldest goes back to the system
 
 
 def release_memory() -> None:

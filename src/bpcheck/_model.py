@@ -978,7 +978,8 @@ def _read_pytree(layers, layout):
             raise TypeError(f"{where}: expected a dict with a weight and a bias or a pair "
                             f"(W, b), got {type(layer).__name__}")
         kinds.append((type(layer), keys))
-        walk.dense(Dense(where, W, b, layout,
+        W, b = (x.copy() if isinstance(x, np.ndarray) else x for x in (W, b))  # the weights read,
+        walk.dense(Dense(where, W, b, layout,  # whatever the caller writes into its arrays later
                          ((i, keys[0]), None if b is None and keys[1] is None else (i, keys[1]))))
     found, acts = walk.finish()
 
