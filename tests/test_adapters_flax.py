@@ -110,6 +110,37 @@ def test_models_given_to_a_jit_as_arguments_are_checked_on_random_weights():
                                                                activation="tanh"), X, y))
 
 
+class WithDropout(nnx.Module):
+    def __init__(self, rngs):
+        self.a = nnx.Linear(4, 5, param_dtype=jnp.float64, rngs=rngs)
+        self.drop = nnx.Dropout(0.5, rngs=rngs)  # holds Rngs: a key and a count
+        self.b = nnx.Linear(5, 3, param_dtype=jnp.float64, rngs=rngs)
+
+    def __call__(self, x):
+        return self.b(self.drop(jnp.tanh(self.a(x))))
+
+
+def test_a_model_holding_rngs_is_read_under_a_jit_and_still_checked():
+    """A Dropout's Rngs (a PRNG key and a count, traced with the weights) are no weights:
+    the random stand-in leaves them as they are (a key has no float dtype to draw)."""
+    X, y = data()
+    model = WithDropout(nnx.Rngs(0))
+    model.eval()
+    grads = nnx.jit(lambda m, X, act: bpcheck.per_example_grads(m, X, y, activation=act),
+                    static_argnums=2)
+    assert_same_tree(grads(model, X, "tanh"),
+                     bpcheck.per_example_grads(model, X, y, activation="tanh"))
+    with pytest.raises(ValueError, match="does not reproduce the model's forward pass"):
+        grads(model, X, "relu")
+    rngs = nnx.Rngs(0)
+    seq = nnx.Sequential(nnx.Linear(4, 5, param_dtype=jnp.float64, rngs=rngs), nnx.relu,
+                         nnx.Dropout(0.5, rngs=rngs),
+                         nnx.Linear(5, 3, param_dtype=jnp.float64, rngs=rngs))
+    seq.eval()
+    assert_same_tree(nnx.jit(lambda m, X: bpcheck.per_example_grads(m, X, y))(seq, X),
+                     bpcheck.per_example_grads(seq, X, y))
+
+
 def test_nnx_jacobian_rows_in_the_state_structure_equal_jax_jacrev():
     model = nnx_sequential(nnx.relu)
     X, _ = data()

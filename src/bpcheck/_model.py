@@ -1135,12 +1135,15 @@ def _standin(kind: str | None, model: Any, variables: Any):
         from flax import nnx
 
         graphdef, tree = nnx.split(model)
-    if not any(is_tracer(leaf) for leaf in jax.tree_util.tree_leaves(tree)):
+    def traced(leaf):  # (traced keys and counts, of a Dropout's Rngs say, are left as they are)
+        return is_tracer(leaf) and jax.numpy.issubdtype(leaf.dtype, jax.numpy.floating)
+
+    if not any(traced(leaf) for leaf in jax.tree_util.tree_leaves(tree)):
         return None
     rng = np.random.default_rng(0)
 
     def fill(leaf):
-        if not is_tracer(leaf):
+        if not traced(leaf):
             return leaf
         shape = tuple(leaf.shape)
         scale = 1 / math.sqrt(max(shape)) if len(shape) > 1 else 0.1  # outputs of the inputs' scale
