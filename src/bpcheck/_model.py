@@ -1135,6 +1135,7 @@ def _standin(kind: str | None, model: Any, variables: Any):
         from flax import nnx
 
         graphdef, tree = nnx.split(model)
+
     def traced(leaf):  # (traced keys and counts, of a Dropout's Rngs say, are left as they are)
         return is_tracer(leaf) and jax.numpy.issubdtype(leaf.dtype, jax.numpy.floating)
 
@@ -1147,12 +1148,10 @@ def _standin(kind: str | None, model: Any, variables: Any):
             return leaf
         shape = tuple(leaf.shape)
         scale = 1 / math.sqrt(max(shape)) if len(shape) > 1 else 0.1  # outputs of the inputs' scale
-        return np.asarray(scale * rng.standard_normal(shape)).astype(np.dtype(leaf.dtype))
+        return jax.numpy.asarray((scale * rng.standard_normal(shape)).astype(np.dtype(leaf.dtype)))
 
-    with jax.ensure_compile_time_eval():
+    with jax.ensure_compile_time_eval():  # (a concrete array, not a constant of the trace)
         filled = jax.tree_util.tree_map(fill, tree)
-        filled = jax.tree_util.tree_map(lambda x: jax.numpy.asarray(x) if isinstance(x, np.ndarray)
-                                        else x, filled)
         if kind == "flax.linen":
             return model, filled
         if kind == "flax.nnx":
