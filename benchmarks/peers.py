@@ -536,6 +536,8 @@ def xla_runtime_line(pj, Xj, vt, widths, N, repeats):
     import sys
 
     waited = best_ms(lambda: jvp_vjp(pj, Xj, vt), repeats)
+    paused = {us: best_ms(_after_pause(lambda: jvp_vjp(pj, Xj, vt), us), repeats)
+              for us in PAUSES_US}
     in_a_row = best_ms(lambda: [jvp_vjp(pj, Xj, vt) for _ in range(LOOP)], repeats) / LOOP
     cmd = [sys.executable, os.path.abspath(__file__), "--inline-ggn",
            f"{'-'.join(map(str, widths))}:{N}", "--repeats", str(repeats)]
@@ -554,6 +556,27 @@ def xla_runtime_line(pj, Xj, vt, widths, N, repeats):
           f"{LOOP} calls made before waiting, {in_a_row:.2f} ms each (XLA runs a call's steps "
           f"on its own threads, so calls in a row overlap; bpcheck's JAX call reads its "
           f"NaN/inf flag back, so it waits); {inline}")
+    shown = ", ".join(f"{us} us: {ms:.3f} ms" for us, ms in paused.items())
+    print(f"  the peer's program again, each call waited for after a pause of Python (a busy "
+          f"wait, as a library's own handling of its arguments is) of {shown}: the threads "
+          f"that ran a call sleep when the next does not come within a few microseconds, "
+          f"and waking them costs more than the pause")
+
+
+PAUSES_US = (0, 1, 2, 4, 8)
+"""Busy pauses (microseconds) before each call of the peer's program, in
+:func:`xla_runtime_line`."""
+
+
+def _after_pause(fn, us):
+    """``fn`` called after a busy wait of ``us`` microseconds (Python running, as a
+    library's argument checks do, not a sleep)."""
+    def paused():
+        end = time.perf_counter() + us * 1e-6
+        while time.perf_counter() < end:
+            pass
+        return fn()
+    return paused
 
 
 def inline_ggn(spec, repeats):
