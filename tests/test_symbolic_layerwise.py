@@ -87,6 +87,25 @@ def test_an_unknown_mistake_is_not_named():
     assert not report.holds and report.mismatch.known == "" and "known mistake" not in str(report)
 
 
+def test_the_direct_method_names_the_known_mistakes_the_layerwise_one_does():
+    from bpcheck.symbolic.wrong_rules import KNOWN
+
+    named = 0
+    for planted in KNOWN:
+        by = {method: check_recursion([2, 3, 2, 2], planted.v_rule, planted.u_rule,
+                                      method=method) for method in ("layerwise", "direct")}
+        layerwise, direct = by["layerwise"].mismatch, by["direct"].mismatch
+        if layerwise is None:
+            assert direct is None
+            continue
+        assert (direct.l, direct.quantity, direct.known) == \
+            (layerwise.l, layerwise.quantity, layerwise.known)
+        named += bool(direct.known)
+    assert named >= 5
+    unknown = check_recursion([2, 3, 3, 2], v_rule=lambda V, B, D: 2 * V * B * D, method="direct")
+    assert not unknown.holds and unknown.mismatch.known == ""
+
+
 def test_unknown_method_names_the_argument():
     with pytest.raises(ValueError, match="method: expected one of"):
         check_recursion([2, 2], method="fast")

@@ -289,15 +289,50 @@ def _check_direct(widths, v_rule, u_rule, activation) -> RecursionReport:
     full = Expander(true.renaming, idempotents) if true.forward_values else None
     report = RecursionReport(net.widths, activation, holds=False, method="direct")
 
+    def same(a, b):
+        decision = fast.difference(conv(a), conv(b))[0]
+        if decision is not Decision.EQUAL and full is not None:
+            decision = full.difference(conv(a), conv(b))[0]
+        return decision is Decision.EQUAL
+
     def comparisons():
+        V_next = None  # the claim's V^(l+1): equal to the truth when layer l is compared
         for claim in claims(net, v_rule, u_rule):
             for quantity, matrix, truth in (("V", claim.V, true.V[claim.l]),
                                             ("U", claim.U, true.U[claim.l])):
-                yield (claim.l, quantity, matrix.shape,
-                       *_compare(claim.l, quantity, matrix, truth, conv, fast, full,
-                                 net.widths[claim.l - 1]))
+                mismatch, monomials = _compare(claim.l, quantity, matrix, truth, conv, fast,
+                                               full, net.widths[claim.l - 1])
+                if mismatch is not None and mismatch.decision == Decision.DIFFERENT.value:
+                    given = V_next if quantity == "V" else claim.V
+                    mismatch.known = _known_direct(net, claim.l, quantity, matrix, given, same)
+                yield claim.l, quantity, matrix.shape, mismatch, monomials
+            V_next = claim.V
 
     return _record(report, comparisons(), start)
+
+
+def _known_direct(net, l, quantity, matrix, V, same) -> str:
+    """:func:`_known` for the direct method: the known mistakes whose output at layer
+    ``l``, from ``V``: the claim's own ``V^(l+1)`` (for ``V``) or ``V^(l)`` (for ``U``),
+    equal to the truth by then, equals the claim ``matrix`` (``same``: entry equality)."""
+    K, w = net.K, net.widths
+    names = []
+    for planted in KNOWN:
+        rule = planted.v_rule if quantity == "V" else planted.u_rule
+        if rule is None or (quantity == "V" and l > net.L):
+            continue
+        given = (V, net.B[l + 1], net.D[l]) if quantity == "V" else (V, net.a[l - 1])
+        shape = (K, w[l]) if quantity == "V" else (K, w[l] * w[l - 1])
+        try:
+            theirs = call_rule(rule, quantity.lower() + "_rule", given, _context(net, l), shape)
+        except RuleError:
+            continue
+        try:
+            if all(same(a, b) for a, b in zip(matrix, theirs)):
+                names.append(f'"{planted.name}" ({planted.mistake})')
+        except Exception:  # noqa: BLE001  (an entry SymEngine cannot take: no known mistake)
+            continue
+    return " = ".join(names)
 
 
 def _compare(l, quantity, matrix, truth, conv, fast, full, d_prev):
