@@ -232,7 +232,7 @@ def test_static_scan_attributes_forbidden_libraries_to_the_exercises_that_use_th
     src = ("import numpy as np\n"
            "def helper():\n    import torch\n    return torch\n"
            "def softmax_loss(W, b, X, y, reg):\n    return helper()\n"
-           "def two_layer_loss(*a):\n    return 'jax.numpy'\n"
+           "def two_layer_loss(*a):\n    return importlib.import_module('jax.numpy')\n"
            "def backprop_factors(Bs, bs, x):\n    return np.zeros(1)\n")
     assert forbidden_uses_in_cells([("hw.py", src)]) == ({1: ["torch"], 2: ["jax"]}, [])
     # top-level uses are listed apart; a function reaching a top-level alias is charged
@@ -302,6 +302,11 @@ def test_gradescope_zip_run_autograder_writes_results_in_a_mock_autograder_root(
     doc = json.loads((root / "results" / "results.json").read_text())
     assert doc["score"] == 50  # exercises 3 and 4 switched off by the bundled config
     assert doc["execution_time"] > 0  # every test visible: the time is shown
+    # a relative root (run_autograder changes into it first): the same grade, in its place
+    (root / "results" / "results.json").unlink()
+    subprocess.run(["bash", str(script)], env={**env, "BPCHECK_AUTOGRADER_ROOT": "autograder"},
+                   cwd=tmp_path, capture_output=True, timeout=300, check=True)
+    assert json.loads((root / "results" / "results.json").read_text())["score"] == 50
     # an upload in a sub-folder, beside a helper and macOS litter: the right file, with a note
     (root / "submission" / "hw.py").unlink()
     (root / "submission" / "upload").mkdir()
@@ -506,6 +511,20 @@ def test_partial_credit_adds_up_exactly_in_the_totals():
         _add(report, cfg, case, 1 / 3, ["one of three outputs right"])
     assert report.exercise_score(1) == 2.0 and report.score == 2.0  # not 1.999998
     assert [t["score"] for t in results_json(report)["tests"]] == [0.666667] * 3
+
+
+@pytest.mark.parametrize("body, used", [
+    ("msg = 'torch'\n    return msg", []),  # a label: no use (it zeroed the exercise)
+    ("return [d for d in ('a', 'bpcheck') if d.startswith('bpcheck')]", []),
+    ("return __import__('torch')", ["torch"]),
+    ("return importlib.import_module(name=' jax.numpy ')", ["jax"]),
+    ("return importlib.util.find_spec('torch.autograd')", ["torch"]),
+    ("return sys.modules['jax']", ["jax"]),
+    ("return [__import__(m) for m in ('to' + 'rch',)]", []),  # left to the import blocker
+])
+def test_scan_counts_a_string_only_where_it_names_a_module_to_import(body, used):
+    src = f"import importlib, sys\ndef softmax_loss(W, b, X, y, reg):\n    {body}\n"
+    assert forbidden_uses_in_cells([("hw.py", src)]) == ({1: used} if used else {}, [])
 
 
 def test_scan_lets_a_local_name_shadow_a_forbidden_import():

@@ -61,6 +61,12 @@ def test_the_template_is_generated_from_the_homework(tmp_path):
     assert "H' = 1 + (H + 2 pad - HH) // stride" in text and "raise NotImplementedError" in text
     assert "np.pad" not in text  # the reference stays with the instructor
     compile(text, "conv.py", "exec")
+    assert "import numpy as np\n" in text and "import torch" not in text
+    homework = tmp_path / "hw.py"  # an allowed autodiff library is imported in the stub too
+    homework.write_text(HOMEWORK.read_text().replace('allow=["numpy"]',
+                                                     'allow=["numpy", "torch.nn", "scipy"]'))
+    assert run("grade", "--homework", homework, "--template", path) == 0
+    assert "import numpy as np\nimport torch.nn\n\n" in path.read_text()
 
 
 def test_grade_batch_has_one_column_per_exercise_of_the_homework(tmp_path):
@@ -191,6 +197,45 @@ def test_the_template_config_keeps_the_homeworks_own_visibilities(tmp_path, caps
     assert load_config(config, HOMEWORK).tolerance is None  # the homework's own tol holds
 
 
+def test_the_template_config_names_its_homework_and_the_zip_bundles_that_one(tmp_path, capsys):
+    """A config written by ``--template-config`` for an instructor's homework had the
+    ``homework =`` key commented out: ``gradescope-zip --config`` then bundled the
+    lecture's homework without a word, whose exercise numbers the config's points matched,
+    and every correct submission scored 0."""
+    config = tmp_path / "course" / "grading.toml"
+    config.parent.mkdir()
+    assert run("grade", "--homework", HOMEWORK, "--template-config", config) == 0
+    assert load_config(config).homework_path == str(HOMEWORK.resolve())
+    capsys.readouterr()
+    out = tmp_path / "autograder.zip"
+    assert run("gradescope-zip", out, "--config", config) == 0
+    assert f"homework: {HOMEWORK.resolve()} ('Convolutions'; exercises 1 conv2d_forward)" in \
+        capsys.readouterr().out
+    with zipfile.ZipFile(out) as zf:
+        assert zf.read("homework.py").decode() == HOMEWORK.read_text()
+    assert run("gradescope-zip", out) == 0
+    assert "homework: the lecture's, built into bpcheck" in capsys.readouterr().out
+
+
+def test_setup_sh_leaves_the_libraries_the_homework_allows_readable(tmp_path):
+    """``setup.sh`` closed torch to the submission's uid even when the homework allowed it:
+    a torch submodule loaded during a test (by ``backward()`` with a gradient) then failed
+    with ModuleNotFoundError, for every student."""
+    from bpcheck.grade.gradescope import hidden_packages
+
+    assert hidden_packages(["numpy"]) == ["bpcheck", "jax", "jaxlib", "torch", "functorch"]
+    assert hidden_packages(["numpy", "torch.nn"]) == ["bpcheck", "jax", "jaxlib"]
+    assert hidden_packages(["jax.numpy"]) == ["bpcheck", "torch", "functorch"]
+    homework = tmp_path / "hw.py"
+    homework.write_text(HOMEWORK.read_text().replace('allow=["numpy"]', 'allow=["numpy", "torch"]'))
+    for given, closed in ((HOMEWORK, "bpcheck jax jaxlib torch functorch"),
+                          (homework, "bpcheck jax jaxlib")):
+        out = tmp_path / "autograder.zip"
+        assert run("gradescope-zip", out, "--homework", given) == 0
+        with zipfile.ZipFile(out) as zf:
+            assert f"for pkg in {closed}; do" in zf.read("setup.sh").decode()
+
+
 HOMEWORK_FAULTS = [
     ('returns=["s", "t"]', "    return (x.sum(1),)",
      r"rowsum: case 1\.1 \('a'\): the reference returned 1 value, but returns= says a tuple "
@@ -203,6 +248,13 @@ HOMEWORK_FAULTS = [
     ('returns=["s"], score=__import__("bpcheck.grade.homework").grade.homework.RuleCheck(), '
      'functions=[abs, len]', "    return {}",
      r"rowsum: case 1\.1 \('a'\): widths = None: a RuleCheck case gives 'widths'"),
+    # an unstable reference: no answer can pass the case (a finite one was "relative error
+    # inf, probably wrong", a NaN or inf one "contains NaN or inf")
+    ('returns=["s"]', "    return x.sum(1) * float('inf')",
+     r"rowsum: case 1\.1 \('a'\): the reference's s holds NaN or inf \(3 of 3 entries\), "
+     r"which no answer can match"),
+    ('returns=["s[]"]', "    return ([x.sum(1), x.sum(1) * float('nan')],)",
+     r"rowsum: case 1\.1 \('a'\): the reference's s\[1\] holds NaN or inf \(3 of 3"),
 ]
 
 
@@ -437,11 +489,13 @@ def test_a_test_that_is_not_visible_shows_the_graders_words_only(route, tmp_path
      "above)", None),
 ])
 def test_the_public_form_of_each_kind_of_feedback_line(line, public):
-    from bpcheck.grade.results import LEFT_OUT, public_line
+    from bpcheck.grade.results import LEFT_OUT, OTHER_LINE, public_line
 
     got = public_line(line)
     if public is None:  # the grader's own words: kept
         assert got == line
+    elif public == "a line":  # not the submission's own words: a Custom scorer's, say
+        assert got == OTHER_LINE and "the submission's own words" not in got
     else:
         assert got.startswith(public) and "IN_" not in got and "1.0028" not in got, got
         assert got == public or got.endswith(LEFT_OUT)

@@ -8,6 +8,7 @@ grader itself failed (a results file saying so is still written); 2 for bad argu
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -119,8 +120,12 @@ def _grade(argv) -> int:
         if cfg is None:
             return 2
         hw = cfg.homework
+        named = None
+        if args.template_config and cfg.homework_path is not None:
+            named = os.path.relpath(cfg.homework_path,
+                                    Path(args.template_config).resolve().parent)
         for path, text in ((args.template, hw.template()),
-                           (args.template_config, template_config(hw))):
+                           (args.template_config, template_config(hw, named))):
             if path:
                 Path(path).write_text(text)
                 print(f"wrote {path}")
@@ -216,11 +221,15 @@ def _zip(argv) -> int:
 
     try:
         names = build_zip(args.out, args.config, args.wheel, args.homework)
-        missing = not_installed(load_config(args.config, args.homework).homework.allow)
+        cfg = load_config(args.config, args.homework)
+        missing = not_installed(cfg.homework.allow)
     except (ConfigError, OSError) as err:
         print(f"bpcheck gradescope-zip: {err}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}: {', '.join(names)}")
+    which = cfg.homework_path or "the lecture's, built into bpcheck"
+    exercises = ", ".join(f"{ex.number} {ex.name}" for ex in cfg.homework.exercises)
+    print(f"homework: {which} ({cfg.homework.title!r}; exercises {exercises})")
     for module in missing:
         print(f"warning: the homework allows {module}, which is not installed here, so the "
               f"zip does not install it and a submission that imports it fails on Gradescope "

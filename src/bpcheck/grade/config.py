@@ -26,6 +26,8 @@ names and numbers against the homework before anything runs (:meth:`GradingConfi
 
 from __future__ import annotations
 
+import json
+
 import math
 import sys
 from dataclasses import dataclass, field, fields
@@ -250,10 +252,15 @@ def load_config(path=None, homework=None) -> GradingConfig:
     return cfg
 
 
-def template_config(hw: Homework) -> str:
-    """A complete sample config for ``hw``."""
-    out = ["# bpcheck grading config (TOML).  Every key is optional.",
-           '# homework = "my_homework.py"  # the homework module (default: the lecture\'s)',
+def template_config(hw: Homework, homework: str | None = None) -> str:
+    """A complete sample config for ``hw``; ``homework``: the path of its module as the
+    config names it (relative to the config's folder), written as an active key, so that
+    the config graded with and ``gradescope-zip --config`` bundle that homework (``None``:
+    the lecture's, left as a comment)."""
+    where = ([f"homework = {json.dumps(homework)}  # the homework module (relative to this "
+              "file's folder)"] if homework is not None else
+             ['# homework = "my_homework.py"  # the homework module (default: the lecture\'s)'])
+    out = ["# bpcheck grading config (TOML).  Every key is optional.", *where,
            '# submission = "hw.ipynb"      # the file graded when a student uploads several',
            "# tolerance = 1e-6             # float64 relative error at which an output passes,",
            "#                              # for every exercise: it replaces each exercise's own",

@@ -37,10 +37,12 @@ apt-get install -y "$PY" "$PY-venv"
 /opt/bpcheck/bin/pip install -r /autograder/source/requirements.txt
 /opt/bpcheck/bin/pip install --no-deps {install}
 # The submission runs as an unprivileged uid: make sure it cannot read the grader's files,
-# bpcheck (the reference) or the autodiff libraries, even where mount namespaces are refused.
+# bpcheck (the reference) or the autodiff libraries the homework does not allow, even where
+# mount namespaces are refused (an allowed library stays readable: it may load more of
+# itself while a test runs).
 chmod -R o-rwx /autograder/source
 SITE="$(/opt/bpcheck/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-for pkg in bpcheck jax jaxlib torch functorch; do
+for pkg in {hidden}; do
   if [ -e "$SITE/$pkg" ]; then chmod -R o-rwx "$SITE/$pkg"; fi
 done
 """
@@ -49,6 +51,7 @@ RUN_AUTOGRADER = """\
 #!/usr/bin/env bash
 # Runs for each submission; must write $ROOT/results/results.json whatever happens.
 ROOT="${BPCHECK_AUTOGRADER_ROOT:-/autograder}"
+ROOT="$(cd "$ROOT" 2>/dev/null && pwd -P || printf %s "$ROOT")"  # a relative root: made absolute
 PYTHON="${BPCHECK_PYTHON:-/opt/bpcheck/bin/python}"
 # -I and this folder: nothing of the submission's on the grader's import path
 cd "$ROOT" || cd /
@@ -57,6 +60,9 @@ chmod 700 "$ROOT/results" 2>/dev/null || true
 # Gradescope's metadata holds the earlier submissions' results (hidden tests' scores and
 # outputs): the grader's alone, even where the submission runs without namespaces
 chmod 600 "$ROOT/submission_metadata.json" 2>/dev/null || true
+if ! "$PYTHON" -I -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("bpcheck") is None)' 2>/dev/null; then
+  echo "run_autograder: $PYTHON cannot import bpcheck: set BPCHECK_PYTHON to a Python that has it (setup.sh builds /opt/bpcheck)" >&2
+fi
 CONFIG=()
 if [ -f "$ROOT/source/grading.toml" ]; then CONFIG=(--config "$ROOT/source/grading.toml"); fi
 if [ -f "$ROOT/source/homework.py" ]; then CONFIG+=(--homework "$ROOT/source/homework.py"); fi
@@ -157,6 +163,21 @@ def pinned_requirements(allow=()) -> list[str]:
     return [pins[k] for k in sorted(pins)]
 
 
+HIDDEN_PACKAGES = ("bpcheck", "jax", "jaxlib", "torch", "functorch")
+"""The packages ``setup.sh`` closes to other users, unless the homework allows them."""
+
+_PARTS = {"jax": ("jax", "jaxlib"), "torch": ("torch", "functorch")}
+"""An allowed module's top-level name -> the packages it loads from."""
+
+
+def hidden_packages(allow) -> list[str]:
+    """:data:`HIDDEN_PACKAGES` less those an allowed module needs (``torch`` allowed: its
+    submodules, loaded later by a test, must stay readable to the submission's uid)."""
+    needed = {part for m in allow
+              for part in _PARTS.get(m.partition(".")[0], (m.partition(".")[0],))}
+    return [p for p in HIDDEN_PACKAGES if p not in needed]
+
+
 def not_installed(allow) -> list[str]:
     """The homework's allowed modules that this Python cannot import: the zip cannot pin
     them, so Gradescope's image would lack them."""
@@ -194,7 +215,9 @@ def build_zip(out, config_path=None, wheel=None, homework=None) -> list[str]:
         python = f"{sys.version_info.major}.{sys.version_info.minor}"
         zf.writestr("requirements.txt", "\n".join(pinned_requirements(cfg.homework.allow)) + "\n")
         names.append("requirements.txt")
-        for name, text in (("setup.sh", SETUP_SH.format(install=install, python=python)),
+        hidden = " ".join(hidden_packages(cfg.homework.allow))
+        for name, text in (("setup.sh", SETUP_SH.format(install=install, python=python,
+                                                        hidden=hidden)),
                            ("run_autograder", RUN_AUTOGRADER)):
             info = zipfile.ZipInfo(name)
             info.external_attr = (stat.S_IFREG | 0o755) << 16

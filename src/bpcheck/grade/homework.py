@@ -264,6 +264,8 @@ class Exercise:
                 raise HomeworkError(f"{where}: the reference's {name} is a "
                                     f"{type(value).__name__}, but returns= says a list "
                                     f"({name}[])")
+        if isinstance(self.scorer, RelativeError):
+            _check_finite_reference(where, outputs, want)
         want = case._want = Outputs(want, [n for n, _ in outputs])
         return want
 
@@ -387,6 +389,27 @@ def _tuple_problem(meta, names, lone_list=False) -> str | None:
         return (f"expected a tuple of {len(names)} value{'s' * (len(names) != 1)} "
                 f"({', '.join(names)}), got {res.get('length')}")
     return None
+
+
+def _check_finite_reference(where, outputs, want):
+    """A reference output of floats with NaN or inf is the homework's error: an answer that
+    holds NaN or inf fails (:func:`bpcheck.grade.compare.check_value`), and a finite one
+    is infinitely far from it, so no answer could pass the case (an unstable reference,
+    ``-np.log(p)`` with ``p`` underflowing to 0 on a large-scores case, say)."""
+    for (name, kind), value in zip(outputs, want):
+        for label, entry in ([(name, value)] if kind == "value" else
+                             [(f"{name}[{j}]", v) for j, v in enumerate(value)]):
+            try:
+                array = np.asarray(entry)
+            except Exception:  # noqa: BLE001 - not an array: the scorer says what it is
+                continue
+            if array.dtype.kind in "fc" and not np.all(np.isfinite(array)):
+                bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+                raise HomeworkError(
+                    f"{where}: the reference's {label} holds NaN or inf ({bad} of "
+                    f"{array.size} entries), which no answer can match (an answer with NaN "
+                    "or inf fails, and a finite one is infinitely far from it): compute it "
+                    "stably, or change the case")
 
 
 class RelativeError:
@@ -706,9 +729,10 @@ class Homework:
         """The student's file: the intro, the imports, one stub per student function."""
         intro = self.intro or f"{self.title}.\n\nFill in the functions below; keep their names " \
             "and signatures (the autograder calls them)."
-        imports = "".join(f"import {m}\n" for m in self.allow if m == "numpy")
-        head = '"""' + intro.strip() + '\n"""\n\n' + (imports.replace("import numpy\n",
-                                                                         "import numpy as np\n"))
+        # numpy, and an autodiff library the homework allows (torch: the exercise is about it)
+        imports = "".join("import numpy as np\n" if m == "numpy" else f"import {m}\n"
+                          for m in self.allow if m == "numpy" or m.partition(".")[0] in AUTODIFF)
+        head = '"""' + intro.strip() + '\n"""\n\n' + imports
         return head + "\n\n" + "\n\n".join(ex.stub() for ex in self.exercises)
 
 

@@ -205,7 +205,13 @@ def public_line(line: str) -> str:
         m = p.fullmatch(line)
         if m:
             return m.expand(words)
-    return "a line " + LEFT_OUT
+    return OTHER_LINE
+
+
+OTHER_LINE = ("a line left out: results.json shows a line in other words than the grader's "
+              "own (a Custom scorer's, an error's message) for visible tests only, since it "
+              "may quote the submission's output or this test's inputs")
+"""What stands for such a line in a test that is not visible (:func:`public_line`)."""
 
 
 def results_json(report: GradeReport) -> dict:

@@ -4,9 +4,10 @@ only), and the static scan for libraries a submission may not use.
 The scan is one of three layers against bpcheck, JAX, PyTorch and other autodiff
 libraries (the others: they are absent from the child's path and hidden by mounts, and
 an import blocker records attempts at run time).  It attributes each use to the
-exercises whose functions reach it: a forbidden import or a string naming a forbidden
-module inside a function counts for every exercise function that calls that function
-(directly or through other top-level functions).  Uses at module level are listed apart:
+exercises whose functions reach it: a forbidden import (a statement, or a call such as
+``importlib.import_module("torch")`` with the name in a string) inside a function counts
+for every exercise function that calls that function (directly or through other
+top-level functions).  Uses at module level are listed apart:
 in a ``.py`` file they zero the submission (the file could not be loaded); in a notebook
 the cell that has them fails when graded and the other cells still run.
 """
@@ -166,6 +167,13 @@ def read_submission(path, probe=PROBE_NEEDED) -> str:
     return text
 
 
+IMPORTING_CALLS = frozenset({"__import__", "import_module", "find_spec", "find_module",
+                             "find_loader", "load_module", "reload"})
+"""Calls whose first argument (or ``name=``) names a module to import: a forbidden one
+named there in a string is a use, as an ``import`` statement is (any other way to reach
+one, a name built at run time say, meets the import blocker)."""
+
+
 class _Uses(ast.NodeVisitor):
     """Forbidden modules named in a body, and the names it refers to."""
 
@@ -195,11 +203,29 @@ class _Uses(ast.NodeVisitor):
             for a in node.names:
                 self.aliases[a.asname or a.name] = bad
 
-    def visit_Constant(self, node):
-        if isinstance(node.value, str):
+    def _named(self, node):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
             bad = self._forbidden_name(node.value.strip())
             if bad:
                 self.forbidden.add(bad)
+
+    def visit_Call(self, node):
+        # a module named in a string only where it is imported by name: a string that
+        # merely equals one (a label, "torch" in a message) is no use of it
+        func = node.func
+        called = func.id if isinstance(func, ast.Name) else \
+            func.attr if isinstance(func, ast.Attribute) else None
+        if called in IMPORTING_CALLS:
+            for arg in [*node.args[:1], *(k.value for k in node.keywords if k.arg == "name")]:
+                self._named(arg)
+        self.generic_visit(node)
+
+    def visit_Subscript(self, node):
+        value = node.value  # sys.modules["torch"]
+        if (isinstance(value, ast.Attribute) and value.attr == "modules") or \
+                (isinstance(value, ast.Name) and value.id == "modules"):
+            self._named(node.slice)
+        self.generic_visit(node)
 
     def visit_Name(self, node):
         (self.bound if isinstance(node.ctx, ast.Store) else self.names).add(node.id)
