@@ -54,6 +54,21 @@ def test_wrong_orientation_of_a_non_square_layer_names_the_layout_not_the_bias()
     pairs = [(layer["W"], layer["b"]) for layer in layers]
     with pytest.raises(ValueError, match=r"layout 'out_in'.*bpcheck\.network\(layers, layout='in_out'\)"):
         bpcheck.forward(pairs, np.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"layout 'out_in'"):  # one layer: no evidence either way
+        bpcheck.forward(pairs[:1], np.ones((2, 3)))
+
+
+@pytest.mark.parametrize("layer", [0, 1])
+def test_a_wrong_bias_beside_a_weight_the_right_way_round_is_not_blamed_on_the_layout(layer):
+    """A bias of the wrong length, with every weight (out, in) and agreeing with its
+    neighbours, was told "the weight looks stored (in, out)": following that advice would
+    have transposed a right weight."""
+    params = bpcheck.init_params([4, 5, 3], seed=0)
+    B, b = params[layer]
+    params[layer] = (B, np.zeros(B.shape[1]))
+    with pytest.raises(ValueError, match=rf"b\^\({layer + 1}\) .*expected shape \({B.shape[0]},\)") as err:
+        bpcheck.forward(params, np.ones((2, 4)))
+    assert "layout" not in str(err.value)
 
 
 @pytest.mark.parametrize("kind", ["dict", "tuple"])

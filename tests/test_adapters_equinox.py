@@ -99,6 +99,11 @@ def test_an_unknown_activation_must_be_stated_and_the_statement_is_checked():
     model = mlp(lambda x: jnp.tanh(x))
     with pytest.raises(ValueError, match="cannot read the activation .* state it"):
         bpcheck.network(model)
+    # one bpcheck has no name for: the names it has, and that another is not supported
+    with pytest.raises(ValueError, match=r"log_sigmoid\); if it is one of bpcheck's \(relu, "
+                                         r".*identity\), state it.*another activation is not "
+                                         r"supported"):
+        bpcheck.network(mlp(jax.nn.log_sigmoid))
     net = bpcheck.network(model, activation="tanh")
     X, _ = data()
     assert rel_err(bpcheck.forward(net, X), jax.vmap(model)(jnp.asarray(X))) < RTOL

@@ -201,6 +201,23 @@ def test_bad_loss_reduction_and_flat_arguments_are_named_errors(call, exc, patte
         call(params, np.ones((4, 3)))
 
 
+@pytest.mark.parametrize("call", [
+    lambda p, X: bpcheck.per_example_grads(p, X, np.zeros(4, int)),
+    lambda p, X: bpcheck.per_example_grad_norms(p, X, np.zeros(4, int)),
+    lambda p, X: bpcheck.gauss_newton(p, X),
+    lambda p, X: bpcheck.gauss_newton_matvec(p, X, np.ones(bpcheck.param_count([3, 5, 1]))),
+    lambda p, X: bpcheck.gauss_newton_operator(p, X),
+])
+def test_cross_entropy_on_one_output_points_to_binary_cross_entropy(call):
+    """One logit under the default loss gave all-zero gradients and Gauss-Newton matrices
+    (the softmax of one output is 1), without a word."""
+    params = bpcheck.init_params([3, 5, 1], seed=0)
+    with pytest.raises(ValueError, match=r"loss='cross_entropy': expects at least two outputs "
+                                         r"\(K >= 2\), but the network has K = 1.*"
+                                         r"loss='binary_cross_entropy'"):
+        call(params, np.ones((4, 3)))
+
+
 def test_binary_targets_outside_0_1_or_of_the_wrong_shape_are_rejected():
     params = bpcheck.init_params([3, 5, 1], seed=0)
     X = np.ones((4, 3))

@@ -385,6 +385,19 @@ def _pairs(params: Any) -> list:
     return flat
 
 
+def _stored_in_out(params, l) -> bool:
+    """Whether a bias of ``B^(l)``'s column count may mean the weights are stored
+    ``(in, out)``: not past layer 1 (``B^(l)``'s columns matched the layer below, so it
+    is the right way round), nor when the next weight's columns continue ``B^(1)``'s rows
+    (``B^(1)`` is then the right way round too, and the bias is simply wrong)."""
+    if l > 1:
+        return False
+    following = getattr(params[1][0], "shape", None) if len(params) > 1 else None
+    rows, cols = params[0][0].shape
+    return following is None or len(following) != 2 or following[1] != rows or \
+        following[0] == cols
+
+
 def check_params(params: Any, xp=None, *, finite: bool = True):
     """Validate ``[(B1, b1), ..., (B_{L+1}, b_{L+1})]``; return (params as arrays, widths, xp).
 
@@ -424,7 +437,8 @@ def check_params(params: Any, xp=None, *, finite: bool = True):
             raise ValueError(
                 f"b^({l}) (params[{l - 1}][1]): expected shape ({B.shape[0]},) to match "
                 f"B^({l}) of shape {tuple(B.shape)}, got {tuple(b.shape)}"
-                + (_TRANSPOSED if b.shape == (B.shape[1],) else "")
+                + (_TRANSPOSED if b.shape == (B.shape[1],) and _stored_in_out(params, l)
+                   else "")
             )
         out.append((B, b))
     if finite:

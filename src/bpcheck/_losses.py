@@ -173,6 +173,7 @@ class Loss:
             return y
         if y is None:
             raise TypeError(f"y: the targets are required for loss={name!r}")
+        self.check_outputs(K)
         y = as_array("y", y, xp)
         if name == "cross_entropy":
             want = "()" if single else f"({N},)"
@@ -204,7 +205,6 @@ class Loss:
                 )
             check_finite("y", y)
             return (with_batch_axis(y) if single else y).astype(dtype)
-        self.check_outputs(K)  # binary cross-entropy
         shapes = [(), (1,)] if single else [(N,), (N, 1)]
         if tuple(y.shape) not in shapes:
             raise ValueError(f"y: expected targets in [0, 1] of shape {shapes[0]} or {shapes[1]} "
@@ -231,12 +231,19 @@ class Loss:
         return (with_batch_axis(y) if single else y).astype(dtype)
 
     def check_outputs(self, K: int) -> None:
-        """Binary cross-entropy takes one output logit: ``K = 1`` (checked with or without
+        """Binary cross-entropy takes one output logit, ``K = 1``, and cross-entropy at
+        least two (its gradient is 0 for one output: a binary classifier's logit given the
+        default loss) (checked with or without
         targets: the Gauss-Newton matrix needs none, and with ``K > 1`` its Hessian's shape
         would broadcast against the factors)."""
         if self.name == "binary_cross_entropy" and K != 1:
             raise ValueError(f"loss='binary_cross_entropy': expects one output logit (K = 1), "
                              f"but the network has K = {K} outputs")
+        if self.name == "cross_entropy" and K == 1:  # (the default loss)
+            raise ValueError("loss='cross_entropy': expects at least two outputs (K >= 2), but "
+                             "the network has K = 1: the softmax of one output is 1, so every "
+                             "gradient would be 0; for one logit of a binary classifier, pass "
+                             "loss='binary_cross_entropy' (or 'mse' for a regression)")
 
     def target_out_of_range(self, y: Any, K: int):
         """The smallest or largest target of a concrete ``y`` where it lies outside its range

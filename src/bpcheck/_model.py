@@ -45,6 +45,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ._activations import NAMES as ACTIVATION_NAMES
 from ._activations import Activation, resolve_activations
 from ._arrays import is_jax, is_tracer, torch_values
 from ._params import layers_from_beta
@@ -1256,8 +1257,10 @@ def _merge_activation(read, given, L: int) -> tuple:
         if act is None and want is None:
             raise ValueError(
                 f"activation: bpcheck cannot read the activation of hidden layer {l + 1} from "
-                f"{where}; state it: activation='tanh' (a name, a bpcheck.Activation, or a list "
-                f"of them, one per hidden layer)"
+                f"{where}; if it is one of bpcheck's ({', '.join(ACTIVATION_NAMES)}), state it, "
+                f"e.g. activation='tanh' (a name, a bpcheck.Activation, or a list of them, one "
+                f"per hidden layer): the model's forward pass is compared with it; another "
+                f"activation is not supported"
             )
         if act is not None and want is not None and want[l] != act:
             raise ValueError(f"activation: the model has {act} after hidden layer {l + 1} "
