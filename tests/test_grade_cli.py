@@ -450,7 +450,16 @@ def test_pick_submission_prefers_the_file_with_the_exercises_and_skips_links_and
     (up / "solution.py").symlink_to(HERE / "correct.py")  # a link is never graded
     chosen, note = pick_submission(up)
     assert chosen == up / "nested" / "hw.py"
-    assert note.startswith("2 files were submitted (a_utils.py, nested/hw.py)")
+    assert note.startswith("2 files were submitted (a_utils.py, nested/hw.py); graded "
+                           "nested/hw.py, the one that defines the most exercise functions")
+    # a tie is said to be one, with what broke it (a TA's trial: the note said "the most")
+    (up / "hw.ipynb").write_text(nbformat.writes(nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(CORRECT)])))
+    chosen, note = pick_submission(up)
+    assert chosen == up / "nested" / "hw.py"
+    assert "; graded nested/hw.py, tied with hw.ipynb at 5 exercise functions, and a .py file " \
+           "is graded before a notebook (only one file" in note, note
+    (up / "hw.ipynb").unlink()
     assert pick_submission(tmp_path / "up" / "nested" / ".ipynb_checkpoints") == (
         tmp_path / "up" / "nested" / ".ipynb_checkpoints" / "hw-checkpoint.py", None)
     (up / "a_utils.py").unlink()
@@ -549,6 +558,20 @@ def test_only_ipython_lines_are_commented_out(tmp_path, line, ipython):
     from bpcheck.grade.source import read_cells
 
     assert read_cells(path)[0][1] == ("# " if ipython else "") + line + "\n"
+
+
+def test_an_ipython_line_alone_in_a_block_leaves_the_block_and_its_cell_working(tmp_path):
+    """``if DEBUG:`` / ``    %load_ext autoreload`` (or a ``%timeit`` in a loop) runs in
+    Jupyter; commented out, it left an empty block: the cell failed with IndentationError,
+    and every function it defined was missing."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import numpy as np\nDEBUG = False\nif DEBUG:\n"
+                                          "    %load_ext autoreload\nfor n in (1, 2):\n"
+                                          "    %timeit np.zeros(n)\n" + CORRECT)]
+    path = tmp_path / "n.ipynb"
+    nbformat.write(nb, str(path))
+    r = grade(path, parse_config({}), seed=1)
+    assert r.score == r.max_score, r.tests[0].lines
 
 
 def test_oversized_and_decoy_files_cannot_exhaust_the_grader(tmp_path):
@@ -700,3 +723,10 @@ def test_grade_batch_gives_two_submissions_of_one_stem_results_files_of_their_ow
                                                      "bob.json"]
     assert json.loads((out / "alice.py.json").read_text())["score"] == 50
     assert json.loads((out / "alice.ipynb.json").read_text())["score"] == 0
+    # a TA's trial: alice.py.py's short name was alice.py's, and its report replaced hers
+    from bpcheck.grade.batch import result_names
+
+    names = result_names([subs / "alice.py", subs / "alice.ipynb", subs / "alice.py.py",
+                          subs / "bob.py", tmp_path / "other" / "bob.py", subs / "carol"])
+    assert list(names.values()) == ["alice.py.json", "alice.ipynb.json", "alice.py.py.json",
+                                    "bob.py~2.json", "bob.py.json", "carol.json"]  # by path

@@ -456,7 +456,14 @@ def test_a_test_that_is_not_visible_shows_the_graders_words_only(route, tmp_path
     # relative errors left out: a passing answer chooses its error below the tolerance
     ("out: ok (relative error 2.5e-11)", "out: ok"),
     ("out: ok (relative error 1.7e-08, float32)", "out: ok"),
-    ("dx: wrong (relative error 3.4e-01, probably wrong)", "dx: wrong (probably wrong)"),
+    ("dx: wrong (relative error 3.4e-01, probably wrong)", "dx: wrong"),
+    ("dx: wrong (relative error 2.0e-05, too inaccurate)", "dx: wrong (too inaccurate)"),
+    # a TA's trial: these were "a line left out", though the words are the grader's
+    ("expected a tuple (loss, grads), got IN_1p0028", "expected a tuple (loss, grads), got "
+     "something else"),
+    ("expected a tuple of 2 values (loss, grads), got 1028", "expected a tuple of 2 values "
+     "(loss, grads), got another"),
+    ("nothing came back", None),
     ("dx: wrong (relative error 3.4e-01); likely mistake: the bias gradient not summed",
      "dx: wrong; likely mistake: the bias gradient not summed"),
     ("Vs: all 3 arrays ok (largest relative error 4.1e-12)", "Vs: all 3 arrays ok"),

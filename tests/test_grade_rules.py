@@ -18,6 +18,7 @@ ONLY_4 = {"exercises": {"1": {"points": 0}, "2": {"points": 0}, "3": {"points": 
                         "4": {"points": 25}}}
 
 RULES = '''
+import numpy as np
 import sympy
 
 def v_rule(V_next, B_next, D):
@@ -92,10 +93,15 @@ def test_rule_returning_a_number_is_refuted_with_a_message(tmp_path):
     assert "expected a SymPy Matrix" in text
 
 
-def test_float_coefficients_are_refuted_not_rounded(tmp_path):
-    report, text = graded(tmp_path, v="0.5 * (V_next * B_next * D) * 2")
-    assert _halves(report), text
-    assert "not rational" in text
+def test_float_coefficients_count_at_their_exact_value_never_rounded(tmp_path):
+    # an instructor's trial: V * Matrix(np.kron(np.eye(d), a')) (floats 1.0 and 0.0 from
+    # NumPy) is the lecture's rule, and scored 0 ("coefficients that are not rational")
+    report, text = graded(tmp_path, v="0.5 * (V_next * B_next * D) * 2",
+                          u="V * sympy.Matrix(np.kron(np.eye(V.shape[1]), np.array(a_prev.T)))")
+    assert report.score == report.max_score, text
+    report, text = graded(tmp_path, v="(V_next * B_next * D) * (1 + 1e-12)")
+    assert _halves(report), text  # 1 + 1e-12 is not 1
+    assert "v_rule: refuted" in text
 
 
 @pytest.mark.parametrize("raising", ["v", "u"])
@@ -105,9 +111,27 @@ def test_a_rule_that_raises_costs_its_own_half_only(tmp_path, raising):
     stub = "(_ for _ in ()).throw(NotImplementedError('not yet'))"
     report, text = graded(tmp_path, **{raising: stub})
     assert report.score == report.max_score / 2, text
-    assert f"{raising}_rule on inputs of shapes" in text and "raised NotImplementedError" in text
+    assert f"{raising}_rule on inputs of shapes" in text
+    assert "raised NotImplementedError: not yet" in text  # the message too, as for a call
     other = "u" if raising == "v" else "v"
     assert text.count(f"{other}_rule: the recursion holds for widths") == 5
+
+
+def test_a_missing_rule_costs_its_own_half_only(tmp_path):
+    """A TA's trial: a submission with v_rule right and no u_rule scored 0 of 25, where a
+    u_rule that raises left v_rule its half."""
+    path = tmp_path / "rules.py"
+    path.write_text(RULES.format(v=GOOD_V, u=GOOD_U).split("def u_rule")[0])
+    report = grade(path, parse_config(ONLY_4), seed=0)
+    text = "\n".join(ln for t in report.tests for ln in t.lines)
+    assert report.score == report.max_score / 2, text
+    assert text.count("u_rule is not defined (expected a function named u_rule)") == 5
+    assert text.count("v_rule: the recursion holds for widths") == 5
+    path.write_text("import sympy\n")
+    report = grade(path, parse_config(ONLY_4), seed=0)
+    assert report.score == 0
+    assert report.tests[0].lines == ["v_rule and u_rule are not defined (expected functions "
+                                     "named v_rule and u_rule)"]
 
 
 def test_exercise_4_with_a_forbidden_import_scores_zero(tmp_path):

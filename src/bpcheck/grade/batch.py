@@ -68,10 +68,21 @@ def _die_with_batch(batch: int) -> None:
 def result_names(subs) -> dict[str, str]:
     """Each submission's ``results.json`` name in ``--results-dir``: ``alice.json`` for
     ``alice.py`` (or ``alice.ipynb``, or the folder ``alice``), ``alice.py.json`` when two
-    of them share the stem (one file overwrote the other's)."""
+    of them share the stem (one file overwrote the other's), and the whole name for any
+    whose short name is still another's (``alice.py.py`` beside ``alice.py`` and
+    ``alice.ipynb``): no two submissions share a results file."""
     stems = collections.Counter(Path(p).stem for p in subs)
-    return {str(p): f"{Path(p).stem if stems[Path(p).stem] == 1 else Path(p).name}.json"
-            for p in subs}
+    short = {str(p): Path(p).stem if stems[Path(p).stem] == 1 else Path(p).name for p in subs}
+    counts = collections.Counter(short.values())
+    names = {p: n if counts[n] == 1 else Path(p).name for p, n in short.items()}
+    out, used = {}, set()
+    for p in sorted(names):  # (two folders' entries may still share a name: numbered)
+        name, k = names[p], 2
+        while name in used:
+            name, k = f"{names[p]}~{k}", k + 1
+        used.add(name)
+        out[p] = f"{name}.json"
+    return {str(p): out[str(p)] for p in subs}
 
 
 def _grade_one(path: str, cfg: GradingConfig, seed, results_dir, name):
@@ -104,12 +115,21 @@ def _problem(report) -> str:
         only = firsts.pop()  # the same reason for every test: loading or reading failed
         if only not in notes:
             notes.append(only)
-    undefined = {t.lines[0].split(" is not defined (", 1)[0] for t in report.tests
-                 if t.lines and " is not defined (expected a function named " in t.lines[0]}
+    undefined = {name for t in report.tests if t.lines
+                 for name in _undefined(t.lines[0])}
     if report.score == 0 and len(undefined) > 1 and all(
-            t.lines and " is not defined (" in t.lines[0] for t in report.tests):
+            t.lines and _undefined(t.lines[0]) for t in report.tests):
         notes.append(f"defines none of the functions graded ({', '.join(sorted(undefined))})")
     return "; ".join(notes)
+
+
+def _undefined(line: str) -> list[str]:
+    """The functions a line of :func:`bpcheck.grade.grader.not_defined` names, else none."""
+    for verb in (" is not defined (expected a function named ",
+                 " are not defined (expected functions named "):
+        if verb in line:
+            return line.split(verb, 1)[0].replace(" and ", ", ").split(", ")
+    return []
 
 
 def _bar(done, total, started, stream):

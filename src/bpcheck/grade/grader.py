@@ -266,9 +266,11 @@ def _run_sessions(source, hw, cfg, cases_by_ex, report, cells, outcome, started)
                 for c in group:
                     specs[_test_id(c)] = plan_entry(c, inputs)
                     case_of[_test_id(c)] = c
+                # a group needing a function the submission lacks is not run, except for
+                # rules: each is scored alone (the child answers "missing" for the other)
+                needs = () if ex.scorer.kind == "rules" else ex.student_functions
                 groups.append(Group(f"{ex.number}{'v' if visible else 'h'}", visible,
-                                    [_test_id(c) for c in group], inputs, specs,
-                                    ex.student_functions))
+                                    [_test_id(c) for c in group], inputs, specs, needs))
 
         def on_test(test, msg, case_of=case_of):
             case = case_of.get(test)
@@ -332,11 +334,10 @@ def _run_sessions(source, hw, cfg, cases_by_ex, report, cells, outcome, started)
         missing = set(_strings(loaded.get("missing"), 64))
         for ex in list(pending):
             gone = [f for f in ex.student_functions if f in missing]
-            if gone:
-                names = ", ".join(gone)
+            if gone and (ex.scorer.kind != "rules" or len(gone) == len(ex.student_functions)):
+                # (rules are scored one by one: a missing one costs its own half only)
                 for c in pending.pop(ex):
-                    outcome[c.number] = (0.0, [f"{names} is not defined (expected a function "
-                                               f"named {names})"])
+                    outcome[c.number] = (0.0, [not_defined(gone)])
         arrived = [(c, run.tests[_test_id(c)]) for cases in pending.values() for c in cases
                    if run.tests.get(_test_id(c)) is not None]
         # the checks started while the child ran are finished first: a check started now
@@ -367,6 +368,14 @@ def _run_sessions(source, hw, cfg, cases_by_ex, report, cells, outcome, started)
                                            f"early {attempts[ex]} times in this exercise "
                                            "(see the tests above)"])
         pending = {e: cs for e, cs in pending.items() if cs}
+
+
+def not_defined(names) -> str:
+    """The line for student functions the submission does not define."""
+    if len(names) == 1:
+        return f"{names[0]} is not defined (expected a function named {names[0]})"
+    listed = ", ".join(names[:-1]) + f" and {names[-1]}"
+    return f"{listed} are not defined (expected functions named {listed})"
 
 
 def _fail_all(pending, outcome, message):

@@ -150,13 +150,16 @@ _OWN_WORDS = [re.compile(p) for p in (  # each matched against a whole line
     r"\.\.\. and \d+ more wrong arrays",
     rf"{_NAME}: the recursion holds for widths {_WIDTHS}",
     r"no result came back",
+    r"nothing came back",
     r"not run",
     r"not run: the submission's process ended early \d+ times in this exercise \(see the "
     r"tests above\)",
     r"time limit of [0-9.]+ s exceeded while running test \d+\.\d+",
     r"time limit exceeded while running test \d+\.\d+ \(the time budget of this child or of "
     r"the whole submission is spent\)",
-    rf"{_NAME}(, {_NAME})* is not defined \(expected a function named {_NAME}(, {_NAME})*\)",
+    rf"{_NAME} is not defined \(expected a function named {_NAME}\)",
+    rf"{_NAME}(, {_NAME})* and {_NAME} are not defined \(expected functions named "
+    rf"{_NAME}(, {_NAME})* and {_NAME}\)",
 )]
 
 LEFT_OUT = ("(the submission's own words left out: results.json shows them for visible "
@@ -166,8 +169,8 @@ _REWRITES = [(re.compile(p), words) for p, words in (
     # kept without their relative errors: a passing answer may choose its error below the
     # tolerance, a digit or three of the inputs
     (rf"({_NAME}): ok \(relative error {_NUM}(, float32)?\)", r"\1: ok"),
-    (rf"({_NAME}): wrong \(relative error {_NUM}, (probably wrong|too inaccurate)\)",
-     r"\1: wrong (\2)"),
+    (rf"({_NAME}): wrong \(relative error {_NUM}, probably wrong\)", r"\1: wrong"),
+    (rf"({_NAME}): wrong \(relative error {_NUM}, too inaccurate\)", r"\1: wrong (too inaccurate)"),
     (rf"({_NAME}): wrong \(relative error {_NUM}\); ({_MISTAKE})", r"\1: wrong; \2"),
     (rf"({_NAME}): all (\d+) arrays ok \(largest relative error {_NUM}\)",
      r"\1: all \2 arrays ok"),
@@ -179,6 +182,10 @@ _REWRITES = [(re.compile(p), words) for p, words in (
     (rf"(?s)({_NAME}): expected (a float|a numpy\.ndarray|a list of .*?), got .*",
      r"\1: expected \2, got something else" + _CUT),
     (rf"(?s)({_NAME}): no array came back .*", r"\1: no array came back" + _CUT),
+    (rf"(?s)expected a tuple \(({_NAME}(?:, {_NAME})*)\), got .*",
+     r"expected a tuple (\1), got something else" + _CUT),
+    (rf"(?s)expected a tuple of (\d+ values?) \(({_NAME}(?:, {_NAME})*)\), got .*",
+     r"expected a tuple of \1 (\2), got another" + _CUT),
     (rf"(?s)({_NAME}): refuted for widths ({_WIDTHS}).*", r"\1: refuted for widths \2" + _CUT),
     (r"(?s)(" + _NAME + r") on inputs of shapes (V_next \d+x\d+, B_next \d+x\d+, D \d+x\d+|"
      r"V \d+x\d+, a_prev \d+x1): .*", r"\1 failed on inputs of shapes \2" + _CUT),

@@ -16,6 +16,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from .grader import not_defined
 from .homework import Case, Exercise, Scored
 
 
@@ -101,6 +102,8 @@ def decode(exercise: Exercise, case: Case, meta: dict, arrays: dict):
         is_v = rule == v_name
         if not isinstance(m, dict):
             errors[rule] = f"{rule}: nothing came back for input shapes {shape}"
+        elif m.get("missing") is True:  # the other rule is still scored
+            errors[rule] = not_defined([rule])
         elif "error" in m:
             errors[rule] = f"{rule} on inputs of shapes {_shapes_text(is_v, shape)}: {m['error']}"
         else:

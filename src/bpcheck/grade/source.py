@@ -42,7 +42,8 @@ class SubmissionError(Exception):
 def read_cells(path, probe=PROBE_NEEDED) -> list[tuple[str, str]]:
     """A notebook's code cells as ``[(label, source)]``, label ``"cell N"`` (N counts all
     cells, as Jupyter shows them).  IPython-only lines are commented out: magics and shell
-    escapes (``%``, ``!``, at any indentation), ``x = !cmd`` and ``obj?`` help lookups.
+    escapes (``%``, ``!``, at any indentation), ``x = !cmd`` and ``obj?`` help lookups
+    (``pass`` where one is the first line of a block, :func:`_ipython_lines_out`).
     Raises :class:`SubmissionError` with the reason."""
     import nbformat
 
@@ -62,7 +63,7 @@ def read_cells(path, probe=PROBE_NEEDED) -> list[tuple[str, str]]:
         if magic and magic.group(1) not in PYTHON_CELL_MAGICS:  # %%bash, %%writefile ...
             lines = ["# " + ln for ln in lines]  # the body is not Python: none of it runs
         else:
-            lines = [("# " + ln if _ipython_only(ln) else ln) for ln in lines]
+            lines = _ipython_lines_out(lines)
         source = "\n".join(lines) + "\n"
         try:  # JSON's escapes allow lone surrogates, which no Python file can hold
             source.encode("utf-8")
@@ -92,6 +93,24 @@ _IPYTHON_ONLY = re.compile(
 
 def _ipython_only(line: str) -> bool:
     return _IPYTHON_ONLY.match(line.strip()) is not None
+
+
+def _ipython_lines_out(lines: list[str]) -> list[str]:
+    """A cell's IPython-only lines commented out, or, right after a line that opens a block
+    (ends with ``:``), made ``pass`` at their own indent with the line kept as a comment:
+    a block whose one statement it is (``if DEBUG:`` / ``%load_ext ...``) stays a block."""
+    out, opener = [], False
+    for line in lines:
+        text = line.lstrip()
+        if _ipython_only(line):
+            out.append(line[:len(line) - len(text)] + "pass  # " + text if opener
+                       else "# " + line)
+            opener = False
+            continue
+        out.append(line)
+        if text and not text.startswith("#"):
+            opener = text.split("#")[0].rstrip().endswith(":")
+    return out
 
 
 MAX_BYTES = 2 << 20
@@ -366,16 +385,23 @@ def pick_submission(folder, functions=None, name=None) -> tuple[Path | None, str
         return (-_defined_exercises(p, functions, budget), p.suffix != ".py",
                 len(p.relative_to(folder).parts), -size, str(p))
 
-    chosen = sorted(found, key=rank)[0]
+    ranked = sorted((rank(p), p) for p in found)
+    chosen = ranked[0][1]
+    mine, next_best = ranked[0][0], ranked[1][0]
+    decided = next(i for i, (a, b) in enumerate(zip(mine, next_best)) if a != b)
+    defined = -mine[0]
+    why = "the one that defines the most exercise functions" if decided == 0 else (
+        f"tied with {printable(str(ranked[1][1].relative_to(folder)))} at {defined} exercise "
+        "function" + "s" * (defined != 1) + ", " + (
+            "and a .py file is graded before a notebook", "and the shallower",
+            "and the larger", "and the first by name")[decided - 1])
     names = [printable(str(p.relative_to(folder))) for p in found]
     listed = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
     count = (f"more than {MAX_CANDIDATES} files were submitted (the first {MAX_CANDIDATES} "
              f"by folder and name were looked at: {listed})" if capped else
              f"{len(found)} files were submitted ({listed})")
-    return chosen, (f"{count}; graded "
-                    f"{printable(str(chosen.relative_to(folder)))}, the one that defines the "
-                    "most exercise functions (only one file is graded, and it cannot import "
-                    "the others)" + note)
+    return chosen, (f"{count}; graded {printable(str(chosen.relative_to(folder)))}, {why} "
+                    "(only one file is graded, and it cannot import the others)" + note)
 
 
 MAX_DEPTH = 8

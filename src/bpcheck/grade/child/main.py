@@ -122,7 +122,7 @@ def main():
     _sorted, _int = sorted, int
 
     module = load.new_module(box)
-    tests = run.runner(plan, module, drivers)
+    tests = run.runner(plan, module, drivers, describe_error)
     send({"kind": "setup", "notes": notes})
     restore = load.restorer(module)
 
