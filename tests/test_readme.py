@@ -18,6 +18,7 @@ EXAMPLES = {
     "torch model": r"## Your model\n.*?",
     "equinox model": r"and the pytree of an Equinox model.*?",
     "layers without a bias": r"Layers without a bias \(.*?",
+    "numeric checks": r"The numeric checks as a library.*?",
 }
 NEEDS = {"torch model": "torch", "equinox model": "equinox"}
 

@@ -26,6 +26,10 @@ def test_the_grid_covers_square_growing_narrowing_K_1_L_0_deep_and_random_widths
     randoms = [w for name, w in candidate_grid(seed=3) if name.startswith("random")]
     assert len(randoms) == 4 and all(len(w) <= 8 and max(w) <= 6 for w in randoms)
     assert randoms != [w for name, w in candidate_grid(seed=4) if name.startswith("random")]
+    # no architecture twice (a lecturer's trial: seed 1 drew (4, 4) twice)
+    for seed in range(50):
+        grid = [w for _, w in candidate_grid(seed)]
+        assert len(set(grid)) == len(grid), (seed, grid)
 
 
 def test_the_lecture_rules_hold_on_the_grid_and_the_pass_names_the_widths():

@@ -106,6 +106,21 @@ def test_the_direct_method_names_the_known_mistakes_the_layerwise_one_does():
     assert not unknown.holds and unknown.mismatch.known == ""
 
 
+def test_a_rule_right_in_the_layers_own_symbols_is_refuted_but_not_named():
+    """A lecturer's trial: a rule that drops D on every third call (or looks at its
+    arguments' names) is right on the layer's own symbols and wrong on the network's; the
+    refutation named "inner sum to min(d_l, d_(l+1))", which holds at these widths."""
+    calls = {"n": 0}
+
+    def v_rule(V_next, B_next, D):
+        calls["n"] += 1
+        return V_next * B_next if calls["n"] % 3 == 0 else V_next * B_next * D
+
+    report = check_recursion([2, 3, 3, 3, 2], v_rule=v_rule)
+    assert not report.holds and report.mismatch.known == ""
+    assert "known mistake" not in str(report)
+
+
 def test_unknown_method_names_the_argument():
     with pytest.raises(ValueError, match="method: expected one of"):
         check_recursion([2, 2], method="fast")

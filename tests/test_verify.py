@@ -43,6 +43,7 @@ def test_markdown_header_says_what_ran_in_words(quick_run):
     _, md, _ = quick_run
     assert "quick: `" not in md and "numeric_only" not in md and "False" not in md
     assert "the quick check (--quick)" in md and "## Summary" in md
+    assert "--verbose prints the tables" not in md  # the file has the tables
     assert md.index("## Summary") < md.index("## Induction over the layers")
     assert md.rstrip().endswith("**VERDICT: PASS (all 5 parts hold)**")
 
@@ -82,6 +83,26 @@ def test_a_failed_part_is_said_in_the_summary_with_its_notes_and_exits_1(monkeyp
     out = capsys.readouterr().out
     assert "- A part that fails: NO, FAILED." in out and "refuted: the reason" in out
     assert out.strip().splitlines()[-1].startswith("VERDICT: FAIL (1 of 2 parts failed: planted")
+
+
+def test_a_failed_numeric_part_is_not_summed_up_as_agreeing(monkeypatch, capsys):
+    """A lecturer's trial: with a planted wrong Jacobian the summary read "bpcheck.jacobian
+    agrees with jax.jacrev ..., worst relative error 3.3e-01 ...: NO, FAILED"."""
+    import bpcheck.numcheck as numcheck
+
+    real = numcheck.jacobian
+
+    def planted(*args, **kwargs):
+        J = np.array(real(*args, **kwargs))
+        J[..., 0] *= 2
+        return J
+
+    monkeypatch.setattr(numcheck, "jacobian", planted)
+    assert main(["--numeric-only", "--networks", "1"]) == 1
+    text = " ".join(capsys.readouterr().out.split())  # the summary's lines joined
+    line = text[text.index("- Numerically"):].split(" - ")[0]
+    assert "was compared with jax.jacrev" in line and "agrees" not in line, line
+    assert "NO, FAILED." in line
 
 
 def test_help_says_how_far_each_check_reaches_and_the_proof_script_names_itself():

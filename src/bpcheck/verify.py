@@ -143,9 +143,10 @@ def _numeric_summary(part, networks: int, seed: int) -> str:
     dead = sum(DEAD_NOTE in n for n in part.notes)
     flagged = (f"; {dead} network{'s' if dead != 1 else ''} flagged for mostly dead units"
                if dead else "")
+    verb = "agrees with" if part.passed else "was compared with"  # (a failure: NO, FAILED)
     return (f"Numerically ({networks} random network{'s' if networks != 1 else ''}, seed "
             f"{seed}, float64; L up to {max(depths)}, widths up to {widest}): bpcheck.jacobian "
-            f"agrees with jax.jacrev (every entry) and finite differences (at most {fd_cols} "
+            f"{verb} jax.jacrev (every entry) and finite differences (at most {fd_cols} "
             f"sampled parameters per network), worst relative error {worst_jacrev:.1e} and "
             f"{worst_fd:.1e}{flagged}")
 
@@ -172,9 +173,8 @@ def main(argv: list[str] | None = None, prog: str = "bpcheck verify") -> int:
     skipped = "the symbolic parts (--numeric-only)" if args.numeric_only else ""
     assumptions = () if args.numeric_only else _assumptions()
     header = _header(args, elapsed)
-    if not args.verbose:
-        header += " (--verbose prints the tables)"
-    print(render_text(parts, skipped, verbose=args.verbose, header=header,
+    shown = header if args.verbose else header + " (--verbose prints the tables)"
+    print(render_text(parts, skipped, verbose=args.verbose, header=shown,
                       assumptions=assumptions))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:

@@ -255,6 +255,15 @@ def _known(layer, quantity, own_claim, decider, net) -> str:
     """The name of the known mistake whose output at this layer equals the claim's."""
     own, l = layer.own, layer.l
     K, w = net.K, net.widths
+    conv = decider.conv
+    truth = own.true_V if quantity == "V" else own.true_U
+    try:  # a claim right in the layer's own symbols was refuted on the network's values (a
+        # rule that counts its calls or looks at its arguments' names): no mistake to name
+        if all(decider.own.difference(conv(own_claim[r, c]), conv(truth[r][c]))[0]
+               is Decision.EQUAL for r in range(own_claim.rows) for c in range(own_claim.cols)):
+            return ""
+    except Exception:  # noqa: BLE001  (an entry SymEngine cannot take: compared below)
+        pass
     names = []
     for planted in KNOWN:
         rule = planted.v_rule if quantity == "V" else planted.u_rule
@@ -266,7 +275,6 @@ def _known(layer, quantity, own_claim, decider, net) -> str:
             theirs = call_rule(rule, quantity.lower() + "_rule", args, _context(net, l), shape)
         except RuleError:
             continue
-        conv = decider.conv
         try:
             same = all(decider.own.difference(conv(a), conv(b))[0] is Decision.EQUAL
                        for a, b in zip(own_claim, theirs))
@@ -385,17 +393,23 @@ MAX_WIDTH, MAX_DEPTH, RANDOM_COUNT = 6, 6, 4
 
 def candidate_grid(seed: int = 0, count: int = RANDOM_COUNT) -> list[tuple[str, tuple[int, ...]]]:
     """:data:`FIXED_GRID` plus ``count`` random architectures from ``seed``: ``L`` in
-    ``0..6``, every width in ``1..6``.
+    ``0..6``, every width in ``1..6``, each drawn again while it is one already in the
+    grid (a repeat checks nothing new).
 
     >>> [name for name, _ in candidate_grid(seed=0, count=1)]
     ['L = 0', 'L = 1', 'K = 1', 'square', 'growing', 'narrowing', 'deep', 'wide', 'random 1 (seed 0)']
     """
     rng = random.Random(seed)
     out = list(FIXED_GRID)
+    seen = {widths for _, widths in out}
     for i in range(count):
-        L = rng.randint(0, MAX_DEPTH)
-        out.append((f"random {i + 1} (seed {seed})",
-                    tuple(rng.randint(1, MAX_WIDTH) for _ in range(L + 2))))
+        for _ in range(100):  # (ample: the grid holds a handful of the 10^5 choices)
+            L = rng.randint(0, MAX_DEPTH)
+            widths = tuple(rng.randint(1, MAX_WIDTH) for _ in range(L + 2))
+            if widths not in seen:
+                break
+        seen.add(widths)
+        out.append((f"random {i + 1} (seed {seed})", widths))
     return out
 
 

@@ -71,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plot", metavar="PATH.png",
                         help="write decision regions beside the loss curve to this PNG")
     parser.add_argument("--json", metavar="PATH",
-                        help="write losses (one per iteration), final_loss, train_accuracy "
-                             "and the settings to this JSON file")
+                        help="write losses (one per iteration, each before its step), "
+                             "final_loss (after the last step), train_accuracy and the "
+                             "settings to this JSON file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -131,6 +132,12 @@ def main(argv: list[str] | None = None) -> int:
         args.iters = DEFAULT_ITERS[args.model]
     if args.dtype is None:
         args.dtype = "float32" if args.backend == "torch" else "float64"
+    if args.dtype == "float32":  # (a value float32 cannot hold: refused here, as parse errors)
+        big = float(np.finfo(np.float32).max)
+        for flag, value in (("--step-size", args.step_size), ("--reg", args.reg)):
+            if value > big:
+                parser.error(f"argument {flag}: expected at most {big:.4g} in float32 "
+                             f"(--dtype float64 takes more), got {value:g}")
     hidden = [] if args.model == "softmax" else (args.hidden or [100])
 
     from ..spiral import make_spiral
@@ -163,7 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as err:
         if bar is not None:
             bar.close()
-        print(f"bpcheck train: {err}", file=sys.stderr)
+        shrink = 1 - args.step_size * args.reg  # what a step does to the weights, the decay
+        why = (f" (or a smaller --reg: each step multiplies the weights by 1 - step size x "
+               f"reg = {shrink:.3g}, which grows them)" if shrink < -1 else "")
+        print(f"bpcheck train: {err}{why}", file=sys.stderr)
         return 1
     seconds = time.perf_counter() - start
     if bar is not None:
@@ -172,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"final loss: {result.final_loss:.6f}"
           + ("" if penalty else "  (cross-entropy only; SGD weight decay is not in it)"))
     print(f"train accuracy: {result.train_accuracy:.4f}")
+    if len(result.losses) and result.final_loss > result.losses[0]:
+        print(f"note: the loss rose from {float(result.losses[0]):.6g} to "
+              f"{float(result.final_loss):.6g}: training diverged without reaching NaN or "
+              f"inf; try a smaller --step-size", file=sys.stderr)
     print(f"time: {seconds:.2f} s")
     if args.json is not None:
         record = {
