@@ -567,7 +567,9 @@ def test_an_ipython_line_alone_in_a_block_leaves_the_block_and_its_cell_working(
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("import numpy as np\nDEBUG = False\nif DEBUG:\n"
                                           "    %load_ext autoreload\nfor n in (1, 2):\n"
-                                          "    %timeit np.zeros(n)\n" + CORRECT)]
+                                          "    %timeit np.zeros(n)\n"
+                                          "if DEBUG or '#' == 'x':  # a '#' in a string\n"
+                                          "    %env A=1\n" + CORRECT)]
     path = tmp_path / "n.ipynb"
     nbformat.write(nb, str(path))
     r = grade(path, parse_config({}), seed=1)
@@ -714,13 +716,16 @@ def test_grade_batch_gives_two_submissions_of_one_stem_results_files_of_their_ow
     nb.cells = [nbformat.v4.new_code_cell("import numpy as np\n")]
     nbformat.write(nb, str(subs / "alice.ipynb"))
     (subs / "bob.py").write_text("import numpy as np\n")
+    (subs / ("z" * 251 + ".py")).write_text(CORRECT)  # a 255-byte name
     cfg = tmp_path / "g.toml"
     cfg.write_text(FAST)
     out = tmp_path / "results"
     assert bpcheck_main(["grade-batch", str(subs), "--csv", str(tmp_path / "g.csv"), "--config",
                          str(cfg), "--seed", "1", "--results-dir", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["alice.ipynb.json", "alice.py.json",
-                                                     "bob.json"]
+    written = sorted(p.name for p in out.iterdir())
+    assert written[:3] == ["alice.ipynb.json", "alice.py.json", "bob.json"]
+    assert len(written) == 4 and len(written[3].encode()) == 255
+    assert json.loads((out / written[3]).read_text())["score"] == 50
     assert json.loads((out / "alice.py.json").read_text())["score"] == 50
     assert json.loads((out / "alice.ipynb.json").read_text())["score"] == 0
     # a TA's trial: alice.py.py's short name was alice.py's, and its report replaced hers
@@ -728,5 +733,19 @@ def test_grade_batch_gives_two_submissions_of_one_stem_results_files_of_their_ow
 
     names = result_names([subs / "alice.py", subs / "alice.ipynb", subs / "alice.py.py",
                           subs / "bob.py", tmp_path / "other" / "bob.py", subs / "carol"])
+    # a red team's: a 255-byte upload name gave a 257-byte results name, and its row a 0
+    long = [subs / ("a" * 251 + ".py"), subs / ("a" * 251 + ".ipynb"), subs / ("é" * 126 + ".py")]
+    fitted = result_names(long + [subs / "a.py"])
+    assert len(set(fitted.values())) == 4
+    assert all(len(n.encode()) <= 255 and n.endswith(".json") for n in fitted.values())
+    assert fitted[str(subs / "a.py")] == "a.json"
     assert list(names.values()) == ["alice.py.json", "alice.ipynb.json", "alice.py.py.json",
                                     "bob.py~2.json", "bob.py.json", "carol.json"]  # by path
+    # the CSV's "defines none of the functions" reads the grader's own lines only, not an
+    # exception's message quoting one (a red team's)
+    from bpcheck.grade.batch import _undefined
+
+    assert _undefined("v_rule is not defined (expected a function named v_rule)") == ["v_rule"]
+    assert _undefined("a, b and c are not defined (expected functions named a, b and c)") == \
+        ["a", "b", "c"]
+    assert _undefined("raised E: v_rule is not defined (expected a function named v_rule)") == []

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import collections
 import csv
+import hashlib
 import multiprocessing
 import os
+import re
 import signal
 import sys
 import time
@@ -77,12 +79,27 @@ def result_names(subs) -> dict[str, str]:
     names = {p: n if counts[n] == 1 else Path(p).name for p, n in short.items()}
     out, used = {}, set()
     for p in sorted(names):  # (two folders' entries may still share a name: numbered)
-        name, k = names[p], 2
+        name, k = _fitting(names[p], p), 2
         while name in used:
-            name, k = f"{names[p]}~{k}", k + 1
+            name, k = f"{_fitting(names[p], p, 8)}~{k}", k + 1
         used.add(name)
         out[p] = f"{name}.json"
     return {str(p): out[str(p)] for p in subs}
+
+
+NAME_BYTES = 255 - len(".json")
+"""The longest results-file name without ``.json`` that a file system takes (255 bytes)."""
+
+
+def _fitting(name: str, path: str, room: int = 0) -> str:
+    """``name``, or its first bytes and a digest of ``path`` when it is longer than
+    :data:`NAME_BYTES` less ``room`` (a 255-byte upload name gave a 257-byte results name:
+    the write failed, and the student's row read 0)."""
+    if len(name.encode("utf-8")) <= NAME_BYTES - room:
+        return name
+    digest = hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    head = name.encode("utf-8")[:NAME_BYTES - room - len(digest) - 1]
+    return head.decode("utf-8", "ignore") + "~" + digest
 
 
 def _grade_one(path: str, cfg: GradingConfig, seed, results_dir, name):
@@ -115,20 +132,25 @@ def _problem(report) -> str:
         only = firsts.pop()  # the same reason for every test: loading or reading failed
         if only not in notes:
             notes.append(only)
-    undefined = {name for t in report.tests if t.lines
-                 for name in _undefined(t.lines[0])}
+    undefined = {name for t in report.tests if t.lines for name in _undefined(t.lines[0])}
     if report.score == 0 and len(undefined) > 1 and all(
             t.lines and _undefined(t.lines[0]) for t in report.tests):
         notes.append(f"defines none of the functions graded ({', '.join(sorted(undefined))})")
     return "; ".join(notes)
 
 
+_NOT_DEFINED = [re.compile(r"([A-Za-z_]\w*) is not defined \(expected a function named \1\)"),
+                re.compile(r"((?:[A-Za-z_]\w*, )*[A-Za-z_]\w* and [A-Za-z_]\w*) are not "
+                           r"defined \(expected functions named \1\)")]
+
+
 def _undefined(line: str) -> list[str]:
-    """The functions a line of :func:`bpcheck.grade.grader.not_defined` names, else none."""
-    for verb in (" is not defined (expected a function named ",
-                 " are not defined (expected functions named "):
-        if verb in line:
-            return line.split(verb, 1)[0].replace(" and ", ", ").split(", ")
+    """The functions a line of :func:`bpcheck.grade.grader.not_defined` names, else none:
+    the whole line in that form (an exception's message that quotes it is not one)."""
+    for form in _NOT_DEFINED:
+        m = form.fullmatch(line)
+        if m:
+            return m.group(1).replace(" and ", ", ").split(", ")
     return []
 
 

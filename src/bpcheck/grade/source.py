@@ -109,8 +109,24 @@ def _ipython_lines_out(lines: list[str]) -> list[str]:
             continue
         out.append(line)
         if text and not text.startswith("#"):
-            opener = text.split("#")[0].rstrip().endswith(":")
+            opener = _opens_block(text)
     return out
+
+
+_NOT_CODE = (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.ENDMARKER,
+             tokenize.INDENT, tokenize.DEDENT)
+
+
+def _opens_block(text: str) -> bool:
+    """Whether a line's last token is a ``:`` (its comment left out by the tokenizer: a
+    ``#`` inside a string is no comment); a line the tokenizer cannot take alone (inside a
+    bracket or a string that spans lines) by its text."""
+    try:
+        tokens = [t for t in tokenize.generate_tokens(io.StringIO(text).readline)
+                  if t.type not in _NOT_CODE]
+    except (tokenize.TokenError, SyntaxError):
+        return text.rstrip().endswith(":")
+    return bool(tokens) and tokens[-1].type == tokenize.OP and tokens[-1].string == ":"
 
 
 MAX_BYTES = 2 << 20
