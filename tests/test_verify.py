@@ -65,6 +65,20 @@ def test_the_numeric_summary_gives_the_tables_worst_errors(quick_run):
     assert f"worst relative error {worst[0]:.1e} and {worst[1]:.1e}" in summary
 
 
+def test_the_numeric_summary_says_which_activations_the_networks_had():
+    """A lecturer's trial: 18 of the 24 networks were not pure ReLU, and nothing said so."""
+    from bpcheck.verify import _numeric_summary
+
+    columns = ["#", "widths", "activation", "N", "P", "err vs jacrev", "err vs FD", "FD cols"]
+    rows = [[0, "3-4-2", "relu", 4, 26, 1e-16, 1e-10, 12],
+            [1, "3-4-4-2", "tanh,gelu", 4, 46, 1e-15, 1e-9, 12],
+            [2, "3-2", "none", 4, 8, 0.0, 1e-11, 8]]
+    mixed = _numeric_summary(Part("numeric", columns, rows, passed=True), 3, 0)
+    assert "; ReLU and 2 other activations, mixed per layer)" in mixed, mixed
+    relu = _numeric_summary(Part("numeric", columns, [rows[0], rows[2]], passed=True), 2, 0)
+    assert "widths up to 4; ReLU)" in relu, relu
+
+
 def test_verbose_prints_the_tables_before_the_verdict(capsys):
     assert main(["--numeric-only", "--networks", "1", "--verbose"]) == 0
     out = capsys.readouterr().out

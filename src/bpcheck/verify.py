@@ -141,14 +141,20 @@ def _numeric_summary(part, networks: int, seed: int) -> str:
     worst_fd = max(row[column["err vs FD"]] for row in part.rows)
     fd_cols = max(row[column["FD cols"]] for row in part.rows)
     dead = sum(DEAD_NOTE in n for n in part.notes)
-    flagged = (f"; {dead} network{'s' if dead != 1 else ''} flagged for mostly dead units"
-               if dead else "")
+    flagged = f"; {dead} flagged for mostly dead units" if dead else ""
+    used = {name for row in part.rows for name in str(row[column["activation"]]).split(",")}
+    acts = [a for a in used if a not in ("", "none")]  # ("none": no hidden layer)
+    others = sorted(a for a in acts if a != "relu")
+    activations = ("; ReLU" if not others else
+                   f"; ReLU and {len(others)} other activation{'s' * (len(others) != 1)}, "
+                   "mixed per layer" if "relu" in acts else f"; {', '.join(others)}")
     verb = "agrees with" if part.passed else "was compared with"  # (a failure: NO, FAILED)
     return (f"Numerically ({networks} random network{'s' if networks != 1 else ''}, seed "
-            f"{seed}, float64; L up to {max(depths)}, widths up to {widest}): bpcheck.jacobian "
+            f"{seed}, float64; L up to {max(depths)}, widths up to {widest}{activations}"
+            f"{flagged}): bpcheck.jacobian "
             f"{verb} jax.jacrev (every entry) and finite differences (at most {fd_cols} "
             f"sampled parameters per network), worst relative error {worst_jacrev:.1e} and "
-            f"{worst_fd:.1e}{flagged}")
+            f"{worst_fd:.1e}")
 
 
 def _header(args, elapsed: float) -> str:
