@@ -729,6 +729,21 @@ def test_mistake_scores_show_what_each_mistake_costs_and_the_lectures_misses_are
     assert checked > 100
 
 
+def test_gradescope_zip_warns_of_a_mistake_that_costs_nothing(tmp_path, capsys):
+    """An instructor's trial: a mistake that scores full marks on a case (here the flipped
+    filters on 1x1 filters, before the example named it in misses=) went unseen unless
+    the instructor thought of running mistake_scores."""
+    out = tmp_path / "autograder.zip"
+    assert run("gradescope-zip", out, "--homework", HOMEWORK) == 0
+    assert "warning" not in capsys.readouterr().err  # the example names it in misses=
+    homework = tmp_path / "hw.py"
+    homework.write_text(HOMEWORK.read_text().replace("misses=[FLIPPED]", "misses=[]"))
+    assert run("gradescope-zip", out, "--homework", homework) == 0
+    assert ("warning: conv2d_forward: the mistake 'the filters are flipped (a true "
+            "convolution; the layer is a cross-correlation)' scores full marks on case 1.3 "
+            "(seed 0); name it in the case's misses=") in capsys.readouterr().err
+
+
 def test_mistake_scores_find_a_mistake_that_costs_nothing():
     import numpy as np
 

@@ -230,6 +230,10 @@ def _zip(argv) -> int:
     which = cfg.homework_path or "the lecture's, built into bpcheck"
     exercises = ", ".join(f"{ex.number} {ex.name}" for ex in cfg.homework.exercises)
     print(f"homework: {which} ({cfg.homework.title!r}; exercises {exercises})")
+    from .homework import free_mistakes
+
+    for line in free_mistakes(cfg.homework, cfg.seed or 0):
+        print(f"warning: {line}", file=sys.stderr)
     for module in missing:
         print(f"warning: the homework allows {module}, which is not installed here, so the "
               f"zip does not install it and a submission that imports it fails on Gradescope "

@@ -640,6 +640,26 @@ def mistake_scores(exercise: Exercise, seed: int = 0) -> dict[str, list[float]]:
     return scores
 
 
+def free_mistakes(hw: Homework, seed: int = 0) -> list[str]:
+    """Lines for the catalogued mistakes that score full marks on a case whose ``misses``
+    does not name them (drawn with ``seed``; exercises scored by :class:`RelativeError`):
+    a student who makes one loses nothing there, and the instructor likely meant the case
+    to catch it.  ``bpcheck gradescope-zip`` prints them as warnings."""
+    lines = []
+    for ex in hw.exercises:
+        if not isinstance(ex.scorer, RelativeError):
+            continue
+        for name, fractions in mistake_scores(ex, seed).items():
+            free = [case.number for case, fraction in zip(ex.draw(seed), fractions)
+                    if fraction >= 1.0 and name not in case.misses]
+            if free:
+                lines.append(f"{ex.name}: the mistake {name!r} scores full marks on case"
+                             f"{'s' * (len(free) > 1)} {', '.join(free)} (seed {seed}); name "
+                             f"it in the case's misses= if no case can tell it, or change the "
+                             f"case")
+    return lines
+
+
 def _as_returned(outputs, answer):
     """``(meta, arrays)`` as the child sends them for an answer of these values."""
     meta: dict = {"result": {"type": "tuple", "length": len(answer)}}
