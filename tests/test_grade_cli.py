@@ -452,7 +452,7 @@ def test_pick_submission_prefers_the_file_with_the_exercises_and_skips_links_and
     assert chosen == up / "nested" / "hw.py"
     assert note.startswith("2 files were submitted (a_utils.py, nested/hw.py); graded "
                            "nested/hw.py, the one that defines the most exercise functions")
-    # a tie is said to be one, with what broke it (a TA's trial: the note said "the most")
+    # a tie is said to be one, with what broke it (the note said "the most")
     (up / "hw.ipynb").write_text(nbformat.writes(nbformat.v4.new_notebook(
         cells=[nbformat.v4.new_code_cell(CORRECT)])))
     chosen, note = pick_submission(up)
@@ -527,7 +527,8 @@ def test_partial_credit_adds_up_exactly_in_the_totals():
     ("return [d for d in ('a', 'bpcheck') if d.startswith('bpcheck')]", []),
     ("return __import__('torch')", ["torch"]),
     ("return importlib.import_module(name=' jax.numpy ')", ["jax"]),
-    ("return importlib.util.find_spec('torch.autograd')", ["torch"]),
+    ("return importlib.util.find_spec('torch.autograd')", []),  # asks, imports nothing
+    ("return importlib.import_module('torch.autograd')", ["torch"]),
     ("return sys.modules['jax']", ["jax"]),
     ("return [__import__(m) for m in ('to' + 'rch',)]", []),  # left to the import blocker
 ])
@@ -728,12 +729,12 @@ def test_grade_batch_gives_two_submissions_of_one_stem_results_files_of_their_ow
     assert json.loads((out / written[3]).read_text())["score"] == 50
     assert json.loads((out / "alice.py.json").read_text())["score"] == 50
     assert json.loads((out / "alice.ipynb.json").read_text())["score"] == 0
-    # a TA's trial: alice.py.py's short name was alice.py's, and its report replaced hers
+    # alice.py.py's short name was alice.py's, and its report replaced hers
     from bpcheck.grade.batch import result_names
 
     names = result_names([subs / "alice.py", subs / "alice.ipynb", subs / "alice.py.py",
                           subs / "bob.py", tmp_path / "other" / "bob.py", subs / "carol"])
-    # a red team's: a 255-byte upload name gave a 257-byte results name, and its row a 0
+    # a 255-byte upload name gave a 257-byte results name, and its row a 0
     long = [subs / ("a" * 251 + ".py"), subs / ("a" * 251 + ".ipynb"), subs / ("é" * 126 + ".py")]
     fitted = result_names(long + [subs / "a.py"])
     assert len(set(fitted.values())) == 4
@@ -742,7 +743,7 @@ def test_grade_batch_gives_two_submissions_of_one_stem_results_files_of_their_ow
     assert list(names.values()) == ["alice.py.json", "alice.ipynb.json", "alice.py.py.json",
                                     "bob.py~2.json", "bob.py.json", "carol.json"]  # by path
     # the CSV's "defines none of the functions" reads the grader's own lines only, not an
-    # exception's message quoting one (a red team's)
+    # exception's message quoting one
     from bpcheck.grade.batch import _undefined
 
     assert _undefined("v_rule is not defined (expected a function named v_rule)") == ["v_rule"]

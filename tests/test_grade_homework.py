@@ -3,6 +3,7 @@ graded, batched, templated and zipped for Gradescope without touching bpcheck's 
 config values checked against the homework before anything runs."""
 
 import csv
+import importlib.util
 import json
 import re
 import sys
@@ -120,7 +121,7 @@ def test_the_zip_bundles_the_homework_pins_versions_and_hides_the_hidden_case(tm
     ("[sandbox]\ntest_timeout_s = inf\n", "sandbox.test_timeout_s = inf: expected a finite"),
     ("[sandbox]\nmemory_mb = 0\n", "sandbox.memory_mb = 0: expected a value > 0"),
     ("[exercises.5]\npoints = 1\n", "exercises.5: no such exercise in the homework"),
-    # an instructor's trial: the table keyed by name was silently dropped beside the other
+    # the table keyed by name was silently dropped beside the other
     ('[exercises.1]\npoints = 40\n[exercises.conv2d_forward]\nvisibility = "hidden"\n',
      "exercises.1 and exercises.conv2d_forward both configure exercise 1 (conv2d_forward); "
      "expected one table"),
@@ -226,6 +227,8 @@ def test_setup_sh_leaves_the_libraries_the_homework_allows_readable(tmp_path):
     assert hidden_packages(["numpy"]) == ["bpcheck", "jax", "jaxlib", "torch", "functorch"]
     assert hidden_packages(["numpy", "torch.nn"]) == ["bpcheck", "jax", "jaxlib"]
     assert hidden_packages(["jax.numpy"]) == ["bpcheck", "torch", "functorch"]
+    if importlib.util.find_spec("flax") is not None:  # what an allowed library requires too
+        assert hidden_packages(["numpy", "flax"]) == ["bpcheck", "torch", "functorch"]
     homework = tmp_path / "hw.py"
     homework.write_text(HOMEWORK.read_text().replace('allow=["numpy"]', 'allow=["numpy", "torch"]'))
     for given, closed in ((HOMEWORK, "bpcheck jax jaxlib torch functorch"),
@@ -458,7 +461,7 @@ def test_a_test_that_is_not_visible_shows_the_graders_words_only(route, tmp_path
     ("out: ok (relative error 1.7e-08, float32)", "out: ok"),
     ("dx: wrong (relative error 3.4e-01, probably wrong)", "dx: wrong"),
     ("dx: wrong (relative error 2.0e-05, too inaccurate)", "dx: wrong (too inaccurate)"),
-    # a TA's trial: these were "a line left out", though the words are the grader's
+    # these were "a line left out", though the words are the grader's
     ("expected a tuple (loss, grads), got IN_1p0028", "expected a tuple (loss, grads), got "
      "something else"),
     ("expected a tuple of 2 values (loss, grads), got 1028", "expected a tuple of 2 values "
@@ -601,7 +604,7 @@ MISTAKE_FAULTS = [  # (the mistake's code, the error's words)
 @pytest.mark.parametrize("mistake, message", MISTAKE_FAULTS)
 def test_a_faulty_mistake_is_the_homeworks_error_before_anything_runs(tmp_path, capsys,
                                                                         mistake, message):
-    """An instructor's trial: a catalogued mistake that raised gave a correct answer 0 ("the
+    """A catalogued mistake that raised gave a correct answer 0 ("the
     returned value could not be checked"), and one that named an output ``returns`` lacks
     was silently never matched."""
     import re
@@ -622,7 +625,7 @@ def test_a_faulty_mistake_is_the_homeworks_error_before_anything_runs(tmp_path, 
 
 
 LOAD_FAULTS = [
-    # an instructor's trial: a string was three outputs (i, d, x), a misspelt weight ignored
+    # a string was three outputs (i, d, x), a misspelt weight ignored
     ('returns="s"', "    return (x.sum(1),)",
      r"rowsum: returns = 's': expected a list of the outputs' names, as returns=\['s'\]"),
     ('returns=["s"], score=__import__("bpcheck.grade.homework").grade.homework.RelativeError('
@@ -661,7 +664,7 @@ def test_mistakes_beside_a_custom_scorer_are_the_homeworks_error(tmp_path, capsy
 ])
 def test_an_integer_output_is_compared_entry_for_entry_in_its_own_dtype(tmp_path, body, score,
                                                                            words):
-    # an instructor's trial: argsort indices were refused unless cast to float64 ("do not
+    # argsort indices were refused unless cast to float64 ("do not
     # cast the result"), so the feedback told students the opposite of what passed
     homework = tmp_path / "hw.py"
     homework.write_text(
@@ -685,7 +688,7 @@ def test_an_integer_output_is_compared_entry_for_entry_in_its_own_dtype(tmp_path
 
 
 def test_a_lone_list_output_returned_bare_is_told_to_go_inside_a_tuple(tmp_path):
-    # an instructor's trial: `return acts` for returns=["acts[]"] got "expected a tuple of 1
+    # `return acts` for returns=["acts[]"] got "expected a tuple of 1
     # values (acts), got 2", and the instructor's own first solution hit it
     homework = tmp_path / "hw.py"
     homework.write_text(
@@ -729,8 +732,23 @@ def test_mistake_scores_show_what_each_mistake_costs_and_the_lectures_misses_are
     assert checked > 100
 
 
+def test_gradescope_zip_refuses_a_homework_whose_reference_fails(tmp_path, capsys):
+    """The zip was written for a homework whose reference gives NaN, and the warning pass
+    over its mistakes then failed with a traceback: the homework's error, named, and no
+    zip."""
+    homework = tmp_path / "hw.py"
+    homework.write_text(HOMEWORK.read_text().replace("def conv2d_forward(x, w, b, stride, pad):",
+                                                     "def conv2d_forward(x, w, b, stride, pad):\n"
+                                                     "    return (x.sum() * np.nan,)"))
+    out = tmp_path / "autograder.zip"
+    assert run("gradescope-zip", out, "--homework", homework) == 2
+    assert "bpcheck gradescope-zip: HomeworkError: conv2d_forward: case 1.1" in \
+        capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_gradescope_zip_warns_of_a_mistake_that_costs_nothing(tmp_path, capsys):
-    """An instructor's trial: a mistake that scores full marks on a case (here the flipped
+    """A mistake that scores full marks on a case (here the flipped
     filters on 1x1 filters, before the example named it in misses=) went unseen unless
     the instructor thought of running mistake_scores."""
     out = tmp_path / "autograder.zip"

@@ -94,7 +94,7 @@ def test_rule_returning_a_number_is_refuted_with_a_message(tmp_path):
 
 
 def test_float_coefficients_count_at_their_exact_value_never_rounded(tmp_path):
-    # an instructor's trial: V * Matrix(np.kron(np.eye(d), a')) (floats 1.0 and 0.0 from
+    # V * Matrix(np.kron(np.eye(d), a')) (floats 1.0 and 0.0 from
     # NumPy) is the lecture's rule, and scored 0 ("coefficients that are not rational")
     report, text = graded(tmp_path, v="0.5 * (V_next * B_next * D) * 2",
                           u="V * sympy.Matrix(np.kron(np.eye(V.shape[1]), np.array(a_prev.T)))")
@@ -106,7 +106,7 @@ def test_float_coefficients_count_at_their_exact_value_never_rounded(tmp_path):
 
 @pytest.mark.parametrize("raising", ["v", "u"])
 def test_a_rule_that_raises_costs_its_own_half_only(tmp_path, raising):
-    # an instructor's trial: the template's `raise NotImplementedError` left in v_rule gave
+    # the template's `raise NotImplementedError` left in v_rule gave
     # the correct u_rule 0 of 25 too (the whole test failed on the first exception)
     stub = "(_ for _ in ()).throw(NotImplementedError('not yet'))"
     report, text = graded(tmp_path, **{raising: stub})
@@ -118,7 +118,7 @@ def test_a_rule_that_raises_costs_its_own_half_only(tmp_path, raising):
 
 
 def test_a_missing_rule_costs_its_own_half_only(tmp_path):
-    """A TA's trial: a submission with v_rule right and no u_rule scored 0 of 25, where a
+    """A submission with v_rule right and no u_rule scored 0 of 25, where a
     u_rule that raises left v_rule its half."""
     path = tmp_path / "rules.py"
     path.write_text(RULES.format(v=GOOD_V, u=GOOD_U).split("def u_rule")[0])

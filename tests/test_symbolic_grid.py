@@ -26,7 +26,7 @@ def test_the_grid_covers_square_growing_narrowing_K_1_L_0_deep_and_random_widths
     randoms = [w for name, w in candidate_grid(seed=3) if name.startswith("random")]
     assert len(randoms) == 4 and all(len(w) <= 8 and max(w) <= 6 for w in randoms)
     assert randoms != [w for name, w in candidate_grid(seed=4) if name.startswith("random")]
-    # no architecture twice (a lecturer's trial: seed 1 drew (4, 4) twice)
+    # no architecture twice (seed 1 drew (4, 4) twice)
     for seed in range(50):
         grid = [w for _, w in candidate_grid(seed)]
         assert len(set(grid)) == len(grid), (seed, grid)
@@ -95,7 +95,7 @@ def _d_left_out_when(condition):
     ("a hidden width of 6", lambda w: 6 in w[1:-1]),
 ])
 def test_the_grid_refutes_rules_wrong_on_the_lectures_depth_and_the_wide_case(name, condition):
-    # a proof-checker trial: each of these passed the grid of 10 architectures (no L = 1,
+    # each of these passed the grid of 10 architectures (no L = 1,
     # the lecture's own depth; no K = 4, d_0 = 5 or hidden width 6), whose report said
     # only larger depths and widths were not covered
     report = check_recursion(v_rule=_d_left_out_when(condition))

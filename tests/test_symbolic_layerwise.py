@@ -107,7 +107,7 @@ def test_the_direct_method_names_the_known_mistakes_the_layerwise_one_does():
 
 
 def test_a_rule_right_in_the_layers_own_symbols_is_refuted_but_not_named():
-    """A lecturer's trial: a rule that drops D on every third call (or looks at its
+    """A rule that drops D on every third call (or looks at its
     arguments' names) is right on the layer's own symbols and wrong on the network's; the
     refutation named "inner sum to min(d_l, d_(l+1))", which holds at these widths."""
     calls = {"n": 0}

@@ -116,7 +116,7 @@ def test_divergence_exits_1_naming_iteration_and_step_size(capsys):
         (["--model", "softmax", "--hidden", "100"], ["argument --hidden", "100", "no hidden"]),
         (["--plot", "out.jpg"], ["argument --plot", "'out.jpg'", ".png"]),
         (["--json", "/no/such/folder/x.json"], ["argument --json", "/no/such/folder", "exist"]),
-        # a lecturer's trial: the torch backend (float32) raised a traceback for these
+        # the torch backend (float32) raised a traceback for these
         (["--backend", "torch", "--step-size", "1e200"],
          ["argument --step-size", "3.403e+38 in float32", "1e+200"]),
         (["--dtype", "float32", "--reg", "1e39"], ["argument --reg", "float32", "1e+39"]),
@@ -132,7 +132,7 @@ def test_bad_arguments_name_the_argument_the_value_and_the_expectation(capsys, a
 
 
 def test_a_large_reg_is_named_and_a_rising_loss_is_noted(capsys):
-    """A lecturer's trial: --reg 1e200 was reported as a step-size problem, and a loss that
+    """--reg 1e200 was reported as a step-size problem, and a loss that
     climbed from 1.10 to 164 ended with exit status 0 and no word."""
     code, _, err = run(capsys, "--reg", "1e200", "--iters", "5", "--hidden", "10",
                        "--no-progress")

@@ -66,7 +66,7 @@ def test_the_numeric_summary_gives_the_tables_worst_errors(quick_run):
 
 
 def test_the_numeric_summary_says_which_activations_the_networks_had():
-    """A lecturer's trial: 18 of the 24 networks were not pure ReLU, and nothing said so."""
+    """18 of the 24 networks were not pure ReLU, and nothing said so."""
     from bpcheck.verify import _numeric_summary
 
     columns = ["#", "widths", "activation", "N", "P", "err vs jacrev", "err vs FD", "FD cols"]
@@ -100,7 +100,7 @@ def test_a_failed_part_is_said_in_the_summary_with_its_notes_and_exits_1(monkeyp
 
 
 def test_a_failed_numeric_part_is_not_summed_up_as_agreeing(monkeypatch, capsys):
-    """A lecturer's trial: with a planted wrong Jacobian the summary read "bpcheck.jacobian
+    """With a planted wrong Jacobian the summary read "bpcheck.jacobian
     agrees with jax.jacrev ..., worst relative error 3.3e-01 ...: NO, FAILED"."""
     import bpcheck.numcheck as numcheck
 

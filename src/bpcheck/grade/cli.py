@@ -219,20 +219,22 @@ def _zip(argv) -> int:
     from .config import load_config
     from .gradescope import build_zip, not_installed
 
+    from .homework import HomeworkError, free_mistakes
+
     try:
         names = build_zip(args.out, args.config, args.wheel, args.homework)
         cfg = load_config(args.config, args.homework)
         missing = not_installed(cfg.homework.allow)
-    except (ConfigError, OSError) as err:
-        print(f"bpcheck gradescope-zip: {err}", file=sys.stderr)
+        free = free_mistakes(cfg.homework, cfg.seed or 0)
+    except (ConfigError, HomeworkError, OSError) as err:
+        print(f"bpcheck gradescope-zip: {type(err).__name__}: {err}" if isinstance(
+            err, HomeworkError) else f"bpcheck gradescope-zip: {err}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}: {', '.join(names)}")
     which = cfg.homework_path or "the lecture's, built into bpcheck"
     exercises = ", ".join(f"{ex.number} {ex.name}" for ex in cfg.homework.exercises)
     print(f"homework: {which} ({cfg.homework.title!r}; exercises {exercises})")
-    from .homework import free_mistakes
-
-    for line in free_mistakes(cfg.homework, cfg.seed or 0):
+    for line in free:
         print(f"warning: {line}", file=sys.stderr)
     for module in missing:
         print(f"warning: the homework allows {module}, which is not installed here, so the "

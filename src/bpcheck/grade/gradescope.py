@@ -167,14 +167,19 @@ HIDDEN_PACKAGES = ("bpcheck", "jax", "jaxlib", "torch", "functorch")
 """The packages ``setup.sh`` closes to other users, unless the homework allows them."""
 
 _PARTS = {"jax": ("jax", "jaxlib"), "torch": ("torch", "functorch")}
-"""An allowed module's top-level name -> the packages it loads from."""
+"""An allowed module's top-level name -> the packages it loads from, whether or not it
+is installed here (:func:`bpcheck.grade.sandbox.required_modules` adds what it requires)."""
 
 
 def hidden_packages(allow) -> list[str]:
-    """:data:`HIDDEN_PACKAGES` less those an allowed module needs (``torch`` allowed: its
-    submodules, loaded later by a test, must stay readable to the submission's uid)."""
-    needed = {part for m in allow
-              for part in _PARTS.get(m.partition(".")[0], (m.partition(".")[0],))}
+    """:data:`HIDDEN_PACKAGES` less those an allowed module needs: ``torch`` allowed, its
+    submodules, loaded later by a test, must stay readable to the submission's uid, and
+    ``flax`` or ``equinox`` allowed, jax and jaxlib (what they require, as installed)."""
+    from .sandbox import required_modules
+
+    tops = {m.partition(".")[0] for m in allow}
+    needed = required_modules(tops) | {part for top in tops for part in _PARTS.get(top, (top,))}
+    needed |= {part for top in list(needed) for part in _PARTS.get(top, ())}
     return [p for p in HIDDEN_PACKAGES if p not in needed]
 
 
@@ -194,7 +199,9 @@ def build_zip(out, config_path=None, wheel=None, homework=None) -> list[str]:
     bpcheck holds), copied in as ``homework.py``, where only the grader can read it.
     ``wheel``: a bpcheck wheel to bundle and install; by default the running bpcheck's
     own source is bundled (``bpcheck-src/``) and installed from there.  Every package is
-    pinned to the version installed here (``requirements.txt``).
+    pinned to the version installed here (``requirements.txt``).  A fault of the config or
+    of the homework (a reference that raises, say: :class:`~.homework.HomeworkError`) is
+    raised before anything is written.
     """
     import re
     import sys
@@ -202,6 +209,11 @@ def build_zip(out, config_path=None, wheel=None, homework=None) -> list[str]:
     from .config import load_config
 
     cfg = load_config(config_path, homework)  # fail now, not on Gradescope
+    seed = cfg.seed if cfg.seed is not None else 0
+    for ex in cfg.homework.exercises:  # the homework's own faults too (HomeworkError)
+        for case in ex.draw(seed):
+            ex.expected(case)
+            ex.wrong_answers(case)
     names = []
     out = Path(out)
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:

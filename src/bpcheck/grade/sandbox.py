@@ -759,8 +759,15 @@ def library_dirs(names) -> dict:
     return dict(_library_dirs(tuple(sorted(set(names)))))
 
 
+def required_modules(names) -> set:
+    """The top-level modules ``names`` and those of every distribution they require (as
+    installed here): what an allowed module may load, jax for flax, functorch for torch."""
+    return set(_requirements(tuple(sorted(set(names))))[0])
+
+
 @functools.lru_cache(maxsize=16)
-def _library_dirs(names: tuple) -> dict:
+def _requirements(names: tuple) -> tuple[frozenset, frozenset]:
+    """``(top-level modules, distributions)`` of ``names`` and what they require."""
     from importlib import metadata
 
     top_to_dists = _packages_distributions()
@@ -787,6 +794,12 @@ def _library_dirs(names: tuple) -> dict:
             for sep in "<>=!~[ (":
                 name = name.split(sep)[0]
             todo.append(name.lower().replace("_", "-"))
+    return frozenset(tops), frozenset(seen)
+
+
+@functools.lru_cache(maxsize=16)
+def _library_dirs(names: tuple) -> dict:
+    tops, seen = _requirements(names)
     out = {}
     for name in sorted(tops):
         if name.startswith("_") and name != "_distutils_hack" or name in FORBIDDEN[:1]:

@@ -202,11 +202,12 @@ def read_submission(path, probe=PROBE_NEEDED) -> str:
     return text
 
 
-IMPORTING_CALLS = frozenset({"__import__", "import_module", "find_spec", "find_module",
-                             "find_loader", "load_module", "reload"})
+IMPORTING_CALLS = frozenset({"__import__", "import_module", "load_module"})
 """Calls whose first argument (or ``name=``) names a module to import: a forbidden one
 named there in a string is a use, as an ``import`` statement is (any other way to reach
-one, a name built at run time say, meets the import blocker)."""
+one, a name built at run time say, meets the import blocker).  ``find_spec`` and its
+like only ask whether a module is there (``find_spec("torch") is None``: an answer's
+check for an optional library), and import nothing."""
 
 
 class _Uses(ast.NodeVisitor):
