@@ -738,7 +738,7 @@ def test_grade_batch_gives_two_submissions_of_one_stem_results_files_of_their_ow
     long = [subs / ("a" * 251 + ".py"), subs / ("a" * 251 + ".ipynb"), subs / ("é" * 126 + ".py")]
     fitted = result_names(long + [subs / "a.py"])
     assert len(set(fitted.values())) == 4
-    assert all(len(n.encode()) <= 255 and n.endswith(".json") for n in fitted.values())
+    assert all(len(os.fsencode(n)) <= 255 and n.endswith(".json") for n in fitted.values())
     assert fitted[str(subs / "a.py")] == "a.json"
     assert list(names.values()) == ["alice.py.json", "alice.ipynb.json", "alice.py.py.json",
                                     "bob.py~2.json", "bob.py.json", "carol.json"]  # by path

@@ -95,11 +95,11 @@ def _fitting(name: str, path: str, room: int = 0) -> str:
     """``name``, or its first bytes and a digest of ``path`` when it is longer than
     :data:`NAME_BYTES` less ``room`` (a 255-byte upload name gave a 257-byte results name:
     the write failed, and the student's row read 0)."""
-    if len(name.encode("utf-8")) <= NAME_BYTES - room:
+    raw = os.fsencode(name)  # the bytes the file system holds (a name need not be UTF-8)
+    if len(raw) <= NAME_BYTES - room:
         return name
-    digest = hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-    head = name.encode("utf-8")[:NAME_BYTES - room - len(digest) - 1]
-    return head.decode("utf-8", "ignore") + "~" + digest
+    digest = hashlib.sha256(os.fsencode(path)).hexdigest()[:16]
+    return os.fsdecode(raw[:NAME_BYTES - room - len(digest) - 1]) + "~" + digest
 
 
 def _grade_one(path: str, cfg: GradingConfig, seed, results_dir, name):
