@@ -120,11 +120,12 @@ _NOT_CODE = (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.ENDMARKER
 def _opens_block(text: str) -> bool:
     """Whether a line's last token is a ``:`` (its comment left out by the tokenizer: a
     ``#`` inside a string is no comment); a line the tokenizer cannot take alone (inside a
-    bracket or a string that spans lines) by its text."""
+    bracket or a string that spans lines, or one Python 3.12's tokenizer cannot encode, a
+    lone surrogate say) by its text."""
     try:
         tokens = [t for t in tokenize.generate_tokens(io.StringIO(text).readline)
                   if t.type not in _NOT_CODE]
-    except (tokenize.TokenError, SyntaxError):
+    except (tokenize.TokenError, SyntaxError, ValueError):  # (UnicodeEncodeError is one)
         return text.rstrip().endswith(":")
     return bool(tokens) and tokens[-1].type == tokenize.OP and tokens[-1].string == ":"
 
