@@ -254,7 +254,6 @@ def _compare_layerwise(layer, quantity, own_claim, truth, real, decider, net):
 def _known(layer, quantity, own_claim, decider, net) -> str:
     """The name of the known mistake whose output at this layer equals the claim's."""
     own, l = layer.own, layer.l
-    K, w = net.K, net.widths
     conv = decider.conv
     truth = own.true_V if quantity == "V" else own.true_U
     try:  # a claim right in the layer's own symbols was refuted on the network's values (a
@@ -264,25 +263,35 @@ def _known(layer, quantity, own_claim, decider, net) -> str:
             return ""
     except Exception:  # noqa: BLE001  (an entry SymEngine cannot take: compared below)
         pass
+    V = own.V_next if quantity == "V" else own.V
+    return _known_mistakes(net, l, quantity, own_claim, V, own.a_prev,
+                           lambda a, b: decider.own.difference(conv(a), conv(b))[0]
+                           is Decision.EQUAL)
+
+
+def _known_mistakes(net, l, quantity, claim, V, a_prev, same) -> str:
+    """The known mistakes (:data:`KNOWN`) whose output at layer ``l``, from ``V`` (the
+    proved ``V^(l+1)`` for ``V``, ``V^(l)`` for ``U``) and ``a_prev``, equals ``claim``
+    entry for entry (``same``), joined by " = "; "" for none.  An entry SymEngine cannot
+    take (a float, say) makes a claim no known mistake: the refutation itself is decided
+    and shown already."""
+    K, w = net.K, net.widths
     names = []
     for planted in KNOWN:
         rule = planted.v_rule if quantity == "V" else planted.u_rule
         if rule is None or (quantity == "V" and l > net.L):
             continue
-        args = (own.V_next, net.B[l + 1], net.D[l]) if quantity == "V" else (own.V, own.a_prev)
+        args = (V, net.B[l + 1], net.D[l]) if quantity == "V" else (V, a_prev)
         shape = (K, w[l]) if quantity == "V" else (K, w[l] * w[l - 1])
         try:
             theirs = call_rule(rule, quantity.lower() + "_rule", args, _context(net, l), shape)
         except RuleError:
             continue
         try:
-            same = all(decider.own.difference(conv(a), conv(b))[0] is Decision.EQUAL
-                       for a, b in zip(own_claim, theirs))
-        except Exception:  # noqa: BLE001  (an entry SymEngine cannot take, a float say: the
-            # claim is no known mistake; the refutation itself is decided and shown already)
-            same = False
-        if same:
-            names.append(f'"{planted.name}" ({planted.mistake})')
+            if all(same(a, b) for a, b in zip(claim, theirs)):
+                names.append(f'"{planted.name}" ({planted.mistake})')
+        except Exception:  # noqa: BLE001  (see the docstring)
+            continue
     return " = ".join(names)
 
 
@@ -312,35 +321,12 @@ def _check_direct(widths, v_rule, u_rule, activation) -> RecursionReport:
                                                full, net.widths[claim.l - 1])
                 if mismatch is not None and mismatch.decision == Decision.DIFFERENT.value:
                     given = V_next if quantity == "V" else claim.V
-                    mismatch.known = _known_direct(net, claim.l, quantity, matrix, given, same)
+                    mismatch.known = _known_mistakes(net, claim.l, quantity, matrix, given,
+                                                     net.a[claim.l - 1], same)
                 yield claim.l, quantity, matrix.shape, mismatch, monomials
             V_next = claim.V
 
     return _record(report, comparisons(), start)
-
-
-def _known_direct(net, l, quantity, matrix, V, same) -> str:
-    """:func:`_known` for the direct method: the known mistakes whose output at layer
-    ``l``, from ``V``: the claim's own ``V^(l+1)`` (for ``V``) or ``V^(l)`` (for ``U``),
-    equal to the truth by then, equals the claim ``matrix`` (``same``: entry equality)."""
-    K, w = net.K, net.widths
-    names = []
-    for planted in KNOWN:
-        rule = planted.v_rule if quantity == "V" else planted.u_rule
-        if rule is None or (quantity == "V" and l > net.L):
-            continue
-        given = (V, net.B[l + 1], net.D[l]) if quantity == "V" else (V, net.a[l - 1])
-        shape = (K, w[l]) if quantity == "V" else (K, w[l] * w[l - 1])
-        try:
-            theirs = call_rule(rule, quantity.lower() + "_rule", given, _context(net, l), shape)
-        except RuleError:
-            continue
-        try:
-            if all(same(a, b) for a, b in zip(matrix, theirs)):
-                names.append(f'"{planted.name}" ({planted.mistake})')
-        except Exception:  # noqa: BLE001  (an entry SymEngine cannot take: no known mistake)
-            continue
-    return " = ".join(names)
 
 
 def _compare(l, quantity, matrix, truth, conv, fast, full, d_prev):
