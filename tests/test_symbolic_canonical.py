@@ -45,3 +45,24 @@ def test_conversion_keeps_shared_nodes_and_rejects_floats():
     assert conv(shared * shared + shared) == se.sympify((a + b) ** 2 + a + b)
     with pytest.raises(TypeError, match="not exact"):
         conv(sp.Float(0.5) * a)
+
+
+def test_a_float_inside_an_unevaluated_node_is_not_compared():
+    # SymEngine evaluates Abs(1e-17) in double precision, where 1 + 1e-17 is 1: had the
+    # float gone through, the claim V B D * (1 + 1e-17) would have been proved
+    conv = ToSymEngine()
+    a = sp.Symbol("a")
+    with pytest.raises(TypeError, match="not exact"):
+        conv(a * (1 + sp.Abs(sp.Float(1e-17), evaluate=False)))
+    with pytest.raises(TypeError, match="not exact"):
+        conv(3 * sp.Abs(sp.Float(1 / 3), evaluate=False))
+    assert conv(sp.Abs(sp.Rational(1, 3), evaluate=False) * a) == se.Rational(1, 3) * se.Symbol("a")
+
+
+def test_a_claim_off_by_a_float_hidden_in_an_unevaluated_node_is_not_proved():
+    from bpcheck.symbolic import check_recursion
+    factor = 1 + sp.Abs(sp.Float(1e-17), evaluate=False)
+    result = check_recursion([2, 3, 3, 2],
+                             v_rule=lambda V, B, D: (V * B * D).applyfunc(lambda e: e * factor))
+    assert not result.holds
+    assert "not exact" in str(result)

@@ -77,6 +77,8 @@ def test_the_numeric_summary_says_which_activations_the_networks_had():
     assert "; ReLU and 2 other activations, mixed per layer)" in mixed, mixed
     relu = _numeric_summary(Part("numeric", columns, [rows[0], rows[2]], passed=True), 2, 0)
     assert "widths up to 4; ReLU)" in relu, relu
+    alone = _numeric_summary(Part("numeric", columns, [rows[2]], passed=True), 1, 0)
+    assert "widths up to 3; no hidden layer)" in alone, alone  # was "; ReLU"
 
 
 def test_verbose_prints_the_tables_before_the_verdict(capsys):

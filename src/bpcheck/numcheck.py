@@ -415,15 +415,37 @@ ACTIVATION_POOL = (
     Activation("celu", alpha=0.5), Activation("hard_swish"), Activation("soft_sign"),
     Activation("hard_tanh"), Activation("hard_sigmoid"),
 )
-"""Activations of the random networks after the corners: network ``i`` takes entry
-``i // 2`` (cyclically) for every hidden layer when ``i`` is odd, and a random mix of them
-when even."""
+"""Activations of the random networks after the corners, dealt from a shuffled deck of
+the whole pool (reshuffled when used up): network ``i`` takes one for every hidden layer
+when ``i`` is odd, and one per hidden layer (a mix) when even; so every activation in the
+pool is drawn once before any is drawn twice, and a run whose networks have at least
+``len(ACTIVATION_POOL)`` hidden layers in all checks each of them."""
 
 
-def _activations_for(i: int, L: int, rng: np.random.Generator):
+class _Deck:
+    """The pool dealt in a shuffled order, reshuffled when used up."""
+
+    def __init__(self, rng: np.random.Generator):
+        self._rng, self._cards = rng, []
+
+    def peek(self, k: int) -> list:
+        while len(self._cards) < k:
+            self._cards += [ACTIVATION_POOL[int(j)]
+                            for j in self._rng.permutation(len(ACTIVATION_POOL))]
+        return self._cards[:k]
+
+    def take(self, k: int) -> None:
+        del self._cards[:k]
+
+
+def _activations_for(i: int, L: int, deck: _Deck):
+    """Network ``i``'s activation (odd ``i``: one for all its layers) or per-layer list, and
+    how many cards it uses."""
+    if L == 0:  # no hidden layer: nothing to deal
+        return [], 0
     if i % 2:
-        return ACTIVATION_POOL[(i // 2) % len(ACTIVATION_POOL)]
-    return [ACTIVATION_POOL[int(k)] for k in rng.integers(0, len(ACTIVATION_POOL), size=L)]
+        return deck.peek(1)[0], 1
+    return deck.peek(L), L
 
 
 def run_random_checks(seed: int = 0, networks: int = 24, *, examples: int = 4,
@@ -438,7 +460,7 @@ def run_random_checks(seed: int = 0, networks: int = 24, *, examples: int = 4,
     (:data:`ACTIVATION_POOL`).
     """
     rng = np.random.default_rng(seed)
-    act_rng = np.random.default_rng([seed, 1])  # the networks drawn do not depend on it
+    deck = _Deck(np.random.default_rng([seed, 1]))  # the networks drawn do not depend on it
     corners = [[3, 1], [5, 7, 1], [1, 1, 1, 1], [64, 64, 10],
                [8] + [16] * max_depth + [4]]
     results = []
@@ -451,16 +473,17 @@ def run_random_checks(seed: int = 0, networks: int = 24, *, examples: int = 4,
         else:
             widths, params = random_network(rng, max_depth=max_depth)
         L = len(widths) - 2
-        activation = (_activations_for(i, L, act_rng) if activations and i >= len(corners)
-                      else "relu")
+        activation, cards = (_activations_for(i, L, deck) if activations and i >= len(corners)
+                             else ("relu", 0))
         X, redrawn = draw_inputs(rng, params, examples, activation=activation)
         for _ in range(20 if i >= len(corners) else 0):  # a random network: enough live units
             if live_fraction(params, X, activation) >= 1 - DEAD_LIMIT:
                 break
             widths, params = random_network(rng, max_depth=max_depth)
             L = len(widths) - 2
-            activation = _activations_for(i, L, act_rng) if activations else "relu"
+            activation, cards = _activations_for(i, L, deck) if activations else ("relu", 0)
             X, redrawn = draw_inputs(rng, params, examples, activation=activation)
+        deck.take(cards)
         res = check_network(params, X, jacobian_fn=jacobian_fn, activation=activation,
                             fd_columns=fd_columns, rng=rng)
         res.kinks_redrawn = redrawn

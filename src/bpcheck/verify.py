@@ -145,7 +145,7 @@ def _numeric_summary(part, networks: int, seed: int) -> str:
     used = {name for row in part.rows for name in str(row[column["activation"]]).split(",")}
     acts = [a for a in used if a not in ("", "none")]  # ("none": no hidden layer)
     others = sorted(a for a in acts if a != "relu")
-    activations = ("; ReLU" if not others else
+    activations = ("; no hidden layer" if not acts else "; ReLU" if not others else
                    f"; ReLU and {len(others)} other activation{'s' * (len(others) != 1)}, "
                    "mixed per layer" if "relu" in acts else f"; {', '.join(others)}")
     verb = "agrees with" if part.passed else "was compared with"  # (a failure: NO, FAILED)

@@ -37,6 +37,16 @@ class Decision(enum.Enum):
     UNDECIDED = "undecided"
 
 
+_SE_INEXACT = tuple(getattr(se, name) for name in
+                    ("RealDouble", "ComplexDouble", "RealMPFR", "ComplexMPFR")
+                    if hasattr(se, name))
+
+
+def _inexact(number) -> TypeError:
+    return TypeError(f"the floating-point number {number} is not exact; "
+                     "use integers or sympy.Rational")
+
+
 class ToSymEngine:
     """SymPy -> SymEngine conversion, memoised by object identity.
 
@@ -44,7 +54,9 @@ class ToSymEngine:
     of ``V^(l+1)``); converting each SymPy node once keeps the cost linear in the
     number of distinct nodes.  Unknown node types go through ``symengine.sympify``,
     which raises for what SymEngine cannot represent; a ``Float`` raises ``TypeError``
-    (rounding could make unequal things look equal, so floats are never compared).
+    (rounding could make unequal things look equal, so floats are never compared),
+    wherever it sits: inside an unevaluated node (``Abs(Float(1e-17), evaluate=False)``)
+    SymEngine would evaluate it in double precision, where ``1 + 1e-17`` is ``1``.
     """
 
     def __init__(self) -> None:
@@ -57,8 +69,7 @@ class ToSymEngine:
         if isinstance(expr, sp.Symbol):
             out = se.Symbol(expr.name)
         elif isinstance(expr, sp.Float):
-            raise TypeError(f"the floating-point number {expr} is not exact; "
-                             "use integers or sympy.Rational")
+            raise _inexact(expr)
         elif isinstance(expr, sp.Add):
             out = se.Add(*[self(a) for a in expr.args])
         elif isinstance(expr, sp.Mul):
@@ -66,7 +77,13 @@ class ToSymEngine:
         elif isinstance(expr, sp.Pow):
             out = se.Pow(self(expr.args[0]), self(expr.args[1]))
         else:
+            floats = expr.atoms(sp.Float) if isinstance(expr, sp.Basic) else ()
+            if floats:
+                raise _inexact(min(floats, key=str))
             out = se.sympify(expr)
+            inexact = out.atoms(*_SE_INEXACT)
+            if inexact:
+                raise _inexact(min(inexact, key=str))
         self._memo[id(expr)] = (expr, out)  # keep expr alive so its id is not reused
         return out
 

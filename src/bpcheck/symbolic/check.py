@@ -120,7 +120,7 @@ class RecursionReport:
                     f"layer l = 1..{len(self.widths) - 1} ({n} monomials compared)"
                     + "".join(f"\n  note: {note}" for note in self.notes))
         if self.error is not None:
-            return f"refuted: {head}; {self.error}"
+            return f"rejected: {head}; {self.error}"  # an error, not a wrong entry
         m = self.mismatch
         assert m is not None
         what = "refuted" if m.decision == "different" else "not proved (undecided)"
@@ -128,17 +128,30 @@ class RecursionReport:
         lines = [f"{what}: {head}; layer l = {m.l}, {m.quantity}^({m.l}) entry {m.entry} = "
                  f"dz^({out})_{m.entry[0]}/d{m.parameter}",
                  f"  claim: {m.claim}", f"  true:  {m.true}", f"  claim - true = {m.difference}"]
-        if m.own_symbols:
-            lines.extend(_legend(" ".join(lines[1:])))
+        lines.extend(_legend(" ".join(lines[1:]), m.own_symbols))
         if m.known:
             lines.append(f"  this is the known mistake: {m.known}")
         return "\n".join(lines)
 
 
-def _legend(text: str) -> list[str]:
-    """What the layer's own symbols in ``text`` stand for (``V3[k,r]``, ``a1[j]``)."""
-    parts = [f"V{n}[k,r] = V^({n})_kr (proved)" for n in sorted(set(re.findall(r"\bV(\d+)\[", text)))]
-    parts += [f"a{n}[j] = a^({n})_j" for n in sorted(set(re.findall(r"\ba(\d+)\[", text)))]
+_LEGEND = (("V", "V{n}[k,r] = V^({n})_kr (proved)"), ("a", "a{n}[j] = a^({n})_j"),
+           ("B", "B{n}[i,j] = B^({n})_ij"), ("b", "b{n}[i] = b^({n})_i"),
+           ("d", "d{n}[i] = 1 if z^({n})_i > 0, else 0 (ReLU's pattern: D^({n}) = diag(d{n}))"),
+           ("s", "s{n}[i] = sigma'(z^({n})_i) (D^({n}) = diag(s{n}))"),
+           ("x", "x[j] = the input's x_j"))
+
+
+def _legend(text: str, own_symbols: bool) -> list[str]:
+    """What the symbols in ``text`` stand for (``V3[k,r]``, ``a1[j]``, ``d2[i]``, ...)."""
+    parts = []
+    for letter, words in _LEGEND:
+        if letter == "x":
+            parts += [words] if re.search(r"\bx\[", text) else []
+            continue
+        if letter in "Va" and not own_symbols:
+            continue
+        parts += [words.format(n=n) for n in sorted(set(re.findall(rf"\b{letter}(\d+)\[", text)),
+                                                    key=int)]
     return [f"  ({'; '.join(parts)})"] if parts else []
 
 

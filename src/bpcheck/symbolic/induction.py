@@ -29,7 +29,8 @@ Sigma model (generic differentiable ``sigma``, ``D^(l) = diag(sigma'(z^(l)))``):
 invariant is ``z^(L+1) = F_l(z^(l))`` with ``F_l`` built from layers ``l+1..L+1`` only,
 and ``W^(l) = d F_l / d z^(l)'``.  SymPy cannot write a function of ``n_{l+1}`` arguments
 for a symbolic ``n_{l+1}``, so the chain rule for ``F_{l+1}``,
-``d F_{l+1}(z^(l+1)) / d t = sum_r W^(l+1)_{kr} d z^(l+1)_r / d t``, is *assumed*; what is
+``d F_{l+1}(z^(l+1)) / d t = sum_r W^(l+1)_{kr} d z^(l+1)_r / d t``, is *assumed* (and
+the same for ``F_l`` in the two derivatives); what is
 checked is the rest: SymPy's ``diff`` through an undefined ``sigma`` gives
 ``sum_r W^(l+1)_{kr} d z^(l+1)_r / d z^(l)_m = (W^(l+1) B^(l+1) D^(l))_{km}`` and the two
 derivatives above.
@@ -183,7 +184,8 @@ def induction_step(activation: str = "relu", summand: Callable | None = None) ->
     checks["... = W^(l)_kp a^(l-1)_q"] = _equal(d_B, W(k, p) * x["a_prev"][q], {k: K, p: n, q: n_prev})
     holds = all(checks.values())
     what = "D^(l) = diag(d), d constant near the point" if activation == "relu" else \
-        "D^(l) = diag(sigma'(z^(l))), chain rule for F_(l+1) assumed"
+        "D^(l) = diag(sigma'(z^(l))), P(l): z^(L+1) = F_l(z^(l)), chain rule for F_(l+1) " \
+        "and F_l assumed"
     tex = (r"P(l+1) \Rightarrow P(l):\quad W^{(l)} = W^{(l+1)} B^{(l+1)} D^{(l)},\quad "
            r"W^{(l)}_{km} = " + sp.latex(W(k, m)) + r",\quad "
            r"\frac{\partial z^{(L+1)}_k}{\partial b^{(l)}_m} = W^{(l)}_{km},\quad "

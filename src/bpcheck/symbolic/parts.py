@@ -36,7 +36,7 @@ ASSUMPTIONS = (
     "equals the linear map D^(l) z there, and functions equal on an open set have equal "
     "derivatives",
     "generic sigma: differentiable; the chain rule for the layers above l is assumed where "
-    "SymPy cannot write a function of n_(l+1) inputs (the induction step)",
+    "SymPy cannot write a function of n_(l+1) (or n_l) inputs (the induction step)",
 )
 """Every assumption the symbolic proof rests on."""
 
@@ -69,10 +69,14 @@ def induction_part(quick: bool = False) -> Part:
         "to layer l, machine-checked with symbolic widths (ReLU and generic sigma); the "
         "downward induction on l that joins them is the one step done by hand", start)
     part.latex = {**latex.recursion_latex("relu"), **part.latex}
-    part.notes.append("invariant P(l): z^(L+1) = W^(l) z^(l) + c^(l), W^(l) and c^(l) free of "
-                      "the parameters of layers 1..l; P(L+1) holds with W = I, c = 0; "
+    part.notes.append("invariant P(l), ReLU model: z^(L+1) = W^(l) z^(l) + c^(l) near the "
+                      "point (where every D^(m) is constant), W^(l) and c^(l) free of the "
+                      "parameters of layers 1..l; P(L+1) holds with W = I, c = 0; "
                       "P(l+1) => P(l) with W^(l) = W^(l+1) B^(l+1) D^(l); and P(l) gives "
                       "V^(l) = W^(l), U^(l) = V^(l) (I kron a^(l-1)')")
+    part.notes.append("invariant P(l), sigma model: z^(L+1) = F_l(z^(l)), F_l built from the "
+                      "layers l+1..L+1 only, W^(l) = d F_l / d z^(l)'; the chain rule for "
+                      "F_(l+1) (in the step) and for F_l (in the derivatives) is assumed")
     part.notes.extend(f"assumption: {a}" for a in ASSUMPTIONS)
     return part
 
@@ -116,9 +120,10 @@ def concrete_part(quick: bool = False) -> Part:
     depths = sorted({len(w) - 2 for w in grid})
     part.summary = (f"Exactly, for {len(grid)} concrete architectures (L = {depths[0]}.."
                     f"{depths[-1]}, ReLU and generic sigma): every entry of every V^(l) and "
-                    "U^(l), each layer in its own symbols"
-                    + ("" if quick else f", and also by differentiating z^(L+1) directly for "
-                       f"L <= {DIRECT_MAX_L}"))
+                    "U^(l), layer by layer (a layer's truth is V^(l+1) times the layer's own "
+                    "derivative: the chain rule, as in the invariant)"
+                    + ("" if quick else f", and for L <= {DIRECT_MAX_L} also against z^(L+1) "
+                       "differentiated directly (independent of the recursion)"))
     part.latex = {**latex.recursion_latex("relu"),
                   "activation derivative (sigma model)": latex.D_SIGMA}
     part.notes.append("layerwise: each layer in its own symbols (V^(l+1) as proved, a^(l-1)), "
@@ -199,7 +204,8 @@ def refutation_part(quick: bool = False) -> Part:
                               "holds", r.holds, "every layer" if r.holds else str(r)])
     part.passed = ok
     count = len(planted_rules)
-    part.summary = (f"Wrong rules are rejected: {count} planted wrong rules refuted "
+    part.summary = (f"Wrong rules are rejected: {count} planted wrong rules refuted or "
+                    "rejected (those that raise or return no matrix, with the error named) "
                     + ("(ReLU model)" if quick else "in both models")
                     + ("" if quick else ", the width-dependent ones also by the default grid "
                        "(except one wrong only beyond L = 6, which this grid does not "
