@@ -973,6 +973,32 @@ def test_the_seed_is_hidden_however_the_command_line_spells_it(mode, spelling):
     assert run.results["extra_data"]["seed"] == SEED
 
 
+DEEP_TREE = '''
+def softmax_loss(W, b, X, y, reg):
+    start = os.getcwd()
+    os.makedirs("locked/inner")
+    open("locked/inner/f", "w").close()
+    os.chmod("locked/inner", 0)
+    os.chmod("locked", 0o100)
+    try:
+        for _ in range(1500):  # deeper than Python's recursion limit, and than PATH_MAX
+            os.mkdir("d" * 40)
+            os.chdir("d" * 40)
+    finally:
+        os.chdir(start)
+    return 7.0, W * 0 + 7, b * 0 + 7
+'''
+
+
+@pytest.mark.parametrize("config", [CONFIG, NO_NAMESPACES], ids=["namespaces", "no-namespaces"])
+def test_a_folder_tree_deeper_than_the_recursion_limit_is_removed(mode, config):
+    """A child's 1200 nested folders made os.walk and shutil.rmtree raise RecursionError in
+    the grader's clean-up: the grader failed, left the folder, and every later grader of
+    the machine failed removing it."""
+    run = grade(attack(DEEP_TREE), mode, config=config)
+    assert_contained(run, "wrong")
+
+
 def test_control_characters_never_reach_the_csv(mode, tmp_path):
     folder = tmp_path / "subs"
     folder.mkdir()

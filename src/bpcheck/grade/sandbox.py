@@ -476,7 +476,7 @@ def _ended(name: str) -> bool:
 
 def _remove_stale_boxes(folder: str) -> None:
     """Remove the child folders (``bpcheck-grade-PID-START-...``) in ``folder`` that a
-    grader of this uid made and, killed, did not remove.  ``rmtree`` only, which never
+    grader of this uid made and, killed, did not remove.  :func:`remove_tree`, which never
     follows a link: without namespaces, a killed grader's orphans may still be running."""
     try:
         names = [n for n in os.listdir(folder) if n.startswith(_CGROUP_PREFIX) and _ended(n)]
@@ -489,7 +489,7 @@ def _remove_stale_boxes(folder: str) -> None:
         except OSError:
             continue
         if stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid():
-            shutil.rmtree(path, ignore_errors=True)
+            remove_tree(path)
 
 
 def oom_kills(folder: str) -> int:
@@ -829,17 +829,89 @@ def _library_dirs(names: tuple) -> dict:
 
 
 def _remove(box: str) -> None:
-    """Remove the child's folder, whatever modes the child left on what it made (a folder
-    of mode 000 stopped ``rmtree``; with the grader's uid the child owns what it made)."""
-    for root, dirs, _files in os.walk(box):
-        for name in dirs:
-            path = os.path.join(root, name)
+    """Remove the child's folder, whatever the child left in it (:func:`remove_tree`)."""
+    remove_tree(box)
+
+
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_OPEN_DEPTH = 32
+"""The most folders :func:`remove_tree` holds open at once; a deeper one is moved up."""
+
+
+def remove_tree(path: str) -> None:
+    """Remove the folder ``path`` and everything in it, never following a link, whatever
+    the child left there: folders of mode 000 (``rmtree`` stopped at them), trees deeper
+    than Python's recursion limit (``os.walk`` and ``rmtree`` raised RecursionError on a
+    child's 1200 nested folders, and every later grader's clean-up raised it again) or
+    than ``PATH_MAX``.  Iterative, on folder descriptors; a folder more than
+    ``_OPEN_DEPTH`` levels down is renamed into ``path`` itself and removed from there, so
+    at most that many descriptors are open.  Errors are ignored, as ``ignore_errors``."""
+    try:
+        top = os.open(path, _DIRECTORY)
+    except OSError:
+        return
+    moved = 0
+    try:
+        for _ in range(1_000_000):  # each pass moves or removes something, or stops
+            moved, progress = _clear(top, moved)
+            if not progress:
+                break
+    finally:
+        os.close(top)
+    with contextlib.suppress(OSError):
+        os.rmdir(path)
+
+
+def _clear(top: int, moved: int) -> tuple[int, bool]:
+    """One pass of :func:`remove_tree` over the folder open as ``top``."""
+    progress = False
+    stack = [(top, None, None)]  # (descriptor, names left, its name in the folder above)
+    while stack:
+        fd, names, own = stack[-1]
+        if names is None:
             try:
-                if not os.path.islink(path):
-                    os.chmod(path, 0o700)
+                names = os.listdir(fd)
             except OSError:
-                pass
-    shutil.rmtree(box, ignore_errors=True)
+                names = []
+            stack[-1] = (fd, names, own)
+        if not names:
+            stack.pop()
+            if stack:
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.rmdir(own, dir_fd=stack[-1][0])
+                    progress = True
+            continue
+        name = names.pop()
+        try:
+            info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(info.st_mode):
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=fd)
+                progress = True
+            continue
+        if len(stack) > _OPEN_DEPTH:  # too deep to hold open: move it up, for a later pass
+            moved += 1
+            with contextlib.suppress(OSError):
+                os.rename(name, f".bpcheck-removing-{moved}", src_dir_fd=fd, dst_dir_fd=top)
+                progress = True
+            continue
+        try:
+            child = os.open(name, _DIRECTORY, dir_fd=fd)
+        except PermissionError:  # a folder of mode 000, the grader not root: it owns it
+            try:
+                os.chmod(name, 0o700, dir_fd=fd)
+                child = os.open(name, _DIRECTORY, dir_fd=fd)
+            except OSError:
+                continue
+        except OSError:
+            continue
+        with contextlib.suppress(OSError):
+            os.fchmod(child, 0o700)  # its entries can be removed (a folder of mode 500)
+        stack.append((child, None, name))
+    return moved, progress
 
 
 def _strings(value, limit: int = 64) -> list:
