@@ -45,3 +45,17 @@ def test_the_torch_homework_runs_through_run_autograder(tmp_path):
 
     assert f"torch=={torch.__version__.split('+')[0]}" in \
         (root / "source" / "requirements.txt").read_text().split()
+
+
+def test_the_memory_limit_counts_from_torch_loaded(tmp_path):
+    """PyPI's CUDA build of torch maps over 3 GB of address space on import: under the
+    default memory_mb = 1536 a correct submission was killed by SIGSEGV while importing
+    it. The child imports an allowed torch before the limits and the address space counts
+    from there; here a limit below this CPU build's own mapping (about 620 MB) stands in."""
+    path = tmp_path / "nn.py"
+    path.write_text(CORRECT)
+    config = tmp_path / "grading.toml"
+    config.write_text("[sandbox]\nmemory_mb = 384\n")
+    report = grade(path, load_config(config, HOMEWORK), seed=2)
+    assert report.score == report.max_score == 20, [t.lines for t in report.tests]
+    assert any("address space beyond the" in note for note in report.isolation), report.isolation

@@ -18,7 +18,7 @@ Example (``bpcheck grade --template-config`` prints a complete one)::
     test_timeout_s = 10       # per test, wall clock
     load_timeout_s = 30       # start-up and loading the submission
     cell_timeout_s = 30       # each notebook cell
-    memory_mb = 1536          # address space of the child
+    memory_mb = 1536          # address space of the child, beyond the libraries it loaded
 
 Values are checked when the file is read (a named :class:`ConfigError`), and exercise
 names and numbers against the homework before anything runs (:meth:`GradingConfig.bind`).
@@ -284,7 +284,7 @@ def template_config(hw: Homework, homework: str | None = None) -> str:
             "load_timeout_s = 30     # child start-up and loading the submission",
             "cell_timeout_s = 30     # each notebook cell; a cell past it is stopped and named",
             "test_timeout_s = 10     # each test, wall clock",
-            "memory_mb = 1536        # address space of the child process",
+            "memory_mb = 1536        # address space of the child, beyond its libraries",
             "file_mb = 16            # largest file the child may write",
             "tmp_mb = 64             # size of the child's private /tmp",
             "processes = 16          # processes and threads of the child's uid",

@@ -63,6 +63,12 @@ PREIMPORT = ("math", "cmath", "itertools", "functools", "collections", "collecti
              "heapq", "bisect", "contextlib", "json", "textwrap", "pprint", "zipfile",
              "numpy.linalg", "numpy.random", "numpy.fft", "numpy.polynomial")
 
+#: Allowed frameworks imported before the limits, where a homework allows them: the
+#: address-space limit counts from what the child holds then, and PyPI's CUDA build of
+#: torch maps over 3 GB of address space on import (a correct torch submission was
+#: killed by SIGSEGV at the default memory_mb = 1536).
+PREIMPORT_ALLOWED = ("torch", "jax")
+
 @dataclass
 class Limits:
     """Per-child limits; see :class:`bpcheck.grade.config.SandboxConfig`."""
@@ -628,7 +634,8 @@ def _describe_exit(code: int | None) -> str:
         name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
         why = {"SIGXCPU": " (CPU time limit)", "SIGXFSZ": " (file size limit)",
                "SIGKILL": " (killed: CPU time or memory limit)",
-               "SIGSEGV": " (crashed)"}.get(name, "")
+               "SIGSEGV": " (crashed: a fault in the code, or a library that could not map "
+                          "memory within the memory limit)"}.get(name, "")
         return f"was killed by {name}{why}"
     if code == 70:
         return "failed inside the grading harness (exit status 70)"
@@ -1015,7 +1022,9 @@ def run_session(source: str, groups: list, limits: Limits, *, functions=(),
             "namespaces": limits.namespaces, "uid": uid, "memory_mb": limits.memory_mb,
             "file_mb": limits.file_mb, "tmp_mb": limits.tmp_mb, "nproc": limits.processes,
             "cpu_s": int(end - started) + 1,
-            "forbidden": list(forbidden), "preimport": list(preimport), "result_fd": w_fd,
+            "forbidden": list(forbidden),
+            "preimport": [*preimport, *(m for m in PREIMPORT_ALLOWED if m in allow)],
+            "result_fd": w_fd,
             "command_fd": c_r, "hidden_output_fd": h_w, "kill_others": uid is not None,
             "grader_pid": os.getpid(),
             "max_terms": 2000, "max_degree": 8, **(extra_plan or {}),

@@ -10,10 +10,12 @@ symbolic rules).  It is trusted code that runs *before* the submission, in this 
    cpu cgroup of one CPU the parent made, where it could make them
    (:func:`.jail.join_cgroup`, :func:`.jail.join_cpu_cgroup`), and enter the namespaces
    (:func:`.jail.enter`);
-3. import NumPy (and SymPy) and the usual standard-library modules, then build the
+3. import NumPy (and SymPy), JAX and PyTorch where the homework allows them, and the usual
+   standard-library modules, then build the
    allow-listed file system view from what is loaded (:func:`.jail.build_view`);
 4. install an import blocker for bpcheck, JAX, PyTorch and other autodiff libraries;
-5. set resource limits (address space, CPU time, processes, file size);
+5. set resource limits (address space beyond what is loaded now, CPU time, processes,
+   file size);
 6. drop to an unprivileged uid when started as root (irreversible), die with the grader
    again (the drop clears that), join a new session keyring of its own
    (:func:`.jail.leave_session_keyring`) and install the seccomp filter
