@@ -119,3 +119,27 @@ def test_a_mistake_that_overflows_is_named_when_the_answer_does_too():
                   np.array([[2.0, np.nan], [np.inf, 4.0]])):   # NaN elsewhere
         v = check_value("lse", meta, overflowed.copy(), want, 1e-6, mistakes=[("m", other)])
         assert v.message == "lse: contains NaN or inf", v.message
+
+
+def test_backprop_factors_cases_keep_a_live_unit_in_every_hidden_layer():
+    """A hidden layer with every unit dead makes every V^(l) below it 0, where most
+    mistakes match the reference: 107 of 300 seeds had one in the deep case, and the same
+    wrong code scored from 11 to 21 of 25 by seed."""
+    from bpcheck.grade.homework import mistake_scores
+    from bpcheck.grade.lecture import hw
+
+    exercise = next(e for e in hw.exercises if e.name == "backprop_factors")
+    for seed in range(60):
+        for case in exercise.draw(seed):
+            h = case.args["x"]
+            for B, b in list(zip(case.args["Bs"], case.args["bs"]))[:-1]:
+                z = B @ h + b
+                assert (z > 0).any(), (seed, case.label)
+                h = np.maximum(0.0, z)
+    weights = np.array([c.weight for c in exercise.draw(0)], float)
+    points = {}
+    for seed in range(12):
+        for name, scores in mistake_scores(exercise, seed).items():
+            points.setdefault(name, []).append(float(weights @ np.asarray(scores)) / weights.sum())
+    for name, got in points.items():
+        assert max(got) - min(got) <= 0.1, (name, got)  # about the same for every seed

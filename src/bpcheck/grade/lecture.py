@@ -169,6 +169,10 @@ backprop_factors.mistakes(reference.backprop_factors_mistakes)
 
 
 def _network_case(rng, widths):
+    """Inputs for ``backprop_factors``: every hidden layer has a live unit (a dead layer
+    makes every ``V^(l)`` below it 0, where most mistakes match the reference) and, where
+    the network has hidden units to spare, some unit is dead (so that a missing ``D^(l)``
+    shows)."""
     def make(rng):
         Bs = [rng.standard_normal((d, dp)) * np.sqrt(2.0 / dp) for dp, d in zip(widths, widths[1:])]
         bs = [0.5 * rng.standard_normal(d) for d in widths[1:]]
@@ -180,7 +184,9 @@ def _network_case(rng, widths):
             z = B @ h + b
             zs.append(z)
             h = np.maximum(0.0, z)
-        return zs
+        live = all((z > 0).any() for z in zs)
+        some_dead = not zs or sum(z.size for z in zs) == len(zs) or any((z < 0).any() for z in zs)
+        return zs if live and some_dead else [np.zeros(1)]  # zeros: redraw
 
     return _no_kink(rng, make, hidden)
 
