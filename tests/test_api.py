@@ -33,3 +33,37 @@ def test_cli_help_lists_commands_and_an_example():
     bad = subprocess.run([sys.executable, "-m", "bpcheck", "frobnicate"], capture_output=True,
                          text=True)
     assert bad.returncode == 2 and "unknown command 'frobnicate'" in bad.stderr
+
+
+def test_every_jax_call_works_under_strict_rank_promotion():
+    """With jax_numpy_rank_promotion = "raise" (a common strict setting) every JAX call
+    failed: the kernels add a bias of shape (n,) to an (N, n) array."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from bpcheck.train.jax_loop import train_jax
+
+    params = bpcheck.init_params([4, 6, 3], seed=0)
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((5, 4)), rng.integers(0, 3, 5)
+    v = rng.standard_normal(sum(B.size + b.size for B, b in params))
+    calls = {
+        "forward": lambda p, X: bpcheck.forward(p, X),
+        "jacobian": lambda p, X: bpcheck.jacobian(p, X),
+        "ntk": lambda p, X: bpcheck.ntk(p, X),
+        "per_example_grads": lambda p, X: bpcheck.per_example_grads(p, X, y),
+        "per_example_grad_norms": lambda p, X: bpcheck.per_example_grad_norms(p, X, y),
+        "gauss_newton": lambda p, X: bpcheck.gauss_newton(p, X, y=y),
+        "gauss_newton_matvec": lambda p, X: bpcheck.gauss_newton_matvec(p, X, v, y=y),
+        "gauss_newton_operator": lambda p, X: bpcheck.gauss_newton_operator(p, X, y=y) @ v,
+    }
+    as_jax = [(jnp.asarray(B, jnp.float32), jnp.asarray(b, jnp.float32)) for B, b in params]
+    X32 = jnp.asarray(X, jnp.float32)
+    with jax.numpy_rank_promotion("raise"):
+        for name, call in calls.items():
+            for _ in range(2):  # the first call and the repeat (its own path)
+                got = np.asarray(call(as_jax, X32), np.float64)
+            want = np.asarray(call(params, X))
+            assert np.allclose(got, want, rtol=1e-4, atol=1e-5), name
+        train_jax(X, y, params, iters=3, dtype="float32")

@@ -149,16 +149,6 @@ def backend(*arrays: Any):
     return np
 
 
-def highest_precision(xp):
-    """For JAX, matmuls at ``precision="highest"`` (no TF32 or bf16 passes on GPUs and TPUs);
-    nothing for NumPy."""
-    if xp is np:
-        return contextlib.nullcontext()
-    import jax
-
-    return jax.default_matmul_precision("highest")
-
-
 def _check_dtype(name: str, x: Any) -> None:
     dtype = x.dtype if isinstance(x.dtype, np.dtype) else np.dtype(x.dtype)
     if dtype.kind in "fiub":  # the common case, checked first

@@ -54,11 +54,25 @@ def compiled(kernel: Callable, static: tuple = (), *, key: Any = None, join: int
             return out
 
         def run(*arrays):
-            with jax.default_matmul_precision("highest"):
+            with settings():
                 return work(*arrays)
 
         program = _programs[cache_key] = jax.jit(run, **jit_options)
     return program
+
+
+def settings():
+    """The JAX settings bpcheck's programs are traced under, whatever the caller's: matmuls
+    at ``precision="highest"`` (no TF32 or bf16 passes on GPUs and TPUs), and rank
+    promotion allowed (the kernels add a bias of shape ``(n,)`` to an ``(N, n)`` array: a
+    caller's ``jax_numpy_rank_promotion = "raise"`` failed every call).  Entered while a
+    program is traced, not per call."""
+    import jax
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(jax.default_matmul_precision("highest"))
+    stack.enter_context(jax.numpy_rank_promotion("allow"))
+    return stack
 
 
 JOIN_IN_PROGRAM = 1 << 16
@@ -138,7 +152,7 @@ def checked_program(kernel: Callable, static: tuple, treedef: Any, positions: tu
         n = treedef.num_leaves
 
         def run(*leaves):
-            with jax.default_matmul_precision("highest"):
+            with settings():
                 out = work(*jax.tree_util.tree_unflatten(treedef, leaves[:n]))
                 ok = all_finite([leaves[i] for i in positions], jnp)
                 for i, lo, hi in limits:

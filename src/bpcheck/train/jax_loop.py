@@ -55,6 +55,7 @@ Deeper nets keep the generic ``value_and_grad`` step, :func:`jax_step`.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -76,6 +77,19 @@ from ._core import (
 )
 
 
+def _rank_promotion_allowed(fn):
+    """``fn`` traced with rank promotion allowed whatever the caller's setting (a bias of
+    shape ``(n,)`` is added to an ``(N, n)`` array: ``jax_numpy_rank_promotion = "raise"``
+    failed every step)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with jax.numpy_rank_promotion("allow"):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_rank_promotion_allowed
 def jax_loss(params, X, Y, reg):
     """Mean cross-entropy ``+ 0.5 * reg * sum_l |B^(l)|^2`` (weights only), traceable.
 
@@ -92,6 +106,7 @@ def jax_loss(params, X, Y, reg):
     return data_loss + 0.5 * reg * sum(jnp.sum(B * B) for B, _ in params)
 
 
+@_rank_promotion_allowed
 def jax_step(params, X, Y, step_size, reg):
     """One gradient-descent step ``params -> (params, loss)``; the loss is before the update."""
     loss, grads = jax.value_and_grad(jax_loss)(params, X, Y, reg)
@@ -170,6 +185,7 @@ def _scan_two_layer(state, X1, Y, step_size, reg, iters):
     return jax.lax.scan(body, state, None, length=iters)
 
 
+@_rank_promotion_allowed
 def _scan(params, X, Y, step_size, reg, iters):
     if len(params) == 2:  # the lecture's two-layer net: the hand-written step
         state, X1 = _pack_two_layer(params, X)
@@ -185,6 +201,7 @@ def _scan(params, X, Y, step_size, reg, iters):
 _train_compiled = jax.jit(_scan, static_argnames=("iters",))
 """``(params, X, Y, step_size, reg, iters) -> (params, losses (iters,))``, compiled."""
 
+@_rank_promotion_allowed  # (traced in worker threads: settings are per thread)
 def _scan_many(params, X, Y, step_sizes, reg, iters, group_size=None):
     M = step_sizes.shape[0]
     if len(params) == 2:  # the hand-written step, batched over networks (no vmap)
@@ -256,6 +273,7 @@ def _first_bad(losses: np.ndarray) -> int | None:
     return int(bad[0]) if bad.size else None
 
 
+@_rank_promotion_allowed
 def train_jax(X: Any, y: Any, params: Any, *, step_size: float = 1.0, reg: float = 1e-3,
               iters: int, dtype: Any = None, progress: Progress = None) -> TrainResult:
     """Full-batch gradient descent, the whole loop compiled with ``jax.jit`` over ``lax.scan``.
@@ -356,6 +374,7 @@ def _train_parts(jparams, jX, Y, steps, reg, iters, group_size, workers):
     return jax.tree.map(lambda *parts: jnp.concatenate(parts), *outs)
 
 
+@_rank_promotion_allowed
 def train_jax_many(X: Any, y: Any, params_list: Any, *, step_size: Any = 1.0,
                    reg: float = 1e-3, iters: int, dtype: Any = None,
                    group_size: Any = "auto", workers: Any = "auto",
