@@ -9,7 +9,6 @@ concrete arrays.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import math
 import os
