@@ -599,7 +599,9 @@ def test_oversized_and_decoy_files_cannot_exhaust_the_grader(tmp_path):
     bomb = tmp_path / "bomb.py"
     bomb.write_text("x = " + "-" * 200_000 + "1\n" + CORRECT)
     r = grade(bomb, parse_config({}), seed=1)
-    assert r.score == 0 and "does not parse as Python" in r.tests[0].lines[0]
+    assert r.score == 0 and ("does not parse as Python" in r.tests[0].lines[0]  # (the
+                             # parser's MemoryError, raised in the scan's limited copy)
+                             or "too large or too deeply nested" in r.tests[0].lines[0])
 
 
 def test_a_long_file_list_is_cut_in_the_note(tmp_path):

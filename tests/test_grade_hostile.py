@@ -478,3 +478,28 @@ def test_a_forged_printed_field_is_text_or_nothing():
         assert _printed(bad) == ("", 0)
     for left in (-1, True, 1.5, "5", 1 << 63):
         assert _printed({"printed": "hi", "printed_left_out": left}) == ("hi", 0)
+
+
+def test_a_sum_of_a_thousand_terms_is_read_not_refused(tmp_path, cfg):
+    """The scan for forbidden imports recursed once per AST level: a correct file with a
+    sum of 500 terms, which Python compiles, scored 0 as 'does not parse as Python'."""
+    path = tmp_path / "table.py"
+    path.write_text(CORRECT + "\nTABLE_TOTAL = " + " + ".join(map(str, range(1000))) + "\n")
+    report = grade(path, cfg, seed=1)
+    assert report.score == report.max_score > 0, report.messages
+
+
+def test_a_file_that_takes_the_parser_gigabytes_is_refused_within_the_scans_limit(tmp_path, cfg):
+    """2 MB of one-name lines took the grader itself to 1.9 GB while parsing (Gradescope's
+    container, 768 MB, killed the autograder): the parse runs in a limited copy now."""
+    import resource
+
+    path = tmp_path / "names.py"
+    path.write_text("a\n" * 1_040_000)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    report = grade(path, cfg, seed=1)
+    grew_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert report.score == 0
+    assert any("too large or too deeply nested for the grader to read" in m
+               for m in report.messages), report.messages
+    assert grew_mb < 300, grew_mb

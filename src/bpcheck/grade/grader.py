@@ -10,7 +10,6 @@ fresh child (up to ``restarts`` times per exercise) runs the remaining cases.
 
 from __future__ import annotations
 
-import ast
 import importlib.util
 import secrets
 import time
@@ -25,11 +24,11 @@ from .sandbox import (PREIMPORT, Group, LimitExceeded, pick_uid, run_session, st
                       submission_budget)
 from .source import (
     SubmissionError,
-    forbidden_uses_in_cells,
     join_cells,
     pick_submission,
     read_cells,
     read_submission,
+    scan_limited,
 )
 
 
@@ -431,16 +430,15 @@ def grade(path, cfg: GradingConfig | None = None, seed: int | None = None) -> Gr
         if Path(path).suffix == ".ipynb":
             cells = read_cells(path)
             source = join_cells(cells)
-            uses, top_level = forbidden_uses_in_cells(cells, owners, hw.forbid)
+            uses, top_level = scan_limited(cells, owners, hw.forbid)
             if top_level:
                 report.messages.append(
                     f"notebook cells use {', '.join(top_level)} at top level; those cells fail "
                     f"when graded ({_allowed_text(hw)}) and the other cells still run")
         else:
             source = read_submission(path)
-            ast.parse(source)  # a SyntaxError is reported for the whole file
-            uses, top_level = forbidden_uses_in_cells([("submission.py", source)], owners,
-                                                      hw.forbid)
+            uses, top_level = scan_limited([("submission.py", source)], owners, hw.forbid,
+                                           whole_file=True)
             if top_level:  # the import would fail when the file is loaded: nothing runs
                 msg = (f"the submission uses {', '.join(top_level)} at top level (outside "
                        f"the exercise functions), which is not allowed ({_allowed_text(hw)}); "
