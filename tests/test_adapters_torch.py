@@ -281,6 +281,40 @@ def test_layers_that_compute_other_than_their_torch_class_are_refused(model, mes
         bpcheck.network(model)
 
 
+class FrozenBlock(nn.Sequential):
+    """A fixed feature extractor: the same forward pass, no gradient through it."""
+
+    def forward(self, x):
+        return super().forward(x).detach()
+
+
+def _detached(module):
+    module.register_forward_hook(lambda m, args, out: out.detach())
+    return module
+
+
+def _halved_gradient(module):
+    module.register_full_backward_hook(lambda m, grad_in, grad_out: (grad_in[0] / 2,))
+    return module
+
+
+@pytest.mark.parametrize("model, message", [
+    (nn.Sequential(FrozenBlock(nn.Linear(6, 8), nn.Tanh()), nn.Linear(8, 3)),
+     r"model\[0\] \(FrozenBlock\), a torch.nn.Sequential with its own forward"),
+    (nn.Sequential(_detached(nn.Sequential(nn.Linear(6, 8), nn.Tanh())), nn.Linear(8, 3)),
+     r"model\[0\] \(Sequential\), a torch.nn.Sequential with forward hooks"),
+    (_detached(nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))),
+     r"model \(Sequential\), a torch.nn.Sequential with forward hooks"),
+    (nn.Sequential(nn.Linear(6, 8), _halved_gradient(nn.Tanh()), nn.Linear(8, 3)),
+     r"model\[1\] \(Tanh\), a torch.nn.Tanh with backward hooks"),
+])
+def test_containers_and_hooks_that_change_only_gradients_are_refused(model, message):
+    """A Sequential subclass that detaches its output, or a hook on a container, passed
+    the forward-pass check (the same outputs) and gave gradients torch says are 0."""
+    with pytest.raises(ValueError, match=message):
+        bpcheck.per_example_grads(model, np.ones((2, 6)), np.array([0, 1]))
+
+
 class Swish15(nn.Module):
     def forward(self, x):
         return x * torch.sigmoid(1.5 * x)

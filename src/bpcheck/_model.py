@@ -500,7 +500,8 @@ def _torch_items(model, prefix=""):
     import torch.nn as tnn
 
     for name, child in model._modules.items():
-        if isinstance(child, tnn.Sequential):
+        if isinstance(child, tnn.Sequential):  # a container of its own: plain too
+            _torch_plain(child, f"model[{prefix}{name}] ({type(child).__name__})")
             yield from _torch_items(child, f"{prefix}{name}.")
         else:
             yield f"{prefix}{name}", child
@@ -508,15 +509,18 @@ def _torch_items(model, prefix=""):
 
 def _torch_plain(m, where: str) -> None:
     """``m`` computes what its torch class does: a subclass with its own ``forward`` (a
-    ReLU capped at 5, say) or a module with forward hooks is refused, since bpcheck reads
-    the layer by its class (and the forward-pass check, on inputs of the model's scale,
-    may not reach where they differ)."""
+    ReLU capped at 5, say; a ``Sequential`` that detaches its output) or a module with
+    forward or backward hooks is refused, since bpcheck reads the layer by its class (and
+    the forward-pass check, on inputs of the model's scale, may not reach where they
+    differ, and never sees what changes gradients only)."""
     base = next((cls for cls in type(m).__mro__ if cls.__module__.startswith("torch.")), None)
     if base is not None and base.__name__ == "Module" and base.__module__.startswith("torch.nn"):
         return  # a module of the user's own, no torch layer: not read (an unsupported layer)
+    backward = getattr(m, "_backward_hooks", None) or getattr(m, "_backward_pre_hooks", None)
     if base is not None and (type(m).forward is not base.forward or m._forward_hooks
-                             or m._forward_pre_hooks):
-        what = "its own forward" if type(m).forward is not base.forward else "forward hooks"
+                             or m._forward_pre_hooks or backward):
+        what = "its own forward" if type(m).forward is not base.forward else \
+            "backward hooks" if backward else "forward hooks"
         raise ValueError(f"model: {where}, a torch.nn.{base.__name__} with {what}, may compute "
                          f"something else; bpcheck reads torch's own layers only (use "
                          f"torch.nn.{base.__name__} itself, without hooks)")
@@ -540,6 +544,8 @@ def _read_torch(model):
             f"Linear), got {type(model).__name__}; put the layers into nn.Sequential(...) "
             f"(bpcheck reads the order of the layers from it)"
         )
+    if not lone:  # (a lone Linear is checked as the layer below)
+        _torch_plain(model, f"model ({type(model).__name__})")
     walk = _Walk(f"model (torch.nn.{type(model).__name__})")
     linears = []
     for key, m in [("", model)] if lone else _torch_items(model):
