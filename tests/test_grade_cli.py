@@ -752,3 +752,35 @@ def test_grade_batch_gives_two_submissions_of_one_stem_results_files_of_their_ow
     assert _undefined("a, b and c are not defined (expected functions named a, b and c)") == \
         ["a", "b", "c"]
     assert _undefined("raised E: v_rule is not defined (expected a function named v_rule)") == []
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_grading(tmp_path, capsys):
+    """In a folder it could not write, grade-batch graded every submission and then lost
+    the grades with a traceback; grade lost its report, and --template its work."""
+    from bpcheck.cli import main
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    (tmp_path / "subs").mkdir()
+    (tmp_path / "subs" / "hw.py").write_text(CORRECT)
+    cases = [
+        (["grade", str(tmp_path / "subs" / "hw.py"), "--results", str(blocker / "r.json")],
+         "--results"),
+        (["grade", "--template", str(blocker / "stub.py")], "--template"),
+        (["grade", "--template-config", str(tmp_path)], "--template-config"),
+        (["grade-batch", str(tmp_path / "subs"), "--csv", str(blocker / "g.csv")], "--csv"),
+        (["grade-batch", str(tmp_path / "subs"), "--results-dir", str(blocker)], "--results-dir"),
+    ]
+    if os.geteuid() != 0:  # (root writes a folder of mode 555)
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o555)
+        cases.append((["grade-batch", str(tmp_path / "subs"), "--csv", str(locked / "g.csv")],
+                      "is not writable"))
+    for argv, named in cases:
+        try:
+            code = main(argv)
+        except SystemExit as stop:
+            code = stop.code
+        assert code == 2, argv
+        err = capsys.readouterr().err
+        assert named in err and "Traceback" not in err, (argv, err)

@@ -114,6 +114,10 @@ def _grade(argv) -> int:
     args.command = "grade"
     _hide_seed(args)
     if args.template or args.template_config:
+        _check_outputs(p, template=args.template, template_config=args.template_config)
+    else:
+        _check_outputs(p, results=args.results)
+    if args.template or args.template_config:
         from .config import template_config
 
         cfg = _load_cfg(args)
@@ -151,13 +155,45 @@ def _grade(argv) -> int:
         write_results(failure_results(f"{type(err).__name__}: {err}"), args.results)
         print(f"bpcheck grade: the grader failed: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
-    write_results(results_json(report), args.results)
-    if args.quiet:
+    if args.quiet:  # the report first: a results file that cannot be written loses nothing
         print(f"{report.score:g} / {report.max_score:g}")
     else:
         sys.stdout.write(render_text(report))
+    try:
+        write_results(results_json(report), args.results)
+    except OSError as err:
+        print(f"bpcheck grade: could not write {args.results}: {err}", file=sys.stderr)
+        return 1
+    if not args.quiet:
         print(f"results written to {args.results}")
     return 0
+
+
+def _check_outputs(parser, **paths) -> None:
+    """Each output path given can be written, checked before any grading (a grade-batch
+    run in a folder it could not write graded every submission, then lost the grades with a
+    traceback): not a folder where a file is due (``results_dir``: a folder), and the
+    nearest existing folder on its way writable (a missing folder is made, as
+    ``run_autograder``'s results folder may be)."""
+    for name, path in paths.items():
+        if path is None:
+            continue
+        option = "--" + name.replace("_", "-")
+        if not path:
+            parser.error(f"argument {option}: expected a path, got an empty string")
+        target = Path(path).absolute()
+        if name != "results_dir" and target.is_dir():
+            parser.error(f"argument {option}: expected a file path, got the folder {path!r}")
+        if name == "results_dir" and target.exists() and not target.is_dir():
+            parser.error(f"argument {option}: expected a folder, got the file {path!r}")
+        folder = target if name == "results_dir" else target.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            parser.error(f"argument {option}: the folder {str(folder)!r} of {path!r} is not "
+                         "writable")
+        if target.exists() and not target.is_dir() and not os.access(target, os.W_OK):
+            parser.error(f"argument {option}: {path!r} exists and cannot be overwritten")
 
 
 def _batch(argv) -> int:
@@ -178,6 +214,7 @@ def _batch(argv) -> int:
     args = p.parse_args(argv)
     args.command = "grade-batch"
     _hide_seed(args)
+    _check_outputs(p, csv=args.csv, results_dir=args.results_dir)
     if not Path(args.folder).is_dir():
         print(f"bpcheck grade-batch: folder {args.folder!r}: not a directory", file=sys.stderr)
         return 2
