@@ -67,3 +67,17 @@ def test_every_jax_call_works_under_strict_rank_promotion():
             want = np.asarray(call(params, X))
             assert np.allclose(got, want, rtol=1e-4, atol=1e-5), name
         train_jax(X, y, params, iters=3, dtype="float32")
+
+
+def test_ctrl_c_ends_a_command_with_one_line_and_status_130(tmp_path):
+    """Ctrl-C printed about 100 lines of chained SymPy tracebacks from bpcheck verify."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "bpcheck", "verify"], stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True, cwd=tmp_path)
+    time.sleep(4)  # importing and starting the symbolic checks
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip() == "bpcheck verify: interrupted", err[-2000:]

@@ -25,7 +25,8 @@ U^(l) = V^(l) (I kron a^(l-1)') of deep ReLU networks, and puts it to work.
 commands:
 {commands}
 
-Run `bpcheck COMMAND --help` for a command's options and an example.
+Run `bpcheck COMMAND --help` for a command's options and an example;
+`bpcheck --version` prints the version.
 example:
   bpcheck verify --quick      # prints a summary and ends with 'VERDICT: PASS ...'
 """
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0 if argv else 2
-    if argv[0] == "--version":
+    if argv[0] in ("--version", "-V"):
         from . import __version__
 
         print(f"bpcheck {__version__}")
@@ -52,10 +53,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bpcheck: unknown command {name!r}; expected one of: {', '.join(COMMANDS)}",
               file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    if module.__name__ == "bpcheck.grade.cli":
-        return int(module.main(argv) or 0)  # the grade module serves three commands
-    return int(module.main(argv[1:]) or 0)
+    try:
+        module = importlib.import_module(COMMANDS[name][0])
+        if module.__name__ == "bpcheck.grade.cli":
+            return int(module.main(argv) or 0)  # the grade module serves three commands
+        return int(module.main(argv[1:]) or 0)
+    except KeyboardInterrupt:  # Ctrl-C: one line, not SymPy's chained tracebacks
+        print(f"\nbpcheck {name}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover
