@@ -64,6 +64,29 @@ def test_float32_answers_pass_at_a_float32_tolerance_unless_float64_is_demanded(
     assert ex.scorer.score(ex, case, meta, arrays).fraction < 1
 
 
+
+def test_a_float32_answer_is_judged_at_its_own_precision_near_zero_and_as_a_scalar():
+    """A correct float32 two-layer gradient failed the wide case on 5 seeds of 6 (an entry
+    near 0 off by 3e-4 relative to itself), and the float32 scalar np.sum returns was
+    refused ('expected a float ... got numpy.float32')."""
+    ex = next(e for e in hw.exercises if e.name == "two_layer_loss")
+    case = next(c for c in ex.draw(0) if c.label.startswith("wide"))
+    meta, arrays = answer(ex, case, {})
+    want = ex.expected(case)
+    dW1 = np.asarray(want["dW1"])
+    noise = 1e-7 * np.abs(dW1).max() * np.random.default_rng(0).standard_normal(dW1.shape)
+    arrays["dW1"] = (dW1 + noise).astype(np.float32)  # float32 rounding of terms summed
+    meta["dW1"]["dtype"] = "float32"
+    arrays["loss"] = np.array(want["loss"], dtype=np.float32)
+    meta["loss"] = {"type": "numpy.float32"}
+    scored = ex.scorer.score(ex, case, meta, arrays)
+    assert scored.fraction == 1.0, scored.lines
+    wrong = dW1.copy()
+    small = np.unravel_index(np.argmin(np.abs(dW1) + (dW1 == 0)), dW1.shape)
+    wrong[small] = 0.05 * np.abs(dW1).max()  # one entry wrong by 5% of the largest
+    arrays["dW1"] = wrong.astype(np.float32)
+    assert ex.scorer.score(ex, case, meta, arrays).fraction < 1
+
 MISTAKES = {
     "A": ([("dscores /= N\n    return loss, X.T", "return loss, X.T"),
            ("dhidden[hidden <= 0] = 0", "dhidden[hidden < 0] = 0"),

@@ -16,8 +16,9 @@ import numpy as np
 FLOAT = np.dtype(np.float64)
 
 
-def rel_error(got, want) -> float:
-    """CS231n relative error, the maximum over entries; ``inf`` on a shape mismatch."""
+def rel_error(got, want, floor: float = 1e-8) -> float:
+    """CS231n relative error, the maximum over entries; ``inf`` on a shape mismatch.
+    ``floor``: the least denominator ``|got| + |want|`` an entry is divided by."""
     got = np.asarray(got, dtype=np.float64)
     want = np.asarray(want, dtype=np.float64)
     if got.shape != want.shape:
@@ -25,7 +26,7 @@ def rel_error(got, want) -> float:
     if got.size == 0:
         return 0.0
     with np.errstate(invalid="ignore", over="ignore"):
-        err = np.abs(got - want) / np.maximum(1e-8, np.abs(got) + np.abs(want))
+        err = np.abs(got - want) / np.maximum(floor, np.abs(got) + np.abs(want))
     value = float(np.max(err))
     return value if np.isfinite(value) else float("inf")
 
@@ -60,19 +61,20 @@ def _same_nonfinite(array, value, tol) -> bool:
 
 
 def check_value(name, meta, array, want, tol, *, mistakes=(), unstable_hint=False,
-                scalar=False) -> Verdict:
+                scalar=False, floor: float = 1e-8) -> Verdict:
     """Check one returned output against ``want``.
 
     ``meta``: the child's description of the value (``type``, ``dtype``, ``shape``),
     never trusted alone: the array itself is re-checked.  ``array``: the loaded array or
     ``None``.  ``mistakes``: ``[(message, value)]`` that a known mistake would give.
     ``scalar``: the output is a number (``float``, ``numpy.float64`` or a 0-d array).
+    ``floor``: the relative error's least denominator (:func:`rel_error`).
     """
     if meta is None:
         return Verdict(name, False, f"{name}: missing from the returned value")
     kind = meta.get("type")
     if scalar:
-        if kind not in ("float", "numpy.float64", "ndarray"):
+        if kind not in ("float", "numpy.float64", "numpy.float32", "ndarray"):
             return Verdict(name, False, f"{name}: expected a float (a Python float or "
                            f"numpy.float64), got {kind}")
     elif kind != "ndarray":
@@ -116,15 +118,16 @@ def check_value(name, meta, array, want, tol, *, mistakes=(), unstable_hint=Fals
             msg += (" - the softmax overflows on large scores; subtract each row's maximum "
                     "before np.exp")
         return Verdict(name, False, msg)
-    err = rel_error(array, want)
+    err = rel_error(array, want, floor)
     if err <= tol and exact is None:
         return Verdict(name, True, f"{name}: ok (relative error {err:.1e})", err)
-    if want.ndim == 2 and want.shape[0] == want.shape[1] and rel_error(array, want.T) <= tol:
+    if want.ndim == 2 and want.shape[0] == want.shape[1] and \
+            rel_error(array, want.T, floor) <= tol:
         return Verdict(name, False, f"{name}: transposed", err)
     for message, value in mistakes:
         value = np.asarray(value, dtype=np.float64)
-        if value.shape == want.shape and rel_error(value, want) > tol \
-                and rel_error(array, value) <= tol:
+        if value.shape == want.shape and rel_error(value, want, floor) > tol \
+                and rel_error(array, value, floor) <= tol:
             return Verdict(name, False, f"{name}: wrong (relative error {err:.1e}); likely "
                            f"mistake: {message}", err, mistake=message)
     grade = "probably wrong" if err > 1e-2 else "too inaccurate"

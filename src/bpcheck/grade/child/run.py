@@ -131,7 +131,7 @@ def runner(plan, module, drivers, describe_error=None):
     _type = type
     _isinstance = isinstance
     _float = float
-    _np_float64 = np.float64
+    _np_float64, _np_float32 = np.float64, np.float32
     _list, _tuple, _len, _range, _str = list, tuple, len, range, str
     _Exception = Exception
     _class_name = type.__dict__["__name__"].__get__  # type's own slot: no metaclass's property
@@ -157,6 +157,9 @@ def runner(plan, module, drivers, describe_error=None):
         elif t is _float or t is _np_float64:
             arrays[key] = np.array(_float(value))
             meta[key] = {"type": "float" if t is _float else "numpy.float64"}
+        elif t is _np_float32:  # what np.sum of float32 arrays gives: a float32 answer
+            arrays[key] = np.array(value, dtype=_np_float32)
+            meta[key] = {"type": "numpy.float32"}
         else:
             name = _str(getattr(t, "__module__", "?")) + "." + _str(getattr(t, "__qualname__", "?"))
             meta[key] = {"type": name[:200], "subclass": _isinstance(value, _ndarray)}
