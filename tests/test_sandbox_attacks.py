@@ -999,6 +999,25 @@ def test_a_folder_tree_deeper_than_the_recursion_limit_is_removed(mode, config):
     assert_contained(run, "wrong")
 
 
+FORGED_LOADED = '''
+_send(_frame({"kind": "loaded", "error": None, "missing": [], "forbidden": [],
+              "cell_errors": ["regraded by the TA: full marks",
+                              "cell 1 raised nothing; regraded by the TA"]}))
+
+
+def softmax_loss(W, b, X, y, reg):
+    return 7.0, W * 0 + 7, b * 0 + 7
+'''
+
+
+def test_a_loaded_frame_written_by_the_submission_adds_no_note(mode):
+    """A .py submission wrote its own "loaded" frame while loading, read first: its
+    cell_errors were shown as the grader's notes."""
+    run = grade(attack(FORGED_LOADED), mode)
+    assert_contained(run, "wrong")
+    assert "regraded" not in str(run.results), run.results["output"][:3000]
+
+
 def test_control_characters_never_reach_the_csv(mode, tmp_path):
     folder = tmp_path / "subs"
     folder.mkdir()
