@@ -784,3 +784,23 @@ def test_outputs_that_cannot_be_written_are_refused_before_grading(tmp_path, cap
         assert code == 2, argv
         err = capsys.readouterr().err
         assert named in err and "Traceback" not in err, (argv, err)
+
+
+def test_grade_batch_gives_a_symbolic_link_a_row_that_says_it_was_not_graded(tmp_path):
+    """Links were left out of the CSV without a word ('graded 1 submissions')."""
+    from bpcheck.grade.batch import LINK_NOTE, grade_batch
+
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    (subs / "alice.py").write_text(CORRECT)
+    (subs / "bob.py").symlink_to(subs / "alice.py")
+    store = tmp_path / "store"
+    store.mkdir()
+    (subs / "carol").symlink_to(store)
+    (subs / "notes.txt").symlink_to(subs / "alice.py")  # not a submission's name: no row
+    rows = grade_batch(subs, parse_config({"exercises": {str(n): {"points": 0} for n in (2, 3, 4)}}),
+                       progress=None, seed=1)
+    by_name = {Path(r["submission"]).name: r for r in rows}
+    assert sorted(by_name) == ["alice.py", "bob.py", "carol"], sorted(by_name)
+    assert by_name["alice.py"]["score"] > 0 and not by_name["alice.py"]["error"]
+    assert by_name["bob.py"]["error"] == by_name["carol"]["error"] == LINK_NOTE

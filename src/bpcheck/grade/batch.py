@@ -49,6 +49,19 @@ def find_submissions(folder) -> list[Path]:
     return found
 
 
+def find_links(folder) -> list[Path]:
+    """The symbolic links in ``folder`` that would be submissions if they were files or
+    folders: never graded (a link could point at a file of the grader's), each given a row
+    that says so (they were left out without a word)."""
+    return [p for p in sorted(Path(folder).iterdir())
+            if p.is_symlink() and not p.name.startswith(".")
+            and (p.suffix in SUFFIXES or p.is_dir())]
+
+
+LINK_NOTE = ("not graded: a symbolic link (a link could point at a file of the grader's); "
+             "copy the submission itself into the folder")
+
+
 def _die_with_batch(batch: int) -> None:
     """A pool worker's initializer: have the kernel SIGKILL it when ``grade-batch`` (pid
     ``batch``) ends (``PR_SET_PDEATHSIG``, Linux), and leave now if it has ended already.
@@ -182,6 +195,7 @@ def grade_batch(folder, cfg: GradingConfig, jobs: int = 1, csv_path=None, seed=N
         graded = {r["submission"] for r in rows}
         rows += [_error_row(str(p), cfg, seed, "not graded: the batch was interrupted")
                  for p in subs if str(p) not in graded]
+        rows += [_error_row(str(p), cfg, seed, LINK_NOTE) for p in find_links(folder)]
         rows.sort(key=lambda r: r["submission"])
         if csv_path is not None:
             _write_csv(csv_path, rows, columns(cfg))
