@@ -804,3 +804,18 @@ def test_grade_batch_gives_a_symbolic_link_a_row_that_says_it_was_not_graded(tmp
     assert sorted(by_name) == ["alice.py", "bob.py", "carol"], sorted(by_name)
     assert by_name["alice.py"]["score"] > 0 and not by_name["alice.py"]["error"]
     assert by_name["bob.py"]["error"] == by_name["carol"]["error"] == LINK_NOTE
+
+
+def test_gradescope_zip_warns_of_a_fixed_seed_with_hidden_tests_and_a_long_budget(tmp_path, capsys):
+    """With seed = 2024 fixed and tests 1.4, 1.5 hidden, a student found the seed from a
+    visible test's inputs and scored the hidden tests with a lookup table; the default
+    budget, 600 s, was Gradescope's own default timeout, which kills the run first."""
+    config = tmp_path / "grading.toml"
+    config.write_text('seed = 2024\n[exercises.1]\ntests = { "1.5" = "hidden" }\n'
+                      "[sandbox]\nsubmission_timeout_s = 900\n")
+    assert bpcheck_main(["gradescope-zip", str(tmp_path / "a.zip"), "--config", str(config)]) == 0
+    err = capsys.readouterr().err
+    assert "seed = 2024 is fixed and some tests are not shown" in err, err
+    assert "to at least 16 minutes" in err, err
+    assert bpcheck_main(["gradescope-zip", str(tmp_path / "b.zip")]) == 0
+    assert "warning" not in capsys.readouterr().err  # the defaults fit Gradescope's

@@ -253,7 +253,7 @@ def _zip(argv) -> int:
                    "the running bpcheck's own source")
     args = p.parse_args(argv)
     from .config import ConfigError
-    from .config import load_config
+    from .config import deployment_warnings, load_config
     from .gradescope import build_zip, not_installed
 
     from .homework import HomeworkError, free_mistakes
@@ -262,7 +262,7 @@ def _zip(argv) -> int:
         names = build_zip(args.out, args.config, args.wheel, args.homework)
         cfg = load_config(args.config, args.homework)
         missing = not_installed(cfg.homework.allow)
-        free = free_mistakes(cfg.homework, cfg.seed or 0)
+        free = free_mistakes(cfg.homework, cfg.seed or 0) + deployment_warnings(cfg)
     except (ConfigError, HomeworkError, OSError) as err:
         print(f"bpcheck gradescope-zip: {type(err).__name__}: {err}" if isinstance(
             err, HomeworkError) else f"bpcheck gradescope-zip: {err}", file=sys.stderr)

@@ -264,7 +264,8 @@ def template_config(hw: Homework, homework: str | None = None) -> str:
            '# submission = "hw.ipynb"      # the file graded when a student uploads several',
            "# tolerance = 1e-6             # float64 relative error at which an output passes,",
            "#                              # for every exercise: it replaces each exercise's own",
-           "# seed = 2024                  # fixed seed for every submission", ""]
+           "# seed = 2024                  # fixed seed for every submission (not with hidden "
+           "tests: a student who finds it from a visible test rebuilds the hidden inputs)", ""]
     for ex in hw.exercises:
         own = {}
         for case in ex.draw(0):
@@ -290,9 +291,41 @@ def template_config(hw: Homework, homework: str | None = None) -> str:
             "processes = 16          # processes and threads of the child's uid",
             "output_kb = 64          # student output kept for the report",
             "restarts = 1            # fresh children after a crash or time-out, per exercise",
-            "submission_timeout_s = 600  # wall clock for the whole submission, whatever its "
-            "children do",
+            "submission_timeout_s = 480  # wall clock for the whole submission, whatever its "
+            "children do (Gradescope's default timeout for the whole run is 10 minutes)",
             "check_timeout_s = 60    # each symbolic check of the student's rules, wall clock",
             "check_memory_mb = 2048  # memory of that check, beyond the grader's own",
             ""]
     return "\n".join(out)
+
+
+GRADESCOPE_TIMEOUT_S = 600
+"""Gradescope's default timeout for an autograder run (the assignment's settings)."""
+
+_NOT_SHOWN = ("hidden", "after_due_date", "after_published")
+
+
+def deployment_warnings(cfg: GradingConfig) -> list[str]:
+    """Lines on a config that grades but misleads on Gradescope (``gradescope-zip`` prints
+    them): a fixed ``seed`` with tests the students do not see, whose inputs a student can
+    rebuild once the seed is found from a visible test's (a red team did, scoring the hidden
+    tests with a lookup table); a whole-submission budget that, with start-up and writing
+    the results, outlasts Gradescope's default timeout (Gradescope then shows its own
+    failure, and no results)."""
+    lines = []
+    hides = any(e.visibility in _NOT_SHOWN or any(v in _NOT_SHOWN for v in e.tests.values())
+                for e in cfg.exercises.values())
+    if cfg.seed is not None and hides:
+        lines.append(f"seed = {cfg.seed} is fixed and some tests are not shown to students: a "
+                     "student who finds the seed (by trying seeds until a visible test's inputs "
+                     "match) can rebuild the hidden tests' inputs; leave seed out, and each "
+                     "submission gets a fresh seed, recorded in its results")
+    need = cfg.limits.submission_timeout_s + 60
+    if need > GRADESCOPE_TIMEOUT_S:
+        minutes = -(-need // 60)
+        lines.append(f"submission_timeout_s = {cfg.limits.submission_timeout_s:g}: with start-up "
+                     "and writing the results, one submission may take longer than Gradescope's "
+                     "default autograder timeout of 10 minutes, after which Gradescope shows its "
+                     "own failure and no results; raise the timeout in the assignment's settings "
+                     f"to at least {minutes:g} minutes, or lower submission_timeout_s")
+    return lines

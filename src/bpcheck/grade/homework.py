@@ -417,8 +417,9 @@ class RelativeError:
 
     ``tol``: float64 answers pass at or below it; ``float32_tol``: float32 answers pass at
     or below it (an entry under 1% of the output's largest counts relative to that 1%, as
-    float32 rounds relative to the terms summed), unless ``float64=True`` demands float64.  ``weights``: per output name
-    (default 1 each); a list output shares its weight among its arrays.  ``unstable``:
+    float32 rounds relative to the terms summed), unless ``float64=True`` demands float64.
+    ``weights``: per output name (default 1 each); a list output shares its weight among
+    its arrays.  ``unstable``:
     ``unstable(case)`` says whether to hint, when an output is NaN or inf, that the softmax
     overflows.  ``lists``: per list output, what its length is, for the feedback
     (``"L+1 = {n} arrays"``, ``{n}`` the expected length).  An output whose reference is

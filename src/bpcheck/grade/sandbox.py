@@ -86,7 +86,7 @@ class Limits:
     namespaces: bool = True
     drop_privileges: bool = True
     uid: int | None = None
-    submission_timeout_s: float = 600.0
+    submission_timeout_s: float = 480.0
     check_timeout_s: float = 60.0
     check_memory_mb: int = 2048
 
