@@ -109,3 +109,11 @@ def test_partial_credit_is_per_output_and_per_test(tmp_path):
     # db is wrong wherever it is non-zero; loss and dW are right: 2/3 of each such test
     assert 0 < report.score < report.max_score
     assert any(abs(t.score - t.max_score * 2 / 3) < 1e-6 for t in report.tests)
+
+
+def test_an_exception_is_reported_with_its_line_in_the_submission(tmp_path):
+    """'raised ValueError: matmul: ...' named neither the line nor the function."""
+    report, text = graded(tmp_path, 1, "    scores = X @ W + b\n", "    scores = X @ W.T + b\n")
+    assert report.score == 0
+    line = CORRECT.splitlines().index("    scores = X @ W + b") + 1
+    assert f"(submission.py, line {line}, in softmax_loss)" in text, text

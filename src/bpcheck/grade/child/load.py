@@ -46,15 +46,37 @@ def error_describer():
     _type = type
 
     _syntax = SyntaxError
+    _str, _isinstance = str, isinstance
+
+    def where(exc):
+        """Where in the submission it was raised: the innermost frame of the submission's
+        own code (``submission.py``, or a notebook cell's label), as ``" (submission.py,
+        line 12, in two_layer_loss)"``; empty when none (raised in NumPy, say)."""
+        found = ""
+        try:
+            tb = exc.__traceback__
+            for _ in range(1000):
+                if tb is None:
+                    break
+                code = tb.tb_frame.f_code
+                name = code.co_filename
+                if _isinstance(name, _str) and (name == "submission.py"
+                                                or name.startswith("cell ")):
+                    found = f" ({name[:40]}, line {tb.tb_lineno}, in {_str(code.co_name)[:60]})"
+                tb = tb.tb_next
+        except Exception:  # noqa: BLE001 - a location is a courtesy
+            return ""
+        return found
 
     def describe(exc):
         if isinstance(exc, _syntax):  # one line, not the caret drawing of four
             code = str(exc.text or "").strip()
             text = (f"{_type(exc).__name__}: {exc.msg} ({exc.filename}, line {exc.lineno}"
                     + (f": {code}" if code else "") + ")")
-        else:
-            text = "".join(_format_exc(_type(exc), exc)).strip()
-        return text[:2000]
+            return text[:2000]
+        text = "".join(_format_exc(_type(exc), exc)).strip()
+        at = where(exc)
+        return text[:2000 - len(at)] + at
 
     return describe
 
