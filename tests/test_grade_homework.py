@@ -495,8 +495,8 @@ def test_a_test_that_is_not_visible_shows_the_graders_words_only(route, tmp_path
      "not allowed"),
     ("loading the submission failed: NameError: IN_1p0028", "loading the submission failed"),
     ("softmax_loss is not defined (expected a function named softmax_loss)", None),
-    ("not run: the submission's process ended early 2 times in this exercise (see the tests "
-     "above)", None),
+    ("not run: 2 tests of this exercise ended without a result (a time limit, a crash or an "
+     "exit; see the tests above)", None),
 ])
 def test_the_public_form_of_each_kind_of_feedback_line(line, public):
     from bpcheck.grade.results import LEFT_OUT, OTHER_LINE, public_line
@@ -786,3 +786,18 @@ def test_mistake_scores_find_a_mistake_that_costs_nothing():
 
     assert mistake_scores(rowsum) == {
         "abs first": [1.0, 1.0], "column sums": [0.5, 0.5]}
+
+
+def test_an_error_far_beyond_the_tolerance_is_called_wrong_not_inaccurate():
+    """An off-by-one that dropped an example (relative error 5.7e-3) was told 'too
+    inaccurate', which reads as rounding."""
+    import numpy as np
+
+    from bpcheck.grade.compare import check_value
+
+    want = np.linspace(1.0, 2.0, 6)
+    meta = {"type": "ndarray", "dtype": "float64", "shape": [6]}
+    off = check_value("dW", meta, want * (1 + 1.2e-2), want, 1e-6)
+    assert "probably wrong" in off.message, off.message
+    near = check_value("dW", meta, want * (1 + 4e-6), want, 1e-6)
+    assert "too inaccurate" in near.message, near.message

@@ -378,9 +378,9 @@ def _run_sessions(source, hw, cfg, cases_by_ex, report, cells, outcome, started)
         attempts[ex] += 1
         if attempts[ex] > limits.restarts:
             for c in pending.pop(ex):
-                outcome[c.number] = (0.0, [f"not run: the submission's process ended "
-                                           f"early {attempts[ex]} times in this exercise "
-                                           "(see the tests above)"])
+                outcome[c.number] = (0.0, [f"not run: {attempts[ex]} tests of this exercise "
+                                           "ended without a result (a time limit, a crash or "
+                                           "an exit; see the tests above)"])
         pending = {e: cs for e, cs in pending.items() if cs}
 
 

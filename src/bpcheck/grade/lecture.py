@@ -145,11 +145,13 @@ two_layer_loss.case("H = 1 (one hidden unit)", partial(_two_layer_case, N=6, D=3
 
 
 _LENGTH = "L+1 = {n} arrays (l = 1..L+1, the output layer's V^(L+1) = I_K included)"
+_U_LENGTH = ("L+1 = {n} arrays (l = 1..L+1, the output layer's U^(L+1) = I_K kron a^(L)' "
+             "included)")
 
 
 @hw.exercise(points=25, returns=["Vs[]", "Us[]"],
              title="backprop_factors: V^(l) and U^(l) for any depth",
-             score=RelativeError(lists={"Vs": _LENGTH, "Us": _LENGTH}))
+             score=RelativeError(lists={"Vs": _LENGTH, "Us": _U_LENGTH}))
 def backprop_factors(Bs, bs, x):
     """Exercise 3: the factors of the Jacobian, for one example and any depth L >= 0.
 

@@ -152,8 +152,8 @@ _OWN_WORDS = [re.compile(p) for p in (  # each matched against a whole line
     r"no result came back",
     r"nothing came back",
     r"not run",
-    r"not run: the submission's process ended early \d+ times in this exercise \(see the "
-    r"tests above\)",
+    r"not run: \d+ tests of this exercise ended without a result \(a time limit, a crash or "
+    r"an exit; see the tests above\)",
     r"time limit of [0-9.]+ s exceeded while running test \d+\.\d+",
     r"time limit exceeded while running test \d+\.\d+ \(the time budget of this child or of "
     r"the whole submission is spent\)",
