@@ -81,3 +81,28 @@ def test_ctrl_c_ends_a_command_with_one_line_and_status_130(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err[-2000:]
     assert err.strip() == "bpcheck verify: interrupted", err[-2000:]
+
+
+def test_network_of_something_that_is_no_model_says_what_it_expected():
+    """bpcheck.network(None) was told to state a layout, as a list of layers would be."""
+    import pytest
+
+    for thing in (None, 42, "mlp"):
+        with pytest.raises(TypeError, match=rf"expected a PyTorch nn.Sequential.*got "
+                                            rf"{type(thing).__name__}"):
+            bpcheck.network(thing)
+
+
+def test_activation_and_loss_methods_take_the_array_module_from_their_input():
+    """Activation.value(z) and Loss.grad(z, y) needed an undocumented xp argument."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    act, loss = bpcheck.Activation("tanh"), bpcheck.Loss("cross_entropy")
+    z, y = np.array([[0.5, -1.0, 2.0]]), np.array([2])
+    assert np.allclose(act.value(z), np.tanh(z)) and type(act.value(z)) is np.ndarray
+    assert np.allclose(act.derivative(jnp.asarray(z)), 1 - np.tanh(z) ** 2)
+    p = np.exp(z) / np.exp(z).sum()
+    assert np.allclose(loss.grad(z, y), p - np.eye(3)[y])
+    assert np.allclose(loss.hessian(jnp.asarray(z), jnp.asarray(y))[0],
+                       np.diag(p[0]) - np.outer(p[0], p[0]))

@@ -71,6 +71,15 @@ def _sigmoid(z, xp):
     return xp.where(z >= 0, 1 / (1 + e), e / (1 + e))
 
 
+def _module(z, xp):
+    """``xp``, or the array module of ``z`` (``jax.numpy`` for a JAX array, else NumPy)."""
+    if xp is not None:
+        return xp
+    from ._arrays import backend
+
+    return backend(z)
+
+
 class Activation:
     """An elementwise activation by name, with its parameters.
 
@@ -155,20 +164,21 @@ class Activation:
         """True where ``sigma'`` jumps somewhere (:attr:`kinks` is not empty)."""
         return bool(self.kinks)
 
-    def value(self, z, xp, out=None):
+    def value(self, z, xp=None, out=None):
         """``sigma(z)``, elementwise, same shape and dtype as ``z`` (no derivative computed).
 
-        ``out``: NumPy only, ``z`` itself when the caller no longer needs it: relu, tanh
-        and identity then write the value over it; the others return a new array."""
-        return self._evaluate(z, xp, False, out)[0]
+        ``xp``: the array module, ``numpy`` or ``jax.numpy`` (default: ``z``'s).  ``out``:
+        NumPy only, ``z`` itself when the caller no longer needs it: relu, tanh and
+        identity then write the value over it; the others return a new array."""
+        return self._evaluate(z, _module(z, xp), False, out)[0]
 
-    def derivative(self, z, xp):
-        """``sigma'(z)``, elementwise: the diagonal of ``D``."""
-        return self._evaluate(z, xp, True, None)[1]
+    def derivative(self, z, xp=None):
+        """``sigma'(z)``, elementwise: the diagonal of ``D`` (``xp`` as for :meth:`value`)."""
+        return self._evaluate(z, _module(z, xp), True, None)[1]
 
-    def value_and_derivative(self, z, xp):
+    def value_and_derivative(self, z, xp=None):
         """``(sigma(z), sigma'(z))``, sharing the work between the two."""
-        return self._evaluate(z, xp, True, None)
+        return self._evaluate(z, _module(z, xp), True, None)
 
     def _evaluate(self, z, xp, with_derivative, out):
         """``(sigma(z), sigma'(z) or None)``: each activation's value beside its derivative."""

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import as_array, check_finite, is_tracer, with_batch_axis
+from ._arrays import as_array, backend, check_finite, is_tracer, with_batch_axis
 
 NAMES = ("cross_entropy", "mse", "binary_cross_entropy")
 REDUCTIONS = ("sum", "mean")
@@ -271,13 +271,15 @@ class Loss:
 
     # --- derivatives with respect to z ------------------------------------------------
 
-    def grad(self, z, y, xp):
-        """``e_n = d loss_n / d z_n``, shape ``(N, K)``.  JAX: an example whose target is
+    def grad(self, z, y, xp=None):
+        """``e_n = d loss_n / d z_n``, shape ``(N, K)`` (``xp``: the array module, ``numpy`` or
+        ``jax.numpy``; default ``z``'s).  JAX: an example whose target is
         not one (a class label outside ``0..K-1``, class probabilities with a negative entry
         or a row sum off 1 by more than ``sqrt(eps)``, a binary target outside ``[0, 1]``)
         gets a row of NaN (so its gradients and their norm are NaN): under an outer
         ``jax.jit`` or ``jax.vmap`` the targets are traced, with no values to check and raise
         on (concrete ones are checked before)."""
+        xp = xp if xp is not None else backend(z)
         e = self._grad(z, y, xp)
         if xp is np or self.name not in _RANGED:
             return e
@@ -313,8 +315,9 @@ class Loss:
         return _user_output(self.grad_fn(z, y), tuple(z.shape), "grad", "(N, K)",
                             "row n the gradient of example n's loss", z.dtype)
 
-    def hessian(self, z, y, xp):
-        """``H_n = d^2 loss_n / d z_n d z_n'``, shape ``(N, K, K)``."""
+    def hessian(self, z, y, xp=None):
+        """``H_n = d^2 loss_n / d z_n d z_n'``, shape ``(N, K, K)`` (``xp`` as for :meth:`grad`)."""
+        xp = xp if xp is not None else backend(z)
         N, K = z.shape
         if self.name == "mse":
             return xp.broadcast_to(xp.eye(K, dtype=z.dtype), (N, K, K))

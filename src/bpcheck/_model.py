@@ -1114,6 +1114,11 @@ def network(model: Any, variables: Any = None, *, layout: str | None = None,
                             "variables too: bpcheck.network(module, variables, activation=...)")
         found, acts, structure, run = _read_linen(model, variables)
     else:
+        if not isinstance(model, (list, tuple)):  # not a model, not a list of layers
+            raise TypeError(
+                f"model: expected a PyTorch nn.Sequential, an Equinox eqx.nn.MLP, a Flax NNX "
+                f"or Linen model, or a plain list of layers (with layout='in_out' or "
+                f"'out_in'), got {type(model).__name__}")
         found, acts, structure, run = _read_pytree(model, layout)
     _check_orientation(found)
     source = f"{kind} {type(model).__name__}" if kind else "list of layers"
