@@ -819,3 +819,31 @@ def test_gradescope_zip_warns_of_a_fixed_seed_with_hidden_tests_and_a_long_budge
     assert "to at least 16 minutes" in err, err
     assert bpcheck_main(["gradescope-zip", str(tmp_path / "b.zip")]) == 0
     assert "warning" not in capsys.readouterr().err  # the defaults fit Gradescope's
+
+
+def test_grade_batch_progress_in_a_log_is_lines_not_carriage_returns():
+    """Redirected to a file, grade-batch wrote '\\r'-separated bars."""
+    import io
+
+    from bpcheck.grade.batch import _bar
+
+    log = io.StringIO()
+    for done in range(0, 21):
+        _bar(done, 20, 0.0, log)
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue() and 3 <= len(lines) <= 12, lines
+    assert lines[0].endswith("0/20 graded (0.00/s)") and "20/20 graded" in lines[-1], lines
+
+
+def test_grade_warns_of_an_allowed_library_that_is_not_installed(tmp_path, capsys):
+    """The lecture's homework allows matplotlib; without it a student's import failed with
+    only the student's own 'No module named' to show for it."""
+    homework = tmp_path / "hw.py"
+    homework.write_text((HERE.parent.parent / "examples" / "conv2d_homework.py").read_text()
+                        .replace('allow=["numpy"]', 'allow=["numpy", "no_such_library_here"]'))
+    sub = HERE.parent.parent / "examples" / "conv2d_submissions" / "correct.py"
+    code = bpcheck_main(["grade", str(sub), "--homework", str(homework), "--quiet",
+                         "--results", str(tmp_path / "r.json")])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "the homework allows no_such_library_here, which is not installed here" in err, err

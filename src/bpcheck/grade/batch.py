@@ -168,11 +168,17 @@ def _undefined(line: str) -> list[str]:
 
 
 def _bar(done, total, started, stream):
+    """A progress bar redrawn in place on a terminal; elsewhere (a log file) a line at the
+    start, at every tenth of the submissions and at the end, not carriage returns."""
     width = 30
     filled = int(width * done / max(total, 1))
     rate = done / max(time.monotonic() - started, 1e-9)
-    stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} graded "
-                 f"({rate:.2f}/s)")
+    text = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} graded ({rate:.2f}/s)"
+    isatty = getattr(stream, "isatty", None)
+    if isatty is not None and isatty():
+        stream.write("\r" + text)
+    elif done in (0, total) or done * 10 // max(total, 1) != (done - 1) * 10 // max(total, 1):
+        stream.write(text + "\n")
     stream.flush()
 
 
@@ -199,7 +205,7 @@ def grade_batch(folder, cfg: GradingConfig, jobs: int = 1, csv_path=None, seed=N
         rows.sort(key=lambda r: r["submission"])
         if csv_path is not None:
             _write_csv(csv_path, rows, columns(cfg))
-    if progress is not None:
+    if progress is not None and getattr(progress, "isatty", lambda: False)():
         progress.write("\n")
     return rows
 

@@ -33,8 +33,10 @@ example:
 ZIP_EXAMPLE = """\
 example:
   bpcheck gradescope-zip autograder.zip --config grading.toml
-    writes autograder.zip (setup.sh, run_autograder, grading.toml) for Gradescope's
-    'Zip file upload' autograder.
+    writes autograder.zip (setup.sh, run_autograder, grading.toml, the homework module,
+    this bpcheck's source and a pinned requirements.txt) for Gradescope's 'Zip file
+    upload' autograder, after running every case's reference; prints the homework it
+    bundled and warnings on the config.
 """
 
 
@@ -147,8 +149,13 @@ def _grade(argv) -> int:
     if cfg is None:
         return 2
     from .grader import grade
+    from .gradescope import not_installed
     from .results import failure_results, render_text, results_json, write_results
 
+    for module in not_installed(cfg.homework.allow):  # (a student's import of it fails)
+        print(f"warning: the homework allows {module}, which is not installed here: a "
+              f"submission that imports it fails (install {module} to grade such work)",
+              file=sys.stderr)
     try:
         report = grade(args.submission, cfg, args.seed)
     except Exception as err:  # noqa: BLE001 - the results file is written whatever happens

@@ -290,6 +290,9 @@ def template_config(hw: Homework, homework: str | None = None) -> str:
             "tmp_mb = 64             # size of the child's private /tmp",
             "processes = 16          # processes and threads of the child's uid",
             "output_kb = 64          # student output kept for the report",
+            "result_mb = 64          # results the child may send, in all",
+            "namespaces = true       # private mount, PID, network and IPC namespaces; false "
+            "turns them off (the child then sees every file its uid may read)",
             "restarts = 1            # fresh children after a crash or time-out, per exercise",
             "submission_timeout_s = 480  # wall clock for the whole submission, whatever its "
             "children do (Gradescope's default timeout for the whole run is 10 minutes)",

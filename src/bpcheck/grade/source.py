@@ -20,6 +20,7 @@ import os
 import re
 import sys
 import tokenize
+import warnings
 from pathlib import Path
 
 from .sandbox import FORBIDDEN
@@ -50,7 +51,9 @@ def read_cells(path, probe=PROBE_NEEDED) -> list[tuple[str, str]]:
     path = Path(path)
     _check_size(path)
     try:
-        nb = nbformat.read(str(path), as_version=4)
+        with warnings.catch_warnings():  # (a cell without an id: nbformat warns on the
+            warnings.simplefilter("ignore")  # instructor's terminal; the cells are read)
+            nb = nbformat.read(str(path), as_version=4)
     except Exception as err:
         raise SubmissionError(f"{path.name}: not a readable Jupyter notebook ({err})") from err
     cells = []
