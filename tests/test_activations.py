@@ -249,6 +249,23 @@ def test_value_alone_is_bitwise_the_value_beside_the_derivative_and_may_overwrit
                                       np.asarray(act(name).value_and_derivative(jz, jnp)[0]))
 
 
+def test_softplus_with_beta_equals_its_formula_and_jax_grad():
+    a = Activation("softplus", beta=2.5, threshold=3.0)
+    assert repr(a) == "Activation('softplus', beta=2.5, threshold=3.0)"
+
+    def reference(z):
+        return jnp.where(2.5 * z > 3.0, z, jax.nn.softplus(2.5 * z) / 2.5)
+
+    z = np.concatenate([np.linspace(-6, 6, 101), [1.2 - 1e-9, 1.2 + 1e-9, 40.0]])
+    for xp in (np, jnp):
+        value, deriv = a.value_and_derivative(xp.asarray(z), xp)
+        assert rel_err(value, reference(jnp.asarray(z))) < 1e-14
+        assert rel_err(deriv, jax.vmap(jax.grad(reference))(jnp.asarray(z))) < 1e-14
+    assert rel_err(_jax_activation(a)(jnp.asarray(z)), reference(jnp.asarray(z))) < 1e-15
+    with pytest.raises(ValueError, match="beta must be positive"):
+        Activation("softplus", beta=0.0)
+
+
 def test_a_thresholded_softplus_is_z_itself_above_its_threshold_as_torch_computes_it():
     """PyTorch's Softplus is linear above its threshold (default 20); the reference here is
     JAX's softplus with that switch written out, its derivative by jax.grad."""

@@ -239,7 +239,6 @@ def test_unsupported_layers_get_an_error_naming_the_layer_and_its_position(layer
 
 @pytest.mark.parametrize("model, message", [
     (nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.1), nn.Linear(4, 2)), r"training mode.*model\.eval\(\)"),
-    (nn.Sequential(nn.Linear(3, 4), nn.Softplus(beta=2), nn.Linear(4, 2)), "beta=2"),
     (nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2), nn.Sigmoid()), r"ends with model\[3\]"),
     (nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Tanh(), nn.Linear(4, 2)), "one activation per"),
     (nn.Sequential(nn.ReLU(), nn.Linear(3, 2)), "before the first dense layer"),
@@ -353,6 +352,25 @@ def test_per_example_grads_into_a_state_dict_shaped_buffer_equal_torch_func():
     del buffers["2.bias"]
     with pytest.raises(TypeError, match=r"out: expected the model's structure.*'2\.bias'"):
         bpcheck.per_example_grads(model, X, y, out=buffers)
+
+
+def test_a_softplus_with_beta_is_read_and_matches_torch():
+    """Softplus(beta=2) was refused ('bpcheck's softplus is log(1 + exp(z)), beta=1')."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Softplus(beta=2.0, threshold=1.5),
+                          nn.Linear(6, 6), nn.Softplus(beta=0.5), nn.Linear(6, 3)).double()
+    assert bpcheck.network(model).activation[0] == \
+        bpcheck.Activation("softplus", beta=2.0, threshold=1.5)
+    X, y = data()
+    X = 4 * X  # beta z on both sides of 1.5
+    with torch.no_grad():
+        z1 = 2.0 * model[0](torch.from_numpy(X)).numpy()
+        want = model(torch.from_numpy(X)).numpy()
+    assert (z1 > 1.5).any() and (z1 < 1.5).any()
+    assert rel_err(bpcheck.forward(model, X), want) < RTOL
+    got, ref = bpcheck.per_example_grads(model, X, y), torch_per_example_grads(model, X, y)
+    for k in ref:
+        assert rel_err(got[k], ref[k]) < RTOL, k
 
 
 def test_a_softplus_is_read_with_its_threshold_and_matches_torch_on_both_sides_of_it():

@@ -32,7 +32,7 @@ _PARAMETERS = {
     "selu": {},
     "tanh": {},
     "sigmoid": {},
-    "softplus": {"threshold": math.inf},  # inf: none
+    "softplus": {"beta": 1.0, "threshold": math.inf},  # inf: none
     "gelu": {},
     "gelu_tanh": {},
     "silu": {},
@@ -88,8 +88,9 @@ class Activation:
     default 1.0: ``alpha (exp(z) - 1)`` for ``z <= 0``), ``"selu"`` (the self-normalising
     ``scale * elu(z, alpha)`` with the fixed ``alpha = 1.6733`` and ``scale = 1.0507`` of
     ``jax.nn.selu`` and ``torch.nn.SELU``), ``"tanh"``, ``"sigmoid"``,
-    ``"softplus"`` (``log(1 + exp(z))``; ``threshold``, default none: ``z`` itself for
-    ``z > threshold``, as PyTorch's ``Softplus`` computes it, whose default is 20),
+    ``"softplus"`` (``log(1 + exp(beta z)) / beta``, ``beta`` > 0, default 1;
+    ``threshold``, default none: ``z`` itself for ``beta z > threshold``, as PyTorch's
+    ``Softplus`` computes it, whose default is 20),
     ``"gelu"`` (exact, ``z Phi(z)`` with the normal CDF ``Phi``), ``"gelu_tanh"`` (the
     tanh approximation
     ``0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3)))``), ``"silu"`` (also called swish,
@@ -123,6 +124,9 @@ class Activation:
         self.name = name
         self.params = tuple((k, float(params.get(k, v))) for k, v in allowed.items())
         p = dict(self.params)
+        if name == "softplus" and not p["beta"] > 0:
+            raise ValueError(f"Activation('softplus'): beta must be positive (log(1 + "
+                             f"exp(beta z)) / beta), got {p['beta']!r}")
         if name == "celu" and not p["alpha"] > 0:
             raise ValueError(f"Activation('celu'): alpha must be positive (z / alpha), got "
                              f"{p['alpha']!r}")
@@ -131,7 +135,8 @@ class Activation:
                              f"min_val={p['min_val']!r}, max_val={p['max_val']!r}")
 
     def __repr__(self) -> str:
-        extra = "".join(f", {k}={v!r}" for k, v in self.params if v != math.inf)
+        extra = "".join(f", {k}={v!r}" for k, v in self.params
+                        if v != math.inf and not (self.name == "softplus" and k == "beta" and v == 1))
         return f"Activation({self.name!r}{extra})"
 
     def __eq__(self, other: object) -> bool:
@@ -217,11 +222,14 @@ class Activation:
         if name == "sigmoid":
             s = _sigmoid(z, xp)
             return s, (s * (1 - s) if with_derivative else None)
-        if name == "softplus":
-            value = xp.log1p(xp.exp(-xp.abs(z))) + xp.maximum(z, 0)
-            D = _sigmoid(z, xp) if with_derivative else None
-            if p["threshold"] != math.inf:  # linear above it
-                above = z > p["threshold"]
+        if name == "softplus":  # log(1 + exp(beta z)) / beta, sigma' = sigmoid(beta z)
+            beta = p["beta"]
+            u = z if beta == 1 else z * beta
+            value = xp.log1p(xp.exp(-xp.abs(u))) + xp.maximum(u, 0)
+            value = value if beta == 1 else value * (1 / beta)
+            D = _sigmoid(u, xp) if with_derivative else None
+            if p["threshold"] != math.inf:  # linear where beta z is above it, as torch's
+                above = u > p["threshold"]
                 value = xp.where(above, z, value)
                 D = xp.where(above, one, D) if with_derivative else None
             return value, D

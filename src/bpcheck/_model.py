@@ -457,11 +457,8 @@ def _torch_activation(m):
         return Activation("hard_sigmoid")
     if isinstance(m, tnn.Hardswish):
         return Activation("hard_swish")
-    if isinstance(m, tnn.Softplus):
-        if m.beta != 1:
-            raise ValueError(f"model: a Softplus with beta={m.beta}; bpcheck's softplus is "
-                             f"log(1 + exp(z)), beta=1")
-        return Activation("softplus", threshold=float(m.threshold))  # z itself above it
+    if isinstance(m, tnn.Softplus):  # z itself where beta z is above the threshold
+        return Activation("softplus", beta=float(m.beta), threshold=float(m.threshold))
     return None
 
 
@@ -1043,7 +1040,7 @@ def network(model: Any, variables: Any = None, *, layout: str | None = None,
     ``model``, one of:
 
     - a ``torch.nn.Sequential`` of ``Linear`` layers and activation modules (``ReLU``,
-      ``LeakyReLU``, ``ELU``, ``SELU``, ``Tanh``, ``Sigmoid``, ``Softplus`` with ``beta=1``,
+      ``LeakyReLU``, ``ELU``, ``SELU``, ``Tanh``, ``Sigmoid``, ``Softplus`` (``beta``, ``threshold``),
       ``GELU``, ``SiLU``, ``Mish``, ``CELU``, ``Softsign``, ``ReLU6``, ``Hardtanh``,
       ``Hardsigmoid``, ``Hardswish``, ``Identity``; a ``Flatten`` first, after which inputs may come as the
       model takes them, ``(N, ...)``, flattened to ``(N, d_0)``; ``Dropout`` in eval mode;

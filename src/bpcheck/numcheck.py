@@ -94,7 +94,8 @@ def _jax_activation(act: Activation):
         "selu": jax.nn.selu,
         "tanh": jnp.tanh,
         "sigmoid": jax.nn.sigmoid,
-        "softplus": lambda z: _above(z, p["threshold"], jax.nn.softplus(z), jnp),
+        "softplus": lambda z: _above(z, p["threshold"], jax.nn.softplus(p["beta"] * z) / p["beta"],
+                                     jnp, p["beta"]),
         "gelu": lambda z: jax.nn.gelu(z, approximate=False),
         "gelu_tanh": lambda z: jax.nn.gelu(z, approximate=True),
         "silu": jax.nn.silu,
@@ -109,9 +110,9 @@ def _jax_activation(act: Activation):
     }[act.name]
 
 
-def _above(z, threshold, value, xp):
-    """``value``, but ``z`` itself where ``z > threshold`` (a thresholded softplus)."""
-    return value if threshold == math.inf else xp.where(z > threshold, z, value)
+def _above(z, threshold, value, xp, beta=1.0):
+    """``value``, but ``z`` itself where ``beta z > threshold`` (a thresholded softplus)."""
+    return value if threshold == math.inf else xp.where(beta * z > threshold, z, value)
 
 
 def _numpy_activation(act: Activation):
@@ -126,7 +127,8 @@ def _numpy_activation(act: Activation):
             z > 0, z, 1.6732632423543772848170429916717 * np.expm1(np.minimum(z, 0))),
         "tanh": np.tanh,
         "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
-        "softplus": lambda z: _above(z, p["threshold"], np.logaddexp(0, z), np),
+        "softplus": lambda z: _above(z, p["threshold"], np.logaddexp(0, p["beta"] * z) / p["beta"],
+                                     np, p["beta"]),
         "gelu": lambda z: 0.5 * z * (1 + erf(z / np.sqrt(2)).astype(z.dtype)),
         "gelu_tanh": lambda z: 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z ** 3))),
         "silu": lambda z: z / (1 + np.exp(-z)),
