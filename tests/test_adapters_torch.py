@@ -509,3 +509,47 @@ def test_one_linear_layer_a_linear_model_keyed_like_its_state_dict():
         Gv = bpcheck.gauss_newton_matvec(layer, X, v)
         flat = bpcheck.gauss_newton(layer, X) @ np.concatenate([v[k].ravel() for k in v])
         assert rel_err(np.concatenate([Gv[k].ravel() for k in v]), flat) < RTOL
+
+
+def _tied():
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 6), nn.Tanh(),
+                          nn.Linear(6, 6), nn.Tanh(), nn.Linear(6, 3))
+    model[4].weight = model[2].weight
+    return model
+
+
+def _nan_weight():
+    model = sequential(nn.Tanh())
+    with torch.no_grad():
+        model[0].weight[0, 0] = float("nan")
+    return model
+
+
+def _mixed_bias():
+    model = sequential(nn.Tanh(), dtype=torch.float32)
+    model[0].bias = nn.Parameter(model[0].bias.detach().double())
+    return model
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: nn.Sequential(nn.LazyLinear(6), nn.Tanh(), nn.Linear(6, 3)), ValueError,
+     r"model\[0\] \(LazyLinear\) has not made its weights yet"),
+    (_tied, ValueError, r"model\[4\] \(Linear\) appears twice or shares its weight"),
+    (_nan_weight, ValueError, r"model\[0\]\.weight: contains NaN or inf"),
+    (_mixed_bias, ValueError, r"model\[0\] \(Linear\) holds a torch.float32 weight and a "
+                              r"torch.float64 bias"),
+])
+def test_torch_models_read_wrong_get_the_models_own_names(make, error, message):
+    """An unmade lazy layer was told it had forward hooks; a weight shared through a
+    Parameter was 'not among the model's parameters'; NaN in a weight was named B^(1)
+    (params[0][0]); a float64 bias on a float32 weight raised torch's own RuntimeError."""
+    with pytest.raises(error, match=message):
+        bpcheck.per_example_grads(make(), *data())
+
+
+def test_a_user_loss_written_in_torch_is_told_to_return_numpy():
+    loss = bpcheck.Loss(grad=lambda z, t: torch.from_numpy(z) - torch.from_numpy(t),
+                        hessian=lambda z, t: np.broadcast_to(np.eye(z.shape[1]), z.shape + z.shape[1:]))
+    X, _ = data()
+    with pytest.raises(TypeError, match=r"Loss.grad: expected a NumPy array .* got a torch.Tensor"):
+        bpcheck.per_example_grads(sequential(nn.Tanh()), X, np.zeros((5, 3)), loss=loss)

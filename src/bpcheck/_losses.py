@@ -89,6 +89,10 @@ def _user_output(out, want: tuple, which: str, form: str, meaning: str, dtype=No
     broadcast over the examples, or fail deep in a product; and the dtype of ``z``
     (``dtype``): a complex or integer result would pass into the gradients as it is, a
     float32 one for a float64 network would round them (or fail deep inside JAX)."""
+    if type(out).__module__.partition(".")[0] == "torch":  # a loss written in torch
+        raise TypeError(f"Loss.{which}: expected a NumPy array (a JAX one for JAX inputs), got a "
+                        f"{type(out).__module__}.{type(out).__name__}; z and y come as NumPy "
+                        f"arrays: compute with NumPy, or return the tensor's .numpy()")
     shape = getattr(out, "shape", None)
     if shape is None or tuple(shape) != want:
         got = f"shape {tuple(shape)}" if shape is not None else f"a {type(out).__name__}"

@@ -47,7 +47,7 @@ import numpy as np
 
 from ._activations import NAMES as ACTIVATION_NAMES
 from ._activations import Activation, resolve_activations
-from ._arrays import is_jax, is_tracer, torch_values
+from ._arrays import check_finite, is_jax, is_tracer, torch_values
 from ._params import layers_from_beta
 
 LAYOUTS = ("in_out", "out_in")
@@ -486,8 +486,11 @@ def _torch_parameters_are(model, keys: list) -> None:
 
 
 def _torch_array(t, name: str):
-    """A detached NumPy copy of a tensor (moved to the CPU, dtype kept)."""
-    return torch_values(name, t).copy()
+    """A detached NumPy copy of a tensor (moved to the CPU, dtype kept), finite (NaN in a
+    weight was named ``B^(1) (params[0][0])``, not the model's own name for it)."""
+    out = torch_values(name, t).copy()
+    check_finite(name, out)
+    return out
 
 
 def _torch_items(model, prefix=""):
@@ -548,10 +551,20 @@ def _read_torch(model):
     for key, m in [("", model)] if lone else _torch_items(model):
         where = f"model[{key}] ({type(m).__name__})" if key else f"model ({type(m).__name__})"
         prefix = f"{key}." if key else ""  # a lone Linear's state_dict: weight, bias
+        if isinstance(m, tnn.modules.lazy.LazyModuleMixin) and m.has_uninitialized_params():
+            raise ValueError(f"model: {where} has not made its weights yet (a lazy layer "
+                             f"makes them on its first call): run the model on one input first")
         _torch_plain(m, where)
         if isinstance(m, tnn.Linear):
-            if any(m is seen for seen in linears):
-                raise ValueError(f"model: {where} appears twice (tied weights are not supported)")
+            if any(m is seen for seen in linears) or any(
+                    m.weight is seen.weight for seen in linears):
+                raise ValueError(f"model: {where} appears twice or shares its weight with "
+                                 f"another layer (tied weights are not supported)")
+            if m.bias is not None and m.bias.dtype != m.weight.dtype:
+                raise ValueError(f"model: {where} holds a {m.weight.dtype} weight and a "
+                                 f"{m.bias.dtype} bias; bpcheck computes in one dtype, as "
+                                 f"torch does: cast the model first (model.double() or "
+                                 f"model.float())")
             if _torch_parametrized(m):
                 raise ValueError(
                     f"model: {where} is parametrized (weight_norm, spectral_norm, ...): its "
@@ -575,6 +588,11 @@ def _read_torch(model):
                                  f"model.eval() first, which makes it the identity")
         elif _torch_activation(m) is not None:
             walk.act(_torch_activation(m), where)
+        elif type(m).__name__ == "OptimizedModule" and isinstance(
+                getattr(m, "_orig_mod", None), tnn.Module):
+            raise TypeError(f"model: {where} is a torch.compile'd layer; put the layer it "
+                            f"wraps, {where.split(' ')[0]}._orig_mod, in the Sequential "
+                            f"(bpcheck computes with the weights itself)")
         else:
             raise _unsupported(where, f"a {type(m).__name__} layer")
     layers, acts = walk.finish()
