@@ -313,3 +313,20 @@ def test_verify_follows_a_symbolic_link_to_an_output_before_running(tmp_path, ca
     assert f"the folder '{tmp_path / 'missing'}' of '{link}' does not exist" in err.err
     assert "VERDICT" not in err.out
     assert not (tmp_path / "missing").exists()
+
+
+def test_check_network_takes_jax_layers_and_a_network_and_kink_margin_names_a_batch():
+    """JAX layers failed inside astype (numpy.longdouble), a Network was 'not
+    subscriptable', and kink_margin of a batch raised matmul's own error."""
+    import jax.numpy as jnp
+
+    params = bpcheck.init_params([3, 5, 2], seed=0)
+    X, _ = bpcheck.numcheck.draw_inputs(np.random.default_rng(0), params, 4)
+    as_jax = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params]
+    assert check_network(as_jax, X).passed
+    net = bpcheck.network([(B, b) for B, b in params], layout="out_in", activation="tanh")
+    tanh = check_network(net, X)
+    assert tanh.passed and tanh.activation == "tanh", tanh
+    with pytest.raises(ValueError, match=r"x: expected one example, shape \(d_0,\), got shape \(4, 3\)"):
+        bpcheck.numcheck.kink_margin(params, X)
+    assert bpcheck.numcheck.kink_margin(as_jax, X[0]) > 1

@@ -203,6 +203,27 @@ def jacrev_jacobian(params, X, activation: Any = "relu") -> np.ndarray:
 
 # --- kinks ---------------------------------------------------------------------------
 
+def _as_float64(params, activation):
+    """``(params, activation)`` in NumPy float64: a :class:`~bpcheck.Network` gives its own
+    layers and activations (``activation`` left at ``"relu"``), JAX or torch layers are
+    copied (the references compute in NumPy float64)."""
+    from ._model import Network
+
+    if isinstance(params, Network):
+        if activation != "relu" and tuple(resolve_activations(activation, len(params.params) - 1)) \
+                != tuple(params.activation):
+            raise ValueError("activation: a Network holds its own activations; leave "
+                             "activation out")
+        activation = list(params.activation)
+        params = params.params
+    if not isinstance(params, (list, tuple)) or not all(
+            isinstance(p, (list, tuple)) and len(p) == 2 for p in params):
+        raise TypeError(f"params: expected a list of (B, b) pairs or a bpcheck.Network, got "
+                        f"{type(params).__name__}")
+    return [(np.asarray(B, dtype=np.float64), None if b is None else np.asarray(b, dtype=np.float64))
+            for B, b in params], activation
+
+
 def kink_margin(params, x, activation: Any = "relu") -> float:
     """Smallest ``|z_i^(l) - c|`` over the hidden units of layers whose activation has a
     kink, ``c`` each of its :attr:`~bpcheck.Activation.kinks` (``inf`` if none has), in
@@ -212,8 +233,12 @@ def kink_margin(params, x, activation: Any = "relu") -> float:
     a margin below 1 means the sign of ``z_i`` (and so ``D^(l)``) is not determined by
     the arithmetic: the derivative there is a convention.
     """
+    params, activation = _as_float64(params, activation)
     eps = np.finfo(np.float64).eps
     a = np.asarray(x, dtype=np.float64)
+    if a.ndim != 1:
+        raise ValueError(f"x: expected one example, shape (d_0,), got shape {a.shape} (for a "
+                         f"batch, take the least margin of its rows)")
     margin = np.inf
     for (B, b), act in zip(params[:-1], resolve_activations(activation, len(params) - 1)):
         z = B @ a + b
@@ -266,7 +291,8 @@ def check_network(
 ) -> NetworkResult:
     """Compare ``jacobian_fn(params, X)`` with ``jax.jacrev`` and finite differences.
 
-    ``params``: NumPy float64 ``[(B^(l), b^(l))]``; ``X``: ``(N, d_0)`` inputs, assumed
+    ``params``: ``[(B^(l), b^(l))]`` (JAX or torch arrays are copied to NumPy float64) or
+    a :class:`~bpcheck.Network` (its activations too); ``X``: ``(N, d_0)`` inputs, assumed
     away from kinks (see :func:`draw_inputs`).  ``activation``: as in
     :func:`bpcheck.forward`; the references use their own definitions of it.
     ``jacobian_fn`` defaults to ``bpcheck.jacobian`` with that activation; tests pass
@@ -274,6 +300,7 @@ def check_network(
     with ``activation=`` otherwise) to show the check fails.
     """
     rng = np.random.default_rng(0) if rng is None else rng
+    params, activation = _as_float64(params, activation)
     if bias_flags(params) is not None:
         raise ValueError("params: check_network checks networks with a bias in every layer (its "
                          "references split beta that way); give the layers without one a zero "
