@@ -202,3 +202,16 @@ def test_one_linear_layer_a_linear_model(use_bias):
     want = jax.vmap(jax.jacrev(lambda p, x: eqx.combine(p, static)(x)), in_axes=(None, 0))(
         params, jnp.asarray(X))
     _same_trees(bpcheck.jacobian(layer, X, flat=False), want)
+
+
+def test_flatten_params_of_a_tree_of_arrays_points_to_to_beta():
+    """flatten_params of bpcheck's own result in the model's structure was told to put a
+    final softmax into the loss."""
+    model = eqx.nn.MLP(4, 3, 6, 1, key=jax.random.PRNGKey(0))
+    grads = bpcheck.per_example_grads(model, jnp.ones((2, 4)), jnp.zeros(2, int))
+    mean = jax.tree_util.tree_map(lambda a: a.mean(0), grads)
+    for tree in (mean, eqx.filter(model, eqx.is_array)):
+        with pytest.raises(TypeError, match=r"no model: flatten it with "
+                                            r"bpcheck.network\(model\).to_beta\(tree\)"):
+            bpcheck.flatten_params(tree)
+    assert bpcheck.network(model).to_beta(mean).shape == (51,)

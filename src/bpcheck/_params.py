@@ -192,6 +192,13 @@ def flatten_params(params: Any):
     """
     from ._model import model_params
 
+    if not isinstance(params, (list, tuple)) and (
+            getattr(params, "activation", "") is None or type(params).__name__ == "State"):
+        # (an Equinox model whose activation was filtered out, an nnx.State)
+        raise TypeError(f"params: a {type(params).__name__} that holds arrays in a model's "
+                        f"structure (bpcheck's results, eqx.filter(model, eqx.is_array), an "
+                        f"nnx.State) is no model: flatten it with "
+                        f"bpcheck.network(model).to_beta(tree)")
     params = model_params(params, None)[0]
     biases = bias_flags(params)
     params, _, xp = check_params(params)
