@@ -184,3 +184,24 @@ def test_an_entry_that_is_no_scalar_expression_blames_the_rule_that_returned_it(
     for rule in (with_true, with_tuples):
         r = check_recursion([2, 3, 3, 2], v_rule=rule)
         assert not r.holds and "v_rule at layer l = 2 returned an entry" in r.error, r.error
+
+
+def test_a_refutation_gives_values_at_which_claim_and_truth_differ():
+    """The report showed the polynomial claim - true = B3[0,0] - d2[0]*B3[0,0] but no point
+    where it is not 0 (here only a dead unit, d2[0] = 0, shows it)."""
+    import re
+
+    import symengine as se
+
+    report = check_recursion([2, 3, 3, 2], v_rule=lambda V, B, D: V * B)
+    text = str(report)
+    found = re.search(r"for instance at (.*): claim - true = (-?\d+)", text)
+    assert found, text
+    values = {se.Symbol(k): se.Integer(int(v))
+              for k, v in (pair.split(" = ") for pair in found.group(1).split(", "))}
+    difference = se.sympify(report.mismatch.difference.replace("[", "_").replace(",", "_")
+                            .replace("]", ""))
+    at = {se.Symbol(str(k).replace("[", "_").replace(",", "_").replace("]", "")): v
+          for k, v in values.items()}
+    assert difference.subs(at) == int(found.group(2)) != 0
+    assert values[se.Symbol("d2[0]")] == 0

@@ -79,6 +79,9 @@ class Mismatch:
     own_symbols: bool = False
     """Whether claim and truth are written in the layer's own symbols (``V3[k,r]`` for
     the proved ``V^(3)``, ``a1[j]`` for ``a^(1)``)."""
+    witness: str = ""
+    """Values of the symbols at which ``claim - true`` is not 0 (:func:`_witness`), when
+    decided different and small enough to search."""
 
 
 @dataclass
@@ -128,6 +131,8 @@ class RecursionReport:
         lines = [f"{what}: {head}; layer l = {m.l}, {m.quantity}^({m.l}) entry {m.entry} = "
                  f"dz^({out})_{m.entry[0]}/d{m.parameter}",
                  f"  claim: {m.claim}", f"  true:  {m.true}", f"  claim - true = {m.difference}"]
+        if m.witness:
+            lines.append(f"  for instance {m.witness}")
         lines.extend(_legend(" ".join(lines[1:]), m.own_symbols))
         if m.known:
             lines.append(f"  this is the known mistake: {m.known}")
@@ -139,6 +144,37 @@ _LEGEND = (("V", "V{n}[k,r] = V^({n})_kr (proved)"), ("a", "a{n}[j] = a^({n})_j"
            ("d", "d{n}[i] = 1 if z^({n})_i > 0, else 0 (ReLU's pattern: D^({n}) = diag(d{n}))"),
            ("s", "s{n}[i] = sigma'(z^({n})_i) (D^({n}) = diag(s{n}))"),
            ("x", "x[j] = the input's x_j"))
+
+
+def _witness(diff, decision, most: int = 12, tries: int = 200) -> str:
+    """A readable point where the polynomial ``diff`` (SymEngine) is not 0: its symbols
+    (at most ``most``) set to small integers, a ReLU pattern ``d`` to 0 or 1, e.g.
+    ``"B3[0,0] = 1, d2[0] = 0: claim - true = 1"``; empty when ``diff`` is not decided
+    different, has more symbols, or no point is found (the refutation stands on the
+    polynomial itself: a non-zero polynomial is not 0 somewhere)."""
+    import numpy as np
+    import symengine as se
+
+    if decision is not Decision.DIFFERENT or not isinstance(diff, se.Basic):
+        return ""
+    symbols = sorted(diff.free_symbols, key=str)
+    if not symbols or len(symbols) > most:
+        return ""
+    pattern = [str(x).startswith("d") and str(x)[1:2].isdigit() for x in symbols]
+    rng = np.random.default_rng(0)
+    for t in range(tries):
+        if t == 0:
+            values = [1] * len(symbols)
+        elif t <= len(symbols):  # one symbol at 0 (a dead unit), the others 1
+            values = [0 if i == t - 1 else 1 for i in range(len(symbols))]
+        else:
+            values = [int(rng.integers(0, 2)) if is_d else int(rng.choice([-2, -1, 1, 2]))
+                      for is_d in pattern]
+        value = diff.subs(dict(zip(symbols, [se.Integer(v) for v in values])))
+        if value.is_Number and value != 0:
+            at = ", ".join(f"{x} = {v}" for x, v in zip(symbols, values))
+            return f"at {at}: claim - true = {value}"
+    return ""
 
 
 def _legend(text: str, own_symbols: bool) -> list[str]:
@@ -259,7 +295,7 @@ def _compare_layerwise(layer, quantity, own_claim, truth, real, decider, net):
                 return Mismatch(l, quantity, (r, c), _parameter(quantity, l, c, d_prev),
                                 short(claim, SHOWN), short(true, SHOWN), short(diff, SHOWN),
                                 decision.value, _known(layer, quantity, own_claim, decider, net),
-                                own_symbols=True), monomials
+                                own_symbols=True, witness=_witness(diff, decision)), monomials
             monomials += n
     return None, monomials
 
@@ -368,7 +404,8 @@ def _compare(l, quantity, matrix, truth, conv, fast, full, d_prev):
             if decision is not Decision.EQUAL:
                 return Mismatch(l, quantity, (r, c), _parameter(quantity, l, c, d_prev),
                                 short(shown.expand(claim)), short(shown.expand(truth[r][c])),
-                                short(diff), decision.value), monomials
+                                short(diff), decision.value,
+                                witness=_witness(diff, decision)), monomials
             monomials += count_terms(fast.expand(truth[r][c]))
     return None, monomials
 
