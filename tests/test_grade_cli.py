@@ -770,6 +770,10 @@ def test_outputs_that_cannot_be_written_are_refused_before_grading(tmp_path, cap
         (["grade", "--template-config", str(tmp_path)], "--template-config"),
         (["grade-batch", str(tmp_path / "subs"), "--csv", str(blocker / "g.csv")], "--csv"),
         (["grade-batch", str(tmp_path / "subs"), "--results-dir", str(blocker)], "--results-dir"),
+        (["grade-batch", str(tmp_path / "subs"), "--csv", str(tmp_path / "no" / "g.csv")],
+         "does not exist"),
+        (["grade", "--template", str(tmp_path / "no" / "stub.py")], "does not exist"),
+        (["grade", "--template-config", str(tmp_path / "no" / "g.toml")], "does not exist"),
     ]
     if os.geteuid() != 0:  # (root writes a folder of mode 555)
         locked = tmp_path / "locked"
@@ -847,3 +851,13 @@ def test_grade_warns_of_an_allowed_library_that_is_not_installed(tmp_path, capsy
     assert code == 0
     err = capsys.readouterr().err
     assert "the homework allows no_such_library_here, which is not installed here" in err, err
+
+
+def test_the_fixed_seed_warning_counts_the_homeworks_own_hidden_cases(tmp_path, capsys):
+    """conv2d's case 1.4 is hidden by the homework itself; seed = 2024 gave no warning."""
+    config = tmp_path / "grading.toml"
+    config.write_text("seed = 2024\n")
+    homework = HERE.parent.parent / "examples" / "conv2d_homework.py"
+    assert bpcheck_main(["gradescope-zip", str(tmp_path / "a.zip"), "--config", str(config),
+                         "--homework", str(homework)]) == 0
+    assert "seed = 2024 is fixed and some tests are not shown" in capsys.readouterr().err

@@ -497,6 +497,8 @@ def test_a_test_that_is_not_visible_shows_the_graders_words_only(route, tmp_path
     ("softmax_loss is not defined (expected a function named softmax_loss)", None),
     ("not run: 2 tests of this exercise ended without a result (a time limit, a crash or an "
      "exit; see the tests above)", None),
+    ("v_rule: rejected for widths (2, 3, 2): v_rule at layer l = 2 returned shape IN_1p0028",
+     "v_rule: rejected for widths (2, 3, 2)"),
 ])
 def test_the_public_form_of_each_kind_of_feedback_line(line, public):
     from bpcheck.grade.results import LEFT_OUT, OTHER_LINE, public_line

@@ -252,7 +252,8 @@ def test_ndarray_subclass_and_rigged_eq_are_rejected(tmp_path, cfg):
             return Always(), np.zeros_like(W).view(Rigged), np.zeros_like(b).view(Rigged)
         """), cfg, seed=1)
     assert_attack_contained(r, "subclass")
-    assert ("expected a float (a Python float or numpy.float64), got submission.Always"
+    assert ("expected a float (a Python float, numpy.float64 or numpy.float32), got "
+            "submission.Always"
             in "\n".join(exercise(r, 1)[0].lines))
 
 

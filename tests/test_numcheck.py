@@ -327,6 +327,8 @@ def test_check_network_takes_jax_layers_and_a_network_and_kink_margin_names_a_ba
     net = bpcheck.network([(B, b) for B, b in params], layout="out_in", activation="tanh")
     tanh = check_network(net, X)
     assert tanh.passed and tanh.activation == "tanh", tanh
+    X_net, _ = bpcheck.numcheck.draw_inputs(np.random.default_rng(1), net, 3)
+    assert X_net.shape == (3, 3) and bpcheck.numcheck.live_fraction(net, X_net) > 0
     with pytest.raises(ValueError, match=r"x: expected one example, shape \(d_0,\), got shape \(4, 3\)"):
         bpcheck.numcheck.kink_margin(params, X)
     assert bpcheck.numcheck.kink_margin(as_jax, X[0]) > 1

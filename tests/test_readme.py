@@ -13,7 +13,7 @@ EXAMPLES = {
     "library": r"## The library\n\n",
     "factors at work": r"What the factors buy.*?",
     "activations and losses": r"Activations and losses: .*?",
-    "refutation": r"## The proof checker\n.*?",
+    "refutation": r"Candidate rules can be checked.*?",
     "training": r"Training from Python.*?",
     "torch model": r"## Your model\n.*?",
     "equinox model": r"and the pytree of an Equinox model.*?",

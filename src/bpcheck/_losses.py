@@ -329,9 +329,10 @@ class Loss:
             return self.hessians_of_state(self.hessian_state(z, y, xp), xp)
         return self._user_hessian(z, y)
 
-    def hessian_times(self, z, y, u, xp):
+    def hessian_times(self, z, y, u, xp=None):
         """``H_n u_n`` for every example, shape ``(N, K)`` (or ``(m, N, K)`` for ``m`` sets of
-        ``u``), without forming ``H`` where known."""
+        ``u``), without forming ``H`` where known (``xp`` as for :meth:`grad`)."""
+        xp = xp if xp is not None else backend(z)
         return self.times_hessian(self.hessian_state(z, y, xp), u, xp)
 
     def hessian_state(self, z, y, xp):

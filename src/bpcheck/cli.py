@@ -26,7 +26,7 @@ commands:
 {commands}
 
 Run `bpcheck COMMAND --help` for a command's options and an example;
-`bpcheck --version` prints the version.
+`bpcheck --version` (or -V) prints the version.
 example:
   bpcheck verify --quick      # prints a summary and ends with 'VERDICT: PASS ...'
 """

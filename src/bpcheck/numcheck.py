@@ -398,6 +398,7 @@ def check_network(
 
 def live_fraction(params, X, activation: Any = "relu") -> float:
     """The fraction of Jacobian columns (parameters) that some example of ``X`` depends on."""
+    params, activation = _as_float64(params, activation)
     J = np.asarray(jacobian(params, np.asarray(X, dtype=np.float64), activation=activation))
     return float((np.abs(J).max(axis=(0, 1)) > 0).mean())
 
@@ -421,7 +422,9 @@ def draw_inputs(rng: np.random.Generator, params, N: int, *, max_tries: int = 10
     """``N`` standard-normal inputs, each redrawn while it sits within rounding of a kink.
 
     Returns ``(X, redrawn)``, ``redrawn`` the number of inputs that were replaced.
+    ``params`` as for :func:`check_network`.
     """
+    params, activation = _as_float64(params, activation)
     d0 = params[0][0].shape[1]
     rows, redrawn = [], 0
     while len(rows) < N:
@@ -447,8 +450,8 @@ ACTIVATION_POOL = (
 """Activations of the random networks after the corners, dealt from a shuffled deck of
 the whole pool (reshuffled when used up): network ``i`` takes one for every hidden layer
 when ``i`` is odd, and one per hidden layer (a mix) when even; so every activation in the
-pool is drawn once before any is drawn twice, and a run whose networks have at least
-``len(ACTIVATION_POOL)`` hidden layers in all checks each of them."""
+pool is dealt once before any is dealt twice, and once ``len(ACTIVATION_POOL)`` have been
+dealt (one per odd network, one per hidden layer of an even one) each has run."""
 
 
 class _Deck:

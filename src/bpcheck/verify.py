@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None, prog: str = "bpcheck verify") -> int:
     check_output_paths(parser, json=args.json, markdown=args.markdown)
     if sys.stderr.isatty():  # (a minute of silence read as a hang; logs stay clean)
         what = "the numeric checks" if args.numeric_only else \
-            "the quick check" if args.quick else "every check (about a minute on 2 cores)"
+            "the quick check" if args.quick else "every check (a minute or less on 2 cores)"
         print(f"{prog}: running {what}; the summary follows", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     parts = run(args.seed, args.networks, args.quick, args.numeric_only)

@@ -33,10 +33,11 @@ example:
 ZIP_EXAMPLE = """\
 example:
   bpcheck gradescope-zip autograder.zip --config grading.toml
-    writes autograder.zip (setup.sh, run_autograder, grading.toml, the homework module,
-    this bpcheck's source and a pinned requirements.txt) for Gradescope's 'Zip file
-    upload' autograder, after running every case's reference; prints the homework it
-    bundled and warnings on the config.
+    writes autograder.zip (setup.sh, run_autograder, this bpcheck's source, a pinned
+    requirements.txt, grading.toml when --config is given and the homework module unless
+    it is the lecture's, which bpcheck holds) for Gradescope's 'Zip file upload'
+    autograder, after running every case's reference; prints the homework it bundled and
+    warnings on the config.
 """
 
 
@@ -179,9 +180,10 @@ def _grade(argv) -> int:
 def _check_outputs(parser, **paths) -> None:
     """Each output path given can be written, checked before any grading (a grade-batch
     run in a folder it could not write graded every submission, then lost the grades with a
-    traceback): not a folder where a file is due (``results_dir``: a folder), and the
-    nearest existing folder on its way writable (a missing folder is made, as
-    ``run_autograder``'s results folder may be)."""
+    traceback): not a folder where a file is due (``results_dir``: a folder); for
+    ``results`` and ``results_dir``, which are made with their folders (as
+    ``run_autograder``'s results folder may be), the nearest existing folder on the way
+    writable; for the others, their folder exists and is writable."""
     for name, path in paths.items():
         if path is None:
             continue
@@ -194,6 +196,9 @@ def _check_outputs(parser, **paths) -> None:
         if name == "results_dir" and target.exists() and not target.is_dir():
             parser.error(f"argument {option}: expected a folder, got the file {path!r}")
         folder = target if name == "results_dir" else target.parent
+        if name not in ("results", "results_dir") and not folder.is_dir():
+            parser.error(f"argument {option}: the folder {str(folder)!r} of {path!r} does not "
+                         "exist")
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent
         if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
@@ -241,9 +246,14 @@ def _batch(argv) -> int:
         print(f"bpcheck grade-batch: {err}", file=sys.stderr)
         return 2
     dt = time.monotonic() - t0
-    flagged = sum(1 for r in rows if r["error"])
-    print(f"graded {len(rows)} submissions in {dt:.1f} s with {args.jobs} job(s); "
-          f"{flagged} with a note in the error column; grades written to {args.csv}")
+    from .batch import LINK_NOTE
+
+    links = sum(1 for r in rows if r["error"] == LINK_NOTE)
+    flagged = sum(1 for r in rows if r["error"]) - links
+    print(f"graded {len(rows) - links} submissions in {dt:.1f} s with {args.jobs} job(s); "
+          f"{flagged} with a note in the error column"
+          + (f"; {links} symbolic link(s) not graded (a row each)" if links else "")
+          + f"; grades written to {args.csv}")
     return 0
 
 

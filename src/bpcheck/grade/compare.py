@@ -67,7 +67,8 @@ def check_value(name, meta, array, want, tol, *, mistakes=(), unstable_hint=Fals
     ``meta``: the child's description of the value (``type``, ``dtype``, ``shape``),
     never trusted alone: the array itself is re-checked.  ``array``: the loaded array or
     ``None``.  ``mistakes``: ``[(message, value)]`` that a known mistake would give.
-    ``scalar``: the output is a number (``float``, ``numpy.float64`` or a 0-d array).
+    ``scalar``: the output is a number (``float``, ``numpy.float64``, ``numpy.float32`` or a
+    0-d array).
     ``floor``: the relative error's least denominator (:func:`rel_error`).
     """
     if meta is None:
@@ -75,8 +76,8 @@ def check_value(name, meta, array, want, tol, *, mistakes=(), unstable_hint=Fals
     kind = meta.get("type")
     if scalar:
         if kind not in ("float", "numpy.float64", "numpy.float32", "ndarray"):
-            return Verdict(name, False, f"{name}: expected a float (a Python float or "
-                           f"numpy.float64), got {kind}")
+            return Verdict(name, False, f"{name}: expected a float (a Python float, "
+                           f"numpy.float64 or numpy.float32), got {kind}")
     elif kind != "ndarray":
         return Verdict(name, False, f"{name}: expected a numpy.ndarray, got {kind}"
                        + (", a subclass of numpy.ndarray (return a plain ndarray)"

@@ -19,6 +19,8 @@ Example (``bpcheck grade --template-config`` prints a complete one)::
     load_timeout_s = 30       # start-up and loading the submission
     cell_timeout_s = 30       # each notebook cell
     memory_mb = 1536          # address space of the child, beyond the libraries it loaded
+                              # (a memory cgroup, as root: memory_mb + 2 x tmp_mb of pages
+                              # in all, the libraries' included)
 
 Values are checked when the file is read (a named :class:`ConfigError`), and exercise
 names and numbers against the homework before anything runs (:meth:`GradingConfig.bind`).
@@ -285,7 +287,8 @@ def template_config(hw: Homework, homework: str | None = None) -> str:
             "load_timeout_s = 30     # child start-up and loading the submission",
             "cell_timeout_s = 30     # each notebook cell; a cell past it is stopped and named",
             "test_timeout_s = 10     # each test, wall clock",
-            "memory_mb = 1536        # address space of the child, beyond its libraries",
+            "memory_mb = 1536        # address space of the child, beyond its libraries (as "
+            "root, a memory cgroup: memory_mb + 2 x tmp_mb of pages, libraries included)",
             "file_mb = 16            # largest file the child may write",
             "tmp_mb = 64             # size of the child's private /tmp",
             "processes = 16          # processes and threads of the child's uid",
@@ -310,14 +313,15 @@ _NOT_SHOWN = ("hidden", "after_due_date", "after_published")
 
 def deployment_warnings(cfg: GradingConfig) -> list[str]:
     """Lines on a config that grades but misleads on Gradescope (``gradescope-zip`` prints
-    them): a fixed ``seed`` with tests the students do not see, whose inputs a student can
-    rebuild once the seed is found from a visible test's (a red team did, scoring the hidden
-    tests with a lookup table); a whole-submission budget that, with start-up and writing
-    the results, outlasts Gradescope's default timeout (Gradescope then shows its own
-    failure, and no results)."""
+    them): a fixed ``seed`` with tests the students do not see (the homework's own or the
+    config's), whose inputs a student can rebuild once the seed is found from a visible
+    test's (a lookup table of them then scores full marks); a whole-submission budget that,
+    with start-up and writing the results, outlasts Gradescope's default timeout
+    (Gradescope then shows its own failure, and no results)."""
     lines = []
-    hides = any(e.visibility in _NOT_SHOWN or any(v in _NOT_SHOWN for v in e.tests.values())
-                for e in cfg.exercises.values())
+    hw = cfg.homework
+    hides = any(cfg.visibility(case) in _NOT_SHOWN for ex in hw.exercises if cfg.points(ex) > 0
+                for case in ex.draw(cfg.seed or 0))
     if cfg.seed is not None and hides:
         lines.append(f"seed = {cfg.seed} is fixed and some tests are not shown to students: a "
                      "student who finds the seed (by trying seeds until a visible test's inputs "

@@ -186,7 +186,8 @@ _REWRITES = [(re.compile(p), words) for p, words in (
      r"expected a tuple (\1), got something else" + _CUT),
     (rf"(?s)expected a tuple of (\d+ values?) \(({_NAME}(?:, {_NAME})*)\), got .*",
      r"expected a tuple of \1 (\2), got another" + _CUT),
-    (rf"(?s)({_NAME}): refuted for widths ({_WIDTHS}).*", r"\1: refuted for widths \2" + _CUT),
+    (rf"(?s)({_NAME}): (refuted|rejected) for widths ({_WIDTHS}).*",
+     r"\1: \2 for widths \3" + _CUT),
     (r"(?s)(" + _NAME + r") on inputs of shapes (V_next \d+x\d+, B_next \d+x\d+, D \d+x\d+|"
      r"V \d+x\d+, a_prev \d+x1): .*", r"\1 failed on inputs of shapes \2" + _CUT),
     (r"(?s)raised .*", "raised an exception" + _CUT),

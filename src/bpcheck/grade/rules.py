@@ -201,7 +201,8 @@ def score(exercise: Exercise, case: Case, meta: dict, arrays: dict, check=None) 
                          f"({example})")
             continue
         text = [ln if len(ln) <= 300 else ln[:300] + " ..." for ln in str(report).splitlines()]
+        verdict = "rejected" if text and text[0].startswith("rejected: ") else "refuted"
         if text:  # the report's own first line begins "refuted: widths [...]" too
             text[0] = text[0].removeprefix("refuted: ").removeprefix("rejected: ")
-        lines += [f"{name}: refuted for widths {widths}:", *text[:12]]
+        lines += [f"{name}: {verdict} for widths {widths}:", *text[:12]]
     return Scored(got, lines)

@@ -205,13 +205,15 @@ def refutation_part(quick: bool = False) -> Part:
     part.passed = ok
     count = len(planted_rules)
     part.summary = (f"Wrong rules are rejected: {count} planted wrong rules refuted or "
-                    "rejected (those that raise or return no matrix, with the error named) "
+                    "rejected (those that raise, or return no matrix or one of the wrong shape, with "
+                    "the error named) "
                     + ("(ReLU model)" if quick else "in both models")
                     + ("" if quick else ", the width-dependent ones also by the default grid "
                        "(except one wrong only beyond L = 6, which this grid does not "
                        "reach)")
                     + ", and an induction step with D on the wrong index")
-    part.notes.append("passes only if every planted rule is refuted and the lecture's rules "
+    part.notes.append("passes only if every planted rule is refuted or rejected and the "
+                      "lecture's rules "
                       "hold on the same widths")
     part.seconds = time.perf_counter() - start
     return part

@@ -2,12 +2,13 @@
 wrong order, ``vec(B)`` column-stacked, ``D`` left out, ``B^(l+1)`` vs ``B^(l)`` off by one),
 and mistakes that are right on some widths only.
 
-Each must be refuted by :func:`~bpcheck.symbolic.check_recursion`; a checker is only
+Each must be refuted (or rejected, by its shape or an error) by
+:func:`~bpcheck.symbolic.check_recursion`; a checker is only
 trusted once it says "no" to these.  They differ from the truth only where the
 mistake matters: the two Kronecker/vec mistakes need ``d_l > 1`` and ``d_{l-1} > 1``
 (``a' kron I = I kron a'`` when either is 1), and the order swap and off-by-one are
-refuted by value on square widths (on other widths they fail by shape, which is also
-a refutation).  ``a' kron I`` and the column-stacked ``vec(B)`` are two spellings of
+refuted by value on square widths (on other widths they fail by shape: rejected, the
+wrong shape named).  ``a' kron I`` and the column-stacked ``vec(B)`` are two spellings of
 one matrix (they differ from the truth by the commutation matrix); both are kept
 because students write both.
 """
