@@ -861,3 +861,44 @@ def test_the_fixed_seed_warning_counts_the_homeworks_own_hidden_cases(tmp_path, 
     assert bpcheck_main(["gradescope-zip", str(tmp_path / "a.zip"), "--config", str(config),
                          "--homework", str(homework)]) == 0
     assert "seed = 2024 is fixed and some tests are not shown" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("source", [
+    "def softmax_loss(W, b, X, y, reg: __import__('jax') = 0):\n    return 0\n",
+    "def softmax_loss(W, b, X, y, reg) -> __import__('jax').Array:\n    return 0\n",
+    "class Base(__import__('jax').Array):\n    pass\n\n"
+    "def softmax_loss(W, b, X, y, reg):\n    return Base\n",
+    "class Meta(metaclass=__import__('jax').A):\n    pass\n\n"
+    "def softmax_loss(W, b, X, y, reg):\n    return Meta\n",
+])
+def test_an_import_in_an_annotation_or_a_class_base_is_found(source):
+    """Annotations and a top-level class's bases run when the def or class runs; the scan
+    did not read them."""
+    uses, top = forbidden_uses_in_cells([("s.py", source)])
+    assert uses.get(1) == ["jax"] and not top, (uses, top)
+    plain = "import numpy as np\n\ndef softmax_loss(W, b, X, y, reg: 'torch.Tensor' = 0):\n    return 0\n"
+    assert forbidden_uses_in_cells([("s.py", plain)]) == ({}, [])  # a name is no import
+
+
+def test_an_indentation_error_keeps_its_class_and_line(tmp_path):
+    """The limited scan reported 'ValueError: unexpected indent' with no line."""
+    path = tmp_path / "s.py"
+    path.write_text("def softmax_loss(W, b, X, y, reg):\n    x = 1\n      return x\n")
+    report = grade(path, parse_config({}), seed=1)
+    assert "does not parse as Python: IndentationError (line 3): unexpected indent" in \
+        report.tests[0].lines[0], report.tests[0].lines
+
+
+def test_grade_batch_keeps_its_csv_beside_a_link_it_cannot_follow(tmp_path):
+    """A link to a name too long for the system made is_dir raise in the CSV's finally
+    block: every grade was lost."""
+    from bpcheck.grade.batch import LINK_NOTE, grade_batch
+
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    (subs / "alice.py").write_text(CORRECT)
+    (subs / "bob").symlink_to("/tmp/" + "a" * 300)
+    cfg = parse_config({"exercises": {str(n): {"points": 0} for n in (2, 3, 4)}})
+    rows = grade_batch(subs, cfg, progress=None, seed=1, csv_path=tmp_path / "g.csv")
+    assert (tmp_path / "g.csv").is_file()
+    assert {Path(r["submission"]).name: r["error"] for r in rows} == {"alice.py": "", "bob": LINK_NOTE}

@@ -343,3 +343,32 @@ def test_a_grader_killed_with_sigkill_takes_its_running_checks_with_it():
         grader.stdout.close()
         if check is not None and _started(check) is not None:
             os.kill(check, signal.SIGKILL)
+
+
+LEADER_GONE = """
+import ctypes, threading, time
+threading.Thread(target=time.sleep, args=(60,)).start()
+time.sleep(0.2)
+ctypes.CDLL(None).syscall(60, 0)  # SYS_exit (x86_64): the main thread alone ends
+"""
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="SYS_exit is 60 on x86_64 only")
+def test_a_process_whose_main_thread_has_exited_is_alive_and_killed():
+    """/proc shows such a process as a zombie (State Z) while its other thread runs: the
+    grader's kills skipped it, and one made after the child's last kill outlived the grader,
+    holding the child's output pipe open (the grade stalled for as long as it liked)."""
+    spare = sandbox._children_of(os.getpid())
+    proc = subprocess.Popen([sys.executable, "-c", LEADER_GONE])
+    try:
+        for _ in range(100):
+            state = sandbox._processes().get(proc.pid, (0, ""))[1]
+            if state == "Z":
+                break
+            time.sleep(0.05)
+        assert state == "Z" and len(os.listdir(f"/proc/{proc.pid}/task")) == 2
+        assert not sandbox._process_ended(proc.pid, state)
+        sandbox._kill_tree(proc.pid, spare)
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        proc.kill()

@@ -1018,6 +1018,61 @@ def test_a_loaded_frame_written_by_the_submission_adds_no_note(mode):
     assert "regraded" not in str(run.results), run.results["output"][:3000]
 
 
+LEADER_GONE_AT_EXIT = '''
+import ctypes, threading, time
+
+_real_exit = os._exit
+
+
+def _daemon():
+    def run():
+        time.sleep(0.2)
+        for fd in range(256):  # the grader's output readers see the end of their pipes
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        time.sleep(60)
+        _real_exit(0)
+    threading.Thread(target=run).start()
+    ctypes.CDLL(None).syscall(60, 0)  # SYS_exit: the main thread alone; /proc says Z
+
+
+def _late_exit(code):
+    try:
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                _daemon()
+            _real_exit(0)
+    finally:
+        _real_exit(code)
+
+
+def _repatch():  # the harness restores module attributes after loading: patch again
+    while True:
+        os._exit = _late_exit
+        time.sleep(0.001)
+
+
+threading.Thread(target=_repatch, daemon=True).start()
+
+
+def softmax_loss(W, b, X, y, reg):
+    return 7.0, W * 0 + 7, b * 0 + 7
+'''
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="SYS_exit is 60 on x86_64 only")
+def test_a_process_made_at_the_childs_exit_with_its_main_thread_gone_is_killed(mode):
+    """A thread patched os._exit again after each restore, so the worker's last call made
+    a process whose main thread had exited (State Z in /proc, its other thread running):
+    every kill skipped it, it outlived the grader, and holding the output pipe it could
+    stall the grade for as long as it liked."""
+    run = grade(attack(LEADER_GONE_AT_EXIT), mode, config=NO_NAMESPACES)
+    assert_contained(run, "wrong")
+
+
 def test_control_characters_never_reach_the_csv(mode, tmp_path):
     folder = tmp_path / "subs"
     folder.mkdir()

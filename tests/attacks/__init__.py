@@ -138,8 +138,11 @@ def _processes(uids):
         try:
             with open(f"/proc/{entry}/status") as f:
                 fields = dict(line.split(":", 1) for line in f if line[:4] in ("Stat", "Uid:"))
-            if int(fields["Uid"].split()[0]) in uids and fields["State"].split()[0] != "Z":
-                out.add(int(entry))  # a zombie is a dead process waiting for its parent
+            if int(fields["Uid"].split()[0]) in uids and (
+                    fields["State"].split()[0] != "Z"
+                    or len(os.listdir(f"/proc/{entry}/task")) > 1):
+                out.add(int(entry))  # a zombie is a dead process waiting for its parent,
+                # unless a thread of it runs on (its main thread alone has exited)
         except (OSError, KeyError, ValueError, IndexError):
             continue
     return out

@@ -51,11 +51,13 @@ def find_submissions(folder) -> list[Path]:
 
 def find_links(folder) -> list[Path]:
     """The symbolic links in ``folder`` that would be submissions if they were files or
-    folders: never graded (a link could point at a file of the grader's), each given a row
+    folders (a ``.py`` or ``.ipynb`` name, a name without a suffix, a link to a folder):
+    never graded (a link could point at a file of the grader's), each given a row
     that says so (they were left out without a word)."""
     return [p for p in sorted(Path(folder).iterdir())
             if p.is_symlink() and not p.name.startswith(".")
-            and (p.suffix in SUFFIXES or p.is_dir())]
+            and (p.suffix in SUFFIXES or not p.suffix or os.path.isdir(p))]  # (isdir: False,
+    # not OSError, for a link whose target's name is too long or cannot be reached)
 
 
 LINK_NOTE = ("not graded: a symbolic link (a link could point at a file of the grader's); "

@@ -200,8 +200,21 @@ def _claim(folder: str, uid: int) -> bool:
     return True
 
 
+def _process_ended(pid: int, state) -> bool:
+    """Whether process ``pid``, in ``state`` (``/proc``'s letter), has ended: a zombie (or
+    dead) with no thread left.  A process whose main thread has exited while another runs
+    on shows ``Z`` too: one such, made after the last kill, outlived the grader and held
+    the child's output pipe open, stalling the grade for as long as it liked."""
+    if state not in ("Z", "X", b"Z", b"X"):
+        return False
+    try:
+        return len(os.listdir(f"/proc/{pid}/task")) <= 1
+    except OSError:
+        return True
+
+
 def _processes_by_uid():
-    """``(pid, real uid, ended)`` of each process in ``/proc`` (``ended``: a zombie).
+    """``(pid, real uid, ended)`` of each process in ``/proc`` (``ended``: see :func:`_process_ended`).
     ``/proc/PID/status`` is read as bytes: a process names itself (``PR_SET_NAME``) with
     any bytes, which its ``Name:`` line shows as they are, and one named with bytes that
     are not UTF-8 was skipped by a reading as text (a decode error), so it lived on."""
@@ -212,7 +225,7 @@ def _processes_by_uid():
             with open(f"/proc/{entry}/status", "rb") as f:
                 fields = dict(line.split(b":", 1) for line in f if line[:4] in (b"Stat", b"Uid:"))
             yield (int(entry), int(fields[b"Uid"].split()[0]),
-                   fields[b"State"].split()[0] in (b"Z", b"X"))
+                   _process_ended(int(entry), fields[b"State"].split()[0]))
         except (OSError, KeyError, ValueError, IndexError):
             continue
 
@@ -288,7 +301,7 @@ def _kill_tree(root: int | None, spare: set) -> None:
             if p not in tree:
                 tree.add(p)
                 stack.extend(children.get(p, ()))
-        alive = [p for p in tree if procs[p][1] not in "ZX"]
+        alive = [p for p in tree if not _process_ended(p, procs[p][1])]
         for p in alive:
             try:
                 os.kill(p, signal.SIGKILL)
@@ -535,7 +548,7 @@ def _kill_namespace_leftovers(keeper: int) -> None:
     for _ in range(500):
         procs = _processes()
         alive = [p for p in _descendants(keeper, procs)
-                 if procs[p][1] not in "ZX" and _namespace_pid(p) not in (None, 1, 2)]
+                 if not _process_ended(p, procs[p][1]) and _namespace_pid(p) not in (None, 1, 2)]
         if not alive:
             return
         for p in alive:
@@ -1082,7 +1095,9 @@ def run_session(source: str, groups: list, limits: Limits, *, functions=(),
             if not any(g.visible for g in groups):  # a rerun of hidden tests only
                 shown, hidden = "", shown + hidden
             result.stdout, result.hidden_stdout = shown, hidden
-            for stream in (proc.stdout, readers[1].stream):
+            for reader, stream in zip(readers, (proc.stdout, readers[1].stream)):
+                if reader.is_alive():  # a writer outlived every kill: closing would wait
+                    continue  # on the lock the blocked reader holds (a daemon thread)
                 try:
                     stream.close()
                 except OSError:  # pragma: no cover

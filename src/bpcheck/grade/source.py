@@ -285,9 +285,18 @@ class _Uses:
         (self.bound if isinstance(node.ctx, ast.Store) else self.names).add(node.id)
         return False
 
-    def visit_arg(self, node):  # (its annotation is not walked)
+    def visit_arg(self, node):
         self.bound.add(node.arg)
+        self.annotation(node.annotation)
         return False
+
+    def annotation(self, node) -> None:
+        """An annotation: its importing calls count (``x: __import__("jax")`` imports when
+        the ``def`` runs), not its names (``x: torch.Tensor`` is evaluated only without
+        ``from __future__ import annotations``, and imports nothing)."""
+        for sub in ast.walk(node) if node is not None else ():
+            if isinstance(sub, ast.Call):
+                self.visit_Call(sub)
 
 
 def forbidden_uses_in_cells(cells: list[tuple[str, str]], owners=None, forbidden=FORBIDDEN
@@ -322,7 +331,9 @@ def _scan_job(cells, owners, forbidden, whole_file):
         try:
             ast.parse(cells[0][1])
         except (SyntaxError, ValueError, RecursionError) as err:  # (Python's own limits)
-            return {"syntax": [type(err).__name__, getattr(err, "lineno", None),
+            kind = type(err).__name__ if type(err) in (IndentationError, TabError, ValueError,
+                                                       RecursionError) else "SyntaxError"
+            return {"syntax": [kind, getattr(err, "lineno", None),
                                str(getattr(err, "msg", err))]}
     uses, top_level = forbidden_uses_in_cells(cells, owners, forbidden)
     return {"uses": {str(k): v for k, v in uses.items()}, "top": top_level}
@@ -344,9 +355,9 @@ def scan_limited(cells, owners, forbidden=FORBIDDEN, *, whole_file: bool = False
                               f"grader to read: {err}") from None
     if "syntax" in out:
         kind, lineno, msg = out["syntax"]
-        if kind != "SyntaxError":  # null bytes; nested deeper than Python compiles
+        if kind in ("ValueError", "RecursionError"):  # null bytes; nested too deeply
             raise (RecursionError if kind == "RecursionError" else ValueError)(msg)
-        err = SyntaxError(msg)
+        err = {"IndentationError": IndentationError, "TabError": TabError}.get(kind, SyntaxError)(msg)
         err.lineno = lineno
         raise err
     return {int(k): v for k, v in out["uses"].items()}, out["top"]
@@ -360,6 +371,10 @@ def _scan(trees, owners, forbidden) -> tuple[dict[int, list[str]], set[str]]:
             u = _Uses(forbidden)
             if not isinstance(node, ast.ClassDef):
                 u.visit(node.args)
+                u.annotation(node.returns)
+            else:  # its bases and keywords (metaclass=...) run when the class is made
+                for part in [*node.bases, *node.keywords]:
+                    u.visit(part)
             for child in node.body:
                 u.visit(child)
             for dec in getattr(node, "decorator_list", []):
