@@ -25,8 +25,9 @@ hw = Homework(
     intro="""Homework: backpropagation, from the softmax classifier to the bonus question.
 
 Fill in the functions below; keep their names and signatures (the autograder calls
-them).  Use NumPy (and SymPy in the rules) and the standard library only: code that
-uses bpcheck, JAX, PyTorch or another autodiff library scores 0 on that exercise.
+them).  Use NumPy (and SymPy in the rules) and the standard library only: an exercise
+whose functions use bpcheck, JAX, PyTorch or another autodiff library scores 0, and an
+import of one outside the functions (even inside try) scores 0 on every exercise.
 All arrays are NumPy float64 (float32 answers are accepted at a float32 tolerance).
 The grader draws its own inputs, of several sizes (one example, one class, a linear
 network, wide and deep networks).""")
