@@ -1073,6 +1073,42 @@ def test_a_process_made_at_the_childs_exit_with_its_main_thread_gone_is_killed(m
     assert_contained(run, "wrong")
 
 
+LATE_FLUSH = '''
+import sys, threading, time
+
+
+class _Late:
+    def write(self, text):
+        return len(text)
+
+    def flush(self):  # run by the worker's exit, after its last kill of the child's processes
+        with open(f"/tmp/{MARKER}-late-flush-{os.getpid()}", "w") as f:
+            f.write("ran")
+
+
+def _keep():  # the harness restores sys after each group: set it again
+    while True:
+        sys.stdout = _Late()
+        time.sleep(0.001)
+
+
+threading.Thread(target=_keep, daemon=True).start()
+
+
+def softmax_loss(W, b, X, y, reg):
+    return 7.0, W * 0 + 7, b * 0 + 7
+'''.replace("{MARKER}", MARKER)
+
+
+def test_the_workers_exit_runs_no_code_of_the_submission(mode):
+    """The worker flushed sys.stdout as it found it at exit: a stream a thread of the
+    submission set again ran its code after the worker's last kill of the child's
+    processes (the same door as a patched os._exit)."""
+    run = grade(attack(LATE_FLUSH), mode, config=NO_NAMESPACES)
+    assert not [f for f in run.left.files if "late-flush" in f], run.left.files
+    assert_contained(run, "wrong")
+
+
 def test_control_characters_never_reach_the_csv(mode, tmp_path):
     folder = tmp_path / "subs"
     folder.mkdir()

@@ -369,16 +369,24 @@ def _scan(trees, owners, forbidden) -> tuple[dict[int, list[str]], set[str]]:
     for node in (n for tree in trees for n in tree.body):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             u = _Uses(forbidden)
-            if not isinstance(node, ast.ClassDef):
+            # what runs when the def or class statement runs counts at top level too:
+            # decorators, defaults, annotations' importing calls, bases and keywords
+            if isinstance(node, ast.ClassDef):
+                heads = [*node.bases, *node.keywords]
+            else:
                 u.visit(node.args)
                 u.annotation(node.returns)
-            else:  # its bases and keywords (metaclass=...) run when the class is made
-                for part in [*node.bases, *node.keywords]:
-                    u.visit(part)
+                module_level.annotation(node.returns)
+                a = node.args
+                for arg in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg):
+                    if arg is not None:
+                        module_level.annotation(arg.annotation)
+                heads = [d for d in (*a.defaults, *a.kw_defaults) if d is not None]
+            for part in (*heads, *node.decorator_list):
+                u.visit(part)
+                module_level.visit(part)
             for child in node.body:
                 u.visit(child)
-            for dec in getattr(node, "decorator_list", []):
-                u.visit(dec)
             top_defs[node.name] = u
         else:
             module_level.visit(node)

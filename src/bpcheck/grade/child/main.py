@@ -241,6 +241,7 @@ def entry():
     code failed (the traceback goes to the captured output)."""
     import os as _os
 
+    _flushes = [_stream.flush for _stream in (sys.stdout, sys.stderr)]
     _leave = _os._exit  # bound before the submission runs: one that patches os._exit (a
     # thread of its own patched it again after each restore) got the last word here
     _code = 0
@@ -254,9 +255,9 @@ def entry():
         except BaseException:  # noqa: BLE001
             pass
         _code = 70
-    for _stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-        try:
-            _stream.flush()
+    for _flush in _flushes:  # the streams bound before the submission ran: sys.stdout
+        try:  # read now could be one a thread of the submission set again, whose flush
+            _flush()  # would run its code here, after the last kill of the child's processes
         except BaseException:  # noqa: BLE001
             pass
     _leave(_code)  # skip interpreter teardown, which the submission may have booby-trapped
