@@ -372,3 +372,16 @@ def test_a_process_whose_main_thread_has_exited_is_alive_and_killed():
         assert proc.wait(timeout=10) == -signal.SIGKILL
     finally:
         proc.kill()
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="taking another uid needs root")
+def test_every_process_of_the_childs_uid_is_killed_at_once():
+    """A scan of /proc can be raced by a fork chain that changes its pid between the scan
+    and the kill; kill(-1) from a process of the child's uid reaches every one at once."""
+    procs = [subprocess.Popen(["sleep", "60"], user=CHILD_UID) for _ in range(3)]
+    try:
+        sandbox._kill_at_once(CHILD_UID)
+        assert [p.wait(timeout=10) for p in procs] == [-signal.SIGKILL] * 3
+    finally:
+        for p in procs:
+            p.kill()
