@@ -235,6 +235,16 @@ def _live_uids() -> set:
     return {uid for _, uid, _ in _processes_by_uid()}
 
 
+def _fork() -> int:
+    """``os.fork()`` without the warnings Python and JAX give for a fork of a threaded
+    process (it may deadlock in the child when it takes a lock another thread held): the
+    grader's forks only compute, or take a uid and signal, and exit."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return os.fork()
+
+
 def _kill_at_once(uid: int) -> None:
     """SIGKILL every process of ``uid`` in one step, in the kernel: a fork of this process
     (root) takes the uid and calls ``kill(-1, SIGKILL)``.  A scan of ``/proc`` can be raced
@@ -242,7 +252,7 @@ def _kill_at_once(uid: int) -> None:
     Nothing for an ordinary user's grader (no uid of the child's own to take)."""
     if os.geteuid() != 0:
         return
-    pid = os.fork()
+    pid = _fork()
     if pid == 0:  # pragma: no cover - the fork: it only takes the uid and signals
         code = 0
         try:
@@ -1405,13 +1415,8 @@ def start_limited(fn, *args, seconds: float, memory_mb: int) -> Limited:
         seconds = max(0.1, min(seconds, _submission_end[-1] - time.monotonic()))
     r, w = os.pipe()
     parent = os.getpid()
-    with warnings.catch_warnings():
-        # Python and JAX warn that a fork of a threaded process may deadlock in the child
-        # when it takes a lock another thread held; the copy runs SymPy only, whose locks
-        # are the GIL's, and a copy that hangs is killed at ``seconds``.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", RuntimeWarning)
-        pid = os.fork()
+    pid = _fork()  # (the copy runs SymPy only, whose locks are the GIL's, and a copy that
+    # hangs is killed at ``seconds``)
     if pid == 0:  # pragma: no cover - the forked copy; it only computes and writes
         code = 0
         try:
