@@ -41,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -1409,7 +1410,6 @@ def start_limited(fn, *args, seconds: float, memory_mb: int) -> Limited:
     """Start :func:`run_limited`'s work and return at once, so that this process can go on
     (reading a child's next answers) while the forked copy computes."""
     import resource
-    import warnings
 
     if _submission_end:  # within a submission's budget (see submission_budget)
         seconds = max(0.1, min(seconds, _submission_end[-1] - time.monotonic()))
