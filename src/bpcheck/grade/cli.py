@@ -180,25 +180,26 @@ def _grade(argv) -> int:
 def _check_outputs(parser, **paths) -> None:
     """Each output path given can be written, checked before any grading (a grade-batch
     run in a folder it could not write graded every submission, then lost the grades with a
-    traceback): not a folder where a file is due (``results_dir``: a folder); for
-    ``results`` and ``results_dir``, which are made with their folders (as
-    ``run_autograder``'s results folder may be), the nearest existing folder on the way
-    writable; for the others, their folder exists and is writable."""
+    traceback).  ``results`` and ``results_dir`` are made with their folders (as
+    ``run_autograder``'s results folder may be): not a folder where a file is due (for
+    ``results_dir``, not a file), and the nearest existing folder on the way writable; the
+    others as every command's outputs (:func:`bpcheck._cliargs.check_output_paths`)."""
+    from .._cliargs import check_output_paths
+
+    made = ("results", "results_dir")
+    check_output_paths(parser, **{k: v for k, v in paths.items() if k not in made})
     for name, path in paths.items():
-        if path is None:
+        if path is None or name not in made:
             continue
         option = "--" + name.replace("_", "-")
         if not path:
             parser.error(f"argument {option}: expected a path, got an empty string")
         target = Path(path).absolute()
-        if name != "results_dir" and target.is_dir():
+        if name == "results" and target.is_dir():
             parser.error(f"argument {option}: expected a file path, got the folder {path!r}")
         if name == "results_dir" and target.exists() and not target.is_dir():
             parser.error(f"argument {option}: expected a folder, got the file {path!r}")
         folder = target if name == "results_dir" else target.parent
-        if name not in ("results", "results_dir") and not folder.is_dir():
-            parser.error(f"argument {option}: the folder {str(folder)!r} of {path!r} does not "
-                         "exist")
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent
         if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
