@@ -34,7 +34,9 @@ Tasks and sizes:
   row under 1 ms with JAX on the CPU adds a line on XLA's CPU runtime: the peer's program
   waited for per call against 50 calls in a row (they overlap on XLA's threads), and
   bpcheck's JAX call against the peer's with XLA's calls on the calling thread
-  (``jax_cpu_enable_async_dispatch`` off, in a process of its own);
+  (``jax_cpu_enable_async_dispatch`` off, in a process of its own), and a line on the
+  other way for JAX arguments: bpcheck's NumPy computation on the host plus handing its
+  result back to JAX (the same for the ten products' small row, at once);
 - ten Gauss-Newton-vector products with the same parameters and data (a short CG run),
   same nets, each method set up once inside the timing: bpcheck ``gauss_newton_operator``
   (factors once; products one by one, as CG needs them, and all ten as one ``(P, 10)``
@@ -510,6 +512,7 @@ def ggn_row(widths, N, repeats):
                   f"with these parts)")
         if fastest < TINY and jax.devices()[0].platform == "cpu":
             xla_runtime_line(pj, Xj, vt, widths, N, repeats)
+            host_route_line(parts[2], v, fastest, repeats)
 
 
 @jax.jit
@@ -561,6 +564,20 @@ def xla_runtime_line(pj, Xj, vt, widths, N, repeats):
           f"wait, as a library's own handling of its arguments is) of {shown}: the threads "
           f"that ran a call sleep when the next does not come within a few microseconds, "
           f"and waking them costs more than the pause")
+
+
+def host_route_line(numpy_ms, result, fastest, repeats, what="the NumPy computation"):
+    """A small JAX row's other way: JAX in, JAX out, computed by bpcheck's NumPy code on
+    the host (where XLA's per-step costs outweigh the products).  Its least cost is
+    ``numpy_ms`` (that computation, timed alone) plus handing the NumPy ``result`` back to
+    JAX (``jnp.asarray``, timed here; the arguments' way in is nearly free for arrays JAX
+    has already shown to NumPy), against the time 1.2x the fastest peer needs."""
+    back = best_ms(lambda: jnp.asarray(result), repeats)
+    total, need = numpy_ms + back, 1e3 * fastest / 1.2
+    print(f"  JAX in, JAX out by way of NumPy on the host: {what} {numpy_ms:.3f} ms and "
+          f"the result handed back to JAX (jnp.asarray of a NumPy {result.shape} array) "
+          f"{back:.3f} ms, at least {total:.3f} ms against the {need:.3f} ms that 1.2x needs "
+          f"({'within reach' if total <= need else 'out of reach'} that way)", flush=True)
 
 
 PAUSES_US = (0, 1, 2, 4, 8)
@@ -883,6 +900,10 @@ def ggn_operator_row(widths, N, repeats):
                 print(f"  {lib} {how}: setup and products take at least {total:.2f} ms "
                       f"against the {need:.2f} ms that 1.2x needs "
                       f"({'within reach' if total <= need else 'out of reach'} with these parts)")
+        if fastest < TINY and jax.devices()[0].platform == "cpu":
+            setup, _, many = parts[0]
+            host_route_line(setup + many, np.stack(vs, axis=1), fastest, repeats,
+                            f"NumPy's setup and {PRODUCTS} products at once")
 
 
 def operator_floor(params, X, m, repeats):
@@ -1186,7 +1207,9 @@ def xla_write_floor(pairs, fastest, repeats, before=None, fastest_flat=None):
     entries = sum(a.size * b.shape[1] for a, b in pairs)
     print(f"  floor inside jax.jit: the per-layer outer products alone ({entries / 1e6:.0f} M "
           f"entries, nothing computed before them), one jax.jit program: {best:.2f} ms; "
-          f"1.2x the fastest peer needs {1e3 * fastest / 1.2:.2f} ms", flush=True)
+          f"1.2x the fastest peer needs {1e3 * fastest / 1.2:.2f} ms (that peer writes a "
+          f"result of this size too: its time is {fastest * 1e3 / best:.2f}x this floor)",
+          flush=True)
     if before is not None:
         name, program, before_args = before
         first = jit_ms(program, *before_args, repeats=repeats)
