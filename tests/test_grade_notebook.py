@@ -82,3 +82,53 @@ def test_a_notebook_cell_that_is_not_valid_unicode_is_refused_not_a_crash(tmp_pa
     report = grade(path, seed=1)
     assert report.score == 0 and report.tests and not any(t.passed for t in report.tests)
     assert any("cell 2 is not valid Unicode" in m for m in report.messages), report.messages
+
+
+def _notebook(path, *sources, outputs=None):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in sources]
+    if outputs is not None:
+        nb.cells[0].outputs = outputs
+    nbformat.write(nb, str(path))
+    return path
+
+
+def test_jupyter_display_imports_and_progress_bars_do_not_take_their_cell_down(tmp_path):
+    # a trial's notebook began `from IPython.display import display, Markdown` then
+    # `import numpy as np`: the import failed (no IPython in the child), the cell stopped
+    # there, and every exercise failed on NameError: np (12.5 / 100)
+    head = ("from IPython.display import display, Markdown, HTML, clear_output\n"
+            "from IPython import get_ipython\n"
+            "from tqdm.auto import tqdm\nfrom tqdm import trange\n"
+            "import numpy as np\n"
+            "display(Markdown('**hello**'))\nclear_output(wait=True)\n"
+            "for _ in tqdm(range(3)): pass\nfor _ in trange(2): pass\n"
+            "IN_COLAB = 'google.colab' in str(get_ipython())\n")
+    path = _notebook(tmp_path / "hw.ipynb", head,
+                     lecture_notebook.CORRECT.replace("import numpy as np\n", ""))
+    report = grade(path, seed=1)
+    assert report.score == report.max_score, \
+        ([(t.number, t.lines) for t in report.tests if not t.passed], report.messages)
+    assert not any("cell 1" in m for m in report.messages), report.messages
+    assert "**hello**" in report.student_output
+
+
+def test_a_py_file_exported_from_jupyter_runs_its_ipython_calls(tmp_path):
+    # `jupyter nbconvert --to script` writes magics as get_ipython() calls: every test
+    # failed on "NameError: name 'get_ipython' is not defined" (0 / 100); a %%time cell
+    # becomes run_cell_magic('time', '', body), whose body IPython runs
+    body = lecture_notebook.CORRECT
+    split = body.index("def backprop_factors")
+    source = ("#!/usr/bin/env python\n# coding: utf-8\n\n# In[1]:\n\n\n"
+              "get_ipython().run_line_magic('matplotlib', 'inline')\n"
+              "get_ipython().system('pip install tqdm')\n\n\n# In[2]:\n\n\n"
+              + body[:split] + "\n\n# In[3]:\n\n\n"
+              + f"get_ipython().run_cell_magic('time', '', {body[split:]!r})\n"
+              + "get_ipython().run_cell_magic('bash', '', 'backprop_factors = None\\n')\n")
+    path = tmp_path / "hw3.py"
+    path.write_text(source)
+    report = grade(path, seed=1)
+    assert report.score == report.max_score, \
+        ([(t.number, t.lines) for t in report.tests if not t.passed], report.messages)

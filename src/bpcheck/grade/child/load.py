@@ -100,6 +100,141 @@ def watchers(plan, blocker):
     return forbidden_loaded, forbidden_seen
 
 
+PYTHON_CELL_MAGICS = ("time", "timeit", "capture", "prun", "debug")
+"""Cell magics whose body IPython runs as Python (as the parent's notebook reader has it)."""
+
+
+class _Shell:
+    """What ``get_ipython()`` returns in the child: line magics and shell commands do
+    nothing (``%matplotlib inline``, ``!pip install``), a cell magic whose body is Python
+    (``%%time``) runs the body in the submission's namespace, as IPython does; for a ``.py``
+    file exported from Jupyter (``get_ipython().run_line_magic(...)``)."""
+
+    def __init__(self, namespace):
+        self.user_ns = namespace
+
+    def run_line_magic(self, name, line, *args, **kwargs):
+        return None
+
+    def run_cell_magic(self, name, line, cell, *args, **kwargs):
+        if name in PYTHON_CELL_MAGICS:
+            exec(compile(str(cell), "<cell magic>", "exec"), self.user_ns)
+        return None
+
+    def system(self, *args, **kwargs):
+        return None
+
+    def getoutput(self, *args, **kwargs):
+        return []
+
+    def magic(self, *args, **kwargs):
+        return None
+
+    def __repr__(self):
+        return "<the grader's stand-in for IPython>"
+
+
+def _shown(*objs, **kwargs):
+    """``display``: each object printed (a plot or a table shows as its text)."""
+    for obj in objs:
+        print(getattr(obj, "data", obj))
+
+
+class _Rich:
+    """``Markdown(...)``, ``HTML(...)``, ``Image(...)`` and the like: keep what was given."""
+
+    def __init__(self, data=None, *args, **kwargs):
+        self.data = data
+
+    def __repr__(self):
+        return repr(self.data)
+
+
+def _display_module(name):
+    module = types.ModuleType(name)
+    module.display = _shown
+    module.clear_output = lambda *args, **kwargs: None
+    module.update_display = lambda *args, **kwargs: None
+
+    def __getattr__(attr):  # Markdown, HTML, Image, Latex, Math, JSON, IFrame ...
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return type(attr, (_Rich,), {}) if attr[:1].isupper() else (lambda *a, **k: None)
+
+    module.__getattr__ = __getattr__
+    return module
+
+
+def notebook_stand_ins(module):
+    """What a notebook (or a ``.py`` file exported from one) may use of Jupyter, which the
+    child has not: ``display``, ``get_ipython()``, and, where no such package is
+    installed, the modules ``IPython``, ``IPython.display`` and ``IPython.core.display`` (their
+    ``display`` prints, ``Markdown``/``HTML``/``Image`` ... keep their data, anything else
+    does nothing), and ``tqdm`` (``tqdm``, ``trange``, ``tqdm.auto``, ``tqdm.notebook``:
+    the iterable as given, no bar).  So a student's ``from IPython.display import display``
+    or progress bar does not take its cell's other imports down with it."""
+    import importlib.util
+
+    shell = _Shell(module.__dict__)
+    module.__dict__["display"] = _shown
+    module.__dict__["get_ipython"] = lambda: shell
+
+    def absent(name):
+        try:
+            return importlib.util.find_spec(name) is None
+        except (ImportError, ValueError):
+            return True
+
+    if absent("IPython"):
+        ipython = types.ModuleType("IPython")
+        ipython.get_ipython = lambda: shell
+        ipython.display = _display_module("IPython.display")
+        ipython.core = types.ModuleType("IPython.core")
+        ipython.core.display = _display_module("IPython.core.display")
+        ipython.__path__ = []  # a package: its submodules are the ones above
+        ipython.core.__path__ = []
+        sys.modules.update({"IPython": ipython, "IPython.display": ipython.display,
+                            "IPython.core": ipython.core,
+                            "IPython.core.display": ipython.core.display})
+    if absent("tqdm"):
+        def tqdm(iterable=None, *args, **kwargs):
+            return iterable if iterable is not None else _NoBar()
+
+        def trange(*args, **kwargs):
+            return range(*args)
+
+        bars = {}
+        for name in ("tqdm", "tqdm.auto", "tqdm.notebook", "tqdm.autonotebook"):
+            bars[name] = types.ModuleType(name)
+            bars[name].tqdm, bars[name].trange = tqdm, trange
+        bars["tqdm"].__path__ = []
+        for name in ("auto", "notebook", "autonotebook"):
+            setattr(bars["tqdm"], name, bars["tqdm." + name])
+        sys.modules.update(bars)
+
+
+class _NoBar:
+    """``tqdm()`` with no iterable, used as a bar updated by hand."""
+
+    def update(self, *args, **kwargs):
+        return None
+
+    def set_description(self, *args, **kwargs):
+        return None
+
+    def set_postfix(self, *args, **kwargs):
+        return None
+
+    def close(self):
+        return None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
 def load(plan, source, module, restore, describe_error, blocker, forbidden_loaded,
          forbidden_seen):
     """Run the submission into ``module``.
@@ -109,7 +244,7 @@ def load(plan, source, module, restore, describe_error, blocker, forbidden_loade
     """
     load_error, cell_errors = None, []
     cells = plan.get("cells")
-    module.__dict__["display"] = lambda *objs, **kwargs: print(*objs)
+    notebook_stand_ins(module)
     budget = float(plan.get("cell_timeout_s") or 0)
     _signal, _setitimer, _ALRM, _REAL = signal.signal, signal.setitimer, signal.SIGALRM, \
         signal.ITIMER_REAL
