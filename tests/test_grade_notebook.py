@@ -3,6 +3,7 @@ the PyTorch cell (refused in the NumPy homework, reported once) cost nothing; a 
 its time budget is stopped and named once, the next cells run and the functions already
 defined are graded."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -100,7 +101,7 @@ def test_jupyter_display_imports_and_progress_bars_do_not_take_their_cell_down(t
     # `import numpy as np`: the import failed (no IPython in the child), the cell stopped
     # there, and every exercise failed on NameError: np (12.5 / 100)
     head = ("from IPython.display import display, Markdown, HTML, clear_output\n"
-            "from IPython import get_ipython\n"
+            "import matplotlib.pyplot as plt\n"
             "from tqdm.auto import tqdm\nfrom tqdm import trange\n"
             "import numpy as np\n"
             "display(Markdown('**hello**'))\nclear_output(wait=True)\n"
@@ -132,3 +133,72 @@ def test_a_py_file_exported_from_jupyter_runs_its_ipython_calls(tmp_path):
     report = grade(path, seed=1)
     assert report.score == report.max_score, \
         ([(t.number, t.lines) for t in report.tests if not t.passed], report.messages)
+
+
+def _png_output(mb):
+    import base64
+
+    import nbformat
+
+    data = base64.b64encode(os.urandom(int(mb * 2**20 * 3 / 4))).decode()
+    return [nbformat.v4.new_output("display_data", data={"image/png": data})]
+
+
+def test_a_notebook_made_large_by_saved_plots_is_graded(tmp_path):
+    # a trial's notebook with four saved plots (3.6 MB) scored 0: the 2 MB limit was on
+    # the file, though outputs are never run; beside a small utils.py, the picker then
+    # graded utils.py, "tied at 0 exercise functions"
+    path = _notebook(tmp_path / "hw3.ipynb", lecture_notebook.CORRECT,
+                     outputs=_png_output(3.5))
+    assert path.stat().st_size > 3 * 2**20
+    report = grade(path, seed=1)
+    assert report.score == report.max_score, report.messages
+
+    from bpcheck.grade.source import pick_submission
+
+    (tmp_path / "utils.py").write_text("def helper():\n    return 1\n")
+    chosen, note = pick_submission(tmp_path)
+    assert chosen.name == "hw3.ipynb", note
+
+
+def test_a_notebook_over_its_limits_is_refused_by_name(tmp_path):
+    from bpcheck.grade import source
+    from bpcheck.grade.source import SubmissionError, read_cells
+
+    big_code = _notebook(tmp_path / "code.ipynb", "x = 1\n" * (source.MAX_BYTES // 6 + 10))
+    with pytest.raises(SubmissionError, match="code cells hold more than 2 MB"):
+        read_cells(big_code)
+    huge = _notebook(tmp_path / "huge.ipynb", "x = 1\n",
+                     outputs=_png_output(source.NOTEBOOK_MAX_BYTES / 2**20 + 1))
+    with pytest.raises(SubmissionError, match=r"expected a file under 32 MB \(clear the "
+                                              r"notebook's outputs"):
+        read_cells(huge)
+    # the picker says why a notebook it could not read counted no function
+    (tmp_path / "utils.py").write_text("def helper():\n    return 1\n")
+    big_code.unlink()
+    chosen, note = source.pick_submission(tmp_path)
+    assert chosen.name == "utils.py" and "huge.ipynb could not be read" in note, note
+
+
+def test_reading_a_hostile_notebook_costs_the_grader_no_memory(tmp_path):
+    # JSON of many tiny objects costs ~20x its size to read: the reading runs in a
+    # forked copy with its own memory limit, and such a file is refused by name
+    import resource
+
+    from bpcheck.grade.source import SubmissionError, read_cells
+
+    path = tmp_path / "bomb.ipynb"
+    path.write_text('{"cells": [{"cell_type": "code", "source": "", "metadata": {}, '
+                    '"outputs": [' + ",".join(["[]"] * (9 << 20)) + ']}], "metadata": {}, '
+                    '"nbformat": 4, "nbformat_minor": 5}')
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(SubmissionError, match="too large for the grader to read"):
+        read_cells(path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 << 10  # kB
+
+
+def test_an_upper_case_suffix_and_a_byte_order_mark_are_read(tmp_path):
+    path = _notebook(tmp_path / "HW3.IPYNB", lecture_notebook.CORRECT)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    report = grade(path, seed=1)
+    assert report.score == report.max_score, report.messages

@@ -21,9 +21,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from .config import ConfigError, GradingConfig
-from .source import printable
-
-SUFFIXES = (".py", ".ipynb")
+from .source import printable, submission_suffix
 
 
 def columns(cfg: GradingConfig) -> list[str]:
@@ -44,7 +42,7 @@ def find_submissions(folder) -> list[Path]:
     for p in sorted(folder.iterdir()):
         if p.name.startswith(".") or p.is_symlink():
             continue
-        if (p.is_file() and p.suffix in SUFFIXES) or p.is_dir():
+        if (p.is_file() and submission_suffix(p)) or p.is_dir():
             found.append(p)
     return found
 
@@ -56,7 +54,7 @@ def find_links(folder) -> list[Path]:
     that says so (they were left out without a word)."""
     return [p for p in sorted(Path(folder).iterdir())
             if p.is_symlink() and not p.name.startswith(".")
-            and (p.suffix in SUFFIXES or not p.suffix or os.path.isdir(p))]  # (isdir: False,
+            and (submission_suffix(p) or not p.suffix or os.path.isdir(p))]  # (isdir: False,
     # not OSError, for a link whose target's name is too long or cannot be reached)
 
 

@@ -30,6 +30,7 @@ from .source import (
     read_cells,
     read_submission,
     scan_limited,
+    submission_suffix,
 )
 
 
@@ -442,7 +443,7 @@ def grade(path, cfg: GradingConfig | None = None, seed: int | None = None) -> Gr
     owners = hw.function_owner()
     cells = None
     try:
-        if Path(path).suffix == ".ipynb":
+        if submission_suffix(path) == ".ipynb":
             cells = read_cells(path)
             source = join_cells(cells)
             uses, top_level = scan_limited(cells, owners, hw.forbid)

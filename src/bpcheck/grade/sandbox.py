@@ -1295,17 +1295,20 @@ class LimitExceeded(Exception):
     """:func:`run_limited`'s work ran past its time or memory limit, or crashed."""
 
 
-def run_limited(fn, *args, seconds: float, memory_mb: int):
+def run_limited(fn, *args, seconds: float, memory_mb: int,
+                result_bytes: int | None = None):
     """``fn(*args)`` in a forked copy of this process, under ``seconds`` of wall-clock time
     and ``memory_mb`` of address space beyond what this process uses now.
 
     For parent-side work on child data whose cost the data decides (the symbolic check of
     the student's rules); within :func:`submission_budget`, ``seconds`` is also cut to what is left.
-    The result must be JSON data; it comes back through a pipe.  Raises
+    The result must be JSON data; it comes back through a pipe (at most ``result_bytes``
+    of JSON, default :data:`_LIMITED_RESULT_BYTES`).  Raises
     :class:`LimitExceeded` with the reason when the work is killed, runs out of memory or
     fails.
     """
-    return start_limited(fn, *args, seconds=seconds, memory_mb=memory_mb).result()
+    return start_limited(fn, *args, seconds=seconds, memory_mb=memory_mb,
+                         result_bytes=result_bytes).result()
 
 
 # pids of the forked copies of start_limited still running: this process's own work, which
@@ -1318,8 +1321,10 @@ class Limited:
     still computing past its deadline, counted from the start, is stopped; one that ended
     in time is read whenever asked), :meth:`cancel` ends it."""
 
-    def __init__(self, pid: int, fd: int, seconds: float, memory_mb: int):
+    def __init__(self, pid: int, fd: int, seconds: float, memory_mb: int,
+                 result_bytes: int | None = None):
         self.pid, self.fd, self.seconds, self.memory_mb = pid, fd, seconds, memory_mb
+        self.result_bytes = result_bytes or _LIMITED_RESULT_BYTES
         self.deadline = time.monotonic() + seconds
         self.done = False  # result taken or cancelled
         self.exited = False  # the forked copy is reaped (its pid may be reused: never kill it)
@@ -1363,7 +1368,7 @@ class Limited:
                 if not data:
                     break
                 size += len(data)
-                if size > _LIMITED_RESULT_BYTES:
+                if size > self.result_bytes:
                     raise LimitExceeded("its result is too large")
                 chunks.append(data)
         finally:
@@ -1406,7 +1411,8 @@ _LIMITED_RESULT_BYTES = 1 << 20
 """The most a limited computation may send back (its JSON result)."""
 
 
-def start_limited(fn, *args, seconds: float, memory_mb: int) -> Limited:
+def start_limited(fn, *args, seconds: float, memory_mb: int,
+                  result_bytes: int | None = None) -> Limited:
     """Start :func:`run_limited`'s work and return at once, so that this process can go on
     (reading a child's next answers) while the forked copy computes."""
     import resource
@@ -1454,4 +1460,4 @@ def start_limited(fn, *args, seconds: float, memory_mb: int) -> Limited:
         os._exit(code)
     os.close(w)
     _limited_pids.add(pid)
-    return Limited(pid, r, seconds, memory_mb)
+    return Limited(pid, r, seconds, memory_mb, result_bytes)

@@ -45,18 +45,48 @@ def read_cells(path, probe=PROBE_NEEDED) -> list[tuple[str, str]]:
     cells, as Jupyter shows them).  IPython-only lines are commented out: magics and shell
     escapes (``%``, ``!``, at any indentation), ``x = !cmd`` and ``obj?`` help lookups
     (``pass`` where one is the first line of a block, :func:`_ipython_lines_out`).
-    Raises :class:`SubmissionError` with the reason."""
-    import nbformat
+    The file may be up to :data:`NOTEBOOK_MAX_BYTES` (saved outputs, plots and pictures
+    count there, and are never run); its code cells together up to :data:`MAX_BYTES`.  It
+    is read in a forked copy of the grader limited to 60 s and :data:`NOTEBOOK_MB` (what
+    JSON costs to read, the file decides).  Raises :class:`SubmissionError` with the
+    reason."""
+    import nbformat  # noqa: F401 - imported here, so that the forked copy has it
+
+    from .sandbox import LimitExceeded, run_limited
 
     path = Path(path)
-    _check_size(path)
+    _check_size(path, NOTEBOOK_MAX_BYTES)
     try:
+        out = run_limited(_notebook_cells, str(path), seconds=60, memory_mb=NOTEBOOK_MB,
+                          result_bytes=8 * MAX_BYTES)
+    except LimitExceeded as err:
+        raise SubmissionError(f"{path.name}: too large for the grader to read as a notebook "
+                              f"({err})") from None
+    if "error" in out:
+        raise SubmissionError(str(out["error"]))
+    cells = [(str(label), str(source)) for label, source in out["cells"]]
+    if probe:
+        probe_parser(src for _, src in cells)
+    return cells
+
+
+def _notebook_cells(path: str) -> dict:
+    """:func:`read_cells`' work, in its forked copy: ``{"cells": [[label, source]]}`` or
+    ``{"error": reason}``."""
+    import nbformat
+
+    name = Path(path).name
+    try:
+        data = Path(path).read_bytes()
+        text = data.decode("utf-8-sig")  # (a UTF-8 BOM, as some editors write, is no JSON)
         with warnings.catch_warnings():  # (a cell without an id: nbformat warns on the
             warnings.simplefilter("ignore")  # instructor's terminal; the cells are read)
-            nb = nbformat.read(str(path), as_version=4)
+            nb = nbformat.reads(text, as_version=4)
+    except MemoryError:
+        raise
     except Exception as err:
-        raise SubmissionError(f"{path.name}: not a readable Jupyter notebook ({err})") from err
-    cells = []
+        return {"error": f"{name}: not a readable Jupyter notebook ({err})"[:2000]}
+    cells, size = [], 0
     for i, cell in enumerate(nb.cells):
         if cell.get("cell_type") != "code":
             continue
@@ -69,15 +99,15 @@ def read_cells(path, probe=PROBE_NEEDED) -> list[tuple[str, str]]:
             lines = _ipython_lines_out(lines)
         source = "\n".join(lines) + "\n"
         try:  # JSON's escapes allow lone surrogates, which no Python file can hold
-            source.encode("utf-8")
+            size += len(source.encode("utf-8"))
         except UnicodeEncodeError as err:
-            raise SubmissionError(f"{path.name}: not a readable Jupyter notebook (cell {i + 1} "
-                                  f"is not valid Unicode: {err.reason} at character "
-                                  f"{err.start})") from None
+            return {"error": f"{name}: not a readable Jupyter notebook (cell {i + 1} is not "
+                             f"valid Unicode: {err.reason} at character {err.start})"}
+        if size > MAX_BYTES:
+            return {"error": f"{name}: its code cells hold more than {MAX_BYTES >> 20} MB of "
+                             f"source; expected less (saved outputs do not count)"}
         cells.append((f"cell {i + 1}", source))
-    if probe:
-        probe_parser(src for _, src in cells)
-    return cells
+    return {"cells": cells}
 
 
 _CELL_MAGIC = re.compile(r"^%%([A-Za-z_]\w*)")
@@ -134,19 +164,35 @@ def _opens_block(text: str) -> bool:
 
 
 MAX_BYTES = 2 << 20
-"""The largest submission file read (a homework is a few kB; parsing costs ~600x the size)."""
+"""The largest ``.py`` file read, and the most source a notebook's code cells may hold (a
+homework is a few kB; parsing costs ~600x the size)."""
+
+NOTEBOOK_MAX_BYTES = 32 << 20
+"""The largest notebook file read: its saved outputs (plots, pictures) count here."""
+
+NOTEBOOK_MB = 512
+"""Memory, beyond the grader's, for reading a notebook (:func:`read_cells`)."""
 
 
-def _check_size(path: Path) -> None:
+def submission_suffix(path) -> str | None:
+    """``".py"`` or ``".ipynb"`` for a file the grader reads (the suffix in any case:
+    ``HW3.IPYNB`` is a notebook), else ``None``."""
+    suffix = Path(path).suffix.lower()
+    return suffix if suffix in (".py", ".ipynb") else None
+
+
+def _check_size(path: Path, limit: int = MAX_BYTES) -> None:
     try:
         size = path.stat().st_size
     except OSError as err:
         raise SubmissionError(f"{path.name}: cannot be read ({err})") from err
     if not path.is_file():
         raise SubmissionError(f"{path.name}: not a regular file")
-    if size > MAX_BYTES:
+    if size > limit:
         raise SubmissionError(f"{path.name}: {size / 2**20:.1f} MB; expected a file under "
-                              f"{MAX_BYTES >> 20} MB")
+                              f"{limit >> 20} MB" + (" (clear the notebook's outputs to make it "
+                                                     "smaller)" if limit == NOTEBOOK_MAX_BYTES
+                                                     else ""))
 
 
 def join_cells(cells: list[tuple[str, str]]) -> str:
@@ -188,10 +234,10 @@ def read_submission(path, probe=PROBE_NEEDED) -> str:
     :func:`read_cells`).  ``probe``: run :func:`probe_parser` on it first.  Raises
     :class:`SubmissionError` with the reason."""
     path = Path(path)
-    _check_size(path)
-    if path.suffix == ".ipynb":
+    if submission_suffix(path) == ".ipynb":
         return join_cells(read_cells(path, probe))
-    if path.suffix != ".py":
+    _check_size(path)
+    if submission_suffix(path) != ".py":
         raise SubmissionError(f"{path.name}: expected a .py file or a .ipynb notebook")
     # decoded as Python decodes source: a UTF-8 BOM or a coding line is honoured
     data = path.read_bytes()
@@ -416,18 +462,22 @@ SKIPPED_FOLDERS = ("__pycache__", ".ipynb_checkpoints", "__MACOSX")
 _DEFINES = re.compile(r"^(?:(?:async\s+)?def\s+(\w+)|class\s+(\w+)|(\w+)\s*=)", re.M)
 
 
-def _defined_exercises(path: Path, functions, budget: list) -> int:
+def _defined_exercises(path: Path, functions, budget: list, unread: list) -> int:
     """How many of ``functions`` a file defines at top level, by a scan of its text (no
     parsing: the files compared are untrusted, and parsing costs ~600x their size); 0 once
-    ``budget[0]`` bytes have been read in all, or if unreadable."""
+    ``budget[0]`` bytes have been read in all, or if unreadable (then appended to
+    ``unread``)."""
     try:
         size = path.stat().st_size
-        if size > MAX_BYTES or size > budget[0]:
+        notebook = submission_suffix(path) == ".ipynb"
+        if size > (NOTEBOOK_MAX_BYTES if notebook else MAX_BYTES) or size > budget[0]:
+            unread.append(path)
             return 0
         budget[0] -= size
         text = "\n".join(src for _, src in read_cells(path, probe=False)) \
-            if path.suffix == ".ipynb" else path.read_text(encoding="utf-8", errors="replace")
+            if notebook else path.read_text(encoding="utf-8", errors="replace")
     except (SubmissionError, OSError, ValueError):
+        unread.append(path)
         return 0
     names = {a or b or c for a, b, c in _DEFINES.findall(text)}
     return len(names & set(functions))
@@ -459,7 +509,7 @@ def pick_submission(folder, functions=None, name=None) -> tuple[Path | None, str
         dirs[:] = kept if depth < MAX_DEPTH else []
         for name in sorted(files):
             p = Path(root) / name
-            if (not name.startswith(".") and p.suffix in (".py", ".ipynb")
+            if (not name.startswith(".") and submission_suffix(p)
                     and p.is_file() and not p.is_symlink()):
                 found.append(p)
         if len(found) > MAX_CANDIDATES:
@@ -479,11 +529,11 @@ def pick_submission(folder, functions=None, name=None) -> tuple[Path | None, str
     capped = len(found) > MAX_CANDIDATES
     found = found[:MAX_CANDIDATES]
 
-    budget = [SCAN_BYTES]
+    budget, unread = [SCAN_BYTES], []
 
     def rank(p: Path):  # most exercise functions, then .py, shallowest, largest, name
         size = p.stat().st_size
-        return (-_defined_exercises(p, functions, budget), p.suffix != ".py",
+        return (-_defined_exercises(p, functions, budget, unread), submission_suffix(p) != ".py",
                 len(p.relative_to(folder).parts), -size, str(p))
 
     ranked = sorted((rank(p), p) for p in found)
@@ -501,13 +551,18 @@ def pick_submission(folder, functions=None, name=None) -> tuple[Path | None, str
     count = (f"more than {MAX_CANDIDATES} files were submitted (the first {MAX_CANDIDATES} "
              f"by folder and name were looked at: {listed})" if capped else
              f"{len(found)} files were submitted ({listed})")
+    unread = [printable(str(p.relative_to(folder))) for p in unread if p != chosen]
+    unread_note = (f"; {', '.join(unread[:5])}{' and others' if len(unread) > 5 else ''} could "
+                   f"not be read (too large, or not readable), so counted no function"
+                   if unread else "")
     return chosen, (f"{count}; graded {printable(str(chosen.relative_to(folder)))}, {why} "
-                    "(only one file is graded, and it cannot import the others)" + note)
+                    "(only one file is graded, and it cannot import the others)" + note
+                    + unread_note)
 
 
 MAX_DEPTH = 8
 MAX_CANDIDATES = 200
-SCAN_BYTES = 16 << 20
+SCAN_BYTES = 64 << 20
 """Bytes the file picker reads in all to rank the candidates (the rest rank last)."""
 
 

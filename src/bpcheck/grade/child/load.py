@@ -170,7 +170,7 @@ def notebook_stand_ins(module):
     child has not: ``display``, ``get_ipython()``, and, where no such package is
     installed, the modules ``IPython``, ``IPython.display`` and ``IPython.core.display`` (their
     ``display`` prints, ``Markdown``/``HTML``/``Image`` ... keep their data, anything else
-    does nothing), and ``tqdm`` (``tqdm``, ``trange``, ``tqdm.auto``, ``tqdm.notebook``:
+    does nothing; ``IPython.get_ipython()`` is ``None``, as outside a kernel), and ``tqdm`` (``tqdm``, ``trange``, ``tqdm.auto``, ``tqdm.notebook``:
     the iterable as given, no bar).  So a student's ``from IPython.display import display``
     or progress bar does not take its cell's other imports down with it."""
     import importlib.util
@@ -187,7 +187,11 @@ def notebook_stand_ins(module):
 
     if absent("IPython"):
         ipython = types.ModuleType("IPython")
-        ipython.get_ipython = lambda: shell
+        # None, as outside a kernel: libraries that look for IPython (matplotlib's pyplot
+        # registers its hooks with a kernel it finds) leave it alone
+        ipython.get_ipython = lambda: None
+        ipython.version_info, ipython.__version__ = (9, 0, 0, ""), "9.0.0"  # (matplotlib
+        # asks, to skip its hooks for IPython before 8.24)
         ipython.display = _display_module("IPython.display")
         ipython.core = types.ModuleType("IPython.core")
         ipython.core.display = _display_module("IPython.core.display")
