@@ -156,6 +156,8 @@ def test_divergence_names_iteration_step_size_and_network():
     many = train_jax_many(X, y, [params] * 2, step_size=[1.0, 1e8], iters=50,
                           allow_divergence=True)
     assert np.isfinite(many.losses[0]).all() and not np.isfinite(many.losses[1]).all()
+    # the diverged network's accuracy is NaN (it read 1/3: argmax of a row of NaN is 0)
+    assert np.isfinite(many.train_accuracies[0]) and np.isnan(many.train_accuracies[1])
 
 
 def test_float32_runs_and_float64_without_x64_mode_is_a_clear_error():

@@ -94,3 +94,11 @@ def test_torch_trainer_checks_widths_params_and_float32_range():
     with pytest.raises(ValueError, match="step_size: expected at most 3.403e\\+38 in float32"):
         train_torch(X, y, params, step_size=1e39, iters=2)
     assert train_torch(X, y, params, widths=[2, 10, 3], iters=2).losses.shape == (2,)
+    # the seed is checked as every other seed is (1.5 trained as seed 1), and widths too
+    # small for the labels name widths, not params (none were given)
+    with pytest.raises(TypeError, match=r"seed: expected an int in \[0, 2\*\*32\)"):
+        train_torch(X, y, widths=[2, 10, 3], iters=2, seed=1.5)
+    with pytest.raises(ValueError, match=r"seed: expected an int in \[0, 2\*\*32\)"):
+        train_torch(X, y, widths=[2, 10, 3], iters=2, seed=-1)
+    with pytest.raises(ValueError, match="widths: the network has 2 outputs but y has labels"):
+        train_torch(X, y, widths=[2, 5, 2], iters=2)

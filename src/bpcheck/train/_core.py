@@ -108,14 +108,15 @@ def check_network(params: Any, d0: int, K: int, name: str = "params") -> tuple[l
     return checked, widths
 
 
-def check_widths_match(widths: Sequence[int], d0: int, K: int) -> list[int]:
+def check_widths_match(widths: Sequence[int], d0: int, K: int, name: str = "params") -> list[int]:
     """Widths ``[d_0, ..., d_{L+1}]`` whose ends must match the data: ``d_0`` columns of
-    ``X`` and at least ``K`` outputs; returned as a list."""
+    ``X`` and at least ``K`` outputs; returned as a list.  ``name``: the argument they
+    came from, for the error."""
     widths = [int(w) for w in widths]
     if widths[0] != d0:
-        raise ValueError(f"params: B^(1) expects d_0 = {widths[0]} inputs but X has {d0} columns")
+        raise ValueError(f"{name}: B^(1) expects d_0 = {widths[0]} inputs but X has {d0} columns")
     if widths[-1] < K:
-        raise ValueError(f"params: the network has {widths[-1]} outputs but y has labels "
+        raise ValueError(f"{name}: the network has {widths[-1]} outputs but y has labels "
                          f"up to {K - 1}; expected at least {K} outputs")
     return widths
 
@@ -168,8 +169,16 @@ def scores(params: Any, X: Any) -> np.ndarray:
 
 
 def accuracy(params: Any, X: Any, y: Any) -> float:
-    """Fraction of rows of ``X`` whose largest score is at the label in ``y``."""
-    return float(np.mean(np.argmax(scores(params, X), axis=1) == np.asarray(y)))
+    """Fraction of rows of ``X`` whose largest score is at the label in ``y``; NaN where
+    the scores are not all finite (a diverged network: ``argmax`` of a row of NaN is 0,
+    which would count the labels 0 as right)."""
+    return _accuracy(scores(params, X), y)
+
+
+def _accuracy(S: np.ndarray, y: Any) -> float:
+    if not np.all(np.isfinite(S)):
+        return float("nan")
+    return float(np.mean(np.argmax(S, axis=1) == np.asarray(y)))
 
 
 def softmax_cross_entropy(scores: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:

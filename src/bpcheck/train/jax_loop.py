@@ -70,6 +70,7 @@ from ._core import (
     Progress,
     TrainingDiverged,
     TrainResult,
+    _accuracy,
     check_data,
     check_hyper,
     check_network,
@@ -449,10 +450,8 @@ def train_jax_many(X: Any, y: Any, params_list: Any, *, step_size: Any = 1.0,
             raise TrainingDiverged(iters, float(final[m]), float(steps[m]), network=int(m))
     out = [(np.asarray(B), np.asarray(b)) for B, b in jparams]
     Xd = X.astype(dtype)
-    accs = np.array([
-        np.mean(np.argmax(_np_scores([(B[m], b[m]) for B, b in out], Xd), axis=1) == y)
-        for m in range(M)
-    ])
+    accs = np.array([_accuracy(_np_scores([(B[m], b[m]) for B, b in out], Xd), y)
+                     for m in range(M)])
     return ManyResult(out, losses, final, accs)
 
 

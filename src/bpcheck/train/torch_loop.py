@@ -36,6 +36,7 @@ from ._core import (
     check_widths_match,
 )
 from .._arrays import check_widths
+from ..spiral import legacy_rng
 
 
 def import_torch():
@@ -82,6 +83,7 @@ def train_torch(X: Any, y: Any, params: Any = None, *, widths: Sequence[int] | N
     """
     torch = import_torch()
     X, y, K = check_data(X, y)
+    legacy_rng(seed)  # the seed's check: an int in [0, 2**32) (1.5 was taken as 1)
     step_size, reg, iters = check_hyper(step_size, reg, iters)
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
@@ -95,7 +97,7 @@ def train_torch(X: Any, y: Any, params: Any = None, *, widths: Sequence[int] | N
     if params is None:
         if widths is None:
             raise ValueError("widths: needed when params is None, e.g. widths=[2, 100, 3]")
-        widths = check_widths_match(check_widths(widths), X.shape[1], K)
+        widths = check_widths_match(check_widths(widths), X.shape[1], K, "widths")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = simple_nn(list(widths))
