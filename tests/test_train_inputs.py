@@ -105,3 +105,29 @@ def test_cli_refuses_one_file_for_two_outputs(tmp_path, capsys):
         train_main(["--json", path, "--plot", path, "--iters", "2"])
     assert exc.value.code == 2
     assert "is also the path given to --plot" in capsys.readouterr().err
+
+
+def test_the_trainers_take_the_network_the_layout_hint_makes():
+    # the error for the lecture's (in, out) weights says to read them with
+    # bpcheck.network(layers, layout='in_out'); the trainers then refused what it made
+    import bpcheck
+    from bpcheck.spiral import make_spiral
+    from bpcheck.train import lecture_init, train_factored, train_softmax, train_two_layer
+
+    X, y = make_spiral(n_per_class=20)
+    params = lecture_init([2, 10, 3], 0)
+    lecture_layout = [(B.T, b) for B, b in params]
+    with pytest.raises(ValueError, match="layout='in_out'"):
+        train_two_layer(X, y, lecture_layout, iters=3)
+    net = bpcheck.network(lecture_layout, layout="in_out")
+    for train in (train_two_layer, train_factored):
+        np.testing.assert_array_equal(train(X, y, net, iters=3).losses,
+                                      train(X, y, params, iters=3).losses)
+    soft = lecture_init([2, 3], 1)
+    np.testing.assert_array_equal(
+        train_softmax(X, y, bpcheck.network([(B.T, b) for B, b in soft], layout="in_out"),
+                      iters=3).losses, train_softmax(X, y, soft, iters=3).losses)
+    tanh = bpcheck.network(lecture_layout, layout="in_out", activation="tanh")
+    with pytest.raises(ValueError, match="the trainers train ReLU networks; this model's "
+                                         "hidden layers use tanh"):
+        train_two_layer(X, y, tanh, iters=3)

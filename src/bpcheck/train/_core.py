@@ -91,6 +91,7 @@ def check_network(params: Any, d0: int, K: int, name: str = "params") -> tuple[l
     from .._arrays import bias_flags, check_params
 
     try:
+        params = _relu_network_params(params)
         flags = bias_flags(params)
         if flags is not None:  # (check_params would stand zeros in, which training would move)
             l = flags.index(False) + 1
@@ -106,6 +107,23 @@ def check_network(params: Any, d0: int, K: int, name: str = "params") -> tuple[l
             raise
         raise type(err)(f"{name}: {err}") from None
     return checked, widths
+
+
+def _relu_network_params(params: Any) -> Any:
+    """A :class:`bpcheck.Network` (what ``bpcheck.network(layers, layout=...)`` reads) or a
+    model as its ``(B, b)`` list, the network being ReLU's (what the trainers train);
+    anything else as given."""
+    from .._activations import resolve_activations
+    from .._model import Network, _framework, model_params
+
+    if not isinstance(params, Network) and _framework(params) is None:
+        return params
+    layers, activation, _ = model_params(params, None)
+    names = sorted({a.name for a in resolve_activations(activation, len(layers) - 1)} - {"relu"})
+    if names:
+        raise ValueError(f"params: the trainers train ReLU networks; this model's hidden "
+                         f"layers use {', '.join(names)}")
+    return layers
 
 
 def check_widths_match(widths: Sequence[int], d0: int, K: int, name: str = "params") -> list[int]:
