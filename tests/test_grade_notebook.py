@@ -202,3 +202,15 @@ def test_an_upper_case_suffix_and_a_byte_order_mark_are_read(tmp_path):
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
     report = grade(path, seed=1)
     assert report.score == report.max_score, report.messages
+
+
+def test_a_module_the_submission_may_not_use_is_named_with_what_it_may(tmp_path):
+    # "No module named 'scipy'" alone read as a broken grader (scipy is installed for the
+    # grader, and hidden from the submission)
+    path = _notebook(tmp_path / "hw.ipynb", "from scipy.special import logsumexp\n",
+                     lecture_notebook.CORRECT)
+    report = grade(path, seed=1)
+    assert report.score == report.max_score
+    assert any("cell 1 raised ModuleNotFoundError: No module named 'scipy' (submissions may "
+               "use numpy, sympy, matplotlib and the standard library only)" in m
+               for m in report.messages), report.messages

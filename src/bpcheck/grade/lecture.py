@@ -26,8 +26,9 @@ hw = Homework(
 
 Fill in the functions below; keep their names and signatures (the autograder calls
 them).  Use NumPy (and SymPy in the rules) and the standard library only: an exercise
-whose functions use bpcheck, JAX, PyTorch or another autodiff library scores 0, and an
-import of one outside the functions (even inside try) scores 0 on every exercise.
+whose functions use bpcheck, JAX, PyTorch or another autodiff library scores 0; in a
+.py file, an import of one outside the functions (even inside try) scores 0 on every
+exercise, and in a notebook the cell that has it fails.
 All arrays are NumPy float64 (float32 answers are accepted at a float32 tolerance).
 The grader draws its own inputs, of several sizes (one example, one class, a linear
 network, wide and deep networks).""")

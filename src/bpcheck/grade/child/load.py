@@ -40,10 +40,14 @@ def restorer(module):
     return restore
 
 
-def error_describer():
-    """``describe(exc)``: one exception as text, at most 2000 characters (bound now)."""
+def error_describer(allowed=""):
+    """``describe(exc)``: one exception as text, at most 2000 characters (bound now).
+    ``allowed``: what submissions may use, said after a ``ModuleNotFoundError`` (scipy is
+    installed for the grader, but not there for the submission: "No module named 'scipy'"
+    alone reads as a broken grader)."""
     _format_exc = traceback.format_exception_only
     _type = type
+    _missing = ModuleNotFoundError
 
     _syntax = SyntaxError
     _str, _isinstance = str, isinstance
@@ -75,6 +79,8 @@ def error_describer():
                     + (f": {code}" if code else "") + ")")
             return text[:2000]
         text = "".join(_format_exc(_type(exc), exc)).strip()
+        if _isinstance(exc, _missing) and allowed:
+            text += f" (submissions may use {allowed})"
         at = where(exc)
         return text[:2000 - len(at)] + at
 

@@ -113,7 +113,7 @@ def main():
     # Everything used later is bound now, before the submission can patch it.
     send = wire.sender(channel)
     receive = wire.receiver(plan["command_fd"])
-    describe_error = load.error_describer()
+    describe_error = load.error_describer(str(plan.get("allowed_text", ""))[:500])
     forbidden_loaded, forbidden_seen = load.watchers(plan, blocker)
     _monotonic = time.monotonic
     _fork, _exit, _waitpid, _dup2, _close = os.fork, os._exit, os.waitpid, os.dup2, os.close
