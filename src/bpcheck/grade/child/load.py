@@ -176,8 +176,9 @@ def notebook_stand_ins(module):
     child has not: ``display``, ``get_ipython()``, and, where no such package is
     installed, the modules ``IPython``, ``IPython.display`` and ``IPython.core.display`` (their
     ``display`` prints, ``Markdown``/``HTML``/``Image`` ... keep their data, anything else
-    does nothing; ``IPython.get_ipython()`` is ``None``, as outside a kernel), and ``tqdm`` (``tqdm``, ``trange``, ``tqdm.auto``, ``tqdm.notebook``:
-    the iterable as given, no bar).  So a student's ``from IPython.display import display``
+    does nothing; ``IPython.get_ipython()`` is ``None``, as outside a kernel), and
+    ``tqdm`` (``tqdm``, ``trange``, ``tqdm.auto``, ``tqdm.notebook``: the iterable as
+    given, no bar).  So a student's ``from IPython.display import display``
     or progress bar does not take its cell's other imports down with it."""
     import importlib.util
 
