@@ -565,3 +565,27 @@ def test_the_transpose_of_a_user_loss_whose_hessian_is_not_symmetric_applies_its
     assert rel_err(np.asarray(jnp.asarray(v) @ jop), G.T @ v) < 1e-5
     builtin = bpcheck.gauss_newton_operator(params, X)
     assert builtin.T is builtin and builtin.H is builtin
+
+
+@pytest.mark.parametrize("lib", ["numpy", "numpy-by-rows", "jax"])
+def test_to_dense_takes_its_columns_a_block_at_a_time(lib, monkeypatch):
+    # all P columns at once held P times the products' temporaries: 13 GB for P = 2644,
+    # N = 3000 (a trial's run was killed), where gauss_newton needs 0.6 GB
+    from bpcheck import _gauss_newton
+
+    widths = [6, 9, 7, 3]
+    params = bpcheck.init_params(widths, seed=1)
+    X = np.random.default_rng(2).standard_normal((40, 6))
+    if lib == "numpy-by-rows":  # the operator of more than _COLUMNS parameters
+        monkeypatch.setattr(_gauss_newton, "_COLUMNS", 10)
+    if lib == "jax":
+        params = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params]
+        X = jnp.asarray(X)
+    G = np.asarray(bpcheck.gauss_newton(params, X))
+    op = bpcheck.gauss_newton_operator(params, X)
+    assert op.dense_block() == op.shape[0]  # small: one block
+    op.DENSE_MB = 0.001  # about 1 kB: blocks of a column or so
+    assert 1 <= op.dense_block() < op.shape[0] // 10
+    D = op.to_dense()
+    assert type(D) is (np.ndarray if lib != "jax" else type(jnp.zeros(1)))
+    assert D.shape == G.shape and rel_err(np.asarray(D), G) < RTOL

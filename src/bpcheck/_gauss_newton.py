@@ -681,14 +681,36 @@ class GaussNewtonOperator:
         return self.rmatvec(M.T).T
 
     def to_dense(self):
-        """The ``(P, P)`` matrix itself, from ``P`` products (small networks only)."""
+        """The ``(P, P)`` matrix itself, from ``P`` products (small networks only), taken
+        :meth:`dense_block` columns at a time (all ``P`` at once held ``P`` times the
+        products' temporaries: 13 GB for ``P = 2644``, ``N = 3000``)."""
         if self._full is not None:
             return trim_beta(self._full.to_dense(), self._static[-1], self._biases, axes=(0, 1))
-        eye = self._xp.eye(self.shape[0], dtype=self.dtype)
-        if self._by_columns:
-            return self._columns(eye, True)
-        rows = self._products(eye)  # row i: (G e_i)', so the rows are G' (a user's H_n)
-        return np.ascontiguousarray(rows.T) if self._xp is np else rows.T
+        xp, P, m = self._xp, self.shape[0], self.dense_block()
+        parts = []
+        for i0 in range(0, P, m):
+            # the block e_i0 .. e_(i0+m-1) (JAX: the last one padded to m, one program)
+            cols = (xp.arange(m) + i0)[None, :] == xp.arange(P)[:, None]
+            E = cols.astype(self.dtype)
+            if self._by_columns:
+                part = self._columns(E, True)  # (P, m): G e_i
+            else:
+                part = self._products(E.T).T  # row i of the products: (G e_i)'
+            parts.append(part[:, :min(m, P - i0)])
+        G = parts[0] if len(parts) == 1 else xp.concatenate(parts, axis=1)
+        return np.ascontiguousarray(G) if xp is np else G
+
+    DENSE_MB = 256
+    """What :meth:`to_dense` lets one block of products hold in temporaries, about."""
+
+    def dense_block(self) -> int:
+        """How many columns :meth:`to_dense` computes at once: about :attr:`DENSE_MB` of
+        the products' temporaries (three numbers per example, unit and vector)."""
+        widths = self._static[-1]
+        inputs = self._stored[2 if self._by_columns else 1]  # a~ (see _columns_setup), or a
+        N = int(inputs[0].shape[0])
+        per_column = 3 * N * sum(widths[1:]) * self.dtype.itemsize
+        return int(max(1, min(self.shape[0], int(self.DENSE_MB * 2**20) // max(per_column, 1))))
 
 
 @replayed("params", "X", "y", recheck=_repeatable)
