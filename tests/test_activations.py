@@ -188,8 +188,8 @@ def test_relu_is_the_default_and_a_single_value_covers_every_layer():
 def test_wrong_activation_arguments_are_named_errors():
     params = bpcheck.init_params([3, 4, 4, 2], seed=0)
     X = np.ones((2, 3))
-    with pytest.raises(ValueError, match=r"activation: expected one of .*'relu'.*got 'swish'"):
-        bpcheck.forward(params, X, activation="swish")
+    with pytest.raises(ValueError, match=r"activation: expected one of .*'relu'.*got 'swoosh'"):
+        bpcheck.forward(params, X, activation="swoosh")
     with pytest.raises(ValueError, match=r"activation: expected one entry per hidden layer "
                                          r"\(L = 2 .*got a list of 3"):
         bpcheck.jacobian(params, X, activation=["tanh"] * 3)
@@ -346,3 +346,17 @@ def test_gelu_tanh_is_finite_in_float16_where_its_cube_overflows(xp_name):
     assert np.asarray(D).dtype == np.float16
     np.testing.assert_array_equal(np.asarray(D), [0, 0, 0, 0, 1, 1, 1, 1])
     np.testing.assert_array_equal(np.asarray(value), np.maximum(np.asarray(z), 0))
+
+
+def test_swish_is_silu_by_its_other_name():
+    # the README's "silu" is also called swish (jax.nn.swish is jax.nn.silu); the name
+    # was refused
+    from bpcheck import Activation
+
+    params = bpcheck.init_params([3, 4, 2], seed=0)
+    X = np.random.default_rng(0).standard_normal((5, 3))
+    assert Activation("swish") == Activation("silu")
+    assert np.array_equal(bpcheck.forward(params, X, activation="swish"),
+                          bpcheck.forward(params, X, activation="silu"))
+    assert np.array_equal(bpcheck.jacobian(params, X, activation=["swish"]),
+                          bpcheck.jacobian(params, X, activation="silu"))

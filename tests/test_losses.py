@@ -189,7 +189,7 @@ def test_a_user_loss_without_hessian_gives_gradients_but_not_gauss_newton():
          ValueError, r"loss: expected one of \('cross_entropy', 'mse', 'binary_cross_entropy'\)"),
         (lambda p, X: bpcheck.per_example_grads(p, X, np.zeros(4, int), flat="no"),
          TypeError, r"flat: expected True or False, got 'no'"),
-        (lambda p, X: bpcheck.per_example_grads(p, X, np.zeros(4, int), activation="swish"),
+        (lambda p, X: bpcheck.per_example_grads(p, X, np.zeros(4, int), activation="swoosh"),
          ValueError, r"activation: expected one of"),
         (lambda p, X: Loss(grad="z - y"), TypeError, r"Loss: grad must be a callable"),
         (lambda p, X: Loss("mse", grad=len), TypeError, r"either a name or grad="),
@@ -290,6 +290,12 @@ def test_class_probabilities_are_checked_every_call_and_one_hot_rows_equal_label
         neg[4, 1] = -0.05
         with pytest.raises(ValueError, match=r"must be non-negative, got y\[4, 1\] = -0.05"):
             bpcheck.per_example_grad_norms(params, X, neg)
+    # a softmax computed in float32, then cast to float64 (torch's .double()), carries
+    # float32's rounding: a row summing to 0.99999991 was refused in float64
+    rounded = smooth.copy()
+    rounded[1] *= 1 - 9e-8
+    np.testing.assert_allclose(bpcheck.per_example_grads(params, X, rounded),
+                               bpcheck.per_example_grads(params, X, smooth), rtol=1e-6)
     jp = [(jnp.asarray(B), jnp.asarray(b)) for B, b in params]
     bpcheck.per_example_grads(jp, jnp.asarray(X), jnp.asarray(smooth))
     with pytest.raises(ValueError, match=r"got row 0 summing to 2"):

@@ -80,6 +80,11 @@ def _module(z, xp):
     return backend(z)
 
 
+ALIASES = {"swish": "silu"}
+"""Other names of the activations: ``"swish"`` is ``"silu"`` (``jax.nn.swish`` is
+``jax.nn.silu``)."""
+
+
 class Activation:
     """An elementwise activation by name, with its parameters.
 
@@ -110,6 +115,7 @@ class Activation:
     __slots__ = ("name", "params")
 
     def __init__(self, name: str, **params: float):
+        name = ALIASES.get(name, name) if isinstance(name, str) else name
         if not isinstance(name, str) or name not in _PARAMETERS:
             raise ValueError(f"activation: expected one of {NAMES} or an Activation, got {name!r}")
         allowed = _PARAMETERS[name]
@@ -310,6 +316,7 @@ def _one(value: Any, where: str) -> Activation:
     if isinstance(value, Activation):
         return value
     if isinstance(value, str):
+        value = ALIASES.get(value, value)
         if value not in _PARAMETERS:
             raise ValueError(f"{where}: expected one of {NAMES} or an Activation, got {value!r}")
         return Activation(value)

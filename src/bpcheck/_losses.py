@@ -404,16 +404,18 @@ def soft_labels(loss: Any, y: Any) -> bool:
 
 
 def _sum_tolerance(dtype) -> float:
-    """How far a row of class probabilities may sum off 1: the square root of the dtype's
-    epsilon (3.5e-4 in float32, 1.5e-8 in float64)."""
-    return float(np.sqrt(np.finfo(np.dtype(dtype)).eps))
+    """How far a row of class probabilities may sum off 1: the square root of float32's
+    epsilon, 3.5e-4, whatever the dtype (float32 probabilities cast to float64, a softmax
+    computed in float32 then ``.double()``, carry float32's rounding: a row summing to
+    0.99999991 was refused in float64)."""
+    return float(np.sqrt(np.finfo(np.float32).eps))
 
 
 def probabilities_problem(y: Any):
     """What is wrong with class probabilities ``y`` ``(N, K)`` (a concrete array, read on the
     host), as the end of an error message, or ``None``: an entry below 0, or a row whose sum
-    is off 1 by more than the square root of ``y``'s epsilon (3.5e-4 in float32, 1.5e-8 in
-    float64: rounding, not a row of logits or of unnormalised weights).  ``None`` for a
+    is off 1 by more than 3.5e-4 (:func:`_sum_tolerance`: rounding, not a row of logits or of
+    unnormalised weights).  ``None`` for a
     traced ``y`` too (under an outer ``jax.jit``: no values to read, as for class labels)."""
     if is_tracer(y):
         return None
