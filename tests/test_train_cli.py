@@ -148,3 +148,29 @@ def test_a_large_reg_is_named_and_a_rising_loss_is_noted(capsys):
 def test_top_level_bpcheck_dispatches_train(capsys):
     assert top_level.main(["train", "--model", "softmax", "--iters", "3", "--no-progress"]) == 0
     assert "train accuracy:" in capsys.readouterr().out
+
+
+def test_a_network_too_large_for_memory_is_named_not_a_traceback(monkeypatch, capsys):
+    # `bpcheck train --hidden 100000000` ended in NumPy's _ArrayMemoryError traceback
+    def no_memory(*args, **kwargs):
+        raise MemoryError("Unable to allocate 1.49 GiB")
+
+    monkeypatch.setattr(cli, "_train", no_memory)
+    assert cli.main(["--hidden", "100000000", "--iters", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "bpcheck train: error: --hidden 100000000: the network does not fit in memory " \
+           "(Unable to allocate 1.49 GiB)" in err
+
+
+def test_plot_grid_step_is_checked():
+    pytest.importorskip("matplotlib")
+    from bpcheck.spiral import make_spiral
+    from bpcheck.train import lecture_init, train_two_layer
+    from bpcheck.train.plot import plot_training
+
+    X, y = make_spiral(n_per_class=10)
+    result = train_two_layer(X, y, lecture_init([2, 5, 3], 0), iters=2)
+    for bad in (0, -0.02, float("nan"), 1e-5, "0.1", True):
+        with pytest.raises(ValueError, match="grid_step: expected a positive number giving at "
+                                             "most 4,000,000 grid points"):
+            plot_training(result, X, y, "/nonexistent/x.png", grid_step=bad)

@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="L2 regularisation strength (default: 1e-3)")
     parser.add_argument("--seed", type=int_at_least(0, 2**32 - 1), default=0, metavar="S",
                         help="seed of the legacy NumPy stream for data and init "
-                             "(default: 0, the case study's)")
+                             "(default: 0, the case study's; --backend torch draws its "
+                             "initial weights with torch.manual_seed(S))")
     parser.add_argument("--dtype", choices=["float32", "float64"], default=None,
                         help="floating type (default: float64; float32 for torch, as in "
                              "the lecture)")
@@ -167,6 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         result = _train(args, X, y, rng, widths, bar)
+    except MemoryError as err:
+        if bar is not None:
+            bar.close()
+        print(f"bpcheck train: error: --hidden {' '.join(map(str, widths[1:-1]))}: the network "
+              f"does not fit in memory ({err})", file=sys.stderr)
+        return 2
     except TrainingDiverged as err:
         if bar is not None:
             bar.close()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import math
+
 import numpy as np
 
 from ._core import TrainResult, scores
@@ -26,6 +28,10 @@ def import_matplotlib():
     return Figure, FigureCanvasAgg
 
 
+MAX_GRID_POINTS = 4_000_000
+"""The most points :func:`plot_training`'s decision-region grid may have."""
+
+
 def plot_training(result: TrainResult, X: Any, y: Any, path: str, title: str | None = None,
                   grid_step: float = 0.02) -> str:
     """Write a PNG: decision regions with the data (as in the case study), and the losses.
@@ -40,6 +46,12 @@ def plot_training(result: TrainResult, X: Any, y: Any, path: str, title: str | N
         raise ValueError(f"X: decision regions need 2-d inputs, shape (N, 2); got {X.shape}")
     x_min, x_max = X[:, 0].min() - 1, X[:, 0].max() + 1
     y_min, y_max = X[:, 1].min() - 1, X[:, 1].max() + 1
+    points = ((x_max - x_min) / grid_step) * ((y_max - y_min) / grid_step) \
+        if isinstance(grid_step, (int, float, np.integer, np.floating)) \
+        and not isinstance(grid_step, bool) and grid_step > 0 else math.nan
+    if not 0 < points <= MAX_GRID_POINTS:  # (NaN too)
+        raise ValueError(f"grid_step: expected a positive number giving at most "
+                         f"{MAX_GRID_POINTS:,} grid points over the data, got {grid_step!r}")
     xx, yy = np.meshgrid(np.arange(x_min, x_max, grid_step), np.arange(y_min, y_max, grid_step))
     grid = np.c_[xx.ravel(), yy.ravel()]
     Z = np.argmax(scores(result.params, grid), axis=1).reshape(xx.shape)
