@@ -71,6 +71,29 @@ def test_template_writes_stubs_that_score_zero_with_messages(tmp_path, capsys):
     assert "raised NotImplementedError" in doc["tests"][0]["output"]
 
 
+def test_a_notebook_template_is_a_notebook_of_the_same_stubs(tmp_path):
+    # `--template stub.ipynb` wrote Python source into the .ipynb (Jupyter and the grader
+    # refused it): a course that collects notebooks hands out a notebook
+    bpcheck_main(["grade", "--template", str(tmp_path / "hw.py")])
+    tpl = tmp_path / "HW.IPYNB"
+    assert bpcheck_main(["grade", "--template", str(tpl)]) == 0
+    nb = nbformat.read(str(tpl), as_version=4)
+    nbformat.validate(nb)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    py = (tmp_path / "hw.py").read_text()
+    for name in ("softmax_loss(W, b, X, y, reg)", "backprop_factors(Bs, bs, x)",
+                 "u_rule(V, a_prev)"):
+        assert f"def {name}" in code and f"def {name}" in py
+    assert nb.cells[0].cell_type == "markdown" and "Homework" in nb.cells[0].source
+    cfg = tmp_path / "grading.toml"
+    cfg.write_text(FAST)
+    results = tmp_path / "r.json"
+    assert bpcheck_main(["grade", str(tpl), "--results", str(results), "--config", str(cfg)]) == 0
+    doc = json.loads(results.read_text())
+    assert doc["score"] == 0 and "raised NotImplementedError" in doc["tests"][0]["output"]
+    assert "Exercise 1" in doc["output"] and "\n\nExercise 1" in doc["output"]
+
+
 def test_notebook_submissions_count_only_code_cells(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_markdown_cell("def softmax_loss(): pass  # markdown, ignored"),
@@ -905,3 +928,21 @@ def test_grade_batch_keeps_its_csv_beside_a_link_it_cannot_follow(tmp_path):
     rows = grade_batch(subs, cfg, progress=None, seed=1, csv_path=tmp_path / "g.csv")
     assert (tmp_path / "g.csv").is_file()
     assert {Path(r["submission"]).name: r["error"] for r in rows} == {"alice.py": "", "bob": LINK_NOTE}
+
+
+def test_a_report_piped_into_head_still_writes_the_results(tmp_path):
+    # `bpcheck grade sub.py | head` ended in a BrokenPipeError traceback, before
+    # results.json was written
+    sub = tmp_path / "sub.py"
+    sub.write_text(CORRECT)
+    cfg = tmp_path / "grading.toml"
+    cfg.write_text(FAST)
+    results = tmp_path / "r.json"
+    proc = subprocess.Popen([sys.executable, "-m", "bpcheck", "grade", str(sub), "--config",
+                             str(cfg), "--results", str(results)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONWARNINGS": ""})
+    proc.stdout.close()  # the reader has gone before the report is printed
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert json.loads(results.read_text())["score"] > 0

@@ -214,3 +214,19 @@ def test_a_module_the_submission_may_not_use_is_named_with_what_it_may(tmp_path)
     assert any("cell 1 raised ModuleNotFoundError: No module named 'scipy' (submissions may "
                "use numpy, sympy, matplotlib and the standard library only)" in m
                for m in report.messages), report.messages
+
+
+def test_a_missing_function_points_at_the_cell_that_defines_it_and_failed(tmp_path):
+    # "softmax_loss is not defined" did not say that the cell defining it had failed on
+    # an IndentationError (the note above said so, but nothing tied the two)
+    body = lecture_notebook.CORRECT
+    split = body.index("def two_layer_loss")
+    broken = body[:split].replace("    N = X.shape[0]\n", "    N = X.shape[0]\n      x = 1\n", 1)
+    path = _notebook(tmp_path / "hw.ipynb", "import numpy as np\n", broken, body[split:])
+    report = grade(path, seed=1)
+    first = next(t for t in report.tests if t.exercise == 1)
+    assert first.lines[:2] == [
+        "softmax_loss is not defined (expected a function named softmax_loss)",
+        "cell 2, which defines it, failed before the definition ran (see the note above)"]
+    assert any(m.startswith("cell 2 raised IndentationError") for m in report.messages)
+    assert all(t.passed for t in report.tests if t.exercise != 1)

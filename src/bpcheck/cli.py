@@ -7,6 +7,7 @@ only when chosen, so ``bpcheck --help`` stays fast.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 COMMANDS = {
@@ -61,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C: one line, not SymPy's chained tracebacks
         print(f"\nbpcheck {name}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `bpcheck ... | head`: the reader has gone, no traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # (Python's flush at exit would raise again)
+        os.close(devnull)
+        return 141  # as a process killed by SIGPIPE, which a shell pipeline expects
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -109,7 +109,7 @@ def _grade(argv) -> int:
                    help="where to write Gradescope's results.json (default: ./results.json)")
     _common(p)
     p.add_argument("--template", metavar="PATH", help="write the student template to PATH "
-                   "and exit")
+                   "and exit (PATH ending in .ipynb: a Jupyter notebook, a cell per exercise)")
     p.add_argument("--template-config", metavar="PATH", help="write a sample grading.toml "
                    "to PATH and exit")
     p.add_argument("--quiet", action="store_true", help="print only the total")
@@ -131,7 +131,10 @@ def _grade(argv) -> int:
         if args.template_config and cfg.homework_path is not None:
             named = os.path.relpath(cfg.homework_path,
                                     Path(args.template_config).resolve().parent)
-        for path, text in ((args.template, hw.template()),
+        student = None if not args.template else (
+            hw.notebook_template() if Path(args.template).suffix.lower() == ".ipynb"
+            else hw.template())
+        for path, text in ((args.template, student),
                            (args.template_config, template_config(hw, named))):
             if path:
                 Path(path).write_text(text)
@@ -163,18 +166,35 @@ def _grade(argv) -> int:
         write_results(failure_results(f"{type(err).__name__}: {err}"), args.results)
         print(f"bpcheck grade: the grader failed: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
-    if args.quiet:  # the report first: a results file that cannot be written loses nothing
-        print(f"{report.score:g} / {report.max_score:g}")
-    else:
-        sys.stdout.write(render_text(report))
+    piped = True  # whether the report reached standard output
+    try:  # the report first: a results file that cannot be written loses nothing
+        if args.quiet:
+            print(f"{report.score:g} / {report.max_score:g}")
+        else:
+            sys.stdout.write(render_text(report))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `bpcheck grade ... | head`: the results file is still due
+        piped = False
+        _stdout_to_devnull()
     try:
         write_results(results_json(report), args.results)
     except OSError as err:
         print(f"bpcheck grade: could not write {args.results}: {err}", file=sys.stderr)
         return 1
-    if not args.quiet:
-        print(f"results written to {args.results}")
+    if not args.quiet and piped:
+        try:
+            print(f"results written to {args.results}", flush=True)
+        except BrokenPipeError:
+            _stdout_to_devnull()
     return 0
+
+
+def _stdout_to_devnull() -> None:
+    """Standard output, whose reader has gone (a closed pipe), pointed at ``/dev/null``:
+    what is still printed is dropped, and Python's flush at exit raises nothing."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _check_outputs(parser, **paths) -> None:

@@ -347,12 +347,15 @@ def _run_sessions(source, hw, cfg, cases_by_ex, report, cells, outcome, started)
                       + str(loaded["error"])[:2000])
             return
         missing = set(_strings(loaded.get("missing"), 64))
+        raised = {" ".join(note.split()[:2]) for note in messages
+                  if note.startswith("cell ") and note.endswith("(the other cells were run)")}
         for ex in list(pending):
             gone = [f for f in ex.student_functions if f in missing]
             if gone and (ex.scorer.kind != "rules" or len(gone) == len(ex.student_functions)):
                 # (rules are scored one by one: a missing one costs its own half only)
+                why = [not_defined(gone)] + _defined_in_failed_cells(gone, cells, raised)
                 for c in pending.pop(ex):
-                    outcome[c.number] = (0.0, [not_defined(gone)])
+                    outcome[c.number] = (0.0, why)
         arrived = [(c, run.tests[_test_id(c)]) for cases in pending.values() for c in cases
                    if run.tests.get(_test_id(c)) is not None]
         # the checks started while the child ran are finished first: a check started now
@@ -383,6 +386,24 @@ def _run_sessions(source, hw, cfg, cases_by_ex, report, cells, outcome, started)
                                            "ended without a result (a time limit, a crash or "
                                            "an exit; see the tests above)"])
         pending = {e: cs for e, cs in pending.items() if cs}
+
+
+def _defined_in_failed_cells(names, cells, raised) -> list[str]:
+    """For functions a notebook does not define: a line naming the cells that define them
+    (a ``def`` at the start of a line) and failed, which is why (their notes say how);
+    no line when none."""
+    if not cells or not raised:
+        return []
+    found = []
+    for label, source in cells:
+        if label in raised and any(re.search(rf"^\s*def\s+{re.escape(n)}\s*\(", source, re.M)
+                                   for n in names):
+            found.append(label)
+    if not found:
+        return []
+    which = found[0] if len(found) == 1 else ", ".join(found[:-1]) + f" and {found[-1]}"
+    verb = "defines" if len(found) == 1 else "define"
+    return [f"{which}, which {verb} it, failed before the definition ran (see the note above)"]
 
 
 def not_defined(names) -> str:

@@ -765,6 +765,28 @@ class Homework:
         head = '"""' + intro.strip() + '\n"""\n\n' + imports
         return head + "\n\n" + "\n\n".join(ex.stub() for ex in self.exercises)
 
+    def notebook_template(self) -> str:
+        """:meth:`template` as a Jupyter notebook (its JSON text): the intro as a markdown
+        cell, the imports, then one code cell per exercise, under a markdown cell with its
+        title."""
+        import nbformat
+
+        intro = self.intro or f"{self.title}.\n\nFill in the functions below; keep their names " \
+            "and signatures (the autograder calls them)."
+        imports = "".join("import numpy as np\n" if m == "numpy" else f"import {m}\n"
+                          for m in self.allow if m == "numpy" or m.partition(".")[0] in AUTODIFF)
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                     "language": "python"}
+        cells = [nbformat.v4.new_markdown_cell(intro.strip())]
+        if imports:
+            cells.append(nbformat.v4.new_code_cell(imports.rstrip("\n")))
+        for ex in self.exercises:
+            cells.append(nbformat.v4.new_markdown_cell(f"## Exercise {ex.number}: {ex.title}"))
+            cells.append(nbformat.v4.new_code_cell(ex.stub().strip("\n")))
+        nb.cells = cells
+        return nbformat.writes(nb)
+
 
 def load_homework(path) -> Homework:
     """The :class:`Homework` defined in the module at ``path`` (exactly one)."""

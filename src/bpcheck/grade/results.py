@@ -75,6 +75,8 @@ def render_text(report: GradeReport, *, show_output: bool = True,
     if not visible_only:
         out += _notes(f"(in the run of tests not shown to students) {m}"
                       for m in report.hidden_messages)
+    if out[-1]:  # the notes apart from the first exercise
+        out.append("")
     for e, title in report.titles.items():
         tests = [t for t in shown if t.exercise == e]
         if not tests:
@@ -158,6 +160,8 @@ _OWN_WORDS = [re.compile(p) for p in (  # each matched against a whole line
     r"time limit exceeded while running test \d+\.\d+ \(the time budget of this child or of "
     r"the whole submission is spent\)",
     rf"{_NAME} is not defined \(expected a function named {_NAME}\)",
+    r"cell \d+((, cell \d+)* and cell \d+)?, which defines? it, failed before the definition "
+    r"ran \(see the note above\)",
     rf"{_NAME}(, {_NAME})* and {_NAME} are not defined \(expected functions named "
     rf"{_NAME}(, {_NAME})* and {_NAME}\)",
 )]

@@ -374,9 +374,9 @@ def build_view(plan, notes):
                      "view")
         return None
     notes.append(f"files: an allow-listed, read-only view ({how}): the standard library, the "
-                 "interpreter and its shared libraries, NumPy, SymPy, mpmath and the "
-                 f"submission; private /tmp and /dev/shm of {tmp_mb} MB each; nothing else "
-                 "of the host")
+                 "interpreter and its shared libraries, the libraries the homework allows "
+                 f"(and those they need) and the submission; private /tmp and /dev/shm of "
+                 f"{tmp_mb} MB each; nothing else of the host")
     return work
 
 
