@@ -173,6 +173,10 @@ def test_a_notebook_over_its_limits_is_refused_by_name(tmp_path):
     with pytest.raises(SubmissionError, match=r"expected a file under 32 MB \(clear the "
                                               r"notebook's outputs"):
         read_cells(huge)
+    many = _notebook(tmp_path / "many.ipynb", *(["x = 1\n"] * (source.MAX_CELLS + 1)))
+    with pytest.raises(SubmissionError, match="more than 2000 code cells"):
+        read_cells(many)
+    many.unlink()
     # the picker says why a notebook it could not read counted no function
     (tmp_path / "utils.py").write_text("def helper():\n    return 1\n")
     big_code.unlink()

@@ -90,6 +90,8 @@ def _notebook_cells(path: str) -> dict:
     for i, cell in enumerate(nb.cells):
         if cell.get("cell_type") != "code":
             continue
+        if len(cells) == MAX_CELLS:
+            return {"error": f"{name}: more than {MAX_CELLS} code cells; expected fewer"}
         lines = str(cell.get("source", "")).splitlines()
         first = next((ln for ln in lines if ln.strip()), "")  # IPython drops blank lines
         magic = _CELL_MAGIC.match(first.strip())  # before it looks for a cell magic
@@ -169,6 +171,9 @@ homework is a few kB; parsing costs ~600x the size)."""
 
 NOTEBOOK_MAX_BYTES = 32 << 20
 """The largest notebook file read: its saved outputs (plots, pictures) count here."""
+
+MAX_CELLS = 2000
+"""The most code cells a notebook may have (each is run, noted and labelled apart)."""
 
 NOTEBOOK_MB = 512
 """Memory, beyond the grader's, for reading a notebook (:func:`read_cells`)."""
