@@ -938,11 +938,11 @@ def test_a_report_piped_into_head_still_writes_the_results(tmp_path):
     cfg = tmp_path / "grading.toml"
     cfg.write_text(FAST)
     results = tmp_path / "r.json"
-    proc = subprocess.Popen([sys.executable, "-m", "bpcheck", "grade", str(sub), "--config",
-                             str(cfg), "--results", str(results)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONWARNINGS": ""})
-    proc.stdout.close()  # the reader has gone before the report is printed
-    err = proc.stderr.read().decode()
-    assert proc.wait(timeout=300) == 0, err
+    with subprocess.Popen([sys.executable, "-m", "bpcheck", "grade", str(sub), "--config",
+                           str(cfg), "--results", str(results)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, env={**os.environ, "PYTHONWARNINGS": ""}) as proc:
+        proc.stdout.close()  # the reader has gone before the report is printed
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=300) == 0, err
     assert "Traceback" not in err and "BrokenPipe" not in err, err
     assert json.loads(results.read_text())["score"] > 0
