@@ -495,6 +495,10 @@ def test_a_test_that_is_not_visible_shows_the_graders_words_only(route, tmp_path
      "not allowed"),
     ("loading the submission failed: NameError: IN_1p0028", "loading the submission failed"),
     ("softmax_loss is not defined (expected a function named softmax_loss)", None),
+    # the cells are the submission's choice: a red team sent a hidden input's bits as the
+    # list of cells that failed
+    ("cell 3, cell 4, cell 11 and cell 33, which define it, failed before the definition ran "
+     "(see the note above)", "a cell that defines it failed before the definition ran"),
     ("not run: 2 tests of this exercise ended without a result (a time limit, a crash or an "
      "exit; see the tests above)", None),
     ("v_rule: rejected for widths (2, 3, 2): v_rule at layer l = 2 returned shape IN_1p0028",

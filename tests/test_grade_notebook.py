@@ -11,6 +11,7 @@ import pytest
 
 from bpcheck.grade.config import parse_config
 from bpcheck.grade.grader import grade
+from bpcheck.grade.source import SubmissionError
 
 sys.path.insert(0, str(Path(__file__).parent / "grade_submissions"))
 import lecture_notebook  # noqa: E402
@@ -59,11 +60,14 @@ def test_a_cell_magic_after_blank_lines_is_still_a_cell_magic(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("\n\n%%writefile notes.py\ndef scale(x):\n    return 2 * x\n"),
                 nbformat.v4.new_code_cell("  \n%%bash\nscale = None\n"),
-                nbformat.v4.new_code_cell("\n%%time\ny = 1\n")]
+                nbformat.v4.new_code_cell("\n%%time\ny = 1\n"),
+                # %%timeit runs its body in a function of its own: nothing it defines is
+                # kept in Jupyter (a red team defined its answer there)
+                nbformat.v4.new_code_cell("%%timeit\ndef scale(x):\n    return 2 * x\n")]
     path = tmp_path / "hw.ipynb"
     nbformat.write(nb, str(path))
     cells = dict(read_cells(path, probe=False))
-    for label in ("cell 1", "cell 2"):
+    for label in ("cell 1", "cell 2", "cell 4"):
         assert all(not ln.strip() or ln.startswith("# ") for ln in cells[label].splitlines()), cells
     assert "\ny = 1\n" in cells["cell 3"]  # %%time runs its body
 
@@ -234,3 +238,36 @@ def test_a_missing_function_points_at_the_cell_that_defines_it_and_failed(tmp_pa
         "cell 2, which defines it, failed before the definition ran (see the note above)"]
     assert any(m.startswith("cell 2 raised IndentationError") for m in report.messages)
     assert all(t.passed for t in report.tests if t.exercise != 1)
+
+
+def test_the_picker_ranks_notebooks_by_their_text_without_reading_them(tmp_path, monkeypatch):
+    # a red team's folder of 20 notebooks whose outputs the schema's slow validator took
+    # 5.5 s each to check held the picker 108 s past a 20 s budget (200 would be 18
+    # minutes): the picker scans their JSON text, as it does .py files
+    from bpcheck.grade import source
+
+    read = []
+    monkeypatch.setattr(source, "read_cells", lambda *args, **kwargs: read.append(args) or [])
+    body = lecture_notebook.CORRECT
+    _notebook(tmp_path / "b.ipynb", body[:body.index("def two_layer_loss")])
+    _notebook(tmp_path / "a.ipynb", *body.split("\n\n\n"))  # every function, cell by cell
+    (tmp_path / "c.py").write_text(body[:body.index("def backprop_factors")])
+    chosen, note = source.pick_submission(tmp_path)
+    assert chosen.name == "a.ipynb" and not read, note
+    assert "the one that defines the most exercise functions" in note
+
+
+def test_a_notebook_is_read_without_the_schema_check_of_its_outputs(tmp_path):
+    import json
+
+    from bpcheck.grade.source import read_cells
+
+    path = _notebook(tmp_path / "hw.ipynb", "x = 1\n", "def f():\n    return 2\n")
+    nb = json.loads(path.read_text())
+    nb["cells"][0]["outputs"] = [{}] * 1000  # invalid outputs: never run, never checked
+    nb["cells"][1]["source"] = ["def f():\n", "    return 2\n"]  # a list of lines
+    path.write_text(json.dumps(nb))
+    assert [src for _, src in read_cells(path)] == ["x = 1\n", "def f():\n    return 2\n"]
+    path.write_text(json.dumps({**nb, "cells": [1, 2]}))
+    with pytest.raises(SubmissionError, match="hw.ipynb: not a readable Jupyter notebook"):
+        read_cells(path)

@@ -465,7 +465,8 @@ def grade(path, cfg: GradingConfig | None = None, seed: int | None = None) -> Gr
     cells = None
     try:
         if submission_suffix(path) == ".ipynb":
-            cells = read_cells(path)
+            # (before the submission's budget starts: its time is the budget's too)
+            cells = read_cells(path, seconds=min(60.0, cfg.limits.submission_timeout_s))
             source = join_cells(cells)
             uses, top_level = scan_limited(cells, owners, hw.forbid)
             if top_level:

@@ -160,8 +160,6 @@ _OWN_WORDS = [re.compile(p) for p in (  # each matched against a whole line
     r"time limit exceeded while running test \d+\.\d+ \(the time budget of this child or of "
     r"the whole submission is spent\)",
     rf"{_NAME} is not defined \(expected a function named {_NAME}\)",
-    r"cell \d+((, cell \d+)* and cell \d+)?, which defines? it, failed before the definition "
-    r"ran \(see the note above\)",
     rf"{_NAME}(, {_NAME})* and {_NAME} are not defined \(expected functions named "
     rf"{_NAME}(, {_NAME})* and {_NAME}\)",
 )]
@@ -194,6 +192,10 @@ _REWRITES = [(re.compile(p), words) for p, words in (
      r"\1: \2 for widths \3" + _CUT),
     (r"(?s)(" + _NAME + r") on inputs of shapes (V_next \d+x\d+, B_next \d+x\d+, D \d+x\d+|"
      r"V \d+x\d+, a_prev \d+x1): .*", r"\1 failed on inputs of shapes \2" + _CUT),
+    # which cells: the submission chooses them (one bit each, a hidden input's bits)
+    (r"cell \d+((, cell \d+)* and cell \d+)?, which defines? it, failed before the definition "
+     r"ran \(see the note above\)", "a cell that defines it failed before the definition ran"
+     + _CUT),
     (r"(?s)raised .*", "raised an exception" + _CUT),
     (r"(?s)time limit .*", "time limit exceeded" + _CUT),
     (r"(?s)(the submission could not be loaded|loading the submission failed|the returned "

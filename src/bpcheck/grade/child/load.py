@@ -106,7 +106,7 @@ def watchers(plan, blocker):
     return forbidden_loaded, forbidden_seen
 
 
-PYTHON_CELL_MAGICS = ("time", "timeit", "capture", "prun", "debug")
+PYTHON_CELL_MAGICS = ("time", "capture", "prun", "debug")
 """Cell magics whose body IPython runs as Python (as the parent's notebook reader has it)."""
 
 
