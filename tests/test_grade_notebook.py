@@ -271,3 +271,14 @@ def test_a_notebook_is_read_without_the_schema_check_of_its_outputs(tmp_path):
     path.write_text(json.dumps({**nb, "cells": [1, 2]}))
     with pytest.raises(SubmissionError, match="hw.ipynb: not a readable Jupyter notebook"):
         read_cells(path)
+
+
+def test_the_configs_file_name_picks_an_upper_case_upload(tmp_path):
+    # suffixes are read in any case: the config's `submission = "hw3.ipynb"` matched
+    # HW3.IPYNB only by a ranking that said no file had that name
+    from bpcheck.grade.source import pick_submission
+
+    _notebook(tmp_path / "HW3.IPYNB", "x = 1\n")
+    (tmp_path / "notes.py").write_text(lecture_notebook.CORRECT)
+    chosen, note = pick_submission(tmp_path, name="hw3.ipynb")
+    assert chosen.name == "HW3.IPYNB" and note is None

@@ -538,7 +538,8 @@ def pick_submission(folder, functions=None, name=None) -> tuple[Path | None, str
     if not found:
         return None, (f"folders more than {MAX_DEPTH} levels down were not searched"
                       if deep else None)
-    named = [p for p in found if p.name == wanted]
+    named = [p for p in found if p.name == wanted] or [  # HW3.IPYNB for "hw3.ipynb" too
+        p for p in found if wanted and p.name.casefold() == str(wanted).casefold()]
     if named:
         chosen = min(named, key=lambda p: (len(p.relative_to(folder).parts), str(p)))
         return chosen, None
