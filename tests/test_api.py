@@ -74,8 +74,11 @@ def test_ctrl_c_ends_a_command_with_one_line_and_status_130(tmp_path):
     import signal
     import time
 
+    # Ctrl-C as a terminal's user meets it: a suite started in the background by a shell
+    # without job control ignores SIGINT, which every child inherits (and Python respects)
     proc = subprocess.Popen([sys.executable, "-m", "bpcheck", "verify"], stderr=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, text=True, cwd=tmp_path)
+                            stdout=subprocess.DEVNULL, text=True, cwd=tmp_path,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(4)  # importing and starting the symbolic checks
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
