@@ -755,13 +755,18 @@ class Homework:
                 out.setdefault(f, []).append(ex.number)
         return out
 
-    def template(self) -> str:
-        """The student's file: the intro, the imports, one stub per student function."""
+    def _template_head(self) -> tuple[str, str]:
+        """The template's intro and its import lines: numpy, and an autodiff library the
+        homework allows (torch: the exercise is about it)."""
         intro = self.intro or f"{self.title}.\n\nFill in the functions below; keep their names " \
             "and signatures (the autograder calls them)."
-        # numpy, and an autodiff library the homework allows (torch: the exercise is about it)
         imports = "".join("import numpy as np\n" if m == "numpy" else f"import {m}\n"
                           for m in self.allow if m == "numpy" or m.partition(".")[0] in AUTODIFF)
+        return intro, imports
+
+    def template(self) -> str:
+        """The student's file: the intro, the imports, one stub per student function."""
+        intro, imports = self._template_head()
         head = '"""' + intro.strip() + '\n"""\n\n' + imports
         return head + "\n\n" + "\n\n".join(ex.stub() for ex in self.exercises)
 
@@ -771,10 +776,7 @@ class Homework:
         title."""
         import nbformat
 
-        intro = self.intro or f"{self.title}.\n\nFill in the functions below; keep their names " \
-            "and signatures (the autograder calls them)."
-        imports = "".join("import numpy as np\n" if m == "numpy" else f"import {m}\n"
-                          for m in self.allow if m == "numpy" or m.partition(".")[0] in AUTODIFF)
+        intro, imports = self._template_head()
         nb = nbformat.v4.new_notebook()
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                      "language": "python"}
