@@ -75,10 +75,13 @@ def test_ctrl_c_ends_a_command_with_one_line_and_status_130(tmp_path):
     import time
 
     # Ctrl-C as a terminal's user meets it: a suite started in the background by a shell
-    # without job control ignores SIGINT, which every child inherits (and Python respects)
-    proc = subprocess.Popen([sys.executable, "-m", "bpcheck", "verify"], stderr=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, text=True, cwd=tmp_path,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # without job control ignores SIGINT, which every child inherits (and Python respects),
+    # so the child sets Python's own handler before it runs `python -m bpcheck verify` (not
+    # a preexec_fn: forking the suite's process warns under JAX, an error here)
+    start = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             "sys.argv = ['bpcheck', 'verify']; runpy.run_module('bpcheck', run_name='__main__')")
+    proc = subprocess.Popen([sys.executable, "-c", start], stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True, cwd=tmp_path)
     time.sleep(4)  # importing and starting the symbolic checks
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
