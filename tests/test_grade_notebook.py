@@ -282,3 +282,56 @@ def test_the_configs_file_name_picks_an_upper_case_upload(tmp_path):
     (tmp_path / "notes.py").write_text(lecture_notebook.CORRECT)
     chosen, note = pick_submission(tmp_path, name="hw3.ipynb")
     assert chosen.name == "HW3.IPYNB" and note is None
+
+
+def test_a_report_notebook_quoting_the_code_is_not_graded_for_it(tmp_path):
+    # a red team: a write-up notebook quoting every function in markdown, with a saved
+    # output that made it the larger, tied with the real notebook and was graded (0 / 100)
+    import nbformat
+
+    from bpcheck.grade.source import pick_submission
+
+    body = lecture_notebook.CORRECT
+    _notebook(tmp_path / "hw3.ipynb", body)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# Write-up\n```python\n{body}\n```\n"),
+                nbformat.v4.new_code_cell("print('see hw3.ipynb')")]
+    nb.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout",
+                                                  text=f"x = 1\n{body}" + "x" * 20000)]
+    nbformat.write(nb, str(tmp_path / "report.ipynb"))
+    chosen, note = pick_submission(tmp_path)
+    assert chosen.name == "hw3.ipynb", note
+    assert "the one that defines the most exercise functions" in note
+
+
+def test_the_cell_search_for_a_missing_function_is_linear(tmp_path):
+    # a red team: `^\s*def` ran over a failed cell of blank lines in quadratic time, in the
+    # grader's own process (a 150 kB notebook held grade-batch 306 s past a 20 s budget)
+    from bpcheck.grade.grader import _defined_in_failed_cells
+    from bpcheck.grade.sandbox import run_limited
+
+    blank = "raise ValueError('boom')\n" + "\n" * 200_000
+    cells = [("cell 1", blank), ("cell 2", "x = 1\n\n\ndef softmax_loss (X, y):\n  pass\n")]
+    lines = run_limited(_defined_in_failed_cells, ["softmax_loss"], cells, ["cell 1", "cell 2"],
+                        seconds=20, memory_mb=256)  # (the old search: about 70 s)
+    assert lines == ["cell 2, which defines it, failed before the definition ran "
+                     "(see the note above)"]
+
+
+def test_the_pickers_scan_of_a_hostile_notebook_holds_little_memory(tmp_path):
+    # a red team: 32 MB of `"ab=` made ten million matches, all held at once: 1.2 GB, and
+    # Gradescope's 768 MB container killed the grader before it wrote any result
+    import subprocess
+
+    up = tmp_path / "up"
+    up.mkdir()
+    (up / "b.py").write_text(lecture_notebook.CORRECT)
+    (up / "a.ipynb").write_text('"ab=' * (16 << 18))  # 16 MB
+    script = ("import resource, sys; from bpcheck.grade.source import pick_submission; "
+              "r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+              "chosen, _ = pick_submission(sys.argv[1]); "
+              "print(chosen.name, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - r0) >> 10)")
+    out = subprocess.run([sys.executable, "-c", script, str(up)], capture_output=True,
+                         text=True, timeout=120)
+    name, grown_mb = out.stdout.split()
+    assert name == "b.py" and int(grown_mb) < 150, out  # the text itself: 32 MB as a str
