@@ -946,3 +946,27 @@ def test_a_report_piped_into_head_still_writes_the_results(tmp_path):
         assert proc.wait(timeout=300) == 0, err
     assert "Traceback" not in err and "BrokenPipe" not in err, err
     assert json.loads(results.read_text())["score"] > 0
+
+
+def test_a_batch_whose_progress_is_piped_into_head_grades_every_submission(tmp_path):
+    # a red team: `bpcheck grade-batch subs --csv g.csv 2>&1 | head -1` stopped at the first
+    # progress line after head had gone, and the later submissions scored 0 ("not graded:
+    # the batch was interrupted")
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    for name in "abc":
+        (subs / f"{name}.py").write_text(CORRECT)
+    cfg = tmp_path / "grading.toml"
+    cfg.write_text(FAST)
+    csv_path = tmp_path / "g.csv"
+    with subprocess.Popen([sys.executable, "-m", "bpcheck", "grade-batch", str(subs), "--config",
+                           str(cfg), "--csv", str(csv_path), "--seed", "1"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
+        proc.stderr.readline()  # the first progress line, then the reader goes
+        proc.stderr.close()
+        proc.wait(timeout=600)
+    import csv
+
+    with csv_path.open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["error"] for r in rows] == ["", "", ""] and all(float(r["score"]) > 0 for r in rows)

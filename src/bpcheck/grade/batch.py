@@ -174,12 +174,25 @@ def _bar(done, total, started, stream):
     filled = int(width * done / max(total, 1))
     rate = done / max(time.monotonic() - started, 1e-9)
     text = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} graded ({rate:.2f}/s)"
-    isatty = getattr(stream, "isatty", None)
-    if isatty is not None and isatty():
-        stream.write("\r" + text)
-    elif done in (0, total) or done * 10 // max(total, 1) != (done - 1) * 10 // max(total, 1):
-        stream.write(text + "\n")
-    stream.flush()
+    try:
+        isatty = getattr(stream, "isatty", None)
+        if isatty is not None and isatty():
+            stream.write("\r" + text)
+        elif done in (0, total) or done * 10 // max(total, 1) != (done - 1) * 10 // max(total, 1):
+            stream.write(text + "\n")
+        stream.flush()
+    except BrokenPipeError:  # `grade-batch ... 2>&1 | head`: the progress's reader has gone;
+        _silence(stream)  # the batch goes on (it stopped, and later submissions scored 0)
+
+
+def _silence(stream) -> None:
+    """Later writes to ``stream`` (a pipe whose reader has gone) go nowhere."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # not a file: nothing to keep writing to
+        pass
 
 
 def grade_batch(folder, cfg: GradingConfig, jobs: int = 1, csv_path=None, seed=None,
@@ -206,7 +219,10 @@ def grade_batch(folder, cfg: GradingConfig, jobs: int = 1, csv_path=None, seed=N
         if csv_path is not None:
             _write_csv(csv_path, rows, columns(cfg))
     if progress is not None and getattr(progress, "isatty", lambda: False)():
-        progress.write("\n")
+        try:
+            progress.write("\n")
+        except BrokenPipeError:
+            _silence(progress)
     return rows
 
 
