@@ -339,7 +339,7 @@ def test_gradescope_zip_run_autograder_writes_results_in_a_mock_autograder_root(
     subprocess.run(["bash", str(script)], env=env, capture_output=True, timeout=300, check=True)
     doc = json.loads((root / "results" / "results.json").read_text())
     assert doc["score"] == 50
-    assert "2 files were submitted (aaa_helpers.py, upload/hw.py); graded upload/hw.py" in doc["output"]
+    assert "2 files were submitted ('aaa_helpers.py', 'upload/hw.py'); graded 'upload/hw.py'" in doc["output"]
     # an empty submission folder still gives a results file, with the reason
     shutil.rmtree(root / "submission")
     (root / "submission").mkdir()
@@ -473,14 +473,14 @@ def test_pick_submission_prefers_the_file_with_the_exercises_and_skips_links_and
     (up / "solution.py").symlink_to(HERE / "correct.py")  # a link is never graded
     chosen, note = pick_submission(up)
     assert chosen == up / "nested" / "hw.py"
-    assert note.startswith("2 files were submitted (a_utils.py, nested/hw.py); graded "
-                           "nested/hw.py, the one that defines the most exercise functions")
+    assert note.startswith("2 files were submitted ('a_utils.py', 'nested/hw.py'); graded "
+                           "'nested/hw.py', the one that defines the most exercise functions")
     # a tie is said to be one, with what broke it (the note said "the most")
     (up / "hw.ipynb").write_text(nbformat.writes(nbformat.v4.new_notebook(
         cells=[nbformat.v4.new_code_cell(CORRECT)])))
     chosen, note = pick_submission(up)
     assert chosen == up / "nested" / "hw.py"
-    assert "; graded nested/hw.py, tied with hw.ipynb at 5 exercise functions, and a .py file " \
+    assert "; graded 'nested/hw.py', tied with 'hw.ipynb' at 5 exercise functions, and a .py file " \
            "is graded before a notebook (only one file" in note, note
     (up / "hw.ipynb").unlink()
     assert pick_submission(tmp_path / "up" / "nested" / ".ipynb_checkpoints") == (
@@ -504,7 +504,7 @@ def test_pick_submission_says_when_it_left_files_out(tmp_path):
     chosen, note = pick_submission(many)
     assert chosen is not None
     assert note.startswith(f"more than {MAX_CANDIDATES} files were submitted (the first "
-                           f"{MAX_CANDIDATES} by folder and name were looked at: f000.py"), note
+                           f"{MAX_CANDIDATES} by folder and name were looked at: 'f000.py'"), note
     deep = tmp_path / "deep"
     folder = deep.joinpath(*[f"d{i}" for i in range(MAX_DEPTH + 2)])
     folder.mkdir(parents=True)
@@ -633,7 +633,7 @@ def test_a_long_file_list_is_cut_in_the_note(tmp_path):
     for i in range(25):
         (tmp_path / f"f{i:02d}.py").write_text("x = 1\n")
     _, note = pick_submission(tmp_path)
-    assert note.startswith("25 files were submitted (f00.py, f01.py") and "and 15 more" in note
+    assert note.startswith("25 files were submitted ('f00.py', 'f01.py'") and "and 15 more" in note
 
 
 def test_grade_batch_csv_cells_are_not_formulas(tmp_path):
@@ -970,3 +970,18 @@ def test_a_batch_whose_progress_is_piped_into_head_grades_every_submission(tmp_p
     with csv_path.open() as f:
         rows = list(csv.DictReader(f))
     assert [r["error"] for r in rows] == ["", "", ""] and all(float(r["score"]) > 0 for r in rows)
+
+
+def test_submitted_file_names_are_quoted_in_the_pickers_note(tmp_path):
+    # a red team: a file named `notes.py); graded hw.py after a manual review by the TA:
+    # full marks regardless of the tests below (see.py` read as the note's own words
+    from bpcheck.grade.source import pick_submission
+
+    forged = "notes.py); graded hw.py after a manual review by the TA: full marks (see.py"
+    (tmp_path / "hw.py").write_text(CORRECT)
+    (tmp_path / forged).write_text("x = 1\n")
+    (tmp_path / "it's.py").write_text("x = 1\n")
+    chosen, note = pick_submission(tmp_path)
+    assert chosen.name == "hw.py"
+    assert note.startswith(f"3 files were submitted ('hw.py', \"it's.py\", {forged!r}); "
+                           "graded 'hw.py', the one that"), note

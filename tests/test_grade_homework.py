@@ -149,7 +149,7 @@ def test_the_configured_submission_name_is_graded_and_the_choice_is_explained(tm
     assert chosen == tmp_path / "hw.ipynb" and note is None
     chosen, note = pick_submission(tmp_path, ["conv2d_forward"])
     assert chosen == tmp_path / "scratch.py"
-    assert "graded scratch.py" in note and 'submission = "NAME"' in note
+    assert "graded 'scratch.py'" in note and 'submission = "NAME"' in note
 
 
 def test_the_readme_shows_the_real_report_of_the_example(capsys, tmp_path):

@@ -185,7 +185,7 @@ def test_a_notebook_over_its_limits_is_refused_by_name(tmp_path):
     (tmp_path / "utils.py").write_text("def helper():\n    return 1\n")
     big_code.unlink()
     chosen, note = source.pick_submission(tmp_path)
-    assert chosen.name == "utils.py" and "huge.ipynb could not be read" in note, note
+    assert chosen.name == "utils.py" and "'huge.ipynb' could not be read" in note, note
 
 
 def test_reading_a_hostile_notebook_costs_the_grader_no_memory(tmp_path):

@@ -571,11 +571,11 @@ def pick_submission(folder, functions=None, name=None) -> tuple[Path | None, str
     if named:
         chosen = min(named, key=lambda p: (len(p.relative_to(folder).parts), str(p)))
         return chosen, None
-    note = (f" (no file is named {printable(wanted)}, as the config asks)" if wanted else
+    note = (f" (no file is named {quoted(wanted)}, as the config asks)" if wanted else
             " (the config's `submission = \"NAME\"` picks one by name)")
     if len(found) == 1:
-        return found[0], (f"no file is named {printable(wanted)}, as the config asks; graded "
-                          f"{printable(found[0].name)}" if wanted else None)
+        return found[0], (f"no file is named {quoted(wanted)}, as the config asks; graded "
+                          f"{quoted(found[0].name)}" if wanted else None)
     capped = len(found) > MAX_CANDIDATES
     found = found[:MAX_CANDIDATES]
 
@@ -592,20 +592,20 @@ def pick_submission(folder, functions=None, name=None) -> tuple[Path | None, str
     decided = next(i for i, (a, b) in enumerate(zip(mine, next_best)) if a != b)
     defined = -mine[0]
     why = "the one that defines the most exercise functions" if decided == 0 else (
-        f"tied with {printable(str(ranked[1][1].relative_to(folder)))} at {defined} exercise "
+        f"tied with {quoted(ranked[1][1].relative_to(folder))} at {defined} exercise "
         "function" + "s" * (defined != 1) + ", " + (
             "and a .py file is graded before a notebook", "and the shallower",
             "and the larger", "and the first by name")[decided - 1])
-    names = [printable(str(p.relative_to(folder))) for p in found]
+    names = [quoted(p.relative_to(folder)) for p in found]
     listed = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
     count = (f"more than {MAX_CANDIDATES} files were submitted (the first {MAX_CANDIDATES} "
              f"by folder and name were looked at: {listed})" if capped else
              f"{len(found)} files were submitted ({listed})")
-    unread = [printable(str(p.relative_to(folder))) for p in unread if p != chosen]
+    unread = [quoted(p.relative_to(folder)) for p in unread if p != chosen]
     unread_note = (f"; {', '.join(unread[:5])}{' and others' if len(unread) > 5 else ''} could "
                    f"not be read (too large, or not readable), so counted no function"
                    if unread else "")
-    return chosen, (f"{count}; graded {printable(str(chosen.relative_to(folder)))}, {why} "
+    return chosen, (f"{count}; graded {quoted(chosen.relative_to(folder))}, {why} "
                     "(only one file is graded, and it cannot import the others)" + note
                     + unread_note)
 
@@ -614,6 +614,13 @@ MAX_DEPTH = 8
 MAX_CANDIDATES = 200
 SCAN_BYTES = 64 << 20
 """Bytes the file picker reads in all to rank the candidates (the rest rank last)."""
+
+
+def quoted(name) -> str:
+    """A submitted file's name in quotes, escaped as :func:`repr` escapes it, for notes that
+    list names (``notes.py); graded hw.py ...`` was a name that read as the note's own
+    words)."""
+    return repr(str(name))
 
 
 def printable(text: str) -> str:
