@@ -335,3 +335,28 @@ def test_the_pickers_scan_of_a_hostile_notebook_holds_little_memory(tmp_path):
                          text=True, timeout=120)
     name, grown_mb = out.stdout.split()
     assert name == "b.py" and int(grown_mb) < 150, out  # the text itself: 32 MB as a str
+
+
+def test_a_notebooks_progress_bar_calls_and_time_magic_run_as_in_jupyter(tmp_path):
+    # a red team: each of these, in a cell that also defined the functions, took the cell
+    # down (0 / 100): the stand-in bar was the bare iterable, and `%time z = 1` was
+    # commented out, where Jupyter assigns z
+    body = lecture_notebook.CORRECT
+    split = body.index("def backprop_factors")
+    head = ("import numpy as np\nfrom tqdm import tqdm, trange\n"
+            "from tqdm.notebook import tnrange, tqdm_notebook\n"
+            "pbar = tqdm(range(3))\npbar.set_description('epoch'); pbar.set_postfix(loss=1.0)\n"
+            "for _ in pbar: pass\n"
+            "with tqdm(range(2)) as it:\n    for _ in it: it.update(0)\n"
+            "with tqdm(total=5) as bar:\n    bar.update(5)\n"
+            "tqdm.write('written by tqdm.write')\n"
+            "assert len(tqdm(range(4))) == 4 and list(trange(2)) == [0, 1]\n"
+            "for _ in tnrange(2): pass\n"
+            "%time z = 1\n")
+    path = _notebook(tmp_path / "hw.ipynb", head + body[:split].replace("import numpy as np\n", ""),
+                     "%time y = z + 1\n" + body[split:])
+    report = grade(path, seed=1)
+    assert report.score == report.max_score, \
+        ([(t.number, t.lines) for t in report.tests if not t.passed], report.messages)
+    assert not any(m.startswith("cell ") for m in report.messages), report.messages
+    assert "written by tqdm.write" in report.student_output

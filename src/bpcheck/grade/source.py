@@ -138,6 +138,11 @@ _IPYTHON_ONLY = re.compile(
 )
 
 
+_TIMED_LINE = re.compile(r"^%(?:time|prun)\s+(\S.*)$")
+"""Line magics that run their statement in the notebook's namespace (``%timeit``'s runs in
+a function of its own: nothing it assigns is kept)."""
+
+
 def _ipython_only(line: str) -> bool:
     return _IPYTHON_ONLY.match(line.strip()) is not None
 
@@ -149,6 +154,9 @@ def _ipython_lines_out(lines: list[str]) -> list[str]:
     out, opener = [], False
     for line in lines:
         text = line.lstrip()
+        timed = _TIMED_LINE.match(text)
+        if timed:  # `%time z = f()`: IPython runs the statement in the notebook's namespace
+            line, text = line[:len(line) - len(text)] + timed.group(1), timed.group(1)
         if _ipython_only(line):
             out.append(line[:len(line) - len(text)] + "pass  # " + text if opener
                        else "# " + line)

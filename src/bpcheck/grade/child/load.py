@@ -177,8 +177,8 @@ def notebook_stand_ins(module):
     installed, the modules ``IPython``, ``IPython.display`` and ``IPython.core.display`` (their
     ``display`` prints, ``Markdown``/``HTML``/``Image`` ... keep their data, anything else
     does nothing; ``IPython.get_ipython()`` is ``None``, as outside a kernel), and
-    ``tqdm`` (``tqdm``, ``trange``, ``tqdm.auto``, ``tqdm.notebook``: the iterable as
-    given, no bar).  So a student's ``from IPython.display import display``
+    ``tqdm`` (``tqdm``, ``trange``, ``tqdm.auto``, ``tqdm.notebook``: a bar that iterates
+    and shows nothing, see :class:`_Bar`).  So a student's ``from IPython.display import display``
     or progress bar does not take its cell's other imports down with it."""
     import importlib.util
 
@@ -208,36 +208,55 @@ def notebook_stand_ins(module):
                             "IPython.core": ipython.core,
                             "IPython.core.display": ipython.core.display})
     if absent("tqdm"):
-        def tqdm(iterable=None, *args, **kwargs):
-            return iterable if iterable is not None else _NoBar()
-
         def trange(*args, **kwargs):
-            return range(*args)
+            return _Bar(range(*args))
 
         bars = {}
         for name in ("tqdm", "tqdm.auto", "tqdm.notebook", "tqdm.autonotebook"):
             bars[name] = types.ModuleType(name)
-            bars[name].tqdm, bars[name].trange = tqdm, trange
+            bars[name].tqdm, bars[name].trange = _Bar, trange
+            bars[name].tqdm_notebook, bars[name].tnrange = _Bar, trange
         bars["tqdm"].__path__ = []
         for name in ("auto", "notebook", "autonotebook"):
             setattr(bars["tqdm"], name, bars["tqdm." + name])
         sys.modules.update(bars)
 
 
-class _NoBar:
-    """``tqdm()`` with no iterable, used as a bar updated by hand."""
+class _Bar:
+    """``tqdm(iterable)``: iterates as the iterable does and shows nothing; the bar's
+    methods a notebook calls (``set_description``, ``set_postfix``, ``update``, ``write``
+    ...) do nothing but count, and it is a context manager, as tqdm's bar is."""
 
-    def update(self, *args, **kwargs):
+    def __init__(self, iterable=None, *args, total=None, initial=0, **kwargs):
+        self.iterable, self.n = iterable, initial
+        if total is None and iterable is not None:
+            try:
+                total = len(iterable)
+            except TypeError:
+                pass
+        self.total = total
+
+    def __iter__(self):
+        for item in self.iterable if self.iterable is not None else ():
+            yield item
+            self.n += 1
+
+    def __len__(self):
+        return len(self.iterable) if self.iterable is not None else (self.total or 0)
+
+    def update(self, n=1):
+        self.n += n
+        return True
+
+    def _nothing(self, *args, **kwargs):
         return None
 
-    def set_description(self, *args, **kwargs):
-        return None
+    set_description = set_description_str = set_postfix = set_postfix_str = _nothing
+    refresh = reset = clear = display = unpause = close = _nothing
 
-    def set_postfix(self, *args, **kwargs):
-        return None
-
-    def close(self):
-        return None
+    @staticmethod
+    def write(text, *args, **kwargs):
+        print(text)
 
     def __enter__(self):
         return self
