@@ -220,8 +220,25 @@ def test_a_module_the_submission_may_not_use_is_named_with_what_it_may(tmp_path)
     report = grade(path, seed=1)
     assert report.score == report.max_score
     assert any("cell 1 raised ModuleNotFoundError: No module named 'scipy' (submissions may "
-               "use numpy, sympy, matplotlib and the standard library only)" in m
+               "use numpy, sympy, matplotlib and the standard library only; the graded file is "
+               "the only one, and it cannot import another)" in m
                for m in report.messages), report.messages
+
+
+def test_a_missing_module_of_the_standard_library_is_said_to_be_the_sandboxs(tmp_path):
+    # a red team: where the sandbox could not open the standard library (a grader without
+    # namespaces, Python under /root), `import glob` read "(submissions may use numpy ...
+    # and the standard library only)", which glob is part of
+    from bpcheck.grade.child.load import error_describer
+
+    describe = error_describer("numpy and the standard library only")
+    glob = describe(ModuleNotFoundError("No module named 'glob'", name="glob"))
+    assert glob == ("ModuleNotFoundError: No module named 'glob' (a standard-library module, "
+                    "which the grader's sandbox could not give the submission: see the sandbox "
+                    "notes)")
+    mine = describe(ModuleNotFoundError("No module named 'helpers'", name="helpers"))
+    assert mine.endswith("(submissions may use numpy and the standard library only; the "
+                         "graded file is the only one, and it cannot import another)")
 
 
 def test_a_missing_function_points_at_the_cell_that_defines_it_and_failed(tmp_path):

@@ -44,13 +44,15 @@ def error_describer(allowed=""):
     """``describe(exc)``: one exception as text, at most 2000 characters (bound now).
     ``allowed``: what submissions may use, said after a ``ModuleNotFoundError`` (scipy is
     installed for the grader, but not there for the submission: "No module named 'scipy'"
-    alone reads as a broken grader)."""
+    alone reads as a broken grader; a student's own second file is not there either); a
+    standard-library module that is missing is said to be the sandbox's doing."""
     _format_exc = traceback.format_exception_only
     _type = type
     _missing = ModuleNotFoundError
 
     _syntax = SyntaxError
     _str, _isinstance = str, isinstance
+    _stdlib = frozenset(getattr(sys, "stdlib_module_names", ()))
 
     def where(exc):
         """Where in the submission it was raised: the innermost frame of the submission's
@@ -79,8 +81,14 @@ def error_describer(allowed=""):
                     + (f": {code}" if code else "") + ")")
             return text[:2000]
         text = "".join(_format_exc(_type(exc), exc)).strip()
-        if _isinstance(exc, _missing) and allowed:
-            text += f" (submissions may use {allowed})"
+        if _isinstance(exc, _missing):
+            top = _str(getattr(exc, "name", None) or "").partition(".")[0]
+            if top in _stdlib:  # the sandbox could not open it (see its notes), not a rule
+                text += (" (a standard-library module, which the grader's sandbox could not "
+                         "give the submission: see the sandbox notes)")
+            elif allowed:
+                text += (f" (submissions may use {allowed}; the graded file is the only one, "
+                         "and it cannot import another)")
         at = where(exc)
         return text[:2000 - len(at)] + at
 
