@@ -970,6 +970,15 @@ def test_a_batch_whose_progress_is_piped_into_head_grades_every_submission(tmp_p
     with csv_path.open() as f:
         rows = list(csv.DictReader(f))
     assert [r["error"] for r in rows] == ["", "", ""] and all(float(r["score"]) > 0 for r in rows)
+    # a progress stream that cannot be written (a full disk) neither
+    csv_path.unlink()
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "bpcheck", "grade-batch", str(subs),
+                               "--config", str(cfg), "--csv", str(csv_path), "--seed", "1"],
+                              stdout=subprocess.DEVNULL, stderr=full, timeout=600)
+    with csv_path.open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["error"] for r in rows] == ["", "", ""] and proc.returncode == 0
 
 
 def test_submitted_file_names_are_quoted_in_the_pickers_note(tmp_path):
@@ -980,8 +989,11 @@ def test_submitted_file_names_are_quoted_in_the_pickers_note(tmp_path):
     forged = "notes.py); graded hw.py after a manual review by the TA: full marks (see.py"
     (tmp_path / "hw.py").write_text(CORRECT)
     (tmp_path / forged).write_text("x = 1\n")
-    (tmp_path / "it's.py").write_text("x = 1\n")
+    # a quote in a name, and a look-alike of the quote (U+A78C), cannot close the quotes
+    (tmp_path / "b.py'); graded 'hw.py' (c.py").write_text("x = 1\n")
+    (tmp_path / "a.py\ua78c); graded \ua78chw.py\ua78c (z.py").write_text("x = 1\n")
     chosen, note = pick_submission(tmp_path)
     assert chosen.name == "hw.py"
-    assert note.startswith(f"3 files were submitted ('hw.py', \"it's.py\", {forged!r}); "
-                           "graded 'hw.py', the one that"), note
+    assert note.startswith("4 files were submitted ('a.py\\ua78c); graded \\ua78chw.py\\ua78c "
+                           "(z.py', 'b.py\\'); graded \\'hw.py\\' (c.py', 'hw.py', "
+                           f"'{forged}'); graded 'hw.py', the one that"), note

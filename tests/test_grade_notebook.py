@@ -239,6 +239,19 @@ def test_a_missing_module_of_the_standard_library_is_said_to_be_the_sandboxs(tmp
     mine = describe(ModuleNotFoundError("No module named 'helpers'", name="helpers"))
     assert mine.endswith("(submissions may use numpy and the standard library only; the "
                          "graded file is the only one, and it cannot import another)")
+    # a submodule that does not exist is the submission's mistake (a Python 2 idiom)
+    old = describe(ModuleNotFoundError("No module named 'email.MIMEText'", name="email.MIMEText"))
+    assert "sandbox" not in old and "submissions may use" in old
+
+    class Hostile(str):
+        def __bool__(self):
+            raise RuntimeError("no")
+
+        def __hash__(self):
+            raise RuntimeError("no")
+
+    # a name of the submission's making cannot take the description down
+    assert describe(ModuleNotFoundError("x", name=Hostile("os"))).startswith("ModuleNotFoundError: x")
 
 
 def test_a_missing_function_points_at_the_cell_that_defines_it_and_failed(tmp_path):
@@ -257,21 +270,53 @@ def test_a_missing_function_points_at_the_cell_that_defines_it_and_failed(tmp_pa
     assert all(t.passed for t in report.tests if t.exercise != 1)
 
 
-def test_the_picker_ranks_notebooks_by_their_text_without_reading_them(tmp_path, monkeypatch):
+def test_the_picker_reads_notebooks_within_its_time_then_scans_their_text(tmp_path, monkeypatch):
     # a red team's folder of 20 notebooks whose outputs the schema's slow validator took
-    # 5.5 s each to check held the picker 108 s past a 20 s budget (200 would be 18
-    # minutes): the picker scans their JSON text, as it does .py files
+    # 5.5 s each to check held the picker 108 s past a 20 s budget: the picker reads the
+    # notebooks without that check, all in one forked copy with a time limit, and past it
+    # ranks them by their JSON text
+    import time
+
     from bpcheck.grade import source
 
-    read = []
-    monkeypatch.setattr(source, "read_cells", lambda *args, **kwargs: read.append(args) or [])
     body = lecture_notebook.CORRECT
     _notebook(tmp_path / "b.ipynb", body[:body.index("def two_layer_loss")])
     _notebook(tmp_path / "a.ipynb", *body.split("\n\n\n"))  # every function, cell by cell
     (tmp_path / "c.py").write_text(body[:body.index("def backprop_factors")])
     chosen, note = source.pick_submission(tmp_path)
-    assert chosen.name == "a.ipynb" and not read, note
+    assert chosen.name == "a.ipynb", note
     assert "the one that defines the most exercise functions" in note
+    monkeypatch.setattr(source, "PICK_SECONDS", 2)
+    monkeypatch.setattr(source, "_notebook_cells", lambda path: time.sleep(60))
+    start = time.monotonic()
+    chosen, note = source.pick_submission(tmp_path)
+    assert chosen.name == "a.ipynb" and time.monotonic() - start < 10, note
+
+
+def test_the_picker_counts_a_notebooks_code_in_any_key_order_and_version(tmp_path):
+    # a red team: the text scan took a cell's type from the "cell_type" key before its
+    # "source", so a notebook written with "source" first, or a version-3 one (code under
+    # "input"), counted no function, and a helper .py beside it was graded (0 / 10)
+    import json
+
+    from bpcheck.grade.source import pick_submission
+
+    body = lecture_notebook.CORRECT
+    (tmp_path / "plotting.py").write_text("import numpy as np\n\ndef plot(x):\n    return x\n")
+    cells = [{"source": "# Homework 3", "metadata": {}, "cell_type": "markdown"},
+             {"source": body.splitlines(True), "outputs": [], "metadata": {},
+              "execution_count": None, "cell_type": "code"}]
+    (tmp_path / "hw3.ipynb").write_text(json.dumps(
+        {"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    chosen, note = pick_submission(tmp_path)
+    assert chosen.name == "hw3.ipynb", note
+    (tmp_path / "hw3.ipynb").write_text(json.dumps({
+        "nbformat": 3, "nbformat_minor": 0, "metadata": {}, "worksheets": [{"metadata": {}, "cells": [
+            {"cell_type": "markdown", "metadata": {}, "source": "# Homework 3"},
+            {"cell_type": "code", "collapsed": False, "input": body.splitlines(True),
+             "language": "python", "metadata": {}, "outputs": []}]}]}))
+    chosen, note = pick_submission(tmp_path)
+    assert chosen.name == "hw3.ipynb", note
 
 
 def test_a_notebook_is_read_without_the_schema_check_of_its_outputs(tmp_path):
@@ -369,6 +414,11 @@ def test_a_notebooks_progress_bar_calls_and_time_magic_run_as_in_jupyter(tmp_pat
             "tqdm.write('written by tqdm.write')\n"
             "assert len(tqdm(range(4))) == 4 and list(trange(2)) == [0, 1]\n"
             "for _ in tnrange(2): pass\n"
+            "assert list(reversed(trange(3))) == [2, 1, 0] and bool(tqdm(total=0))\n"
+            "assert len(tqdm((i for i in range(9)), total=5)) == 5\n"
+            "pbar.set_description('done'); assert pbar.desc == 'done'\n"
+            "if True:\n    %time # warm-up\n"
+            "%prun -s cumulative sum(range(3))\n"
             "%time z = 1\n")
     path = _notebook(tmp_path / "hw.ipynb", head + body[:split].replace("import numpy as np\n", ""),
                      "%time y = z + 1\n" + body[split:])
@@ -377,3 +427,9 @@ def test_a_notebooks_progress_bar_calls_and_time_magic_run_as_in_jupyter(tmp_pat
         ([(t.number, t.lines) for t in report.tests if not t.passed], report.messages)
     assert not any(m.startswith("cell ") for m in report.messages), report.messages
     assert "written by tqdm.write" in report.student_output
+    # a .py exported from Jupyter: %time's statement runs there too
+    exported = tmp_path / "hw.py"
+    exported.write_text(body[:split] + "get_ipython().run_line_magic('time', 'z = 1')\n"
+                        + "assert z == 1\n" + body[split:])
+    report = grade(exported, seed=1)
+    assert report.score == report.max_score, report.messages

@@ -181,8 +181,8 @@ def _bar(done, total, started, stream):
         elif done in (0, total) or done * 10 // max(total, 1) != (done - 1) * 10 // max(total, 1):
             stream.write(text + "\n")
         stream.flush()
-    except BrokenPipeError:  # `grade-batch ... 2>&1 | head`: the progress's reader has gone;
-        _silence(stream)  # the batch goes on (it stopped, and later submissions scored 0)
+    except OSError:  # `grade-batch ... 2>&1 | head` (the reader has gone), a full disk: the
+        _silence(stream)  # batch goes on (it stopped, and later submissions scored 0)
 
 
 def _silence(stream) -> None:
@@ -221,7 +221,7 @@ def grade_batch(folder, cfg: GradingConfig, jobs: int = 1, csv_path=None, seed=N
     if progress is not None and getattr(progress, "isatty", lambda: False)():
         try:
             progress.write("\n")
-        except BrokenPipeError:
+        except OSError:
             _silence(progress)
     return rows
 

@@ -396,8 +396,8 @@ def _defined_in_failed_cells(names, cells, raised) -> list[str]:
         return []
     # spaces and tabs only: with \s (newlines too) a cell of blank lines took quadratic
     # time, in the grader's own process (hours for a red team's cell of 2 MB)
-    defines = re.compile(r"^[ \t]*(?:async[ \t]+)?def[ \t]+(?:"
-                         + "|".join(re.escape(n) for n in names) + r")[ \t]*\(", re.M)
+    defines = re.compile(r"^[ \t\f]*(?:async[ \t]+)?def[ \t]+(?:"
+                         + "|".join(re.escape(n) for n in names) + r")[ \t]*[(\[]", re.M)
     found = [label for label, source in cells if label in raised and defines.search(source)]
     if not found:
         return []

@@ -138,9 +138,10 @@ _IPYTHON_ONLY = re.compile(
 )
 
 
-_TIMED_LINE = re.compile(r"^%(?:time|prun)\s+(\S.*)$")
-"""Line magics that run their statement in the notebook's namespace (``%timeit``'s runs in
-a function of its own: nothing it assigns is kept)."""
+_TIMED_LINE = re.compile(r"^%time\s+([^\s#].*)$")
+"""``%time stmt``, whose statement IPython runs in the notebook's namespace (``%timeit``'s
+runs in a function of its own: nothing it assigns is kept; ``%prun`` takes options first:
+both stay comments)."""
 
 
 def _ipython_only(line: str) -> bool:
@@ -486,45 +487,73 @@ SKIPPED_FOLDERS = ("__pycache__", ".ipynb_checkpoints", "__MACOSX")
 
 _DEFINES = re.compile(r"^(?:(?:async\s+)?def\s+(\w+)|class\s+(\w+)|(\w+)\s*=)", re.M)
 _NOTEBOOK_DEFINES = re.compile(r'(?:"|\\n)(?:(?:async\s+)?def\s+(\w+)|class\s+(\w+)|(\w+)\s*=)')
-_NOTEBOOK_KEYS = re.compile(r'"cell_type"\s*:\s*"(\w*)"|"source"\s*:\s*')
-_JSON_STRING = r'"(?:[^"\\]|\\.)*"'
-_JSON_SOURCE = re.compile(rf'{_JSON_STRING}|\[\s*(?:{_JSON_STRING}\s*(?:,\s*)?)*\]')
 
 
-def _defined_exercises(path: Path, functions, budget: list, unread: list) -> int:
-    """How many of ``functions`` a file defines at top level, by a scan of its text (no
-    parsing: the files compared are untrusted, and parsing costs ~600x their size); 0 once
-    ``budget[0]`` bytes have been read in all, or if unreadable (then appended to
-    ``unread``)."""
-    try:
-        size = path.stat().st_size
-        notebook = submission_suffix(path) == ".ipynb"
-        if size > (NOTEBOOK_MAX_BYTES if notebook else MAX_BYTES) or size > budget[0]:
-            unread.append(path)
-            return 0
-        budget[0] -= size
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except (OSError, ValueError):
-        unread.append(path)
-        return 0
+def _scan_counts(found, functions, unread: list) -> dict:
+    """How many of ``functions`` each candidate file defines at top level (0 for those
+    not read: too large, past :data:`SCAN_BYTES` read in all, or unreadable, which are
+    appended to ``unread``).  A ``.py`` file by a scan of its text (no parsing: the files
+    compared are untrusted, and parsing costs ~600x their size); the notebooks by their
+    code cells, read as :func:`read_cells` reads them, all in one forked copy limited to
+    :data:`PICK_SECONDS` and :data:`NOTEBOOK_MB` (markdown and saved outputs quoting the
+    code do not count, whatever the order of a cell's keys or the notebook's version),
+    or, past those limits, by a scan of their JSON text."""
+    budget, counts, notebooks = SCAN_BYTES, {}, []
     wanted = set(functions)
-    if not notebook:
-        return len(_names_defined(_DEFINES, text, wanted))
-    # a notebook by its JSON text too (reading it as a notebook costs a fork and, for a
-    # hostile file, seconds: a red team's folder of 200 of them held the picker 18 minutes):
-    # the sources of its code cells, where a definition starts a source string or follows
-    # an escaped newline (markdown and saved outputs quoting the code do not count: a
-    # report notebook quoting every function tied with the real one, and was graded)
-    names: set = set()
-    kind = None  # the cell type last named (Jupyter writes "cell_type" before "source")
-    for key in _NOTEBOOK_KEYS.finditer(text):
-        if key.group(1) is not None:
-            kind = key.group(1)
+    for path in found:
+        counts[path] = 0
+        try:
+            size = path.stat().st_size
+            notebook = submission_suffix(path) == ".ipynb"
+            if size > (NOTEBOOK_MAX_BYTES if notebook else MAX_BYTES) or size > budget:
+                unread.append(path)
+                continue
+            budget -= size
+            if notebook:
+                notebooks.append(path)
+                continue
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except (OSError, ValueError):
+            unread.append(path)
             continue
-        value = _JSON_SOURCE.match(text, key.end())
-        if value and kind in ("code", None):
-            names |= _names_defined(_NOTEBOOK_DEFINES, value.group(), wanted)
-    return len(names)
+        counts[path] = len(_names_defined(_DEFINES, text, wanted))
+    if notebooks:
+        import nbformat  # noqa: F401 - imported here, so that the forked copy has it
+
+        from .sandbox import LimitExceeded, run_limited
+
+        try:
+            read = run_limited(_notebook_counts, [str(p) for p in notebooks], sorted(wanted),
+                               seconds=PICK_SECONDS, memory_mb=NOTEBOOK_MB)
+            for path, n in zip(notebooks, read):
+                counts[path] = max(int(n), 0)
+                if int(n) < 0:
+                    unread.append(path)
+        except (LimitExceeded, TypeError, ValueError):
+            for path in notebooks:  # a definition starts a JSON string or follows an
+                try:  # escaped newline, in any part of the notebook
+                    text = path.read_text(encoding="utf-8", errors="replace")
+                except (OSError, ValueError):
+                    unread.append(path)
+                    continue
+                counts[path] = len(_names_defined(_NOTEBOOK_DEFINES, text, wanted))
+    return counts
+
+
+def _notebook_counts(paths: list, functions: list) -> list:
+    """:func:`_scan_counts`' work on notebooks, in its forked copy: for each, how many of
+    ``functions`` its code cells define at top level (-1: not a readable notebook)."""
+    wanted, out = set(functions), []
+    for path in paths:
+        read = _notebook_cells(path)
+        if "error" in read:
+            out.append(-1)
+            continue
+        names: set = set()
+        for _, source in read["cells"]:
+            names |= _names_defined(_DEFINES, source, wanted)
+        out.append(len(names))
+    return out
 
 
 def _names_defined(pattern, text: str, wanted: set) -> set:
@@ -587,11 +616,12 @@ def pick_submission(folder, functions=None, name=None) -> tuple[Path | None, str
     capped = len(found) > MAX_CANDIDATES
     found = found[:MAX_CANDIDATES]
 
-    budget, unread = [SCAN_BYTES], []
+    unread: list = []
+    counts = _scan_counts(found, functions, unread)
 
     def rank(p: Path):  # most exercise functions, then .py, shallowest, largest, name
         size = p.stat().st_size
-        return (-_defined_exercises(p, functions, budget, unread), submission_suffix(p) != ".py",
+        return (-counts[p], submission_suffix(p) != ".py",
                 len(p.relative_to(folder).parts), -size, str(p))
 
     ranked = sorted((rank(p), p) for p in found)
@@ -622,13 +652,25 @@ MAX_DEPTH = 8
 MAX_CANDIDATES = 200
 SCAN_BYTES = 64 << 20
 """Bytes the file picker reads in all to rank the candidates (the rest rank last)."""
+PICK_SECONDS = 20
+"""The time the file picker's reading of notebooks may take, all together (then it scans
+their text)."""
 
 
 def quoted(name) -> str:
-    """A submitted file's name in quotes, escaped as :func:`repr` escapes it, for notes that
-    list names (``notes.py); graded hw.py ...`` was a name that read as the note's own
-    words)."""
-    return repr(str(name))
+    """A submitted file's name in single quotes, for notes that list names
+    (``notes.py); graded hw.py ...`` was a name that read as the note's own words): a quote
+    or backslash in it escaped with a backslash, and anything but printable ASCII as its
+    escape (a look-alike of the quote, U+A78C, closed the quotes to the eye)."""
+    out = []
+    for ch in str(name):
+        if ch in "'\\":
+            out.append("\\" + ch)
+        elif " " <= ch <= "~":
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape", "backslashreplace").decode("ascii"))
+    return "'" + "".join(out) + "'"
 
 
 def printable(text: str) -> str:

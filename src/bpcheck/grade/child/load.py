@@ -82,8 +82,13 @@ def error_describer(allowed=""):
             return text[:2000]
         text = "".join(_format_exc(_type(exc), exc)).strip()
         if _isinstance(exc, _missing):
-            top = _str(getattr(exc, "name", None) or "").partition(".")[0]
-            if top in _stdlib:  # the sandbox could not open it (see its notes), not a rule
+            try:  # (the submission's exception: its name may be anything)
+                name = exc.name if _type(exc.name) is _str else ""
+            except BaseException:  # noqa: BLE001
+                name = ""
+            if name and name in _stdlib:  # a top-level module of the standard library: the
+                # sandbox could not open it (see its notes); `email.MIMEText`, a missing
+                # submodule, is the submission's own mistake
                 text += (" (a standard-library module, which the grader's sandbox could not "
                          "give the submission: see the sandbox notes)")
             elif allowed:
@@ -128,6 +133,9 @@ class _Shell:
         self.user_ns = namespace
 
     def run_line_magic(self, name, line, *args, **kwargs):
+        statement = str(line).strip()
+        if name == "time" and statement and not statement.startswith("#"):
+            exec(compile(statement, "<line magic>", "exec"), self.user_ns)  # as IPython does
         return None
 
     def run_cell_magic(self, name, line, cell, *args, **kwargs):
@@ -250,16 +258,28 @@ class _Bar:
             self.n += 1
 
     def __len__(self):
-        return len(self.iterable) if self.iterable is not None else (self.total or 0)
+        if self.iterable is not None and hasattr(self.iterable, "__len__"):
+            return len(self.iterable)
+        return int(self.total or 0)
+
+    def __bool__(self):
+        return True
+
+    def __reversed__(self):  # tqdm's bar over a sequence may be reversed
+        return reversed(self.iterable if self.iterable is not None else ())
 
     def update(self, n=1):
         self.n += n
         return True
 
+    def set_description(self, desc=None, *args, **kwargs):
+        self.desc = desc or ""
+
     def _nothing(self, *args, **kwargs):
         return None
 
-    set_description = set_description_str = set_postfix = set_postfix_str = _nothing
+    desc = ""
+    set_description_str = set_postfix = set_postfix_str = _nothing
     refresh = reset = clear = display = unpause = close = _nothing
 
     @staticmethod
