@@ -152,11 +152,13 @@ def _ipython_lines_out(lines: list[str]) -> list[str]:
     """A cell's IPython-only lines commented out, or, right after a line that opens a block
     (ends with ``:``), made ``pass`` at their own indent with the line kept as a comment:
     a block whose one statement it is (``if DEBUG:`` / ``%load_ext ...``) stays a block."""
-    out, opener = [], False
+    out, opener, indent = [], False, 0  # indent: the last code line's
     for line in lines:
         text = line.lstrip()
         timed = _TIMED_LINE.match(text)
-        if timed:  # `%time z = f()`: IPython runs the statement in the notebook's namespace
+        if timed and (opener or len(line) - len(text) <= indent):
+            # `%time z = f()`: IPython runs the statement in the notebook's namespace (one
+            # indented past the line before, not in a block, stays a comment)
             line, text = line[:len(line) - len(text)] + timed.group(1), timed.group(1)
         if _ipython_only(line):
             out.append(line[:len(line) - len(text)] + "pass  # " + text if opener
@@ -165,7 +167,7 @@ def _ipython_lines_out(lines: list[str]) -> list[str]:
             continue
         out.append(line)
         if text and not text.startswith("#"):
-            opener = _opens_block(text)
+            opener, indent = _opens_block(text), len(line) - len(text)
     return out
 
 
